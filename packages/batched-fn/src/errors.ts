@@ -1,0 +1,109 @@
+/**
+ * Every error the batcher creates derives from `BatchedFnError` and carries a
+ * stable `code`, so servers can map it to a status without string matching.
+ */
+export type BatchedFnErrorCode =
+  | 'ERR_QUEUE_FULL'
+  | 'ERR_CLOSED'
+  | 'ERR_TIMEOUT'
+  | 'ERR_BATCH_SIZE_MISMATCH'
+  | 'ERR_ITEM_TOO_LARGE'
+  | 'ERR_WORKER_EXITED';
+
+export class BatchedFnError extends Error {
+  readonly code: BatchedFnErrorCode;
+
+  constructor(code: BatchedFnErrorCode, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'BatchedFnError';
+    this.code = code;
+  }
+}
+
+/** The queue already holds `channelCap` items. Servers answer it with 503. */
+export class QueueFullError extends BatchedFnError {
+  readonly capacity: number;
+
+  constructor(capacity: number) {
+    super('ERR_QUEUE_FULL', `Queue is full: it already holds channelCap=${capacity} waiting items`);
+    this.name = 'QueueFullError';
+    this.capacity = capacity;
+  }
+}
+
+/** The batcher was closed or destroyed before the call could be served. */
+export class ClosedError extends BatchedFnError {
+  constructor(message = 'The batcher is closed and accepts no new calls') {
+    super('ERR_CLOSED', message);
+    this.name = 'ClosedError';
+  }
+}
+
+/**
+ * The call's deadline passed, or (with `predicted: true`) the scheduler could
+ * already tell it would pass before an answer could be produced.
+ */
+export class TimeoutError extends BatchedFnError {
+  readonly timeout: number;
+  readonly predicted: boolean;
+
+  constructor(timeout: number, predicted = false) {
+    super(
+      'ERR_TIMEOUT',
+      predicted
+        ? `Call rejected early: its predicted completion is past its ${timeout} ms deadline`
+        : `Call timed out after ${timeout} ms`,
+    );
+    this.name = 'TimeoutError';
+    this.timeout = timeout;
+    this.predicted = predicted;
+  }
+}
+
+/** The handler returned something other than one output per input. */
+export class BatchSizeMismatchError extends BatchedFnError {
+  readonly expected: number;
+  readonly received: number | undefined;
+
+  constructor(expected: number, received: number | undefined) {
+    super(
+      'ERR_BATCH_SIZE_MISMATCH',
+      received === undefined
+        ? `Handler must return an array of ${expected} outputs, got a non-array value`
+        : `Handler returned ${received} outputs for a batch of ${expected} inputs`,
+    );
+    this.name = 'BatchSizeMismatchError';
+    this.expected = expected;
+    this.received = received;
+  }
+}
+
+/** One input's `size` is larger than `maxBatchSize`, so no batch can ever hold it. */
+export class ItemTooLargeError extends BatchedFnError {
+  readonly size: number;
+  readonly maxBatchSize: number;
+
+  constructor(size: number, maxBatchSize: number) {
+    super('ERR_ITEM_TOO_LARGE', `Input has size ${size}, larger than maxBatchSize=${maxBatchSize}`);
+    this.name = 'ItemTooLargeError';
+    this.size = size;
+    this.maxBatchSize = maxBatchSize;
+  }
+}
+
+/** The worker thread running this call's batch died before answering. */
+export class WorkerExitedError extends BatchedFnError {
+  readonly exitCode: number | undefined;
+  readonly workerId: number;
+
+  constructor(workerId: number, exitCode: number | undefined, cause?: unknown) {
+    super(
+      'ERR_WORKER_EXITED',
+      `Worker ${workerId} exited${exitCode === undefined ? '' : ` with code ${exitCode}`} while running this call's batch`,
+      cause === undefined ? undefined : { cause },
+    );
+    this.name = 'WorkerExitedError';
+    this.exitCode = exitCode;
+    this.workerId = workerId;
+  }
+}

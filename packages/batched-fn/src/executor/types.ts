@@ -1,0 +1,22 @@
+import type { WorkerStats } from '../stats.js';
+
+export type Outputs<O> = ReadonlyArray<O | Error>;
+
+/**
+ * Runs a batch somewhere and returns its outputs in input order. The batcher
+ * decides what goes in a batch and when; an executor only decides where.
+ */
+export interface Executor<I, O> {
+  run(inputs: I[]): Outputs<O> | Promise<Outputs<O>>;
+  /** True when a batch handed over now would start without waiting for a free runner. */
+  hasCapacity(): boolean;
+  /** Called when capacity returns without a batch finishing (a restarted worker). */
+  onCapacity(listener: () => void): void;
+  /** Build the context (and start workers) now. */
+  ready(): Promise<void>;
+  /** Called once every batch has settled; releases threads and contexts. */
+  close(): Promise<void>;
+  /** Stops at once; running batches reject through their own promises. */
+  destroy(reason: unknown): void;
+  workerStats(): WorkerStats[];
+}

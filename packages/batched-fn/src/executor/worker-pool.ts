@@ -1,0 +1,312 @@
+import { type ResourceLimits, Worker } from 'node:worker_threads';
+import { WorkerExitedError } from '../errors.js';
+import type { WorkerStats } from '../stats.js';
+import { transferListFor } from '../transfer.js';
+import type { Executor, Outputs } from './types.js';
+import { type FromWorker, fromWire, type ToWorker, type WorkerBootData } from './wire.js';
+
+const ENTRY = new URL('./worker-entry.js', import.meta.url);
+
+/** First restart is quick; a crash loop backs off to this ceiling so it never spins a core. */
+const RESTART_BASE_MS = 50;
+const RESTART_MAX_MS = 5_000;
+/** A worker asked to close gets this long to dispose its context before it is terminated. */
+const CLOSE_GRACE_MS = 5_000;
+
+export interface WorkerPoolOptions {
+  module: URL;
+  workers: number;
+  workerData: unknown;
+  resourceLimits: ResourceLimits | undefined;
+  name: string;
+}
+
+interface Job {
+  id: number;
+  size: number;
+  resolve: (outputs: Outputs<unknown>) => void;
+  reject: (error: unknown) => void;
+}
+
+type SlotState = WorkerStats['state'];
+
+/** One place in the pool. The Worker inside is replaced when it dies; the slot and its counters stay. */
+class WorkerSlot {
+  readonly id: number;
+  worker: Worker | undefined;
+  state: SlotState = 'stopped';
+  job: Job | undefined;
+  busySince = 0;
+  batches = 0;
+  items = 0;
+  busyMs = 0;
+  restarts = 0;
+  failuresInARow = 0;
+  lastError: unknown;
+  restartTimer: ReturnType<typeof setTimeout> | undefined;
+  stopping = false;
+  readonly initWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  onExit: (() => void) | undefined;
+
+  constructor(id: number) {
+    this.id = id;
+  }
+}
+
+/**
+ * Runs batches in worker threads, one batch per worker at a time. A batch is
+ * handed only to a free worker, so batches keep filling in the queue while all
+ * workers are busy, as in Triton's instance groups.
+ */
+export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
+  readonly #options: WorkerPoolOptions;
+  readonly #slots: WorkerSlot[];
+  #started = false;
+  #finished = false;
+  #nextJobId = 1;
+  #capacityListener: () => void = () => {};
+
+  constructor(options: WorkerPoolOptions) {
+    try {
+      structuredClone(options.workerData);
+    } catch (error) {
+      throw new TypeError(`Expected \`workerData\` to be structured-cloneable: ${(error as Error).message}`);
+    }
+    this.#options = options;
+    this.#slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i));
+  }
+
+  hasCapacity(): boolean {
+    this.#start();
+    return this.#slots.some((slot) => slot.state === 'idle' || slot.state === 'starting');
+  }
+
+  onCapacity(listener: () => void): void {
+    this.#capacityListener = listener;
+  }
+
+  run(inputs: I[]): Promise<Outputs<O>> {
+    this.#start();
+    const slot =
+      this.#slots.find((s) => s.state === 'idle') ?? this.#slots.find((s) => s.state === 'starting');
+    if (slot === undefined) return Promise.reject(new Error('batched-fn: no free worker (dispatcher bug)'));
+    return new Promise<Outputs<O>>((resolve, reject) => {
+      const job: Job = { id: this.#nextJobId++, size: inputs.length, resolve: resolve as Job['resolve'], reject };
+      slot.job = job;
+      slot.state = 'busy';
+      slot.busySince = performance.now();
+      (slot.worker as Worker).ref();
+      this.#post(slot, job, inputs);
+    });
+  }
+
+  async ready(): Promise<void> {
+    this.#start();
+    await Promise.all(
+      this.#slots.map(
+        (slot) =>
+          new Promise<void>((resolve, reject) => {
+            if (slot.state === 'restarting') this.#spawn(slot);
+            slot.initWaiters.push({ resolve, reject });
+            this.#send(slot, { type: 'init' });
+          }),
+      ),
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    await Promise.all(this.#slots.map((slot) => this.#stop(slot, false)));
+  }
+
+  destroy(reason: unknown): void {
+    this.#finished = true;
+    for (const slot of this.#slots) {
+      const job = slot.job;
+      slot.job = undefined;
+      job?.reject(reason);
+      void this.#stop(slot, true);
+    }
+  }
+
+  workerStats(): WorkerStats[] {
+    return this.#slots.map((slot) => ({
+      id: slot.id,
+      threadId: slot.worker?.threadId,
+      state: slot.state,
+      batches: slot.batches,
+      items: slot.items,
+      busyMs: slot.busyMs + (slot.state === 'busy' ? performance.now() - slot.busySince : 0),
+      restarts: slot.restarts,
+    }));
+  }
+
+  #start(): void {
+    if (this.#started || this.#finished) return;
+    this.#started = true;
+    for (const slot of this.#slots) this.#spawn(slot);
+  }
+
+  #spawn(slot: WorkerSlot): void {
+    if (slot.restartTimer !== undefined) clearTimeout(slot.restartTimer);
+    slot.restartTimer = undefined;
+    const boot: WorkerBootData = { moduleUrl: this.#options.module.href, data: this.#options.workerData };
+    const worker = new Worker(ENTRY, {
+      workerData: boot,
+      name: `${this.#options.name}#${slot.id}`,
+      ...(this.#options.resourceLimits === undefined ? {} : { resourceLimits: this.#options.resourceLimits }),
+    });
+    slot.worker = worker;
+    slot.state = 'starting';
+    slot.lastError = undefined;
+    // An idle pool must not keep the process alive; a busy worker must.
+    worker.unref();
+    worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
+    worker.on('messageerror', (error) => this.#failJob(slot, error));
+    worker.on('error', (error) => {
+      slot.lastError = error;
+    });
+    worker.on('exit', (code) => this.#onExit(slot, worker, code));
+    worker.on('online', () => {
+      if (slot.state === 'starting' && slot.worker === worker) slot.state = slot.job === undefined ? 'idle' : 'busy';
+    });
+  }
+
+  #post(slot: WorkerSlot, job: Job, inputs: unknown[]): void {
+    try {
+      this.#send(slot, { type: 'run', id: job.id, inputs }, transferListFor(inputs));
+    } catch (error) {
+      // One uncloneable input (a function, a socket) must not sink its neighbours.
+      slot.job = undefined;
+      slot.state = 'idle';
+      (slot.worker as Worker).unref();
+      void this.#runCloneable(inputs, error).then(job.resolve, job.reject);
+    }
+  }
+
+  async #runCloneable(inputs: unknown[], cause: unknown): Promise<Outputs<unknown>> {
+    const bad = new Set<number>();
+    inputs.forEach((input, i) => {
+      try {
+        structuredClone(input);
+      } catch {
+        bad.add(i);
+      }
+    });
+    if (bad.size === 0) throw cause;
+    const good = inputs.filter((_, i) => !bad.has(i));
+    const goodOutputs = good.length === 0 ? [] : await this.run(good as I[]);
+    let next = 0;
+    return inputs.map((_, i) =>
+      bad.has(i)
+        ? new TypeError(`Input ${i} of the batch cannot be sent to a worker thread: ${(cause as Error).message}`)
+        : goodOutputs[next++],
+    );
+  }
+
+  #send(slot: WorkerSlot, message: ToWorker, transfer?: ArrayBuffer[]): void {
+    (slot.worker as Worker).postMessage(message, transfer);
+  }
+
+  #onMessage(slot: WorkerSlot, message: FromWorker): void {
+    switch (message.type) {
+      case 'ready':
+        for (const waiter of slot.initWaiters.splice(0)) waiter.resolve();
+        break;
+      case 'init-error': {
+        const error = fromWire(message.error);
+        for (const waiter of slot.initWaiters.splice(0)) waiter.reject(error);
+        break;
+      }
+      case 'result': {
+        const job = this.#takeJob(slot, message.id);
+        if (job === undefined) return;
+        slot.failuresInARow = 0;
+        const outputs: unknown[] | unknown = message.outputs;
+        if (Array.isArray(outputs)) for (const [i, wire] of message.errors) outputs[i] = fromWire(wire);
+        job.resolve(outputs as Outputs<unknown>);
+        break;
+      }
+      case 'error': {
+        const job = this.#takeJob(slot, message.id);
+        job?.reject(fromWire(message.error));
+        break;
+      }
+      case 'closed':
+        break;
+    }
+  }
+
+  #takeJob(slot: WorkerSlot, id: number): Job | undefined {
+    const job = slot.job;
+    if (job === undefined || job.id !== id) return undefined;
+    slot.job = undefined;
+    slot.batches++;
+    slot.items += job.size;
+    slot.busyMs += performance.now() - slot.busySince;
+    if (slot.state === 'busy') slot.state = 'idle';
+    slot.worker?.unref();
+    return job;
+  }
+
+  #failJob(slot: WorkerSlot, error: unknown): void {
+    const job = slot.job;
+    if (job === undefined) return;
+    slot.job = undefined;
+    slot.busyMs += performance.now() - slot.busySince;
+    if (slot.state === 'busy') slot.state = 'idle';
+    job.reject(error);
+  }
+
+  #onExit(slot: WorkerSlot, worker: Worker, code: number): void {
+    if (slot.worker !== worker) return;
+    slot.worker = undefined;
+    const job = slot.job;
+    slot.job = undefined;
+    if (job !== undefined) slot.busyMs += performance.now() - slot.busySince;
+    const exited = new WorkerExitedError(slot.id, code, slot.lastError);
+    for (const waiter of slot.initWaiters.splice(0)) waiter.reject(slot.lastError ?? exited);
+    if (slot.stopping || this.#finished) {
+      slot.state = 'stopped';
+      job?.reject(exited);
+      slot.onExit?.();
+      return;
+    }
+    slot.state = 'restarting';
+    slot.restarts++;
+    slot.failuresInARow++;
+    const delay = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** (slot.failuresInARow - 1));
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined;
+      if (this.#finished) return;
+      this.#spawn(slot);
+      this.#capacityListener();
+    }, delay);
+    job?.reject(exited);
+  }
+
+  #stop(slot: WorkerSlot, force: boolean): Promise<void> {
+    if (slot.restartTimer !== undefined) clearTimeout(slot.restartTimer);
+    slot.restartTimer = undefined;
+    const worker = slot.worker;
+    if (worker === undefined) {
+      slot.state = 'stopped';
+      return Promise.resolve();
+    }
+    slot.stopping = true;
+    return new Promise<void>((resolve) => {
+      slot.onExit = resolve;
+      if (force) {
+        void worker.terminate();
+        return;
+      }
+      // Let the module dispose its context (close a session, flush a log); terminate if it takes too long.
+      const grace = setTimeout(() => void worker.terminate(), CLOSE_GRACE_MS);
+      grace.unref();
+      worker.once('exit', () => clearTimeout(grace));
+      worker.ref();
+      this.#send(slot, { type: 'close' });
+    });
+  }
+}

@@ -1,0 +1,24 @@
+export { type BatchedFn, batchedFn } from './batched-fn.js';
+export {
+  BatchedFnError,
+  type BatchedFnErrorCode,
+  BatchSizeMismatchError,
+  ClosedError,
+  ItemTooLargeError,
+  QueueFullError,
+  TimeoutError,
+  WorkerExitedError,
+} from './errors.js';
+export type {
+  BatchedFnOptions,
+  BatchingOptions,
+  CallOptions,
+  Handler,
+  InlineOptions,
+  RuntimeOptions,
+  WorkerOptions,
+} from './options.js';
+export { DEFAULTS } from './options.js';
+export type { BatchedFnStats, BatchInfo, DispatchReason, Percentiles, WorkerStats } from './stats.js';
+export { batchChannel } from './batcher.js';
+export { move } from './transfer.js';

@@ -1,0 +1,181 @@
+import type { BatchInfo } from './stats.js';
+
+/**
+ * A handler turns a batch of inputs into one output per input, in order.
+ * Putting an `Error` in slot i rejects only caller i.
+ */
+export type Handler<I, O, C> = (batch: I[], context: C) => ReadonlyArray<O | Error> | Promise<ReadonlyArray<O | Error>>;
+
+/** Options shared by inline and worker mode. Each can be validated on its own. */
+export interface BatchingOptions<I> {
+  /**
+   * Most rows one batch may hold, counted with `size`.
+   * @default 8
+   */
+  maxBatchSize?: number;
+  /**
+   * Milliseconds the oldest queued item may wait for a batch to fill. Counted
+   * from that item's arrival, not from when a dispatcher looked at it. `0`
+   * dispatches whatever is queued at the end of the current tick.
+   * @default 50
+   */
+  maxDelay?: number;
+  /**
+   * Most items waiting in the queue (dispatched items do not count). A call
+   * beyond it rejects at once with `ERR_QUEUE_FULL`.
+   * @default Infinity
+   */
+  channelCap?: number;
+  /**
+   * Batches in flight at once. In worker mode it defaults to `workers`.
+   * @default 1
+   */
+  concurrency?: number;
+  /**
+   * How many rows (or tokens) an input counts against `maxBatchSize`.
+   * @default () => 1
+   */
+  size?: (input: I) => number;
+  /** Called after every batch settles, with what it held and why it was sent. */
+  onBatch?: (info: BatchInfo) => void;
+  /** Shows up in error messages, stats and diagnostics events. */
+  name?: string;
+}
+
+/** Run the handler on this thread: async handlers, remote GPUs, cheap models. */
+export interface InlineOptions<I, O, C> extends BatchingOptions<I> {
+  handler: Handler<I, O, C>;
+  /** Built once, lazily before the first batch (or by `ready()`); retried after a failure. */
+  context?: () => C | Promise<C>;
+  worker?: undefined;
+}
+
+/** Run the handler in worker threads: CPU-bound and blocking runtimes such as ONNX Runtime. */
+export interface WorkerOptions<I> extends BatchingOptions<I> {
+  /** A module exporting `handler(batch, context)` and optionally `context(workerData)`. */
+  worker: URL | string;
+  /**
+   * Worker threads in the pool.
+   * @default 1
+   */
+  workers?: number;
+  /** Passed to the module's `context(workerData)` in every worker. */
+  workerData?: unknown;
+  /** Memory limits for each worker; exceeding them ends the worker like a crash. */
+  resourceLimits?: import('node:worker_threads').ResourceLimits;
+  handler?: undefined;
+  context?: undefined;
+}
+
+export type BatchedFnOptions<I, O, C> = InlineOptions<I, O, C> | WorkerOptions<I>;
+
+/** Per-call options. */
+export interface CallOptions {
+  /** Aborting removes a queued call, or releases a dispatched one; rejects with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Milliseconds from the call until it rejects with `ERR_TIMEOUT`. */
+  timeout?: number;
+}
+
+/** The single place defaults live; docs and validation read from here. */
+export const DEFAULTS = Object.freeze({
+  maxBatchSize: 8,
+  maxDelay: 50,
+  channelCap: Number.POSITIVE_INFINITY,
+  concurrency: 1,
+  workers: 1,
+});
+
+export interface ResolvedBatchingOptions<I> {
+  maxBatchSize: number;
+  maxDelay: number;
+  channelCap: number;
+  concurrency: number;
+  size: ((input: I) => number) | undefined;
+  onBatch: ((info: BatchInfo) => void) | undefined;
+  name: string;
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `\`${JSON.stringify(value)}\` (string)`;
+  if (typeof value === 'function') return `a function`;
+  if (value === null) return '`null`';
+  if (typeof value === 'object') return `an object`;
+  return `\`${String(value)}\` (${typeof value})`;
+}
+
+export function expectNumber(name: string, value: unknown, rule: string, ok: (n: number) => boolean): number {
+  if (typeof value !== 'number' || Number.isNaN(value)) {
+    throw new TypeError(`Expected \`${name}\` to be ${rule}, got ${describe(value)}`);
+  }
+  if (!ok(value)) throw new RangeError(`Expected \`${name}\` to be ${rule}, got ${describe(value)}`);
+  return value;
+}
+
+export function expectInteger(name: string, value: unknown, min: number, allowInfinity = false): number {
+  const rule = `an integer from ${min} and up${allowInfinity ? ', or Infinity' : ''}`;
+  return expectNumber(
+    name,
+    value,
+    rule,
+    (n) => (Number.isInteger(n) && n >= min) || (allowInfinity && n === Number.POSITIVE_INFINITY),
+  );
+}
+
+export function expectFunction(name: string, value: unknown): void {
+  if (typeof value !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(value)}`);
+}
+
+export function validateMaxDelay(value: unknown): number {
+  return expectNumber('maxDelay', value, 'a finite number of milliseconds from 0 and up', (n) => Number.isFinite(n) && n >= 0);
+}
+
+/** The options `configure()` may change while the batcher runs. */
+export interface RuntimeOptions {
+  maxBatchSize?: number;
+  maxDelay?: number;
+  channelCap?: number;
+  concurrency?: number;
+}
+
+/** Validates the run-time tunables; shared by construction and `configure()`. */
+export function validateRuntimeOptions(options: RuntimeOptions): RuntimeOptions {
+  const out: RuntimeOptions = {};
+  if (options.maxBatchSize !== undefined) out.maxBatchSize = expectInteger('maxBatchSize', options.maxBatchSize, 1);
+  if (options.maxDelay !== undefined) out.maxDelay = validateMaxDelay(options.maxDelay);
+  if (options.channelCap !== undefined) out.channelCap = expectInteger('channelCap', options.channelCap, 1, true);
+  if (options.concurrency !== undefined) out.concurrency = expectInteger('concurrency', options.concurrency, 1);
+  return out;
+}
+
+export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultConcurrency: number): ResolvedBatchingOptions<I> {
+  const runtime = validateRuntimeOptions(options);
+  if (options.size !== undefined) expectFunction('size', options.size);
+  if (options.onBatch !== undefined) expectFunction('onBatch', options.onBatch);
+  if (options.name !== undefined && typeof options.name !== 'string') {
+    throw new TypeError(`Expected \`name\` to be a string, got ${describe(options.name)}`);
+  }
+  return {
+    maxBatchSize: runtime.maxBatchSize ?? DEFAULTS.maxBatchSize,
+    maxDelay: runtime.maxDelay ?? DEFAULTS.maxDelay,
+    channelCap: runtime.channelCap ?? DEFAULTS.channelCap,
+    concurrency: runtime.concurrency ?? defaultConcurrency,
+    size: options.size,
+    onBatch: options.onBatch,
+    name: options.name ?? 'batched-fn',
+  };
+}
+
+export function validateCallOptions(options: CallOptions): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`Expected call options to be an object, got ${describe(options)}`);
+  }
+  if (options.timeout !== undefined) {
+    expectNumber('timeout', options.timeout, 'a finite number of milliseconds from 0 and up', (n) => Number.isFinite(n) && n >= 0);
+  }
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new TypeError(`Expected \`signal\` to be an AbortSignal, got ${describe(options.signal)}`);
+  }
+}
+
+export { describe as describeValue };

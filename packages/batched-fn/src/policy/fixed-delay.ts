@@ -1,0 +1,22 @@
+import type { DispatchReason } from '../stats.js';
+import type { PumpTrigger, SchedulingPolicy } from './types.js';
+
+/**
+ * The original's policy, corrected: the window is counted from the oldest
+ * queued item's ARRIVAL, not from when a dispatcher dequeued it. An item that
+ * waited behind a running batch is already old when the slot frees up, so it
+ * goes at once instead of paying the window a second time.
+ */
+export class FixedDelayPolicy implements SchedulingPolicy {
+  maxDelay: number;
+
+  constructor(maxDelay: number) {
+    this.maxDelay = maxDelay;
+  }
+
+  decide(oldestArrival: number, now: number, trigger: PumpTrigger): DispatchReason | number {
+    const due = oldestArrival + this.maxDelay;
+    if (now >= due) return trigger === 'completion' ? 'backlog' : 'delay';
+    return due;
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * Zero-copy hand-off to worker threads. `move(value)` says "I give this value
+ * up": in worker mode its ArrayBuffers are transferred rather than copied, and
+ * are detached on the sender's side. Values not moved are always copied, so
+ * forgetting `move` costs time, never correctness. Inline mode ignores the mark.
+ */
+const moved = new WeakSet<object>();
+
+export function move<T extends object>(value: T): T {
+  if (typeof value !== 'object' || value === null) {
+    throw new TypeError(`Expected \`move\` to get an ArrayBuffer, a typed array, or an object holding them, got ${value === null ? 'null' : typeof value}`);
+  }
+  moved.add(value);
+  return value;
+}
+
+export function isMoved(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && moved.has(value);
+}
+
+const MAX_DEPTH = 4;
+
+/**
+ * Collects the transferable buffers of a moved value: the value itself, the
+ * buffers behind its typed arrays, and those inside plain arrays and objects a
+ * few levels deep. Shared buffers are skipped because they cannot be transferred.
+ */
+export function collectTransferables(value: unknown, into: Set<ArrayBuffer>, depth = 0): void {
+  if (typeof value !== 'object' || value === null || depth > MAX_DEPTH) return;
+  if (value instanceof ArrayBuffer) {
+    into.add(value);
+  } else if (ArrayBuffer.isView(value)) {
+    if (value.buffer instanceof ArrayBuffer) into.add(value.buffer);
+  } else if (Array.isArray(value)) {
+    for (const element of value) collectTransferables(element, into, depth + 1);
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const key in value) collectTransferables((value as Record<string, unknown>)[key], into, depth + 1);
+  }
+}
+
+/** The transfer list for a batch: buffers of every moved element, deduplicated. */
+export function transferListFor(values: readonly unknown[]): ArrayBuffer[] | undefined {
+  let found: Set<ArrayBuffer> | undefined;
+  for (const value of values) {
+    if (!isMoved(value)) continue;
+    found ??= new Set();
+    collectTransferables(value, found);
+  }
+  return found === undefined || found.size === 0 ? undefined : [...found];
+}
