@@ -142,10 +142,7 @@ export class Batcher<I, O> {
       call.timeout = timeout;
       call.timer = setTimeout(onCallTimeout, timeout, call);
     }
-    if (!this.#pumpScheduled) {
-      this.#pumpScheduled = true;
-      queueMicrotask(this.#pumpOnArrival);
-    }
+    this.#schedulePump();
     return promise;
   }
 
@@ -171,7 +168,7 @@ export class Batcher<I, O> {
         this.#onIdle = resolve;
       });
       this.#closed = idle.then(() => this.#executor.close());
-      this.#pump('arrival');
+      this.#schedulePump();
       this.#resolveIfIdle();
     }
     return this.#closed;
@@ -207,7 +204,7 @@ export class Batcher<I, O> {
     if (valid.concurrency !== undefined) this.#concurrency = valid.concurrency;
     // A shorter delay or a smaller batch may make the queue due right now.
     this.#disarmTimer();
-    this.#pump('arrival');
+    this.#schedulePump();
   }
 
   get stats(): BatchedFnStats {
@@ -218,6 +215,13 @@ export class Batcher<I, O> {
       inFlightItems: this.#inFlightItems,
       workers: this.#executor.workerStats(),
     });
+  }
+
+  /** The handler never runs inside a caller's stack: dispatch always starts from a microtask. */
+  #schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(this.#pumpOnArrival);
   }
 
   readonly #pumpOnArrival = (): void => {
@@ -255,6 +259,7 @@ export class Batcher<I, O> {
       }
       // Nothing left to wait for: a batch finishing will pump again.
       this.#disarmTimer();
+      this.#resolveIfIdle();
     } finally {
       this.#inPump = false;
     }

@@ -1,0 +1,135 @@
+import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import fc from 'fast-check';
+import { batchedFn } from 'batched-fn';
+import { advance, flush, track } from './helpers.js';
+
+beforeEach(() => {
+  vi.useFakeTimers();
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+type Fault = 'ok' | 'throw' | 'reject' | 'short' | 'slot-error';
+
+interface Input {
+  id: number;
+  rows: number;
+}
+
+const callOp = fc.record({
+  kind: fc.constant('call' as const),
+  rows: fc.integer({ min: 1, max: 5 }),
+  timeout: fc.option(fc.integer({ min: 0, max: 40 }), { nil: undefined }),
+  abortAfter: fc.option(fc.integer({ min: -1, max: 40 }), { nil: undefined }),
+});
+const waitOp = fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 30 }) });
+const configureOp = fc.record({
+  kind: fc.constant('configure' as const),
+  maxBatchSize: fc.integer({ min: 1, max: 6 }),
+});
+
+const scenario = fc.record({
+  maxBatchSize: fc.integer({ min: 1, max: 6 }),
+  maxDelay: fc.integer({ min: 0, max: 20 }),
+  channelCap: fc.oneof(fc.constant(Number.POSITIVE_INFINITY), fc.integer({ min: 1, max: 12 })),
+  concurrency: fc.integer({ min: 1, max: 3 }),
+  faults: fc.array(fc.constantFrom<Fault>('ok', 'ok', 'ok', 'throw', 'reject', 'short', 'slot-error'), { minLength: 1, maxLength: 8 }),
+  costs: fc.array(fc.integer({ min: 0, max: 25 }), { minLength: 1, maxLength: 8 }),
+  ops: fc.array(fc.oneof({ weight: 5, arbitrary: callOp }, { weight: 3, arbitrary: waitOp }, { weight: 1, arbitrary: configureOp }), {
+    maxLength: 60,
+  }),
+  end: fc.constantFrom('close', 'destroy'),
+});
+
+test('random schedules: every call settles exactly once, batches respect the limit, aborted items never reach the handler', async () => {
+  await fc.assert(
+    fc.asyncProperty(scenario, async (s) => {
+      let limit = s.maxBatchSize;
+      let batchNo = 0;
+      const calls: ReturnType<typeof track<number>>[] = [];
+      const abortedBeforeDispatch = new Set<number>();
+      const violations: string[] = [];
+      const dispatched: number[] = [];
+
+      const predict = batchedFn<Input, number>({
+        handler: async (batch) => {
+          const rows = batch.reduce((sum, x) => sum + x.rows, 0);
+          if (rows > limit) violations.push(`batch of ${rows} rows exceeds ${limit}`);
+          for (const item of batch) {
+            if (abortedBeforeDispatch.has(item.id)) violations.push(`settled item ${item.id} reached the handler`);
+            if (calls[item.id]?.status !== 'pending') violations.push(`item ${item.id} dispatched after settling`);
+            dispatched.push(item.id);
+          }
+          const n = batchNo++;
+          const fault = s.faults[n % s.faults.length] as Fault;
+          await new Promise((resolve) => setTimeout(resolve, s.costs[n % s.costs.length]));
+          if (fault === 'throw') throw new Error('handler threw');
+          if (fault === 'reject') return Promise.reject(new Error('handler rejected'));
+          if (fault === 'short') return batch.slice(1).map((x) => x.id);
+          if (fault === 'slot-error') return batch.map((x, i) => (i === 0 ? new Error('slot') : x.id));
+          return batch.map((x) => x.id);
+        },
+        size: (x) => x.rows,
+        maxBatchSize: s.maxBatchSize,
+        maxDelay: s.maxDelay,
+        channelCap: s.channelCap,
+        concurrency: s.concurrency,
+      });
+
+      for (const op of s.ops) {
+        if (op.kind === 'wait') {
+          await advance(op.ms);
+        } else if (op.kind === 'configure') {
+          predict.configure({ maxBatchSize: op.maxBatchSize });
+          limit = op.maxBatchSize;
+        } else {
+          const id = calls.length;
+          const controller = op.abortAfter === undefined ? undefined : new AbortController();
+          if (controller !== undefined && op.abortAfter === -1) controller.abort();
+          const call = track(
+            predict(
+              { id, rows: op.rows },
+              {
+                ...(controller === undefined ? {} : { signal: controller.signal }),
+                ...(op.timeout === undefined ? {} : { timeout: op.timeout }),
+              },
+            ),
+          );
+          calls.push(call);
+          if (controller !== undefined && op.abortAfter !== undefined && op.abortAfter >= 0) {
+            setTimeout(() => {
+              if (!dispatched.includes(id) && call.status === 'pending') abortedBeforeDispatch.add(id);
+              controller.abort();
+            }, op.abortAfter);
+          }
+        }
+      }
+      if (s.end === 'close') {
+        const closed = track(predict.close());
+        for (let i = 0; i < 100 && closed.status === 'pending'; i++) await advance(25);
+        expect(closed.status).toBe('fulfilled');
+      } else {
+        predict.destroy();
+        await flush();
+      }
+      await advance(100);
+
+      expect(violations).toEqual([]);
+      for (const call of calls) expect(call.settles).toBe(1);
+      const stats = predict.stats;
+      const fulfilled = calls.filter((c) => c.status === 'fulfilled').length;
+      const rejected = calls.filter((c) => c.status === 'rejected').length;
+      expect(fulfilled + rejected).toBe(calls.length);
+      expect(stats.calls).toBe(calls.length);
+      expect(stats.completed).toBe(fulfilled);
+      expect(stats.failed).toBe(rejected);
+      expect(stats.queued + stats.inFlightItems).toBe(0);
+      // FIFO: dispatch order follows call order.
+      expect(dispatched).toEqual([...dispatched].sort((a, b) => a - b));
+      // Fulfilled calls got their own output.
+      for (const [id, call] of calls.entries()) if (call.status === 'fulfilled') expect(call.value).toBe(id);
+    }),
+    { numRuns: Number(process.env.FC_RUNS ?? 150) },
+  );
+});
