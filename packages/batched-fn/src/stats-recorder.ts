@@ -5,18 +5,15 @@ import { type BatchedFnStats, DISPATCH_REASONS, type DispatchReason, type Percen
  * computed only when someone reads `stats`, so the hot path stays flat.
  */
 export class SampleWindow {
-  readonly #samples: Float64Array;
+  readonly #samples = new Float64Array(4096);
+  readonly #mask = 4095;
   #next = 0;
   #count = 0;
 
-  constructor(size = 4096) {
-    this.#samples = new Float64Array(size);
-  }
-
   record(value: number): void {
     this.#samples[this.#next] = value;
-    this.#next = (this.#next + 1) % this.#samples.length;
-    if (this.#count < this.#samples.length) this.#count++;
+    this.#next = (this.#next + 1) & this.#mask;
+    if (this.#count < 4096) this.#count++;
   }
 
   summary(): Percentiles {
