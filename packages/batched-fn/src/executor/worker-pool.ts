@@ -160,8 +160,6 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     slot.worker = worker;
     slot.state = 'starting';
     slot.lastError = undefined;
-    // An idle pool must not keep the process alive; a busy worker must.
-    worker.unref();
     worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
     worker.on('messageerror', (error) => this.#failJob(slot, error));
     worker.on('error', (error) => {
@@ -171,6 +169,9 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     worker.on('online', () => {
       if (slot.state === 'starting' && slot.worker === worker) slot.state = slot.job === undefined ? 'idle' : 'busy';
     });
+    // An idle pool must not keep the process alive; a busy worker must. This comes after the
+    // listeners because attaching a 'message' listener refs the worker's port again.
+    worker.unref();
   }
 
   #post(slot: WorkerSlot, job: Job, inputs: unknown[]): void {
