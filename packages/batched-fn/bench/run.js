@@ -7,6 +7,7 @@ for (const [file, flags] of [
   ['queue-overhead.js', []],
   ['simulated-model.js', []],
   ['memory.js', ['--expose-gc']],
+  ['workers.js', []],
 ]) {
   const result = spawnSync(process.execPath, [...flags, here(file)], { stdio: 'inherit' });
   if (result.status !== 0) process.exit(result.status ?? 1);

@@ -40,7 +40,7 @@ test('destroy() terminates at once and rejects what is pending', async () => {
   await predict.close();
 });
 
-test.each(['close', 'destroy', 'idle'])('the process exits on its own after %s (no handles left open)', async (mode) => {
+test.each(['close', 'destroy', 'idle', 'ready'])('the process exits on its own after %s (no handles left open)', async (mode) => {
   const script = fileURLToPath(new URL('./fixtures/exit-check.mjs', import.meta.url));
   const { stdout } = await run(process.execPath, [script, mode], { timeout: 15_000 });
   expect(stdout.trim()).toBe('[2,4,6]');

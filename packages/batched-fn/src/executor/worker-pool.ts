@@ -107,7 +107,22 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         (slot) =>
           new Promise<void>((resolve, reject) => {
             if (slot.state === 'restarting') this.#spawn(slot);
-            slot.initWaiters.push({ resolve, reject });
+            const worker = slot.worker as Worker;
+            // Someone is waiting on this worker, so it must keep the process alive until it answers.
+            worker.ref();
+            const settle = (): void => {
+              if (slot.job === undefined && slot.worker === worker) worker.unref();
+            };
+            slot.initWaiters.push({
+              resolve: () => {
+                settle();
+                resolve();
+              },
+              reject: (error) => {
+                settle();
+                reject(error);
+              },
+            });
             this.#send(slot, { type: 'init' });
           }),
       ),
