@@ -1,0 +1,15 @@
+// file: examples/quickstart.ts
+import { batchedFn } from 'batched-fn';
+
+// Stands in for a real model: one call scores a whole batch.
+const model = { predict: (rows: number[][]) => rows.map((row) => row.reduce((a, b) => a + b, 0)) };
+
+export const predict = batchedFn({
+  handler: (batch: number[][], m: typeof model) => m.predict(batch),
+  context: () => model, // built once, before the first batch
+  maxBatchSize: 16,
+  maxDelay: 5,
+});
+
+// Each caller awaits its own answer; concurrent calls share one model run.
+export const answers = await Promise.all([[1, 2], [3, 4], [5, 6]].map((row) => predict(row)));

@@ -1,0 +1,16 @@
+// file: examples/worker-pool.ts
+import { batchedFn, move } from 'batched-fn';
+
+const predict = batchedFn<Float32Array, number>({
+  worker: new URL('./worker/model.worker.js', import.meta.url),
+  workers: 2, // batches go to idle workers; the main thread stays free for I/O
+  workerData: { scale: 0.5 },
+  maxBatchSize: 32,
+  maxDelay: 2,
+});
+
+// move() transfers the buffer to the worker instead of copying it; `row` is unusable afterwards.
+const row = new Float32Array([1, 2, 3, 4]);
+export const score = await predict(move(row));
+export const detached = row.byteLength === 0;
+await predict.close();
