@@ -1,0 +1,25 @@
+/** Turns `--max-batch-size 64` style flags into validated numbers with messages a user can act on. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export function intFlag(flags: Record<string, unknown>, name: string, min: number): number | undefined {
+  const raw = flags[name];
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) throw new UsageError(`--${name} must be an integer from ${min} and up, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+export function numberFlag(flags: Record<string, unknown>, name: string, min: number): number | undefined {
+  const raw = flags[name];
+  if (raw === undefined) return undefined;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min) throw new UsageError(`--${name} must be a number from ${min} and up, got ${JSON.stringify(raw)}`);
+  return value;
+}
+
+export function stringFlag(flags: Record<string, unknown>, name: string): string | undefined {
+  const raw = flags[name];
+  return typeof raw === 'string' ? raw : undefined;
+}

@@ -1,0 +1,92 @@
+import { parseArgs } from 'node:util';
+import { runBench } from './bench/command.js';
+import { runDemo } from './demo.js';
+import { intFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
+import { SERVE_DEFAULTS, startServer } from './server.js';
+
+const USAGE = `Usage:
+  batched-fn serve [--model file.onnx] [--name NAME] [--host ${SERVE_DEFAULTS.host}] [--port ${SERVE_DEFAULTS.port}]
+                   [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay ${SERVE_DEFAULTS.maxDelay}] [--queue-cap ${SERVE_DEFAULTS.channelCap}]
+                   [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--body-limit BYTES]
+  batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
+                   [--rows 1] [--compare URL] [--out DIR]
+  batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
+`;
+
+const serveFlags = {
+  model: { type: 'string' },
+  name: { type: 'string' },
+  host: { type: 'string' },
+  port: { type: 'string' },
+  'max-batch-size': { type: 'string' },
+  'max-delay': { type: 'string' },
+  'queue-cap': { type: 'string' },
+  workers: { type: 'string' },
+  threads: { type: 'string' },
+  timeout: { type: 'string' },
+  'body-limit': { type: 'string' },
+  'cache-dir': { type: 'string' },
+} as const;
+
+async function serve(argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: serveFlags, strict: true });
+  const options = {
+    model: stringFlag(values, 'model'),
+    name: stringFlag(values, 'name'),
+    host: stringFlag(values, 'host'),
+    port: intFlag(values, 'port', 0),
+    maxBatchSize: intFlag(values, 'max-batch-size', 1),
+    maxDelay: numberFlag(values, 'max-delay', 0),
+    queueCap: intFlag(values, 'queue-cap', 1),
+    workers: intFlag(values, 'workers', 1),
+    threads: intFlag(values, 'threads', 1),
+    timeout: numberFlag(values, 'timeout', 0),
+    bodyLimit: intFlag(values, 'body-limit', 1),
+    cacheDir: stringFlag(values, 'cache-dir'),
+  };
+  const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const server = await startServer(defined);
+  const { name, signature } = server.model;
+  const input = signature.inputs[0];
+  const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;
+  const example = JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
+  process.stdout.write(
+    `batched-fn serving model "${name}" on ${server.url} ` +
+      `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${options.maxDelay ?? SERVE_DEFAULTS.maxDelay} ms, ` +
+      `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n` +
+      `Try it:\n  curl -s ${server.url}/v2/models/${name}/infer -H 'content-type: application/json' -d '${example}'\n` +
+      `Metrics: ${server.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
+  );
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`${signal}: draining...\n`);
+    server.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        process.stderr.write(`Shutdown failed: ${String(error)}\n`);
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === 'serve') await serve(rest);
+    else if (command === 'bench') await runBench(rest);
+    else if (command === 'demo') await runDemo(rest);
+    else if (command === undefined || command === 'help' || command === '--help') process.stdout.write(USAGE);
+    else throw new UsageError(`Unknown command \`${command}\``);
+  } catch (error) {
+    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,182 @@
+import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
+import { ARRAY_FOR, elementCount, type InferItem, type Tensor, type TypedArray } from '../model/tensor.js';
+import { badRequest } from './errors.js';
+
+/** The KServe v2 binary tensor extension: a JSON header, then raw little-endian tensor bytes. */
+export const HEADER_LENGTH = 'inference-header-content-length';
+
+export interface DecodedRequest {
+  id: string | undefined;
+  item: InferItem;
+  /** Output names to return, in order, and whether each goes back as binary. */
+  outputs: { name: string; binary: boolean }[];
+  /** Per-request deadline in ms, if the client set one. */
+  timeout: number | undefined;
+}
+
+interface RequestInput {
+  name?: unknown;
+  shape?: unknown;
+  datatype?: unknown;
+  data?: unknown;
+  parameters?: { binary_data_size?: unknown };
+}
+
+interface RequestBody {
+  id?: unknown;
+  inputs?: unknown;
+  outputs?: unknown;
+  parameters?: { timeout?: unknown; binary_data_output?: unknown };
+}
+
+const isObject = (value: unknown): value is Record<string, unknown> & { binary_data_size?: unknown } =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Splits the body into its JSON header and, with the binary extension, the raw tensor bytes. */
+export function splitBody(body: Buffer, headerLength: string | undefined): { json: unknown; binary: Buffer | undefined } {
+  let jsonBytes = body;
+  let binary: Buffer | undefined;
+  if (headerLength !== undefined) {
+    const length = Number(headerLength);
+    if (!Number.isInteger(length) || length < 0 || length > body.length) {
+      throw badRequest(`Inference-Header-Content-Length must be an integer from 0 to the body size (${body.length}), got ${JSON.stringify(headerLength)}`);
+    }
+    jsonBytes = body.subarray(0, length);
+    binary = body.subarray(length);
+  }
+  try {
+    return { json: JSON.parse(jsonBytes.toString('utf8')), binary };
+  } catch (error) {
+    throw badRequest(`Malformed JSON: ${(error as Error).message}`);
+  }
+}
+
+function fillFromJson(spec: TensorSpec, data: unknown, count: number, name: string): TypedArray {
+  const out = new ARRAY_FOR[spec.datatype](count);
+  const isBig = spec.datatype === 'INT64' || spec.datatype === 'UINT64';
+  const isFloat = spec.datatype === 'FP32' || spec.datatype === 'FP64';
+  let index = 0;
+  // Nested or flat, row-major: walk it once, writing straight into the typed array.
+  const walk = (value: unknown): void => {
+    if (Array.isArray(value)) {
+      for (const element of value) walk(element);
+      return;
+    }
+    if (index >= count) {
+      index++;
+      return;
+    }
+    let number: number;
+    if (typeof value === 'number') number = value;
+    else if (typeof value === 'boolean' && spec.datatype === 'BOOL') number = value ? 1 : 0;
+    else throw badRequest(`Input \`${name}\`: element ${index} is ${JSON.stringify(value)}, not a number`);
+    if (!isFloat && !Number.isInteger(number)) {
+      throw badRequest(`Input \`${name}\` is ${spec.datatype}: element ${index} (${number}) is not an integer`);
+    }
+    if (isBig) (out as BigInt64Array)[index] = BigInt(number);
+    else (out as Float32Array)[index] = number;
+    index++;
+  };
+  walk(data);
+  if (index !== count) throw badRequest(`Input \`${name}\` has ${index} elements, but its shape needs ${count}`);
+  return out;
+}
+
+function fillFromBinary(spec: TensorSpec, bytes: Buffer, count: number, name: string): TypedArray {
+  const out = new ARRAY_FOR[spec.datatype](count);
+  if (bytes.length !== out.byteLength) {
+    throw badRequest(`Input \`${name}\` has ${bytes.length} bytes of binary data, but ${count} ${spec.datatype} elements need ${out.byteLength}`);
+  }
+  // Copy rather than view: the body's offset need not be aligned for this element size.
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
+}
+
+function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw badRequest(`Input \`${name}\`: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+  }
+  if (shape.length !== spec.shape.length) {
+    throw badRequest(`Input \`${name}\`: shape ${JSON.stringify(shape)} has ${shape.length} dimensions, the model expects ${spec.shape.length} (${JSON.stringify(spec.shape)})`);
+  }
+  spec.shape.forEach((expected, i) => {
+    if (expected !== -1 && shape[i] !== expected) {
+      throw badRequest(`Input \`${name}\`: dimension ${i} is ${shape[i]}, the model expects ${expected} (shape ${JSON.stringify(spec.shape)})`);
+    }
+  });
+  return shape as number[];
+}
+
+/**
+ * Validates an infer request against the model's signature and turns it into
+ * typed arrays. Every way a request can be wrong ends here as a 400 that says
+ * what was wrong, before anything is queued.
+ */
+export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature): DecodedRequest {
+  if (!isObject(body)) throw badRequest('Request body must be a JSON object with an `inputs` array');
+  const request = body as RequestBody;
+  if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
+  const specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
+  const inputs: Record<string, Tensor> = {};
+  let rows: number | undefined;
+  let binaryOffset = 0;
+  for (const raw of request.inputs as RequestInput[]) {
+    if (!isObject(raw) || typeof raw.name !== 'string') throw badRequest('Every input needs a string `name`');
+    const name = raw.name;
+    const spec = specs.get(name);
+    if (spec === undefined) throw badRequest(`Unknown input \`${name}\`; the model's inputs are ${[...specs.keys()].map((n) => `\`${n}\``).join(', ')}`);
+    if (inputs[name] !== undefined) throw badRequest(`Input \`${name}\` is given twice`);
+    if (raw.datatype !== spec.datatype) {
+      throw badRequest(`Input \`${name}\` must have datatype ${spec.datatype}, got ${JSON.stringify(raw.datatype)}`);
+    }
+    const shape = checkShape(spec, raw.shape, name);
+    const inputRows = shape[0] as number;
+    if (inputRows < 1) throw badRequest(`Input \`${name}\` has no rows: its first dimension is 0`);
+    if (rows !== undefined && inputRows !== rows) throw badRequest(`All inputs must have the same first dimension (rows); \`${name}\` has ${inputRows}, others ${rows}`);
+    rows = inputRows;
+    const count = elementCount(shape);
+    const binarySize = raw.parameters?.binary_data_size;
+    let data: TypedArray;
+    if (binarySize !== undefined) {
+      if (binary === undefined) throw badRequest(`Input \`${name}\` has binary_data_size but the request has no Inference-Header-Content-Length header`);
+      if (!Number.isInteger(binarySize) || (binarySize as number) < 0) throw badRequest(`Input \`${name}\`: binary_data_size must be a non-negative integer`);
+      const end = binaryOffset + (binarySize as number);
+      if (end > binary.length) throw badRequest(`Input \`${name}\`: binary_data_size runs past the end of the body`);
+      data = fillFromBinary(spec, binary.subarray(binaryOffset, end), count, name);
+      binaryOffset = end;
+    } else {
+      if (raw.data === undefined) throw badRequest(`Input \`${name}\` has no \`data\``);
+      data = fillFromJson(spec, raw.data, count, name);
+    }
+    inputs[name] = { datatype: spec.datatype as Datatype, shape, data };
+  }
+  if (binary !== undefined && binaryOffset !== binary.length) {
+    throw badRequest(`The binary section has ${binary.length - binaryOffset} bytes no input claims`);
+  }
+  for (const spec of signature.inputs) if (inputs[spec.name] === undefined) throw badRequest(`Missing input \`${spec.name}\``);
+
+  const binaryByDefault = request.parameters?.binary_data_output === true;
+  const known = new Set(signature.outputs.map((o) => o.name));
+  let outputs: { name: string; binary: boolean }[];
+  if (request.outputs === undefined) {
+    outputs = signature.outputs.map((o) => ({ name: o.name, binary: binaryByDefault }));
+  } else {
+    if (!Array.isArray(request.outputs)) throw badRequest('`outputs` must be an array');
+    outputs = (request.outputs as unknown[]).map((raw) => {
+      if (!isObject(raw) || typeof raw.name !== 'string') throw badRequest('Every requested output needs a string `name`');
+      if (!known.has(raw.name)) throw badRequest(`Unknown output \`${raw.name}\`; the model's outputs are ${[...known].map((n) => `\`${n}\``).join(', ')}`);
+      const parameters = isObject(raw.parameters) ? raw.parameters : {};
+      return { name: raw.name, binary: parameters.binary_data === undefined ? binaryByDefault : parameters.binary_data === true };
+    });
+  }
+  const timeout = request.parameters?.timeout;
+  if (timeout !== undefined && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0)) {
+    throw badRequest(`parameters.timeout must be a number of milliseconds from 0 and up, got ${JSON.stringify(timeout)}`);
+  }
+  return {
+    id: typeof request.id === 'string' ? request.id : undefined,
+    item: { rows: rows as number, inputs },
+    outputs,
+    timeout: timeout as number | undefined,
+  };
+}

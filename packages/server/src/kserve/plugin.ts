@@ -1,0 +1,120 @@
+import { BatchedFnError } from 'batched-fn';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { ServerMetrics } from '../metrics.js';
+import type { ServedModel } from '../model/onnx-model.js';
+import { decodeInferRequest, HEADER_LENGTH, splitBody } from './decode.js';
+import { encodeInferResponse } from './encode.js';
+import { HttpError } from './errors.js';
+
+export interface KServeOptions {
+  models: ServedModel[];
+  /** Default deadline per request in ms; a request's own `parameters.timeout` may only lower it. */
+  timeout?: number;
+  metrics?: ServerMetrics;
+  /** False while starting or draining: readiness probes then get 503. */
+  isReady?: () => boolean;
+}
+
+/** How each batcher error reaches an HTTP client. */
+function statusFor(error: unknown): { status: number; headers: Record<string, string> } {
+  if (error instanceof HttpError) return { status: error.status, headers: error.headers };
+  if (error instanceof BatchedFnError) {
+    switch (error.code) {
+      case 'ERR_QUEUE_FULL':
+      case 'ERR_CLOSED':
+        return { status: 503, headers: { 'retry-after': '1' } };
+      case 'ERR_TIMEOUT':
+        return { status: 504, headers: {} };
+      case 'ERR_ITEM_TOO_LARGE':
+        return { status: 413, headers: {} };
+      default:
+        return { status: 500, headers: {} };
+    }
+  }
+  const code = (error as FastifyError | undefined)?.code;
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { status: 413, headers: {} };
+  const status = (error as FastifyError | undefined)?.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) return { status, headers: {} };
+  return { status: 500, headers: {} };
+}
+
+function messageFor(error: unknown, status: number): string {
+  if (status === 413 && (error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') return `Request body is larger than the server's limit`;
+  if (error instanceof BatchedFnError) return `${error.code}: ${error.message}`;
+  if (status === 500) return `Model failed: ${(error as Error)?.message ?? String(error)}`;
+  return (error as Error)?.message ?? String(error);
+}
+
+/**
+ * The Open Inference Protocol (KServe v2) REST routes for a set of batched
+ * models, as a fastify plugin. Register it in your own app to expose a model,
+ * or use `batched-fn serve`, which does the same.
+ */
+export async function kservePlugin(app: FastifyInstance, options: KServeOptions): Promise<void> {
+  const models = new Map(options.models.map((m) => [m.name, m]));
+  const isReady = options.isReady ?? (() => true);
+
+  // Bodies arrive as raw bytes: the binary extension puts tensors after the JSON header,
+  // and parsing ourselves lets malformed JSON get the same error shape as every other 400.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, headers } = statusFor(error);
+    if (status === 500) request.log.error(error);
+    void reply.code(status).headers(headers).send({ error: messageFor(error, status) });
+  });
+
+  const model = (request: FastifyRequest<{ Params: { name: string } }>): ServedModel => {
+    const found = models.get(request.params.name);
+    if (found === undefined) throw new HttpError(404, `Unknown model \`${request.params.name}\``);
+    return found;
+  };
+
+  app.get('/v2', async () => ({ name: 'batched-fn', version: '0.1.0', extensions: ['binary_tensor_data', 'model_repository'] }));
+  app.get('/v2/health/live', async () => ({ live: true }));
+  app.get('/v2/health/ready', async (_request, reply) => {
+    const ready = isReady();
+    return reply.code(ready ? 200 : 503).send({ ready });
+  });
+  app.get<{ Params: { name: string } }>('/v2/models/:name', async (request) => {
+    const m = model(request);
+    return { name: m.name, versions: [m.version], platform: m.platform, inputs: m.signature.inputs, outputs: m.signature.outputs };
+  });
+  app.get<{ Params: { name: string } }>('/v2/models/:name/ready', async (request, reply) => {
+    model(request);
+    const ready = isReady();
+    return reply.code(ready ? 200 : 503).send({ name: request.params.name, ready });
+  });
+
+  const infer = async (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply): Promise<void> => {
+    const started = performance.now();
+    const m = models.get(request.params.name);
+    try {
+      if (m === undefined) throw new HttpError(404, `Unknown model \`${request.params.name}\``);
+      if (!Buffer.isBuffer(request.body)) throw new HttpError(400, 'Request needs a JSON body');
+      const headerLength = request.headers[HEADER_LENGTH];
+      const { json, binary } = splitBody(request.body, Array.isArray(headerLength) ? headerLength[0] : headerLength);
+      const decoded = decodeInferRequest(json, binary, m.signature);
+      const timeout =
+        decoded.timeout === undefined ? options.timeout : options.timeout === undefined ? decoded.timeout : Math.min(decoded.timeout, options.timeout);
+      // A client that hangs up releases its place in the queue (or its slot in a running batch).
+      const controller = new AbortController();
+      const onClose = (): void => {
+        if (!reply.raw.writableFinished) controller.abort(new HttpError(499, 'Client closed the connection'));
+      };
+      reply.raw.once('close', onClose);
+      const result = await m.infer(decoded.item, { signal: controller.signal, ...(timeout === undefined ? {} : { timeout }) });
+      reply.raw.off('close', onClose);
+      const response = encodeInferResponse(m.name, m.version, decoded.id, result, decoded.outputs);
+      options.metrics?.request(m.name, 200, (performance.now() - started) / 1000);
+      await reply.headers(response.headers).send(response.body);
+    } catch (error) {
+      const { status } = statusFor(error);
+      options.metrics?.request(m?.name ?? request.params.name, status, (performance.now() - started) / 1000);
+      throw error;
+    }
+  };
+  app.post<{ Params: { name: string } }>('/v2/models/:name/infer', infer);
+  app.post<{ Params: { name: string; version: string } }>('/v2/models/:name/versions/:version/infer', infer);
+}

@@ -1,0 +1,106 @@
+import type { BatchInfo } from 'batched-fn';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ServedModel } from './model/onnx-model.js';
+
+const SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+/**
+ * The server's Prometheus series. Inference count and batch count are kept
+ * apart, as Triton does: their ratio is the batching you actually get.
+ */
+export class ServerMetrics {
+  readonly registry = new Registry();
+  readonly #requests = new Counter({
+    name: 'batched_fn_requests_total',
+    help: 'Inference requests answered, by model and HTTP status',
+    labelNames: ['model', 'status'],
+    registers: [this.registry],
+  });
+  readonly #requestSeconds = new Histogram({
+    name: 'batched_fn_request_duration_seconds',
+    help: 'Time from receiving an infer request to answering it',
+    labelNames: ['model'],
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #batchSize = new Histogram({
+    name: 'batched_fn_batch_size',
+    help: 'Rows per executed batch',
+    labelNames: ['model'],
+    buckets: SIZE_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #queueWait = new Histogram({
+    name: 'batched_fn_queue_wait_seconds',
+    help: 'Queue wait of the oldest request in each batch',
+    labelNames: ['model'],
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #inference = new Histogram({
+    name: 'batched_fn_inference_duration_seconds',
+    help: 'Model execution time per batch, including the hand-off to the worker thread',
+    labelNames: ['model'],
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #batches = new Counter({
+    name: 'batched_fn_batches_total',
+    help: 'Executed batches, by why they were dispatched and whether they succeeded',
+    labelNames: ['model', 'reason', 'ok'],
+    registers: [this.registry],
+  });
+  readonly #models: ServedModel[] = [];
+
+  constructor(options: { defaultMetrics?: boolean } = {}) {
+    if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    const models = this.#models;
+    new Gauge({
+      name: 'batched_fn_queue_depth',
+      help: 'Requests waiting to be batched',
+      labelNames: ['model'],
+      registers: [this.registry],
+      collect() {
+        for (const model of models) this.set({ model: model.name }, model.batcher.stats.queued);
+      },
+    });
+    new Gauge({
+      name: 'batched_fn_inflight_batches',
+      help: 'Batches running now',
+      labelNames: ['model'],
+      registers: [this.registry],
+      collect() {
+        for (const model of models) this.set({ model: model.name }, model.batcher.stats.inFlight);
+      },
+    });
+    new Gauge({
+      name: 'batched_fn_worker_restarts',
+      help: 'Worker threads restarted after a crash, per worker, since the server started',
+      labelNames: ['model', 'worker'],
+      registers: [this.registry],
+      collect() {
+        for (const model of models) {
+          for (const worker of model.batcher.stats.workers) this.set({ model: model.name, worker: String(worker.id) }, worker.restarts);
+        }
+      },
+    });
+  }
+
+  track(model: ServedModel): void {
+    this.#models.push(model);
+  }
+
+  readonly onBatch = (info: BatchInfo): void => {
+    const labels = { model: info.name };
+    this.#batchSize.observe(labels, info.rows);
+    this.#queueWait.observe(labels, info.maxWaitMs / 1000);
+    this.#inference.observe(labels, info.execMs / 1000);
+    this.#batches.inc({ model: info.name, reason: info.reason, ok: String(info.ok) });
+  };
+
+  request(model: string, status: number, seconds: number): void {
+    this.#requests.inc({ model, status: String(status) });
+    this.#requestSeconds.observe({ model }, seconds);
+  }
+}

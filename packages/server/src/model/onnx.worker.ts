@@ -1,0 +1,58 @@
+/**
+ * Runs inside each worker thread: owns one InferenceSession (the batcher's
+ * context) and turns a batch of requests into one `session.run`.
+ */
+import { move } from 'batched-fn';
+import * as ort from 'onnxruntime-node';
+import { concatRows, DATATYPE_FOR_ORT, type InferItem, type InferResult, ORT_TYPE, splitRows, type Tensor } from './tensor.js';
+
+export interface OnnxWorkerData {
+  modelPath: string;
+  /** Intra-op threads per session. Small by default: the machine's cores are shared with HTTP and other workers. */
+  threads: number;
+}
+
+export async function context(data: OnnxWorkerData): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(data.modelPath, {
+    intraOpNumThreads: data.threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+  });
+}
+
+function toOrt(tensor: Tensor): ort.Tensor {
+  return new ort.Tensor(ORT_TYPE[tensor.datatype] as never, tensor.data as never, tensor.shape);
+}
+
+function fromOrt(value: ort.Tensor): Tensor {
+  const datatype = DATATYPE_FOR_ORT[value.type];
+  if (datatype === undefined) throw new TypeError(`Model output type ${value.type} cannot be served`);
+  return { datatype, shape: [...value.dims], data: value.data as Tensor['data'] };
+}
+
+export async function handler(batch: InferItem[], session: ort.InferenceSession): Promise<InferResult[]> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const name of session.inputNames) {
+    // One request needs no copy; several are stacked into one tensor so the model runs once.
+    feeds[name] = toOrt(batch.length === 1 ? (batch[0]?.inputs[name] as Tensor) : concatRows(batch, name));
+  }
+  const results = await session.run(feeds);
+  const rows = batch.map((item) => item.rows);
+  const perItem: InferResult[] = batch.map(() => ({}));
+  for (const name of session.outputNames) {
+    const output = fromOrt(results[name] as ort.Tensor);
+    if (output.shape[0] !== rows.reduce((a, b) => a + b, 0)) {
+      throw new Error(`Output \`${name}\` has ${output.shape[0]} rows for ${rows.reduce((a, b) => a + b, 0)} input rows; the model must keep the batch dimension`);
+    }
+    splitRows(output, rows).forEach((part, i) => {
+      (perItem[i] as InferResult)[name] = part;
+    });
+  }
+  // The views share the batch's output buffers; moving them hands those buffers over without a copy.
+  return perItem.map((result) => move(result));
+}
+
+export async function dispose(session: ort.InferenceSession): Promise<void> {
+  await session.release();
+}

@@ -1,0 +1,95 @@
+import type { Datatype } from './signature.js';
+
+export type TypedArray =
+  | Float32Array
+  | Float64Array
+  | Int8Array
+  | Int16Array
+  | Int32Array
+  | BigInt64Array
+  | Uint8Array
+  | Uint16Array
+  | Uint32Array
+  | BigUint64Array;
+
+/** One named tensor on its way to or from the model, row-major. */
+export interface Tensor {
+  datatype: Datatype;
+  shape: number[];
+  data: TypedArray;
+}
+
+/** What one HTTP request contributes to a batch: its tensors, all with the same number of rows. */
+export interface InferItem {
+  rows: number;
+  inputs: Record<string, Tensor>;
+}
+
+export type InferResult = Record<string, Tensor>;
+
+type TypedArrayConstructor = { new (length: number): TypedArray; BYTES_PER_ELEMENT: number };
+
+export const ARRAY_FOR: Record<Datatype, TypedArrayConstructor> = {
+  FP32: Float32Array,
+  FP64: Float64Array,
+  INT8: Int8Array,
+  INT16: Int16Array,
+  INT32: Int32Array,
+  INT64: BigInt64Array,
+  UINT8: Uint8Array,
+  UINT16: Uint16Array,
+  UINT32: Uint32Array,
+  UINT64: BigUint64Array,
+  BOOL: Uint8Array,
+};
+
+/** onnxruntime's tensor type names. */
+export const ORT_TYPE: Record<Datatype, string> = {
+  FP32: 'float32',
+  FP64: 'float64',
+  INT8: 'int8',
+  INT16: 'int16',
+  INT32: 'int32',
+  INT64: 'int64',
+  UINT8: 'uint8',
+  UINT16: 'uint16',
+  UINT32: 'uint32',
+  UINT64: 'uint64',
+  BOOL: 'bool',
+};
+
+export const DATATYPE_FOR_ORT: Record<string, Datatype> = Object.fromEntries(
+  Object.entries(ORT_TYPE).map(([k, v]) => [v, k as Datatype]),
+) as Record<string, Datatype>;
+
+export function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+/** Stacks the same-named tensor of every item along the first dimension. */
+export function concatRows(items: readonly InferItem[], name: string): Tensor {
+  const first = items[0]?.inputs[name] as Tensor;
+  const rowShape = first.shape.slice(1);
+  const totalRows = items.reduce((sum, item) => sum + item.rows, 0);
+  const data = new ARRAY_FOR[first.datatype](totalRows * elementCount(rowShape));
+  let offset = 0;
+  for (const item of items) {
+    const part = (item.inputs[name] as Tensor).data;
+    (data as Float32Array).set(part as Float32Array, offset);
+    offset += part.length;
+  }
+  return { datatype: first.datatype, shape: [totalRows, ...rowShape], data };
+}
+
+/** Splits a batch output back into one tensor per item, by their row counts. Views, not copies. */
+export function splitRows(tensor: Tensor, rowsPerItem: readonly number[]): Tensor[] {
+  const rowSize = elementCount(tensor.shape.slice(1));
+  const parts: Tensor[] = [];
+  let offset = 0;
+  for (const rows of rowsPerItem) {
+    const length = rows * rowSize;
+    parts.push({ datatype: tensor.datatype, shape: [rows, ...tensor.shape.slice(1)], data: tensor.data.subarray(offset, offset + length) });
+    offset += length;
+  }
+  return parts;
+}
