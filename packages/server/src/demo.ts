@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import { bench } from './bench/command.js';
+import type { Series } from './bench/chart.js';
 import { intFlag, stringFlag } from './cli-args.js';
 import { DEFAULT_MODEL, defaultCacheDir, ensureMlpModel } from './model/default-model.js';
 import { SERVER_DEFAULTS } from './model/onnx-model.js';
@@ -70,13 +71,13 @@ export async function runDemo(argv: string[]): Promise<void> {
     { label: 'unbatched (max batch 1)', args: [...common, '--max-batch-size', '1'] },
     { label: 'HTTP ceiling (trivial model, batched)', args: [...common, '--model', trivialPath, '--name', 'mlp'] },
   ];
-  const series = [];
+  const series: Series[] = [];
   for (const server of servers) {
     process.stderr.write(`\n== ${server.label}\n`);
     const running = await startServe(server.args);
     try {
       const [result] = await bench({ url: running.url, model: 'mlp', concurrency, duration, rows: 1 });
-      series.push({ ...(result as NonNullable<typeof result>), label: server.label });
+      series.push({ results: (result as Series).results, label: server.label });
     } finally {
       await stop(running.child);
     }
