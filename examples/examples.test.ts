@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { expect, test } from 'vitest';
 
@@ -44,6 +46,24 @@ test('the worker example transfers its input and gets the score back', async () 
   const { score, detached } = await import('./dist/worker-pool.js');
   expect(score).toBe(5);
   expect(detached).toBe(true);
+});
+
+test('the fastify plugin serves the model inside an existing app', async () => {
+  process.env.BATCHED_FN_CACHE ??= join(tmpdir(), 'batched-fn-test-cache');
+  const { app, shutdown } = await import('./dist/fastify-plugin.js');
+  expect((await app.inject({ method: 'GET', url: '/' })).json()).toEqual({ service: 'my app' });
+  const response = await app.inject({
+    method: 'POST',
+    url: '/v2/models/mlp/infer',
+    headers: { 'content-type': 'application/json' },
+    payload: { inputs: [{ name: 'input', shape: [2, 256], datatype: 'FP32', data: Array(512).fill(0.25) }] },
+  });
+  expect(response.statusCode).toBe(200);
+  const [output] = response.json().outputs;
+  expect(output.shape).toEqual([2, 16]);
+  expect(output.data.slice(0, 16)).toEqual(output.data.slice(16));
+  expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toContain('batched_fn_batch_size_count{model="mlp"} 1');
+  await shutdown();
 });
 
 test('every TypeScript block in the README is one of these example files, verbatim', () => {

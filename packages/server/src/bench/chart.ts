@@ -8,13 +8,21 @@ export interface Series {
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
 const escape = (s: string): string => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
+/** The smallest 1, 2 or 5 times a power of ten at or above `value` / 4: four round grid steps. */
+function niceStep(value: number): number {
+  const rough = value / 4;
+  const power = 10 ** Math.floor(Math.log10(rough));
+  for (const m of [1, 2, 5, 10]) if (m * power >= rough) return m * power;
+  return 10 * power;
+}
+
 /**
  * Two panels, throughput and p99 latency against concurrency (log scale),
  * one line per server. Plain SVG, so the chart needs no plotting library and
  * renders on GitHub as it is.
  */
 export function renderChart(series: Series[], title: string): string {
-  const width = 900;
+  const width = 960;
   const height = 380;
   const panel = { w: 360, h: 250, top: 70 };
   const lefts = [70, 520];
@@ -33,13 +41,16 @@ export function renderChart(series: Series[], title: string): string {
   ];
   panels.forEach((p, pi) => {
     const left = lefts[pi] as number;
-    const max = Math.max(1, ...series.flatMap((s) => s.results.map(p.value))) * 1.1;
+    const top = Math.max(1, ...series.flatMap((s) => s.results.map(p.value)));
+    const step = niceStep(top);
+    const steps = Math.ceil(top / step);
+    const max = step * steps;
     const y = (v: number): number => panel.top + panel.h - (v / max) * panel.h;
     out.push(`<text x="${left + panel.w / 2}" y="${panel.top - 12}" text-anchor="middle" font-size="13">${p.label}</text>`);
     out.push(`<line x1="${left}" y1="${panel.top + panel.h}" x2="${left + panel.w}" y2="${panel.top + panel.h}" stroke="#333"/>`);
     out.push(`<line x1="${left}" y1="${panel.top}" x2="${left}" y2="${panel.top + panel.h}" stroke="#333"/>`);
-    for (let i = 0; i <= 4; i++) {
-      const v = (max / 4) * i;
+    for (let i = 0; i <= steps; i++) {
+      const v = step * i;
       out.push(`<line x1="${left - 4}" y1="${y(v)}" x2="${left + panel.w}" y2="${y(v)}" stroke="#eee"/>`);
       out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v >= 100 ? Math.round(v) : v.toFixed(1)}</text>`);
     }
@@ -57,11 +68,12 @@ export function renderChart(series: Series[], title: string): string {
       }
     });
   });
+  let lx = 70;
   series.forEach((s, si) => {
     const color = COLORS[si % COLORS.length] as string;
-    const lx = 70 + si * 300;
     out.push(`<rect x="${lx}" y="${height - 22}" width="14" height="4" fill="${color}"/>`);
     out.push(`<text x="${lx + 20}" y="${height - 16}">${escape(s.label)}</text>`);
+    lx += 40 + s.label.length * 6.5;
   });
   out.push('</svg>');
   return out.join('\n');
