@@ -45,6 +45,10 @@ const KNOWN_OPTIONS = new Set([
   'concurrency',
   'size',
   'onBatch',
+  'latencyTarget',
+  'batchKey',
+  'preferredBatchSizes',
+  'pad',
   'name',
 ]);
 

@@ -1,4 +1,5 @@
 import diagnostics from 'node:diagnostics_channel';
+import { CallHandle, onCallTimeout, QUEUED, RUNNING } from './call-handle.js';
 import {
   BatchedFnError,
   BatchSizeMismatchError,
@@ -8,17 +9,20 @@ import {
   TimeoutError,
 } from './errors.js';
 import type { Executor, Outputs } from './executor/types.js';
+import { Lane } from './lane.js';
 import {
   type CallOptions,
+  describeValue,
   type ResolvedBatchingOptions,
   type RuntimeOptions,
   validateCallOptions,
   validateRuntimeOptions,
 } from './options.js';
-import { CallHandle, onCallTimeout, QUEUED, RUNNING } from './call-handle.js';
+import { AdaptivePolicy } from './policy/adaptive.js';
+import { ArrivalRate, CostModel } from './policy/cost-model.js';
 import { FixedDelayPolicy } from './policy/fixed-delay.js';
 import type { PumpTrigger, SchedulingPolicy } from './policy/types.js';
-import { type BatchBuilder, CallQueue, type Resolve } from './queue.js';
+import type { BatchBuilder, CallQueue, Resolve } from './queue.js';
 import type { BatchedFnStats, BatchInfo, DispatchReason } from './stats.js';
 import { StatsRecorder } from './stats-recorder.js';
 
@@ -42,11 +46,13 @@ const YIELD_AFTER_MS = 25;
 
 /** A dispatched batch. A resolver slot is emptied when its caller is released early. */
 class RunningBatch<I, O> implements BatchBuilder<I, O> {
-  readonly inputs: I[] = [];
-  readonly resolvers: (Resolve<O> | undefined)[] = [];
+  inputs: I[] = [];
+  resolvers: (Resolve<O> | undefined)[] = [];
   handles: CallHandle<I, O>[] | undefined = undefined;
   rows = 0;
   maxWait = 0;
+  /** Inputs handed to the handler, filler included, when `pad` grew the batch. */
+  padded = 0;
   readonly reason: DispatchReason;
   readonly started: number;
 
@@ -64,11 +70,21 @@ class RunningBatch<I, O> implements BatchBuilder<I, O> {
   }
 }
 
+/** Which lane goes next, why, and how many rows it may take. */
+interface Choice<I, O> {
+  lane: Lane<I, O>;
+  reason: DispatchReason;
+  maxRows: number;
+}
+
 /**
  * Captures a new promise's resolver without allocating a closure per call:
  * the executor runs synchronously inside `new Promise`, so a shared slot is safe.
  */
 let capturedResolve: Resolve<unknown> | undefined;
+function captureResolve(resolve: Resolve<unknown>): void {
+  capturedResolve = resolve;
+}
 
 /**
  * The pump is scheduled as a reaction on a settled promise rather than with
@@ -76,9 +92,6 @@ let capturedResolve: Resolve<unknown> | undefined;
  * and costs several times more per tick.
  */
 const settled = Promise.resolve();
-function captureResolve(resolve: Resolve<unknown>): void {
-  capturedResolve = resolve;
-}
 
 function failureKey(error: unknown): string {
   return error instanceof BatchedFnError ? error.code : 'handler';
@@ -89,8 +102,9 @@ function isOutputArray(value: unknown): value is ArrayLike<unknown> {
 }
 
 /**
- * The queue and the dispatcher. Calls are queued as records; a pump decides
- * when the head of the queue becomes a batch and hands it to the executor.
+ * The queue and the dispatcher. Calls wait in lanes (one, or one per batch
+ * key); a pump decides when a lane's head becomes a batch and hands it to the
+ * executor.
  *
  * The pump runs in a microtask, never inside a caller's stack, so a burst of
  * synchronous calls lands in one batch and a handler calling back into the
@@ -98,17 +112,26 @@ function isOutputArray(value: unknown): value is ArrayLike<unknown> {
  */
 export class Batcher<I, O> {
   readonly #executor: Executor<I, O>;
-  readonly #policy: FixedDelayPolicy;
   readonly #size: ((input: I) => number) | undefined;
   readonly #onBatch: ((info: BatchInfo) => void) | undefined;
   readonly #name: string;
+  readonly #batchKey: ((input: I) => string | number) | undefined;
+  readonly #preferred: number[] | undefined;
+  readonly #pad: ((batch: I[], targetRows: number) => I[]) | undefined;
+  readonly #latencyTarget: number | undefined;
   #maxBatchSize: number;
   #channelCap: number;
   #concurrency: number;
+  #policy: SchedulingPolicy;
+  readonly #cost = new CostModel();
+  readonly #arrivals = new ArrivalRate();
 
-  readonly #queue = new CallQueue<I, O>(256);
+  readonly #defaultLane = new Lane<I, O>(undefined);
+  /** Lanes by key, only with `batchKey`; a lane leaves the map when it empties. */
+  readonly #lanes: Map<unknown, Lane<I, O>> | undefined;
   #queuedItems = 0;
   #queuedRows = 0;
+  #arrivedRows = 0;
   readonly #running = new Set<RunningBatch<I, O>>();
   #inFlightItems = 0;
   readonly #stats = new StatsRecorder();
@@ -130,22 +153,38 @@ export class Batcher<I, O> {
 
   constructor(executor: Executor<I, O>, options: ResolvedBatchingOptions<I>) {
     this.#executor = executor;
-    this.#policy = new FixedDelayPolicy(options.maxDelay);
     this.#size = options.size;
     this.#onBatch = options.onBatch;
     this.#name = options.name;
+    this.#batchKey = options.batchKey;
+    this.#preferred = options.preferredBatchSizes;
+    this.#pad = options.pad;
+    this.#latencyTarget = options.latencyTarget;
     this.#maxBatchSize = options.maxBatchSize;
     this.#channelCap = options.channelCap;
     this.#concurrency = options.concurrency;
+    this.#policy = this.#policyFor(options.maxDelay);
+    this.#lanes = options.batchKey === undefined ? undefined : new Map();
     executor.onCapacity(() => this.#pump('completion'));
   }
 
-  get policy(): SchedulingPolicy {
-    return this.#policy;
+  #policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
+    return maxDelay === 'auto' ? new AdaptivePolicy(this.#cost, this.#arrivals, this.#latencyTarget) : new FixedDelayPolicy(maxDelay);
   }
 
   call(input: I, options?: CallOptions): Promise<O> {
     this.#stats.calls++;
+    // The common call (no options, no size, no keys, no latency target) takes this short path,
+    // small enough for V8 to inline into the caller; everything else goes through #callWithOptions.
+    if (options !== undefined || this.#closing || this.#size !== undefined || this.#lanes !== undefined || this.#latencyTarget !== undefined) {
+      return this.#callWithOptions(input, options);
+    }
+    if (this.#queuedItems >= this.#channelCap) return this.#refuse(new QueueFullError(this.#channelCap));
+    const lane = this.#defaultLane;
+    return this.#enqueue(lane, lane.queueFor(0), input, 1, undefined);
+  }
+
+  #callWithOptions(input: I, options: CallOptions | undefined): Promise<O> {
     if (this.#closing) return this.#refuse(new ClosedError());
     let rows = 1;
     if (this.#size !== undefined) {
@@ -160,9 +199,21 @@ export class Batcher<I, O> {
       if (rows > this.#maxBatchSize) return this.#refuse(new ItemTooLargeError(rows, this.#maxBatchSize));
     }
     if (this.#queuedItems >= this.#channelCap) return this.#refuse(new QueueFullError(this.#channelCap));
+    let key: unknown;
+    if (this.#lanes !== undefined) {
+      try {
+        key = (this.#batchKey as (input: I) => string | number)(input);
+      } catch (error) {
+        return this.#refuse(error);
+      }
+      if (typeof key !== 'string' && typeof key !== 'number') {
+        return this.#refuse(new TypeError(`Expected \`batchKey(input)\` to return a string or a number, got ${describeValue(key)}`));
+      }
+    }
     let handle: CallHandle<I, O> | undefined;
     let signal: AbortSignal | undefined;
     let timeout: number | undefined;
+    let priority = 0;
     if (options !== undefined) {
       try {
         validateCallOptions(options);
@@ -171,10 +222,36 @@ export class Batcher<I, O> {
       }
       signal = options.signal;
       timeout = options.timeout;
+      priority = options.priority ?? 0;
       if (signal?.aborted) return this.#refuse(signal.reason, 'aborted');
       if (signal !== undefined || timeout !== undefined) handle = new CallHandle<I, O>(this);
     }
+    if ((timeout !== undefined || this.#latencyTarget !== undefined) && this.#cost.confident) {
+      const t = now();
+      const budget = Math.min(timeout ?? Number.POSITIVE_INFINITY, this.#latencyTarget ?? Number.POSITIVE_INFINITY);
+      if (this.#predictFinish(rows, t) > t + budget) return this.#refuse(new TimeoutError(budget, true));
+    }
+    let lane = this.#defaultLane;
+    if (this.#lanes !== undefined) {
+      lane = this.#lanes.get(key) ?? new Lane<I, O>(key);
+      this.#lanes.set(key, lane);
+    }
+    const promise = this.#enqueue(lane, lane.queueFor(priority), input, rows, handle);
+    if (handle !== undefined) {
+      if (signal !== undefined) {
+        handle.signal = signal;
+        signal.addEventListener('abort', handle, { once: true });
+      }
+      if (timeout !== undefined) {
+        handle.timeout = timeout;
+        handle.deadline = this.#tickTime + timeout;
+        handle.timer = setTimeout(onCallTimeout, timeout, handle);
+      }
+    }
+    return promise;
+  }
 
+  #enqueue(lane: Lane<I, O>, queue: CallQueue<I, O>, input: I, rows: number, handle: CallHandle<I, O> | undefined): Promise<O> {
     const promise = new Promise<O>(captureResolve as (resolve: Resolve<O>) => void);
     const resolve = capturedResolve as Resolve<O>;
     // Reading the clock costs about as much as the rest of a call, so calls
@@ -182,19 +259,16 @@ export class Batcher<I, O> {
     // the same run of microtasks, so their true arrival times differ by less
     // than the work queued ahead of the pump.
     if (!this.#pumpScheduled) this.#schedulePump();
-    const seq = this.#queue.push(input, resolve, this.#tickTime, rows, handle);
+    const seq = queue.push(input, resolve, this.#tickTime, rows, handle);
+    lane.items++;
+    lane.rows += rows;
     this.#queuedItems++;
     this.#queuedRows += rows;
+    this.#arrivedRows += rows;
     if (handle !== undefined) {
       handle.seq = seq;
-      if (signal !== undefined) {
-        handle.signal = signal;
-        signal.addEventListener('abort', handle, { once: true });
-      }
-      if (timeout !== undefined) {
-        handle.timeout = timeout;
-        handle.timer = setTimeout(onCallTimeout, timeout, handle);
-      }
+      handle.lane = lane;
+      handle.queue = queue;
     }
     return promise;
   }
@@ -236,13 +310,17 @@ export class Batcher<I, O> {
     const error = reason ?? new ClosedError('The batcher was destroyed');
     const key = reason === undefined ? 'ERR_CLOSED' : failureKey(reason);
     this.#disarmTimer();
-    const queue = this.#queue;
-    while (queue.skipRemoved()) {
-      const resolve = queue.headResolver();
-      queue.headHandle()?.dispose();
-      queue.shift();
-      this.#fail(resolve, error, key);
+    for (const lane of this.#allLanes()) {
+      for (const queue of lane.drain()) {
+        const resolve = queue.headResolver();
+        queue.headHandle()?.dispose();
+        queue.shift();
+        this.#fail(resolve, error, key);
+      }
+      lane.items = 0;
+      lane.rows = 0;
     }
+    this.#lanes?.clear();
     this.#queuedItems = 0;
     this.#queuedRows = 0;
     for (const batch of this.#running) {
@@ -263,8 +341,11 @@ export class Batcher<I, O> {
 
   configure(options: RuntimeOptions): void {
     const valid = validateRuntimeOptions(options);
+    if (valid.maxBatchSize !== undefined && this.#preferred !== undefined && (this.#preferred.at(-1) as number) > valid.maxBatchSize) {
+      throw new RangeError(`Expected \`maxBatchSize\` to be at least the largest preferredBatchSizes entry (${this.#preferred.at(-1)}), got ${valid.maxBatchSize}`);
+    }
     if (valid.maxBatchSize !== undefined) this.#maxBatchSize = valid.maxBatchSize;
-    if (valid.maxDelay !== undefined) this.#policy.maxDelay = valid.maxDelay;
+    if (valid.maxDelay !== undefined) this.#policy = this.#policyFor(valid.maxDelay);
     if (valid.channelCap !== undefined) this.#channelCap = valid.channelCap;
     if (valid.concurrency !== undefined) this.#concurrency = valid.concurrency;
     // A shorter delay or a smaller batch may make the queue due right now.
@@ -279,6 +360,7 @@ export class Batcher<I, O> {
       inFlight: this.#running.size,
       inFlightItems: this.#inFlightItems,
       workers: this.#executor.workerStats(),
+      costModel: this.#cost.confident ? { fixedMs: this.#cost.a, perRowMs: this.#cost.b, samples: this.#cost.samples } : undefined,
     });
   }
 
@@ -292,6 +374,10 @@ export class Batcher<I, O> {
 
   readonly #pumpOnArrival = (): void => {
     this.#pumpScheduled = false;
+    if (this.#arrivedRows > 0) {
+      this.#arrivals.add(this.#arrivedRows, this.#tickTime);
+      this.#arrivedRows = 0;
+    }
     this.#pump('arrival');
   };
 
@@ -332,22 +418,12 @@ export class Batcher<I, O> {
           this.#yielding ??= setImmediate(this.#pumpAfterYield);
           return;
         }
-        let reason: DispatchReason;
-        if (this.#queuedRows >= this.#maxBatchSize) {
-          // FIFO packing: once the queued rows reach the limit, the head batch cannot grow by waiting.
-          reason = 'full';
-        } else if (this.#closing) {
-          reason = 'close';
-        } else {
-          this.#queue.skipRemoved();
-          const decision = this.#policy.decide(this.#queue.headArrival(), t, trigger);
-          if (typeof decision === 'number') {
-            this.#armTimer(decision);
-            return;
-          }
-          reason = decision;
+        const choice = this.#lanes === undefined ? this.#judge(this.#defaultLane, t, trigger) : this.#choose(t, trigger);
+        if (typeof choice === 'number') {
+          this.#armTimer(choice);
+          return;
         }
-        this.#dispatch(reason, t);
+        this.#dispatch(choice, t);
       }
       // Nothing left to wait for: a batch finishing will pump again.
       this.#disarmTimer();
@@ -357,32 +433,84 @@ export class Batcher<I, O> {
     }
   }
 
-  #dispatch(reason: DispatchReason, started: number): void {
-    const queue = this.#queue;
-    const maxRows = this.#maxBatchSize;
-    // Only reachable after configure() lowered maxBatchSize below items already queued.
-    while (queue.skipRemoved() && queue.headRows() > maxRows) {
-      const rows = queue.headRows();
-      const resolve = queue.headResolver();
-      queue.headHandle()?.dispose();
-      queue.shift();
-      this.#queuedItems--;
-      this.#queuedRows -= rows;
-      this.#fail(resolve, new ItemTooLargeError(rows, maxRows), 'ERR_ITEM_TOO_LARGE');
+  /** Whether one lane should be sent now (and why), or when to look at it again. */
+  #judge(lane: Lane<I, O>, t: number, trigger: PumpTrigger): Choice<I, O> | number {
+    const max = this.#maxBatchSize;
+    // FIFO packing: once the queued rows reach the limit, the head batch cannot grow by waiting.
+    if (lane.rows >= max) return { lane, reason: 'full', maxRows: max };
+    if (this.#closing) return { lane, reason: 'close', maxRows: max };
+    if (this.#preferred !== undefined && lane.rows >= (this.#preferred[0] as number)) {
+      let target = this.#preferred[0] as number;
+      for (const size of this.#preferred) if (size <= lane.rows) target = size;
+      return { lane, reason: 'preferred', maxRows: target };
     }
+    const decision = this.#policy.decide(lane, t, trigger);
+    return typeof decision === 'number' ? decision : { lane, reason: decision, maxRows: max };
+  }
+
+  /**
+   * With batch keys: of the lanes ready to go, the one holding the most
+   * urgent call (highest priority, then oldest) goes first; with none ready,
+   * wake up when the first one will be.
+   */
+  #choose(t: number, trigger: PumpTrigger): Choice<I, O> | number {
+    let best: Choice<I, O> | undefined;
+    let bestPriority = Number.NEGATIVE_INFINITY;
+    let bestArrival = Number.POSITIVE_INFINITY;
+    let wake = Number.POSITIVE_INFINITY;
+    for (const lane of (this.#lanes as Map<unknown, Lane<I, O>>).values()) {
+      if (lane.items === 0) continue;
+      const judged = this.#judge(lane, t, trigger);
+      if (typeof judged === 'number') {
+        if (judged < wake) wake = judged;
+        continue;
+      }
+      const priority = lane.topPriority;
+      const arrival = lane.oldestArrival;
+      if (priority > bestPriority || (priority === bestPriority && arrival < bestArrival)) {
+        best = judged;
+        bestPriority = priority;
+        bestArrival = arrival;
+      }
+    }
+    return best ?? wake;
+  }
+
+  #dispatch(choice: Choice<I, O>, started: number): void {
+    const { lane, reason } = choice;
+    const maxRows = Math.min(choice.maxRows, this.#maxBatchSize);
+    this.#rejectOversized(lane, this.#maxBatchSize);
     const batch = new RunningBatch<I, O>(reason, started);
-    queue.takeBatch(maxRows, batch.started, batch, this.#stats.wait);
+    const before = batch.rows;
+    lane.take(maxRows, started, batch, this.#stats.wait);
     const items = batch.inputs.length;
-    if (items === 0) return;
+    lane.items -= items;
+    lane.rows -= batch.rows - before;
     this.#queuedItems -= items;
     this.#queuedRows -= batch.rows;
-    this.#inFlightItems += items;
+    if (lane.items === 0 && lane !== this.#defaultLane) this.#lanes?.delete(lane.key);
+    if (batch.handles !== undefined && this.#cost.confident) this.#shedHopeless(batch);
+    if (batch.inputs.length === 0) return;
+    this.#inFlightItems += batch.inputs.length;
     this.#stats.dispatched(reason);
     this.#running.add(batch);
 
+    let inputs = batch.inputs;
+    if (this.#pad !== undefined) {
+      const target = this.#preferred?.find((size) => size >= batch.rows) ?? this.#maxBatchSize;
+      if (target > batch.rows) {
+        try {
+          inputs = this.#pad(batch.inputs.slice(), target);
+        } catch (error) {
+          this.#finish(batch, undefined, error, true);
+          return;
+        }
+        batch.padded = inputs.length;
+      }
+    }
     let result: Outputs<O> | Promise<Outputs<O>>;
     try {
-      result = this.#executor.run(batch.inputs);
+      result = this.#executor.run(inputs);
     } catch (error) {
       this.#finish(batch, undefined, error, true);
       return;
@@ -397,17 +525,85 @@ export class Batcher<I, O> {
     }
   }
 
+  /** Only reachable after configure() lowered maxBatchSize below calls already queued. */
+  #rejectOversized(lane: Lane<I, O>, max: number): void {
+    for (let queue = lane.headQueue(); queue !== undefined && queue.headRows() > max; queue = lane.headQueue()) {
+      const rows = queue.headRows();
+      const resolve = queue.headResolver();
+      queue.headHandle()?.dispose();
+      queue.shift();
+      lane.items--;
+      lane.rows -= rows;
+      this.#queuedItems--;
+      this.#queuedRows -= rows;
+      this.#fail(resolve, new ItemTooLargeError(rows, max), 'ERR_ITEM_TOO_LARGE');
+    }
+  }
+
+  /**
+   * Calls whose deadline falls before this batch can finish are answered now
+   * with a predicted timeout, instead of spending model time on an answer
+   * nobody will read.
+   */
+  #shedHopeless(batch: RunningBatch<I, O>): void {
+    const handles = batch.handles as CallHandle<I, O>[];
+    const finish = batch.started + this.#cost.predict(batch.rows);
+    if (!handles.some((h) => h !== undefined && h.deadline < finish)) return;
+    const inputs: I[] = [];
+    const resolvers: (Resolve<O> | undefined)[] = [];
+    const kept: CallHandle<I, O>[] = [];
+    for (let i = 0; i < batch.inputs.length; i++) {
+      const handle = handles[i];
+      if (handle !== undefined && handle.deadline < finish) {
+        handle.dispose();
+        this.#fail(batch.resolvers[i] as Resolve<O>, new TimeoutError(handle.timeout, true), 'ERR_TIMEOUT');
+        continue;
+      }
+      if (handle !== undefined) {
+        handle.index = inputs.length;
+        kept[inputs.length] = handle;
+      }
+      inputs.push(batch.inputs[i] as I);
+      resolvers.push(batch.resolvers[i]);
+    }
+    batch.inputs = inputs;
+    batch.resolvers = resolvers;
+    batch.handles = kept;
+  }
+
+  /**
+   * When would a call of `rows` rows made now be answered? The running
+   * batches finish at their predicted cost; then the queue ahead drains in
+   * full batches across the free slots; then this call's own batch runs.
+   */
+  #predictFinish(rows: number, t: number): number {
+    const cost = this.#cost;
+    const max = this.#maxBatchSize;
+    let freeAt = t;
+    if (this.#running.size >= this.#concurrency) {
+      freeAt = Number.POSITIVE_INFINITY;
+      for (const batch of this.#running) freeAt = Math.min(freeAt, batch.started + cost.predict(batch.rows));
+      freeAt = Math.max(t, freeAt);
+    }
+    const fullBatchesAhead = Math.floor(this.#queuedRows / max);
+    const start = freeAt + (fullBatchesAhead * cost.predict(max)) / this.#concurrency;
+    return start + cost.predict(Math.min(max, this.#queuedRows - fullBatchesAhead * max + rows));
+  }
+
   #finish(batch: RunningBatch<I, O>, outputs: unknown, error: unknown, failed: boolean): void {
     if (!this.#running.delete(batch)) return; // destroy() already released these callers
     const execMs = now() - batch.started;
     const { resolvers, handles } = batch;
     const size = resolvers.length;
+    const expected = batch.padded > 0 ? batch.padded : size;
     this.#inFlightItems -= size;
-    if (!failed && (!isOutputArray(outputs) || outputs.length !== size)) {
+    if (!failed && (!isOutputArray(outputs) || outputs.length !== expected)) {
       failed = true;
-      error = new BatchSizeMismatchError(size, isOutputArray(outputs) ? outputs.length : undefined);
+      error = new BatchSizeMismatchError(expected, isOutputArray(outputs) ? outputs.length : undefined);
     }
+    if (!failed) this.#cost.observe(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs);
     const key = failed ? failureKey(error) : '';
+    // Filler rows from `pad` sit after the real ones; their outputs are never read.
     const results = outputs as ArrayLike<O | Error>;
     let completed = 0;
     for (let i = 0; i < size; i++) {
@@ -458,10 +654,15 @@ export class Batcher<I, O> {
 
   #release(handle: CallHandle<I, O>, error: unknown, key: string): void {
     if (handle.state === QUEUED) {
-      const rows = this.#queue.rowsAt(handle.seq);
-      const resolve = this.#queue.remove(handle.seq);
+      const lane = handle.lane as Lane<I, O>;
+      const queue = handle.queue as CallQueue<I, O>;
+      const rows = queue.rowsAt(handle.seq);
+      const resolve = queue.remove(handle.seq);
       handle.dispose();
       if (resolve === undefined) return;
+      lane.items--;
+      lane.rows -= rows;
+      if (lane.items === 0 && lane !== this.#defaultLane) this.#lanes?.delete(lane.key);
       this.#queuedItems--;
       this.#queuedRows -= rows;
       this.#fail(resolve, error, key);
@@ -488,6 +689,10 @@ export class Batcher<I, O> {
   #refuse(error: unknown, key = failureKey(error)): Promise<never> {
     this.#stats.fail(key);
     return Promise.reject(error);
+  }
+
+  #allLanes(): Lane<I, O>[] {
+    return this.#lanes === undefined ? [this.#defaultLane] : [this.#defaultLane, ...this.#lanes.values()];
   }
 
   #armTimer(due: number): void {

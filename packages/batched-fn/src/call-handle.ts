@@ -1,4 +1,6 @@
 import type { Batcher } from './batcher.js';
+import type { Lane } from './lane.js';
+import type { CallQueue } from './queue.js';
 
 export const QUEUED = 0;
 export const RUNNING = 1;
@@ -14,8 +16,13 @@ export type CallState = typeof QUEUED | typeof RUNNING | typeof SETTLED;
 export class CallHandle<I, O> {
   readonly owner: Batcher<I, O>;
   state: CallState = QUEUED;
+  /** Where the call waits while QUEUED. */
+  lane: Lane<I, O> | undefined = undefined;
+  queue: CallQueue<I, O> | undefined = undefined;
   /** Queue position while QUEUED; index in `batch` while RUNNING. */
   seq = -1;
+  /** Absolute clock time the caller stops waiting; Infinity without a timeout. */
+  deadline = Number.POSITIVE_INFINITY;
   index = -1;
   batch: { resolvers: unknown[] } | undefined = undefined;
   signal: AbortSignal | undefined = undefined;
@@ -34,6 +41,8 @@ export class CallHandle<I, O> {
   dispose(): void {
     this.state = SETTLED;
     this.batch = undefined;
+    this.lane = undefined;
+    this.queue = undefined;
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;

@@ -16,10 +16,29 @@ export interface BatchingOptions<I> {
   /**
    * Milliseconds the oldest queued item may wait for a batch to fill. Counted
    * from that item's arrival, not from when a dispatcher looked at it. `0`
-   * dispatches whatever is queued at the end of the current tick.
+   * dispatches whatever is queued at the end of the current tick. `'auto'`
+   * learns the handler's cost curve and waits only while waiting pays.
    * @default 50
    */
-  maxDelay?: number;
+  maxDelay?: number | 'auto';
+  /**
+   * Latency objective in ms. With `maxDelay: 'auto'` the policy never waits past it, and calls
+   * predicted to miss it (from the learned cost curve and the queue ahead) are rejected at once
+   * with `ERR_TIMEOUT` (`predicted: true`) instead of costing model time.
+   */
+  latencyTarget?: number;
+  /** Calls whose keys differ never share a batch (a model name, a length bucket). Keys are served oldest-first. */
+  batchKey?: (input: I) => string | number;
+  /**
+   * Batch sizes (in rows) the handler runs best at. When the queue holds at least one of them,
+   * the largest that fits is sent at once, as Triton's preferred_batch_size.
+   */
+  preferredBatchSizes?: readonly number[];
+  /**
+   * For fixed-shape models: returns `batch` padded with filler inputs up to `targetRows`
+   * (the next preferred size, or maxBatchSize). The outputs of filler rows are dropped.
+   */
+  pad?: (batch: I[], targetRows: number) => I[];
   /**
    * Most items waiting in the queue (dispatched items do not count). A call
    * beyond it rejects at once with `ERR_QUEUE_FULL`.
@@ -75,6 +94,12 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Milliseconds from the call until it rejects with `ERR_TIMEOUT`. */
   timeout?: number;
+  /**
+   * Higher goes first; FIFO within a priority. Strict: while higher-priority calls keep batches
+   * full, lower ones wait (give them a `timeout` to bound that).
+   * @default 0
+   */
+  priority?: number;
 }
 
 /** The single place defaults live; docs and validation read from here. */
@@ -88,7 +113,11 @@ export const DEFAULTS = Object.freeze({
 
 export interface ResolvedBatchingOptions<I> {
   maxBatchSize: number;
-  maxDelay: number;
+  maxDelay: number | 'auto';
+  latencyTarget: number | undefined;
+  batchKey: ((input: I) => string | number) | undefined;
+  preferredBatchSizes: number[] | undefined;
+  pad: ((batch: I[], targetRows: number) => I[]) | undefined;
   channelCap: number;
   concurrency: number;
   size: ((input: I) => number) | undefined;
@@ -126,14 +155,15 @@ export function expectFunction(name: string, value: unknown): void {
   if (typeof value !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(value)}`);
 }
 
-export function validateMaxDelay(value: unknown): number {
-  return expectNumber('maxDelay', value, 'a finite number of milliseconds from 0 and up', (n) => Number.isFinite(n) && n >= 0);
+export function validateMaxDelay(value: unknown): number | 'auto' {
+  if (value === 'auto') return value;
+  return expectNumber('maxDelay', value, "a finite number of milliseconds from 0 and up, or 'auto'", (n) => Number.isFinite(n) && n >= 0);
 }
 
 /** The options `configure()` may change while the batcher runs. */
 export interface RuntimeOptions {
   maxBatchSize?: number;
-  maxDelay?: number;
+  maxDelay?: number | 'auto';
   channelCap?: number;
   concurrency?: number;
 }
@@ -155,9 +185,30 @@ export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultCo
   if (options.name !== undefined && typeof options.name !== 'string') {
     throw new TypeError(`Expected \`name\` to be a string, got ${describe(options.name)}`);
   }
+  if (options.latencyTarget !== undefined) {
+    expectNumber('latencyTarget', options.latencyTarget, 'a finite number of milliseconds above 0', (n) => Number.isFinite(n) && n > 0);
+  }
+  if (options.batchKey !== undefined) expectFunction('batchKey', options.batchKey);
+  if (options.pad !== undefined) expectFunction('pad', options.pad);
+  let preferred: number[] | undefined;
+  if (options.preferredBatchSizes !== undefined) {
+    if (!Array.isArray(options.preferredBatchSizes) || options.preferredBatchSizes.length === 0) {
+      throw new TypeError(`Expected \`preferredBatchSizes\` to be a non-empty array of integers, got ${describe(options.preferredBatchSizes)}`);
+    }
+    preferred = options.preferredBatchSizes.map((size, i) => expectInteger(`preferredBatchSizes[${i}]`, size, 1));
+    preferred = [...new Set(preferred)].sort((a, b) => a - b);
+  }
+  const maxBatchSize = runtime.maxBatchSize ?? DEFAULTS.maxBatchSize;
+  if (preferred !== undefined && (preferred.at(-1) as number) > maxBatchSize) {
+    throw new RangeError(`Expected every \`preferredBatchSizes\` entry to be at most maxBatchSize (${maxBatchSize}), got ${preferred.at(-1)}`);
+  }
   return {
-    maxBatchSize: runtime.maxBatchSize ?? DEFAULTS.maxBatchSize,
+    maxBatchSize,
     maxDelay: runtime.maxDelay ?? DEFAULTS.maxDelay,
+    latencyTarget: options.latencyTarget,
+    batchKey: options.batchKey,
+    preferredBatchSizes: preferred,
+    pad: options.pad,
     channelCap: runtime.channelCap ?? DEFAULTS.channelCap,
     concurrency: runtime.concurrency ?? defaultConcurrency,
     size: options.size,
@@ -172,6 +223,9 @@ export function validateCallOptions(options: CallOptions): void {
   }
   if (options.timeout !== undefined) {
     expectNumber('timeout', options.timeout, 'a finite number of milliseconds from 0 and up', (n) => Number.isFinite(n) && n >= 0);
+  }
+  if (options.priority !== undefined) {
+    expectNumber('priority', options.priority, 'a finite number', (n) => Number.isFinite(n));
   }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw new TypeError(`Expected \`signal\` to be an AbortSignal, got ${describe(options.signal)}`);

@@ -105,14 +105,17 @@ export class CallQueue<I, O> {
 
   /**
    * Moves live calls from the head into a batch, FIFO, while their rows fit
-   * in `maxRows`. Records each call's queue wait. One tight loop here instead
-   * of a call per accessor keeps dispatch cheap for large batches.
+   * in `maxRows` (counting the rows the batch already holds). Records each
+   * call's queue wait. One tight loop here instead of a call per accessor
+   * keeps dispatch cheap for large batches. Returns true when it stopped at a
+   * call that does not fit, false when this queue ran out.
    */
-  takeBatch(maxRows: number, started: number, batch: BatchBuilder<I, O>, waits: { record(value: number): void }): void {
+  takeBatch(maxRows: number, started: number, batch: BatchBuilder<I, O>, waits: { record(value: number): void }): boolean {
     const resolvers = this.#resolvers;
     const mask = this.#mask;
-    let rows = 0;
-    let maxWait = 0;
+    let rows = batch.rows;
+    let maxWait = batch.maxWait;
+    let blocked = false;
     while (this.#head < this.#tail) {
       const slot = this.#head & mask;
       const resolve = resolvers[slot];
@@ -122,7 +125,10 @@ export class CallQueue<I, O> {
         continue;
       }
       const itemRows = this.#rows[slot] as number;
-      if (rows + itemRows > maxRows) break;
+      if (rows + itemRows > maxRows) {
+        blocked = true;
+        break;
+      }
       const handle = this.#handles[slot];
       if (handle !== undefined) batch.addHandle(handle, batch.inputs.length);
       batch.inputs.push(this.#inputs[slot] as I);
@@ -133,11 +139,15 @@ export class CallQueue<I, O> {
       rows += itemRows;
       this.#clear(slot);
       this.#head++;
-      if (rows === maxRows) break;
+      if (rows === maxRows) {
+        blocked = this.#head < this.#tail;
+        break;
+      }
     }
     batch.rows = rows;
     batch.maxWait = maxWait;
     if (this.#head === this.#tail) this.#shrinkIfEmpty();
+    return blocked;
   }
 
   /** Removes the head call (live or not). */

@@ -28,6 +28,7 @@ export class SampleWindow {
 }
 
 export interface LiveFigures {
+  costModel: BatchedFnStats['costModel'];
   queued: number;
   queuedRows: number;
   inFlight: number;

@@ -7,9 +7,13 @@ export type DispatchReason =
   /** A slot freed up and the oldest item had already waited `maxDelay` behind busy batches. */
   | 'backlog'
   /** `close()` flushes the queue without waiting for the delay. */
-  | 'close';
+  | 'close'
+  /** The adaptive policy (`maxDelay: 'auto'`) judged that waiting no longer pays. */
+  | 'adaptive'
+  /** The queued rows reached one of `preferredBatchSizes`. */
+  | 'preferred';
 
-export const DISPATCH_REASONS: readonly DispatchReason[] = ['full', 'delay', 'backlog', 'close'];
+export const DISPATCH_REASONS: readonly DispatchReason[] = ['full', 'delay', 'backlog', 'close', 'adaptive', 'preferred'];
 
 /** What one settled batch looked like; passed to `onBatch` and the diagnostics channel. */
 export interface BatchInfo {
@@ -76,4 +80,6 @@ export interface BatchedFnStats {
   execMs: Percentiles;
   /** Per-worker figures in worker mode; empty inline. */
   workers: WorkerStats[];
+  /** The learned cost curve c(N) = fixedMs + perRowMs·N, once enough batches of different sizes have run. */
+  costModel: { fixedMs: number; perRowMs: number; samples: number } | undefined;
 }

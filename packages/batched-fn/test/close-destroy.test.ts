@@ -29,7 +29,7 @@ test('close() stops intake, flushes the queue without waiting for the delay, fin
   await flush();
   expect(closed.status).toBe('fulfilled');
   expect(calls.map((c) => c.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
-  expect(predict.stats.dispatchReasons).toEqual({ full: 2, delay: 0, backlog: 0, close: 1 });
+  expect(predict.stats.dispatchReasons).toEqual({ full: 2, delay: 0, backlog: 0, close: 1, adaptive: 0, preferred: 0 });
 });
 
 test('close() on an idle batcher resolves at once and is idempotent', async () => {

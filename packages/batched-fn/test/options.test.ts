@@ -11,9 +11,9 @@ describe('option validation names the option, the rule and the value', () => {
     ['maxBatchSize Infinity', { maxBatchSize: Infinity }, RangeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `Infinity` (number)'],
     ['maxBatchSize "8"', { maxBatchSize: '8' }, TypeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `"8"` (string)'],
     ['maxBatchSize NaN', { maxBatchSize: NaN }, TypeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `NaN` (number)'],
-    ['maxDelay -1', { maxDelay: -1 }, RangeError, 'Expected `maxDelay` to be a finite number of milliseconds from 0 and up, got `-1` (number)'],
-    ['maxDelay Infinity', { maxDelay: Infinity }, RangeError, 'Expected `maxDelay` to be a finite number of milliseconds from 0 and up, got `Infinity` (number)'],
-    ['maxDelay null', { maxDelay: null }, TypeError, 'Expected `maxDelay` to be a finite number of milliseconds from 0 and up, got `null`'],
+    ['maxDelay -1', { maxDelay: -1 }, RangeError, 'Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or \'auto\', got `-1` (number)'],
+    ['maxDelay Infinity', { maxDelay: Infinity }, RangeError, "Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `Infinity` (number)"],
+    ['maxDelay null', { maxDelay: null }, TypeError, "Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `null`"],
     ['channelCap 0', { channelCap: 0 }, RangeError, 'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `0` (number)'],
     ['channelCap 1.5', { channelCap: 1.5 }, RangeError, 'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `1.5` (number)'],
     ['concurrency 0', { concurrency: 0 }, RangeError, 'Expected `concurrency` to be an integer from 1 and up, got `0` (number)'],
@@ -61,7 +61,7 @@ describe('option validation names the option, the rule and the value', () => {
     expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(TypeError);
     expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(/^Expected `workerData` to be structured-cloneable/);
     expect(() => batchedFn({ worker: 'm.js', maxDelay: -5 })).toThrow(
-      new RangeError('Expected `maxDelay` to be a finite number of milliseconds from 0 and up, got `-5` (number)'),
+      new RangeError("Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `-5` (number)"),
     );
   });
 });

@@ -133,3 +133,65 @@ test('random schedules: every call settles exactly once, batches respect the lim
     { numRuns: Number(process.env.FC_RUNS ?? 150) },
   );
 });
+
+test('random schedules with keys and priorities: no batch mixes keys, FIFO holds within a key and priority, all settle once', async () => {
+  const keyedScenario = fc.record({
+    maxBatchSize: fc.integer({ min: 1, max: 5 }),
+    maxDelay: fc.oneof(fc.integer({ min: 0, max: 15 }), fc.constant('auto' as const)),
+    concurrency: fc.integer({ min: 1, max: 3 }),
+    preferred: fc.boolean(),
+    ops: fc.array(
+      fc.oneof(
+        { weight: 5, arbitrary: fc.record({ kind: fc.constant('call' as const), key: fc.constantFrom('a', 'b', 'c'), priority: fc.integer({ min: -1, max: 2 }), timeout: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }) }) },
+        { weight: 2, arbitrary: fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 20 }) }) },
+      ),
+      { maxLength: 50 },
+    ),
+  });
+  await fc.assert(
+    fc.asyncProperty(keyedScenario, async (s) => {
+      const violations: string[] = [];
+      const dispatched: { id: number; key: string; priority: number }[] = [];
+      const calls: ReturnType<typeof track<number>>[] = [];
+      const meta: { key: string; priority: number }[] = [];
+      const predict = batchedFn<{ id: number; key: string; priority: number }, number>({
+        handler: async (batch) => {
+          if (batch.length > s.maxBatchSize) violations.push(`batch of ${batch.length} > ${s.maxBatchSize}`);
+          if (new Set(batch.map((x) => x.key)).size > 1) violations.push(`mixed keys ${batch.map((x) => x.key).join('')}`);
+          dispatched.push(...batch);
+          await new Promise((resolve) => setTimeout(resolve, 1 + batch.length));
+          return batch.map((x) => x.id);
+        },
+        batchKey: (x) => x.key,
+        maxBatchSize: s.maxBatchSize,
+        maxDelay: s.maxDelay,
+        concurrency: s.concurrency,
+        ...(s.preferred && s.maxBatchSize >= 2 ? { preferredBatchSizes: [2] } : {}),
+      });
+      for (const op of s.ops) {
+        if (op.kind === 'wait') {
+          await advance(op.ms);
+          continue;
+        }
+        const id = calls.length;
+        meta.push({ key: op.key, priority: op.priority });
+        calls.push(track(predict({ id, key: op.key, priority: op.priority }, { priority: op.priority, ...(op.timeout === undefined ? {} : { timeout: op.timeout }) })));
+      }
+      const closed = track(predict.close());
+      for (let i = 0; i < 200 && closed.status === 'pending'; i++) await advance(10);
+      await advance(50);
+      expect(closed.status).toBe('fulfilled');
+      expect(violations).toEqual([]);
+      for (const call of calls) expect(call.settles).toBe(1);
+      for (const [id, call] of calls.entries()) if (call.status === 'fulfilled') expect(call.value).toBe(id);
+      // Within one key and priority, calls are dispatched in the order they were made.
+      const groups = new Map<string, number[]>();
+      for (const d of dispatched) groups.set(`${d.key}/${d.priority}`, [...(groups.get(`${d.key}/${d.priority}`) ?? []), d.id]);
+      for (const ids of groups.values()) expect(ids).toEqual([...ids].sort((x, y) => x - y));
+      const stats = predict.stats;
+      expect(stats.completed + stats.failed).toBe(calls.length);
+      expect(stats.queued + stats.inFlightItems).toBe(0);
+    }),
+    { numRuns: Number(process.env.FC_RUNS ?? 100) },
+  );
+});

@@ -33,7 +33,7 @@ test('max 4, delay 50: call 0, wait 10 ms, call 1..9 → [[0,1,2,3],[4,5,6,7],[8
   ]);
   expect(await first).toBe(0);
   expect(await Promise.all(rest)).toEqual([2, 4, 6, 8, 10, 12, 14, 16, 18]);
-  expect(predict.stats.dispatchReasons).toEqual({ full: 2, delay: 1, backlog: 0, close: 0 });
+  expect(predict.stats.dispatchReasons).toEqual({ full: 2, delay: 1, backlog: 0, close: 0, adaptive: 0, preferred: 0 });
 });
 
 test('the same case with real timers and a wide margin', async () => {

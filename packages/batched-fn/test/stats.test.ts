@@ -37,7 +37,7 @@ test('stats are a plain snapshot with counts, reasons and percentiles', async ()
     failed: 1,
     failures: { handler: 1 },
     batches: 2,
-    dispatchReasons: { full: 1, delay: 1, backlog: 0, close: 0 },
+    dispatchReasons: { full: 1, delay: 1, backlog: 0, close: 0, adaptive: 0, preferred: 0 },
     workers: [],
   });
   expect(stats.batchSize).toMatchObject({ count: 2, mean: 2.5, p50: 1, max: 4 });

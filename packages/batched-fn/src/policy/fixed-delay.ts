@@ -1,5 +1,5 @@
 import type { DispatchReason } from '../stats.js';
-import type { PumpTrigger, SchedulingPolicy } from './types.js';
+import type { LaneView, PumpTrigger, SchedulingPolicy } from './types.js';
 
 /**
  * The original's policy, corrected: the window is counted from the oldest
@@ -14,8 +14,8 @@ export class FixedDelayPolicy implements SchedulingPolicy {
     this.maxDelay = maxDelay;
   }
 
-  decide(oldestArrival: number, now: number, trigger: PumpTrigger): DispatchReason | number {
-    const due = oldestArrival + this.maxDelay;
+  decide(lane: LaneView, now: number, trigger: PumpTrigger): DispatchReason | number {
+    const due = lane.oldestArrival + this.maxDelay;
     if (now >= due) return trigger === 'completion' ? 'backlog' : 'delay';
     return due;
   }

@@ -3,6 +3,14 @@ import type { DispatchReason } from '../stats.js';
 /** What woke the dispatcher: a new call, the delay timer, or a batch finishing. */
 export type PumpTrigger = 'arrival' | 'timer' | 'completion';
 
+/** What a policy may look at: one lane of the queue (all of it, without batch keys). */
+export interface LaneView {
+  /** Rows queued in the lane. */
+  readonly rows: number;
+  /** Arrival time of its oldest queued call. */
+  readonly oldestArrival: number;
+}
+
 /**
  * Decides WHEN a batch that is not yet full leaves the queue. The batcher has
  * already handled "full" and "closing"; a policy only weighs waiting.
@@ -12,5 +20,5 @@ export interface SchedulingPolicy {
    * Returns the reason to dispatch now, or the clock time (ms) at which it
    * should be asked again if nothing else happens first.
    */
-  decide(oldestArrival: number, now: number, trigger: PumpTrigger): DispatchReason | number;
+  decide(lane: LaneView, now: number, trigger: PumpTrigger): DispatchReason | number;
 }
