@@ -8,6 +8,7 @@ for (const [file, flags] of [
   ['simulated-model.js', []],
   ['memory.js', ['--expose-gc']],
   ['workers.js', []],
+  ['adaptive.js', []],
 ]) {
   const result = spawnSync(process.execPath, [...flags, here(file)], { stdio: 'inherit' });
   if (result.status !== 0) process.exit(result.status ?? 1);

@@ -444,6 +444,7 @@ export class Batcher<I, O> {
       for (const size of this.#preferred) if (size <= lane.rows) target = size;
       return { lane, reason: 'preferred', maxRows: target };
     }
+    lane.maxRows = max;
     const decision = this.#policy.decide(lane, t, trigger);
     return typeof decision === 'number' ? decision : { lane, reason: decision, maxRows: max };
   }

@@ -11,6 +11,8 @@ export class Lane<I, O> implements LaneView {
   /** Live calls and their rows; tombstones in the queues are not counted. */
   items = 0;
   rows = 0;
+  /** Kept equal to the batcher's maxBatchSize, for the policies. */
+  maxRows = 0;
   /** Queues by descending priority. Almost always one, for priority 0. */
   readonly #queues: { priority: number; queue: CallQueue<I, O> }[] = [];
   #lastPriority = Number.NaN;

@@ -65,34 +65,45 @@ function steadyArrivals(rowsPerMs: number, until: number): ArrivalRate {
   return rate;
 }
 
+const lane = (rows: number, oldestArrival = 1000) => ({ rows, oldestArrival, maxRows: 64 });
+
 test('adaptive: at low load a lone call goes at once', () => {
   const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(0.05, 1000), undefined);
-  expect(policy.decide({ rows: 1, oldestArrival: 1000 }, 1000, 'arrival')).toBe('adaptive');
+  expect(policy.stableRows(0.05)).toBeLessThan(1);
+  expect(policy.decide(lane(1), 1000, 'arrival')).toBe('adaptive');
 });
 
-test('adaptive: at high load it waits for the next caller while (n+1)/λ + n·b < a, then goes', () => {
-  // λ = 10 rows/ms, a = 2 ms, b = 0.05 ms: waiting pays up to n = 12 and stops at n = 13.
-  const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(10, 1000), undefined);
-  const lambda = 10;
-  const wake = policy.decide({ rows: 1, oldestArrival: 1000 }, 1000, 'arrival');
-  expect(typeof wake).toBe('number');
-  expect(wake as number).toBeCloseTo(1000 + 1 / lambda, 1);
-  expect(typeof policy.decide({ rows: 12, oldestArrival: 1000 }, 1000, 'arrival')).toBe('number');
-  expect(policy.decide({ rows: 13, oldestArrival: 1000 }, 1000, 'arrival')).toBe('adaptive');
+test('adaptive: waits until the batch is big enough to keep up, n >= floor(a·λ / (0.9 − b·λ))', () => {
+  // λ = 5 rows/ms, a = 2 ms, b = 0.05 ms: 10 / (0.9 − 0.25) = 15.4 rows.
+  const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(5, 1000), undefined);
+  expect(policy.stableRows(5)).toBeCloseTo(15.38, 1);
+  const wake = policy.decide(lane(1), 1000, 'arrival');
+  expect(wake as number).toBeCloseTo(1000 + 1 / 5, 1); // look again when the next caller is due
+  expect(typeof policy.decide(lane(14), 1000, 'arrival')).toBe('number');
+  expect(policy.decide(lane(15), 1000, 'arrival')).toBe('adaptive');
 });
 
-test('adaptive: never waits longer than the fixed cost a, nor past the latency target', () => {
+test('adaptive: near saturation it waits for a full batch', () => {
+  // b·λ >= 0.9: no batch size keeps up with headroom, so fill to maxRows.
+  const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(20, 1000), undefined);
+  expect(policy.stableRows(20)).toBe(Number.POSITIVE_INFINITY);
+  expect(typeof policy.decide(lane(63), 1000, 'arrival')).toBe('number');
+  expect(policy.decide({ rows: 64, oldestArrival: 1000, maxRows: 64 }, 1000, 'arrival')).toBe('adaptive');
+});
+
+test('adaptive: the wait is capped by the time to gather the rows, and by the latency target', () => {
   const model = trained(2, 0.05);
-  const busy = steadyArrivals(10, 1000);
-  const free = new AdaptivePolicy(model, busy, undefined);
-  expect(free.decide({ rows: 1, oldestArrival: 998 }, 1000, 'arrival')).toBe('adaptive'); // waited a = 2 ms already
-  const strict = new AdaptivePolicy(model, busy, 3);
-  // The oldest call must finish by 1000 + 3: with c(2) = 2.1 ms it has to leave by 1000.9.
-  expect(strict.decide({ rows: 1, oldestArrival: 1000 }, 1000.85, 'arrival')).toBeCloseTo(1000.9, 6);
-  expect(strict.decide({ rows: 1, oldestArrival: 1000 }, 1000.95, 'arrival')).toBe('adaptive');
+  const arrivals = steadyArrivals(5, 1000);
+  const free = new AdaptivePolicy(model, arrivals, undefined);
+  // Gathering 15 rows at 5 per ms takes 3 ms: past that, go with what there is.
+  expect(free.decide(lane(3, 996.9), 1000, 'arrival')).toBe('adaptive');
+  const strict = new AdaptivePolicy(model, arrivals, 3);
+  // The oldest call must finish by 1003: with c(15) = 2.75 ms the batch must leave by 1000.25.
+  expect(strict.decide(lane(1), 1000.1, 'arrival') as number).toBeCloseTo(1000.25, 1);
+  expect(strict.decide(lane(1), 1000.3, 'arrival')).toBe('adaptive');
 });
 
 test('adaptive: before the curve is learned it behaves like maxDelay 0', () => {
   const policy = new AdaptivePolicy(new CostModel(), steadyArrivals(10, 1000), undefined);
-  expect(policy.decide({ rows: 1, oldestArrival: 1000 }, 1000, 'arrival')).toBe('adaptive');
+  expect(policy.decide(lane(1), 1000, 'arrival')).toBe('adaptive');
 });

@@ -9,6 +9,8 @@ export interface LaneView {
   readonly rows: number;
   /** Arrival time of its oldest queued call. */
   readonly oldestArrival: number;
+  /** Most rows the next batch may hold (maxBatchSize). */
+  readonly maxRows: number;
 }
 
 /**
