@@ -23,3 +23,13 @@ export function stringFlag(flags: Record<string, unknown>, name: string): string
   const raw = flags[name];
   return typeof raw === 'string' ? raw : undefined;
 }
+
+export function listFlag(flags: Record<string, unknown>, name: string): number[] | undefined {
+  const raw = flags[name];
+  if (raw === undefined) return undefined;
+  const values = String(raw).split(',').map(Number);
+  if (values.some((v) => !Number.isInteger(v) || v < 1)) {
+    throw new UsageError(`--${name} must be a comma-separated list of integers from 1 and up, got ${JSON.stringify(raw)}`);
+  }
+  return values;
+}

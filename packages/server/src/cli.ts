@@ -1,12 +1,13 @@
 import { parseArgs } from 'node:util';
 import { runBench } from './bench/command.js';
 import { runDemo } from './demo.js';
-import { intFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
+import { intFlag, listFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
 import { SERVE_DEFAULTS, startServer } from './server.js';
 
 const USAGE = `Usage:
   batched-fn serve [--model file.onnx] [--name NAME] [--host ${SERVE_DEFAULTS.host}] [--port ${SERVE_DEFAULTS.port}]
-                   [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay ${SERVE_DEFAULTS.maxDelay}] [--queue-cap ${SERVE_DEFAULTS.channelCap}]
+                   [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay ${SERVE_DEFAULTS.maxDelay}|auto] [--latency-target MS]
+                   [--preferred-batch-sizes 8,16,32] [--pad] [--queue-cap ${SERVE_DEFAULTS.channelCap}]
                    [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--body-limit BYTES]
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
                    [--rows 1] [--compare URL] [--out DIR]
@@ -20,6 +21,9 @@ const serveFlags = {
   port: { type: 'string' },
   'max-batch-size': { type: 'string' },
   'max-delay': { type: 'string' },
+  'latency-target': { type: 'string' },
+  'preferred-batch-sizes': { type: 'string' },
+  pad: { type: 'boolean' },
   'queue-cap': { type: 'string' },
   workers: { type: 'string' },
   threads: { type: 'string' },
@@ -36,7 +40,10 @@ async function serve(argv: string[]): Promise<void> {
     host: stringFlag(values, 'host'),
     port: intFlag(values, 'port', 0),
     maxBatchSize: intFlag(values, 'max-batch-size', 1),
-    maxDelay: numberFlag(values, 'max-delay', 0),
+    maxDelay: values['max-delay'] === 'auto' ? ('auto' as const) : numberFlag(values, 'max-delay', 0),
+    latencyTarget: numberFlag(values, 'latency-target', 0),
+    preferredBatchSizes: listFlag(values, 'preferred-batch-sizes'),
+    pad: values.pad === true ? true : undefined,
     queueCap: intFlag(values, 'queue-cap', 1),
     workers: intFlag(values, 'workers', 1),
     threads: intFlag(values, 'threads', 1),
@@ -45,7 +52,14 @@ async function serve(argv: string[]): Promise<void> {
     cacheDir: stringFlag(values, 'cache-dir'),
   };
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
-  const server = await startServer(defined);
+  let server;
+  try {
+    server = await startServer(defined);
+  } catch (error) {
+    // Options the batcher rejects (a preferred size above the batch limit...) are usage errors too.
+    if (error instanceof TypeError || error instanceof RangeError) throw new UsageError(error.message);
+    throw error;
+  }
   const { name, signature } = server.model;
   const input = signature.inputs[0];
   const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;

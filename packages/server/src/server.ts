@@ -11,7 +11,10 @@ export interface ServeOptions {
   host?: string;
   port?: number;
   maxBatchSize?: number;
-  maxDelay?: number;
+  maxDelay?: number | 'auto';
+  latencyTarget?: number;
+  preferredBatchSizes?: number[];
+  pad?: boolean;
   queueCap?: number;
   workers?: number;
   threads?: number;
@@ -94,6 +97,9 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
     workers: options.workers ?? SERVE_DEFAULTS.workers,
     threads: options.threads ?? SERVE_DEFAULTS.threads,
     onBatch: metrics.onBatch,
+    ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
+    ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
+    ...(options.pad === undefined ? {} : { pad: options.pad }),
   });
   metrics.track(model);
   try {

@@ -29,7 +29,7 @@ function run(args: string[]): { child: ChildProcess; output: () => string; url: 
 }
 
 test('serve prints a ready-to-paste curl example that works', async () => {
-  const server = run(['serve', '--port', '0', '--cache-dir', TEST_CACHE]);
+  const server = run(['serve', '--port', '0', '--cache-dir', TEST_CACHE, '--max-delay', 'auto', '--latency-target', '500']);
   const url = await server.url;
   const curl = /curl -s (\S+) -H 'content-type: application\/json' -d '(.+)'/.exec(server.output());
   expect(curl?.[1]).toBe(`${url}/v2/models/mlp/infer`);
@@ -66,6 +66,12 @@ test('bad flags exit 2 with a message and the usage', async () => {
   const unknown = run(['serve', '--max-batchsize', '4']);
   expect(await unknown.exit).toBe(2);
   expect(unknown.output()).toMatch(/Unknown option '--max-batchsize'/);
+  const preferred = run(['serve', '--preferred-batch-sizes', '8,x']);
+  expect(await preferred.exit).toBe(2);
+  expect(preferred.output()).toContain('--preferred-batch-sizes must be a comma-separated list of integers from 1 and up, got "8,x"');
+  const tooBig = run(['serve', '--cache-dir', TEST_CACHE, '--max-batch-size', '8', '--preferred-batch-sizes', '16']);
+  expect(await tooBig.exit).toBe(2);
+  expect(tooBig.output()).toContain('Expected every `preferredBatchSizes` entry to be at most maxBatchSize (8), got 16');
   const command = run(['frobnicate']);
   expect(await command.exit).toBe(2);
   expect(command.output()).toContain('Unknown command `frobnicate`');

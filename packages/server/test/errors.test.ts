@@ -32,6 +32,7 @@ test.each([
   ['missing data', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32' }] }), /^Input `x` has no `data`$/],
   ['unknown output', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }], outputs: [{ name: 'q' }] }), /^Unknown output `q`/],
   ['bad timeout', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 'soon' } }), /^parameters.timeout must be a number/],
+  ['bad priority', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { priority: 'high' } }), /^parameters.priority must be a finite number, got "high"$/],
 ])('400 for %s, with a message saying what was wrong', async (_label, body, message) => {
   const { infer } = await start();
   const response = await postJson(infer, body);
@@ -107,6 +108,25 @@ test('500 when the model itself fails, and the server keeps serving', async () =
   const metrics = await (await fetch(`${server?.url}/metrics`)).text();
   expect(metrics).toContain('batched_fn_requests_total{model="gated",status="500"} 1');
   expect(metrics).toContain('batched_fn_requests_total{model="gated",status="200"} 1');
+});
+
+test('parameters.priority orders waiting requests: the urgent one runs first', async () => {
+  const gated = await start({ channelCap: 5, maxBatchSize: 1 });
+  const body = (value: number, priority: number) => jsonRequest('x', [1, 2], 'FP32', [value, value], { parameters: { priority } });
+  const first = postJson(gated.infer, body(0, 0));
+  while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));
+  const order: number[] = [];
+  const low = postJson(gated.infer, body(1, 0)).then((r) => (order.push(1), r));
+  while (gated.model.batcher.stats.queued < 1) await new Promise((resolve) => setTimeout(resolve, 2));
+  const high = postJson(gated.infer, body(2, 5)).then((r) => (order.push(2), r));
+  while (gated.model.batcher.stats.queued < 2) await new Promise((resolve) => setTimeout(resolve, 2));
+  for (let i = 0; i < 3; i++) {
+    while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));
+    gated.release();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  expect((await Promise.all([first, low, high])).map((r) => r.status)).toEqual([200, 200, 200]);
+  expect(order).toEqual([2, 1]);
 });
 
 test('a client that disconnects releases its queued request', async () => {

@@ -134,3 +134,20 @@ test('/metrics is Prometheus text with the batching series', async () => {
     expect(text).toContain(series);
   }
 });
+
+test('--pad with preferred sizes: the model sees zero-padded batches, callers never see the filler', async () => {
+  const padded = await startServer({ port: 0, cacheDir: TEST_CACHE, maxBatchSize: 8, maxDelay: 20, preferredBatchSizes: [4, 8], pad: true });
+  try {
+    const requests = [1, 2, 3].map((seed) => rowsOf(1, 200 + seed));
+    const responses = await Promise.all(requests.map((data) => postJson(`${padded.url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data))));
+    for (const [i, response] of responses.entries()) {
+      expect(response.status).toBe(200);
+      expect(response.body.outputs[0].shape).toEqual([1, 16]);
+      const expected = await direct(requests[i] as number[], 1);
+      response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    }
+    expect(padded.model.batcher.stats).toMatchObject({ completed: 3, batches: 1, batchSize: { max: 3 } });
+  } finally {
+    await padded.close();
+  }
+});

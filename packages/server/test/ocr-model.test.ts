@@ -40,6 +40,23 @@ test('the pretrained CNN served over HTTP equals a direct run, alone and batched
   }
 });
 
+test('images of different widths never share a session.run, and each is answered correctly', async () => {
+  const widths = [96, 192, 96, 160, 192];
+  const image = (w: number, seed: number) => Array.from({ length: 3 * 48 * w }, (_, i) => Math.cos(i * 0.013 * seed) * 0.5);
+  const responses = await Promise.all(
+    widths.map((w, i) =>
+      postJson(`${server.url}/v2/models/ocr-cls/infer`, JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 48, w], datatype: 'FP32', data: image(w, i + 1) }] })),
+    ),
+  );
+  for (const [i, response] of responses.entries()) {
+    const w = widths[i] as number;
+    expect(response.status).toBe(200);
+    const direct = await session.run({ x: new ort.Tensor('float32', Float32Array.from(image(w, i + 1)), [1, 3, 48, w]) });
+    const expected = Array.from((direct['softmax_0.tmp_0'] as ort.Tensor).data as Float32Array);
+    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+  }
+});
+
 test('the CNN rejects an image with the wrong channel count', async () => {
   const response = await postJson(
     `${server.url}/v2/models/ocr-cls/infer`,

@@ -12,6 +12,8 @@ export interface DecodedRequest {
   outputs: { name: string; binary: boolean }[];
   /** Per-request deadline in ms, if the client set one. */
   timeout: number | undefined;
+  /** Higher is served first (Triton's `priority` parameter, here: any finite number). */
+  priority: number | undefined;
 }
 
 interface RequestInput {
@@ -26,7 +28,7 @@ interface RequestBody {
   id?: unknown;
   inputs?: unknown;
   outputs?: unknown;
-  parameters?: { timeout?: unknown; binary_data_output?: unknown };
+  parameters?: { timeout?: unknown; binary_data_output?: unknown; priority?: unknown };
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> & { binary_data_size?: unknown } =>
@@ -173,10 +175,15 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
   if (timeout !== undefined && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0)) {
     throw badRequest(`parameters.timeout must be a number of milliseconds from 0 and up, got ${JSON.stringify(timeout)}`);
   }
+  const priority = request.parameters?.priority;
+  if (priority !== undefined && (typeof priority !== 'number' || !Number.isFinite(priority))) {
+    throw badRequest(`parameters.priority must be a finite number, got ${JSON.stringify(priority)}`);
+  }
   return {
     id: typeof request.id === 'string' ? request.id : undefined,
     item: { rows: rows as number, inputs },
     outputs,
     timeout: timeout as number | undefined,
+    priority: priority as number | undefined,
   };
 }

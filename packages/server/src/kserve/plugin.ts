@@ -104,7 +104,11 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
         if (!reply.raw.writableFinished) controller.abort(new HttpError(499, 'Client closed the connection'));
       };
       reply.raw.once('close', onClose);
-      const result = await m.infer(decoded.item, { signal: controller.signal, ...(timeout === undefined ? {} : { timeout }) });
+      const result = await m.infer(decoded.item, {
+        signal: controller.signal,
+        ...(timeout === undefined ? {} : { timeout }),
+        ...(decoded.priority === undefined ? {} : { priority: decoded.priority }),
+      });
       reply.raw.off('close', onClose);
       const response = encodeInferResponse(m.name, m.version, decoded.id, result, decoded.outputs);
       options.metrics?.request(m.name, 200, (performance.now() - started) / 1000);

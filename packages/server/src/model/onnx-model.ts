@@ -3,12 +3,41 @@ import { basename } from 'node:path';
 import { type BatchedFn, batchedFn, type BatchInfo, move } from 'batched-fn';
 import type { OnnxWorkerData } from './onnx.worker.js';
 import { type ModelSignature, readOnnxSignature } from './signature.js';
-import type { InferItem, InferResult } from './tensor.js';
+import { ARRAY_FOR, elementCount, type InferItem, type InferResult } from './tensor.js';
+
+/**
+ * Requests can share a session.run only if every input has the same
+ * non-batch shape. For models with open non-batch dimensions (an image of any
+ * height), the shapes become the batch key, so unlike requests never meet.
+ */
+function shapeKey(signature: ModelSignature): ((item: InferItem) => string) | undefined {
+  const open = signature.inputs.some((spec) => spec.shape.slice(1).includes(-1));
+  if (!open) return undefined;
+  return (item) => signature.inputs.map((spec) => item.inputs[spec.name]?.shape.slice(1).join('x')).join('|');
+}
+
+/** Zero rows appended as one extra request, so a fixed-shape model always sees the sizes it wants. */
+function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
+  const first = batch[0] as InferItem;
+  const rows = targetRows - batch.reduce((sum, item) => sum + item.rows, 0);
+  const inputs: InferItem['inputs'] = {};
+  for (const [name, tensor] of Object.entries(first.inputs)) {
+    const shape = [rows, ...tensor.shape.slice(1)];
+    inputs[name] = { datatype: tensor.datatype, shape, data: new ARRAY_FOR[tensor.datatype](elementCount(shape)) };
+  }
+  return [...batch, { rows, inputs }];
+}
 
 export interface BatchingSettings {
   maxBatchSize: number;
-  maxDelay: number;
+  maxDelay: number | 'auto';
   channelCap: number;
+  /** Latency objective in ms: with 'auto' the policy never waits past it, and hopeless requests are shed early. */
+  latencyTarget?: number;
+  /** Row counts the model runs best at; also the sizes `pad` fills up to. */
+  preferredBatchSizes?: number[];
+  /** Pad each batch with zero rows up to the next preferred size (or maxBatchSize), for fixed-shape models. */
+  pad?: boolean;
 }
 
 export interface OnnxModelOptions extends Partial<BatchingSettings> {
@@ -27,7 +56,7 @@ export interface ServedModel {
   readonly signature: ModelSignature;
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /** Runs one request; its rows count against the batch limit. */
-  infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number }): Promise<InferResult>;
+  infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number }): Promise<InferResult>;
 }
 
 export const SERVER_DEFAULTS = Object.freeze({ maxBatchSize: 64, maxDelay: 2, channelCap: 1024, workers: 1, threads: 2 });
@@ -50,6 +79,10 @@ export function createOnnxModel(options: OnnxModelOptions): ServedModel {
     channelCap: options.channelCap ?? SERVER_DEFAULTS.channelCap,
     size: (item) => item.rows,
     name,
+    ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
+    ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
+    ...(options.pad === true ? { pad: zeroPad } : {}),
+    ...(shapeKey(signature) === undefined ? {} : { batchKey: shapeKey(signature) }),
     ...(options.onBatch === undefined ? {} : { onBatch: options.onBatch }),
   });
   return {
