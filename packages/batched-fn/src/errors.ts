@@ -8,7 +8,8 @@ export type BatchedFnErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_BATCH_SIZE_MISMATCH'
   | 'ERR_ITEM_TOO_LARGE'
-  | 'ERR_WORKER_EXITED';
+  | 'ERR_WORKER_EXITED'
+  | 'ERR_UNAVAILABLE';
 
 export class BatchedFnError extends Error {
   readonly code: BatchedFnErrorCode;
@@ -105,5 +106,13 @@ export class WorkerExitedError extends BatchedFnError {
     this.name = 'WorkerExitedError';
     this.exitCode = exitCode;
     this.workerId = workerId;
+  }
+}
+
+/** The backend that runs batches (a broker, a remote worker pool) cannot be reached right now. */
+export class UnavailableError extends BatchedFnError {
+  constructor(message: string, options?: ErrorOptions) {
+    super('ERR_UNAVAILABLE', message, options);
+    this.name = 'UnavailableError';
   }
 }

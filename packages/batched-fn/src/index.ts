@@ -7,6 +7,7 @@ export {
   ItemTooLargeError,
   QueueFullError,
   TimeoutError,
+  UnavailableError,
   WorkerExitedError,
 } from './errors.js';
 export type {
@@ -21,4 +22,6 @@ export type {
 export { DEFAULTS } from './options.js';
 export type { BatchedFnStats, BatchInfo, DispatchReason, Percentiles, WorkerStats } from './stats.js';
 export { batchChannel } from './batcher.js';
+/** For adapters that implement the BatchedFn interface elsewhere (such as @batched-fn/redis): the same counters and windows. */
+export { StatsRecorder } from './stats-recorder.js';
 export { move } from './transfer.js';

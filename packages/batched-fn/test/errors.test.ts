@@ -7,6 +7,7 @@ import {
   ItemTooLargeError,
   QueueFullError,
   TimeoutError,
+  UnavailableError,
   WorkerExitedError,
 } from 'batched-fn';
 import { track, flush } from './helpers.js';
@@ -19,6 +20,7 @@ test('every error class has a stable code and name', () => {
     [new BatchSizeMismatchError(3, 2), 'ERR_BATCH_SIZE_MISMATCH', 'BatchSizeMismatchError'],
     [new ItemTooLargeError(9, 8), 'ERR_ITEM_TOO_LARGE', 'ItemTooLargeError'],
     [new WorkerExitedError(0, 1), 'ERR_WORKER_EXITED', 'WorkerExitedError'],
+    [new UnavailableError('redis down'), 'ERR_UNAVAILABLE', 'UnavailableError'],
   ];
   for (const [error, code, name] of cases) {
     expect(error).toBeInstanceOf(BatchedFnError);

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { runBench } from './bench/command.js';
 import { runDemo } from './demo.js';
+import { runRemoteWorker } from './remote-worker-command.js';
 import { intFlag, listFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
 import { SERVE_DEFAULTS, startServer } from './server.js';
 
@@ -11,6 +12,9 @@ const USAGE = `Usage:
                    [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--body-limit BYTES]
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
                    [--rows 1] [--compare URL] [--out DIR]
+                   [--redis redis://HOST:PORT [--prefix bfn]]   (forward to remote workers instead of a local model)
+  batched-fn worker --redis redis://HOST:PORT [--model file.onnx] [--name NAME] [--prefix bfn]
+                   [--max-batch-size 64] [--max-delay 2] [--workers 1] [--threads 2] [--claim-idle 30000]
   batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
 `;
 
@@ -30,6 +34,8 @@ const serveFlags = {
   timeout: { type: 'string' },
   'body-limit': { type: 'string' },
   'cache-dir': { type: 'string' },
+  redis: { type: 'string' },
+  prefix: { type: 'string' },
 } as const;
 
 async function serve(argv: string[]): Promise<void> {
@@ -50,6 +56,8 @@ async function serve(argv: string[]): Promise<void> {
     timeout: numberFlag(values, 'timeout', 0),
     bodyLimit: intFlag(values, 'body-limit', 1),
     cacheDir: stringFlag(values, 'cache-dir'),
+    redis: stringFlag(values, 'redis'),
+    prefix: stringFlag(values, 'prefix'),
   };
   const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
   let server;
@@ -66,8 +74,10 @@ async function serve(argv: string[]): Promise<void> {
   const example = JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
   process.stdout.write(
     `batched-fn serving model "${name}" on ${server.url} ` +
-      `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${options.maxDelay ?? SERVE_DEFAULTS.maxDelay} ms, ` +
-      `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n` +
+      (options.redis === undefined
+        ? `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${options.maxDelay ?? SERVE_DEFAULTS.maxDelay} ms, ` +
+          `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n`
+        : `(batches run by remote workers through Redis)\n`) +
       `Try it:\n  curl -s ${server.url}/v2/models/${name}/infer -H 'content-type: application/json' -d '${example}'\n` +
       `Metrics: ${server.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
   );
@@ -94,6 +104,7 @@ export async function main(argv: string[]): Promise<void> {
     if (command === 'serve') await serve(rest);
     else if (command === 'bench') await runBench(rest);
     else if (command === 'demo') await runDemo(rest);
+    else if (command === 'worker') await runRemoteWorker(rest);
     else if (command === undefined || command === 'help' || command === '--help') process.stdout.write(USAGE);
     else throw new UsageError(`Unknown command \`${command}\``);
   } catch (error) {

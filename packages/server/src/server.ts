@@ -3,6 +3,7 @@ import { kservePlugin } from './kserve/plugin.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
+import { createRemoteModel } from './model/remote-model.js';
 
 export interface ServeOptions {
   /** Path to an .onnx file; without it, the generated default MLP is served. */
@@ -23,6 +24,10 @@ export interface ServeOptions {
   /** Largest request body in bytes. */
   bodyLimit?: number;
   cacheDir?: string;
+  /** Serve remote workers through this Redis (redis:// or rediss:// URL) instead of a local model. */
+  redis?: string;
+  /** Key prefix in Redis. */
+  prefix?: string;
 }
 
 export const SERVE_DEFAULTS = Object.freeze({ host: '127.0.0.1', port: 8000, bodyLimit: 8 * 1024 * 1024, ...SERVER_DEFAULTS });
@@ -84,8 +89,23 @@ export async function serveModel(model: ServedModel, metrics: ServerMetrics, opt
   };
 }
 
+/** `batched-fn serve --redis`: the same HTTP frontend, with batches run by remote workers. */
+async function startRemoteServer(options: ServeOptions & { redis: string }): Promise<RunningServer> {
+  const metrics = new ServerMetrics();
+  const model = await createRemoteModel({
+    redis: options.redis,
+    name: options.name ?? 'mlp',
+    onBatch: metrics.onBatch,
+    ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
+    ...(options.queueCap === undefined ? {} : { channelCap: options.queueCap }),
+  });
+  metrics.track(model);
+  return serveModel(model, metrics, options);
+}
+
 /** `batched-fn serve`: an ONNX model (or the generated default) in worker threads, behind KServe v2 routes. */
 export async function startServer(options: ServeOptions = {}): Promise<RunningServer> {
+  if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis });
   const path = options.model ?? ensureMlpModel(undefined, options.cacheDir);
   const metrics = new ServerMetrics();
   const model = createOnnxModel({

@@ -22,6 +22,7 @@ function statusFor(error: unknown): { status: number; headers: Record<string, st
     switch (error.code) {
       case 'ERR_QUEUE_FULL':
       case 'ERR_CLOSED':
+      case 'ERR_UNAVAILABLE':
         return { status: 503, headers: { 'retry-after': '1' } };
       case 'ERR_TIMEOUT':
         return { status: 504, headers: {} };

@@ -1,0 +1,296 @@
+import { randomUUID } from 'node:crypto';
+import {
+  type BatchedFn,
+  type BatchedFnStats,
+  type BatchInfo,
+  type CallOptions,
+  ClosedError,
+  type DispatchReason,
+  QueueFullError,
+  type RuntimeOptions,
+  StatsRecorder,
+  TimeoutError,
+  UnavailableError,
+} from 'batched-fn';
+import type { Redis } from 'ioredis';
+import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
+import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
+import { decode, encode, fromWireError, type WireReply } from './wire.js';
+
+export interface RemoteBatchedFnOptions<I> {
+  redis: RedisTarget;
+  /** The model's name: its requests go to `{prefix}:{name}:requests`. */
+  name: string;
+  prefix?: string;
+  /**
+   * Most requests the model's stream may hold (waiting or being run). Beyond
+   * it, calls reject at once with ERR_QUEUE_FULL; entries are never trimmed.
+   * @default Infinity
+   */
+  channelCap?: number;
+  /** Rows an input counts, carried to the workers for their batch limit. */
+  size?: (input: I) => number;
+  /** Called for every reply batch, with what the worker reports about the batch it came from. */
+  onBatch?: (info: BatchInfo) => void;
+}
+
+/**
+ * Atomically refuses when the stream already holds `cap` entries, or appends
+ * the request. One round trip, and no entry is ever trimmed to make room.
+ */
+const ENQUEUE = `
+local cap = tonumber(ARGV[1])
+if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
+return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'p', ARGV[6])
+`;
+
+interface Waiting {
+  resolve: (value: unknown) => void;
+  reject: (error: unknown) => void;
+  entry: string | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  started: number;
+}
+
+type EnqueueClient = Redis & {
+  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, payload: Buffer): Promise<string | null>;
+};
+
+/** How long a frontend's reply stream outlives the frontend, should it die without cleaning up. */
+const REPLY_TTL_MS = 120_000;
+
+class RemoteFrontend<I, O> {
+  readonly #options: RemoteBatchedFnOptions<I>;
+  readonly #keys: StreamKeys;
+  readonly #id = randomUUID();
+  readonly #replyKey: string;
+  readonly #waiting = new Map<string, Waiting>();
+  readonly #stats = new StatsRecorder();
+  readonly #rtt: number[] = [];
+  #channelCap: number;
+  #seq = 0;
+  #commands: EnqueueClient | undefined;
+  #replies: Redis | undefined;
+  #started: Promise<void> | undefined;
+  #closing = false;
+  #stopped = false;
+  #closed: Promise<void> | undefined;
+  #onDrained: (() => void) | undefined;
+  #lastReply = '0-0';
+  #lastExpire = 0;
+
+  constructor(options: RemoteBatchedFnOptions<I>) {
+    if (typeof options.name !== 'string' || options.name.length === 0) throw new TypeError('Expected `name` to be a non-empty string');
+    this.#options = options;
+    this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
+    this.#replyKey = this.#keys.reply(this.#id);
+    this.#channelCap = options.channelCap ?? Number.POSITIVE_INFINITY;
+  }
+
+  get replyKey(): string {
+    return this.#replyKey;
+  }
+
+  ready(): Promise<void> {
+    if (this.#closing) return Promise.reject(new ClosedError());
+    this.#started ??= this.#start().catch((error: unknown) => {
+      this.#started = undefined;
+      throw new UnavailableError(`Cannot reach Redis: ${(error as Error).message}`, { cause: error });
+    });
+    return this.#started;
+  }
+
+  async #start(): Promise<void> {
+    const commands = connect(this.#options.redis, `bfn-frontend-${this.#id}`) as EnqueueClient;
+    commands.defineCommand('bfnEnqueue', { numberOfKeys: 1, lua: ENQUEUE });
+    const replies = connect(this.#options.redis, `bfn-replies-${this.#id}`);
+    // Silence ioredis' unhandled 'error' events; losing the connection is handled on 'close'.
+    commands.on('error', () => {});
+    replies.on('error', () => {});
+    commands.on('close', () => this.#connectionLost());
+    this.#commands = commands;
+    this.#replies = replies;
+    await Promise.all([ready(commands), ready(replies)]);
+    await ensureGroup(commands, this.#keys.requests, GROUP);
+    void this.#readReplies();
+  }
+
+  call(input: I, options?: CallOptions): Promise<O> {
+    this.#stats.calls++;
+    if (this.#closing) return this.#refuse(new ClosedError());
+    if (options?.signal?.aborted) return this.#refuse(options.signal.reason, 'aborted');
+    let payload: Buffer;
+    let rows = 1;
+    try {
+      payload = encode(input);
+      if (this.#options.size !== undefined) rows = this.#options.size(input);
+    } catch (error) {
+      return this.#refuse(error);
+    }
+    const id = `${this.#id}:${this.#seq++}`;
+    const timeout = options?.timeout;
+    const deadline = timeout === undefined ? 0 : Date.now() + timeout;
+    return new Promise<O>((resolve, reject) => {
+      const waiting: Waiting = { resolve: resolve as (v: unknown) => void, reject, entry: undefined, timer: undefined, signal: options?.signal, onAbort: undefined, started: performance.now() };
+      this.#waiting.set(id, waiting);
+      if (timeout !== undefined) waiting.timer = setTimeout(() => this.#settle(id, new TimeoutError(timeout), 'ERR_TIMEOUT'), timeout);
+      if (waiting.signal !== undefined) {
+        waiting.onAbort = () => this.#settle(id, (waiting.signal as AbortSignal).reason, 'aborted');
+        waiting.signal.addEventListener('abort', waiting.onAbort, { once: true });
+      }
+      void this.#enqueue(id, deadline, rows, payload, waiting);
+    });
+  }
+
+  async #enqueue(id: string, deadline: number, rows: number, payload: Buffer, waiting: Waiting): Promise<void> {
+    try {
+      await this.ready();
+      const commands = this.#commands as EnqueueClient;
+      const cap = Number.isFinite(this.#channelCap) ? this.#channelCap : 0;
+      const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, payload);
+      if (entry === null) {
+        this.#settle(id, new QueueFullError(this.#channelCap), 'ERR_QUEUE_FULL');
+        return;
+      }
+      waiting.entry = entry;
+      // Settled (aborted, timed out) while the XADD was on its way: take the entry back out.
+      if (!this.#waiting.has(id)) void commands.xdel(this.#keys.requests, entry).catch(() => {});
+    } catch (error) {
+      const unavailable = error instanceof UnavailableError ? error : new UnavailableError(`Redis did not accept the request: ${(error as Error).message}`, { cause: error });
+      this.#settle(id, unavailable, 'ERR_UNAVAILABLE');
+    }
+  }
+
+  /** Reads this frontend's reply stream until stopped; keeps the first reply per request. */
+  async #readReplies(): Promise<void> {
+    while (!this.#stopped) {
+      const replies = this.#replies as Redis;
+      try {
+        if (Date.now() - this.#lastExpire > REPLY_TTL_MS / 4) {
+          this.#lastExpire = Date.now();
+          await (this.#commands as Redis).pexpire(this.#replyKey, REPLY_TTL_MS).catch(() => {});
+        }
+        const result = await replies.xreadBuffer('COUNT', 100, 'BLOCK', 500, 'STREAMS', this.#replyKey, this.#lastReply);
+        if (result === null) continue;
+        const seen: string[] = [];
+        for (const [, entries] of result) {
+          for (const [entryId, fields] of entries) {
+            this.#lastReply = entryId.toString();
+            seen.push(this.#lastReply);
+            const index = fields.findIndex((f, i) => i % 2 === 0 && f.toString() === 'm');
+            if (index >= 0) this.#deliver(decode<WireReply>(fields[index + 1] as Buffer));
+          }
+        }
+        if (seen.length > 0) await (this.#commands as Redis).xdel(this.#replyKey, ...seen).catch(() => {});
+      } catch {
+        if (this.#stopped) return;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+  }
+
+  #deliver(reply: WireReply): void {
+    if (reply.batch !== undefined) {
+      this.#stats.recordBatch(reply.batch.rows, reply.batch.execMs);
+      this.#stats.dispatched(reply.batch.reason as DispatchReason);
+      this.#options.onBatch?.({ name: this.#options.name, ...reply.batch, reason: reply.batch.reason as DispatchReason, ok: reply.results.every((r) => r[1]) });
+    }
+    for (const [id, ok, value] of reply.results) {
+      if (!this.#waiting.has(id)) continue; // a duplicate from a redelivered entry, or a caller already released
+      if (ok) this.#settle(id, undefined, '', value);
+      else this.#settle(id, fromWireError(value), value.code ?? 'handler');
+    }
+  }
+
+  #settle(id: string, error: unknown, key: string, value?: unknown): void {
+    const waiting = this.#waiting.get(id);
+    if (waiting === undefined) return;
+    this.#waiting.delete(id);
+    if (waiting.timer !== undefined) clearTimeout(waiting.timer);
+    if (waiting.onAbort !== undefined) waiting.signal?.removeEventListener('abort', waiting.onAbort);
+    if (key === '') {
+      this.#stats.completed++;
+      this.#rtt.push(performance.now() - waiting.started);
+      if (this.#rtt.length > 4096) this.#rtt.splice(0, 2048);
+      waiting.resolve(value);
+    } else {
+      this.#stats.fail(key);
+      // Not picked up yet: deleting the entry means no worker spends time on it.
+      if (waiting.entry !== undefined && (key === 'aborted' || key === 'ERR_TIMEOUT')) {
+        void this.#commands?.xdel(this.#keys.requests, waiting.entry).catch(() => {});
+      }
+      waiting.reject(error);
+    }
+    if (this.#waiting.size === 0) this.#onDrained?.();
+  }
+
+  /** Redis went away: nobody can say whether waiting requests will be answered, so they fail now. */
+  #connectionLost(): void {
+    if (this.#stopped) return;
+    for (const id of [...this.#waiting.keys()]) {
+      this.#settle(id, new UnavailableError('Lost the connection to Redis while waiting for the answer; the request may or may not have run'), 'ERR_UNAVAILABLE');
+    }
+  }
+
+  #refuse(error: unknown, key = (error as { code?: string })?.code ?? 'handler'): Promise<never> {
+    this.#stats.fail(key);
+    return Promise.reject(error);
+  }
+
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      this.#closing = true;
+      if (this.#waiting.size > 0) await new Promise<void>((resolve) => (this.#onDrained = resolve));
+      await this.#shutdown();
+    })();
+    return this.#closed;
+  }
+
+  destroy(reason?: unknown): void {
+    this.#closing = true;
+    for (const id of [...this.#waiting.keys()]) this.#settle(id, reason ?? new ClosedError('The batcher was destroyed'), 'ERR_CLOSED');
+    this.#closed ??= this.#shutdown();
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#stopped = true;
+    await this.#commands?.del(this.#replyKey).catch(() => {});
+    this.#commands?.disconnect();
+    this.#replies?.disconnect();
+  }
+
+  configure(options: RuntimeOptions): void {
+    // maxBatchSize, maxDelay and concurrency belong to the workers; only the cap is the frontend's.
+    if (options.channelCap !== undefined) {
+      if (!(Number.isInteger(options.channelCap) && options.channelCap >= 1) && options.channelCap !== Number.POSITIVE_INFINITY) {
+        throw new RangeError(`Expected \`channelCap\` to be an integer from 1 and up, or Infinity, got \`${options.channelCap}\``);
+      }
+      this.#channelCap = options.channelCap;
+    }
+  }
+
+  get stats(): BatchedFnStats {
+    return this.#stats.snapshot({ queued: this.#waiting.size, queuedRows: this.#waiting.size, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
+  }
+}
+
+/**
+ * A batched function whose batches run on remote workers: the same call API
+ * as `batchedFn` (signal, timeout, typed errors, stats, close), with requests
+ * carried by a Redis stream per model and answers by a stream per frontend.
+ */
+export function remoteBatchedFn<I, O>(options: RemoteBatchedFnOptions<I>): BatchedFn<I, O> & { readonly replyKey: string } {
+  const frontend = new RemoteFrontend<I, O>(options);
+  const predict = ((input: I, callOptions?: CallOptions) => frontend.call(input, callOptions)) as BatchedFn<I, O> & { readonly replyKey: string };
+  Object.defineProperties(predict, {
+    stats: { get: () => frontend.stats, enumerable: true },
+    replyKey: { get: () => frontend.replyKey },
+    ready: { value: () => frontend.ready() },
+    close: { value: () => frontend.close() },
+    destroy: { value: (reason?: unknown) => frontend.destroy(reason) },
+    configure: { value: (runtime: RuntimeOptions) => frontend.configure(runtime) },
+  });
+  return predict;
+}

@@ -1,0 +1,241 @@
+import { hostname } from 'node:os';
+import type { BatchedFn } from 'batched-fn';
+import type { Redis } from 'ioredis';
+import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
+import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
+import { decode, encode, FIELD, toWireError, type WireReply, type WireResult } from './wire.js';
+
+export interface RemoteWorkerOptions<I, O> {
+  redis: RedisTarget;
+  name: string;
+  prefix?: string;
+  /** Runs the batches: a local batcher, usually in worker threads. Give it maxDelay 0; the window is applied here. */
+  predict: BatchedFn<I, O>;
+  /** Most requests read into one batch. @default 64 */
+  maxBatchSize?: number;
+  /** Window counted from the oldest entry's arrival (its stream ID time). @default 2 */
+  maxDelay?: number;
+  /** Batches read and run at once; give it the local batcher's worker count. @default 1 */
+  concurrency?: number;
+  /** Entries another worker has held this long without answering are taken over. @default 30000 */
+  claimIdleMs?: number;
+  /** Published for the HTTP frontends (the model's inputs and outputs). */
+  signature?: unknown;
+  /** Consumer name in the group; unique per process. */
+  consumer?: string;
+}
+
+export interface RemoteWorkerStats {
+  batches: number;
+  entries: number;
+  expired: number;
+  reclaimed: number;
+  replies: number;
+}
+
+interface Entry {
+  entryId: string;
+  id: string;
+  reply: string;
+  deadline: number;
+  rows: number;
+  payload: Buffer;
+}
+
+/** Milliseconds since the epoch at which Redis appended the entry: the first half of its ID. */
+const arrivalOf = (entryId: string): number => Number(entryId.slice(0, entryId.indexOf('-')));
+
+function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
+  const values: Record<string, Buffer> = {};
+  for (let i = 0; i < fields.length; i += 2) values[(fields[i] as Buffer).toString()] = fields[i + 1] as Buffer;
+  return {
+    entryId: entryId.toString(),
+    id: values[FIELD.id]?.toString() ?? '',
+    reply: values[FIELD.reply]?.toString() ?? '',
+    deadline: Number(values[FIELD.deadline]?.toString() ?? 0),
+    rows: Number(values[FIELD.rows]?.toString() ?? 1),
+    payload: values[FIELD.payload] ?? Buffer.alloc(0),
+  };
+}
+
+/**
+ * Pulls requests for one model from its stream and runs them as batches.
+ *
+ * The window is measured from the oldest entry's stream ID, which is when
+ * Redis received it. Filling the window polls without BLOCK: Redis rounds a
+ * BLOCK timeout to its `hz` tick (100 ms by default), far longer than a few
+ * milliseconds' window. Only an idle worker waiting for its first entry
+ * blocks, because arriving data wakes a blocked reader at once.
+ */
+export class RemoteWorker<I, O> {
+  readonly #options: Required<Omit<RemoteWorkerOptions<I, O>, 'signature' | 'consumer' | 'prefix'>> & RemoteWorkerOptions<I, O>;
+  readonly #keys: StreamKeys;
+  readonly #consumer: string;
+  readonly #stats: RemoteWorkerStats = { batches: 0, entries: 0, expired: 0, reclaimed: 0, replies: 0 };
+  readonly #reclaimed: Entry[] = [];
+  /** Entries this worker holds (read or claimed, not yet acked): never claimed again by itself. */
+  readonly #held = new Set<string>();
+  #commands: Redis | undefined;
+  readonly #readers: Redis[] = [];
+  #loops: Promise<void>[] = [];
+  #claimTimer: ReturnType<typeof setInterval> | undefined;
+  #stopping = false;
+
+  constructor(options: RemoteWorkerOptions<I, O>) {
+    this.#options = { maxBatchSize: 64, maxDelay: 2, concurrency: 1, claimIdleMs: 30_000, ...options };
+    this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
+    this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  }
+
+  get stats(): RemoteWorkerStats {
+    return { ...this.#stats };
+  }
+
+  async start(): Promise<void> {
+    const commands = connect(this.#options.redis, `bfn-worker-${this.#consumer}`);
+    commands.on('error', () => {});
+    this.#commands = commands;
+    await ready(commands);
+    await ensureGroup(commands, this.#keys.requests, GROUP);
+    if (this.#options.signature !== undefined) await commands.set(this.#keys.signature, JSON.stringify(this.#options.signature));
+    for (let i = 0; i < this.#options.concurrency; i++) {
+      const reader = connect(this.#options.redis, `bfn-reader-${this.#consumer}-${i}`);
+      reader.on('error', () => {});
+      await ready(reader);
+      this.#readers.push(reader);
+      this.#loops.push(this.#loop(reader));
+    }
+    this.#claimTimer = setInterval(() => void this.#claim(), Math.max(100, this.#options.claimIdleMs / 2));
+    await this.#claim();
+  }
+
+  /** Stops reading, finishes and answers the batches already read, then disconnects. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#claimTimer !== undefined) clearInterval(this.#claimTimer);
+    await Promise.all(this.#loops);
+    for (const reader of this.#readers) reader.disconnect();
+    this.#commands?.disconnect();
+  }
+
+  async #loop(reader: Redis): Promise<void> {
+    while (!this.#stopping) {
+      try {
+        const entries = await this.#readBatch(reader);
+        if (entries.length > 0) await this.#run(entries);
+      } catch {
+        if (this.#stopping) return;
+        // Redis went away: wait and try again; what was read but not acked will be reclaimed.
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    }
+  }
+
+  async #read(reader: Redis, count: number, block: number | undefined): Promise<Entry[]> {
+    const args: (string | number)[] = ['GROUP', GROUP, this.#consumer, 'COUNT', count];
+    if (block !== undefined) args.push('BLOCK', block);
+    args.push('STREAMS', this.#keys.requests, '>');
+    const result = (await (reader as unknown as { xreadgroupBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][]][] | null> }).xreadgroupBuffer(...args));
+    if (result === null) return [];
+    const entries = result.flatMap(([, list]) => list.map(([id, fields]) => parseEntry(id, fields)));
+    for (const entry of entries) this.#held.add(entry.entryId);
+    return entries;
+  }
+
+  async #readBatch(reader: Redis): Promise<Entry[]> {
+    const max = this.#options.maxBatchSize;
+    const entries = this.#reclaimed.splice(0, max);
+    if (entries.length === 0) entries.push(...(await this.#read(reader, max, 500)));
+    if (entries.length === 0) return entries;
+    const oldest = Math.min(...entries.map((e) => arrivalOf(e.entryId)));
+    while (entries.length < max && !this.#stopping) {
+      const remaining = oldest + this.#options.maxDelay - Date.now();
+      if (remaining <= 0) break;
+      const more = await this.#read(reader, max - entries.length, undefined);
+      if (more.length > 0) entries.push(...more);
+      else await new Promise((resolve) => setTimeout(resolve, Math.min(1, remaining)));
+    }
+    return entries;
+  }
+
+  async #run(entries: Entry[]): Promise<void> {
+    const started = Date.now();
+    const maxWaitMs = started - Math.min(...entries.map((e) => arrivalOf(e.entryId)));
+    const outcomes = await Promise.all(
+      entries.map(async (entry): Promise<WireResult> => {
+        if (entry.deadline > 0 && entry.deadline <= Date.now()) {
+          this.#stats.expired++;
+          return [entry.id, false, { name: 'TimeoutError', message: 'The request expired before a worker could run it', code: 'ERR_TIMEOUT' }];
+        }
+        try {
+          return [entry.id, true, await this.#options.predict(decode<I>(entry.payload))];
+        } catch (error) {
+          return [entry.id, false, toWireError(error)];
+        }
+      }),
+    );
+    const batch = {
+      rows: entries.reduce((sum, e) => sum + e.rows, 0),
+      items: entries.length,
+      reason: entries.length >= this.#options.maxBatchSize ? 'full' : 'delay',
+      execMs: Date.now() - started,
+      maxWaitMs,
+    };
+    // One reply per frontend per batch, then ack and delete: answered entries leave the stream.
+    const byReply = new Map<string, WireResult[]>();
+    entries.forEach((entry, i) => byReply.set(entry.reply, [...(byReply.get(entry.reply) ?? []), outcomes[i] as WireResult]));
+    const pipeline = (this.#commands as Redis).pipeline();
+    for (const [reply, results] of byReply) {
+      const message: WireReply = { batch, results };
+      pipeline.xadd(reply, 'MAXLEN', '~', '10000', '*', 'm', encode(message));
+    }
+    const ids = entries.map((e) => e.entryId);
+    pipeline.xack(this.#keys.requests, GROUP, ...ids);
+    pipeline.xdel(this.#keys.requests, ...ids);
+    await pipeline.exec();
+    for (const id of ids) this.#held.delete(id);
+    this.#stats.batches++;
+    this.#stats.entries += entries.length;
+    this.#stats.replies += byReply.size;
+  }
+
+  /**
+   * Takes over entries a dead (or stuck) worker read but never answered. At
+   * least once: a slow worker that answers after all produces a duplicate,
+   * which its frontend drops.
+   */
+  async #claim(): Promise<void> {
+    if (this.#stopping || this.#commands === undefined) return;
+    try {
+      let cursor = '0-0';
+      do {
+        const [next, claimed, deleted] = (await (this.#commands as unknown as { xautoclaimBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][], Buffer[]]> }).xautoclaimBuffer(
+          this.#keys.requests,
+          GROUP,
+          this.#consumer,
+          this.#options.claimIdleMs,
+          cursor,
+          'COUNT',
+          this.#options.maxBatchSize,
+        ));
+        cursor = next.toString();
+        for (const [id, fields] of claimed) {
+          if (fields === null || this.#held.has(id.toString())) continue;
+          this.#held.add(id.toString());
+          this.#reclaimed.push(parseEntry(id, fields));
+          this.#stats.reclaimed++;
+        }
+        // Entries deleted (aborted) while pending: acknowledge them so they leave the pending list.
+        if (deleted?.length > 0) await this.#commands.xack(this.#keys.requests, GROUP, ...deleted.map((d) => d.toString()));
+      } while (cursor !== '0-0');
+    } catch {
+      // Redis unavailable: the next round tries again.
+    }
+  }
+}
+
+export async function startRemoteWorker<I, O>(options: RemoteWorkerOptions<I, O>): Promise<RemoteWorker<I, O>> {
+  const worker = new RemoteWorker(options);
+  await worker.start();
+  return worker;
+}

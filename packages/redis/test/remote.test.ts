@@ -1,0 +1,179 @@
+import { afterAll, afterEach, beforeAll, expect, test } from 'vitest';
+import { batchedFn, type BatchedFn } from 'batched-fn';
+import { remoteBatchedFn, type RemoteWorker, startRemoteWorker } from '@batched-fn/redis';
+import { TestRedis } from './redis-server.js';
+
+const redis = new TestRedis();
+beforeAll(async () => redis.start());
+afterAll(async () => redis.stop());
+
+let prefix = '';
+let cleanup: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.reverse()) await step();
+  cleanup = [];
+});
+
+function nextPrefix(): string {
+  prefix = `t${Math.random().toString(36).slice(2, 8)}`;
+  return prefix;
+}
+
+interface Seen {
+  batches: number[][];
+}
+
+async function worker(options: { maxBatchSize?: number; maxDelay?: number; claimIdleMs?: number; handlerDelay?: number; seen?: Seen } = {}): Promise<RemoteWorker<number, number>> {
+  const seen = options.seen;
+  const local: BatchedFn<number, number> = batchedFn({
+    handler: async (batch: number[]) => {
+      seen?.batches.push([...batch]);
+      if (options.handlerDelay) await new Promise((resolve) => setTimeout(resolve, options.handlerDelay));
+      return batch.map((x) => (x === 13 ? new RangeError('unlucky') : x * 2));
+    },
+    maxBatchSize: 64,
+    maxDelay: 0,
+  });
+  const remote = await startRemoteWorker({ redis: redis.url, name: 'm', prefix, predict: local, maxBatchSize: options.maxBatchSize ?? 16, maxDelay: options.maxDelay ?? 5, claimIdleMs: options.claimIdleMs ?? 30_000 });
+  cleanup.push(async () => {
+    await remote.stop();
+    await local.close();
+  });
+  return remote;
+}
+
+function frontend(options: { channelCap?: number } = {}) {
+  const predict = remoteBatchedFn<number, number>({ redis: redis.url, name: 'm', prefix, ...options });
+  cleanup.push(async () => predict.destroy());
+  return predict;
+}
+
+test('requests from two frontends are answered correctly and share batches', async () => {
+  nextPrefix();
+  const seen: Seen = { batches: [] };
+  await worker({ seen, maxDelay: 20 });
+  const a = frontend();
+  const b = frontend();
+  await Promise.all([a.ready(), b.ready()]);
+  const calls = [...Array.from({ length: 10 }, (_, i) => a(i)), ...Array.from({ length: 10 }, (_, i) => b(100 + i))];
+  expect(await Promise.all(calls)).toEqual([...Array.from({ length: 10 }, (_, i) => i * 2), ...Array.from({ length: 10 }, (_, i) => (100 + i) * 2)]);
+  expect(seen.batches.some((batch) => batch.some((x) => x < 100) && batch.some((x) => x >= 100))).toBe(true);
+  expect(seen.batches.flat().sort((x, y) => x - y)).toEqual(calls.map((_, i) => (i < 10 ? i : 90 + i)));
+  expect(a.stats).toMatchObject({ calls: 10, completed: 10, failed: 0 });
+  expect(a.stats.batches).toBeGreaterThan(0);
+});
+
+test('errors keep their codes: a handler error in one slot rejects only that caller', async () => {
+  nextPrefix();
+  await worker();
+  const predict = frontend();
+  const results = await Promise.allSettled([predict(1), predict(13), predict(3)]);
+  expect(results[0]).toEqual({ status: 'fulfilled', value: 2 });
+  expect(results[2]).toEqual({ status: 'fulfilled', value: 6 });
+  expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ name: 'RangeError', message: 'unlucky' });
+});
+
+test('queue full: beyond channelCap entries, calls reject at once with ERR_QUEUE_FULL and nothing is trimmed', async () => {
+  nextPrefix();
+  const predict = frontend({ channelCap: 2 });
+  const first = predict(1);
+  const second = predict(2);
+  await expect(predict(3)).rejects.toMatchObject({ code: 'ERR_QUEUE_FULL' });
+  const client = redis.client();
+  expect(await client.xlen(`${prefix}:m:requests`)).toBe(2);
+  await worker();
+  expect(await Promise.all([first, second])).toEqual([2, 4]);
+  client.disconnect();
+});
+
+test('a deadline that passes before pickup rejects with ERR_TIMEOUT and deletes the entry', async () => {
+  nextPrefix();
+  const predict = frontend();
+  const client = redis.client();
+  await expect(predict(1, { timeout: 50 })).rejects.toMatchObject({ code: 'ERR_TIMEOUT' });
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  expect(await client.xlen(`${prefix}:m:requests`)).toBe(0);
+  client.disconnect();
+});
+
+test('entries that expire while queued are skipped by the worker, not run', async () => {
+  nextPrefix();
+  const seen: Seen = { batches: [] };
+  const predict = frontend();
+  await predict.ready();
+  const late = predict(5, { timeout: 30 }).catch((e: unknown) => e);
+  const client = redis.client();
+  // Keep the entry from being deleted by its frontend's timeout: copy it, as a crashed frontend would leave it.
+  while ((await client.xlen(`${prefix}:m:requests`)) < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+  const [[id, fields]] = (await client.xrange(`${prefix}:m:requests`, '-', '+')) as [string, string[]][];
+  expect(id).toBeDefined();
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  expect(await late).toMatchObject({ code: 'ERR_TIMEOUT' });
+  await client.xadd(`${prefix}:m:requests`, '*', ...(fields as string[]));
+  const remote = await worker({ seen });
+  while (remote.stats.expired < 1) await new Promise((resolve) => setTimeout(resolve, 10));
+  expect(seen.batches.flat()).not.toContain(5);
+  client.disconnect();
+});
+
+test('abort before pickup deletes the entry', async () => {
+  nextPrefix();
+  const predict = frontend();
+  await predict.ready();
+  const client = redis.client();
+  const controller = new AbortController();
+  const call = predict(7, { signal: controller.signal });
+  while ((await client.xlen(`${prefix}:m:requests`)) < 1) await new Promise((resolve) => setTimeout(resolve, 5));
+  controller.abort(new Error('client left'));
+  await expect(call).rejects.toThrow('client left');
+  while ((await client.xlen(`${prefix}:m:requests`)) > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  expect(await client.xlen(`${prefix}:m:requests`)).toBe(0);
+  client.disconnect();
+});
+
+test('entries held by a dead consumer are reclaimed and answered, each caller exactly once', async () => {
+  nextPrefix();
+  const predict = frontend();
+  await predict.ready();
+  const client = redis.client();
+  const calls = [1, 2, 3].map((x) => predict(x));
+  while ((await client.xlen(`${prefix}:m:requests`)) < 3) await new Promise((resolve) => setTimeout(resolve, 5));
+  // A worker that read the entries and died: they sit in its pending list, unanswered.
+  await client.xreadgroup('GROUP', 'workers', 'dead-worker', 'COUNT', 10, 'STREAMS', `${prefix}:m:requests`, '>');
+  const remote = await worker({ claimIdleMs: 200 });
+  expect(await Promise.all(calls)).toEqual([2, 4, 6]);
+  expect(remote.stats.reclaimed).toBe(3);
+  expect(predict.stats).toMatchObject({ completed: 3, failed: 0 });
+  client.disconnect();
+});
+
+test('a clean stop finishes the batch in hand before leaving', async () => {
+  nextPrefix();
+  const seen: Seen = { batches: [] };
+  const remote = await worker({ seen, handlerDelay: 200 });
+  const predict = frontend();
+  const calls = [1, 2].map((x) => predict(x));
+  while (seen.batches.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  const stopped = remote.stop();
+  expect(await Promise.all(calls)).toEqual([2, 4]);
+  await stopped;
+});
+
+test('Redis stopped under the frontend: waiting calls reject with ERR_UNAVAILABLE, then it recovers', async () => {
+  nextPrefix();
+  const predict = frontend();
+  await predict.ready();
+  const waiting = predict(1).catch((e: unknown) => e); // no worker: it waits
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  await redis.stop();
+  expect(await waiting).toMatchObject({ code: 'ERR_UNAVAILABLE', name: 'UnavailableError' });
+  await expect(predict(2)).rejects.toMatchObject({ code: 'ERR_UNAVAILABLE' });
+  await redis.start();
+  await worker();
+  let answer: unknown;
+  for (let i = 0; i < 100 && answer === undefined; i++) {
+    answer = await predict(3).catch(() => undefined);
+    if (answer === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  expect(answer).toBe(6);
+});

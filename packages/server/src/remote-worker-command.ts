@@ -1,0 +1,72 @@
+import { startRemoteWorker } from '@batched-fn/redis';
+import { parseArgs } from 'node:util';
+import { intFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
+import { ensureMlpModel } from './model/default-model.js';
+import { createOnnxModel, SERVER_DEFAULTS } from './model/onnx-model.js';
+
+/**
+ * `batched-fn worker --redis URL`: a model worker with no HTTP. It runs the
+ * model in worker threads, takes batches from the model's stream, and
+ * publishes the signature the HTTP frontends validate against.
+ */
+export async function runRemoteWorker(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      redis: { type: 'string' },
+      model: { type: 'string' },
+      name: { type: 'string' },
+      prefix: { type: 'string' },
+      'max-batch-size': { type: 'string' },
+      'max-delay': { type: 'string' },
+      workers: { type: 'string' },
+      threads: { type: 'string' },
+      'claim-idle': { type: 'string' },
+      'cache-dir': { type: 'string' },
+    },
+    strict: true,
+  });
+  const redis = stringFlag(values, 'redis');
+  if (redis === undefined) throw new UsageError('--redis is required (redis://host:port, or rediss:// for TLS)');
+  const modelFile = stringFlag(values, 'model');
+  const name = stringFlag(values, 'name') ?? (modelFile === undefined ? 'mlp' : undefined);
+  const maxBatchSize = intFlag(values, 'max-batch-size', 1) ?? SERVER_DEFAULTS.maxBatchSize;
+  const workers = intFlag(values, 'workers', 1) ?? SERVER_DEFAULTS.workers;
+  const model = createOnnxModel({
+    path: modelFile ?? ensureMlpModel(undefined, stringFlag(values, 'cache-dir')),
+    ...(name === undefined ? {} : { name }),
+    maxBatchSize,
+    maxDelay: 0, // the window is applied when reading from Redis
+    workers,
+    threads: intFlag(values, 'threads', 1) ?? SERVER_DEFAULTS.threads,
+  });
+  await model.batcher.ready();
+  const prefix = stringFlag(values, 'prefix');
+  const claimIdleMs = intFlag(values, 'claim-idle', 1);
+  const worker = await startRemoteWorker({
+    redis,
+    name: model.name,
+    ...(prefix === undefined ? {} : { prefix }),
+    predict: model.batcher,
+    maxBatchSize,
+    maxDelay: numberFlag(values, 'max-delay', 0) ?? SERVER_DEFAULTS.maxDelay,
+    concurrency: workers,
+    signature: model.signature,
+    ...(claimIdleMs === undefined ? {} : { claimIdleMs }),
+  });
+  process.stdout.write(`batched-fn worker ready: model "${model.name}" from ${redis.replace(/\/\/[^@]*@/, '//***@')}, ${workers} worker thread(s), max batch ${maxBatchSize}\n`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`${signal}: finishing the batch in hand...\n`);
+    void (async () => {
+      await worker.stop();
+      await model.batcher.close();
+      process.stdout.write(`stats ${JSON.stringify(worker.stats)}\n`);
+      process.exit(0);
+    })();
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}
