@@ -1,0 +1,96 @@
+// Redis Streams: end-to-end items/s with 1 and 2 workers against a simulated model that takes 10 ms per
+// batch; round-trip time at low load with an instant model; and the cost against the in-process batcher.
+// Everything runs on this machine: redis-server, frontend and workers share the same 2 cores.
+import { batchedFn } from 'batched-fn';
+import { remoteBatchedFn, startRemoteWorker } from '@batched-fn/redis';
+import { LocalRedis } from '@batched-fn/redis/testing';
+
+const DURATION_MS = Number(process.env.BENCH_REMOTE_MS ?? 3000);
+const fmt = (n, d = 2) => Number(n).toFixed(d);
+const percentile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
+const tenMs = async (batch) => (await new Promise((r) => setTimeout(r, 10)), batch);
+const instant = (batch) => batch;
+
+const redis = new LocalRedis();
+await redis.start();
+
+async function closedLoop(predict, callers, ms) {
+  let done = 0;
+  let stop = false;
+  const timer = setTimeout(() => (stop = true), ms);
+  const started = performance.now();
+  await Promise.all(Array.from({ length: callers }, async () => {
+    while (!stop) {
+      await predict(1);
+      done++;
+    }
+  }));
+  clearTimeout(timer);
+  return done / ((performance.now() - started) / 1000);
+}
+
+async function remoteSetup(workers, handler, prefix, maxDelay = 2) {
+  const locals = [];
+  const remotes = [];
+  for (let i = 0; i < workers; i++) {
+    const local = batchedFn({ handler, maxBatchSize: 64, maxDelay: 0 });
+    locals.push(local);
+    remotes.push(await startRemoteWorker({ redis: redis.url, name: 'sim', prefix, predict: local, maxBatchSize: 64, maxDelay }));
+  }
+  const predict = remoteBatchedFn({ redis: redis.url, name: 'sim', prefix });
+  await predict.ready();
+  return {
+    predict,
+    async close() {
+      await predict.close();
+      for (const r of remotes) await r.stop();
+      for (const l of locals) await l.close();
+    },
+  };
+}
+
+// 1. Scaling: 256 callers, 10 ms per batch of up to 64.
+const scaling = {};
+for (const workers of [1, 2]) {
+  const setup = await remoteSetup(workers, tenMs, `scale${workers}`);
+  await closedLoop(setup.predict, 256, 500);
+  scaling[workers] = await closedLoop(setup.predict, 256, DURATION_MS);
+  await setup.close();
+}
+const local = batchedFn({ handler: tenMs, maxBatchSize: 64, maxDelay: 2 });
+const inProcess = await closedLoop(local, 256, DURATION_MS);
+await local.close();
+
+// 2. Round trip at low load: one caller at a time, instant model. With maxDelay 0 it is the transport
+// alone; with the default 2 ms the worker also holds a lone entry for its window, hoping for company.
+async function roundTrips(maxDelay) {
+  const setup = await remoteSetup(1, instant, `rtt${maxDelay}`, maxDelay);
+  const samples = [];
+  for (let i = 0; i < 400; i++) {
+    const t = performance.now();
+    await setup.predict(i);
+    samples.push(performance.now() - t);
+  }
+  await setup.close();
+  return samples.sort((a, b) => a - b);
+}
+const samples = await roundTrips(0);
+const windowed = await roundTrips(2);
+const inline = batchedFn({ handler: instant, maxDelay: 0 });
+const localSamples = [];
+for (let i = 0; i < 400; i++) {
+  const t = performance.now();
+  await inline(i);
+  localSamples.push(performance.now() - t);
+}
+localSamples.sort((a, b) => a - b);
+
+console.log(`\nRedis Streams, simulated model 10 ms per batch (up to 64), 256 callers, ${DURATION_MS} ms per run; redis-server, frontend and workers on one 2-core machine`);
+console.table([
+  { setup: 'in-process batcher', 'items/s': Math.round(inProcess) },
+  { setup: 'Redis, 1 worker', 'items/s': Math.round(scaling[1]) },
+  { setup: 'Redis, 2 workers', 'items/s': Math.round(scaling[2]) },
+]);
+console.log(`2 workers / 1 worker = ${fmt(scaling[2] / scaling[1])} (target >= 1.8); 1 Redis worker / in-process = ${fmt(scaling[1] / inProcess)}`);
+console.log(`Round trip at low load (instant model): p50 ${fmt(percentile(samples, 0.5))} ms, p99 ${fmt(percentile(samples, 0.99))} ms with worker maxDelay 0; p50 ${fmt(percentile(windowed, 0.5))} ms with maxDelay 2; in-process p50 ${fmt(percentile(localSamples, 0.5), 3)} ms`);
+await redis.stop();
