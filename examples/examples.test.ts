@@ -30,7 +30,7 @@ test('the HTTP example answers 200, and 503 with Retry-After once channelCap ite
   const shed = await fetch(url);
   expect(shed.status).toBe(503);
   expect(shed.headers.get('retry-after')).toBe('1');
-  expect((await shed.json()).error).toMatch(/ERR_QUEUE_FULL|Queue is full/);
+  expect(((await shed.json()) as { error: string }).error).toMatch(/ERR_QUEUE_FULL|Queue is full/);
   release();
   const statuses = await Promise.all(accepted.map(async (r) => (await r).status));
   // The held first batch may leave with fewer than 32, so a few of these may be shed too;

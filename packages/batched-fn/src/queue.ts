@@ -22,12 +22,12 @@ export interface BatchBuilder<I, O> {
  * empty resolver slot, which the dispatcher skips; removal is O(1).
  */
 export class CallQueue<I, O> {
-  #inputs: (I | undefined)[];
-  #resolvers: (Resolve<O> | undefined)[];
-  #handles: (CallHandle<I, O> | undefined)[];
-  #arrivals: Float64Array;
-  #rows: Float64Array;
-  #mask: number;
+  #inputs!: (I | undefined)[];
+  #resolvers!: (Resolve<O> | undefined)[];
+  #handles!: (CallHandle<I, O> | undefined)[];
+  #arrivals!: Float64Array;
+  #rows!: Float64Array;
+  #mask!: number;
   #head = 0;
   #tail = 0;
   readonly #initialCapacity: number;
@@ -36,6 +36,10 @@ export class CallQueue<I, O> {
     let capacity = 1;
     while (capacity < initialCapacity) capacity <<= 1;
     this.#initialCapacity = capacity;
+    this.#allocate(capacity);
+  }
+
+  #allocate(capacity: number): void {
     this.#inputs = new Array(capacity);
     this.#resolvers = new Array(capacity);
     this.#handles = new Array(capacity);
@@ -181,13 +185,7 @@ export class CallQueue<I, O> {
   /** After a burst, give the large backing arrays back instead of keeping them forever. */
   #shrinkIfEmpty(): void {
     if (this.#head !== this.#tail || this.#resolvers.length <= this.#initialCapacity * 64) return;
-    const capacity = this.#initialCapacity;
-    this.#inputs = new Array(capacity);
-    this.#resolvers = new Array(capacity);
-    this.#handles = new Array(capacity);
-    this.#arrivals = new Float64Array(capacity);
-    this.#rows = new Float64Array(capacity);
-    this.#mask = capacity - 1;
+    this.#allocate(this.#initialCapacity);
   }
 
   #grow(): void {

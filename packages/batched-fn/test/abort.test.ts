@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test, vi } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { advance, flush, gatedHandler, recordingHandler, track } from './helpers.js';
+import { advance, flush, gatedHandler, recordingHandler, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('an already aborted signal rejects at once with signal.reason', async () => {
   const { batches, handler } = recordingHandler<number>();

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import { batchedFn, TimeoutError } from 'batched-fn';
-import { advance, flush, track } from './helpers.js';
+import { advance, flush, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 /**
  * A model whose batch of N rows takes exactly `cost(N)` ms on the fake clock. Integer costs,

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import { batchedFn, ClosedError } from 'batched-fn';
-import { advance, flush, gatedHandler, recordingHandler, track } from './helpers.js';
+import { advance, flush, gatedHandler, recordingHandler, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('close() stops intake, flushes the queue without waiting for the delay, finishes in-flight work, then resolves', async () => {
   const gate = gatedHandler<number>();

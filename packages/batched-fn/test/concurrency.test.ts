@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import { batchedFn, QueueFullError } from 'batched-fn';
-import { flush, gatedHandler, track } from './helpers.js';
+import { flush, gatedHandler, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('concurrency: 1 runs one batch at a time; the queue fills meanwhile', async () => {
   const gate = gatedHandler<number>();

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { advance, flush, gatedHandler } from './helpers.js';
+import { advance, flush, gatedHandler, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('configure() takes effect from the next batch; the running batch keeps its shape', async () => {
   const gate = gatedHandler<number>();

@@ -1,4 +1,4 @@
-import { vi } from 'vitest';
+import { afterEach, beforeEach, vi } from 'vitest';
 
 /** A handler that records every batch it receives and doubles each input. */
 export function recordingHandler<T extends number>() {
@@ -74,4 +74,14 @@ export async function flush(): Promise<void> {
 
 export async function advance(ms: number): Promise<void> {
   await vi.advanceTimersByTimeAsync(ms);
+}
+
+/** Fake timers (setTimeout, setImmediate, performance.now) for every test in the file, so scheduling is exact. */
+export function useFakeClock(): void {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
 }

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { advance, flush, gatedHandler, track } from './helpers.js';
+import { advance, flush, gatedHandler, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('higher priority goes first; FIFO within a priority', async () => {
   const gate = gatedHandler<string>();

@@ -1,14 +1,9 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import fc from 'fast-check';
 import { batchedFn } from 'batched-fn';
-import { advance, flush, track } from './helpers.js';
+import { advance, flush, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 type Fault = 'ok' | 'throw' | 'reject' | 'short' | 'slot-error';
 

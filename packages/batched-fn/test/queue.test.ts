@@ -32,7 +32,7 @@ test('CallQueue behaves like an array FIFO with removal by sequence number', () 
             queue.shift();
           }
         } else if (model.length > 0) {
-          const [victim] = model.splice(o.pick % model.length, 1) as [{ seq: number }];
+          const victim = model.splice(o.pick % model.length, 1)[0] as { seq: number; value: number };
           expect(queue.remove(victim.seq)).toBe(resolvers.get(victim.seq));
           expect(queue.isLive(victim.seq)).toBe(false);
           expect(queue.remove(victim.seq)).toBeUndefined();

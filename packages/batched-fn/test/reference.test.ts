@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test, vi } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { advance, recordingHandler } from './helpers.js';
+import { advance, recordingHandler, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 // The Rust crate's own test, which every port must pass.
 test('max 4, delay 50: call 0, wait 10 ms, call 1..9 → [[0,1,2,3],[4,5,6,7],[8,9]]', async () => {

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { advance, flush, gatedHandler, recordingHandler, track } from './helpers.js';
+import { advance, flush, gatedHandler, recordingHandler, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 describe('maxDelay is counted from the oldest item arrival', () => {
   test('a lone item waits exactly maxDelay', async () => {

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test } from 'vitest';
 import { batchedFn, ItemTooLargeError } from 'batched-fn';
-import { advance, flush, gatedHandler } from './helpers.js';
+import { advance, flush, gatedHandler, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 const rowsOf = (input: number[]) => input.length;
 

@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test, vi } from 'vitest';
 import { batchChannel, type BatchInfo, batchedFn } from 'batched-fn';
-import { advance, flush } from './helpers.js';
+import { advance, flush, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('stats are a plain snapshot with counts, reasons and percentiles', async () => {
   const predict = batchedFn<number, number>({

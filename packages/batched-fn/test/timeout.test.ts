@@ -1,13 +1,8 @@
-import { afterEach, beforeEach, expect, test, vi } from 'vitest';
+import { expect, test, vi } from 'vitest';
 import { batchedFn, TimeoutError } from 'batched-fn';
-import { advance, flush, gatedHandler, track } from './helpers.js';
+import { advance, flush, gatedHandler, track, useFakeClock } from './helpers.js';
 
-beforeEach(() => {
-  vi.useFakeTimers();
-});
-afterEach(() => {
-  vi.useRealTimers();
-});
+useFakeClock();
 
 test('a call that times out in the queue leaves it and is never dispatched', async () => {
   const gate = gatedHandler<number>();

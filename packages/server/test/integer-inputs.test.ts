@@ -17,7 +17,7 @@ const body = (ids: unknown, mask: unknown, idsType = 'INT64', maskType = 'INT32'
   });
 
 test('INT64 and INT32 inputs are validated against the model and computed correctly', async () => {
-  const metadata = await (await fetch(`${server.url}/v2/models/ints`)).json();
+  const metadata = (await (await fetch(`${server.url}/v2/models/ints`)).json()) as { inputs: unknown };
   expect(metadata.inputs).toEqual([
     { name: 'ids', datatype: 'INT64', shape: [-1, 4] },
     { name: 'mask', datatype: 'INT32', shape: [-1, 4] },

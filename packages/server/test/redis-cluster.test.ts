@@ -76,7 +76,7 @@ test('2 HTTP frontends and 2 workers: every request is answered correctly, and b
     response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
   }
   // Metadata comes from the signature the workers published.
-  expect((await (await fetch(`${urls[0]}/v2/models/mlp`)).json()).inputs).toEqual([{ name: 'input', datatype: 'FP32', shape: [-1, 256] }]);
+  expect(((await (await fetch(`${urls[0]}/v2/models/mlp`)).json()) as { inputs: unknown }).inputs).toEqual([{ name: 'input', datatype: 'FP32', shape: [-1, 256] }]);
   for (const w of workers) w.child.kill('SIGTERM');
   const codes = await Promise.all(workers.map((w) => w.exit));
   expect(codes).toEqual([0, 0]);
