@@ -7,7 +7,7 @@ import { SERVE_DEFAULTS, startServer } from './server.js';
 
 const USAGE = `Usage:
   batched-fn serve [--model file.onnx] [--name NAME] [--host ${SERVE_DEFAULTS.host}] [--port ${SERVE_DEFAULTS.port}]
-                   [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay ${SERVE_DEFAULTS.maxDelay}|auto] [--latency-target MS]
+                   [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay MS|${SERVE_DEFAULTS.maxDelay}] [--latency-target MS]
                    [--preferred-batch-sizes 8,16,32] [--pad] [--queue-cap ${SERVE_DEFAULTS.channelCap}]
                    [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--body-limit BYTES]
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]

@@ -67,10 +67,12 @@ export async function runDemo(argv: string[]): Promise<void> {
   const trivialPath = ensureMlpModel({ ...DEFAULT_MODEL, hidden: [] }, cacheDir);
   const common = ['--cache-dir', cacheDir];
   const servers = [
-    { label: `batched (max batch ${SERVER_DEFAULTS.maxBatchSize})`, args: common },
+    { label: `batched (max batch ${SERVER_DEFAULTS.maxBatchSize}, max delay ${SERVER_DEFAULTS.maxDelay})`, args: common },
     { label: 'unbatched (max batch 1)', args: [...common, '--max-batch-size', '1'] },
     { label: 'HTTP ceiling (trivial model, batched)', args: [...common, '--model', trivialPath, '--name', 'mlp'] },
   ];
+  // This machine's speed drifts by tens of percent over minutes, so the ceiling is taken before and after the sweeps.
+  const ceilingBefore = await modelCeiling(modelPath, SERVER_DEFAULTS.maxBatchSize, SERVER_DEFAULTS.threads);
   const series: Series[] = [];
   for (const server of servers) {
     process.stderr.write(`\n== ${server.label}\n`);
@@ -82,7 +84,8 @@ export async function runDemo(argv: string[]): Promise<void> {
       await stop(running.child);
     }
   }
-  const ceiling = await modelCeiling(modelPath, SERVER_DEFAULTS.maxBatchSize, SERVER_DEFAULTS.threads);
+  const ceilingAfter = await modelCeiling(modelPath, SERVER_DEFAULTS.maxBatchSize, SERVER_DEFAULTS.threads);
+  const ceiling = (ceilingBefore + ceilingAfter) / 2;
   const at = (index: number, c: number): number => series[index]?.results.find((r) => r.concurrency === c)?.requestsPerSecond ?? Number.NaN;
   const reference = concurrency.includes(64) ? 64 : (concurrency.at(-1) as number);
   const batched = at(0, reference);
@@ -95,13 +98,14 @@ export async function runDemo(argv: string[]): Promise<void> {
     unbatchedRps: Math.round(unbatched),
     speedup: batched / unbatched,
     modelCeilingRps: Math.round(ceiling),
+    modelCeilingBeforeAfter: [Math.round(ceilingBefore), Math.round(ceilingAfter)],
     httpCeilingRps: Math.round(http),
     shareOfCeiling: batched / limit,
   };
   process.stdout.write(
     `\nAt ${reference} concurrent 1-row JSON requests:\n` +
       `  batched ${summary.batchedRps} req/s, unbatched ${summary.unbatchedRps} req/s: ${summary.speedup.toFixed(1)}x (target >= 6x)\n` +
-      `  model ceiling (64 rows per session.run) ${summary.modelCeilingRps} rows/s, HTTP ceiling (trivial model) ${summary.httpCeilingRps} req/s\n` +
+      `  model ceiling (64 rows per session.run) ${summary.modelCeilingRps} rows/s (${Math.round(ceilingBefore)} before, ${Math.round(ceilingAfter)} after), HTTP ceiling (trivial model) ${summary.httpCeilingRps} req/s\n` +
       `  batched reaches ${(100 * summary.shareOfCeiling).toFixed(0)} % of the smaller ceiling (target >= 80 %)\n`,
   );
   const { renderChart } = await import('./bench/chart.js');

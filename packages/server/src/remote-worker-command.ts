@@ -49,7 +49,7 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
     ...(prefix === undefined ? {} : { prefix }),
     predict: model.batcher,
     maxBatchSize,
-    maxDelay: numberFlag(values, 'max-delay', 0) ?? SERVER_DEFAULTS.maxDelay,
+    maxDelay: numberFlag(values, 'max-delay', 0) ?? 2,
     concurrency: workers,
     signature: model.signature,
     ...(claimIdleMs === undefined ? {} : { claimIdleMs }),
