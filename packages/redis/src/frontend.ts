@@ -32,6 +32,13 @@ export interface RemoteBatchedFnOptions<I> {
   size?: (input: I) => number;
   /** Called for every reply batch, with what the worker reports about the batch it came from. */
   onBatch?: (info: BatchInfo) => void;
+  /**
+   * How long `close()` waits for answers to calls already sent. With no worker
+   * alive and no per-call timeouts they would otherwise wait forever; after
+   * this long they reject with ERR_CLOSED.
+   * @default 30000
+   */
+  drainTimeout?: number;
 }
 
 /**
@@ -242,7 +249,20 @@ class RemoteFrontend<I, O> {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#closing = true;
-      if (this.#waiting.size > 0) await new Promise<void>((resolve) => (this.#onDrained = resolve));
+      if (this.#waiting.size > 0) {
+        const limit = this.#options.drainTimeout ?? 30_000;
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((resolve) => {
+          this.#onDrained = resolve;
+          timer = setTimeout(() => {
+            for (const id of [...this.#waiting.keys()]) {
+              this.#settle(id, new ClosedError(`Closed before an answer came back (waited ${limit} ms): is any worker running?`), 'ERR_CLOSED');
+            }
+            resolve();
+          }, limit);
+        });
+        clearTimeout(timer);
+      }
       await this.#shutdown();
     })();
     return this.#closed;

@@ -42,7 +42,7 @@ async function worker(options: { maxBatchSize?: number; maxDelay?: number; claim
   return remote;
 }
 
-function frontend(options: { channelCap?: number } = {}) {
+function frontend(options: { channelCap?: number; drainTimeout?: number } = {}) {
   const predict = remoteBatchedFn<number, number>({ redis: redis.url, name: 'm', prefix, ...options });
   cleanup.push(async () => predict.destroy());
   return predict;
@@ -177,4 +177,25 @@ test('Redis stopped under the frontend: waiting calls reject with ERR_UNAVAILABL
     if (answer === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
   }
   expect(answer).toBe(6);
+});
+
+test('close() waits for answers already on their way, but not forever', async () => {
+  nextPrefix();
+  const seen: Seen = { batches: [] };
+  await worker({ seen, handlerDelay: 100 });
+  const served = frontend();
+  const answered = served(4);
+  while (seen.batches.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  await served.close();
+  expect(await answered).toBe(8);
+  await expect(served(5)).rejects.toMatchObject({ code: 'ERR_CLOSED' });
+
+  nextPrefix(); // a model nobody serves
+  const orphaned = frontend({ drainTimeout: 200 });
+  const lost = orphaned(1).catch((e: unknown) => e);
+  await orphaned.ready();
+  const started = performance.now();
+  await orphaned.close();
+  expect(performance.now() - started).toBeGreaterThanOrEqual(150);
+  expect(await lost).toMatchObject({ code: 'ERR_CLOSED', message: 'Closed before an answer came back (waited 200 ms): is any worker running?' });
 });
