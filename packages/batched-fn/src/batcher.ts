@@ -25,24 +25,13 @@ import type { PumpTrigger, SchedulingPolicy } from './policy/types.js';
 import type { BatchBuilder, CallQueue, Resolve } from './queue.js';
 import type { BatchedFnStats, BatchInfo, DispatchReason } from './stats.js';
 import { StatsRecorder } from './stats-recorder.js';
+import { LoopYield } from './loop-yield.js';
+import { WakeTimer } from './wake-timer.js';
 
 /** Subscribers get a `BatchInfo` for every settled batch of every batcher. */
 export const batchChannel = diagnostics.channel('batched-fn:batch');
 
 const now = (): number => performance.now();
-
-/**
- * Longest stretch the dispatcher may keep handing out batches without the
- * event loop turning. A synchronous handler, or callers that call again as
- * soon as they are answered, would otherwise chain dispatches through
- * microtasks forever and starve timers and sockets: the server would stop
- * accepting connections exactly when it is busiest. After this long we hop
- * through `setImmediate`, which costs one loop turn per stretch, not per batch.
- * A loop turn after a long synchronous stretch measured about 110 us on our
- * 2-core machines, so yielding after every 5 ms batch cost 2 % of throughput;
- * 25 ms keeps that under 0.5 % while bounding starvation to 25 ms plus one batch.
- */
-const YIELD_AFTER_MS = 25;
 
 /** A dispatched batch. A resolver slot is emptied when its caller is released early. */
 class RunningBatch<I, O> implements BatchBuilder<I, O> {
@@ -140,11 +129,9 @@ export class Batcher<I, O> {
   /** Clock reading shared by every call until the scheduled pump runs (one reading per tick). */
   #tickTime = 0;
   #inPump = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
-  #immediate: ReturnType<typeof setImmediate> | undefined;
-  #timerDue = Number.POSITIVE_INFINITY;
+  readonly #wake = new WakeTimer(() => this.#pump('timer'));
+  readonly #loopYield = new LoopYield();
   #yielding: ReturnType<typeof setImmediate> | undefined;
-  #streakStart = -1;
 
   #closing = false;
   #destroyed = false;
@@ -309,7 +296,7 @@ export class Batcher<I, O> {
     if (this.#yielding !== undefined) clearImmediate(this.#yielding);
     const error = reason ?? new ClosedError('The batcher was destroyed');
     const key = reason === undefined ? 'ERR_CLOSED' : failureKey(reason);
-    this.#disarmTimer();
+    this.#wake.disarm();
     for (const lane of this.#allLanes()) {
       for (const queue of lane.drain()) {
         const resolve = queue.headResolver();
@@ -349,7 +336,7 @@ export class Batcher<I, O> {
     if (valid.channelCap !== undefined) this.#channelCap = valid.channelCap;
     if (valid.concurrency !== undefined) this.#concurrency = valid.concurrency;
     // A shorter delay or a smaller batch may make the queue due right now.
-    this.#disarmTimer();
+    this.#wake.disarm();
     this.#schedulePump();
   }
 
@@ -386,27 +373,6 @@ export class Batcher<I, O> {
     this.#pump('completion');
   };
 
-  readonly #endStreak = (): void => {
-    this.#streakStart = -1;
-  };
-
-  /** True once dispatching has gone on for YIELD_AFTER_MS without an event-loop turn in between. */
-  #mustYield(t: number): boolean {
-    if (this.#streakStart < 0) {
-      this.#streakStart = t;
-      setImmediate(this.#endStreak);
-      return false;
-    }
-    return t - this.#streakStart >= YIELD_AFTER_MS;
-  }
-
-  readonly #pumpOnTimer = (): void => {
-    this.#timer = undefined;
-    this.#immediate = undefined;
-    this.#timerDue = Number.POSITIVE_INFINITY;
-    this.#pump('timer');
-  };
-
   #pump(trigger: PumpTrigger): void {
     if (this.#inPump || this.#destroyed) return;
     this.#inPump = true;
@@ -414,19 +380,19 @@ export class Batcher<I, O> {
       while (this.#queuedItems > 0 && this.#running.size < this.#concurrency && this.#executor.hasCapacity()) {
         // One clock reading serves the yield check, the policy and the batch's start time.
         const t = now();
-        if (this.#mustYield(t)) {
+        if (this.#loopYield.due(t)) {
           this.#yielding ??= setImmediate(this.#pumpAfterYield);
           return;
         }
         const choice = this.#lanes === undefined ? this.#judge(this.#defaultLane, t, trigger) : this.#choose(t, trigger);
         if (typeof choice === 'number') {
-          this.#armTimer(choice);
+          this.#wake.arm(choice);
           return;
         }
         this.#dispatch(choice, t);
       }
       // Nothing left to wait for: a batch finishing will pump again.
-      this.#disarmTimer();
+      this.#wake.disarm();
       this.#resolveIfIdle();
     } finally {
       this.#inPump = false;
@@ -694,26 +660,6 @@ export class Batcher<I, O> {
 
   #allLanes(): Lane<I, O>[] {
     return this.#lanes === undefined ? [this.#defaultLane] : [this.#defaultLane, ...this.#lanes.values()];
-  }
-
-  #armTimer(due: number): void {
-    if (due >= this.#timerDue) return;
-    this.#disarmTimer();
-    this.#timerDue = due;
-    const delay = due - now();
-    // Node's timers tick in whole milliseconds; a sub-millisecond remainder
-    // (fractional maxDelay, or a timer that fired a hair early) re-checks on
-    // the next loop turn instead of rounding up to a full millisecond.
-    if (delay >= 1) this.#timer = setTimeout(this.#pumpOnTimer, delay);
-    else this.#immediate = setImmediate(this.#pumpOnTimer);
-  }
-
-  #disarmTimer(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    if (this.#immediate !== undefined) clearImmediate(this.#immediate);
-    this.#timer = undefined;
-    this.#immediate = undefined;
-    this.#timerDue = Number.POSITIVE_INFINITY;
   }
 
   #resolveIfIdle(): void {
