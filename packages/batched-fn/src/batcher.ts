@@ -116,6 +116,8 @@ export class Batcher<I, O> {
   readonly #arrivals = new ArrivalRate();
 
   readonly #defaultLane = new Lane<I, O>(undefined);
+  /** The default lane's priority-0 queue, where almost every call goes. */
+  readonly #defaultQueue = this.#defaultLane.queueFor(0);
   /** Lanes by key, only with `batchKey`; a lane leaves the map when it empties. */
   readonly #lanes: Map<unknown, Lane<I, O>> | undefined;
   #queuedItems = 0;
@@ -167,8 +169,7 @@ export class Batcher<I, O> {
       return this.#callWithOptions(input, options);
     }
     if (this.#queuedItems >= this.#channelCap) return this.#refuse(new QueueFullError(this.#channelCap));
-    const lane = this.#defaultLane;
-    return this.#enqueue(lane, lane.queueFor(0), input, 1, undefined);
+    return this.#enqueue(this.#defaultLane, this.#defaultQueue, input, 1, undefined);
   }
 
   #callWithOptions(input: I, options: CallOptions | undefined): Promise<O> {

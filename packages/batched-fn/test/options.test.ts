@@ -23,6 +23,13 @@ describe('option validation names the option, the rule and the value', () => {
     ['name not a string', { name: 7 }, TypeError, 'Expected `name` to be a string, got `7` (number)'],
     ['context not a function', { context: 'model' }, TypeError, 'Expected `context` to be a function, got `"model"` (string)'],
     ['unknown key', { maxbatchsize: 4 }, TypeError, 'Unknown option `maxbatchsize`'],
+    ['maxDelay "auto-ish"', { maxDelay: 'automatic' }, TypeError, "Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `\"automatic\"` (string)"],
+    ['latencyTarget 0', { latencyTarget: 0 }, RangeError, 'Expected `latencyTarget` to be a finite number of milliseconds above 0, got `0` (number)'],
+    ['latencyTarget "5"', { latencyTarget: '5' }, TypeError, 'Expected `latencyTarget` to be a finite number of milliseconds above 0, got `"5"` (string)'],
+    ['batchKey not a function', { batchKey: 'model' }, TypeError, 'Expected `batchKey` to be a function, got `"model"` (string)'],
+    ['pad not a function', { pad: true }, TypeError, 'Expected `pad` to be a function, got `true` (boolean)'],
+    ['preferredBatchSizes not an array', { preferredBatchSizes: 8 }, TypeError, 'Expected `preferredBatchSizes` to be a non-empty array of integers, got `8` (number)'],
+    ['preferredBatchSizes with a fraction', { preferredBatchSizes: [4, 2.5] }, RangeError, 'Expected `preferredBatchSizes[1]` to be an integer from 1 and up, got `2.5` (number)'],
   ];
   test.each(cases)('%s', (_label, extra, type, message) => {
     let thrown: unknown;
@@ -90,6 +97,15 @@ describe('call options are validated per call and reject, never throw', () => {
     const predict = batchedFn({ handler });
     await expect(predict(1, 5 as never)).rejects.toThrow(new TypeError('Expected call options to be an object, got `5` (number)'));
   });
+});
+
+test("maxDelay 'auto' is accepted, at construction and in configure()", async () => {
+  const predict = batchedFn({ handler, maxDelay: 'auto', latencyTarget: 50 });
+  expect(await predict(3)).toBe(3);
+  predict.configure({ maxDelay: 4 });
+  predict.configure({ maxDelay: 'auto' });
+  expect(() => predict.configure({ maxDelay: 'fast' as never })).toThrow(TypeError);
+  await predict.close();
 });
 
 test('defaults match the original crate and the docs', () => {
