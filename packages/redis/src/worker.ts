@@ -96,8 +96,7 @@ export class RemoteWorker<I, O> {
     commands.on('error', () => {});
     this.#commands = commands;
     await ready(commands);
-    await ensureGroup(commands, this.#keys.requests, GROUP);
-    if (this.#options.signature !== undefined) await commands.set(this.#keys.signature, JSON.stringify(this.#options.signature));
+    await this.#register();
     for (let i = 0; i < this.#options.concurrency; i++) {
       const reader = connect(this.#options.redis, `bfn-reader-${this.#consumer}-${i}`);
       reader.on('error', () => {});
@@ -123,12 +122,20 @@ export class RemoteWorker<I, O> {
       try {
         const entries = await this.#readBatch(reader);
         if (entries.length > 0) await this.#run(entries);
-      } catch {
+      } catch (error) {
         if (this.#stopping) return;
+        // A Redis that restarted without persistence has lost the group and the signature: recreate them.
+        if (String((error as Error)?.message).includes('NOGROUP')) await this.#register().catch(() => {});
         // Redis went away: wait and try again; what was read but not acked will be reclaimed.
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        else await new Promise((resolve) => setTimeout(resolve, 200));
       }
     }
+  }
+
+  async #register(): Promise<void> {
+    const commands = this.#commands as Redis;
+    await ensureGroup(commands, this.#keys.requests, GROUP);
+    if (this.#options.signature !== undefined) await commands.set(this.#keys.signature, JSON.stringify(this.#options.signature));
   }
 
   async #read(reader: Redis, count: number, block: number | undefined): Promise<Entry[]> {

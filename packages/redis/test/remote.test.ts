@@ -160,17 +160,19 @@ test('a clean stop finishes the batch in hand before leaving', async () => {
   await stopped;
 });
 
-test('Redis stopped under the frontend: waiting calls reject with ERR_UNAVAILABLE, then it recovers', async () => {
+test('Redis restarted under a running frontend and worker: waiting calls reject with ERR_UNAVAILABLE, then both recover', async () => {
   nextPrefix();
+  const seen: Seen = { batches: [] };
+  await worker({ seen, handlerDelay: 400 });
   const predict = frontend();
   await predict.ready();
-  const waiting = predict(1).catch((e: unknown) => e); // no worker: it waits
-  await new Promise((resolve) => setTimeout(resolve, 50));
+  const waiting = predict(1).catch((e: unknown) => e); // the worker holds it for 400 ms
+  while (seen.batches.length === 0) await new Promise((resolve) => setTimeout(resolve, 5));
   await redis.stop();
   expect(await waiting).toMatchObject({ code: 'ERR_UNAVAILABLE', name: 'UnavailableError' });
   await expect(predict(2)).rejects.toMatchObject({ code: 'ERR_UNAVAILABLE' });
+  // Restarted without persistence: the stream, its consumer group and the replies are gone.
   await redis.start();
-  await worker();
   let answer: unknown;
   for (let i = 0; i < 100 && answer === undefined; i++) {
     answer = await predict(3).catch(() => undefined);
