@@ -199,8 +199,13 @@ export class RemoteWorker<I, O> {
     const ids = entries.map((e) => e.entryId);
     pipeline.xack(this.#keys.requests, GROUP, ...ids);
     pipeline.xdel(this.#keys.requests, ...ids);
-    await pipeline.exec();
-    for (const id of ids) this.#held.delete(id);
+    try {
+      await pipeline.exec();
+    } finally {
+      // Answered, or not: if the replies failed to go out, the entries stay pending and this
+      // worker (or another) takes them again after claimIdleMs. Callers drop any duplicate.
+      for (const id of ids) this.#held.delete(id);
+    }
     this.#stats.batches++;
     this.#stats.entries += entries.length;
     this.#stats.replies += byReply.size;
