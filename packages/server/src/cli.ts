@@ -38,6 +38,8 @@ const serveFlags = {
   prefix: { type: 'string' },
 } as const;
 
+const formatDelay = (delay: number | 'auto'): string => (delay === 'auto' ? 'auto' : `${delay} ms`);
+
 async function serve(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: serveFlags, strict: true });
   const options = {
@@ -72,15 +74,6 @@ async function serve(argv: string[]): Promise<void> {
   const input = signature.inputs[0];
   const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;
   const example = JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
-  process.stdout.write(
-    `batched-fn serving model "${name}" on ${server.url} ` +
-      (options.redis === undefined
-        ? `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${options.maxDelay ?? SERVE_DEFAULTS.maxDelay} ms, ` +
-          `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n`
-        : `(batches run by remote workers through Redis)\n`) +
-      `Try it:\n  curl -s ${server.url}/v2/models/${name}/infer -H 'content-type: application/json' -d '${example}'\n` +
-      `Metrics: ${server.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
-  );
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -94,8 +87,18 @@ async function serve(argv: string[]): Promise<void> {
       },
     );
   };
+  // Handlers go in before the banner: a supervisor may signal the moment it reads it.
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  process.stdout.write(
+    `batched-fn serving model "${name}" on ${server.url} ` +
+      (options.redis === undefined
+        ? `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${formatDelay(options.maxDelay ?? SERVE_DEFAULTS.maxDelay)}, ` +
+          `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n`
+        : `(batches run by remote workers through Redis)\n`) +
+      `Try it:\n  curl -s ${server.url}/v2/models/${name}/infer -H 'content-type: application/json' -d '${example}'\n` +
+      `Metrics: ${server.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
+  );
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -54,7 +54,6 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
     signature: model.signature,
     ...(claimIdleMs === undefined ? {} : { claimIdleMs }),
   });
-  process.stdout.write(`batched-fn worker ready: model "${model.name}" from ${redis.replace(/\/\/[^@]*@/, '//***@')}, ${workers} worker thread(s), max batch ${maxBatchSize}\n`);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -67,6 +66,8 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
       process.exit(0);
     })();
   };
+  // Handlers go in before "ready" is printed: a supervisor may signal the moment it reads it.
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  process.stdout.write(`batched-fn worker ready: model "${model.name}" from ${redis.replace(/\/\/[^@]*@/, '//***@')}, ${workers} worker thread(s), max batch ${maxBatchSize}\n`);
 }

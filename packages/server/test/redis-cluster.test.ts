@@ -88,36 +88,80 @@ test('2 HTTP frontends and 2 workers: every request is answered correctly, and b
   expect(await Promise.all(frontends.map((f) => f.exit))).toEqual([0, 0]);
 });
 
-test('kill -9 of a worker mid-batch: every request is still answered, and each exactly once', async () => {
-  // Small batches keep both workers busy for the whole run, so the one killed holds a batch when it dies.
-  const workers = await Promise.all([worker('kill', ['--max-batch-size', '4']), worker('kill', ['--max-batch-size', '4'])]);
+test('kill -9 of a worker holding a batch: every request is still answered, and each exactly once', async () => {
+  const survivor = await worker('kill', ['--max-batch-size', '4']);
   const front = await frontend('kill');
   const url = front.match[1] as string;
-  let answered = 0;
-  let killed = false;
-  const results = await Promise.all(
-    Array.from({ length: 300 }, async (_, i) => {
+  const client = redis.client();
+  const stream = 'kill:mlp:requests';
+  const pendingOf = async (pid: number | undefined): Promise<number> => {
+    const [, , , consumers] = (await client.xpending(stream, 'workers')) as [number, string, string, [string, string][] | null];
+    return Number(consumers?.find(([name]) => name.includes(`-${pid}-`))?.[1] ?? 0);
+  };
+  // Steady load until a worker has died holding entries.
+  let loading = true;
+  const responses: { i: number; status: number; data: number[] }[] = [];
+  const clients = Array.from({ length: 16 }, async (_, c) => {
+    for (let k = 0; loading; k++) {
+      const i = c * 100_000 + k;
       const response = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(i)));
-      if (++answered === 100 && !killed) {
-        killed = true;
-        workers[0]?.child.kill('SIGKILL');
-      }
-      return { i, response };
-    }),
-  );
-  expect(killed).toBe(true);
-  expect(results.map((r) => r.response.status)).toEqual(Array(300).fill(200));
-  for (const { i, response } of results.slice(0, 20)) {
+      responses.push({ i, status: response.status, data: response.body.outputs?.[0]?.data ?? [] });
+    }
+  });
+  // The kill races the victim finishing its batch; retry with a fresh victim until it dies holding some.
+  let orphaned = 0;
+  for (let attempt = 0; attempt < 5 && orphaned === 0; attempt++) {
+    const victim = await worker('kill', ['--max-batch-size', '4']);
+    while ((await pendingOf(victim.child.pid)) === 0) await new Promise((resolve) => setTimeout(resolve, 1));
+    victim.child.kill('SIGKILL');
+    await victim.exit;
+    orphaned = await pendingOf(victim.child.pid);
+  }
+  expect(orphaned).toBeGreaterThan(0);
+  await new Promise((resolve) => setTimeout(resolve, 1500)); // past the 500 ms claim-idle: the orphans must be reclaimed
+  loading = false;
+  await Promise.all(clients);
+  expect(responses.length).toBeGreaterThan(100);
+  expect(responses.filter((r) => r.status !== 200)).toEqual([]);
+  for (const { i, data } of responses.slice(0, 10)) {
     const expected = await direct(i);
-    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    data.forEach((v, j) => expect(v).toBeCloseTo(expected[j] as number, 4));
   }
   const metrics = await (await fetch(`${url}/metrics`)).text();
-  expect(metrics).toContain('batched_fn_requests_total{model="mlp",status="200"} 300');
-  workers[1]?.child.kill('SIGTERM');
-  expect(await workers[1]?.exit).toBe(0);
-  const survivor = JSON.parse(/stats (\{.*\})/.exec(workers[1]?.output() ?? '')?.[1] ?? '{}');
-  // The survivor took over what the dead worker held: proof the kill landed mid-batch.
-  expect(survivor.reclaimed).toBeGreaterThan(0);
+  expect(metrics).toContain(`batched_fn_requests_total{model="mlp",status="200"} ${responses.length}`);
+  survivor.child.kill('SIGTERM');
+  expect(await survivor.exit).toBe(0);
+  const stats = JSON.parse(/stats (\{.*\})/.exec(survivor.output())?.[1] ?? '{}');
+  // The survivor took over exactly what the dead worker held, and answered it.
+  expect(stats.reclaimed).toBeGreaterThanOrEqual(orphaned);
+  client.disconnect();
+  front.child.kill('SIGTERM');
+  expect(await front.exit).toBe(0);
+});
+
+test('through Redis the HTTP statuses stay the same: 503 with Retry-After at the queue cap, 504 at the deadline, 400 for bad input', async () => {
+  // A worker registers the model and leaves: its signature stays, and nothing consumes the stream.
+  const registered = await worker('statuses');
+  registered.child.kill('SIGTERM');
+  expect(await registered.exit).toBe(0);
+  const front = await start(['serve', '--redis', redis.url, '--port', '0', '--prefix', 'statuses', '--queue-cap', '2'], / on (http:\/\/127\.0\.0\.1:\d+)/);
+  const url = `${front.match[1]}/v2/models/mlp/infer`;
+  const body = (extra: Record<string, unknown> = {}) => jsonRequest('input', [1, 256], 'FP32', row(1), extra);
+  const deadline = await postJson(url, body({ parameters: { timeout: 100 } }));
+  expect(deadline.status).toBe(504);
+  expect(deadline.body.error).toMatch(/^ERR_TIMEOUT/);
+  const held = [postJson(url, body()), postJson(url, body())];
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const shed = await postJson(url, body());
+  expect(shed.status).toBe(503);
+  expect(shed.headers.get('retry-after')).toBe('1');
+  expect(shed.body.error).toMatch(/^ERR_QUEUE_FULL/);
+  const bad = await postJson(url, jsonRequest('input', [1, 3], 'FP32', [1, 2, 3]));
+  expect(bad).toMatchObject({ status: 400, body: { error: 'Input `input`: dimension 1 is 3, the model expects 256 (shape [-1,256])' } });
+  // A worker arrives and answers the two that waited.
+  const late = await worker('statuses');
+  expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
+  late.child.kill('SIGTERM');
   front.child.kill('SIGTERM');
   expect(await front.exit).toBe(0);
 });
