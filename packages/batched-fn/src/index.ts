@@ -25,3 +25,10 @@ export { batchChannel } from './batcher.js';
 /** For adapters that implement the BatchedFn interface elsewhere (such as @batched-fn/redis): the same counters and windows. */
 export { StatsRecorder } from './stats-recorder.js';
 export { move } from './transfer.js';
+/**
+ * The scheduling building blocks behind `maxDelay: 'auto'`, for batchers built
+ * outside the core (such as @batched-fn/redis's remote workers).
+ */
+export { AdaptivePolicy } from './policy/adaptive.js';
+export { ArrivalRate, CostModel } from './policy/cost-model.js';
+export type { LaneView, PumpTrigger, SchedulingPolicy } from './policy/types.js';

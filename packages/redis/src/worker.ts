@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import type { BatchedFn } from 'batched-fn';
+import { AdaptivePolicy, ArrivalRate, type BatchedFn, CostModel } from 'batched-fn';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
@@ -13,8 +13,13 @@ export interface RemoteWorkerOptions<I, O> {
   predict: BatchedFn<I, O>;
   /** Most requests read into one batch. @default 64 */
   maxBatchSize?: number;
-  /** Window counted from the oldest entry's arrival (its stream ID time). @default 2 */
-  maxDelay?: number;
+  /**
+   * Window counted from the oldest entry's arrival (its stream ID time), or
+   * 'auto': learn the batch cost and wait only while waiting pays, as the
+   * core's `maxDelay: 'auto'` does.
+   * @default 'auto'
+   */
+  maxDelay?: number | 'auto';
   /** Batches read and run at once; give it the local batcher's worker count. @default 1 */
   concurrency?: number;
   /** Entries another worker has held this long without answering are taken over. @default 30000 */
@@ -80,9 +85,13 @@ export class RemoteWorker<I, O> {
   #loops: Promise<void>[] = [];
   #claimTimer: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
+  readonly #cost = new CostModel();
+  readonly #arrivals = new ArrivalRate();
+  readonly #policy: AdaptivePolicy | undefined;
 
   constructor(options: RemoteWorkerOptions<I, O>) {
-    this.#options = { maxBatchSize: 64, maxDelay: 2, concurrency: 1, claimIdleMs: 30_000, ...options };
+    this.#options = { maxBatchSize: 64, maxDelay: 'auto', concurrency: 1, claimIdleMs: 30_000, ...options };
+    this.#policy = this.#options.maxDelay === 'auto' ? new AdaptivePolicy(this.#cost, this.#arrivals, undefined) : undefined;
     this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
     this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   }
@@ -154,20 +163,41 @@ export class RemoteWorker<I, O> {
     const entries = this.#reclaimed.splice(0, max);
     if (entries.length === 0) entries.push(...(await this.#read(reader, max, 500)));
     if (entries.length === 0) return entries;
+    this.#arrivals.add(entries.length, performance.now());
     const oldest = Math.min(...entries.map((e) => arrivalOf(e.entryId)));
     while (entries.length < max && !this.#stopping) {
-      const remaining = oldest + this.#options.maxDelay - Date.now();
-      if (remaining <= 0) break;
+      const wake = this.#wakeAt(entries, oldest);
+      if (wake === undefined) break;
       const more = await this.#read(reader, max - entries.length, undefined);
-      if (more.length > 0) entries.push(...more);
-      else await new Promise((resolve) => setTimeout(resolve, Math.min(1, remaining)));
+      if (more.length > 0) {
+        entries.push(...more);
+        this.#arrivals.add(more.length, performance.now());
+      } else {
+        await new Promise((resolve) => setTimeout(resolve, Math.min(1, wake)));
+      }
     }
     return entries;
   }
 
+  /**
+   * How long to keep filling, in ms from now, or undefined to send at once.
+   * The entries' arrival is Redis's clock (epoch ms in the stream ID); the
+   * policy works on this process's monotonic clock, so it is converted here.
+   */
+  #wakeAt(entries: Entry[], oldestEpoch: number): number | undefined {
+    if (this.#policy === undefined) {
+      const remaining = oldestEpoch + (this.#options.maxDelay as number) - Date.now();
+      return remaining > 0 ? remaining : undefined;
+    }
+    const t = performance.now();
+    const oldestArrival = t - (Date.now() - oldestEpoch);
+    const decision = this.#policy.decide({ rows: entries.length, oldestArrival, maxRows: this.#options.maxBatchSize }, t, 'arrival');
+    return typeof decision === 'number' ? Math.max(0, decision - t) : undefined;
+  }
+
   async #run(entries: Entry[]): Promise<void> {
-    const started = Date.now();
-    const maxWaitMs = started - Math.min(...entries.map((e) => arrivalOf(e.entryId)));
+    const started = performance.now();
+    const maxWaitMs = Date.now() - Math.min(...entries.map((e) => arrivalOf(e.entryId)));
     const outcomes = await Promise.all(
       entries.map(async (entry): Promise<WireResult> => {
         if (entry.deadline > 0 && entry.deadline <= Date.now()) {
@@ -181,11 +211,14 @@ export class RemoteWorker<I, O> {
         }
       }),
     );
+    const execMs = performance.now() - started;
+    const rows = entries.reduce((sum, e) => sum + e.rows, 0);
+    this.#cost.observe(entries.length, execMs);
     const batch = {
-      rows: entries.reduce((sum, e) => sum + e.rows, 0),
+      rows,
       items: entries.length,
-      reason: entries.length >= this.#options.maxBatchSize ? 'full' : 'delay',
-      execMs: Date.now() - started,
+      reason: entries.length >= this.#options.maxBatchSize ? 'full' : this.#policy === undefined ? 'delay' : 'adaptive',
+      execMs,
       maxWaitMs,
     };
     // One reply per frontend per batch, then ack and delete: answered entries leave the stream.

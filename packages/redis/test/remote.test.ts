@@ -23,7 +23,7 @@ interface Seen {
   batches: number[][];
 }
 
-async function worker(options: { maxBatchSize?: number; maxDelay?: number; claimIdleMs?: number; handlerDelay?: number; seen?: Seen } = {}): Promise<RemoteWorker<number, number>> {
+async function worker(options: { maxBatchSize?: number; maxDelay?: number | 'auto'; claimIdleMs?: number; handlerDelay?: number; seen?: Seen } = {}): Promise<RemoteWorker<number, number>> {
   const seen = options.seen;
   const local: BatchedFn<number, number> = batchedFn({
     handler: async (batch: number[]) => {
@@ -200,4 +200,26 @@ test('close() waits for answers already on their way, but not forever', async ()
   await orphaned.close();
   expect(performance.now() - started).toBeGreaterThanOrEqual(150);
   expect(await lost).toMatchObject({ code: 'ERR_CLOSED', message: 'Closed before an answer came back (waited 200 ms): is any worker running?' });
+});
+
+test("maxDelay 'auto' on the worker sends a lone request at once; a fixed window holds it", async () => {
+  nextPrefix();
+  await worker({ maxDelay: 300 });
+  const windowed = frontend();
+  await windowed.ready();
+  let started = performance.now();
+  expect(await windowed(1)).toBe(2);
+  expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+  for (const step of cleanup.splice(0).reverse()) await step();
+
+  nextPrefix();
+  await worker({ maxDelay: 'auto' });
+  const adaptive = frontend();
+  await adaptive.ready();
+  for (let i = 0; i < 10; i++) {
+    started = performance.now();
+    expect(await adaptive(i)).toBe(i * 2);
+    expect(performance.now() - started).toBeLessThan(150);
+  }
+  expect(adaptive.stats.dispatchReasons.adaptive).toBe(10);
 });

@@ -14,7 +14,7 @@ const USAGE = `Usage:
                    [--rows 1] [--compare URL] [--out DIR]
                    [--redis redis://HOST:PORT [--prefix bfn]]   (forward to remote workers instead of a local model)
   batched-fn worker --redis redis://HOST:PORT [--model file.onnx] [--name NAME] [--prefix bfn]
-                   [--max-batch-size 64] [--max-delay 2] [--workers 1] [--threads 2] [--claim-idle 30000]
+                   [--max-batch-size 64] [--max-delay MS|auto] [--workers 1] [--threads 2] [--claim-idle 30000]
   batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
 `;
 

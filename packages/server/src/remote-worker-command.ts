@@ -49,7 +49,7 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
     ...(prefix === undefined ? {} : { prefix }),
     predict: model.batcher,
     maxBatchSize,
-    maxDelay: numberFlag(values, 'max-delay', 0) ?? 2,
+    maxDelay: values['max-delay'] === 'auto' || values['max-delay'] === undefined ? ('auto' as const) : (numberFlag(values, 'max-delay', 0) as number),
     concurrency: workers,
     signature: model.signature,
     ...(claimIdleMs === undefined ? {} : { claimIdleMs }),
