@@ -6,6 +6,7 @@ import { WorkerPoolExecutor } from './executor/worker-pool.js';
 import {
   type BatchedFnOptions,
   type CallOptions,
+  type CloseOptions,
   DEFAULTS,
   describeValue,
   expectFunction,
@@ -24,8 +25,11 @@ export interface BatchedFn<I, O> {
   readonly stats: BatchedFnStats;
   /** Builds the context (and starts workers) now instead of before the first batch. */
   ready(): Promise<void>;
-  /** Stops intake, finishes queued and running batches, releases workers, then resolves. */
-  close(): Promise<void>;
+  /**
+   * Stops intake, finishes queued and running batches, releases workers, then resolves. With
+   * `timeout` (ms), whatever is left when it is up is destroyed with ERR_CLOSED.
+   */
+  close(options?: CloseOptions): Promise<void>;
   /** Rejects everything queued or running at once (with `reason`, or `ERR_CLOSED`) and stops workers. */
   destroy(reason?: unknown): void;
   /** Changes tunables while running; validated like the constructor's options, effective from the next batch. */
@@ -50,6 +54,7 @@ const KNOWN_OPTIONS = new Set([
   'preferredBatchSizes',
   'pad',
   'name',
+  'batchTimeout',
 ]);
 
 function toModuleUrl(worker: unknown): URL {
@@ -111,7 +116,7 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
   Object.defineProperties(predict, {
     stats: { get: () => batcher.stats, enumerable: true },
     ready: { value: () => batcher.ready() },
-    close: { value: () => batcher.close() },
+    close: { value: (closeOptions?: CloseOptions) => batcher.close(closeOptions) },
     destroy: { value: (reason?: unknown) => batcher.destroy(reason) },
     configure: { value: (runtime: RuntimeOptions) => batcher.configure(runtime) },
   });

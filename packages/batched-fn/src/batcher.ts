@@ -3,16 +3,19 @@ import { CallHandle, onCallTimeout, QUEUED, RUNNING } from './call-handle.js';
 import {
   BatchedFnError,
   BatchSizeMismatchError,
+  BatchTimeoutError,
   ClosedError,
   ItemTooLargeError,
   QueueFullError,
   TimeoutError,
 } from './errors.js';
-import type { Executor, Outputs } from './executor/types.js';
+import type { Executor } from './executor/types.js';
 import { Lane } from './lane.js';
 import {
   type CallOptions,
+  type CloseOptions,
   describeValue,
+  expectDuration,
   type ResolvedBatchingOptions,
   type RuntimeOptions,
   validateCallOptions,
@@ -42,6 +45,10 @@ class RunningBatch<I, O> implements BatchBuilder<I, O> {
   maxWait = 0;
   /** Inputs handed to the handler, filler included, when `pad` grew the batch. */
   padded = 0;
+  /** What the executor was given (the padded inputs, with `pad`): identifies the run to abandon. */
+  sent: I[] | undefined = undefined;
+  /** Armed with `batchTimeout`. */
+  timer: ReturnType<typeof setTimeout> | undefined = undefined;
   readonly reason: DispatchReason;
   readonly started: number;
 
@@ -90,6 +97,21 @@ function isOutputArray(value: unknown): value is ArrayLike<unknown> {
   return Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
 }
 
+/** Taken once, so a promise whose own `then` was replaced cannot throw into the dispatcher. */
+const promiseThen = Promise.prototype.then;
+
+function onBatchTimeout<I, O>(batcher: Batcher<I, O>, batch: RunningBatch<I, O>): void {
+  batch.timer = undefined;
+  batcher.timeOut(batch);
+}
+
+function validateCloseOptions(options: CloseOptions): void {
+  if (typeof options !== 'object' || options === null) {
+    throw new TypeError(`Expected close options to be an object, got ${describeValue(options)}`);
+  }
+  if (options.timeout !== undefined) expectDuration('timeout', options.timeout);
+}
+
 /**
  * The queue and the dispatcher. Calls wait in lanes (one, or one per batch
  * key); a pump decides when a lane's head becomes a batch and hands it to the
@@ -108,6 +130,7 @@ export class Batcher<I, O> {
   readonly #preferred: number[] | undefined;
   readonly #pad: ((batch: I[], targetRows: number) => I[]) | undefined;
   readonly #latencyTarget: number | undefined;
+  readonly #batchTimeout: number | undefined;
   #maxBatchSize: number;
   #channelCap: number;
   #concurrency: number;
@@ -149,6 +172,7 @@ export class Batcher<I, O> {
     this.#preferred = options.preferredBatchSizes;
     this.#pad = options.pad;
     this.#latencyTarget = options.latencyTarget;
+    this.#batchTimeout = options.batchTimeout;
     this.#maxBatchSize = options.maxBatchSize;
     this.#channelCap = options.channelCap;
     this.#concurrency = options.concurrency;
@@ -276,7 +300,18 @@ export class Batcher<I, O> {
     return this.#executor.ready();
   }
 
-  close(): Promise<void> {
+  /**
+   * Stops intake and drains. With `timeout`, whatever is still queued or running when it is up
+   * is destroyed (ERR_CLOSED), so a hung handler cannot hold shutdown forever.
+   */
+  close(options?: CloseOptions): Promise<void> {
+    if (options !== undefined) {
+      try {
+        validateCloseOptions(options);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    }
     if (this.#closed === undefined) {
       this.#closing = true;
       const idle = new Promise<void>((resolve) => {
@@ -285,6 +320,12 @@ export class Batcher<I, O> {
       this.#closed = idle.then(() => this.#executor.close());
       this.#schedulePump();
       this.#resolveIfIdle();
+    }
+    const limit = options?.timeout;
+    if (limit !== undefined && !this.#destroyed) {
+      const timer = setTimeout(() => this.destroy(new ClosedError(`close() timed out after ${limit} ms; calls still queued or running were rejected`)), limit);
+      const clear = (): void => clearTimeout(timer);
+      this.#closed.then(clear, clear);
     }
     return this.#closed;
   }
@@ -311,7 +352,12 @@ export class Batcher<I, O> {
     this.#lanes?.clear();
     this.#queuedItems = 0;
     this.#queuedRows = 0;
+    // Running batches are released too: a late result finds its batch gone and is neither
+    // delivered nor reported, and a handler that never settles holds nothing.
     for (const batch of this.#running) {
+      if (batch.timer !== undefined) clearTimeout(batch.timer);
+      batch.timer = undefined;
+      this.#inFlightItems -= batch.resolvers.length;
       const { resolvers, handles } = batch;
       for (let i = 0; i < resolvers.length; i++) {
         const resolve = resolvers[i];
@@ -321,6 +367,7 @@ export class Batcher<I, O> {
         this.#fail(resolve, error, key);
       }
     }
+    this.#running.clear();
     this.#executor.destroy(error);
     const onIdle = this.#onIdle;
     this.#onIdle = undefined;
@@ -476,21 +523,32 @@ export class Batcher<I, O> {
         batch.padded = inputs.length;
       }
     }
-    let result: Outputs<O> | Promise<Outputs<O>>;
+    batch.sent = inputs;
+    if (this.#batchTimeout !== undefined) batch.timer = setTimeout(onBatchTimeout, this.#batchTimeout, this, batch);
+    let result: unknown;
     try {
       result = this.#executor.run(inputs);
     } catch (error) {
       this.#finish(batch, undefined, error, true);
       return;
     }
-    if (result !== null && typeof (result as Promise<Outputs<O>>)?.then === 'function') {
-      (result as Promise<Outputs<O>>).then(
-        (outputs) => this.#finish(batch, outputs, undefined, false),
-        (error: unknown) => this.#finish(batch, undefined, error, true),
-      );
-    } else {
-      this.#finish(batch, result as Outputs<O>, undefined, false);
+    if (isOutputArray(result)) {
+      this.#finish(batch, result, undefined, false);
+      return;
     }
+    const ok = (outputs: unknown): void => this.#finish(batch, outputs, undefined, false);
+    const fail = (error: unknown): void => this.#finish(batch, undefined, error, true);
+    // Anything else is adopted as a promise would adopt it: a thenable whose `then` throws, or
+    // resolves twice, settles the batch once and never throws here; a plain value is a mismatch.
+    if (result instanceof Promise) promiseThen.call(result, ok, fail);
+    else promiseThen.call(Promise.resolve(result), ok, fail);
+  }
+
+  /** `batchTimeout` passed: free the runner, then fail the batch's callers; a late result is dropped. */
+  timeOut(batch: RunningBatch<I, O>): void {
+    if (!this.#running.has(batch)) return;
+    this.#executor.abandon(batch.sent as I[]);
+    this.#finish(batch, undefined, new BatchTimeoutError(this.#batchTimeout as number), true);
   }
 
   /** Only reachable after configure() lowered maxBatchSize below calls already queued. */
@@ -559,7 +617,8 @@ export class Batcher<I, O> {
   }
 
   #finish(batch: RunningBatch<I, O>, outputs: unknown, error: unknown, failed: boolean): void {
-    if (!this.#running.delete(batch)) return; // destroy() already released these callers
+    if (!this.#running.delete(batch)) return; // destroy() or batchTimeout already released these callers
+    if (batch.timer !== undefined) clearTimeout(batch.timer);
     const execMs = now() - batch.started;
     const { resolvers, handles } = batch;
     const size = resolvers.length;

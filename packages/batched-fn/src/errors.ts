@@ -9,7 +9,8 @@ export type BatchedFnErrorCode =
   | 'ERR_BATCH_SIZE_MISMATCH'
   | 'ERR_ITEM_TOO_LARGE'
   | 'ERR_WORKER_EXITED'
-  | 'ERR_UNAVAILABLE';
+  | 'ERR_UNAVAILABLE'
+  | 'ERR_BATCH_TIMEOUT';
 
 export class BatchedFnError extends Error {
   readonly code: BatchedFnErrorCode;
@@ -114,5 +115,19 @@ export class UnavailableError extends BatchedFnError {
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_UNAVAILABLE', message, options);
     this.name = 'UnavailableError';
+  }
+}
+
+/**
+ * The batch holding this call ran longer than `batchTimeout`. In worker mode the worker was
+ * terminated and restarted; inline, the batch's slot was freed and its late result is dropped.
+ */
+export class BatchTimeoutError extends BatchedFnError {
+  readonly batchTimeout: number;
+
+  constructor(batchTimeout: number) {
+    super('ERR_BATCH_TIMEOUT', `The batch holding this call ran longer than batchTimeout=${batchTimeout} ms`);
+    this.name = 'BatchTimeoutError';
+    this.batchTimeout = batchTimeout;
   }
 }

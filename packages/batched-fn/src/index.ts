@@ -3,6 +3,7 @@ export {
   BatchedFnError,
   type BatchedFnErrorCode,
   BatchSizeMismatchError,
+  BatchTimeoutError,
   ClosedError,
   ItemTooLargeError,
   QueueFullError,
@@ -14,12 +15,13 @@ export type {
   BatchedFnOptions,
   BatchingOptions,
   CallOptions,
+  CloseOptions,
   Handler,
   InlineOptions,
   RuntimeOptions,
   WorkerOptions,
 } from './options.js';
-export { DEFAULTS } from './options.js';
+export { DEFAULTS, MAX_TIMER_MS } from './options.js';
 export type { BatchedFnStats, BatchInfo, DispatchReason, Percentiles, WorkerStats } from './stats.js';
 export { batchChannel } from './batcher.js';
 /** For adapters that implement the BatchedFn interface elsewhere (such as @batched-fn/redis): the same counters and windows. */

@@ -59,6 +59,12 @@ export interface BatchingOptions<I> {
   onBatch?: (info: BatchInfo) => void;
   /** Shows up in error messages, stats and diagnostics events. */
   name?: string;
+  /**
+   * Longest a batch may run, in ms. A batch running longer rejects its callers with
+   * `ERR_BATCH_TIMEOUT`; in worker mode its worker is terminated and restarted, inline its slot is
+   * freed and the late result dropped (an inline handler cannot be stopped).
+   */
+  batchTimeout?: number;
 }
 
 /** Run the handler on this thread: async handlers, remote GPUs, cheap models. */
@@ -123,6 +129,7 @@ export interface ResolvedBatchingOptions<I> {
   size: ((input: I) => number) | undefined;
   onBatch: ((info: BatchInfo) => void) | undefined;
   name: string;
+  batchTimeout: number | undefined;
 }
 
 function describe(value: unknown): string {
@@ -155,9 +162,27 @@ export function expectFunction(name: string, value: unknown): void {
   if (typeof value !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(value)}`);
 }
 
+/**
+ * Longest delay a Node timer honours: `setTimeout` clamps anything longer to 1 ms (and warns), so a
+ * longer duration would fire at once. Every duration option and call option is held to it.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/** A duration in ms that one timer can hold: from 0 (or above 0) up to MAX_TIMER_MS. */
+export function expectDuration(name: string, value: unknown, above: 0 | undefined = undefined, suffix = ''): number {
+  const rule = `a number of milliseconds ${above === undefined ? 'from 0' : 'above 0'} to ${MAX_TIMER_MS}${suffix}`;
+  return expectNumber(name, value, rule, (n) => (above === undefined ? n >= 0 : n > 0) && n <= MAX_TIMER_MS);
+}
+
 export function validateMaxDelay(value: unknown): number | 'auto' {
   if (value === 'auto') return value;
-  return expectNumber('maxDelay', value, "a finite number of milliseconds from 0 and up, or 'auto'", (n) => Number.isFinite(n) && n >= 0);
+  return expectDuration('maxDelay', value, undefined, ", or 'auto'");
+}
+
+/** Options of `close()`. */
+export interface CloseOptions {
+  /** Milliseconds to let queued and running batches finish; what is left then is destroyed. */
+  timeout?: number;
 }
 
 /** The options `configure()` may change while the batcher runs. */
@@ -185,9 +210,8 @@ export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultCo
   if (options.name !== undefined && typeof options.name !== 'string') {
     throw new TypeError(`Expected \`name\` to be a string, got ${describe(options.name)}`);
   }
-  if (options.latencyTarget !== undefined) {
-    expectNumber('latencyTarget', options.latencyTarget, 'a finite number of milliseconds above 0', (n) => Number.isFinite(n) && n > 0);
-  }
+  if (options.latencyTarget !== undefined) expectDuration('latencyTarget', options.latencyTarget, 0);
+  if (options.batchTimeout !== undefined) expectDuration('batchTimeout', options.batchTimeout, 0);
   if (options.batchKey !== undefined) expectFunction('batchKey', options.batchKey);
   if (options.pad !== undefined) expectFunction('pad', options.pad);
   let preferred: number[] | undefined;
@@ -214,6 +238,7 @@ export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultCo
     size: options.size,
     onBatch: options.onBatch,
     name: options.name ?? 'batched-fn',
+    batchTimeout: options.batchTimeout,
   };
 }
 
@@ -221,9 +246,7 @@ export function validateCallOptions(options: CallOptions): void {
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(`Expected call options to be an object, got ${describe(options)}`);
   }
-  if (options.timeout !== undefined) {
-    expectNumber('timeout', options.timeout, 'a finite number of milliseconds from 0 and up', (n) => Number.isFinite(n) && n >= 0);
-  }
+  if (options.timeout !== undefined) expectDuration('timeout', options.timeout);
   if (options.priority !== undefined) {
     expectNumber('priority', options.priority, 'a finite number', (n) => Number.isFinite(n));
   }

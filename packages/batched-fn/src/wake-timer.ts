@@ -1,3 +1,5 @@
+import { MAX_TIMER_MS } from './options.js';
+
 const now = (): number => performance.now();
 
 /**
@@ -29,7 +31,8 @@ export class WakeTimer {
     this.disarm();
     this.#due = due;
     const delay = due - now();
-    if (delay >= 1) this.#timer = setTimeout(this.#fire, delay);
+    // Longer than one timer can hold: wake at the limit; the pump then judges again and re-arms.
+    if (delay >= 1) this.#timer = setTimeout(this.#fire, Math.min(delay, MAX_TIMER_MS));
     else this.#immediate = setImmediate(this.#fire);
   }
 

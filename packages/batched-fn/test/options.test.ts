@@ -11,9 +11,9 @@ describe('option validation names the option, the rule and the value', () => {
     ['maxBatchSize Infinity', { maxBatchSize: Infinity }, RangeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `Infinity` (number)'],
     ['maxBatchSize "8"', { maxBatchSize: '8' }, TypeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `"8"` (string)'],
     ['maxBatchSize NaN', { maxBatchSize: NaN }, TypeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `NaN` (number)'],
-    ['maxDelay -1', { maxDelay: -1 }, RangeError, 'Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or \'auto\', got `-1` (number)'],
-    ['maxDelay Infinity', { maxDelay: Infinity }, RangeError, "Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `Infinity` (number)"],
-    ['maxDelay null', { maxDelay: null }, TypeError, "Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `null`"],
+    ['maxDelay -1', { maxDelay: -1 }, RangeError, 'Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or \'auto\', got `-1` (number)'],
+    ['maxDelay Infinity', { maxDelay: Infinity }, RangeError, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `Infinity` (number)"],
+    ['maxDelay null', { maxDelay: null }, TypeError, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `null`"],
     ['channelCap 0', { channelCap: 0 }, RangeError, 'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `0` (number)'],
     ['channelCap 1.5', { channelCap: 1.5 }, RangeError, 'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `1.5` (number)'],
     ['concurrency 0', { concurrency: 0 }, RangeError, 'Expected `concurrency` to be an integer from 1 and up, got `0` (number)'],
@@ -23,9 +23,9 @@ describe('option validation names the option, the rule and the value', () => {
     ['name not a string', { name: 7 }, TypeError, 'Expected `name` to be a string, got `7` (number)'],
     ['context not a function', { context: 'model' }, TypeError, 'Expected `context` to be a function, got `"model"` (string)'],
     ['unknown key', { maxbatchsize: 4 }, TypeError, 'Unknown option `maxbatchsize`'],
-    ['maxDelay "auto-ish"', { maxDelay: 'automatic' }, TypeError, "Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `\"automatic\"` (string)"],
-    ['latencyTarget 0', { latencyTarget: 0 }, RangeError, 'Expected `latencyTarget` to be a finite number of milliseconds above 0, got `0` (number)'],
-    ['latencyTarget "5"', { latencyTarget: '5' }, TypeError, 'Expected `latencyTarget` to be a finite number of milliseconds above 0, got `"5"` (string)'],
+    ['maxDelay "auto-ish"', { maxDelay: 'automatic' }, TypeError, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `\"automatic\"` (string)"],
+    ['latencyTarget 0', { latencyTarget: 0 }, RangeError, 'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `0` (number)'],
+    ['latencyTarget "5"', { latencyTarget: '5' }, TypeError, 'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `"5"` (string)'],
     ['batchKey not a function', { batchKey: 'model' }, TypeError, 'Expected `batchKey` to be a function, got `"model"` (string)'],
     ['pad not a function', { pad: true }, TypeError, 'Expected `pad` to be a function, got `true` (boolean)'],
     ['preferredBatchSizes not an array', { preferredBatchSizes: 8 }, TypeError, 'Expected `preferredBatchSizes` to be a non-empty array of integers, got `8` (number)'],
@@ -68,7 +68,7 @@ describe('option validation names the option, the rule and the value', () => {
     expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(TypeError);
     expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(/^Expected `workerData` to be structured-cloneable/);
     expect(() => batchedFn({ worker: 'm.js', maxDelay: -5 })).toThrow(
-      new RangeError("Expected `maxDelay` to be a finite number of milliseconds from 0 and up, or 'auto', got `-5` (number)"),
+      new RangeError("Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `-5` (number)"),
     );
   });
 });
@@ -81,7 +81,7 @@ describe('call options are validated per call and reject, never throw', () => {
       result = predict(1, { timeout: -1 });
     }).not.toThrow();
     await expect(result).rejects.toThrow(
-      new RangeError('Expected `timeout` to be a finite number of milliseconds from 0 and up, got `-1` (number)'),
+      new RangeError('Expected `timeout` to be a number of milliseconds from 0 to 2147483647, got `-1` (number)'),
     );
     await expect(predict(1, { timeout: 'soon' as never })).rejects.toBeInstanceOf(TypeError);
   });

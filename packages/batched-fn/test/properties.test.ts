@@ -5,7 +5,7 @@ import { advance, flush, track, useFakeClock } from './helpers.js';
 
 useFakeClock();
 
-type Fault = 'ok' | 'throw' | 'reject' | 'short' | 'slot-error';
+type Fault = 'ok' | 'throw' | 'reject' | 'short' | 'slot-error' | 'thenable-throws' | 'thenable-twice' | 'never';
 
 interface Input {
   id: number;
@@ -29,7 +29,10 @@ const scenario = fc.record({
   maxDelay: fc.integer({ min: 0, max: 20 }),
   channelCap: fc.oneof(fc.constant(Number.POSITIVE_INFINITY), fc.integer({ min: 1, max: 12 })),
   concurrency: fc.integer({ min: 1, max: 3 }),
-  faults: fc.array(fc.constantFrom<Fault>('ok', 'ok', 'ok', 'throw', 'reject', 'short', 'slot-error'), { minLength: 1, maxLength: 8 }),
+  faults: fc.array(
+    fc.constantFrom<Fault>('ok', 'ok', 'ok', 'throw', 'reject', 'short', 'slot-error', 'thenable-throws', 'thenable-twice', 'never'),
+    { minLength: 1, maxLength: 8 },
+  ),
   costs: fc.array(fc.integer({ min: 0, max: 25 }), { minLength: 1, maxLength: 8 }),
   ops: fc.array(fc.oneof({ weight: 5, arbitrary: callOp }, { weight: 3, arbitrary: waitOp }, { weight: 1, arbitrary: configureOp }), {
     maxLength: 60,
@@ -63,6 +66,13 @@ test('random schedules: every call settles exactly once, batches respect the lim
           if (fault === 'reject') return Promise.reject(new Error('handler rejected'));
           if (fault === 'short') return batch.slice(1).map((x) => x.id);
           if (fault === 'slot-error') return batch.map((x, i) => (i === 0 ? new Error('slot') : x.id));
+          // Handler results a promise would adopt, misbehaving: batchTimeout (40 ms) ends the one that never settles.
+          if (fault === 'thenable-throws') return { then: () => { throw new Error('then threw'); } } as unknown as number[];
+          if (fault === 'thenable-twice') {
+            const ids = batch.map((x) => x.id);
+            return { then: (ok: (v: number[]) => void) => { ok(ids); ok([]); } } as unknown as number[];
+          }
+          if (fault === 'never') return new Promise<number[]>(() => {});
           return batch.map((x) => x.id);
         },
         size: (x) => x.rows,
@@ -70,6 +80,7 @@ test('random schedules: every call settles exactly once, batches respect the lim
         maxDelay: s.maxDelay,
         channelCap: s.channelCap,
         concurrency: s.concurrency,
+        batchTimeout: 40,
       });
 
       for (const op of s.ops) {

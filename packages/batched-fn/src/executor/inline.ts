@@ -36,6 +36,9 @@ export class InlineExecutor<I, O, C> implements Executor<I, O> {
 
   async close(): Promise<void> {}
 
+  /** An inline handler cannot be stopped: the batcher frees its slot and drops the late result. */
+  abandon(): void {}
+
   destroy(): void {}
 
   workerStats(): [] {

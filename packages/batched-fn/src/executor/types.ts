@@ -16,6 +16,11 @@ export interface Executor<I, O> {
   ready(): Promise<void>;
   /** Called once every batch has settled; releases threads and contexts. */
   close(): Promise<void>;
+  /**
+   * The batch run with these inputs (the very array given to `run`) passed `batchTimeout`: free
+   * its runner. A worker is terminated and restarted; inline, nothing can be stopped.
+   */
+  abandon(inputs: I[]): void;
   /** Stops at once; running batches reject through their own promises. */
   destroy(reason: unknown): void;
   workerStats(): WorkerStats[];

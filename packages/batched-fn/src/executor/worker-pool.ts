@@ -24,6 +24,8 @@ export interface WorkerPoolOptions {
 interface Job {
   id: number;
   size: number;
+  /** The array the batcher handed to `run`, by identity: how `abandon` finds the job. */
+  inputs: unknown[];
   resolve: (outputs: Outputs<unknown>) => void;
   reject: (error: unknown) => void;
 }
@@ -91,13 +93,23 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
       this.#slots.find((s) => s.state === 'idle') ?? this.#slots.find((s) => s.state === 'starting');
     if (slot === undefined) return Promise.reject(new Error('batched-fn: no free worker (dispatcher bug)'));
     return new Promise<Outputs<O>>((resolve, reject) => {
-      const job: Job = { id: this.#nextJobId++, size: inputs.length, resolve: resolve as Job['resolve'], reject };
+      const job: Job = { id: this.#nextJobId++, size: inputs.length, inputs, resolve: resolve as Job['resolve'], reject };
       slot.job = job;
       slot.state = 'busy';
       slot.busySince = performance.now();
       (slot.worker as Worker).ref();
       this.#post(slot, job, inputs);
     });
+  }
+
+  /** A batch overran `batchTimeout`: its worker cannot be interrupted, so it is terminated and restarted. */
+  abandon(inputs: I[]): void {
+    const slot = this.#slots.find((s) => s.job?.inputs === inputs);
+    if (slot === undefined) return;
+    this.#failJob(slot, new Error('batched-fn: batch abandoned after batchTimeout'));
+    // No batch may go to the worker being terminated; its exit restarts it.
+    slot.state = 'restarting';
+    void slot.worker?.terminate();
   }
 
   async ready(): Promise<void> {
