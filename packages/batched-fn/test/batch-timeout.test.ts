@@ -94,5 +94,7 @@ test('worker mode: close({ timeout }) ends even when a worker never answers', as
 function useFakeClockHere(): void {
   // Fake timers only for the inline tests: worker threads run on real time.
   vi.useFakeTimers();
-  onTestFinished(() => vi.useRealTimers());
+  onTestFinished(() => {
+    vi.useRealTimers();
+  });
 }

@@ -5,17 +5,17 @@ import {
   type BatchInfo,
   type CallOptions,
   ClosedError,
-  type DispatchReason,
   QueueFullError,
   type RuntimeOptions,
   StatsRecorder,
   TimeoutError,
   UnavailableError,
 } from 'batched-fn';
+import { expectDuration, expectInteger, validateCallOptions } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
-import { decode, encode, fromWireError, type WireReply } from './wire.js';
+import { decode, encode, fromWireError, validBatch, type WireReply } from './wire.js';
 
 export interface RemoteBatchedFnOptions<I> {
   redis: RedisTarget;
@@ -93,7 +93,8 @@ class RemoteFrontend<I, O> {
     this.#options = options;
     this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
     this.#replyKey = this.#keys.reply(this.#id);
-    this.#channelCap = options.channelCap ?? Number.POSITIVE_INFINITY;
+    this.#channelCap = options.channelCap === undefined ? Number.POSITIVE_INFINITY : expectInteger('channelCap', options.channelCap, 1, true);
+    if (options.drainTimeout !== undefined) expectDuration('drainTimeout', options.drainTimeout);
   }
 
   get replyKey(): string {
@@ -127,6 +128,13 @@ class RemoteFrontend<I, O> {
   call(input: I, options?: CallOptions): Promise<O> {
     this.#stats.calls++;
     if (this.#closing) return this.#refuse(new ClosedError());
+    if (options !== undefined) {
+      try {
+        validateCallOptions(options);
+      } catch (error) {
+        return this.#refuse(error);
+      }
+    }
     if (options?.signal?.aborted) return this.#refuse(options.signal.reason, 'aborted');
     let payload: Buffer;
     let rows = 1;
@@ -198,16 +206,28 @@ class RemoteFrontend<I, O> {
     }
   }
 
+  /**
+   * A reply comes from another process: its batch figures become metric observations and its
+   * reason a label, so each is checked first. Malformed parts are dropped, never passed on.
+   */
   #deliver(reply: WireReply): void {
-    if (reply.batch !== undefined) {
-      this.#stats.recordBatch(reply.batch.rows, reply.batch.execMs);
-      this.#stats.dispatched(reply.batch.reason as DispatchReason);
-      this.#options.onBatch?.({ name: this.#options.name, ...reply.batch, reason: reply.batch.reason as DispatchReason, ok: reply.results.every((r) => r[1]) });
+    if (typeof reply !== 'object' || reply === null || !Array.isArray(reply.results)) return;
+    const batch = validBatch(reply.batch);
+    if (batch !== undefined) {
+      this.#stats.recordBatch(batch.rows, batch.execMs);
+      this.#stats.dispatched(batch.reason);
+      this.#options.onBatch?.({ name: this.#options.name, ...batch, ok: reply.results.every((r) => Array.isArray(r) && r[1] === true) });
     }
-    for (const [id, ok, value] of reply.results) {
+    for (const result of reply.results) {
+      if (!Array.isArray(result) || typeof result[0] !== 'string') continue;
+      const [id, ok, value] = result;
       if (!this.#waiting.has(id)) continue; // a duplicate from a redelivered entry, or a caller already released
-      if (ok) this.#settle(id, undefined, '', value);
-      else this.#settle(id, fromWireError(value), value.code ?? 'handler');
+      if (ok === true) this.#settle(id, undefined, '', value);
+      else {
+        const error = fromWireError(typeof value === 'object' && value !== null ? value : { name: 'Error', message: 'The worker sent a malformed error' });
+        const code = (error as { code?: unknown }).code;
+        this.#settle(id, error, typeof code === 'string' && code.startsWith('ERR_') ? code : 'handler');
+      }
     }
   }
 

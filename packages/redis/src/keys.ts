@@ -18,3 +18,9 @@ export function streamKeys(prefix: string, model: string): StreamKeys {
     reply: (frontendId) => `${prefix}:reply:${frontendId}`,
   };
 }
+
+/** A frontend's reply key under `prefix`: `{prefix}:reply:{uuid}`. Nothing else is ever written to. */
+export function replyKeyPattern(prefix: string): RegExp {
+  const escaped = prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^${escaped}:reply:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`);
+}

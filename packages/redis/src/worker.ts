@@ -1,9 +1,11 @@
 import { hostname } from 'node:os';
 import { AdaptivePolicy, ArrivalRate, type BatchedFn, CostModel } from 'batched-fn';
+import { expectDuration, expectInteger, validateMaxDelay } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
-import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
-import { decode, encode, FIELD, toWireError, type WireReply, type WireResult } from './wire.js';
+import { DEFAULT_PREFIX, GROUP, replyKeyPattern, type StreamKeys, streamKeys } from './keys.js';
+import { arrivalOf, type Entry, invalidEntry, parseEntry } from './entry.js';
+import { decode, encode, toWireError, type WireReply, type WireResult } from './wire.js';
 
 export interface RemoteWorkerOptions<I, O> {
   redis: RedisTarget;
@@ -28,6 +30,12 @@ export interface RemoteWorkerOptions<I, O> {
   signature?: unknown;
   /** Consumer name in the group; unique per process. */
   consumer?: string;
+  /**
+   * Checks one decoded payload before it joins a batch (against the model's signature, say).
+   * Whoever can write to the stream can write anything: an entry that throws here fails alone,
+   * with the thrown error, and never reaches the model or shifts its neighbours' rows.
+   */
+  validate?: (input: unknown) => void;
 }
 
 export interface RemoteWorkerStats {
@@ -36,31 +44,10 @@ export interface RemoteWorkerStats {
   expired: number;
   reclaimed: number;
   replies: number;
-}
-
-interface Entry {
-  entryId: string;
-  id: string;
-  reply: string;
-  deadline: number;
-  rows: number;
-  payload: Buffer;
-}
-
-/** Milliseconds since the epoch at which Redis appended the entry: the first half of its ID. */
-const arrivalOf = (entryId: string): number => Number(entryId.slice(0, entryId.indexOf('-')));
-
-function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
-  const values: Record<string, Buffer> = {};
-  for (let i = 0; i < fields.length; i += 2) values[(fields[i] as Buffer).toString()] = fields[i + 1] as Buffer;
-  return {
-    entryId: entryId.toString(),
-    id: values[FIELD.id]?.toString() ?? '',
-    reply: values[FIELD.reply]?.toString() ?? '',
-    deadline: Number(values[FIELD.deadline]?.toString() ?? 0),
-    rows: Number(values[FIELD.rows]?.toString() ?? 1),
-    payload: values[FIELD.payload] ?? Buffer.alloc(0),
-  };
+  /** Entries refused before joining a batch: malformed fields, an undecodable or invalid payload. */
+  invalid: number;
+  /** Entries dropped unanswered because their reply key is not one of this deployment's. */
+  unanswerable: number;
 }
 
 /**
@@ -73,10 +60,12 @@ function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
  * blocks, because arriving data wakes a blocked reader at once.
  */
 export class RemoteWorker<I, O> {
-  readonly #options: Required<Omit<RemoteWorkerOptions<I, O>, 'signature' | 'consumer' | 'prefix'>> & RemoteWorkerOptions<I, O>;
+  readonly #options: Required<Omit<RemoteWorkerOptions<I, O>, 'signature' | 'consumer' | 'prefix' | 'validate'>> & RemoteWorkerOptions<I, O>;
   readonly #keys: StreamKeys;
   readonly #consumer: string;
-  readonly #stats: RemoteWorkerStats = { batches: 0, entries: 0, expired: 0, reclaimed: 0, replies: 0 };
+  readonly #stats: RemoteWorkerStats = { batches: 0, entries: 0, expired: 0, reclaimed: 0, replies: 0, invalid: 0, unanswerable: 0 };
+  /** Replies go only to this deployment's frontends: a key from the stream is not trusted to name any other. */
+  readonly #replyKey: RegExp;
   readonly #reclaimed: Entry[] = [];
   /** Entries this worker holds (read or claimed, not yet acked): never claimed again by itself. */
   readonly #held = new Set<string>();
@@ -91,8 +80,13 @@ export class RemoteWorker<I, O> {
 
   constructor(options: RemoteWorkerOptions<I, O>) {
     this.#options = { maxBatchSize: 64, maxDelay: 'auto', concurrency: 1, claimIdleMs: 30_000, ...options };
+    expectInteger('maxBatchSize', this.#options.maxBatchSize, 1);
+    validateMaxDelay(this.#options.maxDelay);
+    expectInteger('concurrency', this.#options.concurrency, 1);
+    expectDuration('claimIdleMs', this.#options.claimIdleMs, 0);
     this.#policy = this.#options.maxDelay === 'auto' ? new AdaptivePolicy(this.#cost, this.#arrivals, undefined) : undefined;
     this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
+    this.#replyKey = replyKeyPattern(options.prefix ?? DEFAULT_PREFIX);
     this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   }
 
@@ -195,17 +189,37 @@ export class RemoteWorker<I, O> {
     return typeof decision === 'number' ? Math.max(0, decision - t) : undefined;
   }
 
-  async #run(entries: Entry[]): Promise<void> {
+  async #run(read: Entry[]): Promise<void> {
+    // An entry with a foreign reply key cannot be answered safely: it is acknowledged and dropped.
+    const entries = read.filter((entry) => this.#replyKey.test(entry.reply));
+    const dropped = read.filter((entry) => !this.#replyKey.test(entry.reply)).map((entry) => entry.entryId);
+    if (dropped.length > 0) {
+      this.#stats.unanswerable += dropped.length;
+      await this.#forget(dropped);
+    }
+    if (entries.length === 0) return;
     const started = performance.now();
     const maxWaitMs = Date.now() - Math.min(...entries.map((e) => arrivalOf(e.entryId)));
     const outcomes = await Promise.all(
       entries.map(async (entry): Promise<WireResult> => {
+        if (entry.invalid !== undefined) {
+          this.#stats.invalid++;
+          return [entry.id, false, invalidEntry(entry.invalid)];
+        }
         if (entry.deadline > 0 && entry.deadline <= Date.now()) {
           this.#stats.expired++;
           return [entry.id, false, { name: 'TimeoutError', message: 'The request expired before a worker could run it', code: 'ERR_TIMEOUT' }];
         }
+        let input: I;
         try {
-          return [entry.id, true, await this.#options.predict(decode<I>(entry.payload))];
+          input = decode<I>(entry.payload);
+          this.#options.validate?.(input);
+        } catch (error) {
+          this.#stats.invalid++;
+          return [entry.id, false, toWireError(error)];
+        }
+        try {
+          return [entry.id, true, await this.#options.predict(input)];
         } catch (error) {
           return [entry.id, false, toWireError(error)];
         }
@@ -242,6 +256,14 @@ export class RemoteWorker<I, O> {
     this.#stats.batches++;
     this.#stats.entries += entries.length;
     this.#stats.replies += byReply.size;
+  }
+
+  async #forget(ids: string[]): Promise<void> {
+    try {
+      await (this.#commands as Redis).pipeline().xack(this.#keys.requests, GROUP, ...ids).xdel(this.#keys.requests, ...ids).exec();
+    } finally {
+      for (const id of ids) this.#held.delete(id);
+    }
   }
 
   /**

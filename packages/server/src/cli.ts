@@ -2,19 +2,28 @@ import { parseArgs } from 'node:util';
 import { runBench } from './bench/command.js';
 import { runDemo } from './demo.js';
 import { runRemoteWorker } from './remote-worker-command.js';
-import { intFlag, listFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
+import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } from './cli-args.js';
+import { ModelLoadError } from './model/onnx-model.js';
 import { SERVE_DEFAULTS, startServer } from './server.js';
+import { onShutdownSignals } from './shutdown.js';
+
+/** The server could not start (a missing model file, an address it cannot bind): one line, exit 2. */
+class StartupError extends Error {
+  override name = 'StartupError';
+}
 
 const USAGE = `Usage:
   batched-fn serve [--model file.onnx] [--name NAME] [--host ${SERVE_DEFAULTS.host}] [--port ${SERVE_DEFAULTS.port}]
                    [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay MS|${SERVE_DEFAULTS.maxDelay}] [--latency-target MS]
                    [--preferred-batch-sizes 8,16,32] [--pad] [--queue-cap ${SERVE_DEFAULTS.channelCap}]
-                   [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--body-limit BYTES]
+                   [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--batch-timeout MS]
+                   [--body-limit BYTES]
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
                    [--rows 1] [--compare URL] [--out DIR]
                    [--redis redis://HOST:PORT [--prefix bfn]]   (forward to remote workers instead of a local model)
   batched-fn worker --redis redis://HOST:PORT [--model file.onnx] [--name NAME] [--prefix bfn]
                    [--max-batch-size 64] [--max-delay MS|auto] [--workers 1] [--threads 2] [--claim-idle 30000]
+                   [--batch-timeout MS]
   batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
 `;
 
@@ -32,6 +41,7 @@ const serveFlags = {
   workers: { type: 'string' },
   threads: { type: 'string' },
   timeout: { type: 'string' },
+  'batch-timeout': { type: 'string' },
   'body-limit': { type: 'string' },
   'cache-dir': { type: 'string' },
   redis: { type: 'string' },
@@ -48,14 +58,15 @@ async function serve(argv: string[]): Promise<void> {
     host: stringFlag(values, 'host'),
     port: intFlag(values, 'port', 0),
     maxBatchSize: intFlag(values, 'max-batch-size', 1),
-    maxDelay: values['max-delay'] === 'auto' ? ('auto' as const) : numberFlag(values, 'max-delay', 0),
-    latencyTarget: numberFlag(values, 'latency-target', 0),
+    maxDelay: delayFlag(values, 'max-delay'),
+    latencyTarget: durationFlag(values, 'latency-target', true),
     preferredBatchSizes: listFlag(values, 'preferred-batch-sizes'),
     pad: values.pad === true ? true : undefined,
     queueCap: intFlag(values, 'queue-cap', 1),
     workers: intFlag(values, 'workers', 1),
     threads: intFlag(values, 'threads', 1),
-    timeout: numberFlag(values, 'timeout', 0),
+    timeout: durationFlag(values, 'timeout'),
+    batchTimeout: durationFlag(values, 'batch-timeout', true),
     bodyLimit: intFlag(values, 'body-limit', 1),
     cacheDir: stringFlag(values, 'cache-dir'),
     redis: stringFlag(values, 'redis'),
@@ -68,28 +79,17 @@ async function serve(argv: string[]): Promise<void> {
   } catch (error) {
     // Options the batcher rejects (a preferred size above the batch limit...) are usage errors too.
     if (error instanceof TypeError || error instanceof RangeError) throw new UsageError(error.message);
-    throw error;
+    throw new StartupError(`Cannot start: ${(error as Error).message}`);
   }
   const { name, signature } = server.model;
   const input = signature.inputs[0];
   const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;
   const example = JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    process.stdout.write(`${signal}: draining...\n`);
-    server.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        process.stderr.write(`Shutdown failed: ${String(error)}\n`);
-        process.exit(1);
-      },
-    );
-  };
   // Handlers go in before the banner: a supervisor may signal the moment it reads it.
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(
+    () => server.close(),
+    () => server.model.batcher.close({ timeout: 0 }),
+  );
   process.stdout.write(
     `batched-fn serving model "${name}" on ${server.url} ` +
       (options.redis === undefined
@@ -113,6 +113,10 @@ export async function main(argv: string[]): Promise<void> {
   } catch (error) {
     if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    if (error instanceof StartupError || error instanceof ModelLoadError) {
+      process.stderr.write(`${error.message}\n`);
       process.exit(2);
     }
     throw error;

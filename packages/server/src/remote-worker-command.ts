@@ -1,8 +1,10 @@
 import { startRemoteWorker } from '@batched-fn/redis';
 import { parseArgs } from 'node:util';
-import { intFlag, numberFlag, stringFlag, UsageError } from './cli-args.js';
+import { delayFlag, durationFlag, intFlag, stringFlag, UsageError } from './cli-args.js';
+import { assertInferItem } from './model/infer-item.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS } from './model/onnx-model.js';
+import { onShutdownSignals } from './shutdown.js';
 
 /**
  * `batched-fn worker --redis URL`: a model worker with no HTTP. It runs the
@@ -22,6 +24,7 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
       workers: { type: 'string' },
       threads: { type: 'string' },
       'claim-idle': { type: 'string' },
+      'batch-timeout': { type: 'string' },
       'cache-dir': { type: 'string' },
     },
     strict: true,
@@ -32,6 +35,9 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
   const name = stringFlag(values, 'name') ?? (modelFile === undefined ? 'mlp' : undefined);
   const maxBatchSize = intFlag(values, 'max-batch-size', 1) ?? SERVER_DEFAULTS.maxBatchSize;
   const workers = intFlag(values, 'workers', 1) ?? SERVER_DEFAULTS.workers;
+  const maxDelay = delayFlag(values, 'max-delay') ?? 'auto';
+  const claimIdleMs = durationFlag(values, 'claim-idle', true);
+  const batchTimeout = durationFlag(values, 'batch-timeout', true);
   const model = createOnnxModel({
     path: modelFile ?? ensureMlpModel(undefined, stringFlag(values, 'cache-dir')),
     ...(name === undefined ? {} : { name }),
@@ -39,35 +45,30 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
     maxDelay: 0, // the window is applied when reading from Redis
     workers,
     threads: intFlag(values, 'threads', 1) ?? SERVER_DEFAULTS.threads,
+    ...(batchTimeout === undefined ? {} : { batchTimeout }),
   });
   await model.batcher.ready();
   const prefix = stringFlag(values, 'prefix');
-  const claimIdleMs = intFlag(values, 'claim-idle', 1);
   const worker = await startRemoteWorker({
     redis,
     name: model.name,
     ...(prefix === undefined ? {} : { prefix }),
     predict: model.batcher,
     maxBatchSize,
-    maxDelay: values['max-delay'] === 'auto' || values['max-delay'] === undefined ? ('auto' as const) : (numberFlag(values, 'max-delay', 0) as number),
+    maxDelay,
     concurrency: workers,
-    signature: model.signature,
+    // The frontends refuse requests with more rows before allocating their tensors.
+    signature: { ...model.signature, maxBatchSize },
+    // Entries are checked against the signature before they join a batch: one lying entry fails alone.
+    validate: (input) => assertInferItem(input, model.signature, maxBatchSize),
     ...(claimIdleMs === undefined ? {} : { claimIdleMs }),
   });
-  let stopping = false;
-  const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
-    process.stdout.write(`${signal}: finishing the batch in hand...\n`);
-    void (async () => {
-      await worker.stop();
-      await model.batcher.close();
-      process.stdout.write(`stats ${JSON.stringify(worker.stats)}\n`);
-      process.exit(0);
-    })();
-  };
   // Handlers go in before "ready" is printed: a supervisor may signal the moment it reads it.
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  onShutdownSignals(async () => {
+    process.stdout.write('finishing the batch in hand...\n');
+    await worker.stop();
+    await model.batcher.close();
+    process.stdout.write(`stats ${JSON.stringify(worker.stats)}\n`);
+  }, () => model.batcher.close({ timeout: 0 }));
   process.stdout.write(`batched-fn worker ready: model "${model.name}" from ${redis.replace(/\/\/[^@]*@/, '//***@')}, ${workers} worker thread(s), max batch ${maxBatchSize}\n`);
 }

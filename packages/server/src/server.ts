@@ -21,6 +21,8 @@ export interface ServeOptions {
   threads?: number;
   /** Default per-request deadline in ms. */
   timeout?: number;
+  /** Longest a batch may run, in ms; past it its callers get 500 (ERR_BATCH_TIMEOUT) and its worker restarts. */
+  batchTimeout?: number;
   /** Largest request body in bytes. */
   bodyLimit?: number;
   cacheDir?: string;
@@ -120,6 +122,7 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
     ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
     ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
     ...(options.pad === undefined ? {} : { pad: options.pad }),
+    ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
   });
   metrics.track(model);
   try {

@@ -49,7 +49,7 @@ export function writeIntModel(): string {
  * A stand-in model whose batches finish only when the test says so, for
  * exact tests of queueing statuses (503, 504) and model failures (500).
  */
-export function gatedModel(options: { channelCap?: number; maxBatchSize?: number; fail?: () => boolean } = {}) {
+export function gatedModel(options: { channelCap?: number; maxBatchSize?: number; fail?: () => boolean; batchTimeout?: number } = {}) {
   const gates: (() => void)[] = [];
   const metrics = new ServerMetrics({ defaultMetrics: false });
   const batcher = batchedFn<InferItem, InferResult>({
@@ -64,12 +64,14 @@ export function gatedModel(options: { channelCap?: number; maxBatchSize?: number
     size: (item) => item.rows,
     name: 'gated',
     onBatch: metrics.onBatch,
+    ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
   });
   const model: ServedModel = {
     name: 'gated',
     version: '1',
     platform: 'test',
     signature: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }] },
+    maxBatchSize: options.maxBatchSize ?? 4,
     batcher,
     infer: (item, callOptions) => batcher(item, callOptions),
   };

@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { serialize } from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import * as ort from 'onnxruntime-node';
@@ -162,6 +164,36 @@ test('through Redis the HTTP statuses stay the same: 503 with Retry-After at the
   const late = await worker('statuses');
   expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
   late.child.kill('SIGTERM');
+  front.child.kill('SIGTERM');
+  expect(await front.exit).toBe(0);
+});
+
+test('a lying stream entry next to real traffic fails alone with a 400; no real caller is shifted; a second SIGTERM does not kill the worker', async () => {
+  const w = await worker('hostile', ['--max-delay', '20']);
+  const front = await frontend('hostile');
+  const url = front.match[1] as string;
+  const client = redis.client();
+  const replyKey = `hostile:reply:${randomUUID()}`;
+  const short = { rows: 1, inputs: { input: { datatype: 'FP32', shape: [1, 256], data: new Float32Array(100) } } };
+  const long = { rows: 1, inputs: { input: { datatype: 'FP32', shape: [1, 256], data: new Float32Array(400) } } };
+  const real = sendAll([url], 48);
+  for (const [id, item] of [['evil:1', short], ['evil:2', long]] as const) {
+    await client.xadd('hostile:mlp:requests', '*', 'i', id, 'r', replyKey, 'd', '0', 'n', '1', 'p', serialize(item));
+  }
+  for (const { i, response } of await real) {
+    expect(response.status).toBe(200);
+    const expected = await direct(i);
+    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+  }
+  while ((await client.xlen(replyKey)) < 1) await new Promise((resolve) => setTimeout(resolve, 10));
+  w.child.kill('SIGTERM');
+  while (!w.output().includes('SIGTERM: draining...')) await new Promise((resolve) => setTimeout(resolve, 2));
+  w.child.kill('SIGTERM');
+  expect(await w.exit).toBe(0);
+  expect(w.output()).toContain('SIGTERM: already draining');
+  const stats = JSON.parse(/stats (\{.*\})/.exec(w.output())?.[1] ?? '{}');
+  expect(stats.invalid).toBe(2);
+  client.disconnect();
   front.child.kill('SIGTERM');
   expect(await front.exit).toBe(0);
 });

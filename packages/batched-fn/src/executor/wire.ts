@@ -16,6 +16,7 @@ export type ToWorker =
   | { type: 'close' };
 
 export type FromWorker =
+  | { type: 'loaded'; interruptible: boolean }
   | { type: 'ready' }
   | { type: 'init-error'; error: WireError }
   | { type: 'result'; id: number; outputs: unknown[]; errors: [number, WireError][] }

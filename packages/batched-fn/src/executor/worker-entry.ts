@@ -9,6 +9,8 @@ import { type FromWorker, type ToWorker, toWire, type WireError, type WorkerBoot
 
 interface WorkerModule {
   handler: (batch: unknown[], context: unknown) => ArrayLike<unknown> | Promise<ArrayLike<unknown>>;
+  /** `false` for handlers that block in native code (ONNX Runtime): see the pool's `abandon`. */
+  interruptible?: boolean;
   context?: (data: unknown) => unknown;
   dispose?: (context: unknown) => unknown;
 }
@@ -27,6 +29,7 @@ async function initialize(): Promise<void> {
   if (typeof loaded.handler !== 'function') {
     throw new TypeError(`Worker module ${boot.moduleUrl} must export a \`handler(batch, context)\` function`);
   }
+  send({ type: 'loaded', interruptible: loaded.interruptible !== false });
   if (typeof loaded.context === 'function') context = await loaded.context(boot.data);
   module = loaded as WorkerModule;
   initialized = true;

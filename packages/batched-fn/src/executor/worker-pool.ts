@@ -47,6 +47,12 @@ class WorkerSlot {
   lastError: unknown;
   restartTimer: ReturnType<typeof setTimeout> | undefined;
   stopping = false;
+  /**
+   * False when the module says its handler blocks in native code. Terminating a thread inside
+   * onnxruntime-node's session.run aborts the whole process (its binding throws a C++ exception
+   * into the dying environment), so such a worker is never terminated mid-batch: it is retired.
+   */
+  interruptible = true;
   readonly initWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
   onExit: (() => void) | undefined;
 
@@ -65,6 +71,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   readonly #slots: WorkerSlot[];
   #started = false;
   #finished = false;
+  #terminated: Promise<void> | undefined;
   #nextJobId = 1;
   #capacityListener: () => void = () => {};
 
@@ -102,14 +109,36 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     });
   }
 
-  /** A batch overran `batchTimeout`: its worker cannot be interrupted, so it is terminated and restarted. */
+  /**
+   * A batch overran `batchTimeout`. An interruptible worker is terminated and restarted (its exit
+   * handler does that). Otherwise a fresh worker takes the slot at once and the old one is
+   * retired: it exits on its own once its call returns.
+   */
   abandon(inputs: I[]): void {
     const slot = this.#slots.find((s) => s.job?.inputs === inputs);
     if (slot === undefined) return;
     this.#failJob(slot, new Error('batched-fn: batch abandoned after batchTimeout'));
-    // No batch may go to the worker being terminated; its exit restarts it.
-    slot.state = 'restarting';
-    void slot.worker?.terminate();
+    if (slot.interruptible) {
+      // No batch may go to the worker being terminated; its exit restarts it.
+      slot.state = 'restarting';
+      void slot.worker?.terminate();
+      return;
+    }
+    this.#retire(slot);
+    slot.restarts++;
+    this.#spawn(slot);
+    this.#capacityListener();
+  }
+
+  /** Detaches the slot's worker and lets it finish what it runs, then close; never terminated. */
+  #retire(slot: WorkerSlot): Promise<void> {
+    const worker = slot.worker;
+    slot.worker = undefined;
+    if (worker === undefined) return Promise.resolve();
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    worker.ref();
+    worker.postMessage({ type: 'close' } satisfies ToWorker);
+    return exited;
   }
 
   async ready(): Promise<void> {
@@ -142,19 +171,26 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   }
 
   async close(): Promise<void> {
-    if (this.#finished) return;
+    // After destroy(), closing waits for the terminated threads to be gone.
+    if (this.#finished) return this.#terminated;
     this.#finished = true;
     await Promise.all(this.#slots.map((slot) => this.#stop(slot, false)));
   }
 
   destroy(reason: unknown): void {
     this.#finished = true;
+    const stopped: Promise<void>[] = [];
     for (const slot of this.#slots) {
       const job = slot.job;
       slot.job = undefined;
       job?.reject(reason);
-      void this.#stop(slot, true);
+      if (slot.interruptible) stopped.push(this.#stop(slot, true));
+      else {
+        slot.state = 'stopped';
+        stopped.push(this.#retire(slot));
+      }
     }
+    this.#terminated = Promise.all(stopped).then(() => {});
   }
 
   workerStats(): WorkerStats[] {
@@ -186,9 +222,15 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     });
     slot.worker = worker;
     slot.state = 'starting';
+    slot.interruptible = true;
     slot.lastError = undefined;
-    worker.on('message', (message: FromWorker) => this.#onMessage(slot, message));
-    worker.on('messageerror', (error) => this.#failJob(slot, error));
+    // A retired worker (see #retire) still runs and answers; only the slot's current worker counts.
+    worker.on('message', (message: FromWorker) => {
+      if (slot.worker === worker) this.#onMessage(slot, message);
+    });
+    worker.on('messageerror', (error) => {
+      if (slot.worker === worker) this.#failJob(slot, error);
+    });
     worker.on('error', (error) => {
       slot.lastError = error;
     });
@@ -239,6 +281,9 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
 
   #onMessage(slot: WorkerSlot, message: FromWorker): void {
     switch (message.type) {
+      case 'loaded':
+        slot.interruptible = message.interruptible !== false;
+        break;
       case 'ready':
         for (const waiter of slot.initWaiters.splice(0)) waiter.resolve();
         break;

@@ -1,6 +1,8 @@
+import { ItemTooLargeError, MAX_TIMER_MS } from 'batched-fn';
 import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
-import { ARRAY_FOR, elementCount, type InferItem, type Tensor, type TypedArray } from '../model/tensor.js';
+import { elementCount, type InferItem, type Tensor, type TypedArray } from '../model/tensor.js';
 import { badRequest } from './errors.js';
+import { checkBinarySize, jsonElements, tensorFromBinary, tensorFromJson } from './tensor-data.js';
 
 /** The KServe v2 binary tensor extension: a JSON header, then raw little-endian tensor bytes. */
 export const HEADER_LENGTH = 'inference-header-content-length';
@@ -39,9 +41,10 @@ export function splitBody(body: Buffer, headerLength: string | undefined): { jso
   let jsonBytes = body;
   let binary: Buffer | undefined;
   if (headerLength !== undefined) {
-    const length = Number(headerLength);
-    if (!Number.isInteger(length) || length < 0 || length > body.length) {
-      throw badRequest(`Inference-Header-Content-Length must be an integer from 0 to the body size (${body.length}), got ${JSON.stringify(headerLength)}`);
+    // A plain decimal integer only: Number() would also take "0x70", "112.0" and " 112 ".
+    const length = /^[0-9]{1,15}$/.test(headerLength) ? Number(headerLength) : Number.NaN;
+    if (!(length <= body.length)) {
+      throw badRequest(`Inference-Header-Content-Length must be a decimal integer from 0 to the body size (${body.length}), got ${JSON.stringify(headerLength.slice(0, 40))}`);
     }
     jsonBytes = body.subarray(0, length);
     binary = body.subarray(length);
@@ -53,53 +56,12 @@ export function splitBody(body: Buffer, headerLength: string | undefined): { jso
   }
 }
 
-function fillFromJson(spec: TensorSpec, data: unknown, count: number, name: string): TypedArray {
-  const out = new ARRAY_FOR[spec.datatype](count);
-  const isBig = spec.datatype === 'INT64' || spec.datatype === 'UINT64';
-  const isFloat = spec.datatype === 'FP32' || spec.datatype === 'FP64';
-  let index = 0;
-  // Nested or flat, row-major: walk it once, writing straight into the typed array.
-  const walk = (value: unknown): void => {
-    if (Array.isArray(value)) {
-      for (const element of value) walk(element);
-      return;
-    }
-    if (index >= count) {
-      index++;
-      return;
-    }
-    let number: number;
-    if (typeof value === 'number') number = value;
-    else if (typeof value === 'boolean' && spec.datatype === 'BOOL') number = value ? 1 : 0;
-    else throw badRequest(`Input \`${name}\`: element ${index} is ${JSON.stringify(value)}, not a number`);
-    if (!isFloat && !Number.isInteger(number)) {
-      throw badRequest(`Input \`${name}\` is ${spec.datatype}: element ${index} (${number}) is not an integer`);
-    }
-    if (isBig) (out as BigInt64Array)[index] = BigInt(number);
-    else (out as Float32Array)[index] = number;
-    index++;
-  };
-  walk(data);
-  if (index !== count) throw badRequest(`Input \`${name}\` has ${index} elements, but its shape needs ${count}`);
-  return out;
-}
-
-function fillFromBinary(spec: TensorSpec, bytes: Buffer, count: number, name: string): TypedArray {
-  const out = new ARRAY_FOR[spec.datatype](count);
-  if (bytes.length !== out.byteLength) {
-    throw badRequest(`Input \`${name}\` has ${bytes.length} bytes of binary data, but ${count} ${spec.datatype} elements need ${out.byteLength}`);
-  }
-  // Copy rather than view: the body's offset need not be aligned for this element size.
-  new Uint8Array(out.buffer).set(bytes);
-  return out;
-}
-
 function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
   if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-    throw badRequest(`Input \`${name}\`: shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
+    throw badRequest(`Input \`${name}\`: shape must be an array of non-negative integers, got ${JSON.stringify(shape).slice(0, 80)}`);
   }
   if (shape.length !== spec.shape.length) {
-    throw badRequest(`Input \`${name}\`: shape ${JSON.stringify(shape)} has ${shape.length} dimensions, the model expects ${spec.shape.length} (${JSON.stringify(spec.shape)})`);
+    throw badRequest(`Input \`${name}\`: shape ${JSON.stringify(shape).slice(0, 80)} has ${shape.length} dimensions, the model expects ${spec.shape.length} (${JSON.stringify(spec.shape)})`);
   }
   spec.shape.forEach((expected, i) => {
     if (expected !== -1 && shape[i] !== expected) {
@@ -114,7 +76,7 @@ function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
  * typed arrays. Every way a request can be wrong ends here as a 400 that says
  * what was wrong, before anything is queued.
  */
-export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature): DecodedRequest {
+export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): DecodedRequest {
   if (!isObject(body)) throw badRequest('Request body must be a JSON object with an `inputs` array');
   const request = body as RequestBody;
   if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
@@ -138,18 +100,23 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
     rows = inputRows;
     const count = elementCount(shape);
     const binarySize = raw.parameters?.binary_data_size;
-    let data: TypedArray;
+    // Counts are checked against what the body holds before anything is sized by the shape.
+    let bytes: Buffer | undefined;
+    let values: readonly unknown[] | undefined;
     if (binarySize !== undefined) {
       if (binary === undefined) throw badRequest(`Input \`${name}\` has binary_data_size but the request has no Inference-Header-Content-Length header`);
       if (!Number.isInteger(binarySize) || (binarySize as number) < 0) throw badRequest(`Input \`${name}\`: binary_data_size must be a non-negative integer`);
       const end = binaryOffset + (binarySize as number);
       if (end > binary.length) throw badRequest(`Input \`${name}\`: binary_data_size runs past the end of the body`);
-      data = fillFromBinary(spec, binary.subarray(binaryOffset, end), count, name);
+      bytes = binary.subarray(binaryOffset, end);
+      checkBinarySize(spec.datatype, bytes, count, name);
       binaryOffset = end;
     } else {
       if (raw.data === undefined) throw badRequest(`Input \`${name}\` has no \`data\``);
-      data = fillFromJson(spec, raw.data, count, name);
+      values = jsonElements(raw.data, shape, count, name);
     }
+    if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+    const data: TypedArray = bytes !== undefined ? tensorFromBinary(spec.datatype, bytes) : tensorFromJson(spec.datatype, values as readonly unknown[], name);
     inputs[name] = { datatype: spec.datatype as Datatype, shape, data };
   }
   if (binary !== undefined && binaryOffset !== binary.length) {
@@ -164,16 +131,19 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
     outputs = signature.outputs.map((o) => ({ name: o.name, binary: binaryByDefault }));
   } else {
     if (!Array.isArray(request.outputs)) throw badRequest('`outputs` must be an array');
+    const asked = new Set<string>();
     outputs = (request.outputs as unknown[]).map((raw) => {
       if (!isObject(raw) || typeof raw.name !== 'string') throw badRequest('Every requested output needs a string `name`');
       if (!known.has(raw.name)) throw badRequest(`Unknown output \`${raw.name}\`; the model's outputs are ${[...known].map((n) => `\`${n}\``).join(', ')}`);
+      if (asked.has(raw.name)) throw badRequest(`Output \`${raw.name}\` is requested twice`);
+      asked.add(raw.name);
       const parameters = isObject(raw.parameters) ? raw.parameters : {};
       return { name: raw.name, binary: parameters.binary_data === undefined ? binaryByDefault : parameters.binary_data === true };
     });
   }
   const timeout = request.parameters?.timeout;
-  if (timeout !== undefined && (typeof timeout !== 'number' || !Number.isFinite(timeout) || timeout < 0)) {
-    throw badRequest(`parameters.timeout must be a number of milliseconds from 0 and up, got ${JSON.stringify(timeout)}`);
+  if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0 && timeout <= MAX_TIMER_MS))) {
+    throw badRequest(`parameters.timeout must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${JSON.stringify(timeout)}`);
   }
   const priority = request.parameters?.priority;
   if (priority !== undefined && (typeof priority !== 'number' || !Number.isFinite(priority))) {

@@ -15,6 +15,18 @@ export interface KServeOptions {
   isReady?: () => boolean;
 }
 
+/**
+ * The `model` label of requests for models this server does not have. Label values never come
+ * from a client: 60,000 made-up names would otherwise be 60,000 series in /metrics.
+ */
+export const UNKNOWN_MODEL_LABEL = '(unknown)';
+
+/** What the infer route reads: JSON, or the binary extension's JSON header plus raw tensors. */
+const BODY_TYPES = ['application/json', 'application/octet-stream'];
+
+/** Client input echoed in an error message is cut, so a 1 MB model name is not sent back whole. */
+const clip = (text: string): string => (text.length > 100 ? `${text.slice(0, 100)}...` : text);
+
 /** How each batcher error reaches an HTTP client. */
 function statusFor(error: unknown): { status: number; headers: Record<string, string> } {
   if (error instanceof HttpError) return { status: error.status, headers: error.headers };
@@ -34,6 +46,7 @@ function statusFor(error: unknown): { status: number; headers: Record<string, st
   }
   const code = (error as FastifyError | undefined)?.code;
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { status: 413, headers: {} };
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { status: 415, headers: {} };
   const status = (error as FastifyError | undefined)?.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) return { status, headers: {} };
   return { status: 500, headers: {} };
@@ -41,6 +54,7 @@ function statusFor(error: unknown): { status: number; headers: Record<string, st
 
 function messageFor(error: unknown, status: number): string {
   if (status === 413 && (error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') return `Request body is larger than the server's limit`;
+  if (status === 415) return `Content-Type must be ${BODY_TYPES.join(' or ')} (the binary tensor extension)`;
   if (error instanceof BatchedFnError) return `${error.code}: ${error.message}`;
   if (status === 500) return `Model failed: ${(error as Error)?.message ?? String(error)}`;
   return (error as Error)?.message ?? String(error);
@@ -57,18 +71,21 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
 
   // Bodies arrive as raw bytes: the binary extension puts tensors after the JSON header,
   // and parsing ourselves lets malformed JSON get the same error shape as every other 400.
+  // Only these two types: a web page may POST text/plain (or a form) cross-origin without a
+  // preflight, so accepting any type would let any site a user visits drive a local model server.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+  app.addContentTypeParser(BODY_TYPES, { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
 
   app.setErrorHandler((error, request, reply) => {
     const { status, headers } = statusFor(error);
     if (status === 500) request.log.error(error);
-    void reply.code(status).headers(headers).send({ error: messageFor(error, status) });
+    const message = status === 415 ? `${messageFor(error, status)}, got ${clip(JSON.stringify(request.headers['content-type'] ?? 'none'))}` : messageFor(error, status);
+    void reply.code(status).headers(headers).send({ error: message });
   });
 
   const model = (request: FastifyRequest<{ Params: { name: string } }>): ServedModel => {
     const found = models.get(request.params.name);
-    if (found === undefined) throw new HttpError(404, `Unknown model \`${request.params.name}\``);
+    if (found === undefined) throw new HttpError(404, `Unknown model \`${clip(request.params.name)}\``);
     return found;
   };
 
@@ -88,15 +105,17 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     return reply.code(ready ? 200 : 503).send({ name: request.params.name, ready });
   });
 
-  const infer = async (request: FastifyRequest<{ Params: { name: string } }>, reply: FastifyReply): Promise<void> => {
+  const infer = async (request: FastifyRequest<{ Params: { name: string; version?: string } }>, reply: FastifyReply): Promise<void> => {
     const started = performance.now();
     const m = models.get(request.params.name);
     try {
-      if (m === undefined) throw new HttpError(404, `Unknown model \`${request.params.name}\``);
+      if (m === undefined) throw new HttpError(404, `Unknown model \`${clip(request.params.name)}\``);
+      const version = request.params.version;
+      if (version !== undefined && version !== m.version) throw new HttpError(404, `Model \`${m.name}\` has no version \`${clip(version)}\` (it has ${m.version})`);
       if (!Buffer.isBuffer(request.body)) throw new HttpError(400, 'Request needs a JSON body');
       const headerLength = request.headers[HEADER_LENGTH];
       const { json, binary } = splitBody(request.body, Array.isArray(headerLength) ? headerLength[0] : headerLength);
-      const decoded = decodeInferRequest(json, binary, m.signature);
+      const decoded = decodeInferRequest(json, binary, m.signature, m.maxBatchSize);
       const timeout =
         decoded.timeout === undefined ? options.timeout : options.timeout === undefined ? decoded.timeout : Math.min(decoded.timeout, options.timeout);
       // A client that hangs up releases its place in the queue (or its slot in a running batch).
@@ -116,7 +135,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
       await reply.headers(response.headers).send(response.body);
     } catch (error) {
       const { status } = statusFor(error);
-      options.metrics?.request(m?.name ?? request.params.name, status, (performance.now() - started) / 1000);
+      options.metrics?.request(m?.name ?? UNKNOWN_MODEL_LABEL, status, (performance.now() - started) / 1000);
       throw error;
     }
   };

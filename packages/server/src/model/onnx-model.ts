@@ -28,6 +28,27 @@ function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
   return [...batch, { rows, inputs }];
 }
 
+/** A model file that cannot be served: said in one line, naming the file, instead of a stack trace. */
+export class ModelLoadError extends Error {
+  override name = 'ModelLoadError';
+}
+
+function loadSignature(path: string): ModelSignature {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
+    throw new ModelLoadError(`Cannot read model ${path}: ${why}`);
+  }
+  try {
+    return readOnnxSignature(bytes);
+  } catch (error) {
+    throw new ModelLoadError(`${path} is not an ONNX model we can serve: ${(error as Error).message}`);
+  }
+}
+
 export interface BatchingSettings {
   maxBatchSize: number;
   maxDelay: number | 'auto';
@@ -38,6 +59,8 @@ export interface BatchingSettings {
   preferredBatchSizes?: number[];
   /** Pad each batch with zero rows up to the next preferred size (or maxBatchSize), for fixed-shape models. */
   pad?: boolean;
+  /** Longest a batch may run (ms) before its callers get ERR_BATCH_TIMEOUT and its worker is restarted. */
+  batchTimeout?: number;
 }
 
 export interface OnnxModelOptions extends Partial<BatchingSettings> {
@@ -54,6 +77,8 @@ export interface ServedModel {
   readonly version: string;
   readonly platform: string;
   readonly signature: ModelSignature;
+  /** Most rows one batch (and so one request) may hold; checked before a request's tensors are allocated. */
+  readonly maxBatchSize?: number;
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /** Runs one request; its rows count against the batch limit. */
   infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number }): Promise<InferResult>;
@@ -71,14 +96,15 @@ export const SERVER_DEFAULTS = Object.freeze({ maxBatchSize: 64, maxDelay: 'auto
  * ever reach a worker.
  */
 export function createOnnxModel(options: OnnxModelOptions): ServedModel {
-  const signature = readOnnxSignature(readFileSync(options.path));
+  const signature = loadSignature(options.path);
   const workerData: OnnxWorkerData = { modelPath: options.path, threads: options.threads ?? SERVER_DEFAULTS.threads };
   const name = options.name ?? basename(options.path).replace(/\.onnx$/, '');
+  const maxBatchSize = options.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize;
   const batcher = batchedFn<InferItem, InferResult>({
     worker: new URL('./onnx.worker.js', import.meta.url),
     workers: options.workers ?? SERVER_DEFAULTS.workers,
     workerData,
-    maxBatchSize: options.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize,
+    maxBatchSize,
     maxDelay: options.maxDelay ?? SERVER_DEFAULTS.maxDelay,
     channelCap: options.channelCap ?? SERVER_DEFAULTS.channelCap,
     size: (item) => item.rows,
@@ -86,6 +112,7 @@ export function createOnnxModel(options: OnnxModelOptions): ServedModel {
     ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
     ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
     ...(options.pad === true ? { pad: zeroPad } : {}),
+    ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     ...(shapeKey(signature) === undefined ? {} : { batchKey: shapeKey(signature) }),
     ...(options.onBatch === undefined ? {} : { onBatch: options.onBatch }),
   });
@@ -94,6 +121,7 @@ export function createOnnxModel(options: OnnxModelOptions): ServedModel {
     version: '1',
     platform: 'onnxruntime_onnx',
     signature,
+    maxBatchSize,
     batcher,
     infer: (item, callOptions) => batcher(move(item), callOptions),
   };

@@ -12,6 +12,13 @@ export interface OnnxWorkerData {
   threads: number;
 }
 
+/**
+ * Never terminate this thread mid-batch: onnxruntime-node aborts the whole process when its
+ * thread is terminated inside session.run. After a batch timeout the pool retires the worker
+ * instead (a fresh one takes its place; this one exits when its run returns).
+ */
+export const interruptible = false;
+
 export async function context(data: OnnxWorkerData): Promise<ort.InferenceSession> {
   return ort.InferenceSession.create(data.modelPath, {
     intraOpNumThreads: data.threads,

@@ -44,11 +44,13 @@ export async function createRemoteModel(options: RemoteModelOptions): Promise<Se
     ...(options.onBatch === undefined ? {} : { onBatch: options.onBatch }),
     size: (item) => item.rows,
   });
+  const published = (signature as { maxBatchSize?: unknown }).maxBatchSize;
   return {
     name: options.name,
     version: '1',
     platform: 'onnxruntime_onnx (remote workers)',
-    signature,
+    signature: { inputs: signature.inputs, outputs: signature.outputs },
+    ...(typeof published === 'number' && Number.isInteger(published) && published >= 1 ? { maxBatchSize: published } : {}),
     batcher,
     infer: (item, callOptions) => batcher(item, callOptions),
   };

@@ -1,0 +1,7 @@
+/**
+ * For packages that build on the core's call lifecycle and options (such as
+ * @batched-fn/redis): the same validators and vocabulary, so an adapter never
+ * grows a second set of rules. Not part of the main entry.
+ */
+export { expectDuration, expectInteger, MAX_TIMER_MS, validateCallOptions, validateMaxDelay } from './options.js';
+export { DISPATCH_REASONS } from './stats.js';

@@ -1,0 +1,149 @@
+import type { Datatype } from '../model/signature.js';
+import { ARRAY_FOR, type TypedArray } from '../model/tensor.js';
+import { badRequest } from './errors.js';
+
+/**
+ * Turning a client's tensor data into a typed array. Every check that can
+ * fail runs before the allocation: the element count is compared with what
+ * the body really holds, so a lying shape (`[100000000, 256]` with 256
+ * values) is a 400, never a 17 GB allocation or a 500.
+ */
+
+const FP32_MAX = 3.4028234663852886e38;
+const INT64_LIMIT = 2 ** 63;
+const UINT64_LIMIT = 2 ** 64;
+
+/** Inclusive integer ranges of the types a JS number holds exactly. */
+const INT_RANGE: Partial<Record<Datatype, readonly [number, number]>> = {
+  INT8: [-128, 127],
+  INT16: [-32768, 32767],
+  INT32: [-2147483648, 2147483647],
+  UINT8: [0, 255],
+  UINT16: [0, 65535],
+  UINT32: [0, 4294967295],
+};
+
+const show = (value: unknown): string => {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 40 ? `${text.slice(0, 40)}...` : text;
+};
+
+/**
+ * Leaf values of `data`, row-major, without recursion. KServe allows a flat
+ * array or one nested exactly as the shape; anything else (ragged rows, a
+ * scalar where a row belongs, nesting deeper than the rank) is a 400. The
+ * walk never goes deeper than the shape's rank, so a body nested 100,000
+ * levels costs one step, not a stack overflow.
+ */
+function leaves(data: unknown, shape: readonly number[], name: string): readonly unknown[] {
+  if (!Array.isArray(data)) throw badRequest(`Input \`${name}\`: \`data\` must be an array, got ${show(data)}`);
+  if (data.length === 0 || !Array.isArray(data[0])) {
+    for (let i = 0; i < data.length; i++) {
+      if (Array.isArray(data[i])) throw badRequest(`Input \`${name}\`: \`data\` mixes nested arrays and values (element ${i})`);
+    }
+    return data;
+  }
+  const out: unknown[] = [];
+  const rank = shape.length;
+  // A stack of arrays being walked and the position reached in each: depth d holds an array of shape[d] items.
+  const arrays: unknown[][] = [data];
+  const positions: number[] = [0];
+  if (data.length !== shape[0]) throw ragged(name, shape, 0, data.length);
+  while (arrays.length > 0) {
+    const depth = arrays.length - 1;
+    const array = arrays[depth] as unknown[];
+    const position = positions[depth] as number;
+    if (position === array.length) {
+      arrays.pop();
+      positions.pop();
+      continue;
+    }
+    positions[depth] = position + 1;
+    const value = array[position];
+    if (depth === rank - 1) {
+      if (Array.isArray(value)) throw badRequest(`Input \`${name}\`: \`data\` is nested deeper than its shape ${show(shape)}`);
+      out.push(value);
+      continue;
+    }
+    if (!Array.isArray(value)) throw badRequest(`Input \`${name}\`: \`data\` is nested unlike its shape ${show(shape)}: a value where dimension ${depth + 1} needs an array`);
+    if (value.length !== shape[depth + 1]) throw ragged(name, shape, depth + 1, value.length);
+    arrays.push(value);
+    positions.push(0);
+  }
+  return out;
+}
+
+function ragged(name: string, shape: readonly number[], dimension: number, length: number) {
+  return badRequest(`Input \`${name}\`: \`data\` is nested unlike its shape ${show(shape)}: an array at dimension ${dimension} has ${length} items, not ${shape[dimension]}`);
+}
+
+/** Checks one JSON value against the datatype; returns the number to store. */
+function element(datatype: Datatype, value: unknown, index: number, name: string): number {
+  let number: number;
+  if (typeof value === 'number') number = value;
+  else if (typeof value === 'boolean' && datatype === 'BOOL') return value ? 1 : 0;
+  else throw badRequest(`Input \`${name}\`: element ${index} is ${show(value)}, not a number`);
+  if (datatype === 'FP32' || datatype === 'FP64') {
+    // JSON.parse turns 1e400 into Infinity, and a float32 overflows past FP32_MAX: neither is what the client sent.
+    if (!Number.isFinite(number) || (datatype === 'FP32' && Math.abs(number) > FP32_MAX)) {
+      throw badRequest(`Input \`${name}\`: element ${index} (${show(value)}) overflows ${datatype}`);
+    }
+    return number;
+  }
+  if (!Number.isInteger(number)) throw badRequest(`Input \`${name}\` is ${datatype}: element ${index} (${number}) is not an integer`);
+  const range = datatype === 'BOOL' ? ([0, 1] as const) : INT_RANGE[datatype];
+  const fits =
+    range !== undefined
+      ? number >= range[0] && number <= range[1]
+      : datatype === 'INT64'
+        ? number >= -INT64_LIMIT && number < INT64_LIMIT
+        : number >= 0 && number < UINT64_LIMIT;
+  if (!fits) throw badRequest(`Input \`${name}\` is ${datatype}: element ${index} (${number}) is out of its range`);
+  return number;
+}
+
+/** JSON `data` (flat, or nested as `shape`), checked to hold exactly `count` elements; nothing is allocated for flat data. */
+export function jsonElements(data: unknown, shape: readonly number[], count: number, name: string): readonly unknown[] {
+  const values = leaves(data, shape, name);
+  if (values.length !== count) throw badRequest(`Input \`${name}\` has ${values.length} elements, but its shape needs ${count}`);
+  return values;
+}
+
+/** Checked JSON elements → a typed array. */
+export function tensorFromJson(datatype: Datatype, values: readonly unknown[], name: string): TypedArray {
+  const count = values.length;
+  const out = new ARRAY_FOR[datatype](count);
+  if (datatype === 'INT64' || datatype === 'UINT64') {
+    const big = out as BigInt64Array;
+    for (let i = 0; i < count; i++) big[i] = BigInt(element(datatype, values[i], i, name));
+  } else if (datatype === 'FP32' || datatype === 'FP64') {
+    // The hot path (a float model over JSON): the common case checked inline, in one pass.
+    const floats = out as Float32Array;
+    const limit = datatype === 'FP32' ? FP32_MAX : Number.MAX_VALUE;
+    for (let i = 0; i < count; i++) {
+      const value = values[i];
+      if (typeof value === 'number' && value <= limit && value >= -limit) floats[i] = value;
+      else floats[i] = element(datatype, value, i, name);
+    }
+  } else {
+    const ints = out as Int32Array;
+    for (let i = 0; i < count; i++) ints[i] = element(datatype, values[i], i, name);
+  }
+  return out;
+}
+
+/** Raw bytes (the binary extension), checked to hold exactly `count` elements. */
+export function checkBinarySize(datatype: Datatype, bytes: Uint8Array, count: number, name: string): void {
+  const needed = count * ARRAY_FOR[datatype].BYTES_PER_ELEMENT;
+  if (bytes.length !== needed) {
+    throw badRequest(`Input \`${name}\` has ${bytes.length} bytes of binary data, but ${count} ${datatype} elements need ${needed}`);
+  }
+}
+
+/** Checked raw little-endian bytes → a typed array. */
+export function tensorFromBinary(datatype: Datatype, bytes: Uint8Array): TypedArray {
+  const out = new ARRAY_FOR[datatype](bytes.length / ARRAY_FOR[datatype].BYTES_PER_ELEMENT);
+  // Copy rather than view: the body's offset need not be aligned for this element size.
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
+}
