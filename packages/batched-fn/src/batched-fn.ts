@@ -11,6 +11,7 @@ import {
   describeValue,
   expectFunction,
   expectInteger,
+  expectNumber,
   type InlineOptions,
   resolveBatchingOptions,
   type RuntimeOptions,
@@ -65,6 +66,21 @@ function toModuleUrl(worker: unknown): URL {
   throw new TypeError(`Expected \`worker\` to be a URL or a path to a module, got ${describeValue(worker)}`);
 }
 
+const RESOURCE_LIMITS = ['maxYoungGenerationSizeMb', 'maxOldGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'];
+
+/** Node's Worker would ignore unknown keys and misread others: checked here like every option. */
+function validateResourceLimits(limits: unknown): void {
+  if (typeof limits !== 'object' || limits === null || Array.isArray(limits)) {
+    throw new TypeError(`Expected \`resourceLimits\` to be an object, got ${describeValue(limits)}`);
+  }
+  for (const [key, value] of Object.entries(limits)) {
+    if (!RESOURCE_LIMITS.includes(key)) {
+      throw new TypeError(`Unknown \`resourceLimits\` key \`${key}\`; known keys are ${RESOURCE_LIMITS.map((k) => `\`${k}\``).join(', ')}`);
+    }
+    expectNumber(`resourceLimits.${key}`, value, 'a finite number of MB above 0', (n) => Number.isFinite(n) && n > 0);
+  }
+}
+
 function createExecutor<I, O, C>(options: BatchedFnOptions<I, O, C>): { executor: Executor<I, O>; concurrency: number } {
   const hasHandler = options.handler !== undefined;
   const hasWorker = options.worker !== undefined;
@@ -79,6 +95,7 @@ function createExecutor<I, O, C>(options: BatchedFnOptions<I, O, C>): { executor
   }
   const pooled = options as WorkerOptions<I>;
   const workers = pooled.workers === undefined ? DEFAULTS.workers : expectInteger('workers', pooled.workers, 1);
+  if (pooled.resourceLimits !== undefined) validateResourceLimits(pooled.resourceLimits);
   const executor = new WorkerPoolExecutor<I, O>({
     module: toModuleUrl(pooled.worker),
     workers,

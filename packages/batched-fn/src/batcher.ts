@@ -5,6 +5,7 @@ import {
   BatchSizeMismatchError,
   BatchTimeoutError,
   ClosedError,
+  InvalidPadError,
   ItemTooLargeError,
   QueueFullError,
   TimeoutError,
@@ -93,6 +94,12 @@ function failureKey(error: unknown): string {
   return error instanceof BatchedFnError ? error.code : 'handler';
 }
 
+function liveCount(resolvers: readonly unknown[]): number {
+  let live = 0;
+  for (const resolve of resolvers) if (resolve !== undefined) live++;
+  return live;
+}
+
 function isOutputArray(value: unknown): value is ArrayLike<unknown> {
   return Array.isArray(value) || (ArrayBuffer.isView(value) && !(value instanceof DataView));
 }
@@ -104,6 +111,22 @@ function onBatchTimeout<I, O>(batcher: Batcher<I, O>, batch: RunningBatch<I, O>)
   batch.timer = undefined;
   batcher.timeOut(batch);
 }
+
+/** Why `pad`'s result cannot be run, or undefined when it is the batch followed by filler. */
+function padProblem<I>(padded: unknown, batch: readonly I[]): string | undefined {
+  if (!Array.isArray(padded)) return `got ${describeValue(padded)}`;
+  if (padded.length < batch.length) return `got ${padded.length} inputs for a batch of ${batch.length}`;
+  for (let i = 0; i < batch.length; i++) if (padded[i] !== batch[i]) return `input ${i} is not the batch's input ${i}`;
+  return undefined;
+}
+
+/**
+ * Shedding predicts from the learned cost curve, and only running batches
+ * teach it. When nothing has run for this long, calls are let through
+ * unshed, so a curve learned during a slowdown cannot refuse every call
+ * forever: the batches they form are the evidence that the slowdown is over.
+ */
+const PROBE_AFTER_MS = 250;
 
 function validateCloseOptions(options: CloseOptions): void {
   if (typeof options !== 'object' || options === null) {
@@ -131,6 +154,10 @@ export class Batcher<I, O> {
   readonly #pad: ((batch: I[], targetRows: number) => I[]) | undefined;
   readonly #latencyTarget: number | undefined;
   readonly #batchTimeout: number | undefined;
+  /** Worker mode: refuses an input that can never reach a thread (a buffer already transferred). */
+  readonly #admit: ((input: I) => Error | undefined) | undefined;
+  /** When the cost curve last learned from a batch; see PROBE_AFTER_MS. */
+  #lastCostAt = Number.NEGATIVE_INFINITY;
   #maxBatchSize: number;
   #channelCap: number;
   #concurrency: number;
@@ -173,6 +200,7 @@ export class Batcher<I, O> {
     this.#pad = options.pad;
     this.#latencyTarget = options.latencyTarget;
     this.#batchTimeout = options.batchTimeout;
+    this.#admit = executor.admit?.bind(executor);
     this.#maxBatchSize = options.maxBatchSize;
     this.#channelCap = options.channelCap;
     this.#concurrency = options.concurrency;
@@ -189,7 +217,14 @@ export class Batcher<I, O> {
     this.#stats.calls++;
     // The common call (no options, no size, no keys, no latency target) takes this short path,
     // small enough for V8 to inline into the caller; everything else goes through #callWithOptions.
-    if (options !== undefined || this.#closing || this.#size !== undefined || this.#lanes !== undefined || this.#latencyTarget !== undefined) {
+    if (
+      options !== undefined ||
+      this.#closing ||
+      this.#size !== undefined ||
+      this.#lanes !== undefined ||
+      this.#latencyTarget !== undefined ||
+      this.#admit !== undefined
+    ) {
       return this.#callWithOptions(input, options);
     }
     if (this.#queuedItems >= this.#channelCap) return this.#refuse(new QueueFullError(this.#channelCap));
@@ -198,6 +233,10 @@ export class Batcher<I, O> {
 
   #callWithOptions(input: I, options: CallOptions | undefined): Promise<O> {
     if (this.#closing) return this.#refuse(new ClosedError());
+    if (this.#admit !== undefined) {
+      const refused = this.#admit(input);
+      if (refused !== undefined) return this.#refuse(refused);
+    }
     let rows = 1;
     if (this.#size !== undefined) {
       try {
@@ -238,7 +277,7 @@ export class Batcher<I, O> {
       if (signal?.aborted) return this.#refuse(signal.reason, 'aborted');
       if (signal !== undefined || timeout !== undefined) handle = new CallHandle<I, O>(this);
     }
-    if ((timeout !== undefined || this.#latencyTarget !== undefined) && this.#cost.confident) {
+    if ((timeout !== undefined || this.#latencyTarget !== undefined) && this.#sheds(now())) {
       const t = now();
       const budget = Math.min(timeout ?? Number.POSITIVE_INFINITY, this.#latencyTarget ?? Number.POSITIVE_INFINITY);
       if (this.#predictFinish(rows, t) > t + budget) return this.#refuse(new TimeoutError(budget, true));
@@ -357,7 +396,7 @@ export class Batcher<I, O> {
     for (const batch of this.#running) {
       if (batch.timer !== undefined) clearTimeout(batch.timer);
       batch.timer = undefined;
-      this.#inFlightItems -= batch.resolvers.length;
+      this.#inFlightItems -= liveCount(batch.resolvers);
       const { resolvers, handles } = batch;
       for (let i = 0; i < resolvers.length; i++) {
         const resolve = resolvers[i];
@@ -454,9 +493,12 @@ export class Batcher<I, O> {
     if (lane.rows >= max) return { lane, reason: 'full', maxRows: max };
     if (this.#closing) return { lane, reason: 'close', maxRows: max };
     if (this.#preferred !== undefined && lane.rows >= (this.#preferred[0] as number)) {
-      let target = this.#preferred[0] as number;
-      for (const size of this.#preferred) if (size <= lane.rows) target = size;
-      return { lane, reason: 'preferred', maxRows: target };
+      // The largest preferred size the queue can fill that the head call fits in. A size smaller
+      // than the head would take nothing: that decision, repeated, used to spin a core forever.
+      const head = lane.headQueue()?.headRows() ?? 0;
+      let target = 0;
+      for (const size of this.#preferred) if (size <= lane.rows && size >= head) target = size;
+      if (target > 0) return { lane, reason: 'preferred', maxRows: target };
     }
     lane.maxRows = max;
     const decision = this.#policy.decide(lane, t, trigger);
@@ -493,8 +535,9 @@ export class Batcher<I, O> {
 
   #dispatch(choice: Choice<I, O>, started: number): void {
     const { lane, reason } = choice;
-    const maxRows = Math.min(choice.maxRows, this.#maxBatchSize);
     this.#rejectOversized(lane, this.#maxBatchSize);
+    // A batch always takes at least the head call (which fits in maxBatchSize once oversized calls are gone).
+    const maxRows = Math.max(Math.min(choice.maxRows, this.#maxBatchSize), lane.headQueue()?.headRows() ?? 0);
     const batch = new RunningBatch<I, O>(reason, started);
     const before = batch.rows;
     lane.take(maxRows, started, batch, this.#stats.wait);
@@ -503,8 +546,8 @@ export class Batcher<I, O> {
     lane.rows -= batch.rows - before;
     this.#queuedItems -= items;
     this.#queuedRows -= batch.rows;
-    if (lane.items === 0 && lane !== this.#defaultLane) this.#lanes?.delete(lane.key);
-    if (batch.handles !== undefined && this.#cost.confident) this.#shedHopeless(batch);
+    this.#settleQueueTotals(lane);
+    if (batch.handles !== undefined && this.#sheds(started)) this.#shedHopeless(batch);
     if (batch.inputs.length === 0) return;
     this.#inFlightItems += batch.inputs.length;
     this.#stats.dispatched(reason);
@@ -514,12 +557,19 @@ export class Batcher<I, O> {
     if (this.#pad !== undefined) {
       const target = this.#preferred?.find((size) => size >= batch.rows) ?? this.#maxBatchSize;
       if (target > batch.rows) {
+        let padded: unknown;
         try {
-          inputs = this.#pad(batch.inputs.slice(), target);
+          padded = this.#pad(batch.inputs.slice(), target);
         } catch (error) {
           this.#finish(batch, undefined, error, true);
           return;
         }
+        const problem = padProblem(padded, batch.inputs);
+        if (problem !== undefined) {
+          this.#finish(batch, undefined, new InvalidPadError(problem), true);
+          return;
+        }
+        inputs = padded as I[];
         batch.padded = inputs.length;
       }
     }
@@ -562,8 +612,23 @@ export class Batcher<I, O> {
       lane.rows -= rows;
       this.#queuedItems--;
       this.#queuedRows -= rows;
+      this.#settleQueueTotals(lane);
       this.#fail(resolve, new ItemTooLargeError(rows, max), 'ERR_ITEM_TOO_LARGE');
     }
+  }
+
+  /** Whether predictions may shed calls now: a confident curve, and recent evidence (see PROBE_AFTER_MS). */
+  #sheds(t: number): boolean {
+    return this.#cost.confident && (this.#running.size > 0 || t - this.#lastCostAt < PROBE_AFTER_MS);
+  }
+
+  /** Queue totals are sums of fractional sizes: once a lane (or the queue) is empty, they are exactly 0. */
+  #settleQueueTotals(lane: Lane<I, O>): void {
+    if (lane.items === 0) {
+      lane.rows = 0;
+      if (lane !== this.#defaultLane) this.#lanes?.delete(lane.key);
+    }
+    if (this.#queuedItems === 0) this.#queuedRows = 0;
   }
 
   /**
@@ -619,16 +684,20 @@ export class Batcher<I, O> {
   #finish(batch: RunningBatch<I, O>, outputs: unknown, error: unknown, failed: boolean): void {
     if (!this.#running.delete(batch)) return; // destroy() or batchTimeout already released these callers
     if (batch.timer !== undefined) clearTimeout(batch.timer);
-    const execMs = now() - batch.started;
+    const finished = now();
+    const execMs = finished - batch.started;
     const { resolvers, handles } = batch;
     const size = resolvers.length;
     const expected = batch.padded > 0 ? batch.padded : size;
-    this.#inFlightItems -= size;
+    this.#inFlightItems -= liveCount(resolvers);
     if (!failed && (!isOutputArray(outputs) || outputs.length !== expected)) {
       failed = true;
       error = new BatchSizeMismatchError(expected, isOutputArray(outputs) ? outputs.length : undefined);
     }
-    if (!failed) this.#cost.observe(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs);
+    if (!failed) {
+      this.#cost.observe(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs);
+      this.#lastCostAt = finished;
+    }
     const key = failed ? failureKey(error) : '';
     // Filler rows from `pad` sit after the real ones; their outputs are never read.
     const results = outputs as ArrayLike<O | Error>;
@@ -689,9 +758,9 @@ export class Batcher<I, O> {
       if (resolve === undefined) return;
       lane.items--;
       lane.rows -= rows;
-      if (lane.items === 0 && lane !== this.#defaultLane) this.#lanes?.delete(lane.key);
       this.#queuedItems--;
       this.#queuedRows -= rows;
+      this.#settleQueueTotals(lane);
       this.#fail(resolve, error, key);
       this.#resolveIfIdle();
     } else if (handle.state === RUNNING) {
@@ -699,7 +768,11 @@ export class Batcher<I, O> {
       const resolve = resolvers[handle.index];
       resolvers[handle.index] = undefined;
       handle.dispose();
-      if (resolve !== undefined) this.#fail(resolve, error, key);
+      if (resolve !== undefined) {
+        // Released from a running batch: no longer in flight, so calls = completed + failed + queued + inFlightItems holds.
+        this.#inFlightItems--;
+        this.#fail(resolve, error, key);
+      }
     }
   }
 

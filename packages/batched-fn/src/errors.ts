@@ -10,7 +10,8 @@ export type BatchedFnErrorCode =
   | 'ERR_ITEM_TOO_LARGE'
   | 'ERR_WORKER_EXITED'
   | 'ERR_UNAVAILABLE'
-  | 'ERR_BATCH_TIMEOUT';
+  | 'ERR_BATCH_TIMEOUT'
+  | 'ERR_INVALID_PAD';
 
 export class BatchedFnError extends Error {
   readonly code: BatchedFnErrorCode;
@@ -129,5 +130,16 @@ export class BatchTimeoutError extends BatchedFnError {
     super('ERR_BATCH_TIMEOUT', `The batch holding this call ran longer than batchTimeout=${batchTimeout} ms`);
     this.name = 'BatchTimeoutError';
     this.batchTimeout = batchTimeout;
+  }
+}
+
+/**
+ * `pad` returned something other than the batch's own inputs, in order, followed by filler.
+ * Running it would hand callers other callers' outputs, so the batch is refused instead.
+ */
+export class InvalidPadError extends BatchedFnError {
+  constructor(detail: string) {
+    super('ERR_INVALID_PAD', `pad() must return the batch's inputs, in order, followed by filler: ${detail}`);
+    this.name = 'InvalidPadError';
   }
 }

@@ -5,6 +5,7 @@ export {
   BatchSizeMismatchError,
   BatchTimeoutError,
   ClosedError,
+  InvalidPadError,
   ItemTooLargeError,
   QueueFullError,
   TimeoutError,

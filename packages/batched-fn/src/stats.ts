@@ -48,6 +48,8 @@ export interface WorkerStats {
   items: number;
   busyMs: number;
   restarts: number;
+  /** Messages on the worker's port that were not the pool's protocol (user code posting on parentPort): ignored. */
+  ignoredMessages: number;
 }
 
 /** A plain snapshot; reading `predict.stats` twice gives two independent objects. */

@@ -48,3 +48,32 @@ export function transferListFor(values: readonly unknown[]): ArrayBuffer[] | und
   }
   return found === undefined || found.size === 0 ? undefined : [...found];
 }
+
+function isDetached(buffer: ArrayBuffer): boolean {
+  if (buffer.byteLength !== 0) return false;
+  try {
+    new Uint8Array(buffer);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** Where a moved value holds a detached buffer (as in "input.data's buffer"), or undefined. */
+export function findDetached(value: unknown, path = 'the input', depth = 0): string | undefined {
+  if (typeof value !== 'object' || value === null || depth > MAX_DEPTH) return undefined;
+  if (value instanceof ArrayBuffer) return isDetached(value) ? path : undefined;
+  if (ArrayBuffer.isView(value)) return value.buffer instanceof ArrayBuffer && isDetached(value.buffer) ? `${path}'s buffer` : undefined;
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) {
+      const found = findDetached(value[i], `${path}[${i}]`, depth + 1);
+      if (found !== undefined) return found;
+    }
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const key in value) {
+      const found = findDetached((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
+      if (found !== undefined) return found;
+    }
+  }
+  return undefined;
+}

@@ -83,7 +83,14 @@ test('random schedules: every call settles exactly once, batches respect the lim
         batchTimeout: 40,
       });
 
+      const invariant = (): void => {
+        const st = predict.stats;
+        if (st.calls !== st.completed + st.failed + st.queued + st.inFlightItems) {
+          violations.push(`calls ${st.calls} != completed ${st.completed} + failed ${st.failed} + queued ${st.queued} + inFlight ${st.inFlightItems}`);
+        }
+      };
       for (const op of s.ops) {
+        invariant();
         if (op.kind === 'wait') {
           await advance(op.ms);
         } else if (op.kind === 'configure') {

@@ -8,6 +8,8 @@ export type Outputs<O> = ReadonlyArray<O | Error>;
  */
 export interface Executor<I, O> {
   run(inputs: I[]): Outputs<O> | Promise<Outputs<O>>;
+  /** Checks one input at the call: an Error refuses that call alone (optional; worker mode uses it). */
+  admit?(input: I): Error | undefined;
   /** True when a batch handed over now would start without waiting for a free runner. */
   hasCapacity(): boolean;
   /** Called when capacity returns without a batch finishing (a restarted worker). */

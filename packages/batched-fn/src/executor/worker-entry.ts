@@ -58,7 +58,7 @@ async function run(id: number, inputs: unknown[]): Promise<void> {
     const outputs = await (module as WorkerModule).handler(inputs, context);
     if (!Array.isArray(outputs) && !ArrayBuffer.isView(outputs)) {
       // Let the main thread report the mismatch with the batch's real size.
-      send({ type: 'result', id, outputs: outputs as unknown as unknown[], errors: [] });
+      send({ type: 'result', id, outputs: null, errors: [] });
       return;
     }
     const values = Array.from(outputs as ArrayLike<unknown>);
@@ -69,11 +69,33 @@ async function run(id: number, inputs: unknown[]): Promise<void> {
         values[i] = undefined;
       }
     }
-    send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
+    try {
+      send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
+    } catch (cause) {
+      // One output that cannot be cloned (a function, a symbol) must not sink its neighbours:
+      // it becomes that caller's error. Nothing was transferred, since cloning failed first.
+      isolateUncloneable(values, errors, cause);
+      send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
+    }
   } catch (error) {
     send({ type: 'error', id, error: toWire(error) });
   }
 }
+
+function isolateUncloneable(values: unknown[], errors: [number, WireError][], cause: unknown): void {
+  for (let i = 0; i < values.length; i++) {
+    try {
+      structuredClone(values[i]);
+    } catch {
+      errors.push([i, toWire(new TypeError(`Output ${i} of the batch cannot be sent back from the worker thread: ${(cause as Error).message}`))]);
+      values[i] = undefined;
+    }
+  }
+}
+
+// A message this thread cannot deserialize (a buffer detached on the way) is lost: say so, so the
+// pool fails the batch it belonged to instead of waiting for it forever.
+port.on('messageerror', (error) => send({ type: 'lost', error: toWire(error) }));
 
 port.on('message', (message: ToWorker) => {
   switch (message.type) {

@@ -1,9 +1,10 @@
 import { type ResourceLimits, Worker } from 'node:worker_threads';
 import { WorkerExitedError } from '../errors.js';
 import type { WorkerStats } from '../stats.js';
-import { transferListFor } from '../transfer.js';
+import { findDetached, isMoved, transferListFor } from '../transfer.js';
 import type { Executor, Outputs } from './types.js';
-import { type FromWorker, fromWire, type ToWorker, type WorkerBootData } from './wire.js';
+import { type FromWorker, fromWire, parseFromWorker, type ToWorker, type WorkerBootData } from './wire.js';
+import { type Job, slotStats, WorkerSlot } from './worker-slot.js';
 
 const ENTRY = new URL('./worker-entry.js', import.meta.url);
 
@@ -19,46 +20,6 @@ export interface WorkerPoolOptions {
   workerData: unknown;
   resourceLimits: ResourceLimits | undefined;
   name: string;
-}
-
-interface Job {
-  id: number;
-  size: number;
-  /** The array the batcher handed to `run`, by identity: how `abandon` finds the job. */
-  inputs: unknown[];
-  resolve: (outputs: Outputs<unknown>) => void;
-  reject: (error: unknown) => void;
-}
-
-type SlotState = WorkerStats['state'];
-
-/** One place in the pool. The Worker inside is replaced when it dies; the slot and its counters stay. */
-class WorkerSlot {
-  readonly id: number;
-  worker: Worker | undefined;
-  state: SlotState = 'stopped';
-  job: Job | undefined;
-  busySince = 0;
-  batches = 0;
-  items = 0;
-  busyMs = 0;
-  restarts = 0;
-  failuresInARow = 0;
-  lastError: unknown;
-  restartTimer: ReturnType<typeof setTimeout> | undefined;
-  stopping = false;
-  /**
-   * False when the module says its handler blocks in native code. Terminating a thread inside
-   * onnxruntime-node's session.run aborts the whole process (its binding throws a C++ exception
-   * into the dying environment), so such a worker is never terminated mid-batch: it is retired.
-   */
-  interruptible = true;
-  readonly initWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
-  onExit: (() => void) | undefined;
-
-  constructor(id: number) {
-    this.id = id;
-  }
 }
 
 /**
@@ -194,15 +155,16 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   }
 
   workerStats(): WorkerStats[] {
-    return this.#slots.map((slot) => ({
-      id: slot.id,
-      threadId: slot.worker?.threadId,
-      state: slot.state,
-      batches: slot.batches,
-      items: slot.items,
-      busyMs: slot.busyMs + (slot.state === 'busy' ? performance.now() - slot.busySince : 0),
-      restarts: slot.restarts,
-    }));
+    return this.#slots.map(slotStats);
+  }
+
+  /** A moved input whose buffer is already detached would be lost on the way to the thread: refuse it here. */
+  admit(input: I): Error | undefined {
+    if (!isMoved(input)) return undefined;
+    const where = findDetached(input);
+    return where === undefined
+      ? undefined
+      : new TypeError(`Input cannot be sent to a worker thread: ${where} was already transferred (detached), by an earlier move() perhaps`);
   }
 
   #start(): void {
@@ -225,8 +187,11 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     slot.interruptible = true;
     slot.lastError = undefined;
     // A retired worker (see #retire) still runs and answers; only the slot's current worker counts.
-    worker.on('message', (message: FromWorker) => {
-      if (slot.worker === worker) this.#onMessage(slot, message);
+    worker.on('message', (raw: unknown) => {
+      if (slot.worker !== worker) return;
+      const message = parseFromWorker(raw);
+      if (message === undefined) slot.ignoredMessages++;
+      else this.#onMessage(slot, message);
     });
     worker.on('messageerror', (error) => {
       if (slot.worker === worker) this.#failJob(slot, error);
@@ -296,8 +261,9 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         const job = this.#takeJob(slot, message.id);
         if (job === undefined) return;
         slot.failuresInARow = 0;
-        const outputs: unknown[] | unknown = message.outputs;
-        if (Array.isArray(outputs)) for (const [i, wire] of message.errors) outputs[i] = fromWire(wire);
+        const outputs = message.outputs;
+        if (outputs !== null) for (const [i, wire] of message.errors) outputs[i] = fromWire(wire);
+        // Not an array: the batcher reports the mismatch with the batch's real size.
         job.resolve(outputs as Outputs<unknown>);
         break;
       }
@@ -306,6 +272,9 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         job?.reject(fromWire(message.error));
         break;
       }
+      case 'lost':
+        this.#failJob(slot, fromWire(message.error));
+        break;
       case 'closed':
         break;
     }

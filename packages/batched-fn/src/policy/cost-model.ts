@@ -13,6 +13,12 @@ export class CostModel {
   static readonly DECAY = 0.98;
   /** Fits need this many batches, over at least two batch sizes, before anyone relies on them. */
   static readonly MIN_SAMPLES = 8;
+  /**
+   * Batches in a row that ran in under half their predicted time: the handler got faster (a
+   * slowdown ended). Clipping and slow forgetting would take ~50 batches to notice, and shedding
+   * on the stale curve would refuse the very calls that would show it, so the fit starts over.
+   */
+  static readonly FASTER_IN_A_ROW = 3;
 
   #w = 0;
   #sx = 0;
@@ -25,6 +31,7 @@ export class CostModel {
   #maxN = 0;
   #a = 0;
   #b = 0;
+  #fasterInARow = 0;
 
   /** Fixed cost per batch in ms (the part merging saves). */
   get a(): number {
@@ -51,6 +58,10 @@ export class CostModel {
 
   observe(rows: number, ms: number): void {
     if (!(rows > 0) || !(ms >= 0) || !Number.isFinite(ms)) return;
+    if (this.confident) {
+      this.#fasterInARow = ms < 0.5 * this.predict(rows) ? this.#fasterInARow + 1 : 0;
+      if (this.#fasterInARow >= CostModel.FASTER_IN_A_ROW) this.#forget();
+    }
     let y = ms;
     if (this.confident && this.#residualVar > 0) {
       const bound = 3 * Math.sqrt(this.#residualVar);
@@ -69,6 +80,14 @@ export class CostModel {
     this.#fit();
     const residual = ms - this.predict(rows);
     this.#residualVar = this.#residualVar * d + (1 - d) * residual * residual;
+  }
+
+  #forget(): void {
+    this.#w = this.#sx = this.#sy = this.#sxx = this.#sxy = this.#residualVar = 0;
+    this.#samples = 0;
+    this.#minN = Number.POSITIVE_INFINITY;
+    this.#maxN = 0;
+    this.#fasterInARow = 0;
   }
 
   #fit(): void {
