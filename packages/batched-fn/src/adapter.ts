@@ -5,3 +5,4 @@
  */
 export { expectDuration, expectInteger, MAX_TIMER_MS, validateCallOptions, validateMaxDelay } from './options.js';
 export { DISPATCH_REASONS } from './stats.js';
+export { deserializeError, isSerializedError, type SerializedError, serializeError } from './error-codec.js';

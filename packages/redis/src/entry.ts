@@ -1,4 +1,5 @@
-import { FIELD, type WireError } from './wire.js';
+import { type SerializedError, serializeError } from 'batched-fn/adapter';
+import { FIELD } from './wire.js';
 
 /**
  * A request entry as a worker reads it from the stream. Whoever can write to
@@ -45,5 +46,7 @@ export function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
   };
 }
 
-export const invalidEntry = (reason: string): WireError => ({ name: 'InvalidEntryError', message: `Invalid request: ${reason}`, statusCode: 400 });
+/** A malformed entry's answer: a client error (400) for whoever sent it. */
+export const invalidEntry = (reason: string): SerializedError =>
+  serializeError(Object.assign(new Error(`Invalid request: ${reason}`), { name: 'InvalidEntryError', statusCode: 400 }));
 

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
+  BatchedFnError,
   type BatchedFn,
   type BatchedFnStats,
   type BatchInfo,
@@ -11,11 +12,11 @@ import {
   TimeoutError,
   UnavailableError,
 } from 'batched-fn';
-import { expectDuration, expectInteger, validateCallOptions } from 'batched-fn/adapter';
+import { deserializeError, expectDuration, expectInteger, validateCallOptions } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
-import { decode, encode, fromWireError, validBatch, type WireReply } from './wire.js';
+import { decode, encode, validBatch, type WireReply } from './wire.js';
 
 export interface RemoteBatchedFnOptions<I> {
   redis: RedisTarget;
@@ -224,9 +225,9 @@ class RemoteFrontend<I, O> {
       if (!this.#waiting.has(id)) continue; // a duplicate from a redelivered entry, or a caller already released
       if (ok === true) this.#settle(id, undefined, '', value);
       else {
-        const error = fromWireError(typeof value === 'object' && value !== null ? value : { name: 'Error', message: 'The worker sent a malformed error' });
-        const code = (error as { code?: unknown }).code;
-        this.#settle(id, error, typeof code === 'string' && code.startsWith('ERR_') ? code : 'handler');
+        // Only the core's own classes count under their code; anything else a worker sends is 'handler'.
+        const error = deserializeError(value);
+        this.#settle(id, error, error instanceof BatchedFnError ? error.code : 'handler');
       }
     }
   }

@@ -1,14 +1,6 @@
 import { deserialize, serialize } from 'node:v8';
 import type { BatchInfo, DispatchReason } from 'batched-fn';
-import { DISPATCH_REASONS } from 'batched-fn/adapter';
-import {
-  BatchedFnError,
-  BatchSizeMismatchError,
-  ClosedError,
-  ItemTooLargeError,
-  TimeoutError,
-  WorkerExitedError,
-} from 'batched-fn';
+import { DISPATCH_REASONS, type SerializedError } from 'batched-fn/adapter';
 
 /**
  * Payloads cross Redis in V8's structured-clone format: binary, and typed
@@ -20,19 +12,8 @@ export const decode = <T>(buffer: Buffer): T => deserialize(buffer) as T;
 /** Request entry field names; short, since every request carries them. */
 export const FIELD = { id: 'i', reply: 'r', deadline: 'd', rows: 'n', payload: 'p' } as const;
 
-export interface WireError {
-  name: string;
-  message: string;
-  code?: string;
-  /** A client error's HTTP status (400-499), as fastify's `statusCode`: the frontend answers with it. */
-  statusCode?: number;
-}
-
-const clientStatus = (value: unknown): number | undefined =>
-  typeof value === 'number' && Number.isInteger(value) && value >= 400 && value <= 499 ? value : undefined;
-
 /** One caller's outcome inside a reply. */
-export type WireResult = [id: string, ok: true, value: unknown] | [id: string, ok: false, error: WireError];
+export type WireResult = [id: string, ok: true, value: unknown] | [id: string, ok: false, error: SerializedError];
 
 /** What a worker says about the batch a reply comes from, for the frontend's metrics. */
 export interface WireBatch {
@@ -46,38 +27,6 @@ export interface WireBatch {
 export interface WireReply {
   batch: WireBatch | undefined;
   results: WireResult[];
-}
-
-export function toWireError(error: unknown): WireError {
-  if (!(error instanceof Error)) return { name: 'Error', message: String(error) };
-  const code = (error as { code?: unknown }).code;
-  const status = clientStatus((error as { status?: unknown }).status) ?? clientStatus((error as { statusCode?: unknown }).statusCode);
-  return { name: error.name, message: error.message, ...(typeof code === 'string' ? { code } : {}), ...(status === undefined ? {} : { statusCode: status }) };
-}
-
-/** Rebuilds the batcher's own error classes, so remote callers see the same codes as local ones. */
-export function fromWireError(wire: WireError): Error {
-  switch (wire.code) {
-    case 'ERR_TIMEOUT':
-      return Object.assign(new TimeoutError(0), { message: wire.message });
-    case 'ERR_ITEM_TOO_LARGE':
-      return Object.assign(new ItemTooLargeError(0, 0), { message: wire.message });
-    case 'ERR_BATCH_SIZE_MISMATCH':
-      return Object.assign(new BatchSizeMismatchError(0, 0), { message: wire.message });
-    case 'ERR_WORKER_EXITED':
-      return Object.assign(new WorkerExitedError(0, undefined), { message: wire.message });
-    case 'ERR_CLOSED':
-      return new ClosedError(wire.message);
-    default: {
-      if (wire.code?.startsWith('ERR_')) return new BatchedFnError(wire.code as never, wire.message);
-      const error = new Error(String(wire.message));
-      error.name = String(wire.name);
-      if (typeof wire.code === 'string') Object.assign(error, { code: wire.code });
-      const status = clientStatus(wire.statusCode);
-      if (status !== undefined) Object.assign(error, { statusCode: status });
-      return error;
-    }
-  }
 }
 
 const KNOWN_REASONS = new Set<string>(DISPATCH_REASONS);

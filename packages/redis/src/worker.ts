@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
-import { AdaptivePolicy, ArrivalRate, type BatchedFn, CostModel } from 'batched-fn';
-import { expectDuration, expectInteger, validateMaxDelay } from 'batched-fn/adapter';
+import { AdaptivePolicy, ArrivalRate, type BatchedFn, CostModel, TimeoutError } from 'batched-fn';
+import { expectDuration, expectInteger, serializeError, validateMaxDelay } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { DEFAULT_PREFIX, GROUP, replyKeyPattern, type StreamKeys, streamKeys } from './keys.js';
 import { arrivalOf, type Entry, invalidEntry, parseEntry } from './entry.js';
-import { decode, encode, toWireError, type WireReply, type WireResult } from './wire.js';
+import { decode, encode, type WireReply, type WireResult } from './wire.js';
 
 export interface RemoteWorkerOptions<I, O> {
   redis: RedisTarget;
@@ -208,7 +208,8 @@ export class RemoteWorker<I, O> {
         }
         if (entry.deadline > 0 && entry.deadline <= Date.now()) {
           this.#stats.expired++;
-          return [entry.id, false, { name: 'TimeoutError', message: 'The request expired before a worker could run it', code: 'ERR_TIMEOUT' }];
+          const expired = Object.assign(new TimeoutError(Math.max(0, entry.deadline - arrivalOf(entry.entryId))), { message: 'The request expired before a worker could run it' });
+          return [entry.id, false, serializeError(expired)];
         }
         let input: I;
         try {
@@ -216,12 +217,12 @@ export class RemoteWorker<I, O> {
           this.#options.validate?.(input);
         } catch (error) {
           this.#stats.invalid++;
-          return [entry.id, false, toWireError(error)];
+          return [entry.id, false, serializeError(error)];
         }
         try {
           return [entry.id, true, await this.#options.predict(input)];
         } catch (error) {
-          return [entry.id, false, toWireError(error)];
+          return [entry.id, false, serializeError(error)];
         }
       }),
     );

@@ -1,14 +1,6 @@
-/**
- * What crosses between the pool and its worker threads. Errors are flattened
- * by hand because structured clone keeps only an Error's message and stack,
- * dropping `code` and other fields servers need to map errors to statuses.
- */
-export interface WireError {
-  name: string;
-  message: string;
-  stack: string | undefined;
-  fields: Record<string, unknown>;
-}
+import { isSerializedError, type SerializedError } from '../error-codec.js';
+
+/** What crosses between the pool and its worker threads. Errors go through the core's one codec. */
 
 export type ToWorker =
   | { type: 'init' }
@@ -18,70 +10,18 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'loaded'; interruptible: boolean }
   | { type: 'ready' }
-  | { type: 'init-error'; error: WireError }
+  | { type: 'init-error'; error: SerializedError }
   /** `outputs` is null when the handler returned something other than an array. */
-  | { type: 'result'; id: number; outputs: unknown[] | null; errors: [number, WireError][] }
-  | { type: 'error'; id: number; error: WireError }
+  | { type: 'result'; id: number; outputs: unknown[] | null; errors: [number, SerializedError][] }
+  | { type: 'error'; id: number; error: SerializedError }
   /** The worker could not read a message sent to it (a 'messageerror'): whatever it was running is lost. */
-  | { type: 'lost'; error: WireError }
+  | { type: 'lost'; error: SerializedError }
   | { type: 'closed' };
 
 export interface WorkerBootData {
   moduleUrl: string;
   data: unknown;
 }
-
-/** String(value) that cannot throw (a null-prototype object has no toString; a getter may throw). */
-function safeString(value: unknown): string {
-  try {
-    return String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
-  }
-}
-
-function read(object: object, key: string): unknown {
-  try {
-    return (object as Record<string, unknown>)[key];
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * Flattens anything thrown into plain strings and primitives. It never
- * throws itself: a thrown value whose getters throw, with no prototype, or
- * with a `name` that is not a string still reaches the callers as an error,
- * instead of crashing the worker that tried to report it.
- */
-export function toWire(error: unknown): WireError {
-  if (!(error instanceof Error)) {
-    return { name: 'Error', message: `Non-error thrown: ${safeString(error)}`, stack: undefined, fields: {} };
-  }
-  const fields: Record<string, unknown> = {};
-  let keys: string[] = [];
-  try {
-    keys = Object.keys(error);
-  } catch {
-    // a Proxy may refuse; the fields are a courtesy
-  }
-  for (const key of keys) {
-    const value = read(error, key);
-    if (value === null || ['string', 'number', 'boolean'].includes(typeof value)) fields[key] = value;
-  }
-  const name = read(error, 'name');
-  const message = read(error, 'message');
-  const stack = read(error, 'stack');
-  return {
-    name: typeof name === 'string' ? name : 'Error',
-    message: typeof message === 'string' ? message : safeString(message),
-    stack: typeof stack === 'string' ? stack : undefined,
-    fields,
-  };
-}
-
-const isWireError = (value: unknown): value is WireError =>
-  typeof value === 'object' && value !== null && typeof (value as WireError).name === 'string' && typeof (value as WireError).message === 'string';
 
 const isId = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value);
 
@@ -101,28 +41,20 @@ export function parseFromWorker(message: unknown): FromWorker | undefined {
     case 'closed':
       return m as FromWorker;
     case 'init-error':
-      return isWireError(m.error) ? (m as FromWorker) : undefined;
+      return isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'lost':
-      return isWireError(m.error) ? (m as FromWorker) : undefined;
+      return isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'error':
-      return isId(m.id) && isWireError(m.error) ? (m as FromWorker) : undefined;
+      return isId(m.id) && isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'result': {
       if (!isId(m.id) || !(Array.isArray(m.outputs) || m.outputs === null) || !Array.isArray(m.errors)) return undefined;
       const count = (m.outputs as unknown[] | null)?.length ?? 0;
       for (const entry of m.errors as unknown[]) {
-        if (!Array.isArray(entry) || !isId(entry[0]) || entry[0] < 0 || entry[0] >= count || !isWireError(entry[1])) return undefined;
+        if (!Array.isArray(entry) || !isId(entry[0]) || entry[0] < 0 || entry[0] >= count || !isSerializedError(entry[1])) return undefined;
       }
       return m as FromWorker;
     }
     default:
       return undefined;
   }
-}
-
-export function fromWire(wire: WireError): Error {
-  const error = new Error(wire.message);
-  Object.assign(error, wire.fields);
-  error.name = wire.name;
-  if (wire.stack !== undefined) error.stack = wire.stack;
-  return error;
 }

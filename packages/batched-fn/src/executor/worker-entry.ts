@@ -5,7 +5,8 @@
  */
 import { isMainThread, parentPort, threadId, workerData } from 'node:worker_threads';
 import { transferListFor } from '../transfer.js';
-import { type FromWorker, type ToWorker, toWire, type WireError, type WorkerBootData } from './wire.js';
+import { type SerializedError, serializeError } from '../error-codec.js';
+import type { FromWorker, ToWorker, WorkerBootData } from './wire.js';
 
 interface WorkerModule {
   handler: (batch: unknown[], context: unknown) => ArrayLike<unknown> | Promise<ArrayLike<unknown>>;
@@ -62,10 +63,10 @@ async function run(id: number, inputs: unknown[]): Promise<void> {
       return;
     }
     const values = Array.from(outputs as ArrayLike<unknown>);
-    const errors: [number, WireError][] = [];
+    const errors: [number, SerializedError][] = [];
     for (let i = 0; i < values.length; i++) {
       if (values[i] instanceof Error) {
-        errors.push([i, toWire(values[i])]);
+        errors.push([i, serializeError(values[i])]);
         values[i] = undefined;
       }
     }
@@ -78,16 +79,16 @@ async function run(id: number, inputs: unknown[]): Promise<void> {
       send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
     }
   } catch (error) {
-    send({ type: 'error', id, error: toWire(error) });
+    send({ type: 'error', id, error: serializeError(error) });
   }
 }
 
-function isolateUncloneable(values: unknown[], errors: [number, WireError][], cause: unknown): void {
+function isolateUncloneable(values: unknown[], errors: [number, SerializedError][], cause: unknown): void {
   for (let i = 0; i < values.length; i++) {
     try {
       structuredClone(values[i]);
     } catch {
-      errors.push([i, toWire(new TypeError(`Output ${i} of the batch cannot be sent back from the worker thread: ${(cause as Error).message}`))]);
+      errors.push([i, serializeError(new TypeError(`Output ${i} of the batch cannot be sent back from the worker thread: ${(cause as Error).message}`))]);
       values[i] = undefined;
     }
   }
@@ -95,7 +96,7 @@ function isolateUncloneable(values: unknown[], errors: [number, WireError][], ca
 
 // A message this thread cannot deserialize (a buffer detached on the way) is lost: say so, so the
 // pool fails the batch it belonged to instead of waiting for it forever.
-port.on('messageerror', (error) => send({ type: 'lost', error: toWire(error) }));
+port.on('messageerror', (error) => send({ type: 'lost', error: serializeError(error) }));
 
 port.on('message', (message: ToWorker) => {
   switch (message.type) {
@@ -108,7 +109,7 @@ port.on('message', (message: ToWorker) => {
           await ensureInitialized();
           send({ type: 'ready' });
         } catch (error) {
-          send({ type: 'init-error', error: toWire(error) });
+          send({ type: 'init-error', error: serializeError(error) });
         }
       })();
       break;

@@ -3,7 +3,8 @@ import { WorkerExitedError } from '../errors.js';
 import type { WorkerStats } from '../stats.js';
 import { findDetached, isMoved, transferListFor } from '../transfer.js';
 import type { Executor, Outputs } from './types.js';
-import { type FromWorker, fromWire, parseFromWorker, type ToWorker, type WorkerBootData } from './wire.js';
+import { deserializeError } from '../error-codec.js';
+import { type FromWorker, parseFromWorker, type ToWorker, type WorkerBootData } from './wire.js';
 import { type Job, slotStats, WorkerSlot } from './worker-slot.js';
 
 const ENTRY = new URL('./worker-entry.js', import.meta.url);
@@ -253,7 +254,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         for (const waiter of slot.initWaiters.splice(0)) waiter.resolve();
         break;
       case 'init-error': {
-        const error = fromWire(message.error);
+        const error = deserializeError(message.error);
         for (const waiter of slot.initWaiters.splice(0)) waiter.reject(error);
         break;
       }
@@ -262,18 +263,18 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         if (job === undefined) return;
         slot.failuresInARow = 0;
         const outputs = message.outputs;
-        if (outputs !== null) for (const [i, wire] of message.errors) outputs[i] = fromWire(wire);
+        if (outputs !== null) for (const [i, wire] of message.errors) outputs[i] = deserializeError(wire);
         // Not an array: the batcher reports the mismatch with the batch's real size.
         job.resolve(outputs as Outputs<unknown>);
         break;
       }
       case 'error': {
         const job = this.#takeJob(slot, message.id);
-        job?.reject(fromWire(message.error));
+        job?.reject(deserializeError(message.error));
         break;
       }
       case 'lost':
-        this.#failJob(slot, fromWire(message.error));
+        this.#failJob(slot, deserializeError(message.error));
         break;
       case 'closed':
         break;

@@ -47,8 +47,9 @@ function statusFor(error: unknown): { status: number; headers: Record<string, st
   const code = (error as FastifyError | undefined)?.code;
   if (code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { status: 413, headers: {} };
   if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { status: 415, headers: {} };
-  const status = (error as FastifyError | undefined)?.statusCode;
-  if (typeof status === 'number' && status >= 400 && status < 500) return { status, headers: {} };
+  // A client error from elsewhere (fastify's statusCode; a model's or a remote worker's status): 4xx only.
+  const status = (error as FastifyError | undefined)?.statusCode ?? (error as { status?: unknown } | undefined)?.status;
+  if (typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 500) return { status, headers: {} };
   return { status: 500, headers: {} };
 }
 
