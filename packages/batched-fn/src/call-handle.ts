@@ -1,11 +1,19 @@
-import type { Batcher } from './batcher.js';
 import type { Lane } from './lane.js';
 import type { CallQueue } from './queue.js';
 
-export const QUEUED = 0;
-export const RUNNING = 1;
-export const SETTLED = 2;
-export type CallState = typeof QUEUED | typeof RUNNING | typeof SETTLED;
+/** Where a cancellable call is: waiting at `seq` in a queue, at `index` of a running batch, or done. */
+export type CallPlace<I, O> =
+  | { readonly state: 'queued'; readonly lane: Lane<I, O>; readonly queue: CallQueue<I, O>; readonly seq: number }
+  | { readonly state: 'running'; readonly batch: { resolvers: unknown[] }; readonly index: number }
+  | { readonly state: 'settled' };
+
+const SETTLED = Object.freeze({ state: 'settled' as const });
+
+/** What a handle reports back to: the batcher that owns the call. */
+export interface CallOwner<I, O> {
+  abort(handle: CallHandle<I, O>): void;
+  expire(handle: CallHandle<I, O>): void;
+}
 
 /**
  * Extra state for a call made with a signal or a timeout, the only calls that
@@ -14,22 +22,15 @@ export type CallState = typeof QUEUED | typeof RUNNING | typeof SETTLED;
  * cancellable call allocates no closures either.
  */
 export class CallHandle<I, O> {
-  readonly owner: Batcher<I, O>;
-  state: CallState = QUEUED;
-  /** Where the call waits while QUEUED. */
-  lane: Lane<I, O> | undefined = undefined;
-  queue: CallQueue<I, O> | undefined = undefined;
-  /** Queue position while QUEUED; index in `batch` while RUNNING. */
-  seq = -1;
+  readonly owner: CallOwner<I, O>;
+  place: CallPlace<I, O> = SETTLED;
   /** Absolute clock time the caller stops waiting; Infinity without a timeout. */
   deadline = Number.POSITIVE_INFINITY;
-  index = -1;
-  batch: { resolvers: unknown[] } | undefined = undefined;
   signal: AbortSignal | undefined = undefined;
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   timeout = 0;
 
-  constructor(owner: Batcher<I, O>) {
+  constructor(owner: CallOwner<I, O>) {
     this.owner = owner;
   }
 
@@ -39,10 +40,7 @@ export class CallHandle<I, O> {
 
   /** Stops listening; called once the call settles, however it settles. */
   dispose(): void {
-    this.state = SETTLED;
-    this.batch = undefined;
-    this.lane = undefined;
-    this.queue = undefined;
+    this.place = SETTLED;
     if (this.timer !== undefined) {
       clearTimeout(this.timer);
       this.timer = undefined;
