@@ -6,3 +6,5 @@
 export { expectDuration, expectInteger, MAX_TIMER_MS, validateCallOptions, validateMaxDelay } from './options.js';
 export { DISPATCH_REASONS } from './stats.js';
 export { deserializeError, isSerializedError, type SerializedError, serializeError } from './error-codec.js';
+/** The same counters and percentile windows as `predict.stats`, for adapters that implement BatchedFn elsewhere. */
+export { StatsRecorder } from './stats-recorder.js';

@@ -17,13 +17,15 @@ import {
   type RuntimeOptions,
   type WorkerOptions,
 } from './options.js';
-import type { BatchedFnStats } from './stats.js';
+import type { BatchedFnSettings, BatchedFnStats } from './stats.js';
 
 /** A batched function: call it with one input, get one output. */
 export interface BatchedFn<I, O> {
   (input: I, options?: CallOptions): Promise<O>;
   /** A plain snapshot of counters and recent percentiles. */
   readonly stats: BatchedFnStats;
+  /** The tunables in force: `maxBatchSize`, `maxDelay`, `channelCap`, `concurrency`. */
+  readonly settings: BatchedFnSettings;
   /** Builds the context (and starts workers) now instead of before the first batch. */
   ready(): Promise<void>;
   /**
@@ -132,6 +134,7 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
   const predict = ((input: I, callOptions?: CallOptions) => batcher.call(input, callOptions)) as BatchedFn<I, O>;
   Object.defineProperties(predict, {
     stats: { get: () => batcher.stats, enumerable: true },
+    settings: { get: () => batcher.settings, enumerable: true },
     ready: { value: () => batcher.ready() },
     close: { value: (closeOptions?: CloseOptions) => batcher.close(closeOptions) },
     destroy: { value: (reason?: unknown) => batcher.destroy(reason) },

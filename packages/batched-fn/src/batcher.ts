@@ -14,9 +14,8 @@ import {
   validateRuntimeOptions,
 } from './options.js';
 import type { CallQueue, Resolve } from './queue.js';
-import type { BatchedFnStats } from './stats.js';
+import type { BatchedFnSettings, BatchedFnStats } from './stats.js';
 
-export { batchChannel } from './batch-report.js';
 
 /**
  * Captures a new promise's resolver without allocating a closure per call:
@@ -106,6 +105,7 @@ export class Batcher<I, O> {
     let signal: AbortSignal | undefined;
     let timeout: number | undefined;
     let priority = 0;
+    let arrival: number | undefined;
     if (options !== undefined) {
       try {
         validateCallOptions(options);
@@ -115,6 +115,7 @@ export class Batcher<I, O> {
       signal = options.signal;
       timeout = options.timeout;
       priority = options.priority ?? 0;
+      arrival = options.arrival;
       if (signal?.aborted) return this.#refuse(signal.reason, 'aborted');
       if (signal !== undefined || timeout !== undefined) handle = new CallHandle<I, O>(this);
     }
@@ -127,7 +128,7 @@ export class Batcher<I, O> {
       }
     }
     const lane = d.lanes.laneFor(key);
-    const promise = this.#enqueue(lane, lane.queueFor(priority), input, rows, handle);
+    const promise = this.#enqueue(lane, lane.queueFor(priority), input, rows, handle, arrival);
     if (handle !== undefined) {
       if (signal !== undefined) {
         handle.signal = signal;
@@ -142,7 +143,7 @@ export class Batcher<I, O> {
     return promise;
   }
 
-  #enqueue(lane: Lane<I, O>, queue: CallQueue<I, O>, input: I, rows: number, handle: CallHandle<I, O> | undefined): Promise<O> {
+  #enqueue(lane: Lane<I, O>, queue: CallQueue<I, O>, input: I, rows: number, handle: CallHandle<I, O> | undefined, arrival?: number): Promise<O> {
     const d = this.#d;
     const promise = new Promise<O>(captureResolve as (resolve: Resolve<O>) => void);
     // Reading the clock costs about as much as the rest of a call, so calls
@@ -150,7 +151,8 @@ export class Batcher<I, O> {
     // the same run of microtasks, so their true arrival times differ by less
     // than the work queued ahead of the pump.
     if (!d.pumpScheduled) d.schedulePump();
-    d.lanes.push(lane, queue, input, capturedResolve as Resolve<O>, d.tickTime, rows, handle);
+    const arrived = arrival === undefined || arrival > d.tickTime ? d.tickTime : arrival;
+    d.lanes.push(lane, queue, input, capturedResolve as Resolve<O>, arrived, rows, handle);
     d.arrivedRows += rows;
     return promise;
   }
@@ -259,12 +261,17 @@ export class Batcher<I, O> {
       throw new RangeError(`Expected \`maxBatchSize\` to be at least the largest preferredBatchSizes entry (${largestPreferred}), got ${valid.maxBatchSize}`);
     }
     if (valid.maxBatchSize !== undefined) d.maxBatchSize = valid.maxBatchSize;
-    if (valid.maxDelay !== undefined) d.policy = d.policyFor(valid.maxDelay);
+    if (valid.maxDelay !== undefined) d.setMaxDelay(valid.maxDelay);
     if (valid.channelCap !== undefined) this.#channelCap = valid.channelCap;
     if (valid.concurrency !== undefined) d.concurrency = valid.concurrency;
     // A shorter delay or a smaller batch may make the queue due right now.
     d.wake.disarm();
     d.schedulePump();
+  }
+
+  get settings(): BatchedFnSettings {
+    const d = this.#d;
+    return { maxBatchSize: d.maxBatchSize, maxDelay: d.maxDelay, channelCap: this.#channelCap, concurrency: d.concurrency };
   }
 
   get stats(): BatchedFnStats {

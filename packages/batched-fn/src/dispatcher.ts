@@ -59,6 +59,7 @@ export class Dispatcher<I, O> implements ChoiceRules {
   maxBatchSize: number;
   concurrency: number;
   policy: SchedulingPolicy;
+  maxDelay: number | 'auto';
   readonly preferred: number[] | undefined;
   closing = false;
   destroyed = false;
@@ -82,11 +83,17 @@ export class Dispatcher<I, O> implements ChoiceRules {
     this.maxBatchSize = options.maxBatchSize;
     this.concurrency = options.concurrency;
     this.preferred = options.preferredBatchSizes;
-    this.policy = this.policyFor(options.maxDelay);
+    this.maxDelay = options.maxDelay;
+    this.policy = this.#policyFor(options.maxDelay);
     executor.onCapacity(() => this.pump('completion'));
   }
 
-  policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
+  setMaxDelay(maxDelay: number | 'auto'): void {
+    this.maxDelay = maxDelay;
+    this.policy = this.#policyFor(maxDelay);
+  }
+
+  #policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
     return maxDelay === 'auto' ? new AdaptivePolicy(this.cost, this.arrivals, this.options.latencyTarget) : new FixedDelayPolicy(maxDelay);
   }
 

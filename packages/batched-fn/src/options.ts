@@ -106,6 +106,14 @@ export interface CallOptions {
    * @default 0
    */
   priority?: number;
+  /**
+   * When the call really arrived, in ms on this process's `performance.now()` clock, for calls
+   * that waited elsewhere first (a Redis stream entry, say: `epochMs - performance.timeOrigin`).
+   * The batching window counts from the oldest call's arrival, so a call that already waited
+   * does not wait a full window again. Later than now counts as now.
+   * @default now
+   */
+  arrival?: number;
 }
 
 /** The single place defaults live; docs and validation read from here. */
@@ -249,6 +257,9 @@ export function validateCallOptions(options: CallOptions): void {
   if (options.timeout !== undefined) expectDuration('timeout', options.timeout);
   if (options.priority !== undefined) {
     expectNumber('priority', options.priority, 'a finite number', (n) => Number.isFinite(n));
+  }
+  if (options.arrival !== undefined) {
+    expectNumber('arrival', options.arrival, 'a finite performance.now() time in ms', (n) => Number.isFinite(n));
   }
   if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
     throw new TypeError(`Expected \`signal\` to be an AbortSignal, got ${describe(options.signal)}`);

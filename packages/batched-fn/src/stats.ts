@@ -85,3 +85,11 @@ export interface BatchedFnStats {
   /** The learned cost curve c(N) = fixedMs + perRowMs·N, once enough batches of different sizes have run. */
   costModel: { fixedMs: number; perRowMs: number; samples: number } | undefined;
 }
+
+/** The tunables in force (constructor options, as changed by `configure()`). */
+export interface BatchedFnSettings {
+  maxBatchSize: number;
+  maxDelay: number | 'auto';
+  channelCap: number;
+  concurrency: number;
+}

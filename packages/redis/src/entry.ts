@@ -12,6 +12,8 @@ export interface Entry {
   reply: string;
   deadline: number;
   rows: number;
+  /** Orders calls inside the worker's batcher (within what the worker has read). */
+  priority: number;
   payload: Buffer;
   /** Why the entry cannot run, when its fields are malformed; it is answered with this. */
   invalid: string | undefined;
@@ -30,10 +32,12 @@ export function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
   const id = values.get(FIELD.id)?.toString() ?? '';
   const deadline = Number(values.get(FIELD.deadline)?.toString() ?? 0);
   const rows = Number(values.get(FIELD.rows)?.toString() ?? 1);
+  const priority = Number(values.get(FIELD.priority)?.toString() ?? 0);
   let invalid: string | undefined;
   if (id.length === 0 || id.length > MAX_ID_LENGTH) invalid = `request id must have 1 to ${MAX_ID_LENGTH} characters`;
   else if (!(Number.isFinite(deadline) && deadline >= 0)) invalid = 'deadline must be a finite epoch time in ms, or 0';
   else if (!(Number.isFinite(rows) && rows > 0)) invalid = 'rows must be a finite number above 0';
+  else if (!Number.isFinite(priority)) invalid = 'priority must be a finite number';
   else if (!values.has(FIELD.payload)) invalid = 'the entry has no payload';
   return {
     entryId: entryId.toString(),
@@ -41,6 +45,7 @@ export function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
     reply: values.get(FIELD.reply)?.toString() ?? '',
     deadline,
     rows,
+    priority,
     payload: values.get(FIELD.payload) ?? Buffer.alloc(0),
     invalid,
   };

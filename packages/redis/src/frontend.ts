@@ -2,17 +2,17 @@ import { randomUUID } from 'node:crypto';
 import {
   BatchedFnError,
   type BatchedFn,
+  type BatchedFnSettings,
   type BatchedFnStats,
   type BatchInfo,
   type CallOptions,
   ClosedError,
   QueueFullError,
   type RuntimeOptions,
-  StatsRecorder,
   TimeoutError,
   UnavailableError,
 } from 'batched-fn';
-import { deserializeError, expectDuration, expectInteger, validateCallOptions } from 'batched-fn/adapter';
+import { deserializeError, expectDuration, expectInteger, StatsRecorder, validateCallOptions } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
@@ -49,7 +49,7 @@ export interface RemoteBatchedFnOptions<I> {
 const ENQUEUE = `
 local cap = tonumber(ARGV[1])
 if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
-return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'p', ARGV[6])
+return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7])
 `;
 
 interface Waiting {
@@ -63,7 +63,7 @@ interface Waiting {
 }
 
 type EnqueueClient = Redis & {
-  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, payload: Buffer): Promise<string | null>;
+  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer): Promise<string | null>;
 };
 
 /** How long a frontend's reply stream outlives the frontend, should it die without cleaning up. */
@@ -156,16 +156,16 @@ class RemoteFrontend<I, O> {
         waiting.onAbort = () => this.#settle(id, (waiting.signal as AbortSignal).reason, 'aborted');
         waiting.signal.addEventListener('abort', waiting.onAbort, { once: true });
       }
-      void this.#enqueue(id, deadline, rows, payload, waiting);
+      void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload, waiting);
     });
   }
 
-  async #enqueue(id: string, deadline: number, rows: number, payload: Buffer, waiting: Waiting): Promise<void> {
+  async #enqueue(id: string, deadline: number, rows: number, priority: number, payload: Buffer, waiting: Waiting): Promise<void> {
     try {
       await this.ready();
       const commands = this.#commands as EnqueueClient;
       const cap = Number.isFinite(this.#channelCap) ? this.#channelCap : 0;
-      const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, payload);
+      const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload);
       if (entry === null) {
         this.#settle(id, new QueueFullError(this.#channelCap), 'ERR_QUEUE_FULL');
         return;
@@ -312,6 +312,11 @@ class RemoteFrontend<I, O> {
     }
   }
 
+  /** Only the cap is the frontend's; batch size, window and concurrency are each worker's own. */
+  get settings(): BatchedFnSettings {
+    return { maxBatchSize: Number.NaN, maxDelay: Number.NaN, channelCap: this.#channelCap, concurrency: Number.NaN };
+  }
+
   get stats(): BatchedFnStats {
     return this.#stats.snapshot({ queued: this.#waiting.size, queuedRows: this.#waiting.size, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
   }
@@ -327,6 +332,7 @@ export function remoteBatchedFn<I, O>(options: RemoteBatchedFnOptions<I>): Batch
   const predict = ((input: I, callOptions?: CallOptions) => frontend.call(input, callOptions)) as BatchedFn<I, O> & { readonly replyKey: string };
   Object.defineProperties(predict, {
     stats: { get: () => frontend.stats, enumerable: true },
+    settings: { get: () => frontend.settings, enumerable: true },
     replyKey: { get: () => frontend.replyKey },
     ready: { value: () => frontend.ready() },
     close: { value: () => frontend.close() },

@@ -1,29 +1,23 @@
 import { hostname } from 'node:os';
-import { AdaptivePolicy, ArrivalRate, type BatchedFn, CostModel, TimeoutError } from 'batched-fn';
-import { expectDuration, expectInteger, serializeError, validateMaxDelay } from 'batched-fn/adapter';
+import { type BatchedFn, type BatchInfo, TimeoutError } from 'batched-fn';
+import { expectDuration, serializeError } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
-import { DEFAULT_PREFIX, GROUP, replyKeyPattern, type StreamKeys, streamKeys } from './keys.js';
 import { arrivalOf, type Entry, invalidEntry, parseEntry } from './entry.js';
-import { decode, encode, type WireReply, type WireResult } from './wire.js';
+import { DEFAULT_PREFIX, GROUP, replyKeyPattern, type StreamKeys, streamKeys } from './keys.js';
+import { ReplyOutbox } from './outbox.js';
+import { decode, type WireResult } from './wire.js';
 
 export interface RemoteWorkerOptions<I, O> {
   redis: RedisTarget;
   name: string;
   prefix?: string;
-  /** Runs the batches: a local batcher, usually in worker threads. Give it maxDelay 0; the window is applied here. */
-  predict: BatchedFn<I, O>;
-  /** Most requests read into one batch. @default 64 */
-  maxBatchSize?: number;
   /**
-   * Window counted from the oldest entry's arrival (its stream ID time), or
-   * 'auto': learn the batch cost and wait only while waiting pays, as the
-   * core's `maxDelay: 'auto'` does.
-   * @default 'auto'
+   * The batcher that runs the model: its window (`maxDelay`, `'auto'`), batch size, rows
+   * (`size`), priorities and shedding apply to entries exactly as to local calls. To report its
+   * batches to the frontends' metrics, give it `onBatch: (info) => worker.observe(info)`.
    */
-  maxDelay?: number | 'auto';
-  /** Batches read and run at once; give it the local batcher's worker count. @default 1 */
-  concurrency?: number;
+  predict: BatchedFn<I, O>;
   /** Entries another worker has held this long without answering are taken over. @default 30000 */
   claimIdleMs?: number;
   /** Published for the HTTP frontends (the model's inputs and outputs). */
@@ -39,6 +33,7 @@ export interface RemoteWorkerOptions<I, O> {
 }
 
 export interface RemoteWorkerStats {
+  /** Batches the worker's batcher ran (its own `stats` has the rest: reasons, sizes, cost curve). */
   batches: number;
   entries: number;
   expired: number;
@@ -50,81 +45,101 @@ export interface RemoteWorkerStats {
   unanswerable: number;
 }
 
+/** Polling interval while the batcher holds work: Redis rounds BLOCK timeouts to its 100 ms `hz` tick. */
+const POLL_MS = 1;
+/** How long an idle worker blocks on the stream; arriving data wakes it at once. */
+const IDLE_BLOCK_MS = 500;
+
 /**
- * Pulls requests for one model from its stream and runs them as batches.
+ * A source and a sink, not a scheduler: reads entries from a model's stream
+ * into the core batcher, with each entry's arrival (its stream ID time) so
+ * the window counts from when Redis received it, and writes the answers back.
  *
- * The window is measured from the oldest entry's stream ID, which is when
- * Redis received it. Filling the window polls without BLOCK: Redis rounds a
- * BLOCK timeout to its `hz` tick (100 ms by default), far longer than a few
- * milliseconds' window. Only an idle worker waiting for its first entry
- * blocks, because arriving data wakes a blocked reader at once.
+ * It reads only while the batcher has room: queued rows below what its next
+ * batches can take (maxBatchSize × concurrency). The backlog stays in the
+ * stream, where other workers can take it.
  */
 export class RemoteWorker<I, O> {
-  readonly #options: Required<Omit<RemoteWorkerOptions<I, O>, 'signature' | 'consumer' | 'prefix' | 'validate'>> & RemoteWorkerOptions<I, O>;
+  readonly #options: RemoteWorkerOptions<I, O>;
   readonly #keys: StreamKeys;
   readonly #consumer: string;
-  readonly #stats: RemoteWorkerStats = { batches: 0, entries: 0, expired: 0, reclaimed: 0, replies: 0, invalid: 0, unanswerable: 0 };
-  /** Replies go only to this deployment's frontends: a key from the stream is not trusted to name any other. */
-  readonly #replyKey: RegExp;
+  readonly #claimIdleMs: number;
+  readonly #stats: Omit<RemoteWorkerStats, 'batches'> = { entries: 0, expired: 0, reclaimed: 0, replies: 0, invalid: 0, unanswerable: 0 };
   readonly #reclaimed: Entry[] = [];
   /** Entries this worker holds (read or claimed, not yet acked): never claimed again by itself. */
   readonly #held = new Set<string>();
+  /** Replies go only to this deployment's frontends: a key from the stream is not trusted to name any other. */
+  readonly #replyKey: RegExp;
   #commands: Redis | undefined;
-  readonly #readers: Redis[] = [];
-  #loops: Promise<void>[] = [];
+  #reader: Redis | undefined;
+  #outbox: ReplyOutbox | undefined;
+  #loop: Promise<void> | undefined;
   #claimTimer: ReturnType<typeof setInterval> | undefined;
   #stopping = false;
-  readonly #cost = new CostModel();
-  readonly #arrivals = new ArrivalRate();
-  readonly #policy: AdaptivePolicy | undefined;
+  readonly #inFlight = new Set<Promise<void>>();
 
   constructor(options: RemoteWorkerOptions<I, O>) {
-    this.#options = { maxBatchSize: 64, maxDelay: 'auto', concurrency: 1, claimIdleMs: 30_000, ...options };
-    expectInteger('maxBatchSize', this.#options.maxBatchSize, 1);
-    validateMaxDelay(this.#options.maxDelay);
-    expectInteger('concurrency', this.#options.concurrency, 1);
-    expectDuration('claimIdleMs', this.#options.claimIdleMs, 0);
-    this.#policy = this.#options.maxDelay === 'auto' ? new AdaptivePolicy(this.#cost, this.#arrivals, undefined) : undefined;
+    this.#options = options;
+    this.#claimIdleMs = options.claimIdleMs === undefined ? 30_000 : expectDuration('claimIdleMs', options.claimIdleMs, 0);
     this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
     this.#replyKey = replyKeyPattern(options.prefix ?? DEFAULT_PREFIX);
     this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   }
 
   get stats(): RemoteWorkerStats {
-    return { ...this.#stats };
+    return { batches: this.#options.predict.stats.batches, ...this.#stats, replies: this.#outbox?.replies ?? 0 };
+  }
+
+  /** Tells the frontends about a settled batch: wire the batcher's `onBatch` here. */
+  observe(info: BatchInfo): void {
+    this.#outbox?.observe(info);
   }
 
   async start(): Promise<void> {
     const commands = connect(this.#options.redis, `bfn-worker-${this.#consumer}`);
+    const reader = connect(this.#options.redis, `bfn-reader-${this.#consumer}`);
     commands.on('error', () => {});
+    reader.on('error', () => {});
     this.#commands = commands;
-    await ready(commands);
+    this.#reader = reader;
+    this.#outbox = new ReplyOutbox(commands, this.#keys.requests, (ids) => ids.forEach((id) => this.#held.delete(id)));
+    await Promise.all([ready(commands), ready(reader)]);
     await this.#register();
-    for (let i = 0; i < this.#options.concurrency; i++) {
-      const reader = connect(this.#options.redis, `bfn-reader-${this.#consumer}-${i}`);
-      reader.on('error', () => {});
-      await ready(reader);
-      this.#readers.push(reader);
-      this.#loops.push(this.#loop(reader));
-    }
-    this.#claimTimer = setInterval(() => void this.#claim(), Math.max(100, this.#options.claimIdleMs / 2));
+    this.#loop = this.#readLoop();
+    this.#claimTimer = setInterval(() => void this.#claim(), Math.max(100, this.#claimIdleMs / 2));
     await this.#claim();
   }
 
-  /** Stops reading, finishes and answers the batches already read, then disconnects. */
+  /** Stops reading, finishes and answers the entries already read, then disconnects. */
   async stop(): Promise<void> {
     this.#stopping = true;
     if (this.#claimTimer !== undefined) clearInterval(this.#claimTimer);
-    await Promise.all(this.#loops);
-    for (const reader of this.#readers) reader.disconnect();
+    await this.#loop;
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
+    await this.#outbox?.flush();
+    this.#reader?.disconnect();
     this.#commands?.disconnect();
   }
 
-  async #loop(reader: Redis): Promise<void> {
+  /** Rows the batcher can still take before its next batches are full: what to read now. */
+  #room(): number {
+    const { maxBatchSize, concurrency } = this.#options.predict.settings;
+    return Math.floor(maxBatchSize * concurrency - this.#options.predict.stats.queuedRows);
+  }
+
+  async #readLoop(): Promise<void> {
     while (!this.#stopping) {
       try {
-        const entries = await this.#readBatch(reader);
-        if (entries.length > 0) await this.#run(entries);
+        const room = this.#room();
+        if (room < 1) {
+          await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+          continue;
+        }
+        const idle = this.#inFlight.size === 0;
+        const entries = this.#reclaimed.splice(0, room);
+        if (entries.length === 0) entries.push(...(await this.#read(room, idle ? IDLE_BLOCK_MS : undefined)));
+        if (entries.length > 0) await this.#accept(entries);
+        else if (!idle) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       } catch (error) {
         if (this.#stopping) return;
         // A Redis that restarted without persistence has lost the group and the signature: recreate them.
@@ -141,129 +156,68 @@ export class RemoteWorker<I, O> {
     if (this.#options.signature !== undefined) await commands.set(this.#keys.signature, JSON.stringify(this.#options.signature));
   }
 
-  async #read(reader: Redis, count: number, block: number | undefined): Promise<Entry[]> {
+  async #read(count: number, block: number | undefined): Promise<Entry[]> {
     const args: (string | number)[] = ['GROUP', GROUP, this.#consumer, 'COUNT', count];
     if (block !== undefined) args.push('BLOCK', block);
     args.push('STREAMS', this.#keys.requests, '>');
-    const result = (await (reader as unknown as { xreadgroupBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][]][] | null> }).xreadgroupBuffer(...args));
+    const reader = this.#reader as unknown as { xreadgroupBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][]][] | null> };
+    const result = await reader.xreadgroupBuffer(...args);
     if (result === null) return [];
     const entries = result.flatMap(([, list]) => list.map(([id, fields]) => parseEntry(id, fields)));
     for (const entry of entries) this.#held.add(entry.entryId);
     return entries;
   }
 
-  async #readBatch(reader: Redis): Promise<Entry[]> {
-    const max = this.#options.maxBatchSize;
-    const entries = this.#reclaimed.splice(0, max);
-    if (entries.length === 0) entries.push(...(await this.#read(reader, max, 500)));
-    if (entries.length === 0) return entries;
-    this.#arrivals.add(entries.length, performance.now());
-    const oldest = Math.min(...entries.map((e) => arrivalOf(e.entryId)));
-    while (entries.length < max && !this.#stopping) {
-      const wake = this.#wakeAt(entries, oldest);
-      if (wake === undefined) break;
-      const more = await this.#read(reader, max - entries.length, undefined);
-      if (more.length > 0) {
-        entries.push(...more);
-        this.#arrivals.add(more.length, performance.now());
-      } else {
-        await new Promise((resolve) => setTimeout(resolve, Math.min(1, wake)));
+  /** Hands each entry to the batcher; an entry with a foreign reply key is dropped unanswered. */
+  async #accept(entries: Entry[]): Promise<void> {
+    const dropped: string[] = [];
+    for (const entry of entries) {
+      if (!this.#replyKey.test(entry.reply)) {
+        dropped.push(entry.entryId);
+        continue;
       }
+      this.#stats.entries++;
+      const settled = this.#run(entry).then((result) => (this.#outbox as ReplyOutbox).send(entry.reply, entry.entryId, result));
+      this.#inFlight.add(settled);
+      void settled.finally(() => this.#inFlight.delete(settled));
     }
-    return entries;
-  }
-
-  /**
-   * How long to keep filling, in ms from now, or undefined to send at once.
-   * The entries' arrival is Redis's clock (epoch ms in the stream ID); the
-   * policy works on this process's monotonic clock, so it is converted here.
-   */
-  #wakeAt(entries: Entry[], oldestEpoch: number): number | undefined {
-    if (this.#policy === undefined) {
-      const remaining = oldestEpoch + (this.#options.maxDelay as number) - Date.now();
-      return remaining > 0 ? remaining : undefined;
-    }
-    const t = performance.now();
-    const oldestArrival = t - (Date.now() - oldestEpoch);
-    const decision = this.#policy.decide({ rows: entries.length, oldestArrival, maxRows: this.#options.maxBatchSize }, t, 'arrival');
-    return typeof decision === 'number' ? Math.max(0, decision - t) : undefined;
-  }
-
-  async #run(read: Entry[]): Promise<void> {
-    // An entry with a foreign reply key cannot be answered safely: it is acknowledged and dropped.
-    const entries = read.filter((entry) => this.#replyKey.test(entry.reply));
-    const dropped = read.filter((entry) => !this.#replyKey.test(entry.reply)).map((entry) => entry.entryId);
     if (dropped.length > 0) {
       this.#stats.unanswerable += dropped.length;
-      await this.#forget(dropped);
+      await (this.#outbox as ReplyOutbox).forget(dropped);
     }
-    if (entries.length === 0) return;
-    const started = performance.now();
-    const maxWaitMs = Date.now() - Math.min(...entries.map((e) => arrivalOf(e.entryId)));
-    const outcomes = await Promise.all(
-      entries.map(async (entry): Promise<WireResult> => {
-        if (entry.invalid !== undefined) {
-          this.#stats.invalid++;
-          return [entry.id, false, invalidEntry(entry.invalid)];
-        }
-        if (entry.deadline > 0 && entry.deadline <= Date.now()) {
-          this.#stats.expired++;
-          const expired = Object.assign(new TimeoutError(Math.max(0, entry.deadline - arrivalOf(entry.entryId))), { message: 'The request expired before a worker could run it' });
-          return [entry.id, false, serializeError(expired)];
-        }
-        let input: I;
-        try {
-          input = decode<I>(entry.payload);
-          this.#options.validate?.(input);
-        } catch (error) {
-          this.#stats.invalid++;
-          return [entry.id, false, serializeError(error)];
-        }
-        try {
-          return [entry.id, true, await this.#options.predict(input)];
-        } catch (error) {
-          return [entry.id, false, serializeError(error)];
-        }
-      }),
-    );
-    const execMs = performance.now() - started;
-    const rows = entries.reduce((sum, e) => sum + e.rows, 0);
-    this.#cost.observe(entries.length, execMs);
-    const batch = {
-      rows,
-      items: entries.length,
-      reason: entries.length >= this.#options.maxBatchSize ? 'full' : this.#policy === undefined ? 'delay' : 'adaptive',
-      execMs,
-      maxWaitMs,
-    };
-    // One reply per frontend per batch, then ack and delete: answered entries leave the stream.
-    const byReply = new Map<string, WireResult[]>();
-    entries.forEach((entry, i) => byReply.set(entry.reply, [...(byReply.get(entry.reply) ?? []), outcomes[i] as WireResult]));
-    const pipeline = (this.#commands as Redis).pipeline();
-    for (const [reply, results] of byReply) {
-      const message: WireReply = { batch, results };
-      pipeline.xadd(reply, 'MAXLEN', '~', '10000', '*', 'm', encode(message));
-    }
-    const ids = entries.map((e) => e.entryId);
-    pipeline.xack(this.#keys.requests, GROUP, ...ids);
-    pipeline.xdel(this.#keys.requests, ...ids);
-    try {
-      await pipeline.exec();
-    } finally {
-      // Answered, or not: if the replies failed to go out, the entries stay pending and this
-      // worker (or another) takes them again after claimIdleMs. Callers drop any duplicate.
-      for (const id of ids) this.#held.delete(id);
-    }
-    this.#stats.batches++;
-    this.#stats.entries += entries.length;
-    this.#stats.replies += byReply.size;
   }
 
-  async #forget(ids: string[]): Promise<void> {
+  /** One entry through the batcher, as a call that arrived (and may expire) when the entry says. */
+  async #run(entry: Entry): Promise<WireResult> {
+    if (entry.invalid !== undefined) {
+      this.#stats.invalid++;
+      return [entry.id, false, invalidEntry(entry.invalid)];
+    }
+    const arrivedEpoch = arrivalOf(entry.entryId);
+    const remaining = entry.deadline > 0 ? entry.deadline - Date.now() : undefined;
+    if (remaining !== undefined && remaining <= 0) {
+      this.#stats.expired++;
+      const expired = Object.assign(new TimeoutError(Math.max(0, entry.deadline - arrivedEpoch)), { message: 'The request expired before a worker could run it' });
+      return [entry.id, false, serializeError(expired)];
+    }
+    let input: I;
     try {
-      await (this.#commands as Redis).pipeline().xack(this.#keys.requests, GROUP, ...ids).xdel(this.#keys.requests, ...ids).exec();
-    } finally {
-      for (const id of ids) this.#held.delete(id);
+      input = decode<I>(entry.payload);
+      this.#options.validate?.(input);
+    } catch (error) {
+      this.#stats.invalid++;
+      return [entry.id, false, serializeError(error)];
+    }
+    try {
+      const output = await this.#options.predict(input, {
+        // Stream IDs are Redis's epoch clock; the batcher's window runs on performance.now().
+        arrival: arrivedEpoch - performance.timeOrigin,
+        ...(remaining === undefined ? {} : { timeout: Math.min(remaining, 2_147_483_647) }),
+        ...(entry.priority === 0 ? {} : { priority: entry.priority }),
+      });
+      return [entry.id, true, output];
+    } catch (error) {
+      return [entry.id, false, serializeError(error)];
     }
   }
 
@@ -277,15 +231,8 @@ export class RemoteWorker<I, O> {
     try {
       let cursor = '0-0';
       do {
-        const [next, claimed, deleted] = (await (this.#commands as unknown as { xautoclaimBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][], Buffer[]]> }).xautoclaimBuffer(
-          this.#keys.requests,
-          GROUP,
-          this.#consumer,
-          this.#options.claimIdleMs,
-          cursor,
-          'COUNT',
-          this.#options.maxBatchSize,
-        ));
+        const commands = this.#commands as unknown as { xautoclaimBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][], Buffer[]]> };
+        const [next, claimed, deleted] = await commands.xautoclaimBuffer(this.#keys.requests, GROUP, this.#consumer, this.#claimIdleMs, cursor, 'COUNT', 100);
         cursor = next.toString();
         for (const [id, fields] of claimed) {
           if (fields === null || this.#held.has(id.toString())) continue;

@@ -28,8 +28,8 @@ function concatModel(seen: number[][]) {
         return out;
       });
     },
-    maxBatchSize: 256,
-    maxDelay: 0,
+    maxBatchSize: 64,
+    maxDelay: 30,
     size: (item) => item.rows,
   });
 }
@@ -45,7 +45,7 @@ test('a lying entry fails alone with a 400-class error; every real caller gets i
   const prefix = `h${Math.random().toString(36).slice(2, 8)}`;
   const seen: number[][] = [];
   const local = concatModel(seen);
-  const worker = await startRemoteWorker<Item, number[]>({ redis: redis.url, name: 'm', prefix, predict: local, maxBatchSize: 64, maxDelay: 30, validate });
+  const worker = await startRemoteWorker<Item, number[]>({ redis: redis.url, name: 'm', prefix, predict: local, validate });
   const predict = remoteBatchedFn<Item, number[]>({ redis: redis.url, name: 'm', prefix, size: (item) => item.rows });
   await predict.ready();
   const client = redis.client();
@@ -80,7 +80,7 @@ test('a lying entry fails alone with a 400-class error; every real caller gets i
 test('a reply key outside the deployment is never written to: the entry is dropped unanswered', async () => {
   const prefix = `h${Math.random().toString(36).slice(2, 8)}`;
   const local = concatModel([]);
-  const worker = await startRemoteWorker<Item, number[]>({ redis: redis.url, name: 'm', prefix, predict: local, maxDelay: 0, validate });
+  const worker = await startRemoteWorker<Item, number[]>({ redis: redis.url, name: 'm', prefix, predict: local, validate });
   const client = redis.client();
   const stream = `${prefix}:m:requests`;
   for (const target of ['victim:list', `${prefix}:m:requests`, `${prefix}:reply:not-a-uuid`, `other:reply:${randomUUID()}`]) {
@@ -89,7 +89,7 @@ test('a reply key outside the deployment is never written to: the entry is dropp
   while (worker.stats.unanswerable < 4) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(await client.exists('victim:list', `${prefix}:reply:not-a-uuid`)).toBe(0);
   expect(await client.xlen(stream)).toBe(0); // acknowledged and deleted, not left to be reclaimed forever
-  expect(worker.stats).toMatchObject({ unanswerable: 4, batches: 0 });
+  expect(worker.stats).toMatchObject({ unanswerable: 4, entries: 0 });
   await worker.stop();
   await local.close();
   client.disconnect();

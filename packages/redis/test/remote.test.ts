@@ -25,18 +25,22 @@ interface Seen {
 
 async function worker(options: { maxBatchSize?: number; maxDelay?: number | 'auto'; claimIdleMs?: number; handlerDelay?: number; seen?: Seen } = {}): Promise<RemoteWorker<number, number>> {
   const seen = options.seen;
+  let remote: RemoteWorker<number, number> | undefined;
+  // The worker's own batcher does the batching: its window counts from each entry's arrival in Redis.
   const local: BatchedFn<number, number> = batchedFn({
     handler: async (batch: number[]) => {
       seen?.batches.push([...batch]);
       if (options.handlerDelay) await new Promise((resolve) => setTimeout(resolve, options.handlerDelay));
       return batch.map((x) => (x === 13 ? new RangeError('unlucky') : x * 2));
     },
-    maxBatchSize: 64,
-    maxDelay: 0,
+    maxBatchSize: options.maxBatchSize ?? 16,
+    maxDelay: options.maxDelay ?? 5,
+    onBatch: (info) => remote?.observe(info),
   });
-  const remote = await startRemoteWorker({ redis: redis.url, name: 'm', prefix, predict: local, maxBatchSize: options.maxBatchSize ?? 16, maxDelay: options.maxDelay ?? 5, claimIdleMs: options.claimIdleMs ?? 30_000 });
+  remote = await startRemoteWorker({ redis: redis.url, name: 'm', prefix, predict: local, claimIdleMs: options.claimIdleMs ?? 30_000 });
+  const started = remote;
   cleanup.push(async () => {
-    await remote.stop();
+    await started.stop();
     await local.close();
   });
   return remote;

@@ -1,7 +1,8 @@
-import { startRemoteWorker } from '@batched-fn/redis';
+import { type RemoteWorker, startRemoteWorker } from '@batched-fn/redis';
 import { parseArgs } from 'node:util';
 import { delayFlag, durationFlag, intFlag, stringFlag, UsageError } from './cli-args.js';
 import { assertInferItem } from './model/infer-item.js';
+import type { InferItem, InferResult } from './model/tensor.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS } from './model/onnx-model.js';
 import { onShutdownSignals } from './shutdown.js';
@@ -38,31 +39,33 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
   const maxDelay = delayFlag(values, 'max-delay') ?? 'auto';
   const claimIdleMs = durationFlag(values, 'claim-idle', true);
   const batchTimeout = durationFlag(values, 'batch-timeout', true);
+  // The worker feeds entries into this batcher with their arrival times: its window, rows and
+  // shedding are the ones every local call gets. Its batches are reported to the frontends.
+  let remote: RemoteWorker<InferItem, InferResult> | undefined;
   const model = createOnnxModel({
     path: modelFile ?? ensureMlpModel(undefined, stringFlag(values, 'cache-dir')),
     ...(name === undefined ? {} : { name }),
     maxBatchSize,
-    maxDelay: 0, // the window is applied when reading from Redis
+    maxDelay,
     workers,
+    onBatch: (info) => remote?.observe(info),
     threads: intFlag(values, 'threads', 1) ?? SERVER_DEFAULTS.threads,
     ...(batchTimeout === undefined ? {} : { batchTimeout }),
   });
   await model.batcher.ready();
   const prefix = stringFlag(values, 'prefix');
-  const worker = await startRemoteWorker({
+  const worker = await startRemoteWorker<InferItem, InferResult>({
     redis,
     name: model.name,
     ...(prefix === undefined ? {} : { prefix }),
     predict: model.batcher,
-    maxBatchSize,
-    maxDelay,
-    concurrency: workers,
     // The frontends refuse requests with more rows before allocating their tensors.
     signature: { ...model.signature, maxBatchSize },
     // Entries are checked against the signature before they join a batch: one lying entry fails alone.
     validate: (input) => assertInferItem(input, model.signature, maxBatchSize),
     ...(claimIdleMs === undefined ? {} : { claimIdleMs }),
   });
+  remote = worker;
   // Handlers go in before "ready" is printed: a supervisor may signal the moment it reads it.
   onShutdownSignals(async () => {
     process.stdout.write('finishing the batch in hand...\n');
