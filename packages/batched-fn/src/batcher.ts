@@ -9,6 +9,7 @@ import {
   describeValue,
   expectDuration,
   type ResolvedBatchingOptions,
+  rowsOf,
   type RuntimeOptions,
   validateCallOptions,
   validateRuntimeOptions,
@@ -80,12 +81,9 @@ export class Batcher<I, O> {
     let rows = 1;
     if (this.#size !== undefined) {
       try {
-        rows = this.#size(input);
+        rows = rowsOf(this.#size, input);
       } catch (error) {
         return this.#refuse(error);
-      }
-      if (typeof rows !== 'number' || !(rows > 0) || !Number.isFinite(rows)) {
-        return this.#refuse(new RangeError(`Expected \`size(input)\` to return a finite number above 0, got ${String(rows)}`));
       }
       if (rows > d.maxBatchSize) return this.#refuse(new ItemTooLargeError(rows, d.maxBatchSize));
     }

@@ -267,3 +267,12 @@ export function validateCallOptions(options: CallOptions): void {
 }
 
 export { describe as describeValue };
+
+/** Rows one input counts, from the user's `size`; throws what `size` throws, or a RangeError for a bad count. */
+export function rowsOf<I>(size: (input: I) => number, input: I): number {
+  const rows = size(input);
+  if (typeof rows !== 'number' || !(rows > 0) || !Number.isFinite(rows)) {
+    throw new RangeError(`Expected \`size(input)\` to return a finite number above 0, got ${String(rows)}`);
+  }
+  return rows;
+}

@@ -9,10 +9,9 @@ import {
   ClosedError,
   QueueFullError,
   type RuntimeOptions,
-  TimeoutError,
   UnavailableError,
 } from 'batched-fn';
-import { deserializeError, expectDuration, expectInteger, StatsRecorder, validateCallOptions } from 'batched-fn/adapter';
+import { deserializeError, expectDuration, expectInteger, PendingCalls, rowsOf } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
@@ -52,16 +51,6 @@ if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
 return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7])
 `;
 
-interface Waiting {
-  resolve: (value: unknown) => void;
-  reject: (error: unknown) => void;
-  entry: string | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  started: number;
-}
-
 type EnqueueClient = Redis & {
   bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer): Promise<string | null>;
 };
@@ -74,9 +63,8 @@ class RemoteFrontend<I, O> {
   readonly #keys: StreamKeys;
   readonly #id = randomUUID();
   readonly #replyKey: string;
-  readonly #waiting = new Map<string, Waiting>();
-  readonly #stats = new StatsRecorder();
-  readonly #rtt: number[] = [];
+  /** The call lifecycle (validation, abort, timeout, settle-once, stats) is the core's. */
+  readonly #calls = new PendingCalls<O>((_id, entry, key) => this.#takeBack(entry as string | undefined, key));
   #channelCap: number;
   #seq = 0;
   #commands: EnqueueClient | undefined;
@@ -85,7 +73,6 @@ class RemoteFrontend<I, O> {
   #closing = false;
   #stopped = false;
   #closed: Promise<void> | undefined;
-  #onDrained: (() => void) | undefined;
   #lastReply = '0-0';
   #lastExpire = 0;
 
@@ -127,56 +114,42 @@ class RemoteFrontend<I, O> {
   }
 
   call(input: I, options?: CallOptions): Promise<O> {
-    this.#stats.calls++;
-    if (this.#closing) return this.#refuse(new ClosedError());
-    if (options !== undefined) {
-      try {
-        validateCallOptions(options);
-      } catch (error) {
-        return this.#refuse(error);
-      }
-    }
-    if (options?.signal?.aborted) return this.#refuse(options.signal.reason, 'aborted');
+    if (this.#closing) return this.#calls.refuse(new ClosedError());
     let payload: Buffer;
     let rows = 1;
     try {
       payload = encode(input);
-      if (this.#options.size !== undefined) rows = this.#options.size(input);
+      if (this.#options.size !== undefined) rows = rowsOf(this.#options.size, input);
     } catch (error) {
-      return this.#refuse(error);
+      return this.#calls.refuse(error);
     }
     const id = `${this.#id}:${this.#seq++}`;
     const timeout = options?.timeout;
     const deadline = timeout === undefined ? 0 : Date.now() + timeout;
-    return new Promise<O>((resolve, reject) => {
-      const waiting: Waiting = { resolve: resolve as (v: unknown) => void, reject, entry: undefined, timer: undefined, signal: options?.signal, onAbort: undefined, started: performance.now() };
-      this.#waiting.set(id, waiting);
-      if (timeout !== undefined) waiting.timer = setTimeout(() => this.#settle(id, new TimeoutError(timeout), 'ERR_TIMEOUT'), timeout);
-      if (waiting.signal !== undefined) {
-        waiting.onAbort = () => this.#settle(id, (waiting.signal as AbortSignal).reason, 'aborted');
-        waiting.signal.addEventListener('abort', waiting.onAbort, { once: true });
-      }
-      void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload, waiting);
-    });
+    return this.#calls.open(id, options, rows, () => void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload));
   }
 
-  async #enqueue(id: string, deadline: number, rows: number, priority: number, payload: Buffer, waiting: Waiting): Promise<void> {
+  async #enqueue(id: string, deadline: number, rows: number, priority: number, payload: Buffer): Promise<void> {
     try {
       await this.ready();
       const commands = this.#commands as EnqueueClient;
       const cap = Number.isFinite(this.#channelCap) ? this.#channelCap : 0;
       const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload);
       if (entry === null) {
-        this.#settle(id, new QueueFullError(this.#channelCap), 'ERR_QUEUE_FULL');
+        this.#calls.fail(id, new QueueFullError(this.#channelCap));
         return;
       }
-      waiting.entry = entry;
       // Settled (aborted, timed out) while the XADD was on its way: take the entry back out.
-      if (!this.#waiting.has(id)) void commands.xdel(this.#keys.requests, entry).catch(() => {});
+      if (!this.#calls.note(id, entry)) void commands.xdel(this.#keys.requests, entry).catch(() => {});
     } catch (error) {
       const unavailable = error instanceof UnavailableError ? error : new UnavailableError(`Redis did not accept the request: ${(error as Error).message}`, { cause: error });
-      this.#settle(id, unavailable, 'ERR_UNAVAILABLE');
+      this.#calls.fail(id, unavailable);
     }
+  }
+
+  /** A call released before its answer: if no worker has picked its entry up, deleting it spares the model. */
+  #takeBack(entry: string | undefined, _key: string): void {
+    if (entry !== undefined) void this.#commands?.xdel(this.#keys.requests, entry).catch(() => {});
   }
 
   /** Reads this frontend's reply stream until stopped; keeps the first reply per request. */
@@ -215,75 +188,35 @@ class RemoteFrontend<I, O> {
     if (typeof reply !== 'object' || reply === null || !Array.isArray(reply.results)) return;
     const batch = validBatch(reply.batch);
     if (batch !== undefined) {
-      this.#stats.recordBatch(batch.rows, batch.execMs);
-      this.#stats.dispatched(batch.reason);
+      this.#calls.stats.recordBatch(batch.rows, batch.execMs);
+      this.#calls.stats.dispatched(batch.reason);
       this.#options.onBatch?.({ name: this.#options.name, ...batch, ok: reply.results.every((r) => Array.isArray(r) && r[1] === true) });
     }
     for (const result of reply.results) {
       if (!Array.isArray(result) || typeof result[0] !== 'string') continue;
       const [id, ok, value] = result;
-      if (!this.#waiting.has(id)) continue; // a duplicate from a redelivered entry, or a caller already released
-      if (ok === true) this.#settle(id, undefined, '', value);
-      else {
-        // Only the core's own classes count under their code; anything else a worker sends is 'handler'.
-        const error = deserializeError(value);
-        this.#settle(id, error, error instanceof BatchedFnError ? error.code : 'handler');
-      }
+      // A duplicate from a redelivered entry, or a caller already released, finds nothing to settle.
+      // Only the core's own classes count under their code; anything else a worker sends is 'handler'.
+      if (ok === true) this.#calls.resolve(id, value as O);
+      else this.#calls.fail(id, deserializeError(value));
     }
-  }
-
-  #settle(id: string, error: unknown, key: string, value?: unknown): void {
-    const waiting = this.#waiting.get(id);
-    if (waiting === undefined) return;
-    this.#waiting.delete(id);
-    if (waiting.timer !== undefined) clearTimeout(waiting.timer);
-    if (waiting.onAbort !== undefined) waiting.signal?.removeEventListener('abort', waiting.onAbort);
-    if (key === '') {
-      this.#stats.completed++;
-      this.#rtt.push(performance.now() - waiting.started);
-      if (this.#rtt.length > 4096) this.#rtt.splice(0, 2048);
-      waiting.resolve(value);
-    } else {
-      this.#stats.fail(key);
-      // Not picked up yet: deleting the entry means no worker spends time on it.
-      if (waiting.entry !== undefined && (key === 'aborted' || key === 'ERR_TIMEOUT')) {
-        void this.#commands?.xdel(this.#keys.requests, waiting.entry).catch(() => {});
-      }
-      waiting.reject(error);
-    }
-    if (this.#waiting.size === 0) this.#onDrained?.();
   }
 
   /** Redis went away: nobody can say whether waiting requests will be answered, so they fail now. */
   #connectionLost(): void {
     if (this.#stopped) return;
-    for (const id of [...this.#waiting.keys()]) {
-      this.#settle(id, new UnavailableError('Lost the connection to Redis while waiting for the answer; the request may or may not have run'), 'ERR_UNAVAILABLE');
-    }
-  }
-
-  #refuse(error: unknown, key = (error as { code?: string })?.code ?? 'handler'): Promise<never> {
-    this.#stats.fail(key);
-    return Promise.reject(error);
+    this.#calls.failAll(() => new UnavailableError('Lost the connection to Redis while waiting for the answer; the request may or may not have run'), 'ERR_UNAVAILABLE');
   }
 
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#closing = true;
-      if (this.#waiting.size > 0) {
-        const limit = this.#options.drainTimeout ?? 30_000;
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        await new Promise<void>((resolve) => {
-          this.#onDrained = resolve;
-          timer = setTimeout(() => {
-            for (const id of [...this.#waiting.keys()]) {
-              this.#settle(id, new ClosedError(`Closed before an answer came back (waited ${limit} ms): is any worker running?`), 'ERR_CLOSED');
-            }
-            resolve();
-          }, limit);
-        });
-        clearTimeout(timer);
-      }
+      const limit = this.#options.drainTimeout ?? 30_000;
+      const timer = setTimeout(() => {
+        this.#calls.failAll(() => new ClosedError(`Closed before an answer came back (waited ${limit} ms): is any worker running?`), 'ERR_CLOSED');
+      }, limit);
+      await this.#calls.drained();
+      clearTimeout(timer);
       await this.#shutdown();
     })();
     return this.#closed;
@@ -291,7 +224,7 @@ class RemoteFrontend<I, O> {
 
   destroy(reason?: unknown): void {
     this.#closing = true;
-    for (const id of [...this.#waiting.keys()]) this.#settle(id, reason ?? new ClosedError('The batcher was destroyed'), 'ERR_CLOSED');
+    this.#calls.failAll(() => reason ?? new ClosedError('The batcher was destroyed'), reason === undefined ? 'ERR_CLOSED' : reason instanceof BatchedFnError ? reason.code : 'handler');
     this.#closed ??= this.#shutdown();
   }
 
@@ -318,7 +251,8 @@ class RemoteFrontend<I, O> {
   }
 
   get stats(): BatchedFnStats {
-    return this.#stats.snapshot({ queued: this.#waiting.size, queuedRows: this.#waiting.size, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
+    // Calls wait in Redis or in a worker, and this process cannot tell which: all count as queued.
+    return this.#calls.stats.snapshot({ queued: this.#calls.size, queuedRows: this.#calls.rows, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
   }
 }
 
