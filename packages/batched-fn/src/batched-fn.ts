@@ -98,6 +98,11 @@ function createExecutor<I, O, C>(options: BatchedFnOptions<I, O, C>): { executor
   const pooled = options as WorkerOptions<I>;
   const workers = pooled.workers === undefined ? DEFAULTS.workers : expectInteger('workers', pooled.workers, 1);
   if (pooled.resourceLimits !== undefined) validateResourceLimits(pooled.resourceLimits);
+  try {
+    structuredClone(pooled.workerData);
+  } catch (error) {
+    throw new TypeError(`Expected \`workerData\` to be structured-cloneable: ${(error as Error).message}`);
+  }
   const executor = new WorkerPoolExecutor<I, O>({
     module: toModuleUrl(pooled.worker),
     workers,

@@ -1,6 +1,6 @@
 import { CallHandle, onCallTimeout } from './call-handle.js';
-import { Dispatcher, failureKey, now } from './dispatcher.js';
-import { ClosedError, ItemTooLargeError, QueueFullError, TimeoutError } from './errors.js';
+import { Dispatcher, now } from './dispatcher.js';
+import { ClosedError, failureKey, ItemTooLargeError, QueueFullError, TimeoutError } from './errors.js';
 import type { Executor } from './executor/types.js';
 import type { Lane } from './lane.js';
 import {

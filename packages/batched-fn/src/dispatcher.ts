@@ -1,7 +1,7 @@
 import { reportBatch, wantsReport } from './batch-report.js';
 import type { CallHandle } from './call-handle.js';
 import { type ChoiceRules, choose, type Choice, judge } from './choice.js';
-import { BatchedFnError, BatchSizeMismatchError, BatchTimeoutError, InvalidPadError, ItemTooLargeError, TimeoutError } from './errors.js';
+import { BatchSizeMismatchError, BatchTimeoutError, failureKey, InvalidPadError, ItemTooLargeError, TimeoutError } from './errors.js';
 import type { Executor } from './executor/types.js';
 import type { Lane } from './lane.js';
 import { LaneSet } from './lane-set.js';
@@ -18,10 +18,6 @@ import { StatsRecorder } from './stats-recorder.js';
 import { WakeTimer } from './wake-timer.js';
 
 export const now = (): number => performance.now();
-
-export function failureKey(error: unknown): string {
-  return error instanceof BatchedFnError ? error.code : 'handler';
-}
 
 /** Taken once, so a promise whose own `then` was replaced cannot throw into the dispatcher. */
 const promiseThen = Promise.prototype.then;

@@ -143,3 +143,8 @@ export class InvalidPadError extends BatchedFnError {
     this.name = 'InvalidPadError';
   }
 }
+
+/** How a failure is counted in `stats.failures`: its code when the batcher made it, else 'handler'. */
+export function failureKey(error: unknown): string {
+  return error instanceof BatchedFnError ? error.code : 'handler';
+}

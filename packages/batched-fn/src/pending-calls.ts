@@ -1,4 +1,4 @@
-import { BatchedFnError, TimeoutError } from './errors.js';
+import { failureKey, TimeoutError } from './errors.js';
 import { type CallOptions, validateCallOptions } from './options.js';
 import { StatsRecorder } from './stats-recorder.js';
 
@@ -12,8 +12,6 @@ interface Pending<T> {
   note: unknown;
   rows: number;
 }
-
-const keyOf = (error: unknown): string => (error instanceof BatchedFnError ? error.code : 'handler');
 
 /**
  * The call lifecycle of a batched function whose batches run elsewhere
@@ -44,7 +42,7 @@ export class PendingCalls<T> {
   }
 
   /** Counts a call and refuses it now (a closed frontend, an input that cannot be sent). Never throws. */
-  refuse(error: unknown, key = keyOf(error)): Promise<never> {
+  refuse(error: unknown, key = failureKey(error)): Promise<never> {
     this.stats.calls++;
     this.stats.fail(key);
     return Promise.reject(error);
@@ -97,7 +95,7 @@ export class PendingCalls<T> {
   }
 
   /** Settles with an error, counted under `key` (an error code, 'aborted' or 'handler'). */
-  fail(id: string, error: unknown, key = keyOf(error)): boolean {
+  fail(id: string, error: unknown, key = failureKey(error)): boolean {
     const pending = this.#take(id);
     if (pending === undefined) return false;
     this.stats.fail(key);

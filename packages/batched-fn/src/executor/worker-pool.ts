@@ -5,6 +5,7 @@ import { findDetached, isMoved, transferListFor } from '../transfer.js';
 import type { Executor, Outputs } from './types.js';
 import { deserializeError } from '../error-codec.js';
 import { type FromWorker, parseFromWorker, type ToWorker, type WorkerBootData } from './wire.js';
+import { runCloneable } from './uncloneable.js';
 import { type Job, slotStats, WorkerSlot } from './worker-slot.js';
 
 const ENTRY = new URL('./worker-entry.js', import.meta.url);
@@ -37,12 +38,8 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   #nextJobId = 1;
   #capacityListener: () => void = () => {};
 
+  /** Options are validated by batchedFn() (workerData is cloneable, resourceLimits known). */
   constructor(options: WorkerPoolOptions) {
-    try {
-      structuredClone(options.workerData);
-    } catch (error) {
-      throw new TypeError(`Expected \`workerData\` to be structured-cloneable: ${(error as Error).message}`);
-    }
     this.#options = options;
     this.#slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i));
   }
@@ -79,28 +76,17 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   abandon(inputs: I[]): void {
     const slot = this.#slots.find((s) => s.job?.inputs === inputs);
     if (slot === undefined) return;
-    this.#failJob(slot, new Error('batched-fn: batch abandoned after batchTimeout'));
+    slot.failJob(new Error('batched-fn: batch abandoned after batchTimeout'));
     if (slot.interruptible) {
       // No batch may go to the worker being terminated; its exit restarts it.
       slot.state = 'restarting';
       void slot.worker?.terminate();
       return;
     }
-    this.#retire(slot);
+    slot.retire();
     slot.restarts++;
     this.#spawn(slot);
     this.#capacityListener();
-  }
-
-  /** Detaches the slot's worker and lets it finish what it runs, then close; never terminated. */
-  #retire(slot: WorkerSlot): Promise<void> {
-    const worker = slot.worker;
-    slot.worker = undefined;
-    if (worker === undefined) return Promise.resolve();
-    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-    worker.ref();
-    worker.postMessage({ type: 'close' } satisfies ToWorker);
-    return exited;
   }
 
   async ready(): Promise<void> {
@@ -149,7 +135,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
       if (slot.interruptible) stopped.push(this.#stop(slot, true));
       else {
         slot.state = 'stopped';
-        stopped.push(this.#retire(slot));
+        stopped.push(slot.retire());
       }
     }
     this.#terminated = Promise.all(stopped).then(() => {});
@@ -195,7 +181,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
       else this.#onMessage(slot, message);
     });
     worker.on('messageerror', (error) => {
-      if (slot.worker === worker) this.#failJob(slot, error);
+      if (slot.worker === worker) slot.failJob(error);
     });
     worker.on('error', (error) => {
       slot.lastError = error;
@@ -217,28 +203,8 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
       slot.job = undefined;
       slot.state = 'idle';
       (slot.worker as Worker).unref();
-      void this.#runCloneable(inputs, error).then(job.resolve, job.reject);
+      void runCloneable(inputs, error, (good) => this.run(good as I[])).then(job.resolve, job.reject);
     }
-  }
-
-  async #runCloneable(inputs: unknown[], cause: unknown): Promise<Outputs<unknown>> {
-    const bad = new Set<number>();
-    inputs.forEach((input, i) => {
-      try {
-        structuredClone(input);
-      } catch {
-        bad.add(i);
-      }
-    });
-    if (bad.size === 0) throw cause;
-    const good = inputs.filter((_, i) => !bad.has(i));
-    const goodOutputs = good.length === 0 ? [] : await this.run(good as I[]);
-    let next = 0;
-    return inputs.map((_, i) =>
-      bad.has(i)
-        ? new TypeError(`Input ${i} of the batch cannot be sent to a worker thread: ${(cause as Error).message}`)
-        : goodOutputs[next++],
-    );
   }
 
   #send(slot: WorkerSlot, message: ToWorker, transfer?: ArrayBuffer[]): void {
@@ -259,7 +225,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         break;
       }
       case 'result': {
-        const job = this.#takeJob(slot, message.id);
+        const job = slot.takeJob(message.id);
         if (job === undefined) return;
         slot.failuresInARow = 0;
         const outputs = message.outputs;
@@ -269,37 +235,16 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         break;
       }
       case 'error': {
-        const job = this.#takeJob(slot, message.id);
+        const job = slot.takeJob(message.id);
         job?.reject(deserializeError(message.error));
         break;
       }
       case 'lost':
-        this.#failJob(slot, deserializeError(message.error));
+        slot.failJob(deserializeError(message.error));
         break;
       case 'closed':
         break;
     }
-  }
-
-  #takeJob(slot: WorkerSlot, id: number): Job | undefined {
-    const job = slot.job;
-    if (job === undefined || job.id !== id) return undefined;
-    slot.job = undefined;
-    slot.batches++;
-    slot.items += job.size;
-    slot.busyMs += performance.now() - slot.busySince;
-    if (slot.state === 'busy') slot.state = 'idle';
-    slot.worker?.unref();
-    return job;
-  }
-
-  #failJob(slot: WorkerSlot, error: unknown): void {
-    const job = slot.job;
-    if (job === undefined) return;
-    slot.job = undefined;
-    slot.busyMs += performance.now() - slot.busySince;
-    if (slot.state === 'busy') slot.state = 'idle';
-    job.reject(error);
   }
 
   #onExit(slot: WorkerSlot, worker: Worker, code: number): void {

@@ -1,6 +1,7 @@
 import type { Worker } from 'node:worker_threads';
 import type { WorkerStats } from '../stats.js';
 import type { Outputs } from './types.js';
+import type { ToWorker } from './wire.js';
 
 /** A batch handed to one worker. */
 export interface Job {
@@ -42,6 +43,40 @@ export class WorkerSlot {
 
   constructor(id: number) {
     this.id = id;
+  }
+
+  /** The job `id` answered: it leaves the slot, which is idle again. Undefined for a stale answer. */
+  takeJob(id: number): Job | undefined {
+    const job = this.job;
+    if (job === undefined || job.id !== id) return undefined;
+    this.job = undefined;
+    this.batches++;
+    this.items += job.size;
+    this.busyMs += performance.now() - this.busySince;
+    if (this.state === 'busy') this.state = 'idle';
+    this.worker?.unref();
+    return job;
+  }
+
+  /** The running job failed without an answer (a lost message, an abandoned batch). */
+  failJob(error: unknown): void {
+    const job = this.job;
+    if (job === undefined) return;
+    this.job = undefined;
+    this.busyMs += performance.now() - this.busySince;
+    if (this.state === 'busy') this.state = 'idle';
+    job.reject(error);
+  }
+
+  /** Detaches the worker and lets it finish what it runs, then close; never terminated. Resolves at its exit. */
+  retire(): Promise<void> {
+    const worker = this.worker;
+    this.worker = undefined;
+    if (worker === undefined) return Promise.resolve();
+    const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    worker.ref();
+    worker.postMessage({ type: 'close' } satisfies ToWorker);
+    return exited;
   }
 }
 
