@@ -1,10 +1,8 @@
 import { parseArgs } from 'node:util';
-import { runBench } from './bench/command.js';
-import { runDemo } from './demo.js';
-import { runRemoteWorker } from './remote-worker-command.js';
 import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } from './cli-args.js';
 import { ModelLoadError } from './model/onnx-model.js';
 import { SERVE_DEFAULTS, startServer } from './server.js';
+import { loadOptional, MissingPackageError, REDIS_PACKAGES } from './optional.js';
 import { onShutdownSignals } from './shutdown.js';
 
 /** The server could not start (a missing model file, an address it cannot bind): one line, exit 2. */
@@ -79,6 +77,7 @@ async function serve(argv: string[]): Promise<void> {
   } catch (error) {
     // Options the batcher rejects (a preferred size above the batch limit...) are usage errors too.
     if (error instanceof TypeError || error instanceof RangeError) throw new UsageError(error.message);
+    if (error instanceof MissingPackageError) throw error;
     throw new StartupError(`Cannot start: ${(error as Error).message}`);
   }
   const { name, signature } = server.model;
@@ -105,9 +104,10 @@ export async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   try {
     if (command === 'serve') await serve(rest);
-    else if (command === 'bench') await runBench(rest);
-    else if (command === 'demo') await runDemo(rest);
-    else if (command === 'worker') await runRemoteWorker(rest);
+    // Commands beyond `serve` load their modules (and autocannon, ioredis) only when run.
+    else if (command === 'bench') await (await import('./bench/command.js')).runBench(rest);
+    else if (command === 'demo') await (await import('./demo.js')).runDemo(rest);
+    else if (command === 'worker') await (await loadOptional('batched-fn worker', REDIS_PACKAGES, () => import('./remote-worker-command.js'))).runRemoteWorker(rest);
     else if (command === undefined || command === 'help' || command === '--help') process.stdout.write(USAGE);
     else throw new UsageError(`Unknown command \`${command}\``);
   } catch (error) {
@@ -115,7 +115,7 @@ export async function main(argv: string[]): Promise<void> {
       process.stderr.write(`${(error as Error).message}\n\n${USAGE}`);
       process.exit(2);
     }
-    if (error instanceof StartupError || error instanceof ModelLoadError) {
+    if (error instanceof StartupError || error instanceof ModelLoadError || error instanceof MissingPackageError) {
       process.stderr.write(`${error.message}\n`);
       process.exit(2);
     }

@@ -3,7 +3,7 @@ import { kservePlugin } from './kserve/plugin.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
-import { createRemoteModel } from './model/remote-model.js';
+import { loadOptional, REDIS_PACKAGES } from './optional.js';
 
 export interface ServeOptions {
   /** Path to an .onnx file; without it, the generated default MLP is served. */
@@ -93,6 +93,7 @@ export async function serveModel(model: ServedModel, metrics: ServerMetrics, opt
 
 /** `batched-fn serve --redis`: the same HTTP frontend, with batches run by remote workers. */
 async function startRemoteServer(options: ServeOptions & { redis: string }): Promise<RunningServer> {
+  const { createRemoteModel } = await loadOptional('--redis', REDIS_PACKAGES, () => import('./model/remote-model.js'));
   const metrics = new ServerMetrics();
   const model = await createRemoteModel({
     redis: options.redis,

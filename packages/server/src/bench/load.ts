@@ -1,4 +1,4 @@
-import autocannon from 'autocannon';
+import type autocannonType from 'autocannon';
 
 
 export interface LoadResult {
@@ -23,8 +23,10 @@ export interface LoadOptions {
 
 /** One closed-loop run: `concurrency` connections, each sending its next request as soon as the last is answered. */
 export async function runLoad(options: LoadOptions): Promise<Omit<LoadResult, 'meanBatch'>> {
-  let instance: autocannon.Instance | undefined;
-  const result = await new Promise<autocannon.Result>((resolve, reject) => {
+  // Loaded here, not at the top: `batched-fn serve` and the library entry never need it.
+  const { default: autocannon } = await import('autocannon');
+  let instance: autocannonType.Instance | undefined;
+  const result = await new Promise<autocannonType.Result>((resolve, reject) => {
     instance = autocannon(
       {
         url: options.url,

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { BatchedFnError } from 'batched-fn';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerMetrics } from '../metrics.js';
@@ -20,6 +21,9 @@ export interface KServeOptions {
  * from a client: 60,000 made-up names would otherwise be 60,000 series in /metrics.
  */
 export const UNKNOWN_MODEL_LABEL = '(unknown)';
+
+/** The server's version, as published: from its own package.json, never written twice. */
+const SERVER_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** What the infer route reads: JSON, or the binary extension's JSON header plus raw tensors. */
 const BODY_TYPES = ['application/json', 'application/octet-stream'];
@@ -90,7 +94,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     return found;
   };
 
-  app.get('/v2', async () => ({ name: 'batched-fn', version: '0.1.0', extensions: ['binary_tensor_data', 'model_repository'] }));
+  app.get('/v2', async () => ({ name: 'batched-fn', version: SERVER_VERSION, extensions: ['binary_tensor_data'] }));
   app.get('/v2/health/live', async () => ({ live: true }));
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
