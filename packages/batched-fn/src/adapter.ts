@@ -3,7 +3,8 @@
  * @batched-fn/redis): the same validators and vocabulary, so an adapter never
  * grows a second set of rules. Not part of the main entry.
  */
-export { expectDuration, expectInteger, MAX_TIMER_MS, rowsOf, validateCallOptions, validateMaxDelay } from './options.js';
+export { validateCallOptions } from './options.js';
+export { expectDuration, expectInteger, MAX_TIMER_MS, rowsOf, validateMaxDelay } from './validate.js';
 export { DISPATCH_REASONS } from './stats.js';
 export { deserializeError, isSerializedError, type SerializedError, serializeError } from './error-codec.js';
 /** The same counters and percentile windows as `predict.stats`, for adapters that implement BatchedFn elsewhere. */

@@ -3,20 +3,18 @@ import { Batcher } from './batcher.js';
 import { InlineExecutor } from './executor/inline.js';
 import type { Executor } from './executor/types.js';
 import { WorkerPoolExecutor } from './executor/worker-pool.js';
+import { DEFAULTS } from './option-schema.js';
 import {
   type BatchedFnOptions,
   type CallOptions,
   type CloseOptions,
-  DEFAULTS,
-  describeValue,
-  expectFunction,
-  expectInteger,
-  expectNumber,
   type InlineOptions,
+  type ResolvedBatchingOptions,
   resolveBatchingOptions,
   type RuntimeOptions,
   type WorkerOptions,
 } from './options.js';
+import { describeValue } from './validate.js';
 import type { BatchedFnSettings, BatchedFnStats } from './stats.js';
 
 /** A batched function: call it with one input, get one output. */
@@ -39,78 +37,22 @@ export interface BatchedFn<I, O> {
   configure(options: RuntimeOptions): void;
 }
 
-const KNOWN_OPTIONS = new Set([
-  'handler',
-  'context',
-  'worker',
-  'workers',
-  'workerData',
-  'resourceLimits',
-  'maxBatchSize',
-  'maxDelay',
-  'channelCap',
-  'concurrency',
-  'size',
-  'onBatch',
-  'latencyTarget',
-  'batchKey',
-  'preferredBatchSizes',
-  'pad',
-  'name',
-  'batchTimeout',
-]);
-
-function toModuleUrl(worker: unknown): URL {
+function toModuleUrl(worker: URL | string): URL {
   if (worker instanceof URL) return worker;
-  if (typeof worker === 'string' && worker.length > 0) {
-    return /^(file|data):/.test(worker) ? new URL(worker) : pathToFileURL(worker);
-  }
-  throw new TypeError(`Expected \`worker\` to be a URL or a path to a module, got ${describeValue(worker)}`);
+  return /^(file|data):/.test(worker) ? new URL(worker) : pathToFileURL(worker);
 }
 
-const RESOURCE_LIMITS = ['maxYoungGenerationSizeMb', 'maxOldGenerationSizeMb', 'codeRangeSizeMb', 'stackSizeMb'];
-
-/** Node's Worker would ignore unknown keys and misread others: checked here like every option. */
-function validateResourceLimits(limits: unknown): void {
-  if (typeof limits !== 'object' || limits === null || Array.isArray(limits)) {
-    throw new TypeError(`Expected \`resourceLimits\` to be an object, got ${describeValue(limits)}`);
-  }
-  for (const [key, value] of Object.entries(limits)) {
-    if (!RESOURCE_LIMITS.includes(key)) {
-      throw new TypeError(`Unknown \`resourceLimits\` key \`${key}\`; known keys are ${RESOURCE_LIMITS.map((k) => `\`${k}\``).join(', ')}`);
-    }
-    expectNumber(`resourceLimits.${key}`, value, 'a finite number of MB above 0', (n) => Number.isFinite(n) && n > 0);
-  }
-}
-
-function createExecutor<I, O, C>(options: BatchedFnOptions<I, O, C>): { executor: Executor<I, O>; concurrency: number } {
-  const hasHandler = options.handler !== undefined;
-  const hasWorker = options.worker !== undefined;
-  if (hasHandler === hasWorker) {
-    throw new TypeError('Expected exactly one of `handler` (run inline) or `worker` (run in worker threads)');
-  }
-  if (hasHandler) {
-    const inline = options as InlineOptions<I, O, C>;
-    expectFunction('handler', inline.handler);
-    if (inline.context !== undefined) expectFunction('context', inline.context);
-    return { executor: new InlineExecutor(inline.handler, inline.context), concurrency: DEFAULTS.concurrency };
-  }
+/** WHERE batches run: the handler on this thread, or the module in worker threads. Options are already checked. */
+function createExecutor<I, O, C>(options: BatchedFnOptions<I, O, C>, resolved: ResolvedBatchingOptions<I>): Executor<I, O> {
+  if (options.handler !== undefined) return new InlineExecutor(options.handler, (options as InlineOptions<I, O, C>).context);
   const pooled = options as WorkerOptions<I>;
-  const workers = pooled.workers === undefined ? DEFAULTS.workers : expectInteger('workers', pooled.workers, 1);
-  if (pooled.resourceLimits !== undefined) validateResourceLimits(pooled.resourceLimits);
-  try {
-    structuredClone(pooled.workerData);
-  } catch (error) {
-    throw new TypeError(`Expected \`workerData\` to be structured-cloneable: ${(error as Error).message}`);
-  }
-  const executor = new WorkerPoolExecutor<I, O>({
+  return new WorkerPoolExecutor<I, O>({
     module: toModuleUrl(pooled.worker),
-    workers,
+    workers: pooled.workers ?? DEFAULTS.workers,
     workerData: pooled.workerData,
     resourceLimits: pooled.resourceLimits,
-    name: pooled.name ?? 'batched-fn',
+    name: resolved.name,
   });
-  return { executor, concurrency: workers };
 }
 
 /**
@@ -123,18 +65,14 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(`Expected options to be an object, got ${describeValue(options)}`);
   }
-  for (const key of Object.keys(options)) {
-    if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`Unknown option \`${key}\``);
+  if ((options.handler !== undefined) === (options.worker !== undefined)) {
+    throw new TypeError('Expected exactly one of `handler` (run inline) or `worker` (run in worker threads)');
   }
-  // Validate everything before creating the executor, so a bad option never leaves threads behind.
-  const { executor, concurrency } = createExecutor(options);
-  let resolved;
-  try {
-    resolved = resolveBatchingOptions(options, concurrency);
-  } catch (error) {
-    executor.destroy(error);
-    throw error;
-  }
+  // Everything is validated (by the option schema) before any thread starts.
+  const inWorkers = options.worker !== undefined;
+  const workers = inWorkers ? ((options as WorkerOptions<I>).workers ?? DEFAULTS.workers) : undefined;
+  const resolved = resolveBatchingOptions(options, workers ?? DEFAULTS.concurrency);
+  const executor = createExecutor(options, resolved);
   const batcher = new Batcher<I, O>(executor, resolved);
   const predict = ((input: I, callOptions?: CallOptions) => batcher.call(input, callOptions)) as BatchedFn<I, O>;
   Object.defineProperties(predict, {

@@ -6,14 +6,12 @@ import type { Lane } from './lane.js';
 import {
   type CallOptions,
   type CloseOptions,
-  describeValue,
-  expectDuration,
   type ResolvedBatchingOptions,
-  rowsOf,
   type RuntimeOptions,
   validateCallOptions,
   validateRuntimeOptions,
 } from './options.js';
+import { describeValue, expectDuration, rowsOf } from './validate.js';
 import type { CallQueue, Resolve } from './queue.js';
 import type { BatchedFnSettings, BatchedFnStats } from './stats.js';
 

@@ -22,7 +22,8 @@ export type {
   RuntimeOptions,
   WorkerOptions,
 } from './options.js';
-export { DEFAULTS, MAX_TIMER_MS } from './options.js';
+export { DEFAULTS } from './option-schema.js';
+export { MAX_TIMER_MS } from './validate.js';
 export type { BatchedFnSettings, BatchedFnStats, BatchInfo, DispatchReason, Percentiles, WorkerStats } from './stats.js';
 export { batchChannel } from './batch-report.js';
 export { move } from './transfer.js';

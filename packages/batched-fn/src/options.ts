@@ -1,4 +1,6 @@
 import type { BatchInfo } from './stats.js';
+import { checkOptions, DEFAULTS, OPTION_SCHEMA } from './option-schema.js';
+import { describeValue as describe, expectDuration, expectNumber } from './validate.js';
 
 /**
  * A handler turns a batch of inputs into one output per input, in order.
@@ -116,76 +118,16 @@ export interface CallOptions {
   arrival?: number;
 }
 
-/** The single place defaults live; docs and validation read from here. */
-export const DEFAULTS = Object.freeze({
-  maxBatchSize: 8,
-  maxDelay: 50,
-  channelCap: Number.POSITIVE_INFINITY,
-  concurrency: 1,
-  workers: 1,
-});
-
-export interface ResolvedBatchingOptions<I> {
+/** The options after validation, with defaults applied where the schema has one. */
+export type ResolvedBatchingOptions<I> = Omit<BatchingOptions<I>, 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name' | 'preferredBatchSizes'> & {
   maxBatchSize: number;
   maxDelay: number | 'auto';
-  latencyTarget: number | undefined;
-  batchKey: ((input: I) => string | number) | undefined;
-  preferredBatchSizes: number[] | undefined;
-  pad: ((batch: I[], targetRows: number) => I[]) | undefined;
   channelCap: number;
   concurrency: number;
-  size: ((input: I) => number) | undefined;
-  onBatch: ((info: BatchInfo) => void) | undefined;
   name: string;
-  batchTimeout: number | undefined;
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return `\`${JSON.stringify(value)}\` (string)`;
-  if (typeof value === 'function') return `a function`;
-  if (value === null) return '`null`';
-  if (typeof value === 'object') return `an object`;
-  return `\`${String(value)}\` (${typeof value})`;
-}
-
-export function expectNumber(name: string, value: unknown, rule: string, ok: (n: number) => boolean): number {
-  if (typeof value !== 'number' || Number.isNaN(value)) {
-    throw new TypeError(`Expected \`${name}\` to be ${rule}, got ${describe(value)}`);
-  }
-  if (!ok(value)) throw new RangeError(`Expected \`${name}\` to be ${rule}, got ${describe(value)}`);
-  return value;
-}
-
-export function expectInteger(name: string, value: unknown, min: number, allowInfinity = false): number {
-  const rule = `an integer from ${min} and up${allowInfinity ? ', or Infinity' : ''}`;
-  return expectNumber(
-    name,
-    value,
-    rule,
-    (n) => (Number.isInteger(n) && n >= min) || (allowInfinity && n === Number.POSITIVE_INFINITY),
-  );
-}
-
-export function expectFunction(name: string, value: unknown): void {
-  if (typeof value !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describe(value)}`);
-}
-
-/**
- * Longest delay a Node timer honours: `setTimeout` clamps anything longer to 1 ms (and warns), so a
- * longer duration would fire at once. Every duration option and call option is held to it.
- */
-export const MAX_TIMER_MS = 2_147_483_647;
-
-/** A duration in ms that one timer can hold: from 0 (or above 0) up to MAX_TIMER_MS. */
-export function expectDuration(name: string, value: unknown, above: 0 | undefined = undefined, suffix = ''): number {
-  const rule = `a number of milliseconds ${above === undefined ? 'from 0' : 'above 0'} to ${MAX_TIMER_MS}${suffix}`;
-  return expectNumber(name, value, rule, (n) => (above === undefined ? n >= 0 : n > 0) && n <= MAX_TIMER_MS);
-}
-
-export function validateMaxDelay(value: unknown): number | 'auto' {
-  if (value === 'auto') return value;
-  return expectDuration('maxDelay', value, undefined, ", or 'auto'");
-}
+  /** Sorted ascending, without duplicates. */
+  preferredBatchSizes: number[] | undefined;
+};
 
 /** Options of `close()`. */
 export interface CloseOptions {
@@ -201,53 +143,35 @@ export interface RuntimeOptions {
   concurrency?: number;
 }
 
-/** Validates the run-time tunables; shared by construction and `configure()`. */
+const RUNTIME_OPTIONS = ['maxBatchSize', 'maxDelay', 'channelCap', 'concurrency'] as const;
+
+/** Validates the run-time tunables, by the same schema rows as construction; for `configure()`. */
 export function validateRuntimeOptions(options: RuntimeOptions): RuntimeOptions {
-  const out: RuntimeOptions = {};
-  if (options.maxBatchSize !== undefined) out.maxBatchSize = expectInteger('maxBatchSize', options.maxBatchSize, 1);
-  if (options.maxDelay !== undefined) out.maxDelay = validateMaxDelay(options.maxDelay);
-  if (options.channelCap !== undefined) out.channelCap = expectInteger('channelCap', options.channelCap, 1, true);
-  if (options.concurrency !== undefined) out.concurrency = expectInteger('concurrency', options.concurrency, 1);
-  return out;
+  const out: Record<string, unknown> = {};
+  for (const key of RUNTIME_OPTIONS) if (options[key] !== undefined) out[key] = OPTION_SCHEMA[key].check(options[key]);
+  return out as RuntimeOptions;
 }
 
+/**
+ * Validates every option by its schema row (unknown names throw), applies the schema's
+ * defaults, then the rules that tie options together.
+ */
 export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultConcurrency: number): ResolvedBatchingOptions<I> {
-  const runtime = validateRuntimeOptions(options);
-  if (options.size !== undefined) expectFunction('size', options.size);
-  if (options.onBatch !== undefined) expectFunction('onBatch', options.onBatch);
-  if (options.name !== undefined && typeof options.name !== 'string') {
-    throw new TypeError(`Expected \`name\` to be a string, got ${describe(options.name)}`);
-  }
-  if (options.latencyTarget !== undefined) expectDuration('latencyTarget', options.latencyTarget, 0);
-  if (options.batchTimeout !== undefined) expectDuration('batchTimeout', options.batchTimeout, 0);
-  if (options.batchKey !== undefined) expectFunction('batchKey', options.batchKey);
-  if (options.pad !== undefined) expectFunction('pad', options.pad);
-  let preferred: number[] | undefined;
-  if (options.preferredBatchSizes !== undefined) {
-    if (!Array.isArray(options.preferredBatchSizes) || options.preferredBatchSizes.length === 0) {
-      throw new TypeError(`Expected \`preferredBatchSizes\` to be a non-empty array of integers, got ${describe(options.preferredBatchSizes)}`);
-    }
-    preferred = options.preferredBatchSizes.map((size, i) => expectInteger(`preferredBatchSizes[${i}]`, size, 1));
-    preferred = [...new Set(preferred)].sort((a, b) => a - b);
-  }
-  const maxBatchSize = runtime.maxBatchSize ?? DEFAULTS.maxBatchSize;
-  if (preferred !== undefined && (preferred.at(-1) as number) > maxBatchSize) {
-    throw new RangeError(`Expected every \`preferredBatchSizes\` entry to be at most maxBatchSize (${maxBatchSize}), got ${preferred.at(-1)}`);
-  }
-  return {
-    maxBatchSize,
-    maxDelay: runtime.maxDelay ?? DEFAULTS.maxDelay,
-    latencyTarget: options.latencyTarget,
-    batchKey: options.batchKey,
-    preferredBatchSizes: preferred,
-    pad: options.pad,
-    channelCap: runtime.channelCap ?? DEFAULTS.channelCap,
-    concurrency: runtime.concurrency ?? defaultConcurrency,
-    size: options.size,
-    onBatch: options.onBatch,
-    name: options.name ?? 'batched-fn',
-    batchTimeout: options.batchTimeout,
+  const checked = checkOptions(options) as Partial<ResolvedBatchingOptions<I>>;
+  const resolved: ResolvedBatchingOptions<I> = {
+    ...checked,
+    maxBatchSize: checked.maxBatchSize ?? DEFAULTS.maxBatchSize,
+    maxDelay: checked.maxDelay ?? DEFAULTS.maxDelay,
+    channelCap: checked.channelCap ?? DEFAULTS.channelCap,
+    concurrency: checked.concurrency ?? defaultConcurrency,
+    name: checked.name ?? DEFAULTS.name,
+    preferredBatchSizes: checked.preferredBatchSizes,
   };
+  const largest = resolved.preferredBatchSizes?.at(-1);
+  if (largest !== undefined && largest > resolved.maxBatchSize) {
+    throw new RangeError(`Expected every \`preferredBatchSizes\` entry to be at most maxBatchSize (${resolved.maxBatchSize}), got ${largest}`);
+  }
+  return resolved;
 }
 
 export function validateCallOptions(options: CallOptions): void {
@@ -266,13 +190,3 @@ export function validateCallOptions(options: CallOptions): void {
   }
 }
 
-export { describe as describeValue };
-
-/** Rows one input counts, from the user's `size`; throws what `size` throws, or a RangeError for a bad count. */
-export function rowsOf<I>(size: (input: I) => number, input: I): number {
-  const rows = size(input);
-  if (typeof rows !== 'number' || !(rows > 0) || !Number.isFinite(rows)) {
-    throw new RangeError(`Expected \`size(input)\` to return a finite number above 0, got ${String(rows)}`);
-  }
-  return rows;
-}

@@ -1,6 +1,6 @@
 import type { CallHandle } from './call-handle.js';
 import type { BatchBuilder, Resolve } from './queue.js';
-import { describeValue } from './options.js';
+import { describeValue } from './validate.js';
 import type { DispatchReason } from './stats.js';
 
 /** A dispatched batch. A resolver slot is emptied when its caller is released early. */

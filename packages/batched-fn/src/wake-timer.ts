@@ -1,4 +1,4 @@
-import { MAX_TIMER_MS } from './options.js';
+import { MAX_TIMER_MS } from './validate.js';
 
 const now = (): number => performance.now();
 

@@ -109,7 +109,7 @@ test("maxDelay 'auto' is accepted, at construction and in configure()", async ()
 });
 
 test('defaults match the original crate and the docs', () => {
-  expect(DEFAULTS).toEqual({ maxBatchSize: 8, maxDelay: 50, channelCap: Infinity, concurrency: 1, workers: 1 });
+  expect(DEFAULTS).toEqual({ maxBatchSize: 8, maxDelay: 50, channelCap: Infinity, concurrency: 1, workers: 1, name: 'batched-fn' });
   expect(Object.isFrozen(DEFAULTS)).toBe(true);
 });
 
