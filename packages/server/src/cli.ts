@@ -1,7 +1,7 @@
-import { parseArgs } from 'node:util';
-import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } from './cli-args.js';
+import { UsageError } from './cli-args.js';
+import { parseFlags, usageFlags } from './flags.js';
 import { ModelLoadError } from './model/onnx-model.js';
-import { SERVE_DEFAULTS, startServer } from './server.js';
+import { SERVE_DEFAULTS, type ServeOptions, startServer } from './server.js';
 import { loadOptional, MissingPackageError, REDIS_PACKAGES } from './optional.js';
 import { onShutdownSignals } from './shutdown.js';
 
@@ -11,69 +11,21 @@ class StartupError extends Error {
 }
 
 const USAGE = `Usage:
-  batched-fn serve [--model file.onnx] [--name NAME] [--host ${SERVE_DEFAULTS.host}] [--port ${SERVE_DEFAULTS.port}]
-                   [--max-batch-size ${SERVE_DEFAULTS.maxBatchSize}] [--max-delay MS|${SERVE_DEFAULTS.maxDelay}] [--latency-target MS]
-                   [--preferred-batch-sizes 8,16,32] [--pad] [--queue-cap ${SERVE_DEFAULTS.channelCap}]
-                   [--workers ${SERVE_DEFAULTS.workers}] [--threads ${SERVE_DEFAULTS.threads}] [--timeout MS] [--batch-timeout MS]
-                   [--body-limit BYTES]
+  batched-fn serve ${usageFlags('serve', '                   ')}
+  batched-fn worker --redis redis://HOST:PORT
+                   ${usageFlags('worker', '                   ', ['redis'])}
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
                    [--rows 1] [--compare URL] [--out DIR]
-                   [--redis redis://HOST:PORT [--prefix bfn]]   (forward to remote workers instead of a local model)
-  batched-fn worker --redis redis://HOST:PORT [--model file.onnx] [--name NAME] [--prefix bfn]
-                   [--max-batch-size 64] [--max-delay MS|auto] [--workers 1] [--threads 2] [--claim-idle 30000]
-                   [--batch-timeout MS]
   batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
 `;
-
-const serveFlags = {
-  model: { type: 'string' },
-  name: { type: 'string' },
-  host: { type: 'string' },
-  port: { type: 'string' },
-  'max-batch-size': { type: 'string' },
-  'max-delay': { type: 'string' },
-  'latency-target': { type: 'string' },
-  'preferred-batch-sizes': { type: 'string' },
-  pad: { type: 'boolean' },
-  'queue-cap': { type: 'string' },
-  workers: { type: 'string' },
-  threads: { type: 'string' },
-  timeout: { type: 'string' },
-  'batch-timeout': { type: 'string' },
-  'body-limit': { type: 'string' },
-  'cache-dir': { type: 'string' },
-  redis: { type: 'string' },
-  prefix: { type: 'string' },
-} as const;
 
 const formatDelay = (delay: number | 'auto'): string => (delay === 'auto' ? 'auto' : `${delay} ms`);
 
 async function serve(argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: serveFlags, strict: true });
-  const options = {
-    model: stringFlag(values, 'model'),
-    name: stringFlag(values, 'name'),
-    host: stringFlag(values, 'host'),
-    port: intFlag(values, 'port', 0),
-    maxBatchSize: intFlag(values, 'max-batch-size', 1),
-    maxDelay: delayFlag(values, 'max-delay'),
-    latencyTarget: durationFlag(values, 'latency-target', true),
-    preferredBatchSizes: listFlag(values, 'preferred-batch-sizes'),
-    pad: values.pad === true ? true : undefined,
-    queueCap: intFlag(values, 'queue-cap', 1),
-    workers: intFlag(values, 'workers', 1),
-    threads: intFlag(values, 'threads', 1),
-    timeout: durationFlag(values, 'timeout'),
-    batchTimeout: durationFlag(values, 'batch-timeout', true),
-    bodyLimit: intFlag(values, 'body-limit', 1),
-    cacheDir: stringFlag(values, 'cache-dir'),
-    redis: stringFlag(values, 'redis'),
-    prefix: stringFlag(values, 'prefix'),
-  };
-  const defined = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  const options = parseFlags('serve', argv) as ServeOptions;
   let server;
   try {
-    server = await startServer(defined);
+    server = await startServer(options);
   } catch (error) {
     // Options the batcher rejects (a preferred size above the batch limit...) are usage errors too.
     if (error instanceof TypeError || error instanceof RangeError) throw new UsageError(error.message);

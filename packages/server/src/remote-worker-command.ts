@@ -1,6 +1,6 @@
 import { type RemoteWorker, startRemoteWorker } from '@batched-fn/redis';
-import { parseArgs } from 'node:util';
-import { delayFlag, durationFlag, intFlag, stringFlag, UsageError } from './cli-args.js';
+import { UsageError } from './cli-args.js';
+import { parseFlags } from './flags.js';
 import { assertInferItem } from './model/infer-item.js';
 import type { InferItem, InferResult } from './model/tensor.js';
 import { ensureMlpModel } from './model/default-model.js';
@@ -13,47 +13,32 @@ import { onShutdownSignals } from './shutdown.js';
  * publishes the signature the HTTP frontends validate against.
  */
 export async function runRemoteWorker(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      redis: { type: 'string' },
-      model: { type: 'string' },
-      name: { type: 'string' },
-      prefix: { type: 'string' },
-      'max-batch-size': { type: 'string' },
-      'max-delay': { type: 'string' },
-      workers: { type: 'string' },
-      threads: { type: 'string' },
-      'claim-idle': { type: 'string' },
-      'batch-timeout': { type: 'string' },
-      'cache-dir': { type: 'string' },
-    },
-    strict: true,
-  });
-  const redis = stringFlag(values, 'redis');
+  const flags = parseFlags('worker', argv) as {
+    redis?: string; model?: string; name?: string; prefix?: string; maxBatchSize?: number; maxDelay?: number | 'auto';
+    workers?: number; threads?: number; claimIdleMs?: number; batchTimeout?: number; cacheDir?: string;
+  };
+  const redis = flags.redis;
   if (redis === undefined) throw new UsageError('--redis is required (redis://host:port, or rediss:// for TLS)');
-  const modelFile = stringFlag(values, 'model');
-  const name = stringFlag(values, 'name') ?? (modelFile === undefined ? 'mlp' : undefined);
-  const maxBatchSize = intFlag(values, 'max-batch-size', 1) ?? SERVER_DEFAULTS.maxBatchSize;
-  const workers = intFlag(values, 'workers', 1) ?? SERVER_DEFAULTS.workers;
-  const maxDelay = delayFlag(values, 'max-delay') ?? 'auto';
-  const claimIdleMs = durationFlag(values, 'claim-idle', true);
-  const batchTimeout = durationFlag(values, 'batch-timeout', true);
+  const modelFile = flags.model;
+  const name = flags.name ?? (modelFile === undefined ? 'mlp' : undefined);
+  const maxBatchSize = flags.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize;
+  const workers = flags.workers ?? SERVER_DEFAULTS.workers;
+  const maxDelay = flags.maxDelay ?? SERVER_DEFAULTS.maxDelay;
+  const { claimIdleMs, batchTimeout, prefix } = flags;
   // The worker feeds entries into this batcher with their arrival times: its window, rows and
   // shedding are the ones every local call gets. Its batches are reported to the frontends.
   let remote: RemoteWorker<InferItem, InferResult> | undefined;
   const model = createOnnxModel({
-    path: modelFile ?? ensureMlpModel(undefined, stringFlag(values, 'cache-dir')),
+    path: modelFile ?? ensureMlpModel(undefined, flags.cacheDir),
     ...(name === undefined ? {} : { name }),
     maxBatchSize,
     maxDelay,
     workers,
     onBatch: (info) => remote?.observe(info),
-    threads: intFlag(values, 'threads', 1) ?? SERVER_DEFAULTS.threads,
+    threads: flags.threads ?? SERVER_DEFAULTS.threads,
     ...(batchTimeout === undefined ? {} : { batchTimeout }),
   });
   await model.batcher.ready();
-  const prefix = stringFlag(values, 'prefix');
   const worker = await startRemoteWorker<InferItem, InferResult>({
     redis,
     name: model.name,

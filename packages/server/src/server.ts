@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { FLAG_DEFAULTS } from './flags.js';
 import { kservePlugin } from './kserve/plugin.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
@@ -32,7 +33,7 @@ export interface ServeOptions {
   prefix?: string;
 }
 
-export const SERVE_DEFAULTS = Object.freeze({ host: '127.0.0.1', port: 8000, bodyLimit: 8 * 1024 * 1024, ...SERVER_DEFAULTS });
+export const SERVE_DEFAULTS = Object.freeze({ host: FLAG_DEFAULTS.host, port: FLAG_DEFAULTS.port, bodyLimit: FLAG_DEFAULTS.bodyLimit, ...SERVER_DEFAULTS });
 
 export interface RunningServer {
   url: string;

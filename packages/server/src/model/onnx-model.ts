@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { type BatchedFn, batchedFn, type BatchInfo, move } from 'batched-fn';
+import { FLAG_DEFAULTS } from '../flags.js';
 import type { OnnxWorkerData } from './onnx.worker.js';
 import { type ModelSignature, readOnnxSignature } from './signature.js';
 import { ARRAY_FOR, elementCount, type InferItem, type InferResult } from './tensor.js';
@@ -88,7 +89,13 @@ export interface ServedModel {
  * Server defaults. maxDelay is 'auto': measured on the default model, it served a lone client at
  * 250 req/s (p50 3 ms) where a fixed 2 ms window managed 153 (p50 6 ms), and matched or beat it under load.
  */
-export const SERVER_DEFAULTS = Object.freeze({ maxBatchSize: 64, maxDelay: 'auto' as number | 'auto', channelCap: 1024, workers: 1, threads: 2 });
+export const SERVER_DEFAULTS = Object.freeze({
+  maxBatchSize: FLAG_DEFAULTS.maxBatchSize,
+  maxDelay: FLAG_DEFAULTS.maxDelay,
+  channelCap: FLAG_DEFAULTS.channelCap,
+  workers: FLAG_DEFAULTS.workers,
+  threads: FLAG_DEFAULTS.threads,
+});
 
 /**
  * Loads an ONNX model into worker threads behind a batcher. The signature is

@@ -1,0 +1,131 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { delayFlag, durationFlag, intFlag, listFlag, stringFlag } from './cli-args.js';
+
+/**
+ * Every flag of `batched-fn serve` and `batched-fn worker`, declared once:
+ * its option name, how it is parsed and checked, its default, and its README
+ * row. The parser, the usage text, the defaults the library functions use
+ * and (by a test) the README's flag table come from here.
+ */
+type Kind = 'string' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
+type Command = 'serve' | 'worker';
+
+interface FlagSpec {
+  /** The option's name in ServeOptions (camelCase). */
+  readonly key: string;
+  readonly kind: Kind;
+  /** What the flag takes, for usage and README (`N`, `MS`, `FILE`...); empty for a switch. */
+  readonly arg: string;
+  readonly default?: unknown;
+  /** The README's Default and Meaning columns; a flag without `meaning` is not in the serve table. */
+  readonly shown: string;
+  readonly meaning?: string;
+  readonly commands: readonly Command[];
+}
+
+const BOTH: readonly Command[] = ['serve', 'worker'];
+
+export const FLAGS = {
+  model: { key: 'model', kind: 'string', arg: 'FILE', shown: 'generated MLP', meaning: 'ONNX model to serve', commands: BOTH },
+  name: { key: 'name', kind: 'string', arg: 'NAME', shown: "`mlp`, or the file's name", meaning: 'model name in the URLs', commands: BOTH },
+  host: { key: 'host', kind: 'string', arg: 'HOST', default: '127.0.0.1', shown: '`127.0.0.1`', meaning: 'address to listen on', commands: ['serve'] },
+  port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
+  'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, shown: '`64`', meaning: 'most rows per `session.run`', commands: BOTH },
+  'max-delay': {
+    key: 'maxDelay',
+    kind: 'delay',
+    arg: 'MS\\|auto',
+    default: 'auto',
+    shown: '`auto`',
+    meaning:
+      "batching window, from the oldest queued request's arrival; `auto` adapts it to load (on the default model it served a lone client at 250 req/s, p50 3 ms, where a fixed 2 ms window managed 153 req/s, p50 6 ms, and matched it under load)",
+    commands: BOTH,
+  },
+  'latency-target': { key: 'latencyTarget', kind: 'positive-duration', arg: 'MS', shown: 'none', meaning: "latency objective: caps `auto`'s wait, sheds requests predicted to miss it (504)", commands: ['serve'] },
+  'preferred-batch-sizes': { key: 'preferredBatchSizes', kind: 'list', arg: 'N,N', shown: 'none', meaning: 'sizes sent as soon as the queue can fill them', commands: ['serve'] },
+  pad: { key: 'pad', kind: 'boolean', arg: '', shown: 'off', meaning: 'pad batches with zero rows up to the next preferred size, for fixed-shape models', commands: ['serve'] },
+  'queue-cap': { key: 'queueCap', kind: 'int1', arg: 'N', default: 1024, shown: '`1024`', meaning: 'most requests waiting; beyond it, 503', commands: ['serve'] },
+  workers: { key: 'workers', kind: 'int1', arg: 'N', default: 1, shown: '`1`', meaning: 'worker threads, one session each', commands: BOTH },
+  threads: { key: 'threads', kind: 'int1', arg: 'N', default: 2, shown: '`2`', meaning: 'ONNX Runtime intra-op threads per session', commands: BOTH },
+  timeout: { key: 'timeout', kind: 'duration', arg: 'MS', shown: 'none', meaning: 'default per-request deadline', commands: ['serve'] },
+  'batch-timeout': { key: 'batchTimeout', kind: 'positive-duration', arg: 'MS', shown: 'none', meaning: 'longest a batch may run; its callers then get 500 and its worker is replaced', commands: BOTH },
+  'body-limit': { key: 'bodyLimit', kind: 'int1', arg: 'BYTES', default: 8 * 1024 * 1024, shown: '8 MiB', meaning: 'largest request body', commands: ['serve'] },
+  'cache-dir': { key: 'cacheDir', kind: 'string', arg: 'DIR', shown: '`~/.cache/batched-fn`', commands: BOTH },
+  redis: { key: 'redis', kind: 'string', arg: 'redis://HOST:PORT', shown: 'none', commands: BOTH },
+  // Their defaults belong to @batched-fn/redis (`bfn`, 30000 ms); the CLI passes them on only when given.
+  prefix: { key: 'prefix', kind: 'string', arg: 'PREFIX', shown: '`bfn`', commands: BOTH },
+  'claim-idle': { key: 'claimIdleMs', kind: 'positive-duration', arg: 'MS', shown: '`30000`', commands: ['worker'] },
+} as const satisfies Record<string, FlagSpec>;
+
+type FlagName = keyof typeof FLAGS;
+
+/** The defaults the CLI and the library functions share: the single place they live. */
+export const FLAG_DEFAULTS = Object.freeze({
+  host: FLAGS.host.default,
+  port: FLAGS.port.default,
+  maxBatchSize: FLAGS['max-batch-size'].default,
+  maxDelay: FLAGS['max-delay'].default as number | 'auto',
+  channelCap: FLAGS['queue-cap'].default,
+  workers: FLAGS.workers.default,
+  threads: FLAGS.threads.default,
+  bodyLimit: FLAGS['body-limit'].default,
+});
+
+const flagsOf = (command: Command): [FlagName, FlagSpec][] => (Object.entries(FLAGS) as [FlagName, FlagSpec][]).filter(([, spec]) => spec.commands.includes(command));
+
+function parseOne(values: Record<string, unknown>, flag: string, kind: Kind): unknown {
+  switch (kind) {
+    case 'string':
+      return stringFlag(values, flag);
+    case 'int0':
+      return intFlag(values, flag, 0);
+    case 'int1':
+      return intFlag(values, flag, 1);
+    case 'duration':
+      return durationFlag(values, flag);
+    case 'positive-duration':
+      return durationFlag(values, flag, true);
+    case 'delay':
+      return delayFlag(values, flag);
+    case 'list':
+      return listFlag(values, flag);
+    case 'boolean':
+      return values[flag] === true ? true : undefined;
+  }
+}
+
+/** Parses and checks a command's flags into its options (camelCase); absent flags are left out. Usage errors throw. */
+export function parseFlags(command: Command, argv: string[]): Record<string, unknown> {
+  const specs = flagsOf(command);
+  const options: ParseArgsConfig['options'] = Object.fromEntries(specs.map(([flag, spec]) => [flag, { type: spec.kind === 'boolean' ? ('boolean' as const) : ('string' as const) }]));
+  const { values } = parseArgs({ args: argv, options, strict: true });
+  const parsed: Record<string, unknown> = {};
+  for (const [flag, spec] of specs) {
+    const value = parseOne(values, flag, spec.kind);
+    if (value !== undefined) parsed[spec.key] = value;
+  }
+  return parsed;
+}
+
+/** The command's flags for the usage text, wrapped to the width of a terminal. */
+export function usageFlags(command: Command, indent: string, shownAlready: readonly string[] = []): string {
+  const words = flagsOf(command).filter(([flag]) => !shownAlready.includes(flag)).map(([flag, spec]) => `[--${flag}${spec.arg === '' ? '' : ` ${spec.arg.replace('\\|', '|')}`}]`);
+  const lines: string[] = [];
+  let line = '';
+  for (const word of words) {
+    if (line.length + word.length > 100 - indent.length) {
+      lines.push(line.trimEnd());
+      line = '';
+    }
+    line += `${word} `;
+  }
+  lines.push(line.trimEnd());
+  return lines.join(`\n${indent}`);
+}
+
+/** The README's `serve` flag table rows, from the flags that carry a meaning. */
+export function readmeRows(): string[] {
+  return flagsOf('serve')
+    .filter(([, spec]) => spec.meaning !== undefined)
+    .map(([flag, spec]) => `| \`--${flag}${spec.arg === '' ? '' : ` ${spec.arg}`}\` | ${spec.shown} | ${spec.meaning} |`);
+}
