@@ -11,10 +11,11 @@ import {
   type RuntimeOptions,
   UnavailableError,
 } from 'batched-fn';
-import { deserializeError, expectDuration, expectInteger, PendingCalls, rowsOf } from 'batched-fn/adapter';
+import { deserializeError, PendingCalls, rowsOf } from 'batched-fn/adapter';
+import { FRONTEND_OPTIONS, resolveOptions } from './options.js';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
-import { DEFAULT_PREFIX, GROUP, type StreamKeys, streamKeys } from './keys.js';
+import { GROUP, type StreamKeys, streamKeys } from './keys.js';
 import { decode, encode, validBatch, type WireReply } from './wire.js';
 
 export interface RemoteBatchedFnOptions<I> {
@@ -77,12 +78,10 @@ class RemoteFrontend<I, O> {
   #lastExpire = 0;
 
   constructor(options: RemoteBatchedFnOptions<I>) {
-    if (typeof options.name !== 'string' || options.name.length === 0) throw new TypeError('Expected `name` to be a non-empty string');
-    this.#options = options;
-    this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
+    this.#options = resolveOptions(FRONTEND_OPTIONS, options, ['redis', 'name']);
+    this.#keys = streamKeys(this.#options.prefix as string, this.#options.name);
     this.#replyKey = this.#keys.reply(this.#id);
-    this.#channelCap = options.channelCap === undefined ? Number.POSITIVE_INFINITY : expectInteger('channelCap', options.channelCap, 1, true);
-    if (options.drainTimeout !== undefined) expectDuration('drainTimeout', options.drainTimeout);
+    this.#channelCap = this.#options.channelCap as number;
   }
 
   get replyKey(): string {
@@ -211,7 +210,7 @@ class RemoteFrontend<I, O> {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#closing = true;
-      const limit = this.#options.drainTimeout ?? 30_000;
+      const limit = this.#options.drainTimeout as number;
       const timer = setTimeout(() => {
         this.#calls.failAll(() => new ClosedError(`Closed before an answer came back (waited ${limit} ms): is any worker running?`), 'ERR_CLOSED');
       }, limit);
@@ -237,12 +236,7 @@ class RemoteFrontend<I, O> {
 
   configure(options: RuntimeOptions): void {
     // maxBatchSize, maxDelay and concurrency belong to the workers; only the cap is the frontend's.
-    if (options.channelCap !== undefined) {
-      if (!(Number.isInteger(options.channelCap) && options.channelCap >= 1) && options.channelCap !== Number.POSITIVE_INFINITY) {
-        throw new RangeError(`Expected \`channelCap\` to be an integer from 1 and up, or Infinity, got \`${options.channelCap}\``);
-      }
-      this.#channelCap = options.channelCap;
-    }
+    if (options.channelCap !== undefined) this.#channelCap = FRONTEND_OPTIONS.channelCap.check('channelCap', options.channelCap);
   }
 
   /** Only the cap is the frontend's; batch size, window and concurrency are each worker's own. */

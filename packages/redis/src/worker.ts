@@ -1,10 +1,11 @@
 import { hostname } from 'node:os';
 import { type BatchedFn, type BatchInfo, TimeoutError } from 'batched-fn';
-import { expectDuration, serializeError } from 'batched-fn/adapter';
+import { serializeError } from 'batched-fn/adapter';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { arrivalOf, type Entry, invalidEntry, parseEntry } from './entry.js';
-import { DEFAULT_PREFIX, GROUP, replyKeyPattern, type StreamKeys, streamKeys } from './keys.js';
+import { GROUP, replyKeyPattern, type StreamKeys, streamKeys } from './keys.js';
+import { resolveOptions, WORKER_OPTIONS } from './options.js';
 import { ReplyOutbox } from './outbox.js';
 import { decode, type WireResult } from './wire.js';
 
@@ -79,11 +80,11 @@ export class RemoteWorker<I, O> {
   readonly #inFlight = new Set<Promise<void>>();
 
   constructor(options: RemoteWorkerOptions<I, O>) {
-    this.#options = options;
-    this.#claimIdleMs = options.claimIdleMs === undefined ? 30_000 : expectDuration('claimIdleMs', options.claimIdleMs, 0);
-    this.#keys = streamKeys(options.prefix ?? DEFAULT_PREFIX, options.name);
-    this.#replyKey = replyKeyPattern(options.prefix ?? DEFAULT_PREFIX);
-    this.#consumer = options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    this.#options = resolveOptions(WORKER_OPTIONS, options, ['redis', 'name', 'predict']);
+    this.#claimIdleMs = this.#options.claimIdleMs as number;
+    this.#keys = streamKeys(this.#options.prefix as string, this.#options.name);
+    this.#replyKey = replyKeyPattern(this.#options.prefix as string);
+    this.#consumer = this.#options.consumer ?? `${hostname()}-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
   }
 
   get stats(): RemoteWorkerStats {

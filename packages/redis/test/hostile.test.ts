@@ -100,6 +100,8 @@ test('options and call options are validated like the core: a bad channelCap thr
   expect(() => remoteBatchedFn({ redis: redis.url, name: 'm', drainTimeout: 2 ** 31 })).toThrow(
     new RangeError('Expected `drainTimeout` to be a number of milliseconds from 0 to 2147483647, got `2147483648` (number)'),
   );
+  expect(() => remoteBatchedFn({ redis: redis.url, name: 'm', maxBatchSize: 4 } as never)).toThrow(new TypeError('Unknown option `maxBatchSize`'));
+  expect(() => remoteBatchedFn({ redis: redis.url } as never)).toThrow(new TypeError('Expected `name` to be given'));
   const predict = remoteBatchedFn<number, number>({ redis: redis.url, name: 'm' });
   await expect(predict(1, { timeout: 2 ** 31 })).rejects.toThrow(
     new RangeError('Expected `timeout` to be a number of milliseconds from 0 to 2147483647, got `2147483648` (number)'),
