@@ -1,5 +1,6 @@
 // Redis Streams: end-to-end items/s with 1 and 2 workers against a simulated model that takes 10 ms per
-// batch; round-trip time at low load with an instant model; and the cost against the in-process batcher.
+// batch of up to 64 rows, with 1-row and 4-row requests; round-trip time at low load with an instant
+// model; and the cost against the in-process batcher. Each worker is a core batcher fed from the stream.
 // Everything runs on this machine: redis-server, frontend and workers share the same 2 cores.
 import { batchedFn } from 'batched-fn';
 import { remoteBatchedFn, startRemoteWorker } from '@batched-fn/redis';
@@ -14,14 +15,14 @@ const instant = (batch) => batch;
 const redis = new LocalRedis();
 await redis.start();
 
-async function closedLoop(predict, callers, ms) {
+async function closedLoop(predict, callers, ms, rows = 1) {
   let done = 0;
   let stop = false;
   const timer = setTimeout(() => (stop = true), ms);
   const started = performance.now();
   await Promise.all(Array.from({ length: callers }, async () => {
     while (!stop) {
-      await predict(1);
+      await predict(rows);
       done++;
     }
   }));
@@ -29,15 +30,18 @@ async function closedLoop(predict, callers, ms) {
   return done / ((performance.now() - started) / 1000);
 }
 
+// A request's input is its row count: rows count against the worker batcher's maxBatchSize through `size`.
+const rowsOf = (rows) => rows;
+
 async function remoteSetup(workers, handler, prefix, maxDelay = 'auto') {
   const locals = [];
   const remotes = [];
   for (let i = 0; i < workers; i++) {
-    const local = batchedFn({ handler, maxBatchSize: 64, maxDelay: 0 });
+    const local = batchedFn({ handler, maxBatchSize: 64, maxDelay, size: rowsOf });
     locals.push(local);
-    remotes.push(await startRemoteWorker({ redis: redis.url, name: 'sim', prefix, predict: local, maxBatchSize: 64, maxDelay }));
+    remotes.push(await startRemoteWorker({ redis: redis.url, name: 'sim', prefix, predict: local }));
   }
-  const predict = remoteBatchedFn({ redis: redis.url, name: 'sim', prefix });
+  const predict = remoteBatchedFn({ redis: redis.url, name: 'sim', prefix, size: rowsOf });
   await predict.ready();
   return {
     predict,
@@ -49,15 +53,17 @@ async function remoteSetup(workers, handler, prefix, maxDelay = 'auto') {
   };
 }
 
-// 1. Scaling: 256 callers, 10 ms per batch of up to 64.
-const scaling = {};
-for (const workers of [1, 2]) {
-  const setup = await remoteSetup(workers, tenMs, `scale${workers}`);
-  await closedLoop(setup.predict, 256, 500);
-  scaling[workers] = await closedLoop(setup.predict, 256, DURATION_MS);
-  await setup.close();
+// 1. Scaling: 256 callers, 10 ms per batch of up to 64 rows; requests of 1 and of 4 rows (rows/s reported).
+const scaling = { 1: {}, 4: {} };
+for (const rows of [1, 4]) {
+  for (const workers of [1, 2]) {
+    const setup = await remoteSetup(workers, tenMs, `scale${workers}r${rows}`);
+    await closedLoop(setup.predict, 256, 500, rows);
+    scaling[rows][workers] = rows * (await closedLoop(setup.predict, 256, DURATION_MS, rows));
+    await setup.close();
+  }
 }
-const local = batchedFn({ handler: tenMs, maxBatchSize: 64, maxDelay: 2 });
+const local = batchedFn({ handler: tenMs, maxBatchSize: 64, maxDelay: 'auto', size: rowsOf });
 const inProcess = await closedLoop(local, 256, DURATION_MS);
 await local.close();
 
@@ -68,7 +74,7 @@ async function roundTrips(maxDelay) {
   const samples = [];
   for (let i = 0; i < 400; i++) {
     const t = performance.now();
-    await setup.predict(i);
+    await setup.predict(1);
     samples.push(performance.now() - t);
   }
   await setup.close();
@@ -86,12 +92,14 @@ for (let i = 0; i < 400; i++) {
 }
 localSamples.sort((a, b) => a - b);
 
-console.log(`\nRedis Streams, simulated model 10 ms per batch (up to 64), 256 callers, worker maxDelay 'auto', ${DURATION_MS} ms per run; redis-server, frontend and workers on one 2-core machine`);
+console.log(`\nRedis Streams, simulated model 10 ms per batch (up to 64 rows), 256 callers, worker maxDelay 'auto', ${DURATION_MS} ms per run; redis-server, frontend and workers on one 2-core machine`);
 console.table([
-  { setup: 'in-process batcher', 'items/s': Math.round(inProcess) },
-  { setup: 'Redis, 1 worker', 'items/s': Math.round(scaling[1]) },
-  { setup: 'Redis, 2 workers', 'items/s': Math.round(scaling[2]) },
+  { setup: 'in-process batcher, 1-row requests', 'rows/s': Math.round(inProcess) },
+  { setup: 'Redis, 1 worker, 1-row requests', 'rows/s': Math.round(scaling[1][1]) },
+  { setup: 'Redis, 2 workers, 1-row requests', 'rows/s': Math.round(scaling[1][2]) },
+  { setup: 'Redis, 1 worker, 4-row requests', 'rows/s': Math.round(scaling[4][1]) },
+  { setup: 'Redis, 2 workers, 4-row requests', 'rows/s': Math.round(scaling[4][2]) },
 ]);
-console.log(`2 workers / 1 worker = ${fmt(scaling[2] / scaling[1])} (target >= 1.8); 1 Redis worker / in-process = ${fmt(scaling[1] / inProcess)}`);
+console.log(`2 workers / 1 worker = ${fmt(scaling[1][2] / scaling[1][1])} with 1-row requests, ${fmt(scaling[4][2] / scaling[4][1])} with 4-row requests (target >= 1.8); 1 Redis worker / in-process = ${fmt(scaling[1][1] / inProcess)}`);
 console.log(`Round trip at low load (instant model), p50 (p99): worker maxDelay 0 ${fmt(percentile(samples, 0.5))} (${fmt(percentile(samples, 0.99))}) ms; 'auto' (the default) ${fmt(percentile(adaptive, 0.5))} (${fmt(percentile(adaptive, 0.99))}) ms; fixed 2 ms ${fmt(percentile(windowed, 0.5))} ms; in-process ${fmt(percentile(localSamples, 0.5), 3)} ms`);
 await redis.stop();

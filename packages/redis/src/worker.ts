@@ -46,10 +46,10 @@ export interface RemoteWorkerStats {
   unanswerable: number;
 }
 
-/** Polling interval while the batcher holds work: Redis rounds BLOCK timeouts to its 100 ms `hz` tick. */
+/** While the batcher is full, how often to look for room again. */
 const POLL_MS = 1;
-/** How long an idle worker blocks on the stream; arriving data wakes it at once. */
-const IDLE_BLOCK_MS = 500;
+/** How long a read blocks on the stream when nothing arrives (also how long stop() may wait for it). */
+const READ_BLOCK_MS = 500;
 
 /**
  * A source and a sink, not a scheduler: reads entries from a model's stream
@@ -136,11 +136,11 @@ export class RemoteWorker<I, O> {
           await new Promise((resolve) => setTimeout(resolve, POLL_MS));
           continue;
         }
-        const idle = this.#inFlight.size === 0;
+        // BLOCK returns the moment an entry arrives (only its timeout is rounded to Redis's hz tick),
+        // and the batcher's own timer closes the window: reading can always block while there is room.
         const entries = this.#reclaimed.splice(0, room);
-        if (entries.length === 0) entries.push(...(await this.#read(room, idle ? IDLE_BLOCK_MS : undefined)));
+        if (entries.length === 0) entries.push(...(await this.#read(room, READ_BLOCK_MS)));
         if (entries.length > 0) await this.#accept(entries);
-        else if (!idle) await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       } catch (error) {
         if (this.#stopping) return;
         // A Redis that restarted without persistence has lost the group and the signature: recreate them.
