@@ -4,9 +4,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
-import { bench } from './bench/command.js';
+import { bench, DEFAULT_CONCURRENCY } from './bench/command.js';
 import type { Series } from './bench/chart.js';
-import { intFlag, stringFlag } from './cli-args.js';
+import { intFlag, listFlag, stringFlag } from './cli-args.js';
 import { DEFAULT_MODEL, defaultCacheDir, ensureMlpModel } from './model/default-model.js';
 import { SERVER_DEFAULTS } from './model/onnx-model.js';
 
@@ -59,7 +59,7 @@ export async function runDemo(argv: string[]): Promise<void> {
     strict: true,
   });
   const duration = intFlag(values, 'duration', 1) ?? 5;
-  const concurrency = (stringFlag(values, 'concurrency') ?? '1,8,32,64,128').split(',').map(Number);
+  const concurrency = listFlag(values, 'concurrency') ?? DEFAULT_CONCURRENCY;
   const out = stringFlag(values, 'out') ?? 'bench-out';
   const cacheDir = stringFlag(values, 'cache-dir') ?? defaultCacheDir();
   const modelPath = ensureMlpModel(DEFAULT_MODEL, cacheDir);

@@ -1,7 +1,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { intFlag, stringFlag, UsageError } from '../cli-args.js';
+import { intFlag, listFlag, stringFlag, UsageError } from '../cli-args.js';
+
+/** Client counts a sweep runs when none are given. */
+export const DEFAULT_CONCURRENCY = [1, 8, 32, 64, 128];
 import { renderChart, type Series } from './chart.js';
 import { type LoadResult, runLoad } from './load.js';
 import { batchSizeTotals } from './scrape.js';
@@ -103,11 +106,7 @@ export async function runBench(argv: string[]): Promise<void> {
   });
   const url = stringFlag(values, 'url');
   if (url === undefined) throw new UsageError('--url is required');
-  const concurrency = (stringFlag(values, 'concurrency') ?? '1,8,32,64,128').split(',').map((c) => {
-    const n = Number(c);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`--concurrency must be a comma-separated list of integers from 1 and up, got ${JSON.stringify(c)}`);
-    return n;
-  });
+  const concurrency = listFlag(values, 'concurrency') ?? DEFAULT_CONCURRENCY;
   await bench({
     url,
     model: stringFlag(values, 'model') ?? 'mlp',
