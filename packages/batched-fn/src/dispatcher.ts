@@ -263,7 +263,7 @@ export class Dispatcher<I, O> implements ChoiceRules {
     this.stats.completed += completed;
     this.stats.recordBatch(batch.rows, execMs);
     const onBatch = this.options.onBatch;
-    if (wantsReport(onBatch)) reportBatch(onBatch, { name: this.options.name, items: size, rows: batch.rows, reason: batch.reason, maxWaitMs: batch.maxWait, execMs, ok: !failed });
+    if (wantsReport(onBatch)) reportBatch(onBatch, { name: this.options.name, items: size, rows: batch.rows, reason: batch.reason, maxWaitMs: batch.maxWait, totalWaitMs: batch.totalWait, execMs, ok: !failed });
     this.resolveIfIdle();
     this.pump('completion');
   }

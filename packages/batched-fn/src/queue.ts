@@ -8,6 +8,8 @@ export interface BatchBuilder<I, O> {
   resolvers: (Resolve<O> | undefined)[];
   rows: number;
   maxWait: number;
+  /** Sum of the queue waits of the calls taken, in ms (Triton's cumulative queue time). */
+  totalWait: number;
   addHandle(handle: CallHandle<I, O>, index: number): void;
 }
 
@@ -129,6 +131,7 @@ export class CallQueue<I, O> {
     let head = this.#head;
     let rows = batch.rows;
     let maxWait = batch.maxWait;
+    let totalWait = batch.totalWait;
     let blocked = false;
     while (head < tail) {
       const slot = head & mask;
@@ -156,6 +159,7 @@ export class CallQueue<I, O> {
       const wait = started - (arrivals[slot] as number);
       waits.record(wait);
       if (wait > maxWait) maxWait = wait;
+      totalWait += wait;
       rows += itemRows;
       head++;
       if (rows === maxRows) {
@@ -166,6 +170,7 @@ export class CallQueue<I, O> {
     this.#head = head;
     batch.rows = rows;
     batch.maxWait = maxWait;
+    batch.totalWait = totalWait;
     if (head === tail) this.#shrinkIfEmpty();
     return blocked;
   }

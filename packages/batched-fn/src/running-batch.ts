@@ -10,6 +10,7 @@ export class RunningBatch<I, O> implements BatchBuilder<I, O> {
   handles: CallHandle<I, O>[] | undefined = undefined;
   rows = 0;
   maxWait = 0;
+  totalWait = 0;
   /** Inputs handed to the handler, filler included, when `pad` grew the batch. */
   padded = 0;
   /** What the executor was given (the padded inputs, with `pad`): identifies the run to abandon. */

@@ -25,6 +25,8 @@ export interface BatchInfo {
   reason: DispatchReason;
   /** How long the oldest item in the batch waited in the queue, in ms. */
   maxWaitMs: number;
+  /** The queue waits of all its items added up, in ms (absent when the batch came from elsewhere). */
+  totalWaitMs?: number;
   /** Time from dispatch until the handler's outputs (or error) came back, in ms. */
   execMs: number;
   /** False when the handler threw, rejected, or returned the wrong number of outputs. */

@@ -1,5 +1,6 @@
 import type { BatchInfo } from 'batched-fn';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ModelStatistics } from './kserve/statistics.js';
 import type { ServedModel } from './model/onnx-model.js';
 
 const SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -52,6 +53,8 @@ export class ServerMetrics {
     registers: [this.registry],
   });
   readonly #models: ServedModel[] = [];
+  /** Triton's statistics extension, fed from the same batches and requests. */
+  readonly statistics = new ModelStatistics([]);
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
@@ -89,9 +92,11 @@ export class ServerMetrics {
 
   track(model: ServedModel): void {
     this.#models.push(model);
+    this.statistics.add(model.name);
   }
 
   readonly onBatch = (info: BatchInfo): void => {
+    this.statistics.onBatch(info);
     const labels = { model: info.name };
     this.#batchSize.observe(labels, info.rows);
     this.#queueWait.observe(labels, info.maxWaitMs / 1000);
@@ -100,6 +105,7 @@ export class ServerMetrics {
   };
 
   request(model: string, status: number, seconds: number): void {
+    this.statistics.request(model, status === 200, seconds);
     this.#requests.inc({ model, status: String(status) });
     this.#requestSeconds.observe({ model }, seconds);
   }

@@ -94,8 +94,9 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     return found;
   };
 
-  app.get('/v2', async () => ({ name: 'batched-fn', version: SERVER_VERSION, extensions: ['binary_tensor_data'] }));
+  app.get('/v2', async () => ({ name: 'batched-fn', version: SERVER_VERSION, extensions: ['binary_tensor_data', ...(options.metrics === undefined ? [] : ['statistics'])] }));
   app.get('/v2/health/live', async () => ({ live: true }));
+  options.metrics?.statistics.register(app, (name) => models.get(name)?.version);
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
     return reply.code(ready ? 200 : 503).send({ ready });
