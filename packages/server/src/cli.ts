@@ -1,6 +1,6 @@
 import { UsageError } from './cli-args.js';
 import { parseFlags, usageFlags } from './flags.js';
-import { ModelLoadError } from './model/onnx-model.js';
+import { ModelLoadError, type ServedModel } from './model/onnx-model.js';
 import { SERVE_DEFAULTS, type ServeOptions, startServer } from './server.js';
 import { loadOptional, MissingPackageError, REDIS_PACKAGES } from './optional.js';
 import { onShutdownSignals } from './shutdown.js';
@@ -32,24 +32,34 @@ async function serve(argv: string[]): Promise<void> {
     if (error instanceof MissingPackageError) throw error;
     throw new StartupError(`Cannot start: ${(error as Error).message}`);
   }
-  const { name, signature } = server.model;
-  const input = signature.inputs[0];
-  const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;
-  const example = JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
+  const running = server;
   // Handlers go in before the banner: a supervisor may signal the moment it reads it.
   onShutdownSignals(
-    () => server.close(),
-    () => server.model.batcher.close({ timeout: 0 }),
+    () => running.close(),
+    async () => {
+      await Promise.all(running.registry.ready().map((model) => model.batcher.close({ timeout: 0 })));
+    },
   );
+  const entries = running.registry.entries();
+  const unavailable = entries.filter((entry) => entry.state !== 'READY');
+  const first = running.registry.ready()[0];
   process.stdout.write(
-    `batched-fn serving model "${name}" on ${server.url} ` +
+    `batched-fn serving ${entries.length === 1 ? `model "${entries[0]?.name}"` : `${entries.length} models (${entries.map((e) => e.name).join(', ')})`} on ${running.url} ` +
       (options.redis === undefined
         ? `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${formatDelay(options.maxDelay ?? SERVE_DEFAULTS.maxDelay)}, ` +
           `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n`
         : `(batches run by remote workers through Redis)\n`) +
-      `Try it:\n  curl -s ${server.url}/v2/models/${name}/infer -H 'content-type: application/json' -d '${example}'\n` +
-      `Metrics: ${server.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
+      unavailable.map((entry) => `  model "${entry.name}" is ${entry.state}: ${entry.reason}\n`).join('') +
+      (first === undefined ? '' : `Try it:\n  curl -s ${running.url}/v2/models/${first.name}/infer -H 'content-type: application/json' -d '${exampleBody(first)}'\n`) +
+      `Metrics: ${running.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
   );
+}
+
+/** A request the model accepts, all values 0.5, for the banner's curl line. */
+function exampleBody(model: ServedModel): string {
+  const input = model.signature.inputs[0];
+  const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;
+  return JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
 }
 
 export async function main(argv: string[]): Promise<void> {

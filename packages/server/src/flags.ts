@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { delayFlag, durationFlag, intFlag, listFlag, stringFlag } from './cli-args.js';
+import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } from './cli-args.js';
 
 /**
  * Every flag of `batched-fn serve` and `batched-fn worker`, declared once:
@@ -7,7 +7,7 @@ import { delayFlag, durationFlag, intFlag, listFlag, stringFlag } from './cli-ar
  * row. The parser, the usage text, the defaults the library functions use
  * and (by a test) the README's flag table come from here.
  */
-type Kind = 'string' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
+type Kind = 'string' | 'strings' | 'control' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
 type Command = 'serve' | 'worker';
 
 interface FlagSpec {
@@ -26,7 +26,10 @@ interface FlagSpec {
 const BOTH: readonly Command[] = ['serve', 'worker'];
 
 export const FLAGS = {
-  model: { key: 'model', kind: 'string', arg: 'FILE', shown: 'generated MLP', meaning: 'ONNX model to serve', commands: BOTH },
+  model: { key: 'model', kind: 'strings', arg: 'FILE', shown: 'generated MLP', meaning: 'ONNX model to serve; repeat it to serve several (each named after its file)', commands: ['serve'] },
+  'model-repository': { key: 'modelRepository', kind: 'string', arg: 'DIR', shown: 'none', meaning: 'serve every model folder of DIR (`<name>/model.onnx`, optional `config.json`); the flags here are their defaults', commands: ['serve'] },
+  'model-control': { key: 'modelControl', kind: 'control', arg: 'none\\|explicit', default: 'none', shown: '`none`', meaning: '`explicit` enables `POST /v2/repository/models/{name}/load` and `/unload`', commands: ['serve'] },
+  'worker-model': { key: 'model', kind: 'string', arg: 'FILE', shown: 'generated MLP', commands: ['worker'] },
   name: { key: 'name', kind: 'string', arg: 'NAME', shown: "`mlp`, or the file's name", meaning: 'model name in the URLs', commands: BOTH },
   host: { key: 'host', kind: 'string', arg: 'HOST', default: '127.0.0.1', shown: '`127.0.0.1`', meaning: 'address to listen on', commands: ['serve'] },
   port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
@@ -59,6 +62,9 @@ export const FLAGS = {
 
 type FlagName = keyof typeof FLAGS;
 
+/** `worker-model` is `--model` of the worker command (one file there); every other flag is its own name. */
+const cliName = (flag: string): string => (flag === 'worker-model' ? 'model' : flag);
+
 /** The defaults the CLI and the library functions share: the single place they live. */
 export const FLAG_DEFAULTS = Object.freeze({
   host: FLAGS.host.default,
@@ -77,6 +83,15 @@ function parseOne(values: Record<string, unknown>, flag: string, kind: Kind): un
   switch (kind) {
     case 'string':
       return stringFlag(values, flag);
+    case 'strings': {
+      const list = values[flag] as string[] | undefined;
+      return list === undefined || list.length === 0 ? undefined : list.length === 1 ? list[0] : list;
+    }
+    case 'control': {
+      const value = stringFlag(values, flag);
+      if (value !== undefined && value !== 'none' && value !== 'explicit') throw new UsageError(`--${flag} must be none or explicit, got ${JSON.stringify(value)}`);
+      return value;
+    }
     case 'int0':
       return intFlag(values, flag, 0);
     case 'int1':
@@ -97,11 +112,13 @@ function parseOne(values: Record<string, unknown>, flag: string, kind: Kind): un
 /** Parses and checks a command's flags into its options (camelCase); absent flags are left out. Usage errors throw. */
 export function parseFlags(command: Command, argv: string[]): Record<string, unknown> {
   const specs = flagsOf(command);
-  const options: ParseArgsConfig['options'] = Object.fromEntries(specs.map(([flag, spec]) => [flag, { type: spec.kind === 'boolean' ? ('boolean' as const) : ('string' as const) }]));
+  const options: ParseArgsConfig['options'] = Object.fromEntries(
+    specs.map(([flag, spec]) => [cliName(flag), { type: spec.kind === 'boolean' ? ('boolean' as const) : ('string' as const), ...(spec.kind === 'strings' ? { multiple: true } : {}) }]),
+  );
   const { values } = parseArgs({ args: argv, options, strict: true });
   const parsed: Record<string, unknown> = {};
   for (const [flag, spec] of specs) {
-    const value = parseOne(values, flag, spec.kind);
+    const value = parseOne(values, cliName(flag), spec.kind);
     if (value !== undefined) parsed[spec.key] = value;
   }
   return parsed;
@@ -109,7 +126,7 @@ export function parseFlags(command: Command, argv: string[]): Record<string, unk
 
 /** The command's flags for the usage text, wrapped to the width of a terminal. */
 export function usageFlags(command: Command, indent: string, shownAlready: readonly string[] = []): string {
-  const words = flagsOf(command).filter(([flag]) => !shownAlready.includes(flag)).map(([flag, spec]) => `[--${flag}${spec.arg === '' ? '' : ` ${spec.arg.replace('\\|', '|')}`}]`);
+  const words = flagsOf(command).filter(([flag]) => !shownAlready.includes(flag)).map(([flag, spec]) => `[--${cliName(flag)}${spec.arg === '' ? '' : ` ${spec.arg.replace('\\|', '|')}`}]`);
   const lines: string[] = [];
   let line = '';
   for (const word of words) {

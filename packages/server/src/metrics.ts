@@ -65,6 +65,8 @@ export class ServerMetrics {
       labelNames: ['model'],
       registers: [this.registry],
       collect() {
+        // Reset first: an unloaded model's series leaves instead of keeping its last value.
+        this.reset();
         for (const model of models) this.set({ model: model.name }, model.batcher.stats.queued);
       },
     });
@@ -74,6 +76,7 @@ export class ServerMetrics {
       labelNames: ['model'],
       registers: [this.registry],
       collect() {
+        this.reset();
         for (const model of models) this.set({ model: model.name }, model.batcher.stats.inFlight);
       },
     });
@@ -83,11 +86,18 @@ export class ServerMetrics {
       labelNames: ['model', 'worker'],
       registers: [this.registry],
       collect() {
+        this.reset();
         for (const model of models) {
           for (const worker of model.batcher.stats.workers) this.set({ model: model.name, worker: String(worker.id) }, worker.restarts);
         }
       },
     });
+  }
+
+  /** A model instance stopped (unloaded, or replaced by a reload): its gauges go with it. */
+  untrack(model: ServedModel): void {
+    const index = this.#models.indexOf(model);
+    if (index >= 0) this.#models.splice(index, 1);
   }
 
   track(model: ServedModel): void {

@@ -4,11 +4,17 @@ import { kservePlugin } from './kserve/plugin.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
+import { ModelRegistry } from './model/registry.js';
+import { listRepository, type ModelConfig, repositoryLoader } from './model/repository.js';
 import { loadOptional, REDIS_PACKAGES } from './optional.js';
 
 export interface ServeOptions {
-  /** Path to an .onnx file; without it, the generated default MLP is served. */
-  model?: string;
+  /** Path to an .onnx file, or several; without it (and without a repository), the generated default MLP is served. */
+  model?: string | string[];
+  /** Serve every model folder of this directory (`<name>/model.onnx`, optional `config.json`). */
+  modelRepository?: string;
+  /** `explicit` enables loading and unloading models while serving. @default 'none' */
+  modelControl?: 'none' | 'explicit';
   name?: string;
   host?: string;
   port?: number;
@@ -38,7 +44,10 @@ export const SERVE_DEFAULTS = Object.freeze({ host: FLAG_DEFAULTS.host, port: FL
 export interface RunningServer {
   url: string;
   app: FastifyInstance;
+  /** The first model served (the only one, for a single-model server); undefined when none is ready. */
   model: ServedModel;
+  /** Every model and its state. */
+  registry: ModelRegistry;
   metrics: ServerMetrics;
   /** Stops accepting, answers every request already accepted, then stops the model's workers. */
   close(): Promise<void>;
@@ -49,6 +58,11 @@ export interface RunningServer {
  * workers behind Redis): builds it, waits until it is ready, then listens.
  */
 export async function serveModel(model: ServedModel, metrics: ServerMetrics, options: ServeOptions = {}): Promise<RunningServer> {
+  return serveModels(ModelRegistry.of([model], metrics), metrics, options);
+}
+
+/** Starts the HTTP server around every model of a registry; models that are READY are warmed up before it listens. */
+export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}): Promise<RunningServer> {
   let ready = false;
   let draining = false;
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
@@ -62,30 +76,33 @@ export async function serveModel(model: ServedModel, metrics: ServerMetrics, opt
     void reply.code(404).send({ error: `No route for ${request.method} ${request.url}` });
   });
   await app.register(kservePlugin, {
-    models: [model],
+    models: registry,
     metrics,
     isReady: () => ready,
+    modelControl: options.modelControl ?? 'none',
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
   });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
-  await model.batcher.ready();
+  await Promise.all(registry.ready().map((model) => model.batcher.ready()));
   const address = await app.listen({ host: options.host ?? SERVE_DEFAULTS.host, port: options.port ?? SERVE_DEFAULTS.port });
   ready = true;
   let closing: Promise<void> | undefined;
   return {
     url: address,
     app,
-    model,
+    model: registry.ready()[0] as ServedModel,
+    registry,
     metrics,
     close: () => {
       closing ??= (async () => {
         ready = false;
         draining = true;
-        // app.close() waits for every accepted request, and those wait in the batch queue:
-        // flush the queue now instead of letting them sit out the delay (or deadlock on it).
-        model.batcher.configure({ maxDelay: 0 });
+        const models = registry.ready();
+        // app.close() waits for every accepted request, and those wait in the batch queues:
+        // flush the queues now instead of letting them sit out the delay (or deadlock on it).
+        for (const model of models) model.batcher.configure({ maxDelay: 0 });
         await app.close();
-        await model.batcher.close();
+        await Promise.all(models.map((model) => model.batcher.close()));
       })();
       return closing;
     },
@@ -107,30 +124,57 @@ async function startRemoteServer(options: ServeOptions & { redis: string }): Pro
   return serveModel(model, metrics, options);
 }
 
-/** `batched-fn serve`: an ONNX model (or the generated default) in worker threads, behind KServe v2 routes. */
-export async function startServer(options: ServeOptions = {}): Promise<RunningServer> {
-  if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis });
-  const path = options.model ?? ensureMlpModel(undefined, options.cacheDir);
-  const metrics = new ServerMetrics();
-  const model = createOnnxModel({
-    path,
-    name: options.name ?? (options.model === undefined ? 'mlp' : undefined),
+/** Server-wide settings, the defaults of every model (a repository model's config.json overrides them). */
+function modelDefaults(options: ServeOptions): ModelConfig {
+  const defined = <T>(key: string, value: T | undefined) => (value === undefined ? {} : { [key]: value });
+  return {
     maxBatchSize: options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize,
     maxDelay: options.maxDelay ?? SERVE_DEFAULTS.maxDelay,
-    channelCap: options.queueCap ?? SERVE_DEFAULTS.channelCap,
+    queueCap: options.queueCap ?? SERVE_DEFAULTS.channelCap,
     workers: options.workers ?? SERVE_DEFAULTS.workers,
     threads: options.threads ?? SERVE_DEFAULTS.threads,
-    onBatch: metrics.onBatch,
-    ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
-    ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
-    ...(options.pad === undefined ? {} : { pad: options.pad }),
-    ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
-  });
-  metrics.track(model);
+    ...defined('latencyTarget', options.latencyTarget),
+    ...defined('preferredBatchSizes', options.preferredBatchSizes),
+    ...defined('pad', options.pad),
+    ...defined('batchTimeout', options.batchTimeout),
+  };
+}
+
+/**
+ * `batched-fn serve`: ONNX models (the generated default, one or several files, or a repository
+ * folder) in worker threads, behind KServe v2 routes. A repository model that fails to load is
+ * UNAVAILABLE with its reason; the others serve, and the server starts anyway.
+ */
+export async function startServer(options: ServeOptions = {}): Promise<RunningServer> {
+  if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis });
+  const metrics = new ServerMetrics();
+  const defaults = modelDefaults(options);
+  let registry: ModelRegistry;
+  if (options.modelRepository !== undefined) {
+    if (options.model !== undefined) throw new RangeError('Give --model or --model-repository, not both');
+    registry = new ModelRegistry(repositoryLoader(options.modelRepository, defaults, metrics.onBatch), metrics);
+    for (const name of listRepository(options.modelRepository)) await registry.load(name).catch(() => {});
+  } else {
+    const paths = options.model === undefined ? [ensureMlpModel(undefined, options.cacheDir)] : [options.model].flat();
+    if (paths.length > 1 && options.name !== undefined) throw new RangeError('--name names a single model; with several --model files each is named after its file');
+    const { queueCap, ...settings } = defaults;
+    const models = paths.map((path) =>
+      createOnnxModel({
+        ...settings,
+        path,
+        name: options.name ?? (options.model === undefined ? 'mlp' : undefined),
+        channelCap: queueCap ?? SERVE_DEFAULTS.channelCap,
+        onBatch: metrics.onBatch,
+      }),
+    );
+    if (new Set(models.map((m) => m.name)).size !== models.length) throw new RangeError('Two --model files have the same name');
+    for (const model of models) metrics.track(model);
+    registry = ModelRegistry.of(models);
+  }
   try {
-    return await serveModel(model, metrics, options);
+    return await serveModels(registry, metrics, options);
   } catch (error) {
-    model.batcher.destroy(error);
+    for (const model of registry.ready()) model.batcher.destroy(error);
     throw error;
   }
 }

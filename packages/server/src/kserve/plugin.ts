@@ -3,12 +3,17 @@ import { BatchedFnError } from 'batched-fn';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
+import { type ModelEntry, ModelRegistry } from '../model/registry.js';
+import { registerRepositoryRoutes } from './repository-routes.js';
 import { decodeInferRequest, HEADER_LENGTH, splitBody } from './decode.js';
 import { encodeInferResponse } from './encode.js';
 import { HttpError } from './errors.js';
 
 export interface KServeOptions {
-  models: ServedModel[];
+  /** Fixed models, or a registry whose models load, reload and unload while serving. */
+  models: ServedModel[] | ModelRegistry;
+  /** `explicit` enables the repository's load and unload routes; `none` (the default) answers them 403. */
+  modelControl?: 'none' | 'explicit';
   /** Default deadline per request in ms; a request's own `parameters.timeout` may only lower it. */
   timeout?: number;
   metrics?: ServerMetrics;
@@ -71,7 +76,7 @@ function messageFor(error: unknown, status: number): string {
  * or use `batched-fn serve`, which does the same.
  */
 export async function kservePlugin(app: FastifyInstance, options: KServeOptions): Promise<void> {
-  const models = new Map(options.models.map((m) => [m.name, m]));
+  const registry = options.models instanceof ModelRegistry ? options.models : ModelRegistry.of(options.models);
   const isReady = options.isReady ?? (() => true);
 
   // Bodies arrive as raw bytes: the binary extension puts tensors after the JSON header,
@@ -88,42 +93,52 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     void reply.code(status).headers(headers).send({ error: message });
   });
 
-  const model = (request: FastifyRequest<{ Params: { name: string } }>): ServedModel => {
-    const found = models.get(request.params.name);
-    if (found === undefined) throw new HttpError(404, `Unknown model \`${clip(request.params.name)}\``);
-    return found;
+  const known = (name: string): ModelEntry => {
+    const entry = registry.get(name);
+    if (entry === undefined) throw new HttpError(404, `Unknown model \`${clip(name)}\``);
+    return entry;
+  };
+  /** The instance serving `name`: a known model that is not READY is a 503 that says its state. */
+  const serving = (name: string): ServedModel => {
+    const entry = known(name);
+    if (entry.state !== 'READY' || entry.model === undefined) {
+      throw new HttpError(503, `Model \`${entry.name}\` is ${entry.state}${entry.reason === '' ? '' : `: ${entry.reason}`}`, { 'retry-after': '1' });
+    }
+    return entry.model;
   };
 
   app.get('/v2', async () => ({ name: 'batched-fn', version: SERVER_VERSION, extensions: ['binary_tensor_data', ...(options.metrics === undefined ? [] : ['statistics'])] }));
   app.get('/v2/health/live', async () => ({ live: true }));
-  options.metrics?.statistics.register(app, (name) => models.get(name)?.version);
+  options.metrics?.statistics.register(app, (name) => registry.get(name)?.model?.version);
+  registerRepositoryRoutes(app, registry, options.modelControl ?? 'none');
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
     return reply.code(ready ? 200 : 503).send({ ready });
   });
   app.get<{ Params: { name: string } }>('/v2/models/:name', async (request) => {
-    const m = model(request);
+    const m = serving(request.params.name);
     return { name: m.name, versions: [m.version], platform: m.platform, inputs: m.signature.inputs, outputs: m.signature.outputs };
   });
   app.get<{ Params: { name: string } }>('/v2/models/:name/ready', async (request, reply) => {
-    model(request);
-    const ready = isReady();
+    const ready = isReady() && known(request.params.name).state === 'READY';
     return reply.code(ready ? 200 : 503).send({ name: request.params.name, ready });
   });
 
   const infer = async (request: FastifyRequest<{ Params: { name: string; version?: string } }>, reply: FastifyReply): Promise<void> => {
     const started = performance.now();
-    const m = models.get(request.params.name);
+    // Known models (even unavailable ones) are counted under their name; anything else under one label.
+    const label = registry.get(request.params.name)?.name ?? UNKNOWN_MODEL_LABEL;
     try {
-      if (m === undefined) throw new HttpError(404, `Unknown model \`${clip(request.params.name)}\``);
+      const m = serving(request.params.name);
       const version = request.params.version;
       if (version !== undefined && version !== m.version) throw new HttpError(404, `Model \`${m.name}\` has no version \`${clip(version)}\` (it has ${m.version})`);
       if (!Buffer.isBuffer(request.body)) throw new HttpError(400, 'Request needs a JSON body');
       const headerLength = request.headers[HEADER_LENGTH];
       const { json, binary } = splitBody(request.body, Array.isArray(headerLength) ? headerLength[0] : headerLength);
       const decoded = decodeInferRequest(json, binary, m.signature, m.maxBatchSize);
-      const timeout =
-        decoded.timeout === undefined ? options.timeout : options.timeout === undefined ? decoded.timeout : Math.min(decoded.timeout, options.timeout);
+      // The tightest of the server's default, the model's and the request's own deadline.
+      const limits = [options.timeout, m.timeout, decoded.timeout].filter((t): t is number => t !== undefined);
+      const timeout = limits.length === 0 ? undefined : Math.min(...limits);
       // A client that hangs up releases its place in the queue (or its slot in a running batch).
       const controller = new AbortController();
       const onClose = (): void => {
@@ -141,7 +156,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
       await reply.headers(response.headers).send(response.body);
     } catch (error) {
       const { status } = statusFor(error);
-      options.metrics?.request(m?.name ?? UNKNOWN_MODEL_LABEL, status, (performance.now() - started) / 1000);
+      options.metrics?.request(label, status, (performance.now() - started) / 1000);
       throw error;
     }
   };

@@ -80,6 +80,8 @@ export interface ServedModel {
   readonly signature: ModelSignature;
   /** Most rows one batch (and so one request) may hold; checked before a request's tensors are allocated. */
   readonly maxBatchSize?: number;
+  /** This model's default per-request deadline in ms (a request's own may only shorten it). */
+  readonly timeout?: number;
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /** Runs one request; its rows count against the batch limit. */
   infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number }): Promise<InferResult>;
