@@ -1,6 +1,7 @@
 import { ItemTooLargeError, MAX_TIMER_MS } from 'batched-fn';
 import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
-import { elementCount, type InferItem, type Tensor, type TypedArray } from '../model/tensor.js';
+import { type BytesData, elementCount, type InferItem, type Tensor, type TypedArray } from '../model/tensor.js';
+import { bytesFromBinary, bytesFromJson } from './bytes-data.js';
 import { badRequest } from './errors.js';
 import { checkBinarySize, jsonElements, tensorFromBinary, tensorFromJson } from './tensor-data.js';
 
@@ -109,14 +110,16 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
       const end = binaryOffset + (binarySize as number);
       if (end > binary.length) throw badRequest(`Input \`${name}\`: binary_data_size runs past the end of the body`);
       bytes = binary.subarray(binaryOffset, end);
-      checkBinarySize(spec.datatype, bytes, count, name);
+      if (spec.datatype !== 'BYTES') checkBinarySize(spec.datatype, bytes, count, name);
       binaryOffset = end;
     } else {
       if (raw.data === undefined) throw badRequest(`Input \`${name}\` has no \`data\``);
       values = jsonElements(raw.data, shape, count, name);
     }
     if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
-    const data: TypedArray = bytes !== undefined ? tensorFromBinary(spec.datatype, bytes) : tensorFromJson(spec.datatype, values as readonly unknown[], name);
+    let data: TypedArray | BytesData;
+    if (spec.datatype === 'BYTES') data = bytes !== undefined ? bytesFromBinary(bytes, count, name) : bytesFromJson(values as readonly unknown[], name);
+    else data = bytes !== undefined ? tensorFromBinary(spec.datatype, bytes) : tensorFromJson(spec.datatype, values as readonly unknown[], name);
     inputs[name] = { datatype: spec.datatype as Datatype, shape, data };
   }
   if (binary !== undefined && binaryOffset !== binary.length) {

@@ -1,11 +1,13 @@
-import type { InferResult, Tensor } from '../model/tensor.js';
+import type { BytesData, InferResult, Tensor } from '../model/tensor.js';
+import { bytesToBinary, bytesToJson } from './bytes-data.js';
 
 export interface EncodedResponse {
   body: string | Buffer;
   headers: Record<string, string>;
 }
 
-function jsonData(tensor: Tensor): number[] | boolean[] {
+function jsonData(tensor: Tensor): number[] | boolean[] | string[] {
+  if (tensor.datatype === 'BYTES') return bytesToJson(tensor.data as BytesData);
   if (tensor.datatype === 'BOOL') return Array.from(tensor.data as Uint8Array, (x) => x !== 0);
   if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64') return Array.from(tensor.data as BigInt64Array, Number);
   return Array.from(tensor.data as Float32Array);
@@ -28,7 +30,8 @@ export function encodeInferResponse(
     const tensor = result[name] as Tensor;
     const base = { name, datatype: tensor.datatype, shape: tensor.shape };
     if (!binary) return { ...base, data: jsonData(tensor) };
-    const bytes = new Uint8Array(tensor.data.buffer, tensor.data.byteOffset, tensor.data.byteLength);
+    const data = tensor.data;
+    const bytes = Array.isArray(data) ? bytesToBinary(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     chunks.push(bytes);
     return { ...base, parameters: { binary_data_size: bytes.byteLength } };
   });

@@ -1,4 +1,4 @@
-import type { Datatype } from '../model/signature.js';
+import type { NumericDatatype as Datatype } from '../model/signature.js';
 import { ARRAY_FOR, type TypedArray } from '../model/tensor.js';
 import { badRequest } from './errors.js';
 

@@ -29,8 +29,9 @@ export function assertInferItem(value: unknown, signature: ModelSignature, maxRo
       throw badRequest(`Input \`${spec.name}\`: shape must match ${JSON.stringify(spec.shape)}`);
     }
     if (shape[0] !== rows) throw badRequest(`Input \`${spec.name}\` has ${String(shape[0])} rows, the request says ${rows}`);
-    const data = tensor.data;
-    if (!(data instanceof ARRAY_FOR[spec.datatype])) throw badRequest(`Input \`${spec.name}\`: data must be a ${ARRAY_FOR[spec.datatype].name}`);
+    const data = tensor.data as { length: number };
+    const ok = spec.datatype === 'BYTES' ? Array.isArray(data) && data.every((e) => e instanceof Uint8Array) : data instanceof ARRAY_FOR[spec.datatype];
+    if (!ok) throw badRequest(`Input \`${spec.name}\`: data must be ${spec.datatype === 'BYTES' ? 'an array of Uint8Array' : `a ${ARRAY_FOR[spec.datatype as Exclude<typeof spec.datatype, 'BYTES'>].name}`}`);
     const count = elementCount(shape as number[]);
     if (data.length !== count) throw badRequest(`Input \`${spec.name}\` has ${data.length} elements, but its shape needs ${count}`);
   }

@@ -1,33 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { type BatchedFn, batchedFn, type BatchInfo, move } from 'batched-fn';
+import { type BatchedFn, type BatchInfo, move } from 'batched-fn';
 import { FLAG_DEFAULTS } from '../flags.js';
 import type { OnnxWorkerData } from './onnx.worker.js';
 import { type ModelSignature, readOnnxSignature } from './signature.js';
-import { ARRAY_FOR, elementCount, type InferItem, type InferResult } from './tensor.js';
-
-/**
- * Requests can share a session.run only if every input has the same
- * non-batch shape. For models with open non-batch dimensions (an image of any
- * height), the shapes become the batch key, so unlike requests never meet.
- */
-function shapeKey(signature: ModelSignature): ((item: InferItem) => string) | undefined {
-  const open = signature.inputs.some((spec) => spec.shape.slice(1).includes(-1));
-  if (!open) return undefined;
-  return (item) => signature.inputs.map((spec) => item.inputs[spec.name]?.shape.slice(1).join('x')).join('|');
-}
-
-/** Zero rows appended as one extra request, so a fixed-shape model always sees the sizes it wants. */
-function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
-  const first = batch[0] as InferItem;
-  const rows = targetRows - batch.reduce((sum, item) => sum + item.rows, 0);
-  const inputs: InferItem['inputs'] = {};
-  for (const [name, tensor] of Object.entries(first.inputs)) {
-    const shape = [rows, ...tensor.shape.slice(1)];
-    inputs[name] = { datatype: tensor.datatype, shape, data: new ARRAY_FOR[tensor.datatype](elementCount(shape)) };
-  }
-  return [...batch, { rows, inputs }];
-}
+import { servedBatcher } from './served-batcher.js';
+import type { InferItem, InferResult } from './tensor.js';
 
 /** A model file that cannot be served: said in one line, naming the file, instead of a stack trace. */
 export class ModelLoadError extends Error {
@@ -49,6 +27,7 @@ function loadSignature(path: string): ModelSignature {
     throw new ModelLoadError(`${path} is not an ONNX model we can serve: ${(error as Error).message}`);
   }
 }
+
 
 export interface BatchingSettings {
   maxBatchSize: number;
@@ -108,23 +87,7 @@ export function createOnnxModel(options: OnnxModelOptions): ServedModel {
   const signature = loadSignature(options.path);
   const workerData: OnnxWorkerData = { modelPath: options.path, threads: options.threads ?? SERVER_DEFAULTS.threads };
   const name = options.name ?? basename(options.path).replace(/\.onnx$/, '');
-  const maxBatchSize = options.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize;
-  const batcher = batchedFn<InferItem, InferResult>({
-    worker: new URL('./onnx.worker.js', import.meta.url),
-    workers: options.workers ?? SERVER_DEFAULTS.workers,
-    workerData,
-    maxBatchSize,
-    maxDelay: options.maxDelay ?? SERVER_DEFAULTS.maxDelay,
-    channelCap: options.channelCap ?? SERVER_DEFAULTS.channelCap,
-    size: (item) => item.rows,
-    name,
-    ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
-    ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
-    ...(options.pad === true ? { pad: zeroPad } : {}),
-    ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
-    ...(shapeKey(signature) === undefined ? {} : { batchKey: shapeKey(signature) }),
-    ...(options.onBatch === undefined ? {} : { onBatch: options.onBatch }),
-  });
+  const { batcher, maxBatchSize } = servedBatcher(new URL('./onnx.worker.js', import.meta.url), workerData, signature, { ...options, name });
   return {
     name,
     version: '1',

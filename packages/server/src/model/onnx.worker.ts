@@ -4,6 +4,7 @@
  */
 import { move } from 'batched-fn';
 import * as ort from 'onnxruntime-node';
+import type { NumericDatatype } from './signature.js';
 import { concatRows, DATATYPE_FOR_ORT, type InferItem, type InferResult, ORT_TYPE, splitRows, type Tensor } from './tensor.js';
 
 export interface OnnxWorkerData {
@@ -32,7 +33,7 @@ export async function context(data: OnnxWorkerData): Promise<ort.InferenceSessio
 }
 
 function toOrt(tensor: Tensor): ort.Tensor {
-  return new ort.Tensor(ORT_TYPE[tensor.datatype] as never, tensor.data as never, tensor.shape);
+  return new ort.Tensor(ORT_TYPE[tensor.datatype as NumericDatatype] as never, tensor.data as never, tensor.shape);
 }
 
 function fromOrt(value: ort.Tensor): Tensor {

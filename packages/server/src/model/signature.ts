@@ -1,7 +1,9 @@
 import { readFields, WIRE_BYTES, WIRE_VARINT } from './protobuf.js';
 
 /** KServe v2 datatypes we can carry, and the typed arrays that hold them. */
-export type Datatype = 'FP32' | 'FP64' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'BOOL';
+export type NumericDatatype = 'FP32' | 'FP64' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'BOOL';
+/** BYTES: variable-length byte strings (text), served to JS models; ONNX STRING tensors are not served. */
+export type Datatype = NumericDatatype | 'BYTES';
 
 export interface TensorSpec {
   name: string;
@@ -16,7 +18,7 @@ export interface ModelSignature {
 }
 
 /** onnx.proto TensorProto.DataType → KServe datatype. FLOAT16, STRING and complex types are not served. */
-const ONNX_TO_KSERVE: Record<number, Datatype> = {
+const ONNX_TO_KSERVE: Record<number, NumericDatatype> = {
   1: 'FP32',
   2: 'UINT8',
   3: 'INT8',

@@ -1,4 +1,4 @@
-import type { Datatype } from './signature.js';
+import type { Datatype, NumericDatatype } from './signature.js';
 
 export type TypedArray =
   | Float32Array
@@ -12,11 +12,15 @@ export type TypedArray =
   | Uint32Array
   | BigUint64Array;
 
+/** A BYTES tensor's elements: each a byte string (UTF-8 text, or any bytes). */
+export type BytesData = Uint8Array[];
+
 /** One named tensor on its way to or from the model, row-major. */
 export interface Tensor {
   datatype: Datatype;
   shape: number[];
-  data: TypedArray;
+  /** A typed array for numeric datatypes; one Uint8Array per element for BYTES. */
+  data: TypedArray | BytesData;
 }
 
 /** What one HTTP request contributes to a batch: its tensors, all with the same number of rows. */
@@ -29,7 +33,7 @@ export type InferResult = Record<string, Tensor>;
 
 type TypedArrayConstructor = { new (length: number): TypedArray; BYTES_PER_ELEMENT: number };
 
-export const ARRAY_FOR: Record<Datatype, TypedArrayConstructor> = {
+export const ARRAY_FOR: Record<NumericDatatype, TypedArrayConstructor> = {
   FP32: Float32Array,
   FP64: Float64Array,
   INT8: Int8Array,
@@ -44,7 +48,7 @@ export const ARRAY_FOR: Record<Datatype, TypedArrayConstructor> = {
 };
 
 /** onnxruntime's tensor type names. */
-export const ORT_TYPE: Record<Datatype, string> = {
+export const ORT_TYPE: Record<NumericDatatype, string> = {
   FP32: 'float32',
   FP64: 'float64',
   INT8: 'int8',
@@ -58,9 +62,9 @@ export const ORT_TYPE: Record<Datatype, string> = {
   BOOL: 'bool',
 };
 
-export const DATATYPE_FOR_ORT: Record<string, Datatype> = Object.fromEntries(
-  Object.entries(ORT_TYPE).map(([k, v]) => [v, k as Datatype]),
-) as Record<string, Datatype>;
+export const DATATYPE_FOR_ORT: Record<string, NumericDatatype> = Object.fromEntries(
+  Object.entries(ORT_TYPE).map(([k, v]) => [v, k as NumericDatatype]),
+) as Record<string, NumericDatatype>;
 
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -71,10 +75,13 @@ export function concatRows(items: readonly InferItem[], name: string): Tensor {
   const first = items[0]?.inputs[name] as Tensor;
   const rowShape = first.shape.slice(1);
   const totalRows = items.reduce((sum, item) => sum + item.rows, 0);
+  if (first.datatype === 'BYTES') {
+    return { datatype: 'BYTES', shape: [totalRows, ...rowShape], data: items.flatMap((item) => (item.inputs[name] as Tensor).data as BytesData) };
+  }
   const data = new ARRAY_FOR[first.datatype](totalRows * elementCount(rowShape));
   let offset = 0;
   for (const item of items) {
-    const part = (item.inputs[name] as Tensor).data;
+    const part = (item.inputs[name] as Tensor).data as TypedArray;
     (data as Float32Array).set(part as Float32Array, offset);
     offset += part.length;
   }
@@ -88,7 +95,8 @@ export function splitRows(tensor: Tensor, rowsPerItem: readonly number[]): Tenso
   let offset = 0;
   for (const rows of rowsPerItem) {
     const length = rows * rowSize;
-    parts.push({ datatype: tensor.datatype, shape: [rows, ...tensor.shape.slice(1)], data: tensor.data.subarray(offset, offset + length) });
+    const data = Array.isArray(tensor.data) ? tensor.data.slice(offset, offset + length) : tensor.data.subarray(offset, offset + length);
+    parts.push({ datatype: tensor.datatype, shape: [rows, ...tensor.shape.slice(1)], data });
     offset += length;
   }
   return parts;
