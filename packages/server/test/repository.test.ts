@@ -40,6 +40,23 @@ beforeAll(() => {
   folder('broken', { 'model.onnx': scaleModel(1), 'config.json': JSON.stringify({ maxBatchSize: 0 }) });
   folder('typo', { 'model.onnx': scaleModel(1), 'config.json': JSON.stringify({ maxBatchSise: 8 }) });
   folder('corrupt', { 'model.onnx': 'not a model' });
+  folder('upper', {
+    'model.mjs': `
+export const inputs = [{ name: 'text', datatype: 'BYTES', shape: [-1] }];
+export const outputs = [{ name: 'upper', datatype: 'BYTES', shape: [-1] }, { name: 'length', datatype: 'INT32', shape: [-1] }];
+export function context(config) { return { suffix: config.parameters?.suffix ?? '' }; }
+export function handler(requests, ctx) {
+  return requests.map((r) => {
+    const texts = r.inputs.text.data;
+    if (texts.includes('exit')) process.exit(3);
+    if (texts.includes('bad')) return Object.assign(new Error('bad is not a word here'), { status: 400 });
+    return { upper: { data: texts.map((t) => t.toUpperCase() + ctx.suffix) }, length: { data: texts.map((t) => t.length) } };
+  });
+}
+`,
+    'config.json': JSON.stringify({ maxBatchSize: 8, parameters: { suffix: '!' } }),
+  });
+  folder('nohandler', { 'model.js': 'export const inputs = [];' });
 });
 afterAll(() => rmSync(repo, { recursive: true, force: true }));
 afterEach(async () => {
@@ -65,6 +82,8 @@ test('every folder is a model: the good ones serve with their own config, the br
   expect(states.typo?.[1]).toMatch(/config\.json: unknown key `maxBatchSise`; known keys are `maxBatchSize`, `maxDelay`/);
   expect(states.corrupt?.[0]).toBe('UNAVAILABLE');
   expect(states.corrupt?.[1]).toMatch(/is not an ONNX model we can serve/);
+  expect(states.upper).toEqual(['READY', '']);
+  expect(states.nohandler?.[1]).toMatch(/model\.js must export a `handler\(requests, context\)` function$/);
 
   const scaled = await postJson(`${url}/v2/models/scale/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 2]));
   expect(scaled.body.outputs[0].data).toEqual([1, 2]);
@@ -165,4 +184,67 @@ test('--model may be repeated: each file is served under its own name', async ()
   }
   await expect(startServer({ model: [join(dir, 'double.onnx'), join(dir, 'double.onnx')], port: 0 })).rejects.toThrow('Two --model files have the same name');
   rmSync(dir, { recursive: true, force: true });
+});
+
+const text = (values: string[]) => JSON.stringify({ inputs: [{ name: 'text', shape: [values.length], datatype: 'BYTES', data: values }] });
+
+test('a JS model: BYTES in and out over JSON, its config as context, an Error in one slot fails only that request', async () => {
+  const { url } = await start();
+  const meta = (await (await fetch(`${url}/v2/models/upper`)).json()) as { inputs: unknown; platform: string };
+  expect(meta.inputs).toEqual([{ name: 'text', datatype: 'BYTES', shape: [-1] }]);
+  const [good, bad, other] = await Promise.all([
+    postJson(`${url}/v2/models/upper/infer`, text(['héllo', 'wörld'])),
+    postJson(`${url}/v2/models/upper/infer`, text(['bad'])),
+    postJson(`${url}/v2/models/upper/infer`, text(['x'])),
+  ]);
+  expect(good.status).toBe(200);
+  expect(good.body.outputs).toEqual([
+    { name: 'upper', datatype: 'BYTES', shape: [2], data: ['HÉLLO!', 'WÖRLD!'] },
+    { name: 'length', datatype: 'INT32', shape: [2], data: [5, 5] },
+  ]);
+  expect(bad).toMatchObject({ status: 400, body: { error: 'bad is not a word here' } });
+  expect(other.body.outputs[0].data).toEqual(['X!']);
+  const wrong = await postJson(`${url}/v2/models/upper/infer`, JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [7] }] }));
+  expect(wrong).toMatchObject({ status: 400, body: { error: 'Input `text` is BYTES: element 0 must be a string, got 7' } });
+});
+
+test('BYTES over the binary extension: 4-byte little-endian lengths, both ways', async () => {
+  const { url } = await start();
+  const elements = ['a', 'héllo', ''].map((s) => Buffer.from(s, 'utf8'));
+  const raw = Buffer.concat(elements.flatMap((e) => [Buffer.from(Uint32Array.of(e.length).buffer), e]));
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'text', shape: [3], datatype: 'BYTES', parameters: { binary_data_size: raw.length } }], outputs: [{ name: 'upper', parameters: { binary_data: true } }] }));
+  const response = await fetch(`${url}/v2/models/upper/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },
+    body: Buffer.concat([header, raw]),
+  });
+  expect(response.status).toBe(200);
+  const body = Buffer.from(await response.arrayBuffer());
+  const jsonLength = Number(response.headers.get('inference-header-content-length'));
+  const out = body.subarray(jsonLength);
+  const decoded: string[] = [];
+  for (let offset = 0; offset < out.length; ) {
+    const length = out.readUInt32LE(offset);
+    decoded.push(out.subarray(offset + 4, offset + 4 + length).toString('utf8'));
+    offset += 4 + length;
+  }
+  expect(decoded).toEqual(['A!', 'HÉLLO!', '!']);
+  const lying = Buffer.concat([Buffer.from(Uint32Array.of(1000).buffer), Buffer.from('x')]);
+  const lyingHeader = Buffer.from(JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', parameters: { binary_data_size: lying.length } }] }));
+  const refused = await fetch(`${url}/v2/models/upper/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(lyingHeader.length) },
+    body: Buffer.concat([lyingHeader, lying]),
+  });
+  expect(refused.status).toBe(400);
+  expect(((await refused.json()) as { error: string }).error).toBe('Input `text`: BYTES element 0 says 1000 bytes, but only 1 remain');
+});
+
+test('a JS model that crashes mid-batch answers 500, and its restarted worker serves the next request', async () => {
+  const { url } = await start();
+  const crashed = await postJson(`${url}/v2/models/upper/infer`, text(['exit']));
+  expect(crashed.status).toBe(500);
+  expect(crashed.body.error).toMatch(/^ERR_WORKER_EXITED/);
+  const next = await postJson(`${url}/v2/models/upper/infer`, text(['again']));
+  expect(next.body.outputs[0].data).toEqual(['AGAIN!']);
 });

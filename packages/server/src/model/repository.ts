@@ -4,12 +4,13 @@ import type { BatchInfo } from 'batched-fn';
 import { expectDuration, expectInteger, validateMaxDelay } from 'batched-fn/adapter';
 import { FLAGS } from '../flags.js';
 import { MODEL_NAME } from '../kserve/repository-routes.js';
+import { createJsModel } from './js-model.js';
 import { createOnnxModel, type OnnxModelOptions, type ServedModel } from './onnx-model.js';
 import type { ModelLoader } from './registry.js';
 
 /**
  * A model repository, as Triton lays it out: `DIR/<name>/` holds
- * `model.onnx` (or, soon, `model.js`) and optionally `config.json`, whose keys
+ * `model.onnx` or a JS model (`model.js`, `model.mjs`) and optionally `config.json`, whose keys
  * are the `serve` flags in camelCase plus `parameters` for the model itself.
  */
 export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch'>> {
@@ -84,16 +85,14 @@ export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (i
     const folder = join(dir, name);
     if (!MODEL_NAME.test(name) || !existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`No folder ${folder} in the repository`);
     const config = readModelConfig(join(folder, 'config.json'));
-    const onnx = join(folder, 'model.onnx');
-    if (!existsSync(onnx)) throw new Error(`${folder} holds no model.onnx`);
     const { queueCap, timeout, parameters: _parameters, ...settings } = { ...defaults, ...config };
-    const model: ServedModel = createOnnxModel({
-      ...settings,
-      path: onnx,
-      name,
-      onBatch,
-      ...(queueCap === undefined ? {} : { channelCap: queueCap }),
-    });
+    const common = { ...settings, name, onBatch, ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
+    const onnx = join(folder, 'model.onnx');
+    const script = ['model.js', 'model.mjs'].map((file) => join(folder, file)).find((file) => existsSync(file));
+    let model: ServedModel;
+    if (existsSync(onnx)) model = createOnnxModel({ ...common, path: onnx });
+    else if (script !== undefined) model = await createJsModel({ ...common, path: script, config: config as Record<string, unknown> });
+    else throw new Error(`${folder} holds no model.onnx, model.js or model.mjs`);
     return timeout === undefined ? model : { ...model, timeout };
   };
 }

@@ -1,0 +1,90 @@
+/**
+ * Runs a model written in JS (`model.js`) inside a batcher worker thread: the
+ * user's module builds its context once per worker, and gets each batch as
+ * requests in KServe's own terms, answering with tensors or an Error per slot.
+ */
+import { move } from 'batched-fn';
+import type { TensorSpec } from './signature.js';
+import { ARRAY_FOR, elementCount, type InferItem, type InferResult, type Tensor } from './tensor.js';
+
+export interface JsModelWorkerData {
+  moduleUrl: string;
+  config: Record<string, unknown>;
+  outputs: TensorSpec[];
+  /** config.parameters.binary: BYTES reach the model as Uint8Array[] rather than string[]. */
+  binary: boolean;
+}
+
+interface UserModule {
+  context?: (config: Record<string, unknown>) => unknown;
+  handler: (requests: unknown[], context: unknown) => unknown;
+  dispose?: (context: unknown) => unknown;
+}
+
+interface State {
+  module: UserModule;
+  context: unknown;
+  data: JsModelWorkerData;
+}
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+
+export async function context(data: JsModelWorkerData): Promise<State> {
+  const module = (await import(data.moduleUrl)) as UserModule;
+  const userContext = typeof module.context === 'function' ? await module.context(data.config) : undefined;
+  return { module, context: userContext, data };
+}
+
+function toRequest(item: InferItem, binary: boolean): unknown {
+  const inputs: Record<string, unknown> = {};
+  for (const [name, tensor] of Object.entries(item.inputs)) {
+    const data = tensor.datatype === 'BYTES' && !binary ? (tensor.data as Uint8Array[]).map((element) => decoder.decode(element)) : tensor.data;
+    inputs[name] = { datatype: tensor.datatype, shape: tensor.shape, data };
+  }
+  return { inputs, parameters: {} };
+}
+
+/** One output of one request: its data (an array or typed array) checked against its shape and made a tensor. */
+function toTensor(spec: TensorSpec, value: unknown, rows: number): Tensor {
+  if (typeof value !== 'object' || value === null) throw new TypeError(`output \`${spec.name}\` must be { shape?, data }`);
+  const { shape: given, data } = value as { shape?: unknown; data?: unknown };
+  const shape = Array.isArray(given) ? (given as number[]) : [rows, ...spec.shape.slice(1)];
+  if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new TypeError(`output \`${spec.name}\` has an invalid shape ${JSON.stringify(given)}`);
+  const count = elementCount(shape);
+  const length = (data as { length?: unknown } | null)?.length;
+  if (typeof length !== 'number' || length !== count) throw new TypeError(`output \`${spec.name}\` has ${String(length)} elements for shape ${JSON.stringify(shape)}`);
+  if (spec.datatype === 'BYTES') {
+    const elements = Array.from(data as ArrayLike<unknown>, (e) => (e instanceof Uint8Array ? e : encoder.encode(String(e))));
+    return { datatype: 'BYTES', shape, data: elements };
+  }
+  const type = ARRAY_FOR[spec.datatype];
+  if (data instanceof type) return { datatype: spec.datatype, shape, data: data as Tensor['data'] };
+  const big = spec.datatype === 'INT64' || spec.datatype === 'UINT64';
+  const out = new type(count);
+  const source = data as ArrayLike<number>;
+  for (let i = 0; i < count; i++) (out as unknown as unknown[])[i] = big ? BigInt(source[i] as number) : source[i];
+  return { datatype: spec.datatype, shape, data: out };
+}
+
+export async function handler(batch: InferItem[], state: State): Promise<(InferResult | Error)[]> {
+  const requests = batch.map((item) => toRequest(item, state.data.binary));
+  const answers = await state.module.handler(requests, state.context);
+  if (!Array.isArray(answers) || answers.length !== batch.length) {
+    throw new TypeError(`model.js handler must return one answer per request (${batch.length}), got ${Array.isArray(answers) ? answers.length : typeof answers}`);
+  }
+  return answers.map((answer, i) => {
+    if (answer instanceof Error) return answer;
+    try {
+      const result: InferResult = {};
+      for (const spec of state.data.outputs) result[spec.name] = toTensor(spec, (answer as Record<string, unknown>)?.[spec.name], (batch[i] as InferItem).rows);
+      return move(result);
+    } catch (error) {
+      return new Error(`model.js answered request ${i} wrongly: ${(error as Error).message}`);
+    }
+  });
+}
+
+export async function dispose(state: State): Promise<void> {
+  if (typeof state.module.dispose === 'function') await state.module.dispose(state.context);
+}
