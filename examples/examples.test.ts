@@ -76,3 +76,28 @@ test('every TypeScript block in the README is one of these example files, verbat
     expect(block).toBe(readFileSync(new URL(`../${file}`, import.meta.url), 'utf8'));
   }
 });
+
+test('the example model repository serves the MLP, the OCR classifier and the JS sentiment model side by side', async () => {
+  const { cpSync, mkdtempSync, rmSync } = await import('node:fs');
+  const { prepareRepository, REPOSITORY } = await import('./dist/model-repository/prepare.js');
+  const { startServer } = await import('@batched-fn/server');
+  const repository = mkdtempSync(join(tmpdir(), 'bfn-example-repo-'));
+  cpSync(REPOSITORY, repository, { recursive: true, filter: (source) => !source.endsWith('model.onnx') });
+  prepareRepository(repository, join(tmpdir(), 'batched-fn-test-cache'));
+  const server = await startServer({ modelRepository: repository, port: 0, threads: 1 });
+  try {
+    const post = async (model: string, body: unknown) =>
+      (await fetch(`${server.url}/v2/models/${model}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json() as Promise<{ outputs: { name: string; data: unknown[] }[] }>;
+    const index = (await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json()) as { name: string; state: string }[];
+    expect(index.map((m) => [m.name, m.state])).toEqual([['mlp', 'READY'], ['ocr', 'READY'], ['sentiment', 'READY']]);
+    const sentiment = await post('sentiment', { inputs: [{ name: 'text', shape: [3], datatype: 'BYTES', data: ['I love this, great and fast', 'terrible and slow, I hate it', 'not good'] }] });
+    expect(sentiment.outputs[0]?.data).toEqual(['positive', 'negative', 'negative']);
+    const mlp = await post('mlp', { inputs: [{ name: 'input', shape: [1, 256], datatype: 'FP32', data: Array(256).fill(0.5) }] });
+    expect(mlp.outputs[0]?.data).toHaveLength(16);
+    const ocr = await post('ocr', { inputs: [{ name: 'x', shape: [1, 3, 48, 192], datatype: 'FP32', data: Array(3 * 48 * 192).fill(0.1) }] });
+    expect(ocr.outputs[0]?.data).toHaveLength(2);
+  } finally {
+    await server.close();
+    rmSync(repository, { recursive: true, force: true });
+  }
+});
