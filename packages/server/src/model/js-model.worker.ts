@@ -42,7 +42,7 @@ function toRequest(item: InferItem, binary: boolean): unknown {
     const data = tensor.datatype === 'BYTES' && !binary ? (tensor.data as Uint8Array[]).map((element) => decoder.decode(element)) : tensor.data;
     inputs[name] = { datatype: tensor.datatype, shape: tensor.shape, data };
   }
-  return { inputs, parameters: {} };
+  return { inputs, parameters: item.parameters ?? {} };
 }
 
 /** One output of one request: its data (an array or typed array) checked against its shape and made a tensor. */

@@ -27,6 +27,8 @@ export interface Tensor {
 export interface InferItem {
   rows: number;
   inputs: Record<string, Tensor>;
+  /** The request's `parameters` (a JSON object), for models written in JS; absent when it sent none. */
+  parameters?: Record<string, unknown>;
 }
 
 export type InferResult = Record<string, Tensor>;
