@@ -132,13 +132,13 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
       const job = slot.job;
       slot.job = undefined;
       job?.reject(reason);
-      if (slot.interruptible) stopped.push(this.#stop(slot, true));
-      else {
-        slot.state = 'stopped';
-        stopped.push(slot.retire());
-      }
+      if (!slot.interruptible) slot.state = 'stopped';
+      stopped.push(slot.interruptible ? this.#stop(slot, true) : slot.retire());
     }
-    this.#terminated = Promise.all(stopped).then(() => {});
+    // A retired worker exits when its native call returns; waiting longer than the close grace
+    // for one that never does would hold close() forever, so the wait is bounded.
+    const grace = new Promise<void>((resolve) => setTimeout(resolve, CLOSE_GRACE_MS).unref());
+    this.#terminated = Promise.race([Promise.all(stopped).then(() => {}), grace]);
   }
 
   workerStats(): WorkerStats[] {
