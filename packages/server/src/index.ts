@@ -1,6 +1,7 @@
 export { kservePlugin, type KServeOptions } from './kserve/plugin.js';
 export { ServerMetrics } from './metrics.js';
 export { buildMlpGraph, DEFAULT_MODEL, defaultCacheDir, ensureMlpModel, type MlpSpec } from './model/default-model.js';
+export { buildCharLmGraph, CHARLM, CHARLM_VOCAB, type CharLmSpec, ensureCharLm } from './model/charlm.js';
 export { createOnnxModel, type OnnxModelOptions, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
 export { encodeModel, ONNX_FLOAT, ONNX_INT32, ONNX_INT64, type OnnxGraph } from './model/onnx-writer.js';
 export { type Datatype, type ModelSignature, readOnnxSignature, type TensorSpec } from './model/signature.js';

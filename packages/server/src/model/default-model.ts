@@ -1,6 +1,6 @@
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { endianness, homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { encodeModel, type OnnxGraph } from './onnx-writer.js';
 
 /**
@@ -20,7 +20,7 @@ export interface MlpSpec {
 }
 
 /** xorshift32: fast, seedable and identical on every machine, unlike Math.random. */
-function random(seed: number): () => number {
+export function random(seed: number): () => number {
   let state = seed >>> 0 || 1;
   return () => {
     state ^= state << 13;
@@ -79,12 +79,16 @@ export function defaultCacheDir(): string {
  * means a crash mid-write never leaves a truncated model behind.
  */
 export function ensureMlpModel(spec: MlpSpec = DEFAULT_MODEL, cacheDir = defaultCacheDir()): string {
-  if (endianness() !== 'LE') throw new Error('The generated model writes little-endian weights; this host is big-endian');
-  const file = join(cacheDir, `mlp-${[spec.inputs, ...spec.hidden, spec.classes].join('-')}-seed${spec.seed}-v1.onnx`);
+  return cachedModel(join(cacheDir, `mlp-${[spec.inputs, ...spec.hidden, spec.classes].join('-')}-seed${spec.seed}-v1.onnx`), () => buildMlpGraph(spec));
+}
+
+/** Writes a generated model once: to a temporary name, then renamed, so a crash never leaves half a file. */
+export function cachedModel(file: string, build: () => OnnxGraph): string {
+  if (endianness() !== 'LE') throw new Error('Generated models write little-endian weights; this host is big-endian');
   if (existsSync(file)) return file;
-  mkdirSync(cacheDir, { recursive: true });
+  mkdirSync(dirname(file), { recursive: true });
   const temporary = `${file}.${process.pid}.tmp`;
-  writeFileSync(temporary, encodeModel(buildMlpGraph(spec)));
+  writeFileSync(temporary, encodeModel(build()));
   renameSync(temporary, file);
   return file;
 }
