@@ -27,3 +27,6 @@ export { MAX_TIMER_MS } from './validate.js';
 export type { BatchedFnSettings, BatchedFnStats, BatchInfo, DispatchReason, Percentiles, WorkerStats } from './stats.js';
 export { batchChannel } from './batch-report.js';
 export { move } from './transfer.js';
+export { type BatchedStream, batchedStream } from './stream/batched-stream.js';
+export type { BatchedStreamOptions, StepInfo, StepOutput } from './stream/stream-options.js';
+export type { BatchedStreamStats } from './stream/stream-stats.js';

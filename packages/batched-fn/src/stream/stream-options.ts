@@ -1,0 +1,79 @@
+import { OPTION_SCHEMA } from '../option-schema.js';
+import { describeValue, expectFunction } from '../validate.js';
+
+/** One sequence's output of one step: a value, the end (after the value, if any), or an error ending it alone. */
+export type StepOutput<O> = { value?: O; done?: boolean } | Error;
+
+/** What `onStep` hears after every step. */
+export interface StepInfo {
+  name: string;
+  /** Sequences in the step. */
+  sequences: number;
+  ms: number;
+}
+
+export interface BatchedStreamOptions<I, S, T, C> {
+  /** The prefill of sequences joining now, one state per input (sync or async). Default: the input is the state. */
+  start?: (inputs: I[], context: C) => S[] | Promise<S[]>;
+  /** One step of every active sequence, one output per state, in order (sync or async). */
+  step: (states: S[], context: C) => readonly StepOutput<T>[] | Promise<readonly StepOutput<T>[]>;
+  /** Built once, lazily before the first group (or by `ready()`); retried after a failure. */
+  context?: () => C | Promise<C>;
+  /** Most sequences in one step. @default 8 */
+  maxBatchSize?: number;
+  /** How long an idle generator waits to gather its first group: ms, or 'auto'. @default 50 */
+  maxDelay?: number | 'auto';
+  /** Most sequences waiting to join (running ones do not count). @default Infinity */
+  channelCap?: number;
+  /** 'continuous': sequences join and leave at every step; 'static': a group runs to the end of its longest sequence. @default 'continuous' */
+  mode?: 'continuous' | 'static';
+  /** Independent running groups. @default 1 */
+  concurrency?: number;
+  name?: string;
+  onStep?: (info: StepInfo) => void;
+}
+
+export interface ResolvedStreamOptions<I, S, T, C> {
+  start: BatchedStreamOptions<I, S, T, C>['start'];
+  step: BatchedStreamOptions<I, S, T, C>['step'];
+  context: BatchedStreamOptions<I, S, T, C>['context'];
+  maxBatchSize: number;
+  maxDelay: number | 'auto';
+  channelCap: number;
+  mode: 'continuous' | 'static';
+  concurrency: number;
+  name: string;
+  onStep: BatchedStreamOptions<I, S, T, C>['onStep'];
+}
+
+const KNOWN = new Set(['start', 'step', 'context', 'maxBatchSize', 'maxDelay', 'channelCap', 'mode', 'concurrency', 'name', 'onStep', 'worker', 'workers', 'workerData', 'resourceLimits']);
+
+/** Checked like batchedFn's options: the shared ones by the same schema rows, and the same messages. */
+export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I, S, T, C>): ResolvedStreamOptions<I, S, T, C> {
+  if (typeof options !== 'object' || options === null) throw new TypeError(`Expected options to be an object, got ${describeValue(options)}`);
+  for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`Unknown option \`${key}\``);
+  if ('worker' in options && (options as { worker?: unknown }).worker !== undefined) {
+    throw new TypeError('batchedStream runs its steps inline for now: worker mode (`worker`) is not available yet');
+  }
+  expectFunction('step', options.step);
+  if (options.start !== undefined) expectFunction('start', options.start);
+  if (options.context !== undefined) expectFunction('context', options.context);
+  if (options.onStep !== undefined) expectFunction('onStep', options.onStep);
+  if (options.mode !== undefined && options.mode !== 'continuous' && options.mode !== 'static') {
+    throw new TypeError(`Expected \`mode\` to be 'continuous' or 'static', got ${describeValue(options.mode)}`);
+  }
+  const check = <K extends 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name'>(key: K, fallback: unknown) =>
+    options[key] === undefined ? fallback : OPTION_SCHEMA[key].check(options[key]);
+  return {
+    start: options.start,
+    step: options.step,
+    context: options.context,
+    maxBatchSize: check('maxBatchSize', OPTION_SCHEMA.maxBatchSize.default) as number,
+    maxDelay: check('maxDelay', OPTION_SCHEMA.maxDelay.default) as number | 'auto',
+    channelCap: check('channelCap', OPTION_SCHEMA.channelCap.default) as number,
+    mode: options.mode ?? 'continuous',
+    concurrency: check('concurrency', 1) as number,
+    name: check('name', OPTION_SCHEMA.name.default) as string,
+    onStep: options.onStep,
+  };
+}
