@@ -101,3 +101,10 @@ test('the example model repository serves the MLP, the OCR classifier and the JS
     rmSync(repository, { recursive: true, force: true });
   }
 });
+
+test('the streaming example spells every word through one continuously batched step loop', async () => {
+  const { words, spell } = await import('./dist/streaming.js');
+  expect(words).toEqual(['batch', 'me', 'continuously']);
+  expect(spell.stats.steps).toBe('continuously'.length);
+  await spell.close();
+});

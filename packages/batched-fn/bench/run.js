@@ -9,6 +9,7 @@ for (const [file, flags] of [
   ['memory.js', ['--expose-gc']],
   ['workers.js', []],
   ['adaptive.js', []],
+  ['stream.js', []],
 ]) {
   const result = spawnSync(process.execPath, [...flags, here(file)], { stdio: 'inherit' });
   if (result.status !== 0) process.exit(result.status ?? 1);
