@@ -60,8 +60,10 @@ async function measure(mode) {
   return { ms, tokensPerSecond: tokens / (ms / 1000), steps: generate.stats.steps };
 }
 
-async function overhead() {
-  const identity = batchedStream({ step: (states) => states.map((s) => (--s.left === 0 ? { value: 1, done: true } : { value: 1 })), start: (inputs) => inputs.map((l) => ({ left: l })), maxBatchSize: MAX, maxDelay: 0 });
+async function overhead(worker) {
+  const identity = worker
+    ? batchedStream({ worker: new URL('./identity.stream.js', import.meta.url), maxBatchSize: MAX, maxDelay: 0 })
+    : batchedStream({ step: (states) => states.map((s) => (--s.left === 0 ? { value: 1, done: true } : { value: 1 })), start: (inputs) => inputs.map((l) => ({ left: l })), maxBatchSize: MAX, maxDelay: 0 });
   const started = performance.now();
   await Promise.all(Array.from({ length: 64 }, async () => {
     for await (const _ of identity(2000));
@@ -81,5 +83,7 @@ console.table([
   { mode: 'continuous', 'tokens/s': Math.round(continuousRun.tokensPerSecond), steps: continuousRun.steps, ms: Math.round(continuousRun.ms) },
 ]);
 console.log(`continuous / static = ${(continuousRun.tokensPerSecond / staticRun.tokensPerSecond).toFixed(2)} (target >= 1.6; ideal for these lengths ${idealRatio.toFixed(2)})`);
-const o = await overhead();
-console.log(`loop overhead, identity step, inline: ${o.perStepUs.toFixed(1)} µs per step, ${o.perSequenceStepUs.toFixed(2)} µs per sequence-step`);
+for (const worker of [false, true]) {
+  const o = await overhead(worker);
+  console.log(`loop overhead, identity step, ${worker ? 'worker mode' : 'inline'}: ${o.perStepUs.toFixed(1)} µs per step, ${o.perSequenceStepUs.toFixed(2)} µs per sequence-step`);
+}

@@ -39,9 +39,8 @@ test('destroy() ends every stream at once, waiting and running', async () => {
   expect(generate.stats).toMatchObject({ active: 0, waiting: 0 });
 });
 
-test('options are validated like batchedFn options; worker mode is refused with a clear message for now', () => {
+test('options are validated like batchedFn options', () => {
   expect(() => batchedStream({ step: () => [], maxBatchSize: 0 })).toThrow(new RangeError('Expected `maxBatchSize` to be an integer from 1 and up, got `0` (number)'));
   expect(() => batchedStream({ step: () => [], mode: 'batch' as never })).toThrow(new TypeError("Expected `mode` to be 'continuous' or 'static', got `\"batch\"` (string)"));
   expect(() => batchedStream({ step: () => [], bogus: 1 } as never)).toThrow(new TypeError('Unknown option `bogus`'));
-  expect(() => batchedStream({ step: () => [], worker: 'x.js' } as never)).toThrow(/worker mode \(`worker`\) is not available yet/);
 });

@@ -11,6 +11,8 @@ export type EndReason = 'done' | 'error' | 'aborted' | 'timeout';
  */
 export class Sequence<I, S, T> implements AsyncIterableIterator<T> {
   readonly input: I;
+  /** Names the sequence's state in a worker thread. */
+  readonly id: number;
   state: S | undefined = undefined;
   handle: CallHandle<Sequence<I, S, T>, void> | undefined = undefined;
   /** Left its group's next step: cancelled by the caller, or ended. */
@@ -24,7 +26,8 @@ export class Sequence<I, S, T> implements AsyncIterableIterator<T> {
   #waiter: { resolve: (result: IteratorResult<T>) => void; reject: (error: unknown) => void } | undefined;
   readonly #onReturn: (sequence: Sequence<I, S, T>) => void;
 
-  constructor(input: I, onReturn: (sequence: Sequence<I, S, T>) => void) {
+  constructor(id: number, input: I, onReturn: (sequence: Sequence<I, S, T>) => void) {
+    this.id = id;
     this.input = input;
     this.#onReturn = onReturn;
   }

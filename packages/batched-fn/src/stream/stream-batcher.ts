@@ -12,8 +12,9 @@ import type { BatchBuilder, Resolve } from '../queue.js';
 import { validateCallOptions } from '../options.js';
 import { WakeTimer } from '../wake-timer.js';
 import { Sequence } from './sequence.js';
+import { type StreamThread, StreamThreads } from './stream-thread.js';
 import type { ResolvedStreamOptions, StepOutput } from './stream-options.js';
-import { StreamStats, type BatchedStreamStats } from './stream-stats.js';
+import { deliver, StreamStats, type BatchedStreamStats } from './stream-stats.js';
 
 const NOOP = (): void => {};
 const now = (): number => performance.now();
@@ -33,6 +34,9 @@ class Joiners<I, S, T> implements BatchBuilder<Sequence<I, S, T>, void> {
 /** One running group: its active sequences, stepped together until none is left. */
 interface Group<I, S, T> {
   active: Sequence<I, S, T>[];
+  /** Worker mode: the thread holding this group's states, and the ids it may forget. */
+  thread: StreamThread | undefined;
+  drop: number[];
 }
 
 /**
@@ -63,15 +67,19 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
   #built: { value: C } | undefined;
   #building: Promise<C> | undefined;
   #pumpScheduled = false;
+  #nextId = 1;
+  /** Worker mode: one thread per group slot, replaced when it dies. */
+  readonly #threads: StreamThreads | undefined;
 
   constructor(options: ResolvedStreamOptions<I, S, T, C>) {
     this.#options = options;
     this.maxBatchSize = options.maxBatchSize;
+    this.#threads = options.worker === undefined ? undefined : new StreamThreads(options.worker.moduleUrl, options.worker.data, options.name, options.concurrency);
     this.policy = options.maxDelay === 'auto' ? new AdaptivePolicy(this.#cost, this.#arrivals, undefined) : new FixedDelayPolicy(options.maxDelay);
   }
 
   call(input: I, options?: CallOptions): AsyncIterableIterator<T> {
-    const sequence: Sequence<I, S, T> = new Sequence<I, S, T>(input, (s) => this.#release(s, undefined, 'aborted'));
+    const sequence: Sequence<I, S, T> = new Sequence<I, S, T>(this.#nextId++, input, (s) => this.#release(s, undefined, 'aborted'));
     this.#stats.calls++;
     if (options !== undefined) {
       try {
@@ -143,7 +151,8 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
       }
       const joiners = this.#take(this.maxBatchSize);
       if (joiners.length === 0) return;
-      const group: Group<I, S, T> = { active: [] };
+      const thread = this.#threads?.acquire(new Set([...this.#groups].map((g) => g.thread)));
+      const group: Group<I, S, T> = { active: [], thread, drop: [] };
       this.#groups.add(group);
       void this.#run(group, joiners);
     }
@@ -159,18 +168,14 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     return builder.inputs;
   }
 
+  /** Built once, shared by concurrent groups; a failed build is forgotten so the next group tries again. */
   async #context(): Promise<C> {
     if (this.#built !== undefined) return this.#built.value;
-    const factory = this.#options.context;
-    if (factory === undefined) return undefined as C;
-    this.#building ??= (async () => factory())();
-    try {
-      const value = await this.#building;
-      this.#built = { value };
-      return value;
-    } finally {
-      this.#building = undefined;
-    }
+    if (this.#options.context === undefined) return undefined as C;
+    this.#building ??= Promise.resolve().then(this.#options.context).finally(() => (this.#building = undefined));
+    const value = await this.#building;
+    this.#built = { value };
+    return value;
   }
 
   /** A group's step loop: join, step, hand out values, drop the finished; until nobody is left. */
@@ -180,10 +185,10 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     try {
       for (;;) {
         if (joining.length > 0) await this.#start(group, joining);
-        group.active = group.active.filter((s) => !s.ended);
+        this.#prune(group);
         if (group.active.length === 0 || this.#destroyed) break;
         await this.#step(group);
-        group.active = group.active.filter((s) => !s.ended);
+        this.#prune(group);
         joining = this.#options.mode === 'continuous' && !this.#destroyed ? this.#take(this.maxBatchSize - group.active.length) : [];
         if (group.active.length === 0 && joining.length === 0) break;
         // Sync steps would chain forever through microtasks: let timers and sockets run now and then.
@@ -195,10 +200,21 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     }
   }
 
+  /** Drops finished and cancelled sequences; in worker mode their states are freed with the next step. */
+  #prune(group: Group<I, S, T>): void {
+    for (const s of group.active) if (s.ended) group.drop.push(s.id);
+    group.active = group.active.filter((s) => !s.ended);
+  }
+
   async #start(group: Group<I, S, T>, joining: Sequence<I, S, T>[]): Promise<void> {
     const live = joining.filter((s) => !s.ended);
     if (live.length === 0) return;
     try {
+      if (group.thread !== undefined) {
+        await group.thread.start(live.map((s) => s.id), live.map((s) => s.input));
+        group.active.push(...live);
+        return;
+      }
       const context = await this.#context();
       const start = this.#options.start;
       const states = start === undefined ? (live.map((s) => s.input) as unknown as S[]) : await start(live.map((s) => s.input), context);
@@ -217,8 +233,14 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     const started = now();
     let outputs: readonly StepOutput<T>[];
     try {
-      const context = await this.#context();
-      outputs = await this.#options.step(members.map((s) => s.state as S), context);
+      if (group.thread !== undefined) {
+        const drop = group.drop;
+        group.drop = [];
+        outputs = ((await group.thread.step(members.map((s) => s.id), drop)) ?? null) as readonly StepOutput<T>[];
+      } else {
+        const context = await this.#context();
+        outputs = await this.#options.step(members.map((s) => s.state as S), context);
+      }
       if (!Array.isArray(outputs) || outputs.length !== members.length) throw new BatchSizeMismatchError(members.length, Array.isArray(outputs) ? outputs.length : undefined);
     } catch (error) {
       for (const s of members) if (s.end(error)) this.#stats.ended('error');
@@ -228,20 +250,7 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     this.#cost.observe(members.length, ms);
     this.#stats.step(members.length, ms);
     this.#options.onStep?.({ name: this.#options.name, sequences: members.length, ms });
-    members.forEach((s, i) => {
-      if (s.ended) return; // cancelled during the step: its output is dropped
-      const output = outputs[i];
-      if (output instanceof Error) {
-        if (s.end(output)) this.#stats.ended('error');
-        return;
-      }
-      if (output !== undefined && output !== null && 'value' in output) {
-        if (s.firstValueAt === 0) this.#stats.firstValue(now() - s.created);
-        s.push(output.value as T);
-        this.#stats.values++;
-      }
-      if (output?.done === true && s.end()) this.#stats.ended('done');
-    });
+    deliver(members, outputs, this.#stats);
   }
 
   close(): Promise<void> {
@@ -250,7 +259,7 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
       this.#onIdle = resolve;
       this.#schedulePump();
       this.#resolveIfIdle();
-    });
+    }).then(() => this.#threads?.close());
     return this.#closed;
   }
 
@@ -264,6 +273,7 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     for (const s of this.#queued) if (s.end(error)) this.#stats.ended('error');
     this.#queued.clear();
     for (const group of this.#groups) for (const s of group.active) if (s.end(error)) this.#stats.ended('error');
+    this.#threads?.terminate();
     this.#closed ??= Promise.resolve();
     const onIdle = this.#onIdle;
     this.#onIdle = undefined;
@@ -273,6 +283,7 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
   ready(): Promise<void> {
     return this.#context().then(() => {});
   }
+
 
   get stats(): BatchedStreamStats {
     let active = 0;

@@ -1,3 +1,4 @@
+import { pathToFileURL } from 'node:url';
 import { OPTION_SCHEMA } from '../option-schema.js';
 import { describeValue, expectFunction } from '../validate.js';
 
@@ -15,8 +16,8 @@ export interface StepInfo {
 export interface BatchedStreamOptions<I, S, T, C> {
   /** The prefill of sequences joining now, one state per input (sync or async). Default: the input is the state. */
   start?: (inputs: I[], context: C) => S[] | Promise<S[]>;
-  /** One step of every active sequence, one output per state, in order (sync or async). */
-  step: (states: S[], context: C) => readonly StepOutput<T>[] | Promise<readonly StepOutput<T>[]>;
+  /** One step of every active sequence, one output per state, in order (sync or async). Inline mode only. */
+  step?: (states: S[], context: C) => readonly StepOutput<T>[] | Promise<readonly StepOutput<T>[]>;
   /** Built once, lazily before the first group (or by `ready()`); retried after a failure. */
   context?: () => C | Promise<C>;
   /** Most sequences in one step. @default 8 */
@@ -31,11 +32,16 @@ export interface BatchedStreamOptions<I, S, T, C> {
   concurrency?: number;
   name?: string;
   onStep?: (info: StepInfo) => void;
+  /** Run `start` and `step` in worker threads: a module exporting `step`, and optionally `start`, `context(workerData)`, `dispose`. States stay in the worker. */
+  worker?: URL | string;
+  /** Worker threads, one running group each. @default 1 */
+  workers?: number;
+  workerData?: unknown;
 }
 
 export interface ResolvedStreamOptions<I, S, T, C> {
   start: BatchedStreamOptions<I, S, T, C>['start'];
-  step: BatchedStreamOptions<I, S, T, C>['step'];
+  step: NonNullable<BatchedStreamOptions<I, S, T, C>['step']>;
   context: BatchedStreamOptions<I, S, T, C>['context'];
   maxBatchSize: number;
   maxDelay: number | 'auto';
@@ -44,20 +50,30 @@ export interface ResolvedStreamOptions<I, S, T, C> {
   concurrency: number;
   name: string;
   onStep: BatchedStreamOptions<I, S, T, C>['onStep'];
+  /** Worker mode: the module's URL and what its `context()` receives. */
+  worker: { moduleUrl: string; data: unknown } | undefined;
 }
 
-const KNOWN = new Set(['start', 'step', 'context', 'maxBatchSize', 'maxDelay', 'channelCap', 'mode', 'concurrency', 'name', 'onStep', 'worker', 'workers', 'workerData', 'resourceLimits']);
+const KNOWN = new Set(['start', 'step', 'context', 'maxBatchSize', 'maxDelay', 'channelCap', 'mode', 'concurrency', 'name', 'onStep', 'worker', 'workers', 'workerData']);
 
 /** Checked like batchedFn's options: the shared ones by the same schema rows, and the same messages. */
 export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I, S, T, C>): ResolvedStreamOptions<I, S, T, C> {
   if (typeof options !== 'object' || options === null) throw new TypeError(`Expected options to be an object, got ${describeValue(options)}`);
   for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`Unknown option \`${key}\``);
-  if ('worker' in options && (options as { worker?: unknown }).worker !== undefined) {
-    throw new TypeError('batchedStream runs its steps inline for now: worker mode (`worker`) is not available yet');
+  const inWorkers = options.worker !== undefined;
+  if (inWorkers === (options.step !== undefined)) throw new TypeError('Expected exactly one of `step` (run inline) or `worker` (run in worker threads)');
+  let worker: ResolvedStreamOptions<I, S, T, C>['worker'];
+  if (inWorkers) {
+    if (options.start !== undefined || options.context !== undefined) throw new TypeError('In worker mode, `start` and `context` come from the worker module');
+    const url = OPTION_SCHEMA.worker.check(options.worker) as URL | string;
+    OPTION_SCHEMA.workerData.check(options.workerData);
+    worker = { moduleUrl: url instanceof URL ? url.href : /^(file|data):/.test(url) ? url : pathToFileURL(url).href, data: options.workerData };
+  } else {
+    expectFunction('step', options.step);
+    if (options.start !== undefined) expectFunction('start', options.start);
+    if (options.context !== undefined) expectFunction('context', options.context);
   }
-  expectFunction('step', options.step);
-  if (options.start !== undefined) expectFunction('start', options.start);
-  if (options.context !== undefined) expectFunction('context', options.context);
+  const workers = options.workers === undefined ? 1 : (OPTION_SCHEMA.workers.check(options.workers) as number);
   if (options.onStep !== undefined) expectFunction('onStep', options.onStep);
   if (options.mode !== undefined && options.mode !== 'continuous' && options.mode !== 'static') {
     throw new TypeError(`Expected \`mode\` to be 'continuous' or 'static', got ${describeValue(options.mode)}`);
@@ -66,14 +82,15 @@ export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I
     options[key] === undefined ? fallback : OPTION_SCHEMA[key].check(options[key]);
   return {
     start: options.start,
-    step: options.step,
+    step: options.step ?? (() => []),
     context: options.context,
     maxBatchSize: check('maxBatchSize', OPTION_SCHEMA.maxBatchSize.default) as number,
     maxDelay: check('maxDelay', OPTION_SCHEMA.maxDelay.default) as number | 'auto',
     channelCap: check('channelCap', OPTION_SCHEMA.channelCap.default) as number,
     mode: options.mode ?? 'continuous',
-    concurrency: check('concurrency', 1) as number,
+    concurrency: check('concurrency', workers) as number,
     name: check('name', OPTION_SCHEMA.name.default) as string,
     onStep: options.onStep,
+    worker,
   };
 }

@@ -1,6 +1,7 @@
 import { SampleWindow } from '../stats-recorder.js';
 import type { Percentiles } from '../stats.js';
-import type { EndReason } from './sequence.js';
+import type { EndReason, Sequence } from './sequence.js';
+import type { StepOutput } from './stream-options.js';
 
 /** A plain snapshot of a batched stream. */
 export interface BatchedStreamStats {
@@ -66,4 +67,22 @@ export class StreamStats {
       ended: { ...this.#ended },
     };
   }
+}
+
+/** Hands one step's outputs to their streams: a value, the end, or an error ending that stream alone. */
+export function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readonly StepOutput<T>[], stats: StreamStats): void {
+  members.forEach((s, i) => {
+    if (s.ended) return; // cancelled during the step: its output is dropped
+    const output = outputs[i];
+    if (output instanceof Error) {
+      if (s.end(output)) stats.ended('error');
+      return;
+    }
+    if (output !== undefined && output !== null && 'value' in output) {
+      if (s.firstValueAt === 0) stats.firstValue(performance.now() - s.created);
+      s.push(output.value as T);
+      stats.values++;
+    }
+    if (output?.done === true && s.end()) stats.ended('done');
+  });
 }
