@@ -7,7 +7,7 @@ import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } fr
  * row. The parser, the usage text, the defaults the library functions use
  * and (by a test) the README's flag table come from here.
  */
-type Kind = 'string' | 'strings' | 'control' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
+type Kind = 'string' | 'strings' | 'control' | 'batching' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
 type Command = 'serve' | 'worker';
 
 interface FlagSpec {
@@ -52,6 +52,8 @@ export const FLAGS = {
   threads: { key: 'threads', kind: 'int1', arg: 'N', default: 2, shown: '`2`', meaning: 'ONNX Runtime intra-op threads per session', commands: BOTH },
   timeout: { key: 'timeout', kind: 'duration', arg: 'MS', shown: 'none', meaning: 'default per-request deadline', commands: ['serve'] },
   'batch-timeout': { key: 'batchTimeout', kind: 'positive-duration', arg: 'MS', shown: 'none', meaning: 'longest a batch may run; its callers then get 500 and its worker is replaced', commands: BOTH },
+  'max-active': { key: 'maxActive', kind: 'int1', arg: 'N', default: 16, shown: '`16`', meaning: "charlm's most sequences per decode step", commands: ['serve'] },
+  batching: { key: 'batching', kind: 'batching', arg: 'continuous\\|static', default: 'continuous', shown: '`continuous`', meaning: "charlm's batching: re-formed at every step, or a group run to its longest sequence", commands: ['serve'] },
   'body-limit': { key: 'bodyLimit', kind: 'int1', arg: 'BYTES', default: 8 * 1024 * 1024, shown: '8 MiB', meaning: 'largest request body', commands: ['serve'] },
   'cache-dir': { key: 'cacheDir', kind: 'string', arg: 'DIR', shown: '`~/.cache/batched-fn`', commands: BOTH },
   redis: { key: 'redis', kind: 'string', arg: 'redis://HOST:PORT', shown: 'none', commands: BOTH },
@@ -86,6 +88,11 @@ function parseOne(values: Record<string, unknown>, flag: string, kind: Kind): un
     case 'strings': {
       const list = values[flag] as string[] | undefined;
       return list === undefined || list.length === 0 ? undefined : list.length === 1 ? list[0] : list;
+    }
+    case 'batching': {
+      const value = stringFlag(values, flag);
+      if (value !== undefined && value !== 'continuous' && value !== 'static') throw new UsageError(`--${flag} must be continuous or static, got ${JSON.stringify(value)}`);
+      return value;
     }
     case 'control': {
       const value = stringFlag(values, flag);

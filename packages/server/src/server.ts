@@ -4,6 +4,7 @@ import { kservePlugin } from './kserve/plugin.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
+import { createCharLmGenerator, type GenerativeModel } from './model/generator.js';
 import { ModelRegistry } from './model/registry.js';
 import { listRepository, type ModelConfig, repositoryLoader } from './model/repository.js';
 import { loadOptional, REDIS_PACKAGES } from './optional.js';
@@ -15,6 +16,10 @@ export interface ServeOptions {
   modelRepository?: string;
   /** `explicit` enables loading and unloading models while serving. @default 'none' */
   modelControl?: 'none' | 'explicit';
+  /** charlm: most sequences per step. @default 16 */
+  maxActive?: number;
+  /** charlm: 'continuous' or 'static' batching of its decode steps. @default 'continuous' */
+  batching?: 'continuous' | 'static';
   name?: string;
   host?: string;
   port?: number;
@@ -48,6 +53,8 @@ export interface RunningServer {
   model: ServedModel;
   /** Every model and its state. */
   registry: ModelRegistry;
+  /** Models that generate text (charlm, when the server runs without a model of its own). */
+  generators: GenerativeModel[];
   metrics: ServerMetrics;
   /** Stops accepting, answers every request already accepted, then stops the model's workers. */
   close(): Promise<void>;
@@ -62,7 +69,7 @@ export async function serveModel(model: ServedModel, metrics: ServerMetrics, opt
 }
 
 /** Starts the HTTP server around every model of a registry; models that are READY are warmed up before it listens. */
-export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}): Promise<RunningServer> {
+export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}, generators: GenerativeModel[] = []): Promise<RunningServer> {
   let ready = false;
   let draining = false;
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
@@ -80,10 +87,11 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     metrics,
     isReady: () => ready,
     modelControl: options.modelControl ?? 'none',
+    generators,
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
   });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
-  await Promise.all(registry.ready().map((model) => model.batcher.ready()));
+  await Promise.all([...registry.ready().map((model) => model.batcher.ready()), ...generators.map((g) => g.generate.ready())]);
   const address = await app.listen({ host: options.host ?? SERVE_DEFAULTS.host, port: options.port ?? SERVE_DEFAULTS.port });
   ready = true;
   let closing: Promise<void> | undefined;
@@ -92,6 +100,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     app,
     model: registry.ready()[0] as ServedModel,
     registry,
+    generators,
     metrics,
     close: () => {
       closing ??= (async () => {
@@ -101,8 +110,9 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
         // app.close() waits for every accepted request, and those wait in the batch queues:
         // flush the queues now instead of letting them sit out the delay (or deadlock on it).
         for (const model of models) model.batcher.configure({ maxDelay: 0 });
+        const generating = generators.map((g) => g.generate.close());
         await app.close();
-        await Promise.all(models.map((model) => model.batcher.close()));
+        await Promise.all([...models.map((model) => model.batcher.close()), ...generating]);
       })();
       return closing;
     },
@@ -171,10 +181,16 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
     for (const model of models) metrics.track(model);
     registry = ModelRegistry.of(models);
   }
+  // Without a model of its own, the server also generates text with charlm, beside the classifier.
+  const generators =
+    options.model === undefined && options.modelRepository === undefined
+      ? [createCharLmGenerator({ ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }), ...(options.batching === undefined ? {} : { batching: options.batching }), ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }), ...(options.queueCap === undefined ? {} : { queueCap: options.queueCap }) })]
+      : [];
   try {
-    return await serveModels(registry, metrics, options);
+    return await serveModels(registry, metrics, options, generators);
   } catch (error) {
     for (const model of registry.ready()) model.batcher.destroy(error);
+    for (const generator of generators) generator.generate.destroy(error);
     throw error;
   }
 }

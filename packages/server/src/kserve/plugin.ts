@@ -5,6 +5,8 @@ import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
 import { type ModelEntry, ModelRegistry } from '../model/registry.js';
 import { registerRepositoryRoutes } from './repository-routes.js';
+import type { GenerativeModel } from '../model/generator.js';
+import { registerGenerateRoutes } from './generate-routes.js';
 import { decodeInferRequest, HEADER_LENGTH, splitBody } from './decode.js';
 import { encodeInferResponse } from './encode.js';
 import { HttpError } from './errors.js';
@@ -12,6 +14,8 @@ import { HttpError } from './errors.js';
 export interface KServeOptions {
   /** Fixed models, or a registry whose models load, reload and unload while serving. */
   models: ServedModel[] | ModelRegistry;
+  /** Models that answer with a stream of tokens, behind Triton's generate extension. */
+  generators?: GenerativeModel[];
   /** `explicit` enables the repository's load and unload routes; `none` (the default) answers them 403. */
   modelControl?: 'none' | 'explicit';
   /** Default deadline per request in ms; a request's own `parameters.timeout` may only lower it. */
@@ -107,10 +111,15 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     return entry.model;
   };
 
-  app.get('/v2', async () => ({ name: 'batched-fn', version: SERVER_VERSION, extensions: ['binary_tensor_data', ...(options.metrics === undefined ? [] : ['statistics'])] }));
+  app.get('/v2', async () => ({
+    name: 'batched-fn',
+    version: SERVER_VERSION,
+    extensions: ['binary_tensor_data', 'model_repository', ...(options.metrics === undefined ? [] : ['statistics']), ...((options.generators ?? []).length > 0 ? ['generate'] : [])],
+  }));
   app.get('/v2/health/live', async () => ({ live: true }));
   options.metrics?.statistics.register(app, (name) => registry.get(name)?.model?.version);
   registerRepositoryRoutes(app, registry, options.modelControl ?? 'none');
+  registerGenerateRoutes(app, options.generators ?? []);
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
     return reply.code(ready ? 200 : 503).send({ ready });

@@ -1,0 +1,79 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { CharLmRequest } from '../model/charlm.worker.js';
+import type { GenerativeModel } from '../model/generator.js';
+import { badRequest, HttpError } from './errors.js';
+
+const MAX_PROMPT = 10_000;
+const MAX_TOKENS = 4096;
+
+/** Checks a generate body: `{ text_input, parameters: { max_tokens, stop, temperature, seed } }`. */
+export function decodeGenerate(body: unknown): CharLmRequest {
+  if (!Buffer.isBuffer(body)) throw badRequest('Request needs a JSON body');
+  let json: unknown;
+  try {
+    json = JSON.parse(body.toString('utf8'));
+  } catch (error) {
+    throw badRequest(`Malformed JSON: ${(error as Error).message}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw badRequest('Request body must be a JSON object with `text_input`');
+  const { text_input: prompt, parameters = {} } = json as { text_input?: unknown; parameters?: unknown };
+  if (typeof prompt !== 'string' || prompt.length > MAX_PROMPT) throw badRequest(`text_input must be a string of at most ${MAX_PROMPT} characters`);
+  if (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters)) throw badRequest('parameters must be an object');
+  const p = parameters as Record<string, unknown>;
+  const maxTokens = p.max_tokens ?? 64;
+  if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > MAX_TOKENS) throw badRequest(`parameters.max_tokens must be an integer from 1 to ${MAX_TOKENS}, got ${JSON.stringify(maxTokens)}`);
+  const stop = p.stop ?? '';
+  if (typeof stop !== 'string' || stop.length > 64) throw badRequest(`parameters.stop must be a string of at most 64 characters, got ${JSON.stringify(stop)?.slice(0, 80)}`);
+  const temperature = p.temperature ?? 0;
+  if (typeof temperature !== 'number' || !(temperature >= 0 && temperature <= 10)) throw badRequest(`parameters.temperature must be a number from 0 to 10, got ${JSON.stringify(temperature)}`);
+  const seed = p.seed ?? 1;
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1) throw badRequest(`parameters.seed must be an integer from 0 to 4294967295, got ${JSON.stringify(seed)}`);
+  return { prompt, maxTokens, stop, temperature, seed };
+}
+
+/**
+ * Triton's generate extension: `generate` answers the whole text at once,
+ * `generate_stream` one server-sent event per token. A client that hangs up
+ * takes its sequence out of the batch at the next step.
+ */
+export function registerGenerateRoutes(app: FastifyInstance, generators: readonly GenerativeModel[]): void {
+  const models = new Map(generators.map((g) => [g.name, g]));
+  const find = (name: string): GenerativeModel => {
+    const found = models.get(name);
+    if (found === undefined) throw new HttpError(404, `Unknown generative model \`${name.slice(0, 100)}\``);
+    return found;
+  };
+  const released = (reply: FastifyReply): AbortSignal => {
+    const controller = new AbortController();
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) controller.abort(new HttpError(499, 'Client closed the connection'));
+    });
+    return controller.signal;
+  };
+  app.post<{ Params: { name: string } }>('/v2/models/:name/generate', async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
+    const model = find(request.params.name);
+    const input = decodeGenerate(request.body);
+    let text = '';
+    for await (const token of model.generate(input, { signal: released(reply) })) text += token;
+    return { model_name: model.name, model_version: model.version, text_output: text };
+  });
+  app.post<{ Params: { name: string } }>('/v2/models/:name/generate_stream', async (request, reply) => {
+    const model = find(request.params.name);
+    const input = decodeGenerate(request.body);
+    const stream = model.generate(input, { signal: released(reply) });
+    // The first token (or a refusal) decides the status: a full queue is still a plain 503.
+    const first = await stream.next();
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (data: unknown): void => {
+      if (!reply.raw.destroyed) reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+    };
+    try {
+      if (first.done !== true) send({ model_name: model.name, model_version: model.version, text_output: first.value });
+      for await (const token of stream) send({ model_name: model.name, model_version: model.version, text_output: token });
+    } catch (error) {
+      send({ error: (error as Error)?.message ?? String(error) });
+    }
+    reply.raw.end();
+  });
+}
