@@ -1,6 +1,7 @@
-import type { BatchInfo } from 'batched-fn';
+import type { BatchInfo, StepInfo } from 'batched-fn';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ModelStatistics } from './kserve/statistics.js';
+import type { GenerativeModel } from './model/generator.js';
 import type { ServedModel } from './model/onnx-model.js';
 
 const SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -53,12 +54,49 @@ export class ServerMetrics {
     registers: [this.registry],
   });
   readonly #models: ServedModel[] = [];
+  readonly #generators: GenerativeModel[] = [];
+  readonly #tokens = new Counter({
+    name: 'batched_fn_generated_tokens_total',
+    help: 'Tokens generated, by model',
+    labelNames: ['model'],
+    registers: [this.registry],
+  });
+  readonly #stepSize = new Histogram({
+    name: 'batched_fn_step_batch_size',
+    help: 'Sequences per decode step',
+    labelNames: ['model'],
+    buckets: SIZE_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #firstToken = new Histogram({
+    name: 'batched_fn_time_to_first_token_seconds',
+    help: 'From a generate request to its first token',
+    labelNames: ['model'],
+    buckets: SECONDS_BUCKETS,
+    registers: [this.registry],
+  });
   /** Triton's statistics extension, fed from the same batches and requests. */
   readonly statistics = new ModelStatistics([]);
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     const models = this.#models;
+    const generators = this.#generators;
+    for (const [name, help, field] of [
+      ['batched_fn_active_sequences', 'Sequences in running decode steps', 'active'],
+      ['batched_fn_waiting_sequences', 'Sequences waiting to join a decode step', 'waiting'],
+    ] as const) {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['model'],
+        registers: [this.registry],
+        collect() {
+          this.reset();
+          for (const g of generators) this.set({ model: g.name }, g.generate.stats[field]);
+        },
+      });
+    }
     new Gauge({
       name: 'batched_fn_queue_depth',
       help: 'Requests waiting to be batched',
@@ -92,6 +130,21 @@ export class ServerMetrics {
         }
       },
     });
+  }
+
+  /** A generative model: its active and waiting sequences become gauges. */
+  trackGenerator(generator: GenerativeModel): void {
+    this.#generators.push(generator);
+  }
+
+  /** One decode step of `sequences` sequences: as many tokens. */
+  readonly onStep = (info: StepInfo): void => {
+    this.#tokens.inc({ model: info.name }, info.sequences);
+    this.#stepSize.observe({ model: info.name }, info.sequences);
+  };
+
+  firstToken(model: string, seconds: number): void {
+    this.#firstToken.observe({ model }, seconds);
   }
 
   /** A model instance stopped (unloaded, or replaced by a reload): its gauges go with it. */

@@ -184,8 +184,9 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
   // Without a model of its own, the server also generates text with charlm, beside the classifier.
   const generators =
     options.model === undefined && options.modelRepository === undefined
-      ? [createCharLmGenerator({ ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }), ...(options.batching === undefined ? {} : { batching: options.batching }), ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }), ...(options.queueCap === undefined ? {} : { queueCap: options.queueCap }) })]
+      ? [createCharLmGenerator({ ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }), ...(options.batching === undefined ? {} : { batching: options.batching }), ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }), ...(options.queueCap === undefined ? {} : { queueCap: options.queueCap }), onStep: metrics.onStep })]
       : [];
+  for (const generator of generators) metrics.trackGenerator(generator);
   try {
     return await serveModels(registry, metrics, options, generators);
   } catch (error) {

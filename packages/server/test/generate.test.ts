@@ -55,6 +55,13 @@ test('a client that disconnects mid-stream leaves the batch: active sequences re
   for (let i = 0; i < 200 && (stats()?.active ?? 0) > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
   expect(stats()?.active).toBe(0);
   expect(stats()?.ended.aborted).toBeGreaterThan(0);
+  // The gauges return to 0 when clients leave; tokens, steps and time to first token are counted.
+  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  expect(metrics).toContain('batched_fn_active_sequences{model="charlm"} 0');
+  expect(metrics).toContain('batched_fn_waiting_sequences{model="charlm"} 0');
+  expect(Number(/batched_fn_generated_tokens_total\{model="charlm"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0);
+  expect(metrics).toMatch(/batched_fn_step_batch_size_count\{model="charlm"\} [1-9]/);
+  expect(metrics).toMatch(/batched_fn_time_to_first_token_seconds_count\{model="charlm"\} [1-9]/);
 });
 
 test('a bad body is a 400, an unknown model a 404', async () => {

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { CharLmRequest } from '../model/charlm.worker.js';
 import type { GenerativeModel } from '../model/generator.js';
+import type { ServerMetrics } from '../metrics.js';
 import { badRequest, HttpError } from './errors.js';
 
 const MAX_PROMPT = 10_000;
@@ -36,7 +37,7 @@ export function decodeGenerate(body: unknown): CharLmRequest {
  * `generate_stream` one server-sent event per token. A client that hangs up
  * takes its sequence out of the batch at the next step.
  */
-export function registerGenerateRoutes(app: FastifyInstance, generators: readonly GenerativeModel[]): void {
+export function registerGenerateRoutes(app: FastifyInstance, generators: readonly GenerativeModel[], metrics?: ServerMetrics): void {
   const models = new Map(generators.map((g) => [g.name, g]));
   const find = (name: string): GenerativeModel => {
     const found = models.get(name);
@@ -53,16 +54,22 @@ export function registerGenerateRoutes(app: FastifyInstance, generators: readonl
   app.post<{ Params: { name: string } }>('/v2/models/:name/generate', async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
     const model = find(request.params.name);
     const input = decodeGenerate(request.body);
+    const started = performance.now();
     let text = '';
-    for await (const token of model.generate(input, { signal: released(reply) })) text += token;
+    for await (const token of model.generate(input, { signal: released(reply) })) {
+      if (text === '') metrics?.firstToken(model.name, (performance.now() - started) / 1000);
+      text += token;
+    }
     return { model_name: model.name, model_version: model.version, text_output: text };
   });
   app.post<{ Params: { name: string } }>('/v2/models/:name/generate_stream', async (request, reply) => {
     const model = find(request.params.name);
     const input = decodeGenerate(request.body);
+    const started = performance.now();
     const stream = model.generate(input, { signal: released(reply) });
     // The first token (or a refusal) decides the status: a full queue is still a plain 503.
     const first = await stream.next();
+    if (first.done !== true) metrics?.firstToken(model.name, (performance.now() - started) / 1000);
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     const send = (data: unknown): void => {

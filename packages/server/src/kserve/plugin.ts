@@ -119,7 +119,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
   app.get('/v2/health/live', async () => ({ live: true }));
   options.metrics?.statistics.register(app, (name) => registry.get(name)?.model?.version);
   registerRepositoryRoutes(app, registry, options.modelControl ?? 'none');
-  registerGenerateRoutes(app, options.generators ?? []);
+  registerGenerateRoutes(app, options.generators ?? [], options.metrics);
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
     return reply.code(ready ? 200 : 503).send({ ready });

@@ -1,4 +1,4 @@
-import { type BatchedStream, batchedStream } from 'batched-fn';
+import { type BatchedStream, batchedStream, type StepInfo } from 'batched-fn';
 import { CHARLM, ensureCharLm } from './charlm.js';
 import type { CharLmRequest } from './charlm.worker.js';
 
@@ -18,6 +18,7 @@ export interface CharLmOptions {
   /** Sequences waiting to join; beyond it, 503. @default 1024 */
   queueCap?: number;
   cacheDir?: string;
+  onStep?: (info: StepInfo) => void;
 }
 
 /** charlm served by a batchedStream in a worker thread (session.run blocks its thread). */
@@ -31,6 +32,7 @@ export function createCharLmGenerator(options: CharLmOptions = {}): GenerativeMo
     channelCap: options.queueCap ?? 1024,
     mode: options.batching ?? 'continuous',
     name,
+    ...(options.onStep === undefined ? {} : { onStep: options.onStep }),
   });
   return { name, version: '1', generate };
 }
