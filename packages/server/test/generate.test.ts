@@ -78,3 +78,12 @@ test('beyond the queue cap a stream is refused with 503 before any event', async
   expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
   expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
 });
+
+test('the generation load (batched-fn bench --generate) streams tokens and measures them', async () => {
+  const { runGenerateLoad } = await import('../dist/bench/generate-load.js');
+  const result = await runGenerateLoad({ url: server.url, model: 'charlm', streams: 4, durationSeconds: 1 });
+  expect(result.errors).toBe(0);
+  expect(result.completed).toBeGreaterThan(0);
+  expect(result.tokensPerSecond).toBeGreaterThan(0);
+  expect(result.ttftP99).toBeGreaterThanOrEqual(result.ttftP50);
+});

@@ -101,11 +101,20 @@ export async function runBench(argv: string[]): Promise<void> {
       rows: { type: 'string' },
       compare: { type: 'string' },
       out: { type: 'string' },
+      generate: { type: 'boolean' },
+      streams: { type: 'string' },
     },
     strict: true,
   });
   const url = stringFlag(values, 'url');
   if (url === undefined) throw new UsageError('--url is required');
+  if (values.generate === true) {
+    // Generation: concurrent token streams with max_tokens uniform in 1..128.
+    const { runGenerateLoad } = await import('./generate-load.js');
+    const result = await runGenerateLoad({ url, model: stringFlag(values, 'model') ?? 'charlm', streams: intFlag(values, 'streams', 1) ?? 32, durationSeconds: intFlag(values, 'duration', 1) ?? 10 });
+    console.table([{ ...result, tokensPerSecond: Math.round(result.tokensPerSecond), ttftP50: result.ttftP50.toFixed(1), ttftP99: result.ttftP99.toFixed(1), interTokenP99: result.interTokenP99.toFixed(1) }]);
+    return;
+  }
   const concurrency = listFlag(values, 'concurrency') ?? DEFAULT_CONCURRENCY;
   await bench({
     url,
