@@ -5,30 +5,16 @@
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import * as ort from 'onnxruntime-node';
-import { CHARLM, ensureCharLm } from '../dist/index.js';
 import { runGenerateLoad } from '../dist/bench/generate-load.js';
 import { barChart } from '../../batched-fn/bench/svg-bars.js';
+import { measureStepCost } from './step-cost.js';
 
 const STREAMS = 32;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const BIN = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
 
 async function stepCost() {
-  const session = await ort.InferenceSession.create(ensureCharLm(), { intraOpNumThreads: 1 });
-  const cost = {};
-  for (const n of [1, 32]) {
-    const feeds = { token: new ort.Tensor('int64', new BigInt64Array(n).fill(5n), [n]), state: new ort.Tensor('float32', new Float32Array(n * CHARLM.hidden), [n, CHARLM.hidden]) };
-    for (let i = 0; i < 50; i++) await session.run(feeds);
-    const times = [];
-    for (let i = 0; i < 200; i++) {
-      const t = performance.now();
-      await session.run(feeds);
-      times.push(performance.now() - t);
-    }
-    cost[n] = times.sort((a, b) => a - b)[100];
-  }
-  await session.release();
+  const cost = await measureStepCost([1, 32]);
   const b = (cost[32] - cost[1]) / 31;
   return { a: cost[1] - b, b };
 }

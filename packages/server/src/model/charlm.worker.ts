@@ -6,6 +6,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { CHARLM_VOCAB } from './charlm.js';
+import { random } from './default-model.js';
 
 export interface CharLmRequest {
   prompt: string;
@@ -48,26 +49,14 @@ async function advance(ctx: Context, tokens: number[], hidden: Float32Array[]): 
   return { logits: tokens.map((_, i) => logits.slice(i * v, (i + 1) * v)), hidden: tokens.map((_, i) => next.slice(i * h, (i + 1) * h)) };
 }
 
-function seeded(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 4294967296;
-  };
-}
-
 /** Greedy at temperature 0 (the first of equal maxima), else a seeded softmax sample. */
-function pick(logits: Float32Array, temperature: number, random: () => number): number {
+function pick(logits: Float32Array, temperature: number, draw: () => number): number {
   let best = 0;
   for (let i = 1; i < logits.length; i++) if ((logits[i] as number) > (logits[best] as number)) best = i;
   if (temperature === 0) return best;
   const max = logits[best] as number;
   const weights = Array.from(logits, (l) => Math.exp((l - max) / temperature));
-  let r = random() * weights.reduce((a, b) => a + b, 0);
+  let r = draw() * weights.reduce((a, b) => a + b, 0);
   for (let i = 0; i < weights.length; i++) if ((r -= weights[i] as number) <= 0) return i;
   return best;
 }
@@ -85,7 +74,7 @@ export async function start(requests: CharLmRequest[], ctx: Context): Promise<St
       hidden = out.hidden[0] as Float32Array;
       logits = out.logits[0] as Float32Array;
     }
-    states.push({ hidden, logits, produced: '', left: request.maxTokens, stop: request.stop, temperature: request.temperature, random: seeded(request.seed) });
+    states.push({ hidden, logits, produced: '', left: request.maxTokens, stop: request.stop, temperature: request.temperature, random: random(request.seed) });
   }
   return states;
 }
