@@ -69,6 +69,9 @@ test('a bad body is a 400, an unknown model a 404', async () => {
   expect(bad.status).toBe(400);
   expect(((await bad.json()) as { error: string }).error).toBe('parameters.max_tokens must be an integer from 1 to 4096, got 0');
   expect((await post('/v2/models/charlm/generate', { parameters: {} })).status).toBe(400);
+  const long = await post('/v2/models/charlm/generate', { text_input: 'x'.repeat(1001) });
+  expect(long.status).toBe(400);
+  expect(((await long.json()) as { error: string }).error).toBe('text_input must be a string of at most 1000 characters');
   expect((await post('/v2/models/nope/generate_stream', { text_input: 'x' })).status).toBe(404);
 });
 
