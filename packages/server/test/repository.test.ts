@@ -152,6 +152,10 @@ test('a failed reload leaves the old instance serving; load of a broken or missi
   rmSync(join(repo, 'scale', 'config.json'));
   expect((await postJson(`${url}/v2/models/scale/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 1]))).status).toBe(200);
   expect((await fetch(`${url}/v2/repository/models/nothing-here/load`, { method: 'POST' })).status).toBe(400);
+  // A made-up name never becomes an entry: no index row, no metrics label.
+  expect((await index(url)).map((m) => m.name)).not.toContain('nothing-here');
+  await postJson(`${url}/v2/models/nothing-here/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 1]));
+  expect(await (await fetch(`${url}/metrics`)).text()).not.toContain('nothing-here');
   expect((await fetch(`${url}/v2/repository/models/..%2Fetc/load`, { method: 'POST' })).status).toBe(400);
 });
 

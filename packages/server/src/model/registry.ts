@@ -13,7 +13,11 @@ export interface ModelEntry {
 }
 
 /** Builds a model by name (from a repository folder, a file); throws with the reason it cannot. */
-export type ModelLoader = (name: string) => Promise<ServedModel>;
+export interface ModelLoader {
+  (name: string): Promise<ServedModel>;
+  /** Whether `name` exists to be loaded at all: a name that does not never gets an entry (or a metrics label). */
+  has?(name: string): boolean;
+}
 
 /** Tells metrics and statistics which instances exist. */
 export interface ModelObserver {
@@ -75,6 +79,7 @@ export class ModelRegistry {
       const loader = this.#loader;
       if (loader === undefined) throw new Error('This server has no model repository to load from');
       const entry = this.#entries.get(name);
+      if (entry === undefined && loader.has !== undefined && !loader.has(name)) throw new Error(`No model \`${name}\` in the repository`);
       const old = entry?.model;
       if (entry === undefined || old === undefined) this.#set(name, 'LOADING', '', undefined);
       let fresh: ServedModel;

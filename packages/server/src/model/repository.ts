@@ -81,7 +81,8 @@ export function listRepository(dir: string): string[] {
 
 /** Builds a repository's model by name, with the server-wide settings as defaults under its config.json. */
 export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (info: BatchInfo) => void): ModelLoader {
-  return async (name) => {
+  const has = (name: string): boolean => MODEL_NAME.test(name) && existsSync(join(dir, name)) && statSync(join(dir, name)).isDirectory();
+  const load = async (name: string): Promise<ServedModel> => {
     const folder = join(dir, name);
     if (!MODEL_NAME.test(name) || !existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`No folder ${folder} in the repository`);
     const config = readModelConfig(join(folder, 'config.json'));
@@ -95,4 +96,5 @@ export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (i
     else throw new Error(`${folder} holds no model.onnx, model.js or model.mjs`);
     return timeout === undefined ? model : { ...model, timeout };
   };
+  return Object.assign(load, { has });
 }
