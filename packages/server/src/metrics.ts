@@ -1,5 +1,6 @@
 import type { BatchInfo, StepInfo } from 'batched-fn';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Protocol } from './kserve/infer-front.js';
 import { ModelStatistics } from './kserve/statistics.js';
 import type { GenerativeModel } from './model/generator.js';
 import type { ServedModel } from './model/onnx-model.js';
@@ -15,14 +16,14 @@ export class ServerMetrics {
   readonly registry = new Registry();
   readonly #requests = new Counter({
     name: 'batched_fn_requests_total',
-    help: 'Inference requests answered, by model and HTTP status',
-    labelNames: ['model', 'status'],
+    help: 'Inference requests answered, by model, protocol (rest or grpc) and HTTP status (gRPC answers counted under the HTTP status REST would send)',
+    labelNames: ['model', 'protocol', 'status'],
     registers: [this.registry],
   });
   readonly #requestSeconds = new Histogram({
     name: 'batched_fn_request_duration_seconds',
     help: 'Time from receiving an infer request to answering it',
-    labelNames: ['model'],
+    labelNames: ['model', 'protocol'],
     buckets: SECONDS_BUCKETS,
     registers: [this.registry],
   });
@@ -167,9 +168,9 @@ export class ServerMetrics {
     this.#batches.inc({ model: info.name, reason: info.reason, ok: String(info.ok) });
   };
 
-  request(model: string, status: number, seconds: number): void {
+  request(model: string, status: number, seconds: number, protocol: Protocol = 'rest'): void {
     this.statistics.request(model, status === 200, seconds);
-    this.#requests.inc({ model, status: String(status) });
-    this.#requestSeconds.observe({ model }, seconds);
+    this.#requests.inc({ model, protocol, status: String(status) });
+    this.#requestSeconds.observe({ model, protocol }, seconds);
   }
 }

@@ -106,8 +106,8 @@ test('500 when the model itself fails, and the server keeps serving', async () =
   gated.release();
   expect((await next).status).toBe(200);
   const metrics = await (await fetch(`${server?.url}/metrics`)).text();
-  expect(metrics).toContain('batched_fn_requests_total{model="gated",status="500"} 1');
-  expect(metrics).toContain('batched_fn_requests_total{model="gated",status="200"} 1');
+  expect(metrics).toContain('batched_fn_requests_total{model="gated",protocol="rest",status="500"} 1');
+  expect(metrics).toContain('batched_fn_requests_total{model="gated",protocol="rest",status="200"} 1');
 });
 
 test('parameters.priority orders waiting requests: the urgent one runs first', async () => {

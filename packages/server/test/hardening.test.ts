@@ -33,7 +33,7 @@ test('10,000 unknown model names leave /metrics the same size: no label value co
   expect(series(after)).toEqual(series(before));
   expect(after.length - before.length).toBeLessThan(100);
   expect(after).not.toContain('nobody');
-  expect(after).toContain('batched_fn_requests_total{model="(unknown)",status="404"} 10001');
+  expect(after).toContain('batched_fn_requests_total{model="(unknown)",protocol="rest",status="404"} 10001');
 });
 
 test('a very long model name is refused by the router, and an unknown version is clipped in the error', async () => {

@@ -124,7 +124,7 @@ test('/metrics is Prometheus text with the batching series', async () => {
     expect(line).toMatch(PROMETHEUS_LINE);
   }
   for (const series of [
-    'batched_fn_requests_total{model="mlp",status="200"}',
+    'batched_fn_requests_total{model="mlp",protocol="rest",status="200"}',
     'batched_fn_batch_size_count{model="mlp"}',
     'batched_fn_queue_wait_seconds_count{model="mlp"}',
     'batched_fn_inference_duration_seconds_count{model="mlp"}',

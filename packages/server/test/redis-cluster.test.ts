@@ -130,7 +130,7 @@ test('kill -9 of a worker holding a batch: every request is still answered, and 
     data.forEach((v, j) => expect(v).toBeCloseTo(expected[j] as number, 4));
   }
   const metrics = await (await fetch(`${url}/metrics`)).text();
-  expect(metrics).toContain(`batched_fn_requests_total{model="mlp",status="200"} ${responses.length}`);
+  expect(metrics).toContain(`batched_fn_requests_total{model="mlp",protocol="rest",status="200"} ${responses.length}`);
   survivor.child.kill('SIGTERM');
   expect(await survivor.exit).toBe(0);
   const stats = JSON.parse(/stats (\{.*\})/.exec(survivor.output())?.[1] ?? '{}');

@@ -72,91 +72,137 @@ function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
   return shape as number[];
 }
 
+/** What a protocol reads for one input once its shape is checked: raw bytes, or values (flat or nested as the shape). */
+export type InputPayload = { bytes: Uint8Array } | { values: unknown };
+
+/** One input as a protocol received it, before any check. */
+export interface InputSource {
+  name: unknown;
+  datatype: unknown;
+  shape: unknown;
+  /** Called once name, datatype and shape are checked, with the element count the shape needs. */
+  read(count: number, name: string, datatype: Datatype): InputPayload;
+}
+
 /**
- * Validates an infer request against the model's signature and turns it into
- * typed arrays. Every way a request can be wrong ends here as a 400 that says
- * what was wrong, before anything is queued.
+ * Validates a request's inputs against the model's signature and turns them
+ * into typed arrays, for either protocol. Every way an input can be wrong
+ * ends here as a 400 that says what was wrong, before anything is queued, and
+ * every count is checked against what the request holds before allocating.
  */
-export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): DecodedRequest {
-  if (!isObject(body)) throw badRequest('Request body must be a JSON object with an `inputs` array');
-  const request = body as RequestBody;
-  if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
+export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): { rows: number; inputs: Record<string, Tensor> } {
   const specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
   const inputs: Record<string, Tensor> = {};
   let rows: number | undefined;
-  let binaryOffset = 0;
-  for (const raw of request.inputs as RequestInput[]) {
-    if (!isObject(raw) || typeof raw.name !== 'string') throw badRequest('Every input needs a string `name`');
-    const name = raw.name;
+  for (const source of sources) {
+    if (typeof source.name !== 'string') throw badRequest('Every input needs a string `name`');
+    const name = source.name;
     const spec = specs.get(name);
-    if (spec === undefined) throw badRequest(`Unknown input \`${name}\`; the model's inputs are ${[...specs.keys()].map((n) => `\`${n}\``).join(', ')}`);
+    if (spec === undefined) throw badRequest(`Unknown input \`${name.slice(0, 100)}\`; the model's inputs are ${[...specs.keys()].map((n) => `\`${n}\``).join(', ')}`);
     if (inputs[name] !== undefined) throw badRequest(`Input \`${name}\` is given twice`);
-    if (raw.datatype !== spec.datatype) {
-      throw badRequest(`Input \`${name}\` must have datatype ${spec.datatype}, got ${JSON.stringify(raw.datatype)}`);
+    if (source.datatype !== spec.datatype) {
+      throw badRequest(`Input \`${name}\` must have datatype ${spec.datatype}, got ${JSON.stringify(source.datatype)?.slice(0, 40)}`);
     }
-    const shape = checkShape(spec, raw.shape, name);
+    const shape = checkShape(spec, source.shape, name);
     const inputRows = shape[0] as number;
     if (inputRows < 1) throw badRequest(`Input \`${name}\` has no rows: its first dimension is 0`);
     if (rows !== undefined && inputRows !== rows) throw badRequest(`All inputs must have the same first dimension (rows); \`${name}\` has ${inputRows}, others ${rows}`);
     rows = inputRows;
     const count = elementCount(shape);
-    const binarySize = raw.parameters?.binary_data_size;
-    // Counts are checked against what the body holds before anything is sized by the shape.
-    let bytes: Buffer | undefined;
-    let values: readonly unknown[] | undefined;
-    if (binarySize !== undefined) {
-      if (binary === undefined) throw badRequest(`Input \`${name}\` has binary_data_size but the request has no Inference-Header-Content-Length header`);
-      if (!Number.isInteger(binarySize) || (binarySize as number) < 0) throw badRequest(`Input \`${name}\`: binary_data_size must be a non-negative integer`);
-      const end = binaryOffset + (binarySize as number);
-      if (end > binary.length) throw badRequest(`Input \`${name}\`: binary_data_size runs past the end of the body`);
-      bytes = binary.subarray(binaryOffset, end);
-      if (spec.datatype !== 'BYTES') checkBinarySize(spec.datatype, bytes, count, name);
-      binaryOffset = end;
-    } else {
-      if (raw.data === undefined) throw badRequest(`Input \`${name}\` has no \`data\``);
-      values = jsonElements(raw.data, shape, count, name);
-    }
-    if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+    const payload = source.read(count, name, spec.datatype);
     let data: TypedArray | BytesData;
-    if (spec.datatype === 'BYTES') data = bytes !== undefined ? bytesFromBinary(bytes, count, name) : bytesFromJson(values as readonly unknown[], name);
-    else data = bytes !== undefined ? tensorFromBinary(spec.datatype, bytes) : tensorFromJson(spec.datatype, values as readonly unknown[], name);
-    inputs[name] = { datatype: spec.datatype as Datatype, shape, data };
+    if ('bytes' in payload) {
+      if (spec.datatype !== 'BYTES') checkBinarySize(spec.datatype, payload.bytes, count, name);
+      if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+      data = spec.datatype === 'BYTES' ? bytesFromBinary(payload.bytes, count, name) : tensorFromBinary(spec.datatype, payload.bytes);
+    } else {
+      const values = jsonElements(payload.values, shape, count, name);
+      if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+      data = spec.datatype === 'BYTES' ? bytesFromJson(values, name) : tensorFromJson(spec.datatype, values, name);
+    }
+    inputs[name] = { datatype: spec.datatype, shape, data };
   }
+  if (rows === undefined) throw badRequest('Request must have a non-empty `inputs` array');
+  for (const spec of signature.inputs) if (inputs[spec.name] === undefined) throw badRequest(`Missing input \`${spec.name}\``);
+  return { rows, inputs };
+}
+
+/** Output names to return, checked against the model; `requested` undefined means all of them. */
+export function pickOutputs(requested: readonly { name: unknown; binary: boolean }[] | undefined, signature: ModelSignature, binaryByDefault: boolean): { name: string; binary: boolean }[] {
+  if (requested === undefined) return signature.outputs.map((o) => ({ name: o.name, binary: binaryByDefault }));
+  const known = new Set(signature.outputs.map((o) => o.name));
+  const asked = new Set<string>();
+  return requested.map(({ name, binary }) => {
+    if (typeof name !== 'string') throw badRequest('Every requested output needs a string `name`');
+    if (!known.has(name)) throw badRequest(`Unknown output \`${name.slice(0, 100)}\`; the model's outputs are ${[...known].map((n) => `\`${n}\``).join(', ')}`);
+    if (asked.has(name)) throw badRequest(`Output \`${name}\` is requested twice`);
+    asked.add(name);
+    return { name, binary };
+  });
+}
+
+/** The request parameters the server itself reads, the same for every protocol. */
+export function schedulingParameters(parameters: { timeout?: unknown; priority?: unknown }): { timeout: number | undefined; priority: number | undefined } {
+  const { timeout, priority } = parameters;
+  if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0 && timeout <= MAX_TIMER_MS))) {
+    throw badRequest(`parameters.timeout must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${JSON.stringify(timeout)?.slice(0, 40)}`);
+  }
+  if (priority !== undefined && (typeof priority !== 'number' || !Number.isFinite(priority))) {
+    throw badRequest(`parameters.priority must be a finite number, got ${JSON.stringify(priority)?.slice(0, 40)}`);
+  }
+  return { timeout, priority };
+}
+
+/** A REST infer request (JSON, or the binary extension's JSON header and raw tensors) → the item to batch. */
+export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): DecodedRequest {
+  if (!isObject(body)) throw badRequest('Request body must be a JSON object with an `inputs` array');
+  const request = body as RequestBody;
+  if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
+  let binaryOffset = 0;
+  const sources = (request.inputs as unknown[]).map((raw): InputSource => {
+    if (!isObject(raw)) throw badRequest('Every input needs a string `name`');
+    const input = raw as RequestInput;
+    return {
+      name: input.name,
+      datatype: input.datatype,
+      shape: input.shape,
+      read: (_count, name) => {
+        const binarySize = input.parameters?.binary_data_size;
+        if (binarySize === undefined) {
+          if (input.data === undefined) throw badRequest(`Input \`${name}\` has no \`data\``);
+          return { values: input.data };
+        }
+        if (binary === undefined) throw badRequest(`Input \`${name}\` has binary_data_size but the request has no Inference-Header-Content-Length header`);
+        if (!Number.isInteger(binarySize) || (binarySize as number) < 0) throw badRequest(`Input \`${name}\`: binary_data_size must be a non-negative integer`);
+        const end = binaryOffset + (binarySize as number);
+        if (end > binary.length) throw badRequest(`Input \`${name}\`: binary_data_size runs past the end of the body`);
+        const bytes = binary.subarray(binaryOffset, end);
+        binaryOffset = end;
+        return { bytes };
+      },
+    };
+  });
+  const { rows, inputs } = decodeInputs(sources, signature, maxRows);
   if (binary !== undefined && binaryOffset !== binary.length) {
     throw badRequest(`The binary section has ${binary.length - binaryOffset} bytes no input claims`);
   }
-  for (const spec of signature.inputs) if (inputs[spec.name] === undefined) throw badRequest(`Missing input \`${spec.name}\``);
-
   const binaryByDefault = request.parameters?.binary_data_output === true;
-  const known = new Set(signature.outputs.map((o) => o.name));
-  let outputs: { name: string; binary: boolean }[];
-  if (request.outputs === undefined) {
-    outputs = signature.outputs.map((o) => ({ name: o.name, binary: binaryByDefault }));
-  } else {
+  let requested: { name: unknown; binary: boolean }[] | undefined;
+  if (request.outputs !== undefined) {
     if (!Array.isArray(request.outputs)) throw badRequest('`outputs` must be an array');
-    const asked = new Set<string>();
-    outputs = (request.outputs as unknown[]).map((raw) => {
-      if (!isObject(raw) || typeof raw.name !== 'string') throw badRequest('Every requested output needs a string `name`');
-      if (!known.has(raw.name)) throw badRequest(`Unknown output \`${raw.name}\`; the model's outputs are ${[...known].map((n) => `\`${n}\``).join(', ')}`);
-      if (asked.has(raw.name)) throw badRequest(`Output \`${raw.name}\` is requested twice`);
-      asked.add(raw.name);
+    requested = (request.outputs as unknown[]).map((raw) => {
+      if (!isObject(raw)) throw badRequest('Every requested output needs a string `name`');
       const parameters = isObject(raw.parameters) ? raw.parameters : {};
       return { name: raw.name, binary: parameters.binary_data === undefined ? binaryByDefault : parameters.binary_data === true };
     });
   }
-  const timeout = request.parameters?.timeout;
-  if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0 && timeout <= MAX_TIMER_MS))) {
-    throw badRequest(`parameters.timeout must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${JSON.stringify(timeout)}`);
-  }
-  const priority = request.parameters?.priority;
-  if (priority !== undefined && (typeof priority !== 'number' || !Number.isFinite(priority))) {
-    throw badRequest(`parameters.priority must be a finite number, got ${JSON.stringify(priority)}`);
-  }
+  const outputs = pickOutputs(requested, signature, binaryByDefault);
+  const { timeout, priority } = schedulingParameters(request.parameters ?? {});
   return {
     id: typeof request.id === 'string' ? request.id : undefined,
-    item: { rows: rows as number, inputs, ...(isObject(request.parameters) ? { parameters: request.parameters } : {}) },
+    item: { rows, inputs, ...(isObject(request.parameters) ? { parameters: request.parameters } : {}) },
     outputs,
-    timeout: timeout as number | undefined,
-    priority: priority as number | undefined,
+    timeout,
+    priority,
   };
 }

@@ -82,16 +82,22 @@ export class ModelStatistics {
     };
   }
 
-  /** The routes, for the models `versionOf` knows (it answers undefined for any other name). */
+  /**
+   * Statistics of one model (or every model, for an empty name), as Triton answers them;
+   * `versionOf` answers undefined for a name the server does not have (a 404, as is a version it lacks).
+   */
+  query(name: string | undefined, version: string | undefined, versionOf: (name: string) => string | undefined): object[] {
+    if (name === undefined || name === '') return [...this.#models.keys()].flatMap((n) => this.#one(n, versionOf));
+    const known = versionOf(name);
+    if (known === undefined || !this.#models.has(name)) throw new HttpError(404, `Unknown model \`${name.slice(0, 100)}\``);
+    if (version !== undefined && version !== '' && version !== known) throw new HttpError(404, `Model \`${name}\` has no version \`${version.slice(0, 100)}\` (it has ${known})`);
+    return this.#one(name, versionOf);
+  }
+
+  /** The REST routes, for the models `versionOf` knows. */
   register(app: FastifyInstance, versionOf: (name: string) => string | undefined): void {
-    app.get('/v2/models/stats', async () => ({ model_stats: [...this.#models.keys()].flatMap((name) => this.#one(name, versionOf)) }));
-    const one = async (request: { params: { name: string; version?: string } }) => {
-      const { name, version } = request.params;
-      const known = versionOf(name);
-      if (known === undefined || !this.#models.has(name)) throw new HttpError(404, `Unknown model \`${name.slice(0, 100)}\``);
-      if (version !== undefined && version !== known) throw new HttpError(404, `Model \`${name}\` has no version \`${version.slice(0, 100)}\` (it has ${known})`);
-      return { model_stats: this.#one(name, versionOf) };
-    };
+    app.get('/v2/models/stats', async () => ({ model_stats: this.query(undefined, undefined, versionOf) }));
+    const one = async (request: { params: { name: string; version?: string } }) => ({ model_stats: this.query(request.params.name, request.params.version, versionOf) });
     app.get<{ Params: { name: string } }>('/v2/models/:name/stats', one);
     app.get<{ Params: { name: string; version: string } }>('/v2/models/:name/versions/:version/stats', one);
   }
