@@ -39,7 +39,7 @@ function simulate(mode, { a, b }, max = 16) {
 }
 
 async function serve(batching) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--threads', '1', '--batching', batching, '--max-active', '16'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--grpc-port', '0', '--threads', '1', '--batching', batching, '--max-active', '16'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (chunk) => (out += chunk));
   while (!/ on (http:\/\/127\.0\.0\.1:\d+)/.test(out)) await new Promise((resolve) => setTimeout(resolve, 20));

@@ -26,7 +26,7 @@ function repositoryWith(names) {
 }
 
 async function serve(dir) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--model-repository', dir, '--port', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [BIN, 'serve', '--model-repository', dir, '--port', '0', '--grpc-port', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (chunk) => (out += chunk));
   while (!/ on (http:\/\/127\.0\.0\.1:\d+)/.test(out)) {

@@ -1,5 +1,6 @@
+import { logVerbosity, setLogVerbosity } from '@grpc/grpc-js';
 import { UsageError } from './cli-args.js';
-import { parseFlags, usageFlags } from './flags.js';
+import { FLAG_DEFAULTS, parseFlags, usageFlags } from './flags.js';
 import { ModelLoadError, type ServedModel } from './model/onnx-model.js';
 import { SERVE_DEFAULTS, type ServeOptions, startServer } from './server.js';
 import { loadOptional, MissingPackageError, REDIS_PACKAGES } from './optional.js';
@@ -23,7 +24,11 @@ const USAGE = `Usage:
 const formatDelay = (delay: number | 'auto'): string => (delay === 'auto' ? 'auto' : `${delay} ms`);
 
 async function serve(argv: string[]): Promise<void> {
-  const options = parseFlags('serve', argv) as ServeOptions;
+  // The command reports its own errors, once; grpc-js would also print them to stderr in its own format.
+  setLogVerbosity(logVerbosity.NONE);
+  const { noGrpc, ...flags } = parseFlags('serve', argv) as ServeOptions & { noGrpc?: boolean };
+  if (noGrpc === true && flags.grpcPort !== undefined) throw new UsageError('Give --grpc-port or --no-grpc, not both');
+  const options: ServeOptions = noGrpc === true ? flags : { ...flags, grpcPort: flags.grpcPort ?? FLAG_DEFAULTS.grpcPort };
   let server;
   try {
     server = await startServer(options);
@@ -52,6 +57,7 @@ async function serve(argv: string[]): Promise<void> {
         : `(batches run by remote workers through Redis)\n`) +
       unavailable.map((entry) => `  model "${entry.name}" is ${entry.state}: ${entry.reason}\n`).join('') +
       (first === undefined ? '' : `Try it:\n  curl -s ${running.url}/v2/models/${first.name}/infer -H 'content-type: application/json' -d '${exampleBody(first)}'\n`) +
+      (running.grpcUrl === undefined ? '' : `gRPC: ${running.grpcUrl} (inference.GRPCInferenceService)\n`) +
       `Metrics: ${running.url}/metrics   Stop: Ctrl-C (in-flight requests are answered first)\n`,
   );
 }

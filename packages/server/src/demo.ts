@@ -14,7 +14,7 @@ const BIN = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
 
 /** Starts `batched-fn serve` in its own process and resolves with its URL once it listens. */
 function startServe(args: string[]): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--grpc-port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (chunk: Buffer) => {

@@ -33,6 +33,8 @@ export const FLAGS = {
   name: { key: 'name', kind: 'string', arg: 'NAME', shown: "`mlp`, or the file's name", meaning: 'model name in the URLs', commands: BOTH },
   host: { key: 'host', kind: 'string', arg: 'HOST', default: '127.0.0.1', shown: '`127.0.0.1`', meaning: 'address to listen on', commands: ['serve'] },
   port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
+  'grpc-port': { key: 'grpcPort', kind: 'int0', arg: 'PORT', default: 8001, shown: '`8001`', meaning: 'port of the gRPC face (`0` picks a free port); the banner prints `grpc://HOST:PORT`', commands: ['serve'] },
+  'no-grpc': { key: 'noGrpc', kind: 'boolean', arg: '', shown: 'off', meaning: 'serve REST only', commands: ['serve'] },
   'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, shown: '`64`', meaning: 'most rows per `session.run`', commands: BOTH },
   'max-delay': {
     key: 'maxDelay',
@@ -71,6 +73,7 @@ const cliName = (flag: string): string => (flag === 'worker-model' ? 'model' : f
 export const FLAG_DEFAULTS = Object.freeze({
   host: FLAGS.host.default,
   port: FLAGS.port.default,
+  grpcPort: FLAGS['grpc-port'].default,
   maxBatchSize: FLAGS['max-batch-size'].default,
   maxDelay: FLAGS['max-delay'].default as number | 'auto',
   channelCap: FLAGS['queue-cap'].default,

@@ -8,3 +8,4 @@ export { type Datatype, type ModelSignature, readOnnxSignature, type TensorSpec 
 export type { InferItem, InferResult, Tensor } from './model/tensor.js';
 export { type RunningServer, SERVE_DEFAULTS, type ServeOptions, serveModel, startServer } from './server.js';
 export { bench, type BenchOptions } from './bench/command.js';
+export { PROTO_OPTIONS, PROTO_PATH } from './grpc/proto.js';

@@ -1,6 +1,9 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { FLAG_DEFAULTS } from './flags.js';
+import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
+import { InferenceFront } from './kserve/infer-front.js';
 import { kservePlugin } from './kserve/plugin.js';
+import { repositoryActions } from './kserve/repository-routes.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
@@ -42,6 +45,8 @@ export interface ServeOptions {
   redis?: string;
   /** Key prefix in Redis. */
   prefix?: string;
+  /** Also serve the Open Inference Protocol over gRPC on this port (0 picks a free one); undefined: REST only. The CLI's default is 8001. */
+  grpcPort?: number;
 }
 
 export const SERVE_DEFAULTS = Object.freeze({ host: FLAG_DEFAULTS.host, port: FLAG_DEFAULTS.port, bodyLimit: FLAG_DEFAULTS.bodyLimit, ...SERVER_DEFAULTS });
@@ -56,7 +61,9 @@ export interface RunningServer {
   /** Models that generate text (charlm, when the server runs without a model of its own). */
   generators: GenerativeModel[];
   metrics: ServerMetrics;
-  /** Stops accepting, answers every request already accepted, then stops the model's workers. */
+  /** `grpc://host:port` when gRPC is served. */
+  grpcUrl: string | undefined;
+  /** Stops accepting, answers every request already accepted (REST and gRPC), then stops the model's workers. */
   close(): Promise<void>;
 }
 
@@ -92,11 +99,22 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
   await Promise.all([...registry.ready().map((model) => model.batcher.ready()), ...generators.map((g) => g.generate.ready())]);
-  const address = await app.listen({ host: options.host ?? SERVE_DEFAULTS.host, port: options.port ?? SERVE_DEFAULTS.port });
+  const host = options.host ?? SERVE_DEFAULTS.host;
+  const address = await app.listen({ host, port: options.port ?? SERVE_DEFAULTS.port });
+  let grpc: RunningGrpc | undefined;
+  if (options.grpcPort !== undefined) {
+    const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
+    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining);
+    grpc = await startGrpcServer(service, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
+      await app.close();
+      throw error;
+    });
+  }
   ready = true;
   let closing: Promise<void> | undefined;
   return {
     url: address,
+    grpcUrl: grpc === undefined ? undefined : `grpc://${host.includes(':') ? `[${host}]` : host}:${grpc.port}`,
     app,
     model: registry.ready()[0] as ServedModel,
     registry,
@@ -111,7 +129,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
         // flush the queues now instead of letting them sit out the delay (or deadlock on it).
         for (const model of models) model.batcher.configure({ maxDelay: 0 });
         const generating = generators.map((g) => g.generate.close());
-        await app.close();
+        await Promise.all([app.close(), grpc?.close()]);
         await Promise.all([...models.map((model) => model.batcher.close()), ...generating]);
       })();
       return closing;

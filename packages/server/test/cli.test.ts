@@ -1,38 +1,14 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
+import { killRunning, run } from './cli-run.js';
 import { jsonRequest, postJson, TEST_CACHE } from './helpers.js';
 
-const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
-let child: ChildProcess | undefined;
-afterEach(() => {
-  child?.kill('SIGKILL');
-  child = undefined;
-});
-
-function run(args: string[]): { child: ChildProcess; output: () => string; url: Promise<string>; exit: Promise<number | null> } {
-  const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stdout?.on('data', (chunk) => (out += chunk));
-  proc.stderr?.on('data', (chunk) => (out += chunk));
-  const url = new Promise<string>((resolve, reject) => {
-    proc.stdout?.on('data', () => {
-      const match = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
-      if (match) resolve(match[1] as string);
-    });
-    proc.once('exit', () => reject(new Error(`exited before listening:\n${out}`)));
-  });
-  url.catch(() => {}); // a run meant to fail never listens; its tests read `exit` instead
-  const exit = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
-  child = proc;
-  return { child: proc, output: () => out, url, exit };
-}
+afterEach(killRunning);
 
 test('serve prints a ready-to-paste curl example that works', async () => {
-  const server = run(['serve', '--port', '0', '--cache-dir', TEST_CACHE, '--max-delay', 'auto', '--latency-target', '500']);
+  const server = run(['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE, '--max-delay', 'auto', '--latency-target', '500']);
   const url = await server.url;
   const curl = /curl -s (\S+) -H 'content-type: application\/json' -d '(.+)'/.exec(server.output());
   expect(curl?.[1]).toBe(`${url}/v2/models/mlp/infer`);
@@ -51,7 +27,7 @@ async function signal(server: ReturnType<typeof run>, name: NodeJS.Signals, said
 }
 
 async function queued(count: number) {
-  const server = run(['serve', '--port', '0', '--cache-dir', TEST_CACHE, '--max-batch-size', '128', '--max-delay', '100000']);
+  const server = run(['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE, '--max-batch-size', '128', '--max-delay', '100000']);
   const url = await server.url;
   const data = Array.from({ length: 256 }, (_, i) => i / 256);
   const inflight = Array.from({ length: count }, () => postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data)).catch((e: unknown) => e));
@@ -84,7 +60,7 @@ test('a second SIGTERM (or SIGINT) while draining is ignored: all 64 accepted re
 
 test('a third signal exits at once, without draining', async () => {
   // A model too slow to drain quickly: one worker thread, batches of one, 400 requests queued.
-  const server = run(['serve', '--port', '0', '--cache-dir', TEST_CACHE, '--max-batch-size', '1', '--threads', '1']);
+  const server = run(['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE, '--max-batch-size', '1', '--threads', '1']);
   const url = await server.url;
   const data = Array.from({ length: 256 }, (_, i) => i / 256);
   const inflight = Array.from({ length: 400 }, () => postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data)).catch(() => 'reset'));

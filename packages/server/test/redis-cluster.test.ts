@@ -39,7 +39,7 @@ function start(args: string[], readyPattern: RegExp): Promise<Proc & { match: Re
 
 const worker = (name: string, extra: string[] = []) =>
   start(['worker', '--redis', redis.url, '--cache-dir', TEST_CACHE, '--max-delay', '5', '--threads', '1', '--claim-idle', '500', '--prefix', name, ...extra], /worker ready/);
-const frontend = (name: string) => start(['serve', '--redis', redis.url, '--port', '0', '--prefix', name], / on (http:\/\/127\.0\.0\.1:\d+)/);
+const frontend = (name: string) => start(['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', name], / on (http:\/\/127\.0\.0\.1:\d+)/);
 
 beforeAll(async () => {
   await redis.start();
@@ -146,7 +146,7 @@ test('through Redis the HTTP statuses stay the same: 503 with Retry-After at the
   const registered = await worker('statuses');
   registered.child.kill('SIGTERM');
   expect(await registered.exit).toBe(0);
-  const front = await start(['serve', '--redis', redis.url, '--port', '0', '--prefix', 'statuses', '--queue-cap', '2'], / on (http:\/\/127\.0\.0\.1:\d+)/);
+  const front = await start(['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', 'statuses', '--queue-cap', '2'], / on (http:\/\/127\.0\.0\.1:\d+)/);
   const url = `${front.match[1]}/v2/models/mlp/infer`;
   const body = (extra: Record<string, unknown> = {}) => jsonRequest('input', [1, 256], 'FP32', row(1), extra);
   const deadline = await postJson(url, body({ parameters: { timeout: 100 } }));

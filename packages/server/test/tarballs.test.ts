@@ -36,7 +36,7 @@ test('each tarball ships its build, its sources (for the maps), a README and a L
 });
 
 test('npx batched-fn serve --port 0 from the tarballs serves the default model; /v2 reports the package version', async () => {
-  const child = spawn(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--port', '0', '--cache-dir', TEST_CACHE], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (chunk) => (out += chunk));
   child.stderr.on('data', (chunk) => (out += chunk));

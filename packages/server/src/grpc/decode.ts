@@ -1,0 +1,92 @@
+import type { ModelSignature } from '../model/signature.js';
+import { type DecodedRequest, decodeInputs, type InputPayload, type InputSource, pickOutputs, schedulingParameters } from '../kserve/decode.js';
+import { badRequest } from '../kserve/errors.js';
+import { type GrpcParameter, plainParameters } from './proto.js';
+
+export type TensorContents = Partial<Record<ContentsField, unknown[]>>;
+
+export interface GrpcInferRequest {
+  model_name?: string;
+  model_version?: string;
+  id?: string;
+  parameters?: Record<string, GrpcParameter>;
+  inputs?: { name?: string; datatype?: string; shape?: number[]; parameters?: Record<string, GrpcParameter>; contents?: TensorContents | null }[];
+  outputs?: { name?: string; parameters?: Record<string, GrpcParameter> }[];
+  raw_input_contents?: Buffer[];
+}
+
+/** InferTensorContents: the repeated field that carries each datatype's elements. */
+export const CONTENTS_FIELD = {
+  BOOL: 'bool_contents',
+  INT8: 'int_contents',
+  INT16: 'int_contents',
+  INT32: 'int_contents',
+  INT64: 'int64_contents',
+  UINT8: 'uint_contents',
+  UINT16: 'uint_contents',
+  UINT32: 'uint_contents',
+  UINT64: 'uint64_contents',
+  FP32: 'fp32_contents',
+  FP64: 'fp64_contents',
+  BYTES: 'bytes_contents',
+} as const;
+type ContentsField = (typeof CONTENTS_FIELD)[keyof typeof CONTENTS_FIELD];
+const ALL_FIELDS = [...new Set(Object.values(CONTENTS_FIELD))];
+
+/** Typed contents → the values the shared decoder checks (BYTES elements stay bytes, as binary REST gives them). */
+function typedPayload(contents: TensorContents | null | undefined, name: string, datatype: keyof typeof CONTENTS_FIELD): InputPayload {
+  const field = CONTENTS_FIELD[datatype];
+  const filled = ALL_FIELDS.filter((f) => (contents?.[f]?.length ?? 0) > 0);
+  const wrong = filled.find((f) => f !== field);
+  if (wrong !== undefined) throw badRequest(`Input \`${name}\` is ${datatype}: its elements go in \`contents.${field}\`, not \`${wrong}\``);
+  const values = contents?.[field] ?? [];
+  if (datatype !== 'BYTES') return { values };
+  // BYTES elements as Triton's binary layout: each a 4-byte length, then its bytes.
+  const elements = values as Buffer[];
+  const out = Buffer.allocUnsafe(elements.reduce((sum, e) => sum + 4 + e.length, 0));
+  let offset = 0;
+  for (const element of elements) {
+    out.writeUInt32LE(element.length, offset);
+    element.copy(out, offset + 4);
+    offset += 4 + element.length;
+  }
+  return { bytes: out };
+}
+
+/**
+ * A ModelInferRequest → the same item REST makes, through the same checks: typed `contents`
+ * in the field of the input's datatype, or `raw_input_contents` (one entry per input, and then
+ * no `contents`). Outputs come back raw when the inputs came raw.
+ */
+export function decodeGrpcInfer(request: GrpcInferRequest, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): DecodedRequest & { raw: boolean } {
+  const inputs = request.inputs ?? [];
+  if (inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
+  const raw = request.raw_input_contents ?? [];
+  const isRaw = raw.length > 0;
+  if (isRaw && raw.length !== inputs.length) throw badRequest(`raw_input_contents has ${raw.length} entries for ${inputs.length} inputs: give one per input, in order`);
+  const sources = inputs.map(
+    (input, index): InputSource => ({
+      name: input.name,
+      datatype: input.datatype,
+      shape: input.shape,
+      read: (_count, name, datatype) => {
+        if (!isRaw) return typedPayload(input.contents, name, datatype);
+        if (ALL_FIELDS.some((f) => (input.contents?.[f]?.length ?? 0) > 0)) throw badRequest(`Input \`${name}\` has \`contents\` as well as raw_input_contents: use one or the other`);
+        return { bytes: raw[index] as Buffer };
+      },
+    }),
+  );
+  const { rows, inputs: tensors } = decodeInputs(sources, signature, maxRows);
+  const requested = request.outputs === undefined || request.outputs.length === 0 ? undefined : request.outputs.map((o) => ({ name: o.name, binary: isRaw }));
+  const outputs = pickOutputs(requested, signature, isRaw);
+  const parameters = plainParameters(request.parameters);
+  const { timeout, priority } = schedulingParameters(parameters);
+  return {
+    id: request.id === undefined || request.id === '' ? undefined : request.id,
+    item: { rows, inputs: tensors, ...(Object.keys(parameters).length === 0 ? {} : { parameters }) },
+    outputs,
+    timeout,
+    priority,
+    raw: isRaw,
+  };
+}
