@@ -16,7 +16,7 @@ const USAGE = `Usage:
   batched-fn worker --redis redis://HOST:PORT
                    ${usageFlags('worker', '                   ', ['redis'])}
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
-                   [--rows 1] [--compare URL] [--out DIR]
+                   [--rows 1] [--compare URL] [--out DIR] [--binary | --grpc [--grpc-url HOST:PORT]]
   batched-fn bench --generate --url http://127.0.0.1:8000 [--model charlm] [--streams 32] [--duration 10]
   batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
 `;

@@ -7,7 +7,7 @@ import { TEST_CACHE } from './helpers.js';
 
 let server: RunningServer;
 beforeAll(async () => {
-  server = await startServer({ port: 0, cacheDir: TEST_CACHE });
+  server = await startServer({ port: 0, grpcPort: 0, cacheDir: TEST_CACHE });
 });
 afterAll(async () => server?.close());
 
@@ -26,4 +26,17 @@ test('bench sweeps concurrency, reads the mean batch from /metrics, and writes a
   expect(svg).toMatch(/^<svg /);
   expect(svg.match(/<polyline /g)).toHaveLength(2);
   expect(JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))[0].label).toBe(server.url);
+});
+
+test.each(['binary', 'grpc'] as const)('bench --%s drives the same model over that protocol: no errors, the server counts them under their protocol', async (protocol) => {
+  const before = await (await fetch(`${server.url}/metrics`)).text();
+  const [series] = await bench({ url: server.url, model: 'mlp', concurrency: [4], duration: 1, rows: 2, protocol, grpcUrl: server.grpcUrl });
+  const result = series?.results[0];
+  expect(result?.requestsPerSecond).toBeGreaterThan(0);
+  expect((result?.errors ?? 1) + (result?.non2xx ?? 1)).toBe(0);
+  expect(result?.meanBatch).toBeGreaterThanOrEqual(2);
+  const label = protocol === 'grpc' ? 'grpc' : 'rest';
+  const count = (text: string) => Number(new RegExp(`batched_fn_requests_total\\{model="mlp",protocol="${label}",status="200"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+  const after = await (await fetch(`${server.url}/metrics`)).text();
+  expect(count(after) - count(before)).toBeGreaterThan(0);
 });

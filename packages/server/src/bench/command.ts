@@ -2,6 +2,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { intFlag, listFlag, stringFlag, UsageError } from '../cli-args.js';
+import { FLAG_DEFAULTS } from '../flags.js';
+import { type BenchProtocol, type ExampleInput, exampleInputs, grpcRequest, restBody } from './payloads.js';
 
 /** Client counts a sweep runs when none are given. */
 export const DEFAULT_CONCURRENCY = [1, 8, 32, 64, 128];
@@ -9,33 +11,25 @@ import { renderChart, type Series } from './chart.js';
 import { type LoadResult, runLoad } from './load.js';
 import { batchSizeTotals } from './scrape.js';
 
-interface ModelMetadata {
-  inputs: { name: string; datatype: string; shape: number[] }[];
-}
-
-/** A request body of `rows` rows for every input, with deterministic pseudo-random values. */
+/** A JSON request body of `rows` rows for every input, with deterministic pseudo-random values. */
 export async function exampleBody(baseUrl: string, model: string, rows: number): Promise<string> {
-  const response = await fetch(`${baseUrl}/v2/models/${model}`);
-  if (!response.ok) throw new UsageError(`GET ${baseUrl}/v2/models/${model} answered ${response.status}: is --model right?`);
-  const metadata = (await response.json()) as ModelMetadata;
-  let seed = 7;
-  const next = (): number => {
-    seed = (seed * 1103515245 + 12345) % 2147483648;
-    return seed / 2147483648;
-  };
-  const inputs = metadata.inputs.map((input) => {
-    const shape = [rows, ...input.shape.slice(1).map((d) => (d > 0 ? d : 1))];
-    const count = shape.reduce((a, b) => a * b, 1);
-    const isFloat = input.datatype.startsWith('FP');
-    const data = Array.from({ length: count }, () => (isFloat ? Math.round(next() * 1000) / 1000 : Math.floor(next() * 100)));
-    return { name: input.name, shape, datatype: input.datatype, data };
-  });
-  return JSON.stringify({ inputs });
+  return restBody(await exampleInputs(baseUrl, model, rows), 'json').body as string;
 }
 
-async function measure(baseUrl: string, model: string, body: string, concurrency: number, duration: number): Promise<LoadResult> {
+/** The gRPC target of a server: `--grpc-url`, or the REST host at Triton's gRPC port. */
+function grpcTarget(restUrl: string, grpcUrl: string | undefined): string {
+  if (grpcUrl !== undefined) return grpcUrl.replace(/^grpc:\/\//, '');
+  return `${new URL(restUrl).hostname}:${FLAG_DEFAULTS.grpcPort}`;
+}
+
+async function measure(baseUrl: string, options: BenchOptions, inputs: ExampleInput[], concurrency: number): Promise<LoadResult> {
+  const { model, duration } = options;
+  const protocol = options.protocol ?? 'json';
   const before = await batchSizeTotals(baseUrl, model);
-  const result = await runLoad({ url: `${baseUrl}/v2/models/${model}/infer`, body, concurrency, durationSeconds: duration, progress: process.stderr.isTTY });
+  const result =
+    protocol === 'grpc'
+      ? await (await import('./grpc-load.js')).runGrpcLoad({ target: grpcTarget(baseUrl, options.grpcUrl), request: grpcRequest(model, inputs), concurrency, durationSeconds: duration })
+      : await runLoad({ url: `${baseUrl}/v2/models/${model}/infer`, ...restBody(inputs, protocol), concurrency, durationSeconds: duration, progress: process.stderr.isTTY });
   const after = await batchSizeTotals(baseUrl, model);
   const batches = after.count - before.count;
   return { ...result, meanBatch: batches > 0 ? (after.sum - before.sum) / batches : Number.NaN };
@@ -64,6 +58,10 @@ export interface BenchOptions {
   rows: number;
   compare?: string | undefined;
   out?: string | undefined;
+  /** REST JSON (the default), REST binary tensors, or gRPC with raw contents. */
+  protocol?: BenchProtocol | undefined;
+  /** With `protocol: 'grpc'`: host:port of the gRPC face; default the REST host, port 8001. Metrics still come from `url`. */
+  grpcUrl?: string | undefined;
 }
 
 /** Runs the whole sweep against one server, or two, and writes the table, JSON and chart. */
@@ -72,13 +70,13 @@ export async function bench(options: BenchOptions): Promise<Series[]> {
   const series: Series[] = [];
   for (const url of targets) {
     const base = url.replace(/\/+$/, '');
-    const body = await exampleBody(base, options.model, options.rows);
+    const inputs = await exampleInputs(base, options.model, options.rows);
     const results: LoadResult[] = [];
     for (const concurrency of options.concurrency) {
       process.stderr.write(`${base}: ${concurrency} concurrent clients for ${options.duration} s\n`);
-      results.push(await measure(base, options.model, body, concurrency, options.duration));
+      results.push(await measure(base, options, inputs, concurrency));
     }
-    printTable(`${base} (model ${options.model}, ${options.rows} row(s) per request)`, results);
+    printTable(`${base} (model ${options.model}, ${options.rows} row(s) per request, ${options.protocol ?? 'json'})`, results);
     series.push({ label: base, results });
   }
   if (options.out !== undefined) {
@@ -102,6 +100,9 @@ export async function runBench(argv: string[]): Promise<void> {
       compare: { type: 'string' },
       out: { type: 'string' },
       generate: { type: 'boolean' },
+      binary: { type: 'boolean' },
+      grpc: { type: 'boolean' },
+      'grpc-url': { type: 'string' },
       streams: { type: 'string' },
     },
     strict: true,
@@ -116,6 +117,9 @@ export async function runBench(argv: string[]): Promise<void> {
     return;
   }
   const concurrency = listFlag(values, 'concurrency') ?? DEFAULT_CONCURRENCY;
+  if (values.binary === true && values.grpc === true) throw new UsageError('Give --binary or --grpc, not both');
+  const grpcUrl = stringFlag(values, 'grpc-url');
+  if (grpcUrl !== undefined && values.grpc !== true) throw new UsageError('--grpc-url needs --grpc');
   await bench({
     url,
     model: stringFlag(values, 'model') ?? 'mlp',
@@ -124,5 +128,7 @@ export async function runBench(argv: string[]): Promise<void> {
     rows: intFlag(values, 'rows', 1) ?? 1,
     compare: stringFlag(values, 'compare'),
     out: stringFlag(values, 'out'),
+    protocol: values.grpc === true ? 'grpc' : values.binary === true ? 'binary' : 'json',
+    grpcUrl,
   });
 }

@@ -15,7 +15,8 @@ export interface LoadResult {
 
 export interface LoadOptions {
   url: string;
-  body: string;
+  body: string | Buffer;
+  headers: Record<string, string>;
   concurrency: number;
   durationSeconds: number;
   progress: boolean;
@@ -31,7 +32,7 @@ export async function runLoad(options: LoadOptions): Promise<Omit<LoadResult, 'm
       {
         url: options.url,
         method: 'POST',
-        headers: { 'content-type': 'application/json' },
+        headers: options.headers,
         body: options.body,
         connections: options.concurrency,
         pipelining: 1,
