@@ -16,7 +16,8 @@ export interface LoadResult {
 export interface LoadOptions {
   url: string;
   body: string | Buffer;
-  headers: Record<string, string>;
+  /** Default: JSON. */
+  headers?: Record<string, string>;
   concurrency: number;
   durationSeconds: number;
   progress: boolean;
@@ -32,7 +33,7 @@ export async function runLoad(options: LoadOptions): Promise<Omit<LoadResult, 'm
       {
         url: options.url,
         method: 'POST',
-        headers: options.headers,
+        headers: options.headers ?? { 'content-type': 'application/json' },
         body: options.body,
         connections: options.concurrency,
         pipelining: 1,

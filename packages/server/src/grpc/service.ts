@@ -108,7 +108,7 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */
 export async function startGrpcServer(service: UntypedServiceImplementation, options: GrpcServeOptions): Promise<RunningGrpc> {
-  const server = new Server({ 'grpc.max_receive_message_length': options.maxMessageBytes });
+  const server = new Server({ 'grpc.max_receive_message_length': options.maxMessageBytes, 'grpc.enable_channelz': 0 });
   server.addService(loadInferenceService().service, service);
   // IPv6 literals need brackets in a gRPC target.
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;

@@ -1,0 +1,94 @@
+// REST JSON, REST binary and gRPC raw against one server, in one run: req/s, and the server main
+// thread's CPU per request (from /proc/<pid>/task/<pid>/stat, the thread that parses, validates,
+// batches and answers; the model runs in worker threads). 64 concurrent 1-row clients, load from
+// a separate process (`batched-fn bench`), on the default MLP and on a tiny 256→16 model, where
+// the protocol's own cost shows. Rounds alternate the protocols' order. 2 cores are shared.
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ensureMlpModel } from '../dist/index.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
+const CLIENTS = 64;
+const BIN = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+const MODELS = { mlp: ensureMlpModel(), tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }) };
+const PROTOCOLS = ['json', 'binary', 'grpc'];
+
+async function serve(path, name) {
+  const child = spawn(process.execPath, [BIN, 'serve', '--model', path, '--name', name, '--port', '0', '--grpc-port', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (chunk) => (out += chunk));
+  while (!/gRPC: grpc:\/\/(\S+)/.test(out)) {
+    if (child.exitCode !== null) throw new Error(out);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return {
+    pid: child.pid,
+    url: / on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)[1],
+    grpc: /gRPC: grpc:\/\/(\S+)/.exec(out)[1],
+    stop: () => new Promise((resolve) => (child.once('exit', resolve), child.kill('SIGTERM'))),
+  };
+}
+
+/** utime + stime of one thread (the main thread's tid is the pid), or of the whole process, in µs. */
+function cpuUs(pid, thread) {
+  const stat = readFileSync(thread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
+}
+
+const answered = async (url, name) => {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return [...text.matchAll(new RegExp(`^batched_fn_requests_total\\{model="${name}",protocol="\\w+",status="200"\\} (\\d+)`, 'gm'))].reduce((sum, m) => sum + Number(m[1]), 0);
+};
+
+function load(server, name, protocol, seconds) {
+  const out = mkdtempSync(join(tmpdir(), 'bfn-proto-'));
+  const flags = protocol === 'json' ? [] : protocol === 'binary' ? ['--binary'] : ['--grpc', '--grpc-url', server.grpc];
+  execFileSync(process.execPath, [BIN, 'bench', '--url', server.url, '--model', name, '--concurrency', String(CLIENTS), '--duration', String(seconds), '--out', out, ...flags], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))[0].results[0];
+}
+
+const rows = [];
+for (const [name, path] of Object.entries(MODELS)) {
+  const server = await serve(path, name);
+  for (const protocol of PROTOCOLS) load(server, name, protocol, 1); // warm-up: JIT, sessions, connections
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? PROTOCOLS : [...PROTOCOLS].reverse();
+    for (const protocol of order) {
+      const [mainBefore, allBefore, countBefore] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, name)];
+      const result = load(server, name, protocol, SECONDS);
+      const [mainAfter, allAfter, countAfter] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, name)];
+      const requests = countAfter - countBefore;
+      rows.push({
+        model: name,
+        round,
+        protocol,
+        'req/s': Math.round(result.requestsPerSecond),
+        'p50 ms': result.p50,
+        'p99 ms': result.p99,
+        'mean batch': Number(result.meanBatch.toFixed(1)),
+        'main µs/req': Math.round((mainAfter - mainBefore) / requests),
+        'process µs/req': Math.round((allAfter - allBefore) / requests),
+        errors: result.errors + result.non2xx,
+      });
+      process.stderr.write(`${JSON.stringify(rows.at(-1))}\n`);
+    }
+  }
+  await server.stop();
+}
+console.table(rows);
+for (const name of Object.keys(MODELS)) {
+  const mean = (protocol, key) => {
+    const of = rows.filter((r) => r.model === name && r.protocol === protocol);
+    return of.reduce((sum, r) => sum + r[key], 0) / of.length;
+  };
+  process.stdout.write(
+    `${name}: req/s binary/json ${(mean('binary', 'req/s') / mean('json', 'req/s')).toFixed(2)}x, grpc/json ${(mean('grpc', 'req/s') / mean('json', 'req/s')).toFixed(2)}x, grpc/binary ${(mean('grpc', 'req/s') / mean('binary', 'req/s')).toFixed(2)}x; ` +
+      `main-thread µs/req json ${mean('json', 'main µs/req').toFixed(0)}, binary ${mean('binary', 'main µs/req').toFixed(0)}, grpc ${mean('grpc', 'main µs/req').toFixed(0)}\n`,
+  );
+}
