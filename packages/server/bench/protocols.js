@@ -15,11 +15,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const CLIENTS = 64;
 const BIN = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
-const MODELS = { mlp: ensureMlpModel(), tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }) };
+// `bare`: the protocol stacks alone (bench/bare-server.js), answering at once: each protocol's ceiling here.
+const MODELS = { mlp: ensureMlpModel(), tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }), bare: undefined };
 const PROTOCOLS = ['json', 'binary', 'grpc'];
 
 async function serve(path, name) {
-  const child = spawn(process.execPath, [BIN, 'serve', '--model', path, '--name', name, '--port', '0', '--grpc-port', '0', '--threads', '1'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = path === undefined ? [fileURLToPath(new URL('bare-server.js', import.meta.url))] : [BIN, 'serve', '--model', path, '--name', name, '--port', '0', '--grpc-port', '0', '--threads', '1'];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (chunk) => (out += chunk));
   while (!/gRPC: grpc:\/\/(\S+)/.test(out)) {
@@ -42,6 +44,7 @@ function cpuUs(pid, thread) {
 }
 
 const answered = async (url, name) => {
+  if (name === undefined) return 0;
   const text = await (await fetch(`${url}/metrics`)).text();
   return [...text.matchAll(new RegExp(`^batched_fn_requests_total\\{model="${name}",protocol="\\w+",status="200"\\} (\\d+)`, 'gm'))].reduce((sum, m) => sum + Number(m[1]), 0);
 };
@@ -56,14 +59,16 @@ function load(server, name, protocol, seconds) {
 const rows = [];
 for (const [name, path] of Object.entries(MODELS)) {
   const server = await serve(path, name);
-  for (const protocol of PROTOCOLS) load(server, name, protocol, 1); // warm-up: JIT, sessions, connections
+  const metricsName = name === 'bare' ? 'tiny' : name;
+  for (const protocol of PROTOCOLS) load(server, metricsName, protocol, 1); // warm-up: JIT, sessions, connections
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? PROTOCOLS : [...PROTOCOLS].reverse();
     for (const protocol of order) {
-      const [mainBefore, allBefore, countBefore] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, name)];
-      const result = load(server, name, protocol, SECONDS);
-      const [mainAfter, allAfter, countAfter] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, name)];
-      const requests = countAfter - countBefore;
+      const [mainBefore, allBefore, countBefore] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, metricsName)];
+      const result = load(server, metricsName, protocol, SECONDS);
+      const [mainAfter, allAfter, countAfter] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, metricsName)];
+      // The bare servers keep no metrics: their count is the load generator's.
+      const requests = name === 'bare' ? Math.round(result.requestsPerSecond * SECONDS) : countAfter - countBefore;
       rows.push({
         model: name,
         round,
@@ -71,7 +76,7 @@ for (const [name, path] of Object.entries(MODELS)) {
         'req/s': Math.round(result.requestsPerSecond),
         'p50 ms': result.p50,
         'p99 ms': result.p99,
-        'mean batch': Number(result.meanBatch.toFixed(1)),
+        'mean batch': typeof result.meanBatch === 'number' && !Number.isNaN(result.meanBatch) ? Number(result.meanBatch.toFixed(1)) : '-',
         'main µs/req': Math.round((mainAfter - mainBefore) / requests),
         'process µs/req': Math.round((allAfter - allBefore) / requests),
         errors: result.errors + result.non2xx,
@@ -82,13 +87,18 @@ for (const [name, path] of Object.entries(MODELS)) {
   await server.stop();
 }
 console.table(rows);
+const mean = (name, protocol, key) => {
+  const of = rows.filter((r) => r.model === name && r.protocol === protocol);
+  return of.reduce((sum, r) => sum + r[key], 0) / of.length;
+};
 for (const name of Object.keys(MODELS)) {
-  const mean = (protocol, key) => {
-    const of = rows.filter((r) => r.model === name && r.protocol === protocol);
-    return of.reduce((sum, r) => sum + r[key], 0) / of.length;
-  };
+  const m = (protocol, key) => mean(name, protocol, key);
   process.stdout.write(
-    `${name}: req/s binary/json ${(mean('binary', 'req/s') / mean('json', 'req/s')).toFixed(2)}x, grpc/json ${(mean('grpc', 'req/s') / mean('json', 'req/s')).toFixed(2)}x, grpc/binary ${(mean('grpc', 'req/s') / mean('binary', 'req/s')).toFixed(2)}x; ` +
-      `main-thread µs/req json ${mean('json', 'main µs/req').toFixed(0)}, binary ${mean('binary', 'main µs/req').toFixed(0)}, grpc ${mean('grpc', 'main µs/req').toFixed(0)}\n`,
+    `${name}: req/s binary/json ${(m('binary', 'req/s') / m('json', 'req/s')).toFixed(2)}x, grpc/json ${(m('grpc', 'req/s') / m('json', 'req/s')).toFixed(2)}x, grpc/binary ${(m('grpc', 'req/s') / m('binary', 'req/s')).toFixed(2)}x; ` +
+      `main-thread µs/req json ${m('json', 'main µs/req').toFixed(0)}, binary ${m('binary', 'main µs/req').toFixed(0)}, grpc ${m('grpc', 'main µs/req').toFixed(0)}\n`,
   );
+}
+for (const name of ['mlp', 'tiny']) {
+  const share = (protocol) => ((100 * mean(name, protocol, 'req/s')) / mean('bare', protocol, 'req/s')).toFixed(0);
+  process.stdout.write(`${name} against its protocol's bare ceiling: json ${share('json')} %, binary ${share('binary')} %, grpc ${share('grpc')} %\n`);
 }

@@ -7,7 +7,7 @@ import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } fr
  * row. The parser, the usage text, the defaults the library functions use
  * and (by a test) the README's flag table come from here.
  */
-type Kind = 'string' | 'strings' | 'control' | 'batching' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
+type Kind = 'string' | 'strings' | 'control' | 'batching' | 'onoff' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
 type Command = 'serve' | 'worker';
 
 interface FlagSpec {
@@ -35,6 +35,7 @@ export const FLAGS = {
   port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
   'grpc-port': { key: 'grpcPort', kind: 'int0', arg: 'PORT', default: 8001, shown: '`8001`', meaning: 'port of the gRPC face (`0` picks a free port); the banner prints `grpc://HOST:PORT`', commands: ['serve'] },
   'no-grpc': { key: 'noGrpc', kind: 'boolean', arg: '', shown: 'off', meaning: 'serve REST only', commands: ['serve'] },
+  dashboard: { key: 'dashboard', kind: 'onoff', arg: 'on\\|off', default: 'on', shown: '`on`', meaning: 'the live dashboard at `/dashboard` (read-only)', commands: ['serve'] },
   'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, shown: '`64`', meaning: 'most rows per `session.run`', commands: BOTH },
   'max-delay': {
     key: 'maxDelay',
@@ -74,6 +75,7 @@ export const FLAG_DEFAULTS = Object.freeze({
   host: FLAGS.host.default,
   port: FLAGS.port.default,
   grpcPort: FLAGS['grpc-port'].default,
+  dashboard: FLAGS.dashboard.default,
   maxBatchSize: FLAGS['max-batch-size'].default,
   maxDelay: FLAGS['max-delay'].default as number | 'auto',
   channelCap: FLAGS['queue-cap'].default,
@@ -95,6 +97,11 @@ function parseOne(values: Record<string, unknown>, flag: string, kind: Kind): un
     case 'batching': {
       const value = stringFlag(values, flag);
       if (value !== undefined && value !== 'continuous' && value !== 'static') throw new UsageError(`--${flag} must be continuous or static, got ${JSON.stringify(value)}`);
+      return value;
+    }
+    case 'onoff': {
+      const value = stringFlag(values, flag);
+      if (value !== undefined && value !== 'on' && value !== 'off') throw new UsageError(`--${flag} must be on or off, got ${JSON.stringify(value)}`);
       return value;
     }
     case 'control': {

@@ -8,6 +8,14 @@ import type { ServedModel } from './model/onnx-model.js';
 const SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 const SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 
+/** Who else wants each event the metrics see (the dashboard): called after the series are updated. */
+export interface MetricsListener {
+  batch?(info: BatchInfo): void;
+  request?(model: string, status: number, seconds: number, protocol: Protocol): void;
+  step?(info: StepInfo): void;
+  firstToken?(model: string, seconds: number): void;
+}
+
 /**
  * The server's Prometheus series. Inference count and batch count are kept
  * apart, as Triton does: their ratio is the batching you actually get.
@@ -76,6 +84,7 @@ export class ServerMetrics {
     buckets: SECONDS_BUCKETS,
     registers: [this.registry],
   });
+  readonly #listeners = new Set<MetricsListener>();
   /** Triton's statistics extension, fed from the same batches and requests. */
   readonly statistics = new ModelStatistics([]);
 
@@ -133,6 +142,12 @@ export class ServerMetrics {
     });
   }
 
+  /** Subscribes to every batch, request, step and first token; returns the unsubscribe. */
+  listen(listener: MetricsListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   /** A generative model: its active and waiting sequences become gauges. */
   trackGenerator(generator: GenerativeModel): void {
     this.#generators.push(generator);
@@ -142,10 +157,12 @@ export class ServerMetrics {
   readonly onStep = (info: StepInfo): void => {
     this.#tokens.inc({ model: info.name }, info.sequences);
     this.#stepSize.observe({ model: info.name }, info.sequences);
+    for (const listener of this.#listeners) listener.step?.(info);
   };
 
   firstToken(model: string, seconds: number): void {
     this.#firstToken.observe({ model }, seconds);
+    for (const listener of this.#listeners) listener.firstToken?.(model, seconds);
   }
 
   /** A model instance stopped (unloaded, or replaced by a reload): its gauges go with it. */
@@ -166,11 +183,13 @@ export class ServerMetrics {
     this.#queueWait.observe(labels, info.maxWaitMs / 1000);
     this.#inference.observe(labels, info.execMs / 1000);
     this.#batches.inc({ model: info.name, reason: info.reason, ok: String(info.ok) });
+    for (const listener of this.#listeners) listener.batch?.(info);
   };
 
   request(model: string, status: number, seconds: number, protocol: Protocol = 'rest'): void {
     this.statistics.request(model, status === 200, seconds);
     this.#requests.inc({ model, protocol, status: String(status) });
     this.#requestSeconds.observe({ model, protocol }, seconds);
+    for (const listener of this.#listeners) listener.request?.(model, status, seconds, protocol);
   }
 }

@@ -1,4 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify';
+import { dashboardPlugin } from './dashboard/routes.js';
 import { FLAG_DEFAULTS } from './flags.js';
 import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
 import { InferenceFront } from './kserve/infer-front.js';
@@ -45,6 +46,8 @@ export interface ServeOptions {
   redis?: string;
   /** Key prefix in Redis. */
   prefix?: string;
+  /** The live dashboard at /dashboard. @default 'on' */
+  dashboard?: 'on' | 'off';
   /** Also serve the Open Inference Protocol over gRPC on this port (0 picks a free one); undefined: REST only. The CLI's default is 8001. */
   grpcPort?: number;
 }
@@ -97,6 +100,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     generators,
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
   });
+  if ((options.dashboard ?? FLAG_DEFAULTS.dashboard) === 'on') await app.register(dashboardPlugin, { registry, generators, metrics });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
   await Promise.all([...registry.ready().map((model) => model.batcher.ready()), ...generators.map((g) => g.generate.ready())]);
   const host = options.host ?? SERVE_DEFAULTS.host;

@@ -97,3 +97,28 @@ export async function postJson(url: string, body: string): Promise<{ status: num
 
 /** Every non-comment line of Prometheus text exposition format: name{labels} value. */
 export const PROMETHEUS_LINE = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.]+(e[+-]?[0-9]+)?|NaN|\+Inf|-Inf)( [0-9]+)?$/;
+
+/** Reads `count` snapshots from a server's /dashboard/feed (server-sent events), then hangs up. */
+export async function dashboardSnapshots(url: string, count: number): Promise<any[]> {
+  const controller = new AbortController();
+  const response = await fetch(`${url}/dashboard/feed`, { signal: controller.signal });
+  if (response.status !== 200) throw new Error(`feed answered ${response.status}`);
+  const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+  const decoder = new TextDecoder();
+  const snapshots: any[] = [];
+  let buffer = '';
+  while (snapshots.length < count) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += decoder.decode(value, { stream: true });
+    let end: number;
+    while ((end = buffer.indexOf('\n\n')) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.split('\n').find((line) => line.startsWith('data: '));
+      if (data !== undefined) snapshots.push(JSON.parse(data.slice(6)));
+    }
+  }
+  controller.abort();
+  return snapshots.slice(0, count);
+}

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, test } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import { ensureMlpModel } from '@batched-fn/server';
 import { TestRedis } from '../../redis/test/redis-server.js';
-import { jsonRequest, postJson, TEST_CACHE } from './helpers.js';
+import { dashboardSnapshots, jsonRequest, postJson, TEST_CACHE } from './helpers.js';
 
 // Real processes: one redis-server, two HTTP frontends and two model workers, all on loopback.
 const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
@@ -196,4 +196,25 @@ test('a lying stream entry next to real traffic fails alone with a 400; no real 
   client.disconnect();
   front.child.kill('SIGTERM');
   expect(await front.exit).toBe(0);
+});
+
+test('behind --redis the dashboard shows the frontend view: rates, batches the workers ran, queue, and no local threads', async () => {
+  const w = await worker('dash');
+  const front = await frontend('dash');
+  const url = front.match[1] as string;
+  let running = true;
+  const clients = Array.from({ length: 16 }, async (_, c) => {
+    for (let k = 0; running; k++) await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(c + k)));
+  });
+  const snapshots = await dashboardSnapshots(url, 3);
+  running = false;
+  await Promise.all(clients);
+  const mlp = snapshots[2].models.find((m: any) => m.name === 'mlp');
+  expect(mlp.reqPerSecond).toBeGreaterThan(0);
+  expect(mlp.meanBatch).toBeGreaterThan(1);
+  expect(mlp.workers).toEqual([]);
+  expect(mlp.queueCap).toBeGreaterThan(0);
+  w.child.kill('SIGTERM');
+  front.child.kill('SIGTERM');
+  expect(await Promise.all([w.exit, front.exit])).toEqual([0, 0]);
 });

@@ -1,0 +1,86 @@
+import { readFileSync } from 'node:fs';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { ServerMetrics } from '../metrics.js';
+import type { GenerativeModel } from '../model/generator.js';
+import type { ModelRegistry } from '../model/registry.js';
+import { DashboardCollector, type Snapshot, TICK_MS } from './collector.js';
+
+/** Most pages watching at once: each open feed is a socket held for as long as the page is open. */
+export const MAX_FEEDS = 32;
+
+/** The page's three files, shipped in the package's `dashboard/` folder and read once. */
+const ASSETS: Record<string, { type: string; body: string }> = Object.fromEntries(
+  [
+    ['index.html', 'text/html; charset=utf-8'],
+    ['app.js', 'text/javascript; charset=utf-8'],
+    ['style.css', 'text/css; charset=utf-8'],
+  ].map(([file, type]) => [file, { type: type as string, body: readFileSync(new URL(`../../dashboard/${file}`, import.meta.url), 'utf8') }]),
+);
+
+/** Only the page's own files, no inline script, no framing, no outside connections. */
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+export interface DashboardOptions {
+  registry: ModelRegistry;
+  generators: GenerativeModel[];
+  metrics: ServerMetrics;
+}
+
+/**
+ * The live dashboard: `GET /dashboard` (one page, no build step, nothing from a CDN) and
+ * `GET /dashboard/feed`, a server-sent event stream with one snapshot a second while any page
+ * watches. Read-only: only GET routes, on the server's own host and port.
+ */
+export async function dashboardPlugin(app: FastifyInstance, options: DashboardOptions): Promise<void> {
+  const collector = new DashboardCollector(options.registry, options.generators, options.metrics);
+  const feeds = new Set<FastifyReply>();
+  let timer: NodeJS.Timeout | undefined;
+  let last: Snapshot | undefined;
+
+  const broadcast = (): void => {
+    last = collector.snapshot();
+    const event = `data: ${JSON.stringify(last)}\n\n`;
+    for (const reply of feeds) reply.raw.write(event);
+  };
+  const stopFeed = (reply: FastifyReply): void => {
+    feeds.delete(reply);
+    if (feeds.size === 0 && timer !== undefined) {
+      clearInterval(timer);
+      timer = undefined;
+    }
+  };
+
+  const page = (file: string) => async (_request: unknown, reply: FastifyReply) => {
+    const asset = ASSETS[file] as { type: string; body: string };
+    return reply.headers({ ...SECURITY_HEADERS, 'content-type': asset.type }).send(asset.body);
+  };
+  app.get('/dashboard', page('index.html'));
+  app.get('/dashboard/app.js', page('app.js'));
+  app.get('/dashboard/style.css', page('style.css'));
+
+  app.get('/dashboard/feed', async (request, reply) => {
+    if (feeds.size >= MAX_FEEDS) return reply.code(503).header('retry-after', '5').send({ error: `The dashboard already has ${MAX_FEEDS} pages watching` });
+    reply.hijack();
+    reply.raw.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8', connection: 'keep-alive' });
+    // The first numbers at once: the last snapshot if pages are already watching, else a fresh one.
+    if (timer === undefined) collector.snapshot();
+    reply.raw.write(`retry: 2000\n\n${last === undefined || timer === undefined ? '' : `data: ${JSON.stringify(last)}\n\n`}`);
+    feeds.add(reply);
+    timer ??= setInterval(broadcast, TICK_MS).unref();
+    request.raw.once('close', () => stopFeed(reply));
+  });
+
+  // Open feeds never end by themselves: close them before the server waits for its connections.
+  app.addHook('preClose', async () => {
+    for (const reply of [...feeds]) {
+      reply.raw.end();
+      stopFeed(reply);
+    }
+    collector.stop();
+  });
+}
