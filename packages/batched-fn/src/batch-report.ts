@@ -20,3 +20,4 @@ export function reportBatch(onBatch: ((info: BatchInfo) => void) | undefined, in
     process.emitWarning(`batched-fn: onBatch threw: ${String(error)}`, 'BatchedFnWarning');
   }
 }
+

@@ -4,6 +4,7 @@ import { ClosedError, failureKey, ItemTooLargeError, QueueFullError, TimeoutErro
 import type { Executor } from './executor/types.js';
 import type { Lane } from './lane.js';
 import {
+  type BatchTracing,
   type CallOptions,
   type CloseOptions,
   type ResolvedBatchingOptions,
@@ -11,6 +12,7 @@ import {
   validateCallOptions,
   validateRuntimeOptions,
 } from './options.js';
+import { captureTrace } from './tracing.js';
 import { describeValue, expectDuration, rowsOf } from './validate.js';
 import type { CallQueue, Resolve } from './queue.js';
 import type { BatchedFnSettings, BatchedFnStats } from './stats.js';
@@ -43,6 +45,7 @@ export class Batcher<I, O> {
   readonly #size: ((input: I) => number) | undefined;
   readonly #batchKey: ((input: I) => string | number) | undefined;
   readonly #latencyTarget: number | undefined;
+  readonly #tracing: BatchTracing | undefined;
   /** Worker mode: refuses an input that can never reach a thread (a buffer already transferred). */
   readonly #admit: ((input: I) => Error | undefined) | undefined;
   #channelCap: number;
@@ -53,6 +56,7 @@ export class Batcher<I, O> {
     this.#size = options.size;
     this.#batchKey = options.batchKey;
     this.#latencyTarget = options.latencyTarget;
+    this.#tracing = options.tracing;
     this.#admit = executor.admit?.bind(executor);
     this.#channelCap = options.channelCap;
   }
@@ -62,7 +66,7 @@ export class Batcher<I, O> {
     d.stats.calls++;
     // The common call (no options, no size, no keys, no latency target, inline) takes this short
     // path, small enough for V8 to inline into the caller; everything else goes through #callWithOptions.
-    if (options !== undefined || d.closing || this.#size !== undefined || this.#batchKey !== undefined || this.#latencyTarget !== undefined || this.#admit !== undefined) {
+    if (options !== undefined || d.closing || this.#size !== undefined || this.#batchKey !== undefined || this.#latencyTarget !== undefined || this.#admit !== undefined || this.#tracing !== undefined) {
       return this.#callWithOptions(input, options);
     }
     if (d.lanes.items >= this.#channelCap) return this.#refuse(new QueueFullError(this.#channelCap));
@@ -115,6 +119,8 @@ export class Batcher<I, O> {
       if (signal?.aborted) return this.#refuse(signal.reason, 'aborted');
       if (signal !== undefined || timeout !== undefined) handle = new CallHandle<I, O>(this);
     }
+    const trace = this.#tracing === undefined ? undefined : (options?.trace ?? captureTrace(this.#tracing));
+    if (trace !== undefined) (handle ??= new CallHandle<I, O>(this)).trace = trace;
     if (timeout !== undefined || this.#latencyTarget !== undefined) {
       const t = now();
       if (d.shedder.active(t, d.running.size)) {
@@ -149,6 +155,7 @@ export class Batcher<I, O> {
     if (!d.pumpScheduled) d.schedulePump();
     const arrived = arrival === undefined || arrival > d.tickTime ? d.tickTime : arrival;
     d.lanes.push(lane, queue, input, capturedResolve as Resolve<O>, arrived, rows, handle);
+    if (handle !== undefined) handle.arrival = arrived;
     d.arrivedRows += rows;
     return promise;
   }

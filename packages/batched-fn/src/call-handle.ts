@@ -29,6 +29,9 @@ export class CallHandle<I, O> {
   signal: AbortSignal | undefined = undefined;
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   timeout = 0;
+  /** The caller's trace (see `BatchTracing`), and when it was queued, for its wait. */
+  trace: unknown = undefined;
+  arrival = 0;
 
   constructor(owner: CallOwner<I, O>) {
     this.owner = owner;

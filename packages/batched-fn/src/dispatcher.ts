@@ -1,7 +1,7 @@
 import { reportBatch, wantsReport } from './batch-report.js';
 import type { CallHandle } from './call-handle.js';
 import { type ChoiceRules, choose, type Choice, judge } from './choice.js';
-import { BatchSizeMismatchError, BatchTimeoutError, failureKey, InvalidPadError, ItemTooLargeError, TimeoutError } from './errors.js';
+import { BatchSizeMismatchError, BatchTimeoutError, failureKey, ItemTooLargeError, TimeoutError } from './errors.js';
 import type { Executor } from './executor/types.js';
 import type { Lane } from './lane.js';
 import { LaneSet } from './lane-set.js';
@@ -11,10 +11,12 @@ import { AdaptivePolicy } from './policy/adaptive.js';
 import { ArrivalRate, CostModel } from './policy/cost-model.js';
 import { FixedDelayPolicy } from './policy/fixed-delay.js';
 import type { PumpTrigger, SchedulingPolicy } from './policy/types.js';
+import type { BatchInfo } from './stats.js';
 import type { Resolve } from './queue.js';
-import { isOutputArray, liveCount, padProblem, RunningBatch } from './running-batch.js';
+import { isOutputArray, liveCount, padBatch, RunningBatch } from './running-batch.js';
 import { Shedder } from './shedding.js';
 import { StatsRecorder } from './stats-recorder.js';
+import { traceBatch } from './tracing.js';
 import { WakeTimer } from './wake-timer.js';
 
 export const now = (): number => performance.now();
@@ -167,23 +169,12 @@ export class Dispatcher<I, O> implements ChoiceRules {
     let inputs = batch.inputs;
     const pad = this.options.pad;
     if (pad !== undefined) {
-      const target = this.preferred?.find((size) => size >= batch.rows) ?? this.maxBatchSize;
-      if (target > batch.rows) {
-        let padded: unknown;
-        try {
-          padded = pad(batch.inputs.slice(), target);
-        } catch (error) {
-          this.#finish(batch, undefined, error, true);
-          return;
-        }
-        const problem = padProblem(padded, batch.inputs);
-        if (problem !== undefined) {
-          this.#finish(batch, undefined, new InvalidPadError(problem), true);
-          return;
-        }
-        inputs = padded as I[];
-        batch.padded = inputs.length;
+      const padded = padBatch(batch, pad, this.preferred?.find((size) => size >= batch.rows) ?? this.maxBatchSize);
+      if ('error' in padded) {
+        this.#finish(batch, undefined, padded.error, true);
+        return;
       }
+      inputs = padded.inputs;
     }
     batch.sent = inputs;
     const batchTimeout = this.options.batchTimeout;
@@ -191,6 +182,7 @@ export class Dispatcher<I, O> implements ChoiceRules {
     let result: unknown;
     try {
       result = this.executor.run(inputs);
+      batch.worker = this.executor.lastWorker;
     } catch (error) {
       this.#finish(batch, undefined, error, true);
       return;
@@ -262,8 +254,13 @@ export class Dispatcher<I, O> implements ChoiceRules {
     }
     this.stats.completed += completed;
     this.stats.recordBatch(batch.rows, execMs);
-    const onBatch = this.options.onBatch;
-    if (wantsReport(onBatch)) reportBatch(onBatch, { name: this.options.name, items: size, rows: batch.rows, reason: batch.reason, maxWaitMs: batch.maxWait, totalWaitMs: batch.totalWait, execMs, ok: !failed });
+    const { onBatch, tracing } = this.options;
+    if (wantsReport(onBatch) || tracing !== undefined) {
+      const info: BatchInfo = { name: this.options.name, items: size, rows: batch.rows, reason: batch.reason, maxWaitMs: batch.maxWait, totalWaitMs: batch.totalWait, execMs, ok: !failed };
+      if (batch.worker !== undefined) info.worker = batch.worker;
+      if (wantsReport(onBatch)) reportBatch(onBatch, info);
+      if (tracing !== undefined) traceBatch(tracing, info, batch, failed ? error : undefined);
+    }
     this.resolveIfIdle();
     this.pump('completion');
   }

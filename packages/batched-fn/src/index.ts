@@ -14,12 +14,14 @@ export {
 } from './errors.js';
 export type {
   BatchedFnOptions,
+  BatchTracing,
   BatchingOptions,
   CallOptions,
   CloseOptions,
   Handler,
   InlineOptions,
   RuntimeOptions,
+  TracedCall,
   WorkerOptions,
 } from './options.js';
 export { DEFAULTS } from './option-schema.js';

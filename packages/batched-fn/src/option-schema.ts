@@ -18,6 +18,14 @@ export interface OptionSpec {
   readonly check: (value: unknown) => unknown;
 }
 
+function checkTracing(value: unknown): unknown {
+  const hooks = value as { capture?: unknown; batch?: unknown } | null;
+  if (typeof hooks !== 'object' || hooks === null || typeof hooks.capture !== 'function' || typeof hooks.batch !== 'function') {
+    throw new TypeError(`Expected \`tracing\` to be an object with \`capture\` and \`batch\` functions, got ${describeValue(value)}`);
+  }
+  return value;
+}
+
 const fn = (name: string) => (value: unknown) => {
   expectFunction(name, value);
   return value;
@@ -108,6 +116,12 @@ export const OPTION_SCHEMA = {
   concurrency: { type: '`number`', shownDefault: '`1` (`workers` in worker mode)', default: 1, rule: 'Integer >= 1. Batches in flight at once.', check: int1('concurrency') },
   size: { type: '`(input: I) => number`', shownDefault: '`() => 1`', rule: 'Must return a finite number > 0. Rows (or tokens) the input counts against `maxBatchSize`.', check: fn('size') },
   onBatch: { type: '`(info: BatchInfo) => void`', shownDefault: 'none', rule: 'Called after each batch settles: items, rows, reason, oldest wait, exec time, ok.', check: fn('onBatch') },
+  tracing: {
+    type: '`BatchTracing`',
+    shownDefault: 'none',
+    rule: "`{ capture, batch }` functions; `otelTracing()` from `batched-fn/otel` (needs `@opentelemetry/api`) makes a span per batch, linked to each caller's span.",
+    check: checkTracing,
+  },
   name: { type: '`string`', shownDefault: "`'batched-fn'`", default: 'batched-fn', rule: 'Shown in `BatchInfo` and worker thread names.', check: checkName },
   batchTimeout: {
     type: '`number` (ms)',

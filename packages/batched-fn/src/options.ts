@@ -59,6 +59,11 @@ export interface BatchingOptions<I> {
   size?: (input: I) => number;
   /** Called after every batch settles, with what it held and why it was sent. */
   onBatch?: (info: BatchInfo) => void;
+  /**
+   * Traces each batch and the calls it served, with no dependency here: `otelTracing()` from
+   * `batched-fn/otel` makes one span per batch linked to every caller's span (OpenTelemetry).
+   */
+  tracing?: BatchTracing;
   /** Shows up in error messages, stats and diagnostics events. */
   name?: string;
   /**
@@ -97,6 +102,22 @@ export interface WorkerOptions<I> extends BatchingOptions<I> {
 export type BatchedFnOptions<I, O, C> = InlineOptions<I, O, C> | WorkerOptions<I>;
 
 /** Per-call options. */
+/**
+ * The tracing seam. `capture` runs inside each call (in the caller's context) unless the call
+ * passes its own `trace`; `batch` runs once the batch settles, with every traced caller.
+ */
+export interface BatchTracing {
+  /** What identifies the caller to the tracer (an OpenTelemetry span, say); undefined: not traced. */
+  capture(): unknown;
+  /** A batch settled: its report, each traced caller's `trace` and queue wait in ms, and its error if it failed. */
+  batch(info: BatchInfo, callers: readonly TracedCall[], error: unknown): void;
+}
+
+export interface TracedCall {
+  trace: unknown;
+  waitMs: number;
+}
+
 export interface CallOptions {
   /** Aborting removes a queued call, or releases a dispatched one; rejects with `signal.reason`. */
   signal?: AbortSignal;
@@ -116,6 +137,8 @@ export interface CallOptions {
    * @default now
    */
   arrival?: number;
+  /** The caller's trace (its OpenTelemetry span), for the batcher's `tracing`; default: what `tracing.capture()` finds. */
+  trace?: unknown;
 }
 
 /** The options after validation, with defaults applied where the schema has one. */

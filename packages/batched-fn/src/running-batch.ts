@@ -1,5 +1,6 @@
 import type { CallHandle } from './call-handle.js';
 import type { BatchBuilder, Resolve } from './queue.js';
+import { InvalidPadError } from './errors.js';
 import { describeValue } from './validate.js';
 import type { DispatchReason } from './stats.js';
 
@@ -15,6 +16,8 @@ export class RunningBatch<I, O> implements BatchBuilder<I, O> {
   padded = 0;
   /** What the executor was given (the padded inputs, with `pad`): identifies the run to abandon. */
   sent: I[] | undefined = undefined;
+  /** The worker thread running it (worker mode). */
+  worker: number | undefined = undefined;
   /** Armed with `batchTimeout`. */
   timer: ReturnType<typeof setTimeout> | undefined = undefined;
   readonly reason: DispatchReason;
@@ -49,4 +52,19 @@ export function padProblem<I>(padded: unknown, batch: readonly I[]): string | un
   if (padded.length < batch.length) return `got ${padded.length} inputs for a batch of ${batch.length}`;
   for (let i = 0; i < batch.length; i++) if (padded[i] !== batch[i]) return `input ${i} is not the batch's input ${i}`;
   return undefined;
+}
+
+/** Runs `pad` up to `target` rows (if the batch has fewer): the inputs to run, or why the batch fails. */
+export function padBatch<I, O>(batch: RunningBatch<I, O>, pad: (batch: I[], targetRows: number) => I[], target: number): { inputs: I[] } | { error: unknown } {
+  if (target <= batch.rows) return { inputs: batch.inputs };
+  let padded: unknown;
+  try {
+    padded = pad(batch.inputs.slice(), target);
+  } catch (error) {
+    return { error };
+  }
+  const problem = padProblem(padded, batch.inputs);
+  if (problem !== undefined) return { error: new InvalidPadError(problem) };
+  batch.padded = (padded as I[]).length;
+  return { inputs: padded as I[] };
 }

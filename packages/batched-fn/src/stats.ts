@@ -31,6 +31,8 @@ export interface BatchInfo {
   execMs: number;
   /** False when the handler threw, rejected, or returned the wrong number of outputs. */
   ok: boolean;
+  /** The worker thread that ran it (worker mode). */
+  worker?: number;
 }
 
 export interface Percentiles {

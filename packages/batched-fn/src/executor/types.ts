@@ -8,6 +8,8 @@ export type Outputs<O> = ReadonlyArray<O | Error>;
  */
 export interface Executor<I, O> {
   run(inputs: I[]): Outputs<O> | Promise<Outputs<O>>;
+  /** The worker the last `run` went to (worker mode), read right after it. */
+  readonly lastWorker?: number | undefined;
   /** Checks one input at the call: an Error refuses that call alone (optional; worker mode uses it). */
   admit?(input: I): Error | undefined;
   /** True when a batch handed over now would start without waiting for a free runner. */

@@ -49,6 +49,8 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     return this.#slots.some((slot) => slot.state === 'idle' || slot.state === 'starting');
   }
 
+  lastWorker: number | undefined = undefined;
+
   onCapacity(listener: () => void): void {
     this.#capacityListener = listener;
   }
@@ -58,6 +60,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     const slot =
       this.#slots.find((s) => s.state === 'idle') ?? this.#slots.find((s) => s.state === 'starting');
     if (slot === undefined) return Promise.reject(new Error('batched-fn: no free worker (dispatcher bug)'));
+    this.lastWorker = slot.id;
     return new Promise<Outputs<O>>((resolve, reject) => {
       const job: Job = { id: this.#nextJobId++, size: inputs.length, inputs, resolve: resolve as Job['resolve'], reject };
       slot.job = job;
