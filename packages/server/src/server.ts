@@ -11,7 +11,8 @@ import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx
 import { createCharLmGenerator, type GenerativeModel } from './model/generator.js';
 import { ModelRegistry } from './model/registry.js';
 import { listRepository, type ModelConfig, repositoryLoader } from './model/repository.js';
-import { loadOptional, REDIS_PACKAGES } from './optional.js';
+import { loadOptional, OTEL_PACKAGES, REDIS_PACKAGES } from './optional.js';
+import type { Telemetry } from './otel/setup.js';
 
 export interface ServeOptions {
   /** Path to an .onnx file, or several; without it (and without a repository), the generated default MLP is served. */
@@ -46,6 +47,8 @@ export interface ServeOptions {
   redis?: string;
   /** Key prefix in Redis. */
   prefix?: string;
+  /** Export OpenTelemetry traces over OTLP/HTTP, configured by the standard OTEL_* variables (needs the optional OpenTelemetry packages). */
+  otel?: boolean;
   /** The live dashboard at /dashboard. @default 'on' */
   dashboard?: 'on' | 'off';
   /** Also serve the Open Inference Protocol over gRPC on this port (0 picks a free one); undefined: REST only. The CLI's default is 8001. */
@@ -74,12 +77,12 @@ export interface RunningServer {
  * Starts the HTTP server around any ServedModel (local ONNX workers, or remote
  * workers behind Redis): builds it, waits until it is ready, then listens.
  */
-export async function serveModel(model: ServedModel, metrics: ServerMetrics, options: ServeOptions = {}): Promise<RunningServer> {
-  return serveModels(ModelRegistry.of([model], metrics), metrics, options);
+export async function serveModel(model: ServedModel, metrics: ServerMetrics, options: ServeOptions = {}, telemetry?: Telemetry): Promise<RunningServer> {
+  return serveModels(ModelRegistry.of([model], metrics), metrics, options, [], telemetry);
 }
 
 /** Starts the HTTP server around every model of a registry; models that are READY are warmed up before it listens. */
-export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}, generators: GenerativeModel[] = []): Promise<RunningServer> {
+export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}, generators: GenerativeModel[] = [], telemetry?: Telemetry): Promise<RunningServer> {
   let ready = false;
   let draining = false;
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
@@ -99,6 +102,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     modelControl: options.modelControl ?? 'none',
     generators,
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+    ...(telemetry === undefined ? {} : { tracer: telemetry.tracer }),
   });
   if ((options.dashboard ?? FLAG_DEFAULTS.dashboard) === 'on') await app.register(dashboardPlugin, { registry, generators, metrics });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
@@ -108,7 +112,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   let grpc: RunningGrpc | undefined;
   if (options.grpcPort !== undefined) {
     const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
-    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining);
+    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, telemetry?.tracer);
     grpc = await startGrpcServer(service, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
       await app.close();
       throw error;
@@ -135,6 +139,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
         const generating = generators.map((g) => g.generate.close());
         await Promise.all([app.close(), grpc?.close()]);
         await Promise.all([...models.map((model) => model.batcher.close()), ...generating]);
+        await telemetry?.shutdown();
       })();
       return closing;
     },
@@ -142,7 +147,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
 }
 
 /** `batched-fn serve --redis`: the same HTTP frontend, with batches run by remote workers. */
-async function startRemoteServer(options: ServeOptions & { redis: string }): Promise<RunningServer> {
+async function startRemoteServer(options: ServeOptions & { redis: string }, telemetry: Telemetry | undefined): Promise<RunningServer> {
   const { createRemoteModel } = await loadOptional('--redis', REDIS_PACKAGES, () => import('./model/remote-model.js'));
   const metrics = new ServerMetrics();
   const model = await createRemoteModel({
@@ -153,7 +158,7 @@ async function startRemoteServer(options: ServeOptions & { redis: string }): Pro
     ...(options.queueCap === undefined ? {} : { channelCap: options.queueCap }),
   });
   metrics.track(model);
-  return serveModel(model, metrics, options);
+  return serveModel(model, metrics, options, telemetry);
 }
 
 /** Server-wide settings, the defaults of every model (a repository model's config.json overrides them). */
@@ -178,13 +183,14 @@ function modelDefaults(options: ServeOptions): ModelConfig {
  * UNAVAILABLE with its reason; the others serve, and the server starts anyway.
  */
 export async function startServer(options: ServeOptions = {}): Promise<RunningServer> {
-  if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis });
+  const telemetry = options.otel === true ? await (await loadOptional('--otel', OTEL_PACKAGES, () => import('./otel/setup.js'))).startTelemetry() : undefined;
+  if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis }, telemetry);
   const metrics = new ServerMetrics();
   const defaults = modelDefaults(options);
   let registry: ModelRegistry;
   if (options.modelRepository !== undefined) {
     if (options.model !== undefined) throw new RangeError('Give --model or --model-repository, not both');
-    registry = new ModelRegistry(repositoryLoader(options.modelRepository, defaults, metrics.onBatch), metrics);
+    registry = new ModelRegistry(repositoryLoader(options.modelRepository, defaults, metrics.onBatch, telemetry?.tracing), metrics);
     for (const name of listRepository(options.modelRepository)) await registry.load(name).catch(() => {});
   } else {
     const paths = options.model === undefined ? [ensureMlpModel(undefined, options.cacheDir)] : [options.model].flat();
@@ -197,6 +203,7 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
         name: options.name ?? (options.model === undefined ? 'mlp' : undefined),
         channelCap: queueCap ?? SERVE_DEFAULTS.channelCap,
         onBatch: metrics.onBatch,
+        ...(telemetry === undefined ? {} : { tracing: telemetry.tracing }),
       }),
     );
     if (new Set(models.map((m) => m.name)).size !== models.length) throw new RangeError('Two --model files have the same name');
@@ -210,7 +217,7 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
       : [];
   for (const generator of generators) metrics.trackGenerator(generator);
   try {
-    return await serveModels(registry, metrics, options, generators);
+    return await serveModels(registry, metrics, options, generators, telemetry);
   } catch (error) {
     for (const model of registry.ready()) model.batcher.destroy(error);
     for (const generator of generators) generator.generate.destroy(error);

@@ -11,8 +11,8 @@ export function killRunning(): void {
 }
 
 /** Runs the CLI; `url` resolves with the REST address from its banner, `grpc` with the gRPC one. */
-export function run(args: string[]): { child: ChildProcess; output: () => string; url: Promise<string>; grpc: Promise<string>; exit: Promise<number | null> } {
-  const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export function run(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string; url: Promise<string>; grpc: Promise<string>; exit: Promise<number | null> } {
+  const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   proc.stdout?.on('data', (chunk) => (out += chunk));
   proc.stderr?.on('data', (chunk) => (out += chunk));

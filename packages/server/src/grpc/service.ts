@@ -1,5 +1,5 @@
 import { MAX_TIMER_MS } from 'batched-fn';
-import { Server, ServerCredentials, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { Server, ServerCredentials, status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HttpError } from '../kserve/errors.js';
 import type { InferenceFront } from '../kserve/infer-front.js';
 import type { RepositoryActions } from '../kserve/repository-routes.js';
@@ -7,7 +7,12 @@ import type { ModelStatistics } from '../kserve/statistics.js';
 import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
 import { encodeGrpcInfer } from './encode.js';
 import { loadInferenceService } from './proto.js';
-import { toServiceError } from './status.js';
+import { grpcStatusFor, toServiceError } from './status.js';
+import { endRequestSpan, SPAN_KIND_SERVER, type SpanLike, type TracerLike } from '../otel/types.js';
+
+const RPC_ATTRIBUTES = { 'rpc.system': 'grpc', 'rpc.service': 'inference.GRPCInferenceService', 'rpc.method': 'ModelInfer' };
+/** gRPC codes the RPC conventions count as the server's error on a server span. */
+const SERVER_FAULTS = new Set([GrpcStatus.UNKNOWN, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.UNIMPLEMENTED, GrpcStatus.INTERNAL, GrpcStatus.UNAVAILABLE, GrpcStatus.DATA_LOSS]);
 
 export interface GrpcServeOptions {
   host: string;
@@ -51,7 +56,7 @@ function remainingMs(call: ServerUnaryCall<unknown, unknown>): number | undefine
  * statistics RPCs) over the same front as REST: the same models, batcher, checks,
  * errors and metrics (`protocol="grpc"`).
  */
-export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean): UntypedServiceImplementation {
+export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean, tracer?: TracerLike): UntypedServiceImplementation {
   const versionOf = (name: string): string | undefined => front.registry.get(name)?.model?.version;
   return {
     ServerLive: unary(() => ({ live: true })),
@@ -73,37 +78,51 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
       return {};
     }),
     ModelInfer: unary(async (request: GrpcInferRequest, call) => {
-      if (draining()) throw new HttpError(503, 'Server is shutting down', { 'retry-after': '1' });
-      const deadline = remainingMs(call);
-      // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
-      const controller = new AbortController();
-      const onCancelled = (): void => {
-        const late = deadline !== undefined && remainingMs(call) === 0;
-        controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
-      };
-      call.once('cancelled', onCancelled);
+      const span = tracer?.startSpan('inference.GRPCInferenceService/ModelInfer', { kind: SPAN_KIND_SERVER, attributes: RPC_ATTRIBUTES });
       try {
-        let raw = false;
-        return await front.infer(
-          {
-            protocol: 'grpc',
-            name: request.model_name ?? '',
-            version: request.model_version,
-            signal: controller.signal,
-            deadline,
-            decode: (m) => {
-              const decoded = decodeGrpcInfer(request, m.signature, m.maxBatchSize);
-              raw = decoded.raw;
-              return decoded;
-            },
-          },
-          (m, decoded, result) => encodeGrpcInfer(m.name, m.version, decoded.id, result, decoded.outputs, raw),
-        );
-      } finally {
-        call.off('cancelled', onCancelled);
+        const answer = await modelInfer(request, call, span);
+        endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
+        return answer;
+      } catch (error) {
+        const { code, details } = grpcStatusFor(error);
+        endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
+        throw error;
       }
     }),
   };
+
+  async function modelInfer(request: GrpcInferRequest, call: ServerUnaryCall<GrpcInferRequest, unknown>, span: SpanLike | undefined) {
+    if (draining()) throw new HttpError(503, 'Server is shutting down', { 'retry-after': '1' });
+    const deadline = remainingMs(call);
+    // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
+    const controller = new AbortController();
+    const onCancelled = (): void => {
+      const late = deadline !== undefined && remainingMs(call) === 0;
+      controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
+    };
+    call.once('cancelled', onCancelled);
+    try {
+      let raw = false;
+      return await front.infer(
+        {
+          protocol: 'grpc',
+          name: request.model_name ?? '',
+          version: request.model_version,
+          signal: controller.signal,
+          deadline,
+          trace: span,
+          decode: (m) => {
+            const decoded = decodeGrpcInfer(request, m.signature, m.maxBatchSize);
+            raw = decoded.raw;
+            return decoded;
+          },
+        },
+        (m, decoded, result) => encodeGrpcInfer(m.name, m.version, decoded.id, result, decoded.outputs, raw),
+      );
+    } finally {
+      call.off('cancelled', onCancelled);
+    }
+  }
 }
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */

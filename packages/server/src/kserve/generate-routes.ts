@@ -2,7 +2,31 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { CharLmRequest } from '../model/charlm.worker.js';
 import type { GenerativeModel } from '../model/generator.js';
 import type { ServerMetrics } from '../metrics.js';
+import { endSpanOf, spanOf } from '../otel/request-spans.js';
+import type { SpanLike } from '../otel/types.js';
 import { badRequest, HttpError } from './errors.js';
+
+/**
+ * Generation follows OpenTelemetry's GenAI semantic conventions, v1.37.0 (marked "Development",
+ * so pinned): operation, model and request settings, token usage (a charlm token is one
+ * character, so the prompt's input tokens are its characters), and time to first token, as an event.
+ */
+function traceGeneration(span: SpanLike | undefined, model: string, input: CharLmRequest): void {
+  span?.setAttributes({
+    'gen_ai.operation.name': 'text_completion',
+    'gen_ai.provider.name': 'batched-fn',
+    'gen_ai.request.model': model,
+    'gen_ai.request.max_tokens': input.maxTokens,
+    'gen_ai.request.temperature': input.temperature,
+    'gen_ai.request.seed': input.seed,
+    'gen_ai.usage.input_tokens': input.prompt.length,
+  });
+}
+
+function traceFirstToken(span: SpanLike | undefined, seconds: number): void {
+  span?.setAttribute('gen_ai.server.time_to_first_token', seconds);
+  span?.addEvent('gen_ai.first_token', { 'gen_ai.server.time_to_first_token': seconds });
+}
 
 /**
  * The prompt is prefilled one character per run (a recurrent model), about 0.2 ms each, inside the
@@ -59,22 +83,36 @@ export function registerGenerateRoutes(app: FastifyInstance, generators: readonl
   app.post<{ Params: { name: string } }>('/v2/models/:name/generate', async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
     const model = find(request.params.name);
     const input = decodeGenerate(request.body);
+    const span = spanOf(request);
+    traceGeneration(span, model.name, input);
     const started = performance.now();
     let text = '';
+    let tokens = 0;
     for await (const token of model.generate(input, { signal: released(reply) })) {
-      if (text === '') metrics?.firstToken(model.name, (performance.now() - started) / 1000);
+      if (tokens === 0) {
+        metrics?.firstToken(model.name, (performance.now() - started) / 1000);
+        traceFirstToken(span, (performance.now() - started) / 1000);
+      }
+      tokens++;
       text += token;
     }
+    span?.setAttribute('gen_ai.usage.output_tokens', tokens);
     return { model_name: model.name, model_version: model.version, text_output: text };
   });
   app.post<{ Params: { name: string } }>('/v2/models/:name/generate_stream', async (request, reply) => {
     const model = find(request.params.name);
     const input = decodeGenerate(request.body);
+    const span = spanOf(request);
+    traceGeneration(span, model.name, input);
     const started = performance.now();
     const stream = model.generate(input, { signal: released(reply) });
     // The first token (or a refusal) decides the status: a full queue is still a plain 503.
     const first = await stream.next();
-    if (first.done !== true) metrics?.firstToken(model.name, (performance.now() - started) / 1000);
+    if (first.done !== true) {
+      metrics?.firstToken(model.name, (performance.now() - started) / 1000);
+      traceFirstToken(span, (performance.now() - started) / 1000);
+    }
+    let tokens = first.done === true ? 0 : 1;
     reply.hijack();
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
     const send = (data: unknown): void => {
@@ -82,10 +120,15 @@ export function registerGenerateRoutes(app: FastifyInstance, generators: readonl
     };
     try {
       if (first.done !== true) send({ model_name: model.name, model_version: model.version, text_output: first.value });
-      for await (const token of stream) send({ model_name: model.name, model_version: model.version, text_output: token });
+      for await (const token of stream) {
+        tokens++;
+        send({ model_name: model.name, model_version: model.version, text_output: token });
+      }
     } catch (error) {
       send({ error: (error as Error)?.message ?? String(error) });
     }
     reply.raw.end();
+    // A hijacked reply skips fastify's onResponse: its span ends here.
+    endSpanOf(request, 200, { 'gen_ai.usage.output_tokens': tokens });
   });
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
+import type { SpanLike } from '../otel/types.js';
 import type { ModelEntry, ModelRegistry } from '../model/registry.js';
 import type { InferResult } from '../model/tensor.js';
 import type { DecodedRequest } from './decode.js';
@@ -40,6 +41,8 @@ export interface InferCall {
   signal: AbortSignal;
   /** Milliseconds the client still gives the call (a gRPC deadline), if it set one. */
   deadline?: number | undefined;
+  /** The request's server span, when traced: the batch that serves it links to it. */
+  trace?: SpanLike | undefined;
 }
 
 /**
@@ -104,6 +107,7 @@ export class InferenceFront {
     // Known models (even unavailable ones) are counted under their name; anything else under one label.
     const label = this.registry.get(call.name)?.name ?? UNKNOWN_MODEL_LABEL;
     const metrics = this.#options.metrics;
+    call.trace?.setAttributes({ 'batched_fn.model': label, 'batched_fn.protocol': call.protocol });
     try {
       const m = this.serving(call.name, call.version);
       const decoded = call.decode(m);
@@ -113,6 +117,7 @@ export class InferenceFront {
         signal: call.signal,
         ...(timeout === undefined ? {} : { timeout }),
         ...(decoded.priority === undefined ? {} : { priority: decoded.priority }),
+        ...(call.trace === undefined ? {} : { trace: call.trace }),
       });
       const answer = encode(m, decoded, result);
       metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol);

@@ -9,6 +9,8 @@ import { decodeInferRequest, HEADER_LENGTH, splitBody } from './decode.js';
 import { encodeInferResponse } from './encode.js';
 import { HttpError } from './errors.js';
 import { InferenceFront } from './infer-front.js';
+import { spanOf, traceRequests } from '../otel/request-spans.js';
+import type { TracerLike } from '../otel/types.js';
 export { UNKNOWN_MODEL_LABEL } from './infer-front.js';
 import { BODY_TYPES, clip, messageFor, statusFor } from './status.js';
 
@@ -24,6 +26,8 @@ export interface KServeOptions {
   metrics?: ServerMetrics;
   /** False while starting or draining: readiness probes then get 503. */
   isReady?: () => boolean;
+  /** Traces every request as a server span (an OpenTelemetry `Tracer`); give the models' batchers `tracing` too, to link batches to them. */
+  tracer?: TracerLike;
 }
 
 /**
@@ -34,6 +38,7 @@ export interface KServeOptions {
 export async function kservePlugin(app: FastifyInstance, options: KServeOptions): Promise<void> {
   const registry = options.models instanceof ModelRegistry ? options.models : ModelRegistry.of(options.models);
   const isReady = options.isReady ?? (() => true);
+  if (options.tracer !== undefined) traceRequests(app, options.tracer);
   const front = new InferenceFront(registry, { timeout: options.timeout, metrics: options.metrics, isReady, generates: (options.generators ?? []).length > 0 });
 
   // Bodies arrive as raw bytes: the binary extension puts tensors after the JSON header,
@@ -79,6 +84,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
           name: request.params.name,
           version: request.params.version,
           signal: controller.signal,
+          trace: spanOf(request),
           decode: (m) => {
             if (!Buffer.isBuffer(request.body)) throw new HttpError(400, 'Request needs a JSON body');
             const headerLength = request.headers[HEADER_LENGTH];

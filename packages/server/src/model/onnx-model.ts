@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { type BatchedFn, type BatchInfo, move } from 'batched-fn';
+import { type BatchTracing, type BatchedFn, type BatchInfo, move } from 'batched-fn';
 import { FLAG_DEFAULTS } from '../flags.js';
 import type { OnnxWorkerData } from './onnx.worker.js';
 import { type ModelSignature, readOnnxSignature } from './signature.js';
@@ -49,6 +49,8 @@ export interface OnnxModelOptions extends Partial<BatchingSettings> {
   workers?: number;
   threads?: number;
   onBatch?: (info: BatchInfo) => void;
+  /** Traces each batch (OpenTelemetry, with `--otel`). */
+  tracing?: BatchTracing;
 }
 
 /** A model the HTTP layer can serve: its signature, and a batched way to run it. */
@@ -63,7 +65,7 @@ export interface ServedModel {
   readonly timeout?: number;
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /** Runs one request; its rows count against the batch limit. */
-  infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number }): Promise<InferResult>;
+  infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number; trace?: unknown }): Promise<InferResult>;
 }
 
 /**

@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BatchInfo } from 'batched-fn';
+import type { BatchInfo, BatchTracing } from 'batched-fn';
 import { expectDuration, expectInteger, validateMaxDelay } from 'batched-fn/adapter';
 import { FLAGS } from '../flags.js';
 import { MODEL_NAME } from '../kserve/repository-routes.js';
@@ -13,7 +13,7 @@ import type { ModelLoader } from './registry.js';
  * `model.onnx` or a JS model (`model.js`, `model.mjs`) and optionally `config.json`, whose keys
  * are the `serve` flags in camelCase plus `parameters` for the model itself.
  */
-export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch'>> {
+export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch' | 'tracing'>> {
   queueCap?: number;
   timeout?: number;
   parameters?: Record<string, unknown>;
@@ -80,14 +80,14 @@ export function listRepository(dir: string): string[] {
 }
 
 /** Builds a repository's model by name, with the server-wide settings as defaults under its config.json. */
-export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (info: BatchInfo) => void): ModelLoader {
+export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (info: BatchInfo) => void, tracing?: BatchTracing): ModelLoader {
   const has = (name: string): boolean => MODEL_NAME.test(name) && existsSync(join(dir, name)) && statSync(join(dir, name)).isDirectory();
   const load = async (name: string): Promise<ServedModel> => {
     const folder = join(dir, name);
     if (!MODEL_NAME.test(name) || !existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`No folder ${folder} in the repository`);
     const config = readModelConfig(join(folder, 'config.json'));
     const { queueCap, timeout, parameters: _parameters, ...settings } = { ...defaults, ...config };
-    const common = { ...settings, name, onBatch, ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
+    const common = { ...settings, name, onBatch, ...(tracing === undefined ? {} : { tracing }), ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
     const onnx = join(folder, 'model.onnx');
     const script = ['model.js', 'model.mjs'].map((file) => join(folder, file)).find((file) => existsSync(file));
     let model: ServedModel;

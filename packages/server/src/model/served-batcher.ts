@@ -51,6 +51,7 @@ export function servedBatcher(worker: URL, workerData: unknown, signature: Model
     ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     ...(key === undefined ? {} : { batchKey: key }),
     ...(options.onBatch === undefined ? {} : { onBatch: options.onBatch }),
+    ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
   });
   return { batcher, maxBatchSize };
 }
