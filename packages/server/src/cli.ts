@@ -18,6 +18,8 @@ const USAGE = `Usage:
   batched-fn bench --url http://127.0.0.1:8000 [--model NAME] [--concurrency 1,8,32,64,128] [--duration 10]
                    [--rows 1] [--compare URL] [--out DIR] [--binary | --grpc [--grpc-url HOST:PORT]]
   batched-fn bench --generate --url http://127.0.0.1:8000 [--model charlm] [--streams 32] [--duration 10]
+  batched-fn tune [--model FILE | --model-repository DIR --name NAME] [--latency-budget 100] [--concurrency 1,8,32,64]
+                  [--duration 5] [--out tune-out] [--max-candidates 24] [--max-windows 6]
   batched-fn demo [--duration 5] [--concurrency 1,8,32,64,128] [--out bench-out]
 `;
 
@@ -75,6 +77,7 @@ export async function main(argv: string[]): Promise<void> {
     if (command === 'serve') await serve(rest);
     // Commands beyond `serve` load their modules (and autocannon, ioredis) only when run.
     else if (command === 'bench') await (await import('./bench/command.js')).runBench(rest);
+    else if (command === 'tune') await (await import('./tune/command.js')).runTune(rest);
     else if (command === 'demo') await (await import('./demo.js')).runDemo(rest);
     else if (command === 'worker') await (await loadOptional('batched-fn worker', REDIS_PACKAGES, () => import('./remote-worker-command.js'))).runRemoteWorker(rest);
     else if (command === undefined || command === 'help' || command === '--help') process.stdout.write(USAGE);
