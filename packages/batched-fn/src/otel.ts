@@ -1,4 +1,4 @@
-import { type Attributes, type Span, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
+import { type Attributes, type Span, type SpanContext, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
 import type { BatchTracing } from './options.js';
 import type { BatchInfo } from './stats.js';
 
@@ -8,7 +8,8 @@ import type { BatchInfo } from './stats.js';
  * Each batch is one span, `batch {name}`, with a link to the span of every call it served: the
  * messaging conventions' rule for batch processing (a batch has many parents, so it links them
  * rather than picking one). Each caller's span gets its queue wait and the batch it rode in.
- * A call's span is the active span where it was made, or the `trace` call option.
+ * A call's span is the active span where it was made, or the `trace` call option, which may
+ * also be a span context from another process (a Redis stream entry's traceparent): linked too.
  *
  * This entry imports `@opentelemetry/api` (an optional peer); the main entry never does.
  */
@@ -16,13 +17,13 @@ export function otelTracing(tracer: Tracer = trace.getTracer('batched-fn')): Bat
   return {
     capture: () => trace.getActiveSpan(),
     batch(info, callers, error) {
-      const spans = callers.map((caller) => caller.trace).filter(isSpan);
+      const contexts = callers.map((caller) => contextOf(caller.trace)).filter((c): c is SpanContext => c !== undefined);
       const end = Date.now();
       const span = tracer.startSpan(`batch ${info.name}`, {
         kind: SpanKind.CONSUMER,
         root: true,
         startTime: end - info.execMs,
-        links: spans.map((caller) => ({ context: caller.spanContext() })),
+        links: contexts.map((context) => ({ context })),
         attributes: batchAttributes(info),
       });
       callers.forEach((caller) => {
@@ -53,6 +54,19 @@ export function batchAttributes(info: BatchInfo): Attributes {
     'batched_fn.batch.exec_ms': info.execMs,
     ...(info.worker === undefined ? {} : { 'batched_fn.worker.id': info.worker }),
   };
+}
+
+const HEX32 = /^[0-9a-f]{32}$/;
+const HEX16 = /^[0-9a-f]{16}$/;
+
+/** A caller's span context: from its span, or given as one (a remote parent's). */
+function contextOf(trace: unknown): SpanContext | undefined {
+  if (isSpan(trace)) return trace.spanContext();
+  const c = trace as Partial<SpanContext> | undefined;
+  if (typeof c === 'object' && c !== null && typeof c.traceId === 'string' && HEX32.test(c.traceId) && typeof c.spanId === 'string' && HEX16.test(c.spanId)) {
+    return { traceId: c.traceId, spanId: c.spanId, traceFlags: typeof c.traceFlags === 'number' ? c.traceFlags : 0, isRemote: true };
+  }
+  return undefined;
 }
 
 function isSpan(value: unknown): value is Span {

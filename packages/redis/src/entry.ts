@@ -1,4 +1,5 @@
 import { type SerializedError, serializeError } from 'batched-fn/adapter';
+import { parseTraceparent, type RemoteSpanContext } from './trace-context.js';
 import { FIELD } from './wire.js';
 
 /**
@@ -15,6 +16,8 @@ export interface Entry {
   /** Orders calls inside the worker's batcher (within what the worker has read). */
   priority: number;
   payload: Buffer;
+  /** The caller's trace context, when the frontend traced the call and sent a well-formed one. */
+  trace: RemoteSpanContext | undefined;
   /** Why the entry cannot run, when its fields are malformed; it is answered with this. */
   invalid: string | undefined;
 }
@@ -47,6 +50,7 @@ export function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
     rows,
     priority,
     payload: values.get(FIELD.payload) ?? Buffer.alloc(0),
+    trace: parseTraceparent(values.get(FIELD.trace)?.toString()),
     invalid,
   };
 }

@@ -16,6 +16,7 @@ import { FRONTEND_OPTIONS, resolveOptions } from './options.js';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { GROUP, type StreamKeys, streamKeys } from './keys.js';
+import { traceparentOf } from './trace-context.js';
 import { decode, encode, validBatch, type WireReply } from './wire.js';
 
 export interface RemoteBatchedFnOptions<I> {
@@ -49,11 +50,11 @@ export interface RemoteBatchedFnOptions<I> {
 const ENQUEUE = `
 local cap = tonumber(ARGV[1])
 if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
-return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7])
+return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7], 't', ARGV[8])
 `;
 
 type EnqueueClient = Redis & {
-  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer): Promise<string | null>;
+  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer, traceparent: string): Promise<string | null>;
 };
 
 /** How long a frontend's reply stream outlives the frontend, should it die without cleaning up. */
@@ -125,15 +126,16 @@ class RemoteFrontend<I, O> {
     const id = `${this.#id}:${this.#seq++}`;
     const timeout = options?.timeout;
     const deadline = timeout === undefined ? 0 : Date.now() + timeout;
-    return this.#calls.open(id, options, rows, () => void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload));
+    const traceparent = traceparentOf(options?.trace);
+    return this.#calls.open(id, options, rows, () => void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload, traceparent));
   }
 
-  async #enqueue(id: string, deadline: number, rows: number, priority: number, payload: Buffer): Promise<void> {
+  async #enqueue(id: string, deadline: number, rows: number, priority: number, payload: Buffer, traceparent: string): Promise<void> {
     try {
       await this.ready();
       const commands = this.#commands as EnqueueClient;
       const cap = Number.isFinite(this.#channelCap) ? this.#channelCap : 0;
-      const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload);
+      const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload, traceparent);
       if (entry === null) {
         this.#calls.fail(id, new QueueFullError(this.#channelCap));
         return;

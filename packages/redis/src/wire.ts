@@ -10,7 +10,7 @@ export const encode = (value: unknown): Buffer => serialize(value);
 export const decode = <T>(buffer: Buffer): T => deserialize(buffer) as T;
 
 /** Request entry field names; short, since every request carries them. */
-export const FIELD = { id: 'i', reply: 'r', deadline: 'd', rows: 'n', priority: 'q', payload: 'p' } as const;
+export const FIELD = { id: 'i', reply: 'r', deadline: 'd', rows: 'n', priority: 'q', payload: 'p', trace: 't' } as const;
 
 /** One caller's outcome inside a reply. */
 export type WireResult = [id: string, ok: true, value: unknown] | [id: string, ok: false, error: SerializedError];

@@ -215,6 +215,8 @@ export class RemoteWorker<I, O> {
         arrival: arrivedEpoch - performance.timeOrigin,
         ...(remaining === undefined ? {} : { timeout: Math.min(remaining, 2_147_483_647) }),
         ...(entry.priority === 0 ? {} : { priority: entry.priority }),
+        // The frontend's request span, on another machine perhaps: the batch span links to it.
+        ...(entry.trace === undefined ? {} : { trace: entry.trace }),
       });
       return [entry.id, true, output];
     } catch (error) {

@@ -126,7 +126,7 @@ function modelCard(m) {
     number('exec-p50', 'exec p50 ms', m.execMs.p50, 2),
     number('exec-p99', 'exec p99 ms', m.execMs.p99, 2),
     number('batch-mean', `mean batch / ${m.maxBatchSize}`, m.meanBatch, 1),
-    number('queue-depth', `queued / cap ${m.queueCap}`, m.queueDepth, 0),
+    number('queue-depth', `queued / cap ${m.queueCap ?? '∞'}`, m.queueDepth, 0),
     number('errors', 'errors/s', m.errorsPerSecond, 0),
   );
   const rates = [...(history.get(m.name) ?? []), m.reqPerSecond].slice(-HISTORY);

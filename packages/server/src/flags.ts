@@ -35,7 +35,7 @@ export const FLAGS = {
   port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
   'grpc-port': { key: 'grpcPort', kind: 'int0', arg: 'PORT', default: 8001, shown: '`8001`', meaning: 'port of the gRPC face (`0` picks a free port); the banner prints `grpc://HOST:PORT`', commands: ['serve'] },
   'no-grpc': { key: 'noGrpc', kind: 'boolean', arg: '', shown: 'off', meaning: 'serve REST only', commands: ['serve'] },
-  otel: { key: 'otel', kind: 'boolean', arg: '', shown: 'off', meaning: 'export OpenTelemetry traces over OTLP/HTTP, set up by the standard `OTEL_EXPORTER_OTLP_*` variables (`http/protobuf` or `http/json`) and `OTEL_BSP_SCHEDULE_DELAY`', commands: ['serve'] },
+  otel: { key: 'otel', kind: 'boolean', arg: '', shown: 'off', meaning: 'export OpenTelemetry traces over OTLP/HTTP, set up by the standard `OTEL_EXPORTER_OTLP_*` variables (`http/protobuf` or `http/json`) and `OTEL_BSP_SCHEDULE_DELAY`', commands: BOTH },
   dashboard: { key: 'dashboard', kind: 'onoff', arg: 'on\\|off', default: 'on', shown: '`on`', meaning: 'the live dashboard at `/dashboard` (read-only)', commands: ['serve'] },
   'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, shown: '`64`', meaning: 'most rows per `session.run`', commands: BOTH },
   'max-delay': {

@@ -5,6 +5,7 @@ import { assertInferItem } from './model/infer-item.js';
 import type { InferItem, InferResult } from './model/tensor.js';
 import { ensureMlpModel } from './model/default-model.js';
 import { createOnnxModel, SERVER_DEFAULTS } from './model/onnx-model.js';
+import { loadOptional, OTEL_PACKAGES } from './optional.js';
 import { onShutdownSignals } from './shutdown.js';
 
 /**
@@ -15,7 +16,7 @@ import { onShutdownSignals } from './shutdown.js';
 export async function runRemoteWorker(argv: string[]): Promise<void> {
   const flags = parseFlags('worker', argv) as {
     redis?: string; model?: string; name?: string; prefix?: string; maxBatchSize?: number; maxDelay?: number | 'auto';
-    workers?: number; threads?: number; claimIdleMs?: number; batchTimeout?: number; cacheDir?: string;
+    workers?: number; threads?: number; claimIdleMs?: number; batchTimeout?: number; cacheDir?: string; otel?: boolean;
   };
   const redis = flags.redis;
   if (redis === undefined) throw new UsageError('--redis is required (redis://host:port, or rediss:// for TLS)');
@@ -28,6 +29,8 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
   // The worker feeds entries into this batcher with their arrival times: its window, rows and
   // shedding are the ones every local call gets. Its batches are reported to the frontends.
   let remote: RemoteWorker<InferItem, InferResult> | undefined;
+  // With --otel each batch span links to the frontends' request spans, whose contexts travel in the entries.
+  const telemetry = flags.otel === true ? await (await loadOptional('--otel', OTEL_PACKAGES, () => import('./otel/setup.js'))).startTelemetry() : undefined;
   const model = createOnnxModel({
     path: modelFile ?? ensureMlpModel(undefined, flags.cacheDir),
     ...(name === undefined ? {} : { name }),
@@ -37,6 +40,7 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
     onBatch: (info) => remote?.observe(info),
     threads: flags.threads ?? SERVER_DEFAULTS.threads,
     ...(batchTimeout === undefined ? {} : { batchTimeout }),
+    ...(telemetry === undefined ? {} : { tracing: telemetry.tracing }),
   });
   await model.batcher.ready();
   const worker = await startRemoteWorker<InferItem, InferResult>({
@@ -56,6 +60,7 @@ export async function runRemoteWorker(argv: string[]): Promise<void> {
     process.stdout.write('finishing the batch in hand...\n');
     await worker.stop();
     await model.batcher.close();
+    await telemetry?.shutdown();
     process.stdout.write(`stats ${JSON.stringify(worker.stats)}\n`);
   }, () => model.batcher.close({ timeout: 0 }));
   process.stdout.write(`batched-fn worker ready: model "${model.name}" from ${redis.replace(/\/\/[^@]*@/, '//***@')}, ${workers} worker thread(s), max batch ${maxBatchSize}\n`);

@@ -7,6 +7,7 @@ import * as ort from 'onnxruntime-node';
 import { ensureMlpModel } from '@batched-fn/server';
 import { TestRedis } from '../../redis/test/redis-server.js';
 import { dashboardSnapshots, jsonRequest, postJson, TEST_CACHE } from './helpers.js';
+import { startOtlpReceiver } from './otlp-receiver.js';
 
 // Real processes: one redis-server, two HTTP frontends and two model workers, all on loopback.
 const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
@@ -20,8 +21,8 @@ interface Proc {
   exit: Promise<number | null>;
 }
 
-function start(args: string[], readyPattern: RegExp): Promise<Proc & { match: RegExpExecArray }> {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], readyPattern: RegExp, env: Record<string, string> = {}): Promise<Proc & { match: RegExpExecArray }> {
+  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   children.push(child);
   let out = '';
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -213,8 +214,32 @@ test('behind --redis the dashboard shows the frontend view: rates, batches the w
   expect(mlp.reqPerSecond).toBeGreaterThan(0);
   expect(mlp.meanBatch).toBeGreaterThan(1);
   expect(mlp.workers).toEqual([]);
-  expect(mlp.queueCap).toBeGreaterThan(0);
+  expect(mlp.queueCap).toBeNull(); // the frontend's queue has no cap unless --queue-cap gives one
+  expect(mlp.queueDepth).toBeGreaterThanOrEqual(0);
   w.child.kill('SIGTERM');
   front.child.kill('SIGTERM');
   expect(await Promise.all([w.exit, front.exit])).toEqual([0, 0]);
+});
+
+test('with --otel on both sides the trace context travels in the stream entry: the worker\'s batch span links to the frontend\'s request spans', async () => {
+  const receiver = await startOtlpReceiver();
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' };
+  const w = await start(['worker', '--redis', redis.url, '--cache-dir', TEST_CACHE, '--max-delay', '50', '--threads', '1', '--prefix', 'traced', '--otel'], /worker ready/, { ...env, OTEL_SERVICE_NAME: 'model-worker' });
+  const front = await start(['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', 'traced', '--otel'], / on (http:\/\/127\.0\.0\.1:\d+)/, { ...env, OTEL_SERVICE_NAME: 'frontend' });
+  const url = front.match[1] as string;
+  const results = await Promise.all(Array.from({ length: 8 }, (_, i) => postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(i)))));
+  expect(results.map((r) => r.status)).toEqual(Array(8).fill(200));
+  const requests = () => receiver.spans.filter((s) => s.serviceName === 'frontend' && s.name === 'POST /v2/models/:name/infer');
+  const batches = () => receiver.spans.filter((s) => s.serviceName === 'model-worker' && s.name === 'batch mlp');
+  const deadline = Date.now() + 10_000;
+  while (requests().length < 8 || batches().reduce((n, s) => n + s.links.length, 0) < 8) {
+    if (Date.now() > deadline) throw new Error(`spans never arrived: ${JSON.stringify(receiver.spans.map((s) => [s.serviceName, s.name, s.links.length]))}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  const linked = batches().flatMap((b) => b.links.map((l) => `${l.traceId}/${l.spanId}`)).sort();
+  expect(linked).toEqual(requests().map((s) => `${s.traceId}/${s.spanId}`).sort());
+  w.child.kill('SIGTERM');
+  front.child.kill('SIGTERM');
+  expect(await Promise.all([w.exit, front.exit])).toEqual([0, 0]);
+  await receiver.close();
 });

@@ -62,7 +62,8 @@ export interface ModelPanel {
   meanBatch: number | null;
   maxBatchSize: number;
   queueDepth: number;
-  queueCap: number;
+  /** null: no cap (a frontend for remote workers by default). */
+  queueCap: number | null;
   maxDelay: number | 'auto' | null;
   reasons: Record<string, number>[];
   workers: { id: number; utilisation: number; restarts: number; state: string }[];
@@ -175,7 +176,7 @@ export class DashboardCollector {
       meanBatch: recent.length === 0 ? null : recent.reduce((a, b) => a + b, 0) / recent.length,
       maxBatchSize: settings?.maxBatchSize ?? 0,
       queueDepth: stats?.queued ?? 0,
-      queueCap: settings?.channelCap ?? 0,
+      queueCap: settings === undefined || !Number.isFinite(settings.channelCap) ? null : settings.channelCap,
       maxDelay: settings?.maxDelay ?? null,
       reasons: track.reasons,
       workers,

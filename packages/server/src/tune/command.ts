@@ -69,8 +69,8 @@ function progressLine(done: number, planned: number, seconds: number[], label: s
   const filled = Math.round((width * done) / total);
   const mean = seconds.length === 0 ? 0 : seconds.reduce((a, b) => a + b, 0) / seconds.length;
   const left = Math.max(0, total - done) * mean;
-  const eta = left >= 60 ? `${Math.floor(left / 60)}m${String(Math.round(left % 60)).padStart(2, '0')}s` : `${Math.round(left)}s`;
-  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total} candidates, about ${eta} left${label === '' ? '' : `: ${label}`}`;
+  const eta = seconds.length === 0 && done < total ? 'time left unknown until one has run' : `about ${left >= 60 ? `${Math.floor(left / 60)}m${String(Math.round(left % 60)).padStart(2, '0')}s` : `${Math.round(left)}s`} left`;
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}] ${done}/${total} candidates, ${eta}${label === '' ? '' : `: ${label}`}`;
 }
 
 /**
@@ -162,7 +162,7 @@ function report(result: TuneResult, options: TuneOptions): void {
   console.table(tableRows(result.measured, recommended?.key));
   mkdirSync(options.out, { recursive: true });
   const subject = 'model' in options.target ? options.target.model : `${options.target.repository}/${options.target.name}`;
-  writeFileSync(join(options.out, 'tune.svg'), renderTuneSvg(result.measured, options.budgetMs, recommended?.candidate, `batched-fn tune: ${subject.split('/').slice(-2).join('/')}, p99 budget ${options.budgetMs} ms`));
+  writeFileSync(join(options.out, 'tune.svg'), renderTuneSvg(result.measured, options.budgetMs, recommended?.candidate, `batched-fn tune: ${subject.split('/').at(-1)}, ${result.measured.length} candidates`));
   const gain = recommended?.best !== undefined && defaults?.best !== undefined ? recommended.best.throughput / defaults.best.throughput : undefined;
   const summary = { subject, budgetMs: options.budgetMs, cores: options.cores, concurrency: options.concurrency, windowSeconds: options.duration, stability: STABILITY, candidatesRun: result.measured.length, seconds: result.seconds, recommended: recommended?.key, defaults: defaults?.key, gainOverDefaults: gain, candidates: result.measured };
   writeFileSync(join(options.out, 'tune.json'), `${JSON.stringify(summary, null, 2)}\n`);

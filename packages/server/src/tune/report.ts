@@ -50,7 +50,8 @@ const esc = (text: string): string => text.replace(/&/g, '&amp;').replace(/</g, 
 /** tune.svg: every measured point (throughput against p99), the Pareto front, the budget, and the pick. */
 export function renderTuneSvg(measured: readonly Measured[], budgetMs: number, recommended: Candidate | undefined, title: string): string {
   const all = measured.flatMap((m) => m.points.map((p) => ({ ...p, key: m.key })));
-  const front = paretoFront(all);
+  // The front, like the recommendation, stands on stable points; unstable ones are drawn hollow.
+  const front = paretoFront(all.filter((p) => p.stable));
   const W = 720;
   const H = 420;
   const left = 64;
@@ -74,14 +75,21 @@ export function renderTuneSvg(measured: readonly Measured[], budgetMs: number, r
     const rps = (yMax * i) / 4;
     parts.push(`<text x="${x(ms) - 8}" y="${bottom + 16}">${ms.toFixed(0)}</text>`, `<text x="${left - 48}" y="${y(rps) + 4}">${rps.toFixed(0)}</text>`);
   }
-  parts.push(`<line x1="${x(budgetMs)}" y1="${top}" x2="${x(budgetMs)}" y2="${bottom}" stroke="#c23b3b" stroke-dasharray="5 4"/>`, `<text x="${x(budgetMs) + 4}" y="${top + 12}" fill="#c23b3b">budget ${budgetMs} ms</text>`);
-  for (const p of all) parts.push(`<circle cx="${x(p.p99).toFixed(1)}" cy="${y(p.throughput).toFixed(1)}" r="3" fill="#9aa3b5"><title>${esc(p.key)} @${p.concurrency}: ${Math.round(p.throughput)} req/s, p99 ${p.p99.toFixed(1)} ms</title></circle>`);
+  parts.push(`<line x1="${x(budgetMs)}" y1="${top}" x2="${x(budgetMs)}" y2="${bottom}" stroke="#c23b3b" stroke-dasharray="5 4"/>`, `<text x="${x(budgetMs) - 4}" y="${top + 12}" fill="#c23b3b" text-anchor="end">p99 budget ${budgetMs} ms</text>`);
+  for (const p of all) {
+    const fill = p.stable ? 'fill="#9aa3b5"' : 'fill="white" stroke="#9aa3b5" stroke-width="1.2"';
+    parts.push(`<circle cx="${x(p.p99).toFixed(1)}" cy="${y(p.throughput).toFixed(1)}" r="3" ${fill}><title>${esc(p.key)} @${p.concurrency}: ${Math.round(p.throughput)} req/s, p99 ${p.p99.toFixed(1)} ms${p.stable ? '' : ', unstable'}</title></circle>`);
+  }
   parts.push(`<polyline fill="none" stroke="#2f6fde" stroke-width="2" points="${front.map((p) => `${x(p.p99).toFixed(1)},${y(p.throughput).toFixed(1)}`).join(' ')}"/>`);
   for (const p of front) parts.push(`<circle cx="${x(p.p99).toFixed(1)}" cy="${y(p.throughput).toFixed(1)}" r="4" fill="#2f6fde"/>`);
   const pick = recommended === undefined ? undefined : measured.find((m) => m.key === keyOf(recommended))?.best;
   if (pick !== undefined) {
     parts.push(`<circle cx="${x(pick.p99)}" cy="${y(pick.throughput)}" r="8" fill="none" stroke="#d9822b" stroke-width="2.5"/>`, `<text x="${x(pick.p99) + 10}" y="${y(pick.throughput) - 8}" fill="#d9822b">recommended: ${esc(keyOf(recommended as Candidate))}</text>`);
   }
-  parts.push(`<text x="${right - 250}" y="${bottom - 8}" fill="#2f6fde">— Pareto front (${front.length} of ${all.length} points)</text>`, '</svg>');
+  parts.push(
+    `<text x="${right - 8}" y="${bottom - 22}" fill="#2f6fde" text-anchor="end">— Pareto front of the stable points (${front.length} of ${all.length} points)</text>`,
+    `<text x="${right - 8}" y="${bottom - 8}" fill="#6b7385" text-anchor="end">hollow: unstable (no 3 windows agreed within 10 %)</text>`,
+    '</svg>',
+  );
   return `${parts.join('\n')}\n`;
 }
