@@ -75,7 +75,10 @@ function reasons(series) {
     const color = REASON_COLORS[name] ?? '#444';
     f.svg.append(el('svg:polyline', { fill: 'none', stroke: color, 'stroke-width': 1.3, points: series.map((point, i) => `${x(i)},${y(point[name] ?? 0)}`).join(' ') }));
     const item = el('span');
-    item.append(el('i', { style: `background:${color}` }), document.createTextNode(name));
+    const swatch = el('i');
+    // Through the CSSOM: the page's content security policy refuses inline style attributes.
+    swatch.style.background = color;
+    item.append(swatch, document.createTextNode(name));
     legend.append(item);
   }
   axisLabels(f, max, `last ${HISTORY} s`);
@@ -148,7 +151,9 @@ function generatorCard(g) {
     number('ttft-p50', 'first token p50 ms', g.ttftMs.p50, 1),
     number('ttft-p99', 'first token p99 ms', g.ttftMs.p99, 1),
   );
-  card.append(numbers, line(g.history, 'tokens per second', '#7a4fd0'));
+  const charts = el('div', { class: 'charts' });
+  charts.append(line(g.history, 'tokens per second', '#7a4fd0'));
+  card.append(numbers, charts);
   return card;
 }
 
