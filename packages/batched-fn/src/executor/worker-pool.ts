@@ -25,9 +25,8 @@ export interface WorkerPoolOptions {
 }
 
 /**
- * Runs batches in worker threads, one batch per worker at a time. A batch is
- * handed only to a free worker, so batches keep filling in the queue while all
- * workers are busy, as in Triton's instance groups.
+ * Runs batches in worker threads, one batch per worker at a time. A batch is handed only to a free
+ * worker, so batches keep filling in the queue while all workers are busy (Triton's instance groups).
  */
 export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   readonly #options: WorkerPoolOptions;
@@ -37,6 +36,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
   #terminated: Promise<void> | undefined;
   #nextJobId = 1;
   #capacityListener: () => void = () => {};
+  lastWorker: number | undefined = undefined;
 
   /** Options are validated by batchedFn() (workerData is cloneable, resourceLimits known). */
   constructor(options: WorkerPoolOptions) {
@@ -48,8 +48,6 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
     this.#start();
     return this.#slots.some((slot) => slot.state === 'idle' || slot.state === 'starting');
   }
-
-  lastWorker: number | undefined = undefined;
 
   onCapacity(listener: () => void): void {
     this.#capacityListener = listener;
@@ -293,8 +291,7 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
         return;
       }
       // Let the module dispose its context (close a session, flush a log); terminate if it takes too long.
-      const grace = setTimeout(() => void worker.terminate(), CLOSE_GRACE_MS);
-      grace.unref();
+      const grace = setTimeout(() => void worker.terminate(), CLOSE_GRACE_MS).unref();
       worker.once('exit', () => clearTimeout(grace));
       worker.ref();
       this.#send(slot, { type: 'close' });
