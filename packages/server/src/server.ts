@@ -1,7 +1,7 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { dashboardPlugin } from './dashboard/routes.js';
 import { FLAG_DEFAULTS } from './flags.js';
-import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
+import { CallTracker, inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
 import { InferenceFront } from './kserve/infer-front.js';
 import { kservePlugin } from './kserve/plugin.js';
 import { repositoryActions } from './kserve/repository-routes.js';
@@ -112,8 +112,9 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   let grpc: RunningGrpc | undefined;
   if (options.grpcPort !== undefined) {
     const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
-    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, telemetry?.tracer);
-    grpc = await startGrpcServer(service, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
+    const tracker = new CallTracker();
+    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry?.tracer);
+    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
       await app.close();
       throw error;
     });

@@ -1,3 +1,4 @@
+import { connect } from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
@@ -161,4 +162,23 @@ test('draining: calls already accepted are answered; new calls are UNAVAILABLE',
   expect((await Promise.all(accepted)).map((r) => r.outputs[0].name)).toEqual(['y', 'y']);
   await closing;
   server = undefined;
+});
+
+test('a client that announces a call and never sends it cannot hold shutdown: accepted calls are answered, the stalled stream is cut', async () => {
+  const gated = await start({ maxBatchSize: 1 });
+  const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
+  session.on('error', () => {});
+  const stalled = session.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelInfer', 'content-type': 'application/grpc', te: 'trailers' });
+  stalled.on('error', () => {});
+  stalled.write(Buffer.from([0, 0, 0, 0, 10])); // a 10-byte message announced, never sent
+  const accepted = gated.client.call('ModelInfer', row());
+  await until(() => gated.running() === 1);
+  const started = performance.now();
+  const closing = server?.close();
+  server = undefined;
+  gated.release();
+  expect((await accepted).outputs[0].name).toBe('y');
+  await closing;
+  expect(performance.now() - started).toBeLessThan(5_000);
+  session.destroy();
 });

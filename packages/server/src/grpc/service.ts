@@ -22,6 +22,31 @@ export interface GrpcServeOptions {
   maxMessageBytes: number;
 }
 
+/**
+ * How long shutdown waits, once every accepted call is answered, for streams that are still open:
+ * their answers flush in milliseconds; a client that announced a request and never sent it would
+ * otherwise hold shutdown forever. They are then cut.
+ */
+const STALLED_GRACE_MS = 1_000;
+
+/** Counts accepted ModelInfer calls, so shutdown knows when every one has been answered. */
+export class CallTracker {
+  #inFlight = 0;
+  #waiters: (() => void)[] = [];
+
+  begin(): void {
+    this.#inFlight++;
+  }
+
+  end(): void {
+    if (--this.#inFlight === 0) for (const wake of this.#waiters.splice(0)) wake();
+  }
+
+  idle(): Promise<void> {
+    return this.#inFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.#waiters.push(resolve));
+  }
+}
+
 export interface RunningGrpc {
   /** The port it listens on (the real one, with `port: 0`). */
   port: number;
@@ -56,7 +81,7 @@ function remainingMs(call: ServerUnaryCall<unknown, unknown>): number | undefine
  * statistics RPCs) over the same front as REST: the same models, batcher, checks,
  * errors and metrics (`protocol="grpc"`).
  */
-export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean, tracer?: TracerLike): UntypedServiceImplementation {
+export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean, tracker: CallTracker, tracer?: TracerLike): UntypedServiceImplementation {
   const versionOf = (name: string): string | undefined => front.registry.get(name)?.model?.version;
   return {
     ServerLive: unary(() => ({ live: true })),
@@ -79,6 +104,7 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
     }),
     ModelInfer: unary(async (request: GrpcInferRequest, call) => {
       const span = tracer?.startSpan('inference.GRPCInferenceService/ModelInfer', { kind: SPAN_KIND_SERVER, attributes: RPC_ATTRIBUTES });
+      tracker.begin();
       try {
         const answer = await modelInfer(request, call, span);
         endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
@@ -87,6 +113,8 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
         const { code, details } = grpcStatusFor(error);
         endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
         throw error;
+      } finally {
+        tracker.end();
       }
     }),
   };
@@ -126,7 +154,7 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
 }
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */
-export async function startGrpcServer(service: UntypedServiceImplementation, options: GrpcServeOptions): Promise<RunningGrpc> {
+export async function startGrpcServer(service: UntypedServiceImplementation, tracker: CallTracker, options: GrpcServeOptions): Promise<RunningGrpc> {
   const server = new Server({ 'grpc.max_receive_message_length': options.maxMessageBytes, 'grpc.enable_channelz': 0 });
   server.addService(loadInferenceService().service, service);
   // IPv6 literals need brackets in a gRPC target.
@@ -141,7 +169,12 @@ export async function startGrpcServer(service: UntypedServiceImplementation, opt
   return {
     port,
     close: () => {
-      closing ??= new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      closing ??= (async () => {
+        const graceful = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+        const answered = tracker.idle().then(() => new Promise<void>((resolve) => setTimeout(resolve, STALLED_GRACE_MS).unref()));
+        await Promise.race([graceful, answered]);
+        server.forceShutdown();
+      })();
       return closing;
     },
   };
