@@ -1,7 +1,8 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { dashboardPlugin } from './dashboard/routes.js';
 import { FLAG_DEFAULTS } from './flags.js';
-import { CallTracker, inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
+import { InFlight, trackAccepted } from './drain.js';
+import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
 import { InferenceFront } from './kserve/infer-front.js';
 import { kservePlugin } from './kserve/plugin.js';
 import { repositoryActions } from './kserve/repository-routes.js';
@@ -86,6 +87,8 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   let ready = false;
   let draining = false;
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
+  const accepted = new InFlight();
+  trackAccepted(app, accepted);
   // While draining, every answer closes its connection: keep-alive sockets would otherwise go
   // idle after the server's one-time idle sweep and hold shutdown open for the keep-alive timeout.
   app.addHook('onSend', async (_request, reply, payload) => {
@@ -112,7 +115,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   let grpc: RunningGrpc | undefined;
   if (options.grpcPort !== undefined) {
     const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
-    const tracker = new CallTracker();
+    const tracker = new InFlight();
     const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry?.tracer);
     grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
       await app.close();
@@ -138,13 +141,21 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
         // flush the queues now instead of letting them sit out the delay (or deadlock on it).
         for (const model of models) model.batcher.configure({ maxDelay: 0 });
         const generating = generators.map((g) => g.generate.close());
-        await Promise.all([app.close(), grpc?.close()]);
+        await Promise.all([closeHttp(app, accepted), grpc?.close()]);
         await Promise.all([...models.map((model) => model.batcher.close()), ...generating]);
         await telemetry?.shutdown();
       })();
       return closing;
     },
   };
+}
+
+/** Stops HTTP: accepted requests are answered; connections still open after that (a stalled client) are cut. */
+async function closeHttp(app: FastifyInstance, accepted: InFlight): Promise<void> {
+  const closing = app.close();
+  await Promise.race([closing, accepted.settled()]);
+  app.server.closeAllConnections();
+  await closing;
 }
 
 /** `batched-fn serve --redis`: the same HTTP frontend, with batches run by remote workers. */

@@ -1,3 +1,4 @@
+import { connect } from 'node:net';
 import { afterEach, expect, test } from 'vitest';
 import { type RunningServer, serveModel } from '@batched-fn/server';
 import { gatedModel, jsonRequest, postJson } from './helpers.js';
@@ -142,4 +143,21 @@ test('a client that disconnects releases its queued request', async () => {
   expect(gated.model.batcher.stats.failures.aborted).toBe(1);
   gated.release();
   expect((await first).status).toBe(200);
+});
+
+test('a client that sends headers and never its body cannot hold shutdown: accepted requests are answered, the stalled connection is cut', async () => {
+  const gated = await start({ maxBatchSize: 1 });
+  const { hostname, port } = new URL(server?.url as string);
+  const stalled = connect(Number(port), hostname, () => stalled.write('POST /v2/models/gated/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"in'));
+  stalled.on('error', () => {});
+  const accepted = postJson(gated.infer, ok());
+  while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));
+  const started = performance.now();
+  const closing = server?.close();
+  server = undefined;
+  gated.release();
+  expect((await accepted).status).toBe(200);
+  await closing;
+  expect(performance.now() - started).toBeLessThan(5_000);
+  stalled.destroy();
 });

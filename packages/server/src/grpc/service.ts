@@ -1,5 +1,6 @@
 import { MAX_TIMER_MS } from 'batched-fn';
 import { Server, ServerCredentials, status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import type { InFlight } from '../drain.js';
 import { HttpError } from '../kserve/errors.js';
 import type { InferenceFront } from '../kserve/infer-front.js';
 import type { RepositoryActions } from '../kserve/repository-routes.js';
@@ -20,31 +21,6 @@ export interface GrpcServeOptions {
   port: number;
   /** Largest request message in bytes (REST's body limit, so both faces take the same requests). */
   maxMessageBytes: number;
-}
-
-/**
- * How long shutdown waits, once every accepted call is answered, for streams that are still open:
- * their answers flush in milliseconds; a client that announced a request and never sent it would
- * otherwise hold shutdown forever. They are then cut.
- */
-const STALLED_GRACE_MS = 1_000;
-
-/** Counts accepted ModelInfer calls, so shutdown knows when every one has been answered. */
-export class CallTracker {
-  #inFlight = 0;
-  #waiters: (() => void)[] = [];
-
-  begin(): void {
-    this.#inFlight++;
-  }
-
-  end(): void {
-    if (--this.#inFlight === 0) for (const wake of this.#waiters.splice(0)) wake();
-  }
-
-  idle(): Promise<void> {
-    return this.#inFlight === 0 ? Promise.resolve() : new Promise((resolve) => this.#waiters.push(resolve));
-  }
 }
 
 export interface RunningGrpc {
@@ -81,7 +57,7 @@ function remainingMs(call: ServerUnaryCall<unknown, unknown>): number | undefine
  * statistics RPCs) over the same front as REST: the same models, batcher, checks,
  * errors and metrics (`protocol="grpc"`).
  */
-export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean, tracker: CallTracker, tracer?: TracerLike): UntypedServiceImplementation {
+export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean, tracker: InFlight, tracer?: TracerLike): UntypedServiceImplementation {
   const versionOf = (name: string): string | undefined => front.registry.get(name)?.model?.version;
   return {
     ServerLive: unary(() => ({ live: true })),
@@ -154,7 +130,7 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
 }
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */
-export async function startGrpcServer(service: UntypedServiceImplementation, tracker: CallTracker, options: GrpcServeOptions): Promise<RunningGrpc> {
+export async function startGrpcServer(service: UntypedServiceImplementation, tracker: InFlight, options: GrpcServeOptions): Promise<RunningGrpc> {
   const server = new Server({ 'grpc.max_receive_message_length': options.maxMessageBytes, 'grpc.enable_channelz': 0 });
   server.addService(loadInferenceService().service, service);
   // IPv6 literals need brackets in a gRPC target.
@@ -171,8 +147,7 @@ export async function startGrpcServer(service: UntypedServiceImplementation, tra
     close: () => {
       closing ??= (async () => {
         const graceful = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-        const answered = tracker.idle().then(() => new Promise<void>((resolve) => setTimeout(resolve, STALLED_GRACE_MS).unref()));
-        await Promise.race([graceful, answered]);
+        await Promise.race([graceful, tracker.settled()]);
         server.forceShutdown();
       })();
       return closing;
