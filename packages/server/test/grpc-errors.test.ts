@@ -182,3 +182,12 @@ test('a client that announces a call and never sends it cannot hold shutdown: ac
   expect(performance.now() - started).toBeLessThan(5_000);
   session.destroy();
 });
+
+test('PERMISSION_DENIED for load and unload without --model-control explicit, with the text REST sends', async () => {
+  const gated = await start();
+  const rest = await fetch(`${server?.url}/v2/repository/models/gated/unload`, { method: 'POST' });
+  expect(rest.status).toBe(403);
+  const { error } = (await rest.json()) as { error: string };
+  expect(await gated.client.fails('RepositoryModelUnload', { model_name: 'gated' })).toEqual({ code: status.PERMISSION_DENIED, details: error });
+  expect(await gated.client.fails('RepositoryModelLoad', { model_name: 'gated' })).toEqual({ code: status.PERMISSION_DENIED, details: error });
+});

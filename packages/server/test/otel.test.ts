@@ -40,8 +40,11 @@ test('http/json: every request is a server span, every batch one span linked to 
   await Promise.all(viaGrpc);
   const bad = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 3], 'FP32', [1, 2, 3]));
   expect(bad.status).toBe(400);
+  const answered = performance.now();
   await until(receiver.spans, (spans) => spans.filter((s) => s.name === 'batch mlp').reduce((n, s) => n + s.links.length, 0) >= 8 && spans.filter((s) => s.kind === SERVER).length >= 9);
 
+  // OTEL_BSP_SCHEDULE_DELAY=100 is honoured: the SDK's default would hold spans for 5 s.
+  expect(performance.now() - answered).toBeLessThan(3_000);
   const requests = receiver.spans.filter((s) => s.kind === SERVER && s.attributes['http.response.status_code'] === 200 && s.name === 'POST /v2/models/:name/infer');
   const calls = receiver.spans.filter((s) => s.name === 'inference.GRPCInferenceService/ModelInfer');
   expect(requests).toHaveLength(6);

@@ -43,5 +43,10 @@ export async function startTelemetry(env: NodeJS.ProcessEnv = process.env): Prom
     spanProcessors: [new BatchSpanProcessor({ exporter: new OTLPTraceExporter(), ...(delay === undefined ? {} : { scheduledDelayMillis: delay }) })],
   });
   const tracer = provider.getTracer('@batched-fn/server', SERVER_VERSION);
-  return { tracer, tracing: otelTracing(tracer), shutdown: () => provider.shutdown() };
+  return {
+    tracer,
+    tracing: otelTracing(tracer),
+    // Tracing never fails serving: a collector that is down at shutdown costs its spans, not the drain's exit code.
+    shutdown: () => provider.shutdown().catch((error: unknown) => process.emitWarning(`batched-fn: could not export the last spans: ${String(error)}`, 'BatchedFnWarning')),
+  };
 }
