@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { dashboardPlugin } from './dashboard/routes.js';
 import { FLAG_DEFAULTS } from './flags.js';
 import { InFlight, trackAccepted } from './drain.js';
+import { traceRequests } from './otel/request-spans.js';
 import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
 import { InferenceFront } from './kserve/infer-front.js';
 import { kservePlugin } from './kserve/plugin.js';
@@ -89,6 +90,8 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
   const accepted = new InFlight();
   trackAccepted(app, accepted);
+  // Every HTTP request is a server span (metrics and dashboard too); the infer routes hand theirs to the batch.
+  if (telemetry !== undefined) traceRequests(app, telemetry.tracer);
   // While draining, every answer closes its connection: keep-alive sockets would otherwise go
   // idle after the server's one-time idle sweep and hold shutdown open for the keep-alive timeout.
   app.addHook('onSend', async (_request, reply, payload) => {
@@ -105,7 +108,6 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     modelControl: options.modelControl ?? 'none',
     generators,
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
-    ...(telemetry === undefined ? {} : { tracer: telemetry.tracer }),
   });
   if ((options.dashboard ?? FLAG_DEFAULTS.dashboard) === 'on') await app.register(dashboardPlugin, { registry, generators, metrics });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
