@@ -65,6 +65,19 @@ test('--redis without the optional packages is one clear line and exit 2', () =>
   expect(failure?.stderr).toBe('--redis needs @batched-fn/redis and ioredis, which are optional: npm install @batched-fn/redis ioredis\n');
 });
 
+test('--otel without the optional OpenTelemetry packages is one clear line and exit 2', () => {
+  let failure: { status: number; stderr: string } | undefined;
+  try {
+    execFileSync(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--otel', '--port', '0'], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  } catch (error) {
+    failure = error as { status: number; stderr: string };
+  }
+  expect(failure?.status).toBe(2);
+  expect(failure?.stderr).toBe(
+    '--otel needs @opentelemetry/api and @opentelemetry/sdk-trace and @opentelemetry/resources and @opentelemetry/exporter-trace-otlp-proto and @opentelemetry/exporter-trace-otlp-http, which are optional: npm install @opentelemetry/api @opentelemetry/sdk-trace @opentelemetry/resources @opentelemetry/exporter-trace-otlp-proto @opentelemetry/exporter-trace-otlp-http\n',
+  );
+});
+
 test("the fastify plugin registers on the user's own fastify 5", () => {
   writeFileSync(
     join(project, 'plugin.js'),

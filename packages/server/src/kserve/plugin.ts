@@ -11,8 +11,9 @@ import { HttpError } from './errors.js';
 import { InferenceFront } from './infer-front.js';
 import { spanOf, traceRequests } from '../otel/request-spans.js';
 import type { TracerLike } from '../otel/types.js';
-export { UNKNOWN_MODEL_LABEL } from './infer-front.js';
 import { BODY_TYPES, clip, messageFor, statusFor } from './status.js';
+
+export { UNKNOWN_MODEL_LABEL } from './infer-front.js';
 
 export interface KServeOptions {
   /** Fixed models, or a registry whose models load, reload and unload while serving. */
