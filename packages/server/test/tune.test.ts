@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { bench, ensureMlpModel } from '@batched-fn/server';
 import { bestWithin, paretoFront } from '../src/tune/report.js';
+import { candidateRepository } from '../src/tune/server-process.js';
 import { coarseGrid, DEFAULT_CANDIDATE, keyOf, neighbours, serveFlags } from '../src/tune/space.js';
 import { agree, isStable, measurePoint, type Point, type Window } from '../src/tune/stability.js';
 import { killRunning, run } from './cli-run.js';
@@ -79,4 +80,27 @@ test('a short sweep on the tiny model ends with a recommendation whose own measu
   const [series] = await bench({ url: await server.url, model: 'mlp-256-16-seed1-v1', concurrency: [8], duration: 1, rows: 1 });
   expect(series?.results[0]?.errors).toBe(0);
   expect(series?.results[0]?.p99).toBeLessThanOrEqual(50);
+});
+
+test("a repository model is tuned in a temporary copy under each candidate's settings; the user's folder is left untouched", async () => {
+  const { mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } = await import('node:fs');
+  const repo = mkdtempSync(join(tmpdir(), 'bfn-tune-repo-'));
+  mkdirSync(join(repo, 'tiny'));
+  symlinkSync(ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE), join(repo, 'tiny', 'model.onnx'));
+  writeFileSync(join(repo, 'tiny', 'config.json'), JSON.stringify({ maxBatchSize: 2, queueCap: 5000 }));
+  const out = mkdtempSync(join(tmpdir(), 'bfn-tune-'));
+  const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
+  const printed = execFileSync(process.execPath, [bin, 'tune', '--model-repository', repo, '--name', 'tiny', '--latency-budget', '50', '--concurrency', '4', '--duration', '1', '--max-candidates', '1', '--max-windows', '3', '--out', out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const summary = JSON.parse(readFileSync(join(out, 'tune.json'), 'utf8'));
+  expect(summary.candidates[0].candidate.maxBatchSize).toBe(64);
+  expect(summary.candidates[0].points[0].throughput).toBeGreaterThan(0);
+  // What a candidate's copy holds: the model linked, and the candidate's settings over the folder's own.
+  const copy = candidateRepository({ repository: repo, name: 'tiny' }, { maxBatchSize: 16, maxDelay: 2, workers: 2, threads: 1, preferred: true });
+  expect(readdirSync(join(copy, 'tiny')).sort()).toEqual(['config.json', 'model.onnx']);
+  expect(JSON.parse(readFileSync(join(copy, 'tiny', 'config.json'), 'utf8'))).toEqual({ maxBatchSize: 16, queueCap: 5000, maxDelay: 2, workers: 2, threads: 1, preferredBatchSizes: [8, 16] });
+  rmSync(copy, { recursive: true, force: true });
+  expect(printed).toContain(`batched-fn serve --model-repository ${repo}`);
+  // The user's repository is left as it was.
+  expect(readdirSync(join(repo, 'tiny')).sort()).toEqual(['config.json', 'model.onnx']);
+  expect(JSON.parse(readFileSync(join(repo, 'tiny', 'config.json'), 'utf8'))).toEqual({ maxBatchSize: 2, queueCap: 5000 });
 });

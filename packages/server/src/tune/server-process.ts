@@ -24,7 +24,7 @@ export interface CandidateServer {
  * files linked and its config.json replaced by the candidate's settings over the model's own
  * (which keep whatever else they say, like a JS model's `parameters`).
  */
-function candidateRepository(target: { repository: string; name: string }, candidate: Candidate): string {
+export function candidateRepository(target: { repository: string; name: string }, candidate: Candidate): string {
   const source = join(target.repository, target.name);
   const dir = mkdtempSync(join(tmpdir(), 'bfn-tune-'));
   mkdirSync(join(dir, target.name));
