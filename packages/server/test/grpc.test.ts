@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, credentials, status } from '@grpc/grpc-js';
 import { afterAll, beforeAll, expect, test } from 'vitest';
-import { ensureMlpModel, type RunningServer, startServer } from '@batched-fn/server';
+import { ensureMlpModel, PROTO_PATH, type RunningServer, startServer } from '@batched-fn/server';
 import { floatsOf, grpcClient, rawOf } from './grpc-client.js';
 import { postJson, TEST_CACHE, writeIntModel } from './helpers.js';
 
@@ -189,4 +189,21 @@ test('RPCs this server does not offer are UNIMPLEMENTED, and the requests appear
   expect(metrics).toMatch(/batched_fn_requests_total\{model="mlp",protocol="grpc",status="400"\} [1-9]/);
   expect(metrics).toMatch(/batched_fn_requests_total\{model="\(unknown\)",protocol="grpc",status="404"\} 1/);
   expect(metrics).toMatch(/batched_fn_requests_total\{model="mlp",protocol="rest",status="200"\} [1-9]/);
+});
+
+test('the shipped .proto keeps the protocol\'s names and field numbers (what generated stubs of KServe and Triton rely on)', async () => {
+  const protobuf = (await import('protobufjs')).default;
+  const root = new protobuf.Root().loadSync(PROTO_PATH, { keepCase: true });
+  const fields = (type: string) => Object.fromEntries(Object.entries(root.lookupType(`inference.${type}`).fields).map(([name, f]) => [name, f.id]));
+  expect(fields('ModelInferRequest')).toEqual({ model_name: 1, model_version: 2, id: 3, parameters: 4, inputs: 5, outputs: 6, raw_input_contents: 7 });
+  expect(fields('ModelInferRequest.InferInputTensor')).toEqual({ name: 1, datatype: 2, shape: 3, parameters: 4, contents: 5 });
+  expect(fields('ModelInferRequest.InferRequestedOutputTensor')).toEqual({ name: 1, parameters: 2 });
+  expect(fields('ModelInferResponse')).toEqual({ model_name: 1, model_version: 2, id: 3, parameters: 4, outputs: 5, raw_output_contents: 6 });
+  expect(fields('InferTensorContents')).toEqual({ bool_contents: 1, int_contents: 2, int64_contents: 3, uint_contents: 4, uint64_contents: 5, fp32_contents: 6, fp64_contents: 7, bytes_contents: 8 });
+  expect(fields('InferParameter')).toEqual({ bool_param: 1, int64_param: 2, string_param: 3, double_param: 4, uint64_param: 5 });
+  expect(fields('ModelMetadataResponse')).toEqual({ name: 1, versions: 2, platform: 3, inputs: 4, outputs: 5 });
+  expect(fields('ModelStatistics')).toEqual({ name: 1, version: 2, last_inference: 3, inference_count: 4, execution_count: 5, inference_stats: 6, batch_stats: 7, memory_usage: 8 });
+  expect(fields('RepositoryModelLoadRequest')).toEqual({ repository_name: 1, model_name: 2, parameters: 3 });
+  const service = root.lookupService('inference.GRPCInferenceService');
+  expect(Object.keys(service.methods).sort()).toEqual(['ModelInfer', 'ModelMetadata', 'ModelReady', 'ModelStatistics', 'RepositoryIndex', 'RepositoryModelLoad', 'RepositoryModelUnload', 'ServerLive', 'ServerMetadata', 'ServerReady']);
 });
