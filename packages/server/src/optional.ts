@@ -19,4 +19,4 @@ export async function loadOptional<T>(feature: string, packages: readonly string
 }
 
 export const REDIS_PACKAGES = ['@batched-fn/redis', 'ioredis'] as const;
-export const OTEL_PACKAGES = ['@opentelemetry/api', '@opentelemetry/sdk-trace', '@opentelemetry/resources', '@opentelemetry/exporter-trace-otlp-proto', '@opentelemetry/exporter-trace-otlp-http'] as const;
+export const OTEL_PACKAGES = ['@opentelemetry/api', '@opentelemetry/core', '@opentelemetry/sdk-trace', '@opentelemetry/resources', '@opentelemetry/exporter-trace-otlp-proto', '@opentelemetry/exporter-trace-otlp-http'] as const;

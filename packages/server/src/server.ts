@@ -91,7 +91,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   const accepted = new InFlight();
   trackAccepted(app, accepted);
   // Every HTTP request is a server span (metrics and dashboard too); the infer routes hand theirs to the batch.
-  if (telemetry !== undefined) traceRequests(app, telemetry.tracer);
+  if (telemetry !== undefined) traceRequests(app, telemetry.tracer, telemetry.extract);
   // While draining, every answer closes its connection: keep-alive sockets would otherwise go
   // idle after the server's one-time idle sweep and hold shutdown open for the keep-alive timeout.
   app.addHook('onSend', async (_request, reply, payload) => {
@@ -118,7 +118,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   if (options.grpcPort !== undefined) {
     const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
     const tracker = new InFlight();
-    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry?.tracer);
+    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry);
     grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
       await app.close();
       throw error;

@@ -7,11 +7,11 @@ export function grpcClient(url: string) {
   const pkg = loadPackageDefinition(loadSync(PROTO_PATH, PROTO_OPTIONS)) as any;
   const client = new pkg.inference.GRPCInferenceService(url.replace('grpc://', ''), credentials.createInsecure());
   /** Starts a call; `done` settles with its answer or its ServiceError. */
-  const start = (method: string, request: object, deadlineMs?: number): { call: ClientUnaryCall; done: Promise<any> } => {
+  const start = (method: string, request: object, deadlineMs?: number, metadata = new Metadata()): { call: ClientUnaryCall; done: Promise<any> } => {
     let call!: ClientUnaryCall;
     const done = new Promise<any>((resolve, reject) => {
       const options = deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
-      call = client[method](request, new Metadata(), options, (error: ServiceError | null, response: unknown) => (error === null ? resolve(response) : reject(error)));
+      call = client[method](request, metadata, options, (error: ServiceError | null, response: unknown) => (error === null ? resolve(response) : reject(error)));
     });
     done.catch(() => {});
     return { call, done };
@@ -30,6 +30,8 @@ export function grpcClient(url: string) {
       throw new Error(`${method} succeeded`);
     },
     close: () => client.close(),
+    /** The generated client itself. */
+    raw: client,
   };
 }
 

@@ -1,3 +1,4 @@
+import { Metadata } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { killRunning, run } from './cli-run.js';
 import { grpcClient } from './grpc-client.js';
@@ -40,15 +41,28 @@ test('http/json: every request is a server span, every batch one span linked to 
   await Promise.all(viaGrpc);
   const bad = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 3], 'FP32', [1, 2, 3]));
   expect(bad.status).toBe(400);
+  // A client's trace continues in ours: over an HTTP header, and over gRPC metadata.
+  const clientTrace = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7' };
+  const traced = await fetch(`${url}/v2/health/live`, { headers: { traceparent: `00-${clientTrace.traceId}-${clientTrace.spanId}-01` } });
+  expect(traced.status).toBe(200);
+  const metadata = new Metadata();
+  metadata.set('traceparent', `00-${clientTrace.traceId}-00f067aa0ba902b8-01`);
+  const viaMetadata = client.start('ModelInfer', { model_name: 'mlp', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }] }, undefined, metadata);
+  await viaMetadata.done;
+  const forged = await fetch(`${url}/v2/health/live`, { headers: { traceparent: '00-not-a-trace-01' } });
+  expect(forged.status).toBe(200);
   const answered = performance.now();
-  await until(receiver.spans, (spans) => spans.filter((s) => s.name === 'batch mlp').reduce((n, s) => n + s.links.length, 0) >= 8 && spans.filter((s) => s.kind === SERVER).length >= 9);
+  await until(receiver.spans, (spans) => spans.filter((s) => s.name === 'batch mlp').reduce((n, s) => n + s.links.length, 0) >= 9 && spans.filter((s) => s.kind === SERVER).length >= 12);
 
   // OTEL_BSP_SCHEDULE_DELAY=100 is honoured: the SDK's default would hold spans for 5 s.
   expect(performance.now() - answered).toBeLessThan(3_000);
   const requests = receiver.spans.filter((s) => s.kind === SERVER && s.attributes['http.response.status_code'] === 200 && s.name === 'POST /v2/models/:name/infer');
   const calls = receiver.spans.filter((s) => s.name === 'inference.GRPCInferenceService/ModelInfer');
   expect(requests).toHaveLength(6);
-  expect(calls).toHaveLength(2);
+  expect(calls).toHaveLength(3);
+  const live = receiver.spans.filter((s) => s.name === 'GET /v2/health/live');
+  expect(live.map((s) => [s.traceId === clientTrace.traceId, s.parentSpanId === clientTrace.spanId]).sort()).toEqual([[false, false], [true, true]]);
+  expect(calls.filter((s) => s.traceId === clientTrace.traceId).map((s) => s.parentSpanId)).toEqual(['00f067aa0ba902b8']);
   expect(calls[0]?.attributes).toMatchObject({ 'rpc.system': 'grpc', 'rpc.method': 'ModelInfer', 'rpc.grpc.status_code': 0 });
   const batches = receiver.spans.filter((s) => s.name === 'batch mlp');
   // The links connect: every request and call span is linked from exactly one batch span.

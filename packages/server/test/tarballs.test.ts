@@ -74,7 +74,7 @@ test('--otel without the optional OpenTelemetry packages is one clear line and e
   }
   expect(failure?.status).toBe(2);
   expect(failure?.stderr).toBe(
-    '--otel needs @opentelemetry/api and @opentelemetry/sdk-trace and @opentelemetry/resources and @opentelemetry/exporter-trace-otlp-proto and @opentelemetry/exporter-trace-otlp-http, which are optional: npm install @opentelemetry/api @opentelemetry/sdk-trace @opentelemetry/resources @opentelemetry/exporter-trace-otlp-proto @opentelemetry/exporter-trace-otlp-http\n',
+    '--otel needs @opentelemetry/api and @opentelemetry/core and @opentelemetry/sdk-trace and @opentelemetry/resources and @opentelemetry/exporter-trace-otlp-proto and @opentelemetry/exporter-trace-otlp-http, which are optional: npm install @opentelemetry/api @opentelemetry/core @opentelemetry/sdk-trace @opentelemetry/resources @opentelemetry/exporter-trace-otlp-proto @opentelemetry/exporter-trace-otlp-http\n',
   );
 });
 

@@ -9,7 +9,7 @@ import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
 import { encodeGrpcInfer } from './encode.js';
 import { loadInferenceService } from './proto.js';
 import { grpcStatusFor, toServiceError } from './status.js';
-import { endRequestSpan, SPAN_KIND_SERVER, type SpanLike, type TracerLike } from '../otel/types.js';
+import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type SpanLike, type TracerLike } from '../otel/types.js';
 
 const RPC_ATTRIBUTES = { 'rpc.system': 'grpc', 'rpc.service': 'inference.GRPCInferenceService', 'rpc.method': 'ModelInfer' };
 /** gRPC codes the RPC conventions count as the server's error on a server span. */
@@ -57,7 +57,14 @@ function remainingMs(call: ServerUnaryCall<unknown, unknown>): number | undefine
  * statistics RPCs) over the same front as REST: the same models, batcher, checks,
  * errors and metrics (`protocol="grpc"`).
  */
-export function inferenceService(front: InferenceFront, actions: RepositoryActions, statistics: ModelStatistics | undefined, draining: () => boolean, tracker: InFlight, tracer?: TracerLike): UntypedServiceImplementation {
+export function inferenceService(
+  front: InferenceFront,
+  actions: RepositoryActions,
+  statistics: ModelStatistics | undefined,
+  draining: () => boolean,
+  tracker: InFlight,
+  telemetry?: { tracer: TracerLike; extract: ExtractParent },
+): UntypedServiceImplementation {
   const versionOf = (name: string): string | undefined => front.registry.get(name)?.model?.version;
   return {
     ServerLive: unary(() => ({ live: true })),
@@ -79,7 +86,8 @@ export function inferenceService(front: InferenceFront, actions: RepositoryActio
       return {};
     }),
     ModelInfer: unary(async (request: GrpcInferRequest, call) => {
-      const span = tracer?.startSpan('inference.GRPCInferenceService/ModelInfer', { kind: SPAN_KIND_SERVER, attributes: RPC_ATTRIBUTES });
+      // A client's traceparent arrives as call metadata: the server span continues its trace.
+      const span = telemetry?.tracer.startSpan('inference.GRPCInferenceService/ModelInfer', { kind: SPAN_KIND_SERVER, attributes: RPC_ATTRIBUTES }, telemetry.extract(call.metadata.getMap()));
       tracker.begin();
       try {
         const answer = await modelInfer(request, call, span);

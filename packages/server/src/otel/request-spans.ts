@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { endRequestSpan, SPAN_KIND_SERVER, type SpanAttributes, type SpanLike, type TracerLike } from './types.js';
+import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type SpanAttributes, type SpanLike, type TracerLike } from './types.js';
 
 /** Each traced request's server span, until it ends. */
 const spans = new WeakMap<FastifyRequest, SpanLike>();
@@ -16,19 +16,19 @@ export function endSpanOf(request: FastifyRequest, status: number, attributes?: 
 }
 
 /**
- * One server span per HTTP request to the plugin's routes, named `{method} {route}` after the
- * route's template (never the client's path), with the HTTP conventions' attributes.
+ * One server span per HTTP request, named `{method} {route}` after the route's template (never
+ * the client's path), with the HTTP conventions' attributes; with `extract`, a child of the
+ * client's span when the request carries a valid `traceparent`.
  */
-export function traceRequests(app: FastifyInstance, tracer: TracerLike): void {
+export function traceRequests(app: FastifyInstance, tracer: TracerLike, extract?: ExtractParent): void {
   app.addHook('onRequest', async (request) => {
     const route = request.routeOptions.url;
-    spans.set(
-      request,
-      tracer.startSpan(route === undefined ? request.method : `${request.method} ${route}`, {
-        kind: SPAN_KIND_SERVER,
-        attributes: { 'http.request.method': request.method, 'http.route': route, 'url.scheme': 'http', 'network.protocol.name': 'http' },
-      }),
-    );
+    const options = {
+      kind: SPAN_KIND_SERVER,
+      attributes: { 'http.request.method': request.method, 'http.route': route, 'url.scheme': 'http', 'network.protocol.name': 'http' },
+    };
+    const name = route === undefined ? request.method : `${request.method} ${route}`;
+    spans.set(request, extract === undefined ? tracer.startSpan(name, options) : tracer.startSpan(name, options, extract(request.headers)));
   });
   app.addHook('onResponse', async (request, reply) => endSpanOf(request, reply.statusCode));
 }

@@ -1,13 +1,17 @@
+import { defaultTextMapGetter, ROOT_CONTEXT } from '@opentelemetry/api';
+import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { type BatchTracing, MAX_TIMER_MS } from 'batched-fn';
 import { otelTracing } from 'batched-fn/otel';
 import { SERVER_VERSION } from '../kserve/infer-front.js';
-import type { TracerLike } from './types.js';
+import type { ExtractParent, TracerLike } from './types.js';
 
 export interface Telemetry {
   /** Starts the server spans (one per HTTP request and gRPC call). */
   tracer: TracerLike;
+  /** The client's trace context, from `traceparent`/`tracestate` headers (W3C), as the server span's parent. */
+  extract: ExtractParent;
   /** The batchers' tracing: a span per batch, linked to the request spans it served. */
   tracing: BatchTracing;
   /** Exports what is buffered, then stops. */
@@ -43,8 +47,12 @@ export async function startTelemetry(env: NodeJS.ProcessEnv = process.env): Prom
     spanProcessors: [new BatchSpanProcessor({ exporter: new OTLPTraceExporter(), ...(delay === undefined ? {} : { scheduledDelayMillis: delay }) })],
   });
   const tracer = provider.getTracer('@batched-fn/server', SERVER_VERSION);
+  // W3C Trace Context, checked by the propagator: a malformed traceparent starts a new trace.
+  const propagator = new W3CTraceContextPropagator();
+  const extract = ((carrier: Record<string, unknown>) => propagator.extract(ROOT_CONTEXT, carrier, defaultTextMapGetter)) as ExtractParent;
   return {
     tracer,
+    extract,
     tracing: otelTracing(tracer),
     // Tracing never fails serving: a collector that is down at shutdown costs its spans, not the drain's exit code.
     shutdown: () => provider.shutdown().catch((error: unknown) => process.emitWarning(`batched-fn: could not export the last spans: ${String(error)}`, 'BatchedFnWarning')),

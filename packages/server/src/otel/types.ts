@@ -14,8 +14,12 @@ export interface SpanLike {
 }
 
 export interface TracerLike {
-  startSpan(name: string, options?: { kind?: number; attributes?: SpanAttributes }): SpanLike;
+  /** `parent`: an OpenTelemetry Context, only ever `extract`'s result (hence `never`), so a client's trace continues in ours. */
+  startSpan(name: string, options?: { kind?: number; attributes?: SpanAttributes }, parent?: never): SpanLike;
 }
+
+/** Reads a W3C `traceparent` (and `tracestate`) from request headers or gRPC metadata into a parent context. */
+export type ExtractParent = (carrier: Record<string, unknown>) => never;
 
 /** OpenTelemetry's SpanKind.SERVER and SpanStatusCode.ERROR, as numbers. */
 export const SPAN_KIND_SERVER = 1;
