@@ -118,6 +118,10 @@ test('BYTES: bytes_contents in and out, raw length-prefixed elements, and reques
     raw_input_contents: [Buffer.concat([element('héllo'), element('x')])],
   });
   expect(raw.raw_output_contents[0]).toEqual(Buffer.concat([element('HÉLLO?'), element('X?')]));
+  expect(await client.fails('ModelInfer', { model_name: 'upper', inputs: [{ name: 'text', datatype: 'BYTES', shape: [2], contents: { bytes_contents: [Buffer.from('one')] } }] })).toEqual({
+    code: status.INVALID_ARGUMENT,
+    details: 'Input `text` has 1 elements, but its shape needs 2',
+  });
 });
 
 test('bad requests are INVALID_ARGUMENT with the very text REST sends', async () => {

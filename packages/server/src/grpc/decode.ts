@@ -33,24 +33,14 @@ export const CONTENTS_FIELD = {
 type ContentsField = (typeof CONTENTS_FIELD)[keyof typeof CONTENTS_FIELD];
 const ALL_FIELDS = [...new Set(Object.values(CONTENTS_FIELD))];
 
-/** Typed contents → the values the shared decoder checks (BYTES elements stay bytes, as binary REST gives them). */
+/** Typed contents → what the shared decoder checks: values, or for BYTES the elements themselves. */
 function typedPayload(contents: TensorContents | null | undefined, name: string, datatype: keyof typeof CONTENTS_FIELD): InputPayload {
   const field = CONTENTS_FIELD[datatype];
   const filled = ALL_FIELDS.filter((f) => (contents?.[f]?.length ?? 0) > 0);
   const wrong = filled.find((f) => f !== field);
   if (wrong !== undefined) throw badRequest(`Input \`${name}\` is ${datatype}: its elements go in \`contents.${field}\`, not \`${wrong}\``);
   const values = contents?.[field] ?? [];
-  if (datatype !== 'BYTES') return { values };
-  // BYTES elements as Triton's binary layout: each a 4-byte length, then its bytes.
-  const elements = values as Buffer[];
-  const out = Buffer.allocUnsafe(elements.reduce((sum, e) => sum + 4 + e.length, 0));
-  let offset = 0;
-  for (const element of elements) {
-    out.writeUInt32LE(element.length, offset);
-    element.copy(out, offset + 4);
-    offset += 4 + element.length;
-  }
-  return { bytes: out };
+  return datatype === 'BYTES' ? { elements: values as Buffer[] } : { values };
 }
 
 /**

@@ -73,7 +73,7 @@ function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
 }
 
 /** What a protocol reads for one input once its shape is checked: raw bytes, or values (flat or nested as the shape). */
-export type InputPayload = { bytes: Uint8Array } | { values: unknown };
+export type InputPayload = { bytes: Uint8Array } | { values: unknown } | { elements: readonly Uint8Array[] };
 
 /** One input as a protocol received it, before any check. */
 export interface InputSource {
@@ -111,7 +111,12 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
     const count = elementCount(shape);
     const payload = source.read(count, name, spec.datatype);
     let data: TypedArray | BytesData;
-    if ('bytes' in payload) {
+    if ('elements' in payload) {
+      // BYTES elements already apart (gRPC's bytes_contents): counted, then copied out of the message.
+      if (payload.elements.length !== count) throw badRequest(`Input \`${name}\` has ${payload.elements.length} elements, but its shape needs ${count}`);
+      if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+      data = payload.elements.map((element) => Uint8Array.from(element));
+    } else if ('bytes' in payload) {
       if (spec.datatype !== 'BYTES') checkBinarySize(spec.datatype, payload.bytes, count, name);
       if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
       data = spec.datatype === 'BYTES' ? bytesFromBinary(payload.bytes, count, name) : tensorFromBinary(spec.datatype, payload.bytes);
