@@ -16,7 +16,9 @@ const CLIENTS = 64;
 const BIN = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 // `bare`: the protocol stacks alone (bench/bare-server.js), answering at once: each protocol's ceiling here.
-const MODELS = { mlp: ensureMlpModel(), tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }), bare: undefined };
+const ALL_MODELS = { mlp: ensureMlpModel(), tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }), bare: undefined };
+// BENCH_MODELS=tiny,bare runs a subset (the ceiling shares below need the model and bare).
+const MODELS = Object.fromEntries(Object.entries(ALL_MODELS).filter(([name]) => (process.env.BENCH_MODELS ?? 'mlp,tiny,bare').split(',').includes(name)));
 const PROTOCOLS = ['json', 'binary', 'grpc'];
 
 async function serve(path, name) {
@@ -98,7 +100,7 @@ for (const name of Object.keys(MODELS)) {
       `main-thread µs/req json ${m('json', 'main µs/req').toFixed(0)}, binary ${m('binary', 'main µs/req').toFixed(0)}, grpc ${m('grpc', 'main µs/req').toFixed(0)}\n`,
   );
 }
-for (const name of ['mlp', 'tiny']) {
+for (const name of ['mlp', 'tiny'].filter((n) => n in MODELS && 'bare' in MODELS)) {
   const share = (protocol) => ((100 * mean(name, protocol, 'req/s')) / mean('bare', protocol, 'req/s')).toFixed(0);
   process.stdout.write(`${name} against its protocol's bare ceiling: json ${share('json')} %, binary ${share('binary')} %, grpc ${share('grpc')} %\n`);
 }

