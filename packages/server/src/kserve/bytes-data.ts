@@ -1,4 +1,4 @@
-import type { BytesData } from '../model/tensor.js';
+import { type BytesData, packedBytes } from '../model/tensor.js';
 import { badRequest } from './errors.js';
 
 /**
@@ -7,19 +7,21 @@ import { badRequest } from './errors.js';
  * followed by that many bytes. Inside the server an element is a Uint8Array
  * (lossless for any bytes); text is UTF-8.
  */
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 export function bytesFromJson(values: readonly unknown[], name: string): BytesData {
-  return values.map((value, i) => {
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i];
     if (typeof value !== 'string') throw badRequest(`Input \`${name}\` is BYTES: element ${i} must be a string, got ${JSON.stringify(value)?.slice(0, 40)}`);
-    return encoder.encode(value);
-  });
+  }
+  return packedBytes(values as readonly string[]);
 }
 
 /** Reads exactly `count` length-prefixed elements that fill `bytes`; every length is checked before it is used. */
 export function bytesFromBinary(bytes: Uint8Array, count: number, name: string): BytesData {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  // One copy of the whole region, and each element a view of it (see packedBytes).
+  const copy = bytes.slice();
   const out: BytesData = [];
   let offset = 0;
   while (offset < bytes.length) {
@@ -28,7 +30,7 @@ export function bytesFromBinary(bytes: Uint8Array, count: number, name: string):
     const length = view.getUint32(offset, true);
     offset += 4;
     if (length > bytes.length - offset) throw badRequest(`Input \`${name}\`: BYTES element ${out.length} says ${length} bytes, but only ${bytes.length - offset} remain`);
-    out.push(bytes.slice(offset, offset + length));
+    out.push(copy.subarray(offset, offset + length));
     offset += length;
   }
   if (out.length !== count || offset !== bytes.length) {

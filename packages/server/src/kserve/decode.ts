@@ -1,6 +1,6 @@
 import { ItemTooLargeError, MAX_TIMER_MS } from 'batched-fn';
 import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
-import { type BytesData, elementCount, type InferItem, type Tensor, type TypedArray } from '../model/tensor.js';
+import { type BytesData, elementCount, type InferItem, packedBytes, type Tensor, type TypedArray } from '../model/tensor.js';
 import { bytesFromBinary, bytesFromJson } from './bytes-data.js';
 import { badRequest } from './errors.js';
 import { checkBinarySize, jsonElements, tensorFromBinary, tensorFromJson } from './tensor-data.js';
@@ -115,7 +115,7 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
       // BYTES elements already apart (gRPC's bytes_contents): counted, then copied out of the message.
       if (payload.elements.length !== count) throw badRequest(`Input \`${name}\` has ${payload.elements.length} elements, but its shape needs ${count}`);
       if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
-      data = payload.elements.map((element) => Uint8Array.from(element));
+      data = packedBytes(payload.elements);
     } else if ('bytes' in payload) {
       if (spec.datatype !== 'BYTES') checkBinarySize(spec.datatype, payload.bytes, count, name);
       if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);

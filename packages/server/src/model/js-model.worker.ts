@@ -5,7 +5,7 @@
  */
 import { move } from 'batched-fn';
 import type { TensorSpec } from './signature.js';
-import { ARRAY_FOR, elementCount, type InferItem, type InferResult, type Tensor } from './tensor.js';
+import { ARRAY_FOR, elementCount, type InferItem, type InferResult, packedBytes, type Tensor } from './tensor.js';
 
 export interface JsModelWorkerData {
   moduleUrl: string;
@@ -28,7 +28,6 @@ interface State {
 }
 
 const decoder = new TextDecoder();
-const encoder = new TextEncoder();
 
 export async function context(data: JsModelWorkerData): Promise<State> {
   const module = (await import(data.moduleUrl)) as UserModule;
@@ -55,8 +54,9 @@ function toTensor(spec: TensorSpec, value: unknown, rows: number): Tensor {
   const length = (data as { length?: unknown } | null)?.length;
   if (typeof length !== 'number' || length !== count) throw new TypeError(`output \`${spec.name}\` has ${String(length)} elements for shape ${JSON.stringify(shape)}`);
   if (spec.datatype === 'BYTES') {
-    const elements = Array.from(data as ArrayLike<unknown>, (e) => (e instanceof Uint8Array ? e : encoder.encode(String(e))));
-    return { datatype: 'BYTES', shape, data: elements };
+    // One buffer for the whole output (see packedBytes): posting one buffer per string back is quadratic.
+    const elements = Array.from(data as ArrayLike<unknown>, (e) => (e instanceof Uint8Array ? e : String(e)));
+    return { datatype: 'BYTES', shape, data: packedBytes(elements) };
   }
   const type = ARRAY_FOR[spec.datatype];
   if (data instanceof type) return { datatype: spec.datatype, shape, data: data as Tensor['data'] };

@@ -12,8 +12,40 @@ export type TypedArray =
   | Uint32Array
   | BigUint64Array;
 
-/** A BYTES tensor's elements: each a byte string (UTF-8 text, or any bytes). */
+/**
+ * A BYTES tensor's elements: each a byte string (UTF-8 text, or any bytes).
+ * The server keeps a tensor's elements as views of one buffer (packedBytes),
+ * so handing it to a worker thread transfers one buffer, not one per string.
+ */
 export type BytesData = Uint8Array[];
+
+const utf8 = new TextEncoder();
+
+/**
+ * Elements (strings as UTF-8, or byte strings) as views of one fresh buffer.
+ * A tensor of 150,000 strings was 150,000 buffers, and posting them to a
+ * thread cost seconds (Node checks a transfer list pairwise).
+ */
+export function packedBytes(elements: ArrayLike<string | Uint8Array>): BytesData {
+  const count = elements.length;
+  const encoded: Uint8Array[] = new Array(count);
+  let total = 0;
+  for (let i = 0; i < count; i++) {
+    const element = elements[i] as string | Uint8Array;
+    const bytes = typeof element === 'string' ? utf8.encode(element) : element;
+    encoded[i] = bytes;
+    total += bytes.length;
+  }
+  const buffer = new Uint8Array(total);
+  let offset = 0;
+  for (let i = 0; i < count; i++) {
+    const bytes = encoded[i] as Uint8Array;
+    buffer.set(bytes, offset);
+    encoded[i] = buffer.subarray(offset, offset + bytes.length);
+    offset += bytes.length;
+  }
+  return encoded;
+}
 
 /** One named tensor on its way to or from the model, row-major. */
 export interface Tensor {

@@ -1,0 +1,66 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, expect, test } from 'vitest';
+import { type RunningServer, startServer } from '@batched-fn/server';
+
+// A BYTES tensor was one buffer per string on its way to and from the worker thread, and Node checks a
+// transfer list pairwise: 150,000 empty strings in one request froze the whole server for about 5 s.
+let repo = '';
+let server: RunningServer | undefined;
+
+beforeAll(async () => {
+  repo = mkdtempSync(join(tmpdir(), 'bfn-bytes-'));
+  mkdirSync(join(repo, 'echo'));
+  writeFileSync(
+    join(repo, 'echo', 'model.mjs'),
+    `export const inputs = [{ name: 'text', datatype: 'BYTES', shape: [-1, -1] }];
+export const outputs = [{ name: 'same', datatype: 'BYTES', shape: [-1, -1] }];
+export function handler(requests) { return requests.map((r) => ({ same: { shape: r.inputs.text.shape, data: r.inputs.text.data } })); }
+`,
+  );
+  server = await startServer({ modelRepository: repo, port: 0, noGrpc: true, maxDelay: 0 });
+});
+
+afterAll(async () => {
+  await server?.close();
+  rmSync(repo, { recursive: true, force: true });
+});
+
+/** The longest the server took to answer /v2/health/live while `work` ran. */
+async function longestStall(work: Promise<unknown>): Promise<number> {
+  let done = false;
+  void work.finally(() => (done = true));
+  let longest = 0;
+  while (!done) {
+    const started = performance.now();
+    await fetch(`${server?.url}/v2/health/live`);
+    longest = Math.max(longest, performance.now() - started);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return longest;
+}
+
+test('150,000 empty strings in one BYTES row go to a JS model and back without freezing the server', async () => {
+  const count = 150_000;
+  const body = JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, count], data: new Array(count).fill('') }] });
+  const answer = fetch(`${server?.url}/v2/models/echo/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.json());
+  const stall = await longestStall(answer);
+  const result = (await answer) as { outputs: { name: string; shape: number[]; data: string[] }[] };
+  expect(result.outputs[0]?.shape).toEqual([1, count]);
+  expect(result.outputs[0]?.data.length).toBe(count);
+  // Before the fix the health check waited about 5 s (the whole post was quadratic); now the parse and the
+  // copies are linear. Wide margin for a loaded 2-core machine.
+  expect(stall).toBeLessThan(2_000);
+});
+
+test('BYTES elements keep their content through the packing, in order', async () => {
+  const data = ['', 'a', 'héllo', '', '✓✓', 'x'.repeat(1000)];
+  const response = await fetch(`${server?.url}/v2/models/echo/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [2, 3], data }] }),
+  });
+  const result = (await response.json()) as { outputs: { data: string[] }[] };
+  expect(result.outputs[0]?.data).toEqual(data);
+});
