@@ -6,11 +6,35 @@ export interface EncodedResponse {
   headers: Record<string, string>;
 }
 
+/**
+ * 64-bit integers past 2^53 - 1 that a JS number would round: their JSON text
+ * is written from the BigInt's own digits (JSON numbers have no size limit;
+ * JSON.stringify just cannot write a BigInt), or undefined when every value
+ * is exact as a number.
+ */
+function exactIntegerText(tensor: Tensor): string | undefined {
+  if (tensor.datatype !== 'INT64' && tensor.datatype !== 'UINT64') return undefined;
+  const values = tensor.data as BigInt64Array | BigUint64Array;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i] as bigint;
+    if (value > MAX_SAFE || value < -MAX_SAFE) return `[${values.join(',')}]`;
+  }
+  return undefined;
+}
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 function jsonData(tensor: Tensor): number[] | boolean[] | string[] {
   if (tensor.datatype === 'BYTES') return bytesToJson(tensor.data as BytesData);
   if (tensor.datatype === 'BOOL') return Array.from(tensor.data as Uint8Array, (x) => x !== 0);
   if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64') return Array.from(tensor.data as BigInt64Array, Number);
   return Array.from(tensor.data as Float32Array);
+}
+
+/** One output's JSON: `data` spliced in as text when its integers must keep every digit. */
+function describeJson(base: { name: string; datatype: string; shape: number[] }, tensor: Tensor): string {
+  const exact = exactIntegerText(tensor);
+  if (exact === undefined) return JSON.stringify({ ...base, data: jsonData(tensor) });
+  return `${JSON.stringify(base).slice(0, -1)},"data":${exact}}`;
 }
 
 /**
@@ -29,13 +53,14 @@ export function encodeInferResponse(
   const described = outputs.map(({ name, binary }) => {
     const tensor = result[name] as Tensor;
     const base = { name, datatype: tensor.datatype, shape: tensor.shape };
-    if (!binary) return { ...base, data: jsonData(tensor) };
+    if (!binary) return describeJson(base, tensor);
     const data = tensor.data;
     const bytes = Array.isArray(data) ? bytesToBinary(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     chunks.push(bytes);
-    return { ...base, parameters: { binary_data_size: bytes.byteLength } };
+    return JSON.stringify({ ...base, parameters: { binary_data_size: bytes.byteLength } });
   });
-  const header = JSON.stringify({ model_name: modelName, model_version: modelVersion, ...(id === undefined ? {} : { id }), outputs: described });
+  const head = JSON.stringify({ model_name: modelName, model_version: modelVersion, ...(id === undefined ? {} : { id }) });
+  const header = `${head.slice(0, -1)},"outputs":[${described.join(',')}]}`;
   if (chunks.length === 0) return { body: header, headers: { 'content-type': 'application/json' } };
   const json = Buffer.from(header, 'utf8');
   return {

@@ -99,6 +99,11 @@ function element(datatype: Datatype, value: unknown, index: number, name: string
         ? number >= -INT64_LIMIT && number < INT64_LIMIT
         : number >= 0 && number < UINT64_LIMIT;
   if (!fits) throw badRequest(`Input \`${name}\` is ${datatype}: element ${index} (${number}) is out of its range`);
+  // A JSON number is a double: past 2^53 - 1 it is no longer the integer the client wrote (2^53 + 1 reads as 2^53),
+  // so the model would run on a rounded value. Such values travel exactly in the binary extension or gRPC raw.
+  if (!Number.isSafeInteger(number)) {
+    throw badRequest(`Input \`${name}\` is ${datatype}: element ${index} (${show(value)}) is beyond 2^53 - 1, which a JSON number cannot carry exactly; send it as binary data`);
+  }
   return number;
 }
 
