@@ -1,3 +1,5 @@
+// First, before any onnxruntime session: see model/ort-environment.ts.
+import './model/ort-environment.js';
 import { logVerbosity, setLogVerbosity } from '@grpc/grpc-js';
 import { UsageError } from './cli-args.js';
 import { FLAG_DEFAULTS, parseFlags, usageFlags } from './flags.js';

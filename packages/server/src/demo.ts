@@ -1,3 +1,5 @@
+// First, before any onnxruntime session: see model/ort-environment.ts.
+import './model/ort-environment.js';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';

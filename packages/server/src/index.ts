@@ -1,3 +1,5 @@
+// First, before any onnxruntime session: see model/ort-environment.ts.
+import './model/ort-environment.js';
 export { kservePlugin, type KServeOptions } from './kserve/plugin.js';
 export { ServerMetrics } from './metrics.js';
 export { buildMlpGraph, DEFAULT_MODEL, defaultCacheDir, ensureMlpModel, type MlpSpec } from './model/default-model.js';
