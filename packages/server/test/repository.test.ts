@@ -104,9 +104,9 @@ test('every folder is a model: the good ones serve with their own config, the br
   expect((await fetch(`${url}/v2/models/scale/ready`)).status).toBe(200);
   expect((await fetch(`${url}/v2/models/nope/ready`)).status).toBe(404);
 
-  // Batched independently: each model's statistics count its own requests only.
+  // Batched independently: each model's statistics count its own rows only (mlp's 2-row request; the 17-row one was refused).
   const stats = (await (await fetch(`${url}/v2/models/stats`)).json()) as { model_stats: { name: string; inference_count: number }[] };
-  expect(Object.fromEntries(stats.model_stats.map((m) => [m.name, m.inference_count]))).toMatchObject({ scale: 1, ints: 1, mlp: 1, ocr: 0 });
+  expect(Object.fromEntries(stats.model_stats.map((m) => [m.name, m.inference_count]))).toMatchObject({ scale: 1, ints: 1, mlp: 2, ocr: 0 });
 });
 
 test('without --model-control explicit, load and unload are refused with 403', async () => {

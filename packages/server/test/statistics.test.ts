@@ -2,7 +2,7 @@ import { afterEach, expect, test } from 'vitest';
 import { type RunningServer, serveModel } from '@batched-fn/server';
 import { gatedModel, jsonRequest, postJson } from './helpers.js';
 
-// Triton's statistics extension: inference_count / execution_count is the batching users actually get.
+// Triton's statistics extension: inference_count (rows) / execution_count is the batching users actually get.
 let server: RunningServer | undefined;
 afterEach(async () => {
   await server?.close();
@@ -35,11 +35,12 @@ test('stats count inferences, executions, successes, failures, queue and compute
   expect(model).toMatchObject({
     name: 'gated',
     version: '1',
-    inference_count: 4,
-    execution_count: 3,
-    inference_stats: { success: { count: 3 }, fail: { count: 1 }, queue: { count: 4 }, compute_infer: { count: 3 } },
+    // Rows of the successful executions (1, then 2 + 3), as Triton counts them; the failed one is not counted.
+    inference_count: 6,
+    execution_count: 2,
+    inference_stats: { success: { count: 3 }, fail: { count: 1 }, queue: { count: 4 }, compute_infer: { count: 2 } },
     batch_stats: [
-      { batch_size: 1, compute_infer: { count: 2 } },
+      { batch_size: 1, compute_infer: { count: 1 } },
       { batch_size: 5, compute_infer: { count: 1 } },
     ],
   });

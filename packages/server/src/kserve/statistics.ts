@@ -29,7 +29,7 @@ const add = (d: Duration, count: number, nanos: number): void => {
 
 /**
  * Triton's statistics extension (`GET /v2/models[/{name}[/versions/{v}]]/stats`).
- * `inference_count / execution_count` is the batching users actually get.
+ * `inference_count / execution_count` (rows per execution) is the batching users actually get.
  * Fed from the batchers' `onBatch` and from each answered request; keyed only
  * by the names of models the server has.
  */
@@ -45,14 +45,19 @@ export class ModelStatistics {
     this.#models.set(name, { lastInference: 0, inferenceCount: 0, executionCount: 0, success: zero(), fail: zero(), queue: zero(), computeInfer: zero(), batches: new Map() });
   }
 
-  /** A batch settled: one execution of `items` inferences. Batches of unknown models are ignored. */
+  /**
+   * A batch settled. As Triton counts them: `inference_count` is rows, not requests (one request of 64 rows is
+   * 64 inferences), and it, `execution_count`, compute time and batch sizes count successful executions only.
+   * Queue time counts every request that waited. Batches of unknown models are ignored.
+   */
   readonly onBatch = (info: BatchInfo): void => {
     const model = this.#models.get(info.name);
     if (model === undefined) return;
-    model.executionCount++;
-    model.inferenceCount += info.items;
-    add(model.computeInfer, 1, ms(info.execMs));
     if (info.totalWaitMs !== undefined) add(model.queue, info.items, ms(info.totalWaitMs));
+    if (!info.ok) return;
+    model.executionCount++;
+    model.inferenceCount += info.rows;
+    add(model.computeInfer, 1, ms(info.execMs));
     let bySize = model.batches.get(info.rows);
     if (bySize === undefined) {
       bySize = zero();
