@@ -53,7 +53,7 @@ test.each([
   ['data nested deeper than the shape', jsonRequest('x', [1, 2], 'FP32', [[[1], [2]]]), 400, /^Input `x`: `data` is nested deeper than its shape \[1,2\]$/],
   ['flat data mixed with rows', jsonRequest('x', [2, 2], 'FP32', [1, 2, [3, 4]]), 400, /^Input `x`: `data` mixes nested arrays and values \(element 2\)$/],
   ['an FP32 value that overflows to Infinity', jsonRequest('x', [1, 2], 'FP32', [1, 3.5e38]), 400, /^Input `x`: element 1 \(3\.5e\+38\) overflows FP32$/],
-  ['a JSON number beyond FP64', '{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,1e400]}]}', 400, /^Input `x`: element 1 \(null\) overflows FP32$/],
+  ['a JSON number beyond FP64', '{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,1e400]}]}', 400, /^Input `x`: element 1 \(Infinity\) overflows FP32$/],
   ['an output requested twice', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }], outputs: [{ name: 'y' }, { name: 'y' }] }), 400, /^Output `y` is requested twice$/],
   ['a timeout beyond one timer', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 2 ** 31 } }), 400, /^parameters.timeout must be a number of milliseconds from 0 to 2147483647, got 2147483648$/],
 ])('%s is a clear 4xx', async (_label, body, status, message) => {

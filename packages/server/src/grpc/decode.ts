@@ -40,7 +40,7 @@ function typedPayload(contents: TensorContents | null | undefined, name: string,
   const wrong = filled.find((f) => f !== field);
   if (wrong !== undefined) throw badRequest(`Input \`${name}\` is ${datatype}: its elements go in \`contents.${field}\`, not \`${wrong}\``);
   const values = contents?.[field] ?? [];
-  return datatype === 'BYTES' ? { elements: values as Buffer[] } : { values };
+  return datatype === 'BYTES' ? { elements: values as Buffer[] } : { values, typed: true };
 }
 
 /**

@@ -73,7 +73,15 @@ function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
 }
 
 /** What a protocol reads for one input once its shape is checked: raw bytes, or values (flat or nested as the shape). */
-export type InputPayload = { bytes: Uint8Array } | { values: unknown } | { elements: readonly Uint8Array[] };
+export type InputPayload =
+  | { bytes: Uint8Array }
+  /**
+   * `typed`: the values came from a field of their own datatype (gRPC's typed contents), so a NaN or an
+   * infinity is what the client sent. JSON has no literal for either, and JSON.parse reads an out-of-range
+   * number such as 1e400 as Infinity: that one is an overflow, not a value.
+   */
+  | { values: unknown; typed?: boolean }
+  | { elements: readonly Uint8Array[] };
 
 /** One input as a protocol received it, before any check. */
 export interface InputSource {
@@ -123,7 +131,7 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
     } else {
       const values = jsonElements(payload.values, shape, count, name);
       if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
-      data = spec.datatype === 'BYTES' ? bytesFromJson(values, name) : tensorFromJson(spec.datatype, values, name);
+      data = spec.datatype === 'BYTES' ? bytesFromJson(values, name) : tensorFromJson(spec.datatype, values, name, payload.typed === true);
     }
     inputs[name] = { datatype: spec.datatype, shape, data };
   }

@@ -24,7 +24,8 @@ const INT_RANGE: Partial<Record<Datatype, readonly [number, number]>> = {
 };
 
 const show = (value: unknown): string => {
-  const text = JSON.stringify(value) ?? String(value);
+  // JSON.stringify writes NaN and the infinities as `null`, which is not what arrived.
+  const text = typeof value === 'number' && !Number.isFinite(value) ? String(value) : (JSON.stringify(value) ?? String(value));
   return text.length > 40 ? `${text.slice(0, 40)}...` : text;
 };
 
@@ -114,8 +115,12 @@ export function jsonElements(data: unknown, shape: readonly number[], count: num
   return values;
 }
 
-/** Checked JSON elements → a typed array. */
-export function tensorFromJson(datatype: Datatype, values: readonly unknown[], name: string): TypedArray {
+/**
+ * Checked elements → a typed array. Floating-point tensors carry every IEEE 754 value, NaN and infinities
+ * included, wherever the encoding can express them (`typed` contents, raw bytes); from JSON, which cannot,
+ * a non-finite number is an overflow (1e400) and a 400, as is a finite value past FP32's range.
+ */
+export function tensorFromJson(datatype: Datatype, values: readonly unknown[], name: string, typed = false): TypedArray {
   const count = values.length;
   const out = new ARRAY_FOR[datatype](count);
   if (datatype === 'INT64' || datatype === 'UINT64') {
@@ -127,7 +132,7 @@ export function tensorFromJson(datatype: Datatype, values: readonly unknown[], n
     const limit = datatype === 'FP32' ? FP32_MAX : Number.MAX_VALUE;
     for (let i = 0; i < count; i++) {
       const value = values[i];
-      if (typeof value === 'number' && value <= limit && value >= -limit) floats[i] = value;
+      if (typeof value === 'number' && ((value <= limit && value >= -limit) || (typed && !Number.isFinite(value)))) floats[i] = value;
       else floats[i] = element(datatype, value, i, name);
     }
   } else {
