@@ -3,6 +3,7 @@ import {
   BatchSizeMismatchError,
   BatchTimeoutError,
   ClosedError,
+  InvalidOutputError,
   InvalidPadError,
   ItemTooLargeError,
   QueueFullError,
@@ -40,6 +41,7 @@ const BY_CODE: Record<BatchedFnErrorCode, { prototype: Error }> = {
   ERR_UNAVAILABLE: UnavailableError,
   ERR_BATCH_TIMEOUT: BatchTimeoutError,
   ERR_INVALID_PAD: InvalidPadError,
+  ERR_INVALID_OUTPUT: InvalidOutputError,
 };
 
 /** JavaScript's own error classes, by name. */

@@ -11,7 +11,8 @@ export type BatchedFnErrorCode =
   | 'ERR_WORKER_EXITED'
   | 'ERR_UNAVAILABLE'
   | 'ERR_BATCH_TIMEOUT'
-  | 'ERR_INVALID_PAD';
+  | 'ERR_INVALID_PAD'
+  | 'ERR_INVALID_OUTPUT';
 
 export class BatchedFnError extends Error {
   readonly code: BatchedFnErrorCode;
@@ -141,6 +142,22 @@ export class InvalidPadError extends BatchedFnError {
   constructor(detail: string) {
     super('ERR_INVALID_PAD', `pad() must return the batch's inputs, in order, followed by filler: ${detail}`);
     this.name = 'InvalidPadError';
+  }
+}
+
+/**
+ * A batchedStream's `step` put something other than `{ value?, done? }` or an Error in one slot (a
+ * bare number or string, null, a `done` that is not a boolean). Only that slot's stream ends with
+ * it; the other streams of the step go on.
+ */
+export class InvalidOutputError extends BatchedFnError {
+  /** The slot of the step's outputs that was malformed. */
+  readonly index: number;
+
+  constructor(index: number, detail: string) {
+    super('ERR_INVALID_OUTPUT', `step() must return \`{ value?, done? }\` or an Error for each state: output ${index} ${detail}`);
+    this.name = 'InvalidOutputError';
+    this.index = index;
   }
 }
 

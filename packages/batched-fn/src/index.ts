@@ -5,6 +5,7 @@ export {
   BatchSizeMismatchError,
   BatchTimeoutError,
   ClosedError,
+  InvalidOutputError,
   InvalidPadError,
   ItemTooLargeError,
   QueueFullError,

@@ -1,6 +1,6 @@
 import { CallHandle, onCallTimeout } from '../call-handle.js';
 import { type ChoiceRules, judge } from '../choice.js';
-import { BatchSizeMismatchError, ClosedError, QueueFullError, TimeoutError } from '../errors.js';
+import { BatchSizeMismatchError, BatchTimeoutError, ClosedError, QueueFullError, TimeoutError } from '../errors.js';
 import { LaneSet } from '../lane-set.js';
 import { LoopYield } from '../loop-yield.js';
 import type { CallOptions } from '../options.js';
@@ -13,7 +13,7 @@ import { validateCallOptions } from '../options.js';
 import { WakeTimer } from '../wake-timer.js';
 import { Sequence } from './sequence.js';
 import { type StreamThread, StreamThreads } from './stream-thread.js';
-import type { ResolvedStreamOptions, StepOutput } from './stream-options.js';
+import type { ResolvedStreamOptions } from './stream-options.js';
 import { deliver, StreamStats, type BatchedStreamStats } from './stream-stats.js';
 
 const NOOP = (): void => {};
@@ -34,6 +34,10 @@ class Joiners<I, S, T> implements BatchBuilder<Sequence<I, S, T>, void> {
 /** One running group: its active sequences, stepped together until none is left. */
 interface Group<I, S, T> {
   active: Sequence<I, S, T>[];
+  /** Sequences in a running `start`: not active yet, but destroy() and a timeout end them too. */
+  joining: Sequence<I, S, T>[];
+  /** A step failed as a whole (threw, timed out, wrong count), or a start timed out: the group ends. */
+  failed: boolean;
   /** Worker mode: the thread holding this group's states, and the ids it may forget. */
   thread: StreamThread | undefined;
   drop: number[];
@@ -152,7 +156,7 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
       const joiners = this.#take(this.maxBatchSize);
       if (joiners.length === 0) return;
       const thread = this.#threads?.acquire(new Set([...this.#groups].map((g) => g.thread)));
-      const group: Group<I, S, T> = { active: [], thread, drop: [] };
+      const group: Group<I, S, T> = { active: [], joining: [], failed: false, thread, drop: [] };
       this.#groups.add(group);
       void this.#run(group, joiners);
     }
@@ -178,7 +182,11 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     return value;
   }
 
-  /** A group's step loop: join, step, hand out values, drop the finished; until nobody is left. */
+  /**
+   * A group's step loop: join, step, hand out values, drop the finished; until nobody is left.
+   * A step that fails as a whole ends the group rather than taking in waiting sequences: in
+   * worker mode its thread may be dead or replaced, and the next group starts on a live one.
+   */
   async #run(group: Group<I, S, T>, first: Sequence<I, S, T>[]): Promise<void> {
     const loopYield = new LoopYield();
     let joining = first;
@@ -186,15 +194,21 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
       for (;;) {
         if (joining.length > 0) await this.#start(group, joining);
         this.#prune(group);
-        if (group.active.length === 0 || this.#destroyed) break;
+        if (group.failed || group.active.length === 0 || this.#destroyed) break;
         await this.#step(group);
         this.#prune(group);
+        if (group.failed) break;
         joining = this.#options.mode === 'continuous' && !this.#destroyed ? this.#take(this.maxBatchSize - group.active.length) : [];
         if (group.active.length === 0 && joining.length === 0) break;
         // Sync steps would chain forever through microtasks: let timers and sockets run now and then.
         if (loopYield.due(now())) await new Promise((resolve) => setImmediate(resolve));
       }
+    } catch (error) {
+      // Nothing above throws by design; should it ever, the group's streams end with the error,
+      // and the process (this promise is not awaited) never sees an unhandled rejection.
+      this.#endGroup(group, error);
     } finally {
+      this.#free(group);
       this.#groups.delete(group);
       this.#schedulePump();
     }
@@ -202,55 +216,122 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
 
   /** Drops finished and cancelled sequences; in worker mode their states are freed with the next step. */
   #prune(group: Group<I, S, T>): void {
-    for (const s of group.active) if (s.ended) group.drop.push(s.id);
+    if (group.thread !== undefined) for (const s of group.active) if (s.ended) group.drop.push(s.id);
     group.active = group.active.filter((s) => !s.ended);
+  }
+
+  /**
+   * Worker mode, as the group ends: the states it left in its thread (cancelled sequences not yet
+   * dropped by a step, those of a failed step) are freed now, or they would stay there for good.
+   */
+  #free(group: Group<I, S, T>): void {
+    const thread = group.thread;
+    if (thread === undefined) return;
+    const ids = group.drop;
+    for (const s of group.active) ids.push(s.id);
+    group.drop = [];
+    // A dead or abandoned thread took its states with it. Messages are handled in order, so the
+    // next group on this thread starts after these are gone.
+    if (ids.length > 0 && thread.alive) thread.drop(ids).catch(NOOP);
+  }
+
+  /** Ends every stream of the group, stepping or joining, with `error`. */
+  #endGroup(group: Group<I, S, T>, error: unknown): void {
+    group.failed = true;
+    for (const s of group.active) if (s.end(error, true)) this.#stats.ended('error');
+    for (const s of group.joining) if (s.end(error, true)) this.#stats.ended('error');
+  }
+
+  /**
+   * `run()` bounded by `batchTimeout`. When it passes, the group ends with ERR_BATCH_TIMEOUT at
+   * once, whatever `run` does later: inline, its late result is dropped; in worker mode the
+   * thread is abandoned (terminated, or retired if not interruptible) and the slot's next group
+   * gets a new one. Either way the group's slot is free, so close() can finish.
+   */
+  #bounded<R>(group: Group<I, S, T>, run: () => Promise<R>): Promise<R> {
+    const limit = this.#options.batchTimeout;
+    if (limit === undefined) return run();
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const error = new BatchTimeoutError(limit);
+        this.#endGroup(group, error);
+        if (group.thread !== undefined) this.#threads?.abandon(group.thread, error);
+        reject(error);
+      }, limit);
+      run().then(
+        (value) => {
+          clearTimeout(timer);
+          resolve(value);
+        },
+        (error: unknown) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      );
+    });
   }
 
   async #start(group: Group<I, S, T>, joining: Sequence<I, S, T>[]): Promise<void> {
     const live = joining.filter((s) => !s.ended);
     if (live.length === 0) return;
+    group.joining = live;
     try {
-      if (group.thread !== undefined) {
-        await group.thread.start(live.map((s) => s.id), live.map((s) => s.input));
-        group.active.push(...live);
-        return;
+      const thread = group.thread;
+      if (thread !== undefined) {
+        await this.#bounded(group, () => thread.start(live.map((s) => s.id), live.map((s) => s.input)));
+      } else {
+        const start = this.#options.start;
+        const states = await this.#bounded(group, async () => {
+          const context = await this.#context();
+          return start === undefined ? (live.map((s) => s.input) as unknown as S[]) : start(live.map((s) => s.input), context);
+        });
+        if (!Array.isArray(states) || states.length !== live.length) throw new BatchSizeMismatchError(live.length, Array.isArray(states) ? states.length : undefined);
+        live.forEach((s, i) => {
+          s.state = states[i];
+        });
       }
-      const context = await this.#context();
-      const start = this.#options.start;
-      const states = start === undefined ? (live.map((s) => s.input) as unknown as S[]) : await start(live.map((s) => s.input), context);
-      if (!Array.isArray(states) || states.length !== live.length) throw new BatchSizeMismatchError(live.length, Array.isArray(states) ? states.length : undefined);
-      live.forEach((s, i) => {
-        s.state = states[i];
-      });
       group.active.push(...live);
     } catch (error) {
-      for (const s of live) if (s.end(error)) this.#stats.ended('error');
+      for (const s of live) if (s.end(error, true)) this.#stats.ended('error');
+    } finally {
+      group.joining = [];
     }
   }
 
   async #step(group: Group<I, S, T>): Promise<void> {
     const members = group.active;
     const started = now();
-    let outputs: readonly StepOutput<T>[];
+    let outputs: unknown;
     try {
-      if (group.thread !== undefined) {
+      const thread = group.thread;
+      if (thread !== undefined) {
         const drop = group.drop;
         group.drop = [];
-        outputs = ((await group.thread.step(members.map((s) => s.id), drop)) ?? null) as readonly StepOutput<T>[];
+        outputs = await this.#bounded(group, () => thread.step(members.map((s) => s.id), drop));
       } else {
-        const context = await this.#context();
-        outputs = await this.#options.step(members.map((s) => s.state as S), context);
+        outputs = await this.#bounded(group, async () => {
+          const context = await this.#context();
+          return this.#options.step(members.map((s) => s.state as S), context);
+        });
       }
       if (!Array.isArray(outputs) || outputs.length !== members.length) throw new BatchSizeMismatchError(members.length, Array.isArray(outputs) ? outputs.length : undefined);
     } catch (error) {
-      for (const s of members) if (s.end(error)) this.#stats.ended('error');
+      this.#endGroup(group, error);
       return;
     }
     const ms = now() - started;
     this.#cost.observe(members.length, ms);
     this.#stats.step(members.length, ms);
-    this.#options.onStep?.({ name: this.#options.name, sequences: members.length, ms });
-    deliver(members, outputs, this.#stats);
+    const onStep = this.#options.onStep;
+    if (onStep !== undefined) {
+      try {
+        onStep({ name: this.#options.name, sequences: members.length, ms });
+      } catch (error) {
+        // A broken observer must not break serving (as batchedFn's onBatch).
+        process.emitWarning(`batched-fn: onStep threw: ${String(error)}`, 'BatchedFnWarning');
+      }
+    }
+    deliver(members, outputs as unknown[], this.#stats);
   }
 
   close(): Promise<void> {
@@ -272,8 +353,8 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
     this.#lanes.drain((_resolve, handle) => handle?.dispose());
     for (const s of this.#queued) if (s.end(error)) this.#stats.ended('error');
     this.#queued.clear();
-    for (const group of this.#groups) for (const s of group.active) if (s.end(error)) this.#stats.ended('error');
-    this.#threads?.terminate();
+    for (const group of this.#groups) this.#endGroup(group, error);
+    this.#threads?.destroy(error);
     this.#closed ??= Promise.resolve();
     const onIdle = this.#onIdle;
     this.#onIdle = undefined;
@@ -288,7 +369,7 @@ export class StreamBatcher<I, S, T, C> implements ChoiceRules {
   get stats(): BatchedStreamStats {
     let active = 0;
     for (const group of this.#groups) active += group.active.filter((s) => !s.ended).length;
-    return this.#stats.snapshot(active, this.#lanes.items);
+    return this.#stats.snapshot(active, this.#lanes.items, this.#threads?.held ?? 0);
   }
 
   #resolveIfIdle(): void {

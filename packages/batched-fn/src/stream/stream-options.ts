@@ -32,7 +32,14 @@ export interface BatchedStreamOptions<I, S, T, C> {
   concurrency?: number;
   name?: string;
   onStep?: (info: StepInfo) => void;
-  /** Run `start` and `step` in worker threads: a module exporting `step`, and optionally `start`, `context(workerData)`, `dispose`. States stay in the worker. */
+  /**
+   * Longest one `start` or `step` may run, in ms. Past it, every stream of its group ends with
+   * ERR_BATCH_TIMEOUT and the group's slot is freed; in worker mode the thread is terminated and
+   * replaced (or, for a module exporting `interruptible = false`, replaced at once and retired
+   * when its step returns); inline, the late result is dropped. @default none
+   */
+  batchTimeout?: number;
+  /** Run `start` and `step` in worker threads: a module exporting `step`, and optionally `start`, `context(workerData)`, `dispose`, and `interruptible = false` for a step that blocks in native code. States stay in the worker. */
   worker?: URL | string;
   /** Worker threads, one running group each. @default 1 */
   workers?: number;
@@ -50,11 +57,12 @@ export interface ResolvedStreamOptions<I, S, T, C> {
   concurrency: number;
   name: string;
   onStep: BatchedStreamOptions<I, S, T, C>['onStep'];
+  batchTimeout: number | undefined;
   /** Worker mode: the module's URL and what its `context()` receives. */
   worker: { moduleUrl: string; data: unknown } | undefined;
 }
 
-const KNOWN = new Set(['start', 'step', 'context', 'maxBatchSize', 'maxDelay', 'channelCap', 'mode', 'concurrency', 'name', 'onStep', 'worker', 'workers', 'workerData']);
+const KNOWN = new Set(['start', 'step', 'context', 'maxBatchSize', 'maxDelay', 'channelCap', 'mode', 'concurrency', 'name', 'onStep', 'batchTimeout', 'worker', 'workers', 'workerData']);
 
 /** Checked like batchedFn's options: the shared ones by the same schema rows, and the same messages. */
 export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I, S, T, C>): ResolvedStreamOptions<I, S, T, C> {
@@ -78,7 +86,7 @@ export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I
   if (options.mode !== undefined && options.mode !== 'continuous' && options.mode !== 'static') {
     throw new TypeError(`Expected \`mode\` to be 'continuous' or 'static', got ${describeValue(options.mode)}`);
   }
-  const check = <K extends 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name'>(key: K, fallback: unknown) =>
+  const check = <K extends 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name' | 'batchTimeout'>(key: K, fallback: unknown) =>
     options[key] === undefined ? fallback : OPTION_SCHEMA[key].check(options[key]);
   return {
     start: options.start,
@@ -91,6 +99,7 @@ export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I
     concurrency: check('concurrency', workers) as number,
     name: check('name', OPTION_SCHEMA.name.default) as string,
     onStep: options.onStep,
+    batchTimeout: check('batchTimeout', undefined) as number | undefined,
     worker,
   };
 }

@@ -1,7 +1,7 @@
 import { SampleWindow } from '../stats-recorder.js';
 import type { Percentiles } from '../stats.js';
 import type { EndReason, Sequence } from './sequence.js';
-import type { StepOutput } from './stream-options.js';
+import { newSlot, readSlot } from './step-output.js';
 
 /** A plain snapshot of a batched stream. */
 export interface BatchedStreamStats {
@@ -24,6 +24,12 @@ export interface BatchedStreamStats {
   waitMs: Percentiles;
   /** Why sequences ended. */
   ended: Record<EndReason, number>;
+  /**
+   * Worker mode: sequence states the worker threads hold, as each last reported (0 inline). Once
+   * every stream has ended it falls back to 0: the states of finished, failed and cancelled
+   * sequences are freed.
+   */
+  workerStates: number;
 }
 
 export class StreamStats {
@@ -51,7 +57,7 @@ export class StreamStats {
     this.#ended[reason]++;
   }
 
-  snapshot(active: number, waiting: number): BatchedStreamStats {
+  snapshot(active: number, waiting: number, workerStates: number): BatchedStreamStats {
     const seconds = (performance.now() - this.#since) / 1000;
     return {
       active,
@@ -65,24 +71,30 @@ export class StreamStats {
       timeToFirstValueMs: this.#ttfv.summary(),
       waitMs: this.wait.summary(),
       ended: { ...this.#ended },
+      workerStates,
     };
   }
 }
 
-/** Hands one step's outputs to their streams: a value, the end, or an error ending that stream alone. */
-export function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readonly StepOutput<T>[], stats: StreamStats): void {
-  members.forEach((s, i) => {
-    if (s.ended) return; // cancelled during the step: its output is dropped
-    const output = outputs[i];
-    if (output instanceof Error) {
-      if (s.end(output)) stats.ended('error');
-      return;
+/**
+ * Hands one step's outputs to their streams: a value, the end, or an error ending that stream
+ * alone. A malformed slot (see readSlot) is that stream's error, never an exception here.
+ */
+export function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readonly unknown[], stats: StreamStats): void {
+  const slot = newSlot();
+  for (let i = 0; i < members.length; i++) {
+    const s = members[i] as Sequence<I, S, T>;
+    if (s.ended) continue; // cancelled during the step: its output is dropped
+    readSlot(outputs[i], i, slot);
+    if (slot.failed) {
+      if (s.end(slot.error, true)) stats.ended('error');
+      continue;
     }
-    if (output !== undefined && output !== null && 'value' in output) {
+    if (slot.hasValue) {
       if (s.firstValueAt === 0) stats.firstValue(performance.now() - s.created);
-      s.push(output.value as T);
+      s.push(slot.value as T);
       stats.values++;
     }
-    if (output?.done === true && s.end()) stats.ended('done');
-  });
+    if (slot.done && s.end()) stats.ended('done');
+  }
 }

@@ -1,0 +1,58 @@
+import { InvalidOutputError } from '../errors.js';
+import { describeValue } from '../validate.js';
+
+/** One slot of a step's outputs, read once: an error ending that stream, or a value and/or the end. */
+export interface Slot {
+  failed: boolean;
+  error: unknown;
+  hasValue: boolean;
+  value: unknown;
+  done: boolean;
+}
+
+export const newSlot = (): Slot => ({ failed: false, error: undefined, hasValue: false, value: undefined, done: false });
+
+/**
+ * Reads slot `index` of a step's outputs into `into` (one record reused for a whole step, so
+ * delivering allocates nothing per slot). The step is user code, so a slot may hold anything: a
+ * bare number or null (where `'value' in output` would throw), a `done` that is not a boolean (a
+ * stream that would never end), a getter that throws. Each becomes that slot's error, never an
+ * exception: one malformed slot ends its own stream and no other, on the main thread and in a
+ * worker thread alike.
+ */
+export function readSlot(output: unknown, index: number, into: Slot): Slot {
+  into.failed = false;
+  into.error = undefined;
+  into.hasValue = false;
+  into.value = undefined;
+  into.done = false;
+  if (output instanceof Error) {
+    into.failed = true;
+    into.error = output;
+    return into;
+  }
+  if (typeof output !== 'object' || output === null) {
+    into.failed = true;
+    into.error = new InvalidOutputError(index, `is ${describeValue(output)}`);
+    return into;
+  }
+  try {
+    const record = output as { value?: unknown; done?: unknown };
+    const done = record.done;
+    if (done !== undefined && typeof done !== 'boolean') {
+      into.failed = true;
+      into.error = new InvalidOutputError(index, `has \`done\` = ${describeValue(done)}, not a boolean`);
+      return into;
+    }
+    into.done = done === true;
+    into.hasValue = 'value' in record;
+    if (into.hasValue) into.value = record.value;
+  } catch (error) {
+    // A Proxy or a throwing getter: what it threw ends this stream.
+    into.failed = true;
+    into.error = error;
+    into.hasValue = false;
+    into.value = undefined;
+  }
+  return into;
+}
