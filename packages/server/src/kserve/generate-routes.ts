@@ -29,9 +29,10 @@ function traceFirstToken(span: SpanLike | undefined, seconds: number): void {
 }
 
 /**
- * The prompt is prefilled one character per run (a recurrent model), about 0.2 ms each, inside the
- * group's step loop: a 10,000-character prompt would stall every stream of its group for 2 s.
- * 1,000 characters bound that stall to about 0.2 s.
+ * The prompt is prefilled one character per run (a recurrent model), about 0.2 ms each, a chunk
+ * of `--prefill-chunk` characters per step shared with the running streams, so a long prompt no
+ * longer stalls them; it still delays its own first token (1,000 characters: about 0.25 s idle)
+ * and holds a slot of the group meanwhile.
  */
 const MAX_PROMPT = 1_000;
 const MAX_TOKENS = 4096;
@@ -114,7 +115,9 @@ export function registerGenerateRoutes(app: FastifyInstance, generators: readonl
     }
     let tokens = first.done === true ? 0 : 1;
     reply.hijack();
-    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    // No `connection` header: Node lets an explicit one override the request's `Connection: close`
+    // (it sets shouldKeepAlive), so a client that asked to close would find the socket kept open.
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const send = (data: unknown): void => {
       if (!reply.raw.destroyed) reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
     };

@@ -1,6 +1,7 @@
 import { type BatchedStream, batchedStream, type StepInfo } from 'batched-fn';
 import { CHARLM, ensureCharLm } from './charlm.js';
-import type { CharLmRequest } from './charlm.worker.js';
+import type { CharLmRequest, CharLmWorkerData } from './charlm.worker.js';
+import { FLAGS } from '../flags.js';
 
 /** A model that answers with a stream of tokens (Triton's generate extension). */
 export interface GenerativeModel {
@@ -17,22 +18,52 @@ export interface CharLmOptions {
   batching?: 'continuous' | 'static';
   /** Sequences waiting to join; beyond it, 503. @default 1024 */
   queueCap?: number;
+  /** Longest a step (or a prefill) may run, in ms, before its group's streams end with ERR_BATCH_TIMEOUT. */
+  batchTimeout?: number;
+  /**
+   * Most prompt characters a sequence is fed per decode step (chunked prefill): a step costs at
+   * most this many runs however many long prompts join, so running streams keep their pace,
+   * and a prompt of L characters answers its first token after ⌈L / prefillChunk⌉ steps.
+   * @default 8
+   */
+  prefillChunk?: number;
   cacheDir?: string;
+  /** After every step that produced tokens; `sequences` counts the sequences that produced one (rows still prefilling produce none). */
   onStep?: (info: StepInfo) => void;
 }
 
 /** charlm served by a batchedStream in a worker thread (session.run blocks its thread). */
 export function createCharLmGenerator(options: CharLmOptions = {}): GenerativeModel {
   const name = options.name ?? 'charlm';
+  const prefillChunk = options.prefillChunk ?? FLAGS['prefill-chunk'].default;
+  if (typeof prefillChunk !== 'number' || !Number.isInteger(prefillChunk) || prefillChunk < 1) {
+    throw new (typeof prefillChunk === 'number' ? RangeError : TypeError)(`Expected \`prefillChunk\` to be an integer from 1 and up, got \`${String(prefillChunk)}\` (${typeof prefillChunk})`);
+  }
+  // The worker counts the values its steps produce here, before it answers the step; onStep reads
+  // the difference, so a step's tokens are known without a message of their own.
+  const produced = new Int32Array(new SharedArrayBuffer(4));
+  let seen = 0;
+  const onStep = options.onStep;
+  const workerData: CharLmWorkerData = { modelPath: ensureCharLm(CHARLM, options.cacheDir), hidden: CHARLM.hidden, prefillChunk, produced };
   const generate = batchedStream<CharLmRequest, unknown, string>({
     worker: new URL('./charlm.worker.js', import.meta.url),
-    workerData: { modelPath: ensureCharLm(CHARLM, options.cacheDir), hidden: CHARLM.hidden },
+    workerData,
     maxBatchSize: options.maxActive ?? 16,
     maxDelay: 'auto',
     channelCap: options.queueCap ?? 1024,
     mode: options.batching ?? 'continuous',
+    ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     name,
-    ...(options.onStep === undefined ? {} : { onStep: options.onStep }),
+    ...(onStep === undefined
+      ? {}
+      : {
+          onStep: (info: StepInfo) => {
+            const now = Atomics.load(produced, 0);
+            const sequences = (now - seen) | 0;
+            seen = now;
+            if (sequences > 0) onStep({ ...info, sequences });
+          },
+        }),
   });
   return { name, version: '1', generate };
 }
