@@ -1,6 +1,7 @@
 import { MAX_TIMER_MS } from 'batched-fn';
 import { Server, ServerCredentials, status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { InFlight } from '../drain.js';
+import { FLAG_DEFAULTS } from '../flags.js';
 import { HttpError } from '../kserve/errors.js';
 import type { InferenceFront } from '../kserve/infer-front.js';
 import type { RepositoryActions } from '../kserve/repository-routes.js';
@@ -9,6 +10,7 @@ import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
 import { encodeGrpcInfer } from './encode.js';
 import { loadInferenceService } from './proto.js';
 import { grpcStatusFor, toServiceError } from './status.js';
+import { guardedService, hookStreams, RefusedRequest, timeoutHeaderGuard } from './guards.js';
 import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type SpanLike, type TracerLike } from '../otel/types.js';
 
 const RPC_ATTRIBUTES = { 'rpc.system': 'grpc', 'rpc.service': 'inference.GRPCInferenceService', 'rpc.method': 'ModelInfer' };
@@ -21,6 +23,14 @@ export interface GrpcServeOptions {
   port: number;
   /** Largest request message in bytes (REST's body limit, so both faces take the same requests). */
   maxMessageBytes: number;
+  /** Most concurrent calls (HTTP/2 streams) on one connection. @default 100 */
+  grpcMaxStreams?: number;
+  /** Longest a call may take to send its request after its headers, in ms; then DEADLINE_EXCEEDED. @default 30000 */
+  grpcReceiveTimeout?: number;
+  /** Most `inputs`, and most `outputs`, in a ModelInferRequest, counted before decoding. @default 1024 */
+  maxTensors?: number;
+  /** Most messages, map entries, BYTES elements and shape dimensions in a ModelInferRequest, counted before decoding. @default 65536 */
+  maxObjects?: number;
 }
 
 export interface RunningGrpc {
@@ -36,7 +46,12 @@ type Handler<Req, Res> = (request: Req, call: ServerUnaryCall<Req, Res>) => Res 
 function unary<Req, Res>(handler: Handler<Req, Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     Promise.resolve()
-      .then(() => handler(call.request, call))
+      .then(() => {
+        // A message the guard refused while deserializing (guards.ts): answered INVALID_ARGUMENT.
+        const request: unknown = call.request;
+        if (request instanceof RefusedRequest) throw request.error;
+        return handler(call.request, call);
+      })
       .then(
         (response) => callback(null, response),
         (error: unknown) => callback(toServiceError(error)),
@@ -139,14 +154,30 @@ export function inferenceService(
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */
 export async function startGrpcServer(service: UntypedServiceImplementation, tracker: InFlight, options: GrpcServeOptions): Promise<RunningGrpc> {
-  const server = new Server({ 'grpc.max_receive_message_length': options.maxMessageBytes, 'grpc.enable_channelz': 0 });
-  server.addService(loadInferenceService().service, service);
+  const limit = (name: keyof GrpcServeOptions, value: number, max: number): number => {
+    if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(`Expected \`${name}\` to be an integer from 1 to ${max}, got \`${value}\``);
+    return value;
+  };
+  const streams = limit('grpcMaxStreams', options.grpcMaxStreams ?? FLAG_DEFAULTS.grpcMaxStreams, 2 ** 32 - 1);
+  const receiveTimeoutMs = limit('grpcReceiveTimeout', options.grpcReceiveTimeout ?? FLAG_DEFAULTS.grpcReceiveTimeout, MAX_TIMER_MS);
+  const wire = { maxTensors: limit('maxTensors', options.maxTensors ?? FLAG_DEFAULTS.maxTensors, Number.MAX_SAFE_INTEGER), maxObjects: limit('maxObjects', options.maxObjects ?? FLAG_DEFAULTS.maxObjects, Number.MAX_SAFE_INTEGER) };
+  // Without a stream cap HTTP/2 allows 2^32-1 streams a connection, each holding memory until the client hangs up.
+  const server = new Server({
+    'grpc.max_receive_message_length': options.maxMessageBytes,
+    'grpc.enable_channelz': 0,
+    'grpc.max_concurrent_streams': streams,
+    interceptors: [timeoutHeaderGuard],
+  });
+  server.addService(guardedService(loadInferenceService().service, wire), service);
   // IPv6 literals need brackets in a gRPC target.
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
-      if (error === null) resolve(bound);
-      else reject(new Error(/EADDRINUSE/.test(error.message) ? `gRPC address ${host}:${options.port} is already in use (--grpc-port)` : `cannot listen for gRPC on ${host}:${options.port}: ${error.message}`));
+      if (error === null) {
+        // Before the first connection can send a stream: deadlines grpc-js mis-parses, requests that never arrive (guards.ts).
+        hookStreams(server, receiveTimeoutMs);
+        resolve(bound);
+      } else reject(new Error(/EADDRINUSE/.test(error.message) ? `gRPC address ${host}:${options.port} is already in use (--grpc-port)` : `cannot listen for gRPC on ${host}:${options.port}: ${error.message}`));
     });
   });
   let closing: Promise<void> | undefined;

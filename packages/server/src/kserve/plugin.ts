@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { FLAG_DEFAULTS } from '../flags.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
 import { ModelRegistry } from '../model/registry.js';
@@ -8,6 +9,7 @@ import { registerGenerateRoutes } from './generate-routes.js';
 import { decodeInferRequest, HEADER_LENGTH, splitBody } from './decode.js';
 import { encodeInferResponse } from './encode.js';
 import { HttpError } from './errors.js';
+import { type BodyLimits, scanJsonBody } from './body-scan.js';
 import { InferenceFront } from './infer-front.js';
 import { spanOf, traceRequests } from '../otel/request-spans.js';
 import type { TracerLike } from '../otel/types.js';
@@ -29,6 +31,28 @@ export interface KServeOptions {
   isReady?: () => boolean;
   /** Traces every request as a server span (an OpenTelemetry `Tracer`); give the models' batchers `tracing` too, to link batches to them. */
   tracer?: TracerLike;
+  /** Most objects in a body's `inputs`, and in its `outputs`, counted before parsing (400 beyond). @default 1024 */
+  maxTensors?: number;
+  /** Most JSON objects in a request body, counted before parsing (400 beyond). @default 65536 */
+  maxObjects?: number;
+}
+
+/** The body scan's limits, checked when the plugin is registered. */
+function bodyLimits(options: KServeOptions): BodyLimits {
+  const check = (name: 'maxTensors' | 'maxObjects', fallback: number): number => {
+    const value = options[name] ?? fallback;
+    if (typeof value !== 'number') throw new TypeError(`Expected \`${name}\` to be a number, got \`${String(value)}\` (${typeof value})`);
+    if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`Expected \`${name}\` to be an integer from 1 and up, got \`${value}\``);
+    return value;
+  };
+  return { maxTensors: check('maxTensors', FLAG_DEFAULTS.maxTensors), maxObjects: check('maxObjects', FLAG_DEFAULTS.maxObjects) };
+}
+
+/** The JSON part of a body: all of it, or the binary extension's header (a bad length is splitBody's to refuse). */
+function jsonLength(body: Buffer, header: string | string[] | undefined): number {
+  const value = Array.isArray(header) ? header[0] : header;
+  const length = value === undefined ? Number.NaN : Number(value);
+  return Number.isSafeInteger(length) && length >= 0 && length <= body.length ? length : body.length;
 }
 
 /**
@@ -47,7 +71,16 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
   // Only these two types: a web page may POST text/plain (or a form) cross-origin without a
   // preflight, so accepting any type would let any site a user visits drive a local model server.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(BODY_TYPES, { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+  const limits = bodyLimits(options);
+  app.addContentTypeParser(BODY_TYPES, { parseAs: 'buffer' }, (request, body, done) => {
+    // Millions of empty objects are refused before JSON.parse builds them (body-scan.ts).
+    try {
+      scanJsonBody(body as Buffer, jsonLength(body as Buffer, request.headers[HEADER_LENGTH]), limits);
+      done(null, body);
+    } catch (error) {
+      done(error as Error);
+    }
+  });
 
   app.setErrorHandler((error, request, reply) => {
     const { status, headers } = statusFor(error);
