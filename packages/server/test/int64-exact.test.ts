@@ -3,6 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { type RunningServer, startServer } from '@batched-fn/server';
+import { credentials, loadPackageDefinition } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { PROTO_OPTIONS, PROTO_PATH } from '@batched-fn/server';
 import { postJson } from './helpers.js';
 
 // 64-bit integers past 2^53 were rounded on their way in (a JSON number is a double) and on their way out
@@ -23,7 +26,7 @@ export function handler(requests) {
 }
 `,
   );
-  server = await startServer({ modelRepository: repo, port: 0, noGrpc: true, maxDelay: 0 });
+  server = await startServer({ modelRepository: repo, port: 0, grpcPort: 0, maxDelay: 0 });
 });
 
 afterAll(async () => {
@@ -59,4 +62,19 @@ test('INT64 values past 2^53 travel exactly in binary, and come back exactly in 
   // JSON.parse would round the numbers again: read the digits from the text itself.
   expect(text).toContain('"data":[9007199254740994,4611686018427387906,-9223372036854775802]');
   expect(JSON.parse(text).outputs[0]).toMatchObject({ name: 'y', datatype: 'INT64', shape: [1, 3] });
+});
+
+test('gRPC typed int64_contents past 2^53 reach the model exactly, and come back exactly', async () => {
+  // A client that reads 64-bit integers as strings, as a careful user's would.
+  const pkg = loadPackageDefinition(loadSync(PROTO_PATH, { ...PROTO_OPTIONS, longs: String })) as any;
+  const client = new pkg.inference.GRPCInferenceService((server?.grpcUrl as string).replace('grpc://', ''), credentials.createInsecure());
+  try {
+    const request = { model_name: 'ids', inputs: [{ name: 'x', datatype: 'INT64', shape: [1, 2], contents: { int64_contents: ['9007199254740993', '4611686018427387905'] } }] };
+    const response: any = await new Promise((resolve, reject) => client.ModelInfer(request, (error: Error | null, answer: unknown) => (error ? reject(error) : resolve(answer))));
+    const out = response.outputs[0];
+    const values = out.contents?.int64_contents?.length ? out.contents.int64_contents : [...new BigInt64Array(Uint8Array.from(response.raw_output_contents[0]).buffer)].map(String);
+    expect(values).toEqual(['9007199254740994', '4611686018427387906']);
+  } finally {
+    client.close();
+  }
 });

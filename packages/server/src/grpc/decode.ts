@@ -10,7 +10,8 @@ export interface GrpcInferRequest {
   model_version?: string;
   id?: string;
   parameters?: Record<string, GrpcParameter>;
-  inputs?: { name?: string; datatype?: string; shape?: number[]; parameters?: Record<string, GrpcParameter>; contents?: TensorContents | null }[];
+  /** `shape` and 64-bit contents arrive as decimal strings (the server's proto options). */
+  inputs?: { name?: string; datatype?: string; shape?: string[]; parameters?: Record<string, GrpcParameter>; contents?: TensorContents | null }[];
   outputs?: { name?: string; parameters?: Record<string, GrpcParameter> }[];
   raw_input_contents?: Buffer[];
 }
@@ -58,7 +59,7 @@ export function decodeGrpcInfer(request: GrpcInferRequest, signature: ModelSigna
     (input, index): InputSource => ({
       name: input.name,
       datatype: input.datatype,
-      shape: input.shape,
+      shape: input.shape?.map(Number),
       read: (_count, name, datatype) => {
         if (!isRaw) return typedPayload(input.contents, name, datatype);
         if (ALL_FIELDS.some((f) => (input.contents?.[f]?.length ?? 0) > 0)) throw badRequest(`Input \`${name}\` has \`contents\` as well as raw_input_contents: use one or the other`);

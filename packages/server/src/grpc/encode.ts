@@ -14,7 +14,8 @@ function typedContents(tensor: Tensor): Record<string, unknown[]> {
   const field = CONTENTS_FIELD[tensor.datatype];
   if (tensor.datatype === 'BYTES') return { [field]: (tensor.data as BytesData).map((e) => Buffer.from(e.buffer, e.byteOffset, e.byteLength)) };
   if (tensor.datatype === 'BOOL') return { [field]: Array.from(tensor.data as Uint8Array, (x) => x !== 0) };
-  if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64') return { [field]: Array.from(tensor.data as BigInt64Array, Number) };
+  // Decimal strings: protobufjs writes them as exact 64-bit integers, where a number would round past 2^53.
+  if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64') return { [field]: Array.from(tensor.data as BigInt64Array, String) };
   return { [field]: Array.from(tensor.data as Float32Array) };
 }
 

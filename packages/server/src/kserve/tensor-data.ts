@@ -125,7 +125,9 @@ export function tensorFromJson(datatype: Datatype, values: readonly unknown[], n
   const out = new ARRAY_FOR[datatype](count);
   if (datatype === 'INT64' || datatype === 'UINT64') {
     const big = out as BigInt64Array;
-    for (let i = 0; i < count; i++) big[i] = BigInt(element(datatype, values[i], i, name));
+    // Typed 64-bit contents arrive as the decimal strings of values the wire already bounds: exact as BigInts.
+    if (typed) for (let i = 0; i < count; i++) big[i] = BigInt(values[i] as string);
+    else for (let i = 0; i < count; i++) big[i] = BigInt(element(datatype, values[i], i, name));
   } else if (datatype === 'FP32' || datatype === 'FP64') {
     // The hot path (a float model over JSON): the common case checked inline, in one pass.
     const floats = out as Float32Array;
