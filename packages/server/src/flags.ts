@@ -21,6 +21,8 @@ interface FlagSpec {
   readonly shown: string;
   readonly meaning?: string;
   readonly commands: readonly Command[];
+  /** Largest value an `int1` flag (and its config.json key) accepts: past it a model could not be built. */
+  readonly max?: number;
 }
 
 const BOTH: readonly Command[] = ['serve', 'worker'];
@@ -35,9 +37,11 @@ export const FLAGS = {
   port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
   'grpc-port': { key: 'grpcPort', kind: 'int0', arg: 'PORT', default: 8001, shown: '`8001`', meaning: 'port of the gRPC face (`0` picks a free port); the banner prints `grpc://HOST:PORT`', commands: ['serve'] },
   'no-grpc': { key: 'noGrpc', kind: 'boolean', arg: '', shown: 'off', meaning: 'serve REST only', commands: ['serve'] },
+  'grpc-max-streams': { key: 'grpcMaxStreams', kind: 'int1', arg: 'N', default: 100, shown: '`100`', meaning: "most concurrent gRPC calls on one connection (HTTP/2's `SETTINGS_MAX_CONCURRENT_STREAMS`; clients queue beyond it); 100 is HTTP/2's recommended floor", commands: ['serve'] },
+  'grpc-receive-timeout': { key: 'grpcReceiveTimeout', kind: 'positive-duration', arg: 'MS', default: 30_000, shown: '`30000`', meaning: 'longest a gRPC call may take to send its request after its headers; then DEADLINE_EXCEEDED and its stream is freed', commands: ['serve'] },
   otel: { key: 'otel', kind: 'boolean', arg: '', shown: 'off', meaning: 'export OpenTelemetry traces over OTLP/HTTP, set up by the standard `OTEL_EXPORTER_OTLP_*` variables (`http/protobuf` or `http/json`) and `OTEL_BSP_SCHEDULE_DELAY`', commands: BOTH },
   dashboard: { key: 'dashboard', kind: 'onoff', arg: 'on\\|off', default: 'on', shown: '`on`', meaning: 'the live dashboard at `/dashboard` (read-only)', commands: ['serve'] },
-  'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, shown: '`64`', meaning: 'most rows per `session.run`', commands: BOTH },
+  'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, max: 1_048_576, shown: '`64`', meaning: 'most rows per `session.run`, at most 1048576; with `--pad`, one input padded to N rows must also fit one buffer (4 GiB)', commands: BOTH },
   'max-delay': {
     key: 'maxDelay',
     kind: 'delay',
@@ -52,13 +56,16 @@ export const FLAGS = {
   'preferred-batch-sizes': { key: 'preferredBatchSizes', kind: 'list', arg: 'N,N', shown: 'none', meaning: 'sizes sent as soon as the queue can fill them', commands: ['serve'] },
   pad: { key: 'pad', kind: 'boolean', arg: '', shown: 'off', meaning: 'pad batches with zero rows up to the next preferred size, for fixed-shape models', commands: ['serve'] },
   'queue-cap': { key: 'queueCap', kind: 'int1', arg: 'N', default: 1024, shown: '`1024`', meaning: 'most requests waiting; beyond it, 503', commands: ['serve'] },
-  workers: { key: 'workers', kind: 'int1', arg: 'N', default: 1, shown: '`1`', meaning: 'worker threads, one session each', commands: BOTH },
-  threads: { key: 'threads', kind: 'int1', arg: 'N', default: 2, shown: '`2`', meaning: 'ONNX Runtime intra-op threads per session', commands: BOTH },
+  workers: { key: 'workers', kind: 'int1', arg: 'N', default: 1, max: 256, shown: '`1`', meaning: 'worker threads, one session each (at most 256)', commands: BOTH },
+  threads: { key: 'threads', kind: 'int1', arg: 'N', default: 2, max: 256, shown: '`2`', meaning: 'ONNX Runtime intra-op threads per session (at most 256)', commands: BOTH },
   timeout: { key: 'timeout', kind: 'duration', arg: 'MS', shown: 'none', meaning: 'default per-request deadline', commands: ['serve'] },
   'batch-timeout': { key: 'batchTimeout', kind: 'positive-duration', arg: 'MS', shown: 'none', meaning: 'longest a batch may run; its callers then get 500 and its worker is replaced', commands: BOTH },
   'max-active': { key: 'maxActive', kind: 'int1', arg: 'N', default: 16, shown: '`16`', meaning: "charlm's most sequences per decode step", commands: ['serve'] },
+  'prefill-chunk': { key: 'prefillChunk', kind: 'int1', arg: 'N', default: 8, shown: '`8`', meaning: "charlm's most prompt characters fed to a sequence per decode step (chunked prefill): a step costs at most N model runs however many long prompts join", commands: ['serve'] },
   batching: { key: 'batching', kind: 'batching', arg: 'continuous\\|static', default: 'continuous', shown: '`continuous`', meaning: "charlm's batching: re-formed at every step, or a group run to its longest sequence", commands: ['serve'] },
   'body-limit': { key: 'bodyLimit', kind: 'int1', arg: 'BYTES', default: 8 * 1024 * 1024, shown: '8 MiB', meaning: 'largest request body', commands: ['serve'] },
+  'max-tensors': { key: 'maxTensors', kind: 'int1', arg: 'N', default: 1024, shown: '`1024`', meaning: 'most `inputs`, and most `outputs`, in one inference request, counted before the body is parsed; beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
+  'max-objects': { key: 'maxObjects', kind: 'int1', arg: 'N', default: 65_536, shown: '`65536`', meaning: 'most objects one request may make the parser build (JSON objects; in gRPC messages, map entries, BYTES elements and shape dimensions), counted before parsing; beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
   'cache-dir': { key: 'cacheDir', kind: 'string', arg: 'DIR', shown: '`~/.cache/batched-fn`', commands: BOTH },
   redis: { key: 'redis', kind: 'string', arg: 'redis://HOST:PORT', shown: 'none', commands: BOTH },
   // Their defaults belong to @batched-fn/redis (`bfn`, 30000 ms); the CLI passes them on only when given.
@@ -83,6 +90,10 @@ export const FLAG_DEFAULTS = Object.freeze({
   workers: FLAGS.workers.default,
   threads: FLAGS.threads.default,
   bodyLimit: FLAGS['body-limit'].default,
+  maxTensors: FLAGS['max-tensors'].default,
+  maxObjects: FLAGS['max-objects'].default,
+  grpcMaxStreams: FLAGS['grpc-max-streams'].default,
+  grpcReceiveTimeout: FLAGS['grpc-receive-timeout'].default,
 });
 
 const flagsOf = (command: Command): [FlagName, FlagSpec][] => (Object.entries(FLAGS) as [FlagName, FlagSpec][]).filter(([, spec]) => spec.commands.includes(command));
@@ -137,6 +148,7 @@ export function parseFlags(command: Command, argv: string[]): Record<string, unk
   const parsed: Record<string, unknown> = {};
   for (const [flag, spec] of specs) {
     const value = parseOne(values, cliName(flag), spec.kind);
+    if (typeof value === 'number' && spec.max !== undefined && value > spec.max) throw new UsageError(`--${cliName(flag)} must be at most ${spec.max}, got ${JSON.stringify(values[cliName(flag)])}`);
     if (value !== undefined) parsed[spec.key] = value;
   }
   return parsed;

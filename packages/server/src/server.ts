@@ -27,6 +27,8 @@ export interface ServeOptions {
   maxActive?: number;
   /** charlm: 'continuous' or 'static' batching of its decode steps. @default 'continuous' */
   batching?: 'continuous' | 'static';
+  /** charlm: most prompt characters a sequence is fed per decode step (chunked prefill). @default 8 */
+  prefillChunk?: number;
   name?: string;
   host?: string;
   port?: number;
@@ -55,6 +57,14 @@ export interface ServeOptions {
   dashboard?: 'on' | 'off';
   /** Also serve the Open Inference Protocol over gRPC on this port (0 picks a free one); undefined: REST only. The CLI's default is 8001. */
   grpcPort?: number;
+  /** Most concurrent gRPC calls (HTTP/2 streams) on one connection. @default 100 */
+  grpcMaxStreams?: number;
+  /** Longest a gRPC call may take to send its request after its headers, in ms; then DEADLINE_EXCEEDED. @default 30000 */
+  grpcReceiveTimeout?: number;
+  /** Most `inputs`, and most `outputs`, in one inference request, counted before parsing (400 beyond). @default 1024 */
+  maxTensors?: number;
+  /** Most objects one request may make the parser build (JSON objects; gRPC messages, map entries, BYTES elements, shape dimensions). @default 65536 */
+  maxObjects?: number;
 }
 
 export const SERVE_DEFAULTS = Object.freeze({ host: FLAG_DEFAULTS.host, port: FLAG_DEFAULTS.port, bodyLimit: FLAG_DEFAULTS.bodyLimit, ...SERVER_DEFAULTS });
@@ -108,6 +118,8 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     modelControl: options.modelControl ?? 'none',
     generators,
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+    ...(options.maxTensors === undefined ? {} : { maxTensors: options.maxTensors }),
+    ...(options.maxObjects === undefined ? {} : { maxObjects: options.maxObjects }),
   });
   if ((options.dashboard ?? FLAG_DEFAULTS.dashboard) === 'on') await app.register(dashboardPlugin, { registry, generators, metrics });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
@@ -119,7 +131,8 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
     const tracker = new InFlight();
     const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry);
-    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit }).catch(async (error: unknown) => {
+    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects } = options;
+    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects }).catch(async (error: unknown) => {
       await app.close();
       throw error;
     });
@@ -227,7 +240,7 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
   // Without a model of its own, the server also generates text with charlm, beside the classifier.
   const generators =
     options.model === undefined && options.modelRepository === undefined
-      ? [createCharLmGenerator({ ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }), ...(options.batching === undefined ? {} : { batching: options.batching }), ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }), ...(options.queueCap === undefined ? {} : { queueCap: options.queueCap }), onStep: metrics.onStep })]
+      ? [createCharLmGenerator({ ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }), ...(options.batching === undefined ? {} : { batching: options.batching }), ...(options.prefillChunk === undefined ? {} : { prefillChunk: options.prefillChunk }), ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }), ...(options.queueCap === undefined ? {} : { queueCap: options.queueCap }), ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }), onStep: metrics.onStep })]
       : [];
   for (const generator of generators) metrics.trackGenerator(generator);
   try {

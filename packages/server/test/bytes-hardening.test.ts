@@ -19,7 +19,7 @@ export const outputs = [{ name: 'same', datatype: 'BYTES', shape: [-1, -1] }];
 export function handler(requests) { return requests.map((r) => ({ same: { shape: r.inputs.text.shape, data: r.inputs.text.data } })); }
 `,
   );
-  server = await startServer({ modelRepository: repo, port: 0, noGrpc: true, maxDelay: 0 });
+  server = await startServer({ modelRepository: repo, port: 0, maxDelay: 0 });
 });
 
 afterAll(async () => {

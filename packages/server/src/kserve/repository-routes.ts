@@ -32,7 +32,10 @@ export function repositoryActions(registry: ModelRegistry, control: 'none' | 'ex
       try {
         await registry.load(name);
       } catch (error) {
-        throw new HttpError(400, `Model \`${name}\` failed to load: ${(error as Error)?.message ?? String(error)}`);
+        // Cancelled by an unload: the request was fine, another one won (409); anything else is the
+        // model's fault, a load timeout included (400), and the reason is also in the index.
+        const status = (error as { code?: unknown } | null)?.code === 'ERR_LOAD_CANCELLED' ? 409 : 400;
+        throw new HttpError(status, `Model \`${name}\` failed to load: ${(error as Error)?.message ?? String(error)}`);
       }
     },
     unload: async (name) => {

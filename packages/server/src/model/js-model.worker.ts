@@ -3,12 +3,16 @@
  * user's module builds its context once per worker, and gets each batch as
  * requests in KServe's own terms, answering with tensors or an Error per slot.
  */
+import { fileURLToPath } from 'node:url';
 import { move } from 'batched-fn';
+import { hashFile } from './js-model.exports.js';
 import type { TensorSpec } from './signature.js';
 import { ARRAY_FOR, elementCount, type InferItem, type InferResult, packedBytes, type Tensor } from './tensor.js';
 
 export interface JsModelWorkerData {
   moduleUrl: string;
+  /** model.js's content hash when its exports were read: the only content this worker may run. */
+  sha256: string;
   config: Record<string, unknown>;
   outputs: TensorSpec[];
   /** config.parameters.binary: BYTES reach the model as Uint8Array[] rather than string[]. */
@@ -30,7 +34,18 @@ interface State {
 const decoder = new TextDecoder();
 
 export async function context(data: JsModelWorkerData): Promise<State> {
+  // A worker restarted after a crash reads the file again: if it changed since the load, its code
+  // would not match the signature requests are checked against, so it refuses to run it. Checked
+  // before the import, so changed code does not even run its top level, and after, for a write
+  // that lands between the check and the import.
+  const unchanged = async (): Promise<void> => {
+    if ((await hashFile(data.moduleUrl)) !== data.sha256) {
+      throw new Error(`${fileURLToPath(data.moduleUrl)} changed since this model was loaded; load the model again to serve the new version`);
+    }
+  };
+  await unchanged();
   const module = (await import(data.moduleUrl)) as UserModule;
+  await unchanged();
   const userContext = typeof module.context === 'function' ? await module.context(data.config) : undefined;
   return { module, context: userContext, data };
 }

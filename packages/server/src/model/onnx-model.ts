@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { type BatchTracing, type BatchedFn, type BatchInfo, move } from 'batched-fn';
-import { FLAG_DEFAULTS } from '../flags.js';
+import { FLAG_DEFAULTS, FLAGS } from '../flags.js';
 import type { OnnxWorkerData } from './onnx.worker.js';
 import { type ModelSignature, readOnnxSignature } from './signature.js';
 import { servedBatcher } from './served-batcher.js';
@@ -10,6 +10,19 @@ import type { InferItem, InferResult } from './tensor.js';
 /** A model file that cannot be served: said in one line, naming the file, instead of a stack trace. */
 export class ModelLoadError extends Error {
   override name = 'ModelLoadError';
+  readonly code: 'ERR_MODEL_LOAD' | 'ERR_LOAD_TIMEOUT' | 'ERR_LOAD_CANCELLED' = 'ERR_MODEL_LOAD';
+}
+
+/** A load that did not finish within its `loadTimeout`: its workers were stopped, and the model is UNAVAILABLE. */
+export class LoadTimeoutError extends ModelLoadError {
+  override name = 'LoadTimeoutError';
+  override readonly code = 'ERR_LOAD_TIMEOUT';
+}
+
+/** A load given up because the model was unloaded meanwhile. */
+export class LoadCancelledError extends ModelLoadError {
+  override name = 'LoadCancelledError';
+  override readonly code = 'ERR_LOAD_CANCELLED';
 }
 
 function loadSignature(path: string): ModelSignature {
@@ -86,8 +99,12 @@ export const SERVER_DEFAULTS = Object.freeze({
  * ever reach a worker.
  */
 export function createOnnxModel(options: OnnxModelOptions): ServedModel {
+  const threads = options.threads ?? SERVER_DEFAULTS.threads;
+  // ONNX Runtime starts every intra-op thread while it builds the session: an absurd count never
+  // finishes (or takes the machine down with it), so it is refused before any thread starts.
+  if (!Number.isInteger(threads) || threads < 1 || threads > FLAGS.threads.max) throw new RangeError(`Expected \`threads\` to be an integer from 1 to ${FLAGS.threads.max}, got ${threads}`);
   const signature = loadSignature(options.path);
-  const workerData: OnnxWorkerData = { modelPath: options.path, threads: options.threads ?? SERVER_DEFAULTS.threads };
+  const workerData: OnnxWorkerData = { modelPath: options.path, threads };
   const name = options.name ?? basename(options.path).replace(/\.onnx$/, '');
   const { batcher, maxBatchSize } = servedBatcher(new URL('./onnx.worker.js', import.meta.url), workerData, signature, { ...options, name });
   return {

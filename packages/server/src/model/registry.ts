@@ -1,4 +1,4 @@
-import type { ServedModel } from './onnx-model.js';
+import { LoadCancelledError, type ServedModel } from './onnx-model.js';
 
 /** Triton's model states. */
 export type ModelState = 'READY' | 'UNAVAILABLE' | 'LOADING' | 'UNLOADING';
@@ -12,9 +12,12 @@ export interface ModelEntry {
   model: ServedModel | undefined;
 }
 
-/** Builds a model by name (from a repository folder, a file); throws with the reason it cannot. */
+/**
+ * Builds a model by name (from a repository folder, a file); throws with the reason it cannot. Once
+ * `signal` aborts (the model was unloaded meanwhile), it should stop what it started and reject.
+ */
 export interface ModelLoader {
-  (name: string): Promise<ServedModel>;
+  (name: string, signal?: AbortSignal): Promise<ServedModel>;
   /** Whether `name` exists to be loaded at all: a name that does not never gets an entry (or a metrics label). */
   has?(name: string): boolean;
 }
@@ -23,6 +26,25 @@ export interface ModelLoader {
 export interface ModelObserver {
   track(model: ServedModel): void;
   untrack(model: ServedModel): void;
+}
+
+/** Settles as `promise` does, or rejects with the signal's reason once it aborts, whichever comes first. */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /**
@@ -38,6 +60,10 @@ export class ModelRegistry {
   readonly #observer: ModelObserver | undefined;
   /** One load or unload at a time per model: a second waits for the first. */
   readonly #busy = new Map<string, Promise<unknown>>();
+  /** The load running now, per model: an unload aborts it rather than queue behind it. */
+  readonly #loading = new Map<string, AbortController>();
+  /** Unloads asked for, per model: a load queued before one of them is cancelled when its turn comes. */
+  readonly #unloads = new Map<string, number>();
 
   constructor(loader?: ModelLoader, observer?: ModelObserver) {
     this.#loader = loader;
@@ -73,23 +99,36 @@ export class ModelRegistry {
     this.#set(name, 'UNAVAILABLE', reason, undefined);
   }
 
-  /** Loads (or reloads) `name`; rejects with the reason when it cannot, leaving a READY old instance serving. */
+  /**
+   * Loads (or reloads) `name`; rejects with the reason when it cannot, leaving a READY old instance
+   * serving. An unload asked for meanwhile cancels it (ERR_LOAD_CANCELLED) and stops what it built.
+   */
   load(name: string): Promise<void> {
+    const unloads = this.#unloads.get(name) ?? 0;
     return this.#serially(name, async () => {
       const loader = this.#loader;
       if (loader === undefined) throw new Error('This server has no model repository to load from');
+      if ((this.#unloads.get(name) ?? 0) !== unloads) throw new LoadCancelledError(`The load of \`${name}\` was cancelled: the model was unloaded before it started`);
       const entry = this.#entries.get(name);
       if (entry === undefined && loader.has !== undefined && !loader.has(name)) throw new Error(`No model \`${name}\` in the repository`);
       const old = entry?.model;
       if (entry === undefined || old === undefined) this.#set(name, 'LOADING', '', undefined);
-      let fresh: ServedModel;
+      const controller = new AbortController();
+      this.#loading.set(name, controller);
+      let fresh: ServedModel | undefined;
       try {
-        fresh = await loader(name);
-        await fresh.batcher.ready();
+        const building = loader(name, controller.signal);
+        // Built after the load was given up: nobody will serve or stop it but this.
+        building.then((late) => controller.signal.aborted && late.batcher.destroy(controller.signal.reason), () => {});
+        fresh = await untilAborted(building, controller.signal);
+        await untilAborted(fresh.batcher.ready(), controller.signal);
       } catch (error) {
+        fresh?.batcher.destroy(error);
         const reason = (error as Error)?.message ?? String(error);
         if (old === undefined) this.#set(name, 'UNAVAILABLE', reason, undefined);
         throw error;
+      } finally {
+        this.#loading.delete(name);
       }
       this.#observer?.track(fresh);
       this.#set(name, 'READY', '', fresh);
@@ -97,8 +136,12 @@ export class ModelRegistry {
     });
   }
 
-  /** Refuses new requests for `name`, answers the accepted ones, then stops its workers. */
+  /** Refuses new requests for `name`, answers the accepted ones, then stops its workers; cancels a pending load. */
   unload(name: string): Promise<void> {
+    if (this.#entries.has(name)) {
+      this.#unloads.set(name, (this.#unloads.get(name) ?? 0) + 1);
+      this.#loading.get(name)?.abort(new LoadCancelledError(`The load of \`${name}\` was cancelled by an unload`));
+    }
     return this.#serially(name, async () => {
       const entry = this.#entries.get(name);
       if (entry === undefined) throw new Error(`Unknown model \`${name}\``);

@@ -1,12 +1,12 @@
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync, type Stats, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BatchInfo, BatchTracing } from 'batched-fn';
 import { expectDuration, expectInteger, validateMaxDelay } from 'batched-fn/adapter';
 import { FLAGS } from '../flags.js';
 import { MODEL_NAME } from '../kserve/repository-routes.js';
 import { createJsModel } from './js-model.js';
-import { createOnnxModel, type OnnxModelOptions, type ServedModel } from './onnx-model.js';
-import type { ModelLoader } from './registry.js';
+import { createOnnxModel, LoadTimeoutError, ModelLoadError, type OnnxModelOptions, type ServedModel } from './onnx-model.js';
+import { type ModelLoader, untilAborted } from './registry.js';
 
 /**
  * A model repository, as Triton lays it out: `DIR/<name>/` holds
@@ -16,18 +16,33 @@ import type { ModelLoader } from './registry.js';
 export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch' | 'tracing'>> {
   queueCap?: number;
   timeout?: number;
+  /** Longest the model may take to load, in ms: reading its exports, then every worker's `context()`. */
+  loadTimeout?: number;
   parameters?: Record<string, unknown>;
 }
 
+/**
+ * A load that takes longer fails with ERR_LOAD_TIMEOUT and its workers are stopped, so a `context()`
+ * that never settles (or a module that spins at import) cannot hold the model LOADING, and its name,
+ * forever. A minute covers building a large ONNX session on a busy machine; config.json's
+ * `loadTimeout` sets it per model.
+ */
+export const DEFAULT_LOAD_TIMEOUT_MS = 60_000;
+
 /** The serve flags a model's config.json may set, by camelCase key. */
 const CONFIG_KEYS = ['max-batch-size', 'max-delay', 'latency-target', 'preferred-batch-sizes', 'pad', 'queue-cap', 'workers', 'threads', 'timeout', 'batch-timeout'] as const;
-const BY_KEY = new Map<string, (typeof FLAGS)[(typeof CONFIG_KEYS)[number]]>(CONFIG_KEYS.map((flag) => [FLAGS[flag].key, FLAGS[flag]]));
+const BY_KEY = new Map<string, { kind: string; max?: number }>(CONFIG_KEYS.map((flag) => [FLAGS[flag].key, FLAGS[flag]]));
+// Keys of config.json alone (no flag): how the repository treats the model rather than how it batches.
+BY_KEY.set('loadTimeout', { kind: 'positive-duration' });
 
 /** Checks one config value with the same rules (and messages) as the flag and the batcher option. */
-function checkValue(key: string, kind: string, value: unknown): unknown {
+function checkValue(key: string, kind: string, value: unknown, max: number | undefined): unknown {
   switch (kind) {
-    case 'int1':
-      return expectInteger(key, value, 1);
+    case 'int1': {
+      const n = expectInteger(key, value, 1);
+      if (max !== undefined && n > max) throw new RangeError(`Expected \`${key}\` to be at most ${max}, got \`${n}\` (number)`);
+      return n;
+    }
     case 'duration':
       return expectDuration(key, value);
     case 'positive-duration':
@@ -46,6 +61,8 @@ function checkValue(key: string, kind: string, value: unknown): unknown {
 /** Reads and checks `config.json`; every message names the file, the key, the rule and the value. */
 export function readModelConfig(file: string): ModelConfig {
   if (!existsSync(file)) return {};
+  // A FIFO or a device would block this (main) thread in readFileSync for as long as it likes.
+  if (!statSync(file).isFile()) throw new Error(`${file}: not a regular file`);
   let raw: unknown;
   try {
     raw = JSON.parse(readFileSync(file, 'utf8'));
@@ -63,7 +80,7 @@ export function readModelConfig(file: string): ModelConfig {
     const spec = BY_KEY.get(key);
     if (spec === undefined) throw new Error(`${file}: unknown key \`${key}\`; known keys are ${[...BY_KEY.keys(), 'parameters'].map((k) => `\`${k}\``).join(', ')}`);
     try {
-      config[key] = checkValue(key, spec.kind, value);
+      config[key] = checkValue(key, spec.kind, value, spec.max);
     } catch (error) {
       throw new Error(`${file}: ${(error as Error).message}`);
     }
@@ -71,30 +88,78 @@ export function readModelConfig(file: string): ModelConfig {
   return config as ModelConfig;
 }
 
-/** The model folders of a repository, by name; other entries (files, odd names) are skipped. */
+const lstat = (path: string): Stats | undefined => lstatSync(path, { throwIfNoEntry: false });
+const stat = (path: string): Stats | undefined => statSync(path, { throwIfNoEntry: false });
+
+/**
+ * The model entries of a repository, by name: its folders, and its symbolic links, which are listed
+ * only so that they show as UNAVAILABLE with the reason (see `repositoryLoader`) rather than vanish.
+ * Other entries (files, odd names) are skipped.
+ */
 export function listRepository(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true })
-    .filter((entry) => entry.isDirectory() && MODEL_NAME.test(entry.name))
+    .filter((entry) => (entry.isDirectory() || entry.isSymbolicLink()) && MODEL_NAME.test(entry.name))
     .map((entry) => entry.name)
     .sort();
 }
 
-/** Builds a repository's model by name, with the server-wide settings as defaults under its config.json. */
+/**
+ * Builds a repository's model by name, with the server-wide settings as defaults under its config.json.
+ *
+ * One rule for symbolic links, at start and on `/load` alike: a model folder must be a real
+ * directory of the repository, and a link in its place is refused with that reason. Followed, a link
+ * would give one folder two names (two batchers, two metric labels), or serve a name from a tree
+ * outside the one the operator reviews. Files inside a model folder (`model.onnx` linked to a shared
+ * cache) are followed as before: they are that model's business.
+ *
+ * The load as a whole (reading the module's exports, building the workers, every `context()`) must
+ * finish within `loadTimeout`; past it, or once `signal` aborts (an unload), the workers are stopped
+ * and the load fails with the reason.
+ */
 export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (info: BatchInfo) => void, tracing?: BatchTracing): ModelLoader {
-  const has = (name: string): boolean => MODEL_NAME.test(name) && existsSync(join(dir, name)) && statSync(join(dir, name)).isDirectory();
-  const load = async (name: string): Promise<ServedModel> => {
+  const has = (name: string): boolean => {
+    if (!MODEL_NAME.test(name)) return false;
+    const entry = lstat(join(dir, name));
+    return entry !== undefined && (entry.isDirectory() || entry.isSymbolicLink());
+  };
+  const load = async (name: string, signal?: AbortSignal): Promise<ServedModel> => {
     const folder = join(dir, name);
-    if (!MODEL_NAME.test(name) || !existsSync(folder) || !statSync(folder).isDirectory()) throw new Error(`No folder ${folder} in the repository`);
+    const entry = MODEL_NAME.test(name) ? lstat(folder) : undefined;
+    if (entry?.isSymbolicLink() === true) throw new ModelLoadError(`${folder} is a symbolic link: a model folder must be a real directory of the repository (links are not followed)`);
+    if (entry?.isDirectory() !== true) throw new ModelLoadError(`No folder ${folder} in the repository`);
     const config = readModelConfig(join(folder, 'config.json'));
-    const { queueCap, timeout, parameters: _parameters, ...settings } = { ...defaults, ...config };
-    const common = { ...settings, name, onBatch, ...(tracing === undefined ? {} : { tracing }), ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
-    const onnx = join(folder, 'model.onnx');
-    const script = ['model.js', 'model.mjs'].map((file) => join(folder, file)).find((file) => existsSync(file));
-    let model: ServedModel;
-    if (existsSync(onnx)) model = createOnnxModel({ ...common, path: onnx });
-    else if (script !== undefined) model = await createJsModel({ ...common, path: script, config: config as Record<string, unknown> });
-    else throw new Error(`${folder} holds no model.onnx, model.js or model.mjs`);
-    return timeout === undefined ? model : { ...model, timeout };
+    const { queueCap, timeout, loadTimeout = DEFAULT_LOAD_TIMEOUT_MS, parameters: _parameters, ...settings } = { ...defaults, ...config };
+    const path = ['model.onnx', 'model.js', 'model.mjs'].map((f) => join(folder, f)).find((f) => existsSync(f));
+    if (path === undefined) throw new ModelLoadError(`${folder} holds no model.onnx, model.js or model.mjs`);
+    // A FIFO (or a device) would block the thread that reads it for as long as it likes.
+    if (stat(path)?.isFile() !== true) throw new ModelLoadError(`${path} is not a regular file`);
+    const onnx = path.endsWith('.onnx');
+
+    const deadline = new AbortController();
+    let phase = onnx ? 'it was built' : `its exports were read from ${path}`;
+    const timer = setTimeout(() => deadline.abort(new LoadTimeoutError(`${name} did not load within ${loadTimeout} ms (\`loadTimeout\`) while ${phase}; its threads were stopped`)), loadTimeout);
+    // The threads being waited for keep the process alive; the deadline alone must not.
+    timer.unref();
+    const cancel = (): void => deadline.abort(signal?.reason);
+    if (signal?.aborted === true) cancel();
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      const common = { ...settings, name, onBatch, ...(tracing === undefined ? {} : { tracing }), ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
+      const model = onnx ? createOnnxModel({ ...common, path }) : await createJsModel({ ...common, path, config: config as Record<string, unknown>, signal: deadline.signal });
+      phase = onnx ? 'its workers built their ONNX Runtime sessions' : 'its workers ran context()';
+      try {
+        await untilAborted(model.batcher.ready(), deadline.signal);
+      } catch (error) {
+        // Interruptible (JS) workers are terminated; ONNX ones, which may sit in native code, are
+        // retired and exit once it returns: terminating them there would abort the process.
+        model.batcher.destroy(error);
+        throw error;
+      }
+      return timeout === undefined ? model : { ...model, timeout };
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', cancel);
+    }
   };
   return Object.assign(load, { has });
 }

@@ -1,6 +1,8 @@
+import { constants } from 'node:buffer';
 import { type BatchedFn, batchedFn } from 'batched-fn';
+import { FLAGS } from '../flags.js';
 import { type OnnxModelOptions, SERVER_DEFAULTS } from './onnx-model.js';
-import type { ModelSignature, NumericDatatype } from './signature.js';
+import type { Datatype, ModelSignature, NumericDatatype } from './signature.js';
 import { ARRAY_FOR, elementCount, type InferItem, type InferResult, type Tensor } from './tensor.js';
 
 /**
@@ -14,6 +16,24 @@ function shapeKey(signature: ModelSignature): ((item: InferItem) => string) | un
   return (item) => signature.inputs.map((spec) => item.inputs[spec.name]?.shape.slice(1).join('x')).join('|');
 }
 
+/**
+ * How large one padding tensor may be. A numeric one is one typed array, so it must fit one
+ * ArrayBuffer (`buffer.constants.MAX_LENGTH`: 4 GiB on Node 20); past it every padded batch failed
+ * with "Invalid typed array length". A BYTES one is a JS array of one shared empty element, 8 bytes
+ * a slot on the V8 heap: V8 refuses arrays past about 2^27 slots and the filler is copied again into
+ * the worker, so it stops at 2^24 (128 MiB of slots).
+ */
+export const MAX_PAD_BYTES = constants.MAX_LENGTH;
+export const MAX_PAD_BYTES_ELEMENTS = 2 ** 24;
+const NO_BYTES = new Uint8Array(0);
+
+/** Why `elements` of `datatype` cannot be one padding tensor, or undefined when they can. */
+function padProblem(datatype: Datatype, elements: number): string | undefined {
+  if (datatype === 'BYTES') return elements > MAX_PAD_BYTES_ELEMENTS ? `${elements} BYTES elements, more than the ${MAX_PAD_BYTES_ELEMENTS} padding may hold` : undefined;
+  const bytes = elements * ARRAY_FOR[datatype].BYTES_PER_ELEMENT;
+  return bytes > MAX_PAD_BYTES ? `${bytes} bytes, more than one buffer holds (${MAX_PAD_BYTES})` : undefined;
+}
+
 /** Zero rows appended as one extra request, so a fixed-shape model always sees the sizes it wants. */
 function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
   const first = batch[0] as InferItem;
@@ -22,10 +42,28 @@ function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
   for (const [name, tensor] of Object.entries(first.inputs)) {
     const shape = [rows, ...tensor.shape.slice(1)];
     const count = elementCount(shape);
-    const data: Tensor['data'] = tensor.datatype === 'BYTES' ? Array.from({ length: count }, () => new Uint8Array(0)) : new ARRAY_FOR[tensor.datatype as NumericDatatype](count);
+    // Fixed shapes were checked at load; an open dimension is known only now, from the first request.
+    const problem = padProblem(tensor.datatype, count);
+    if (problem !== undefined) throw new RangeError(`Cannot pad input \`${name}\` to ${targetRows} rows of shape ${JSON.stringify(tensor.shape.slice(1))}: ${problem}`);
+    const data: Tensor['data'] = tensor.datatype === 'BYTES' ? new Array<Uint8Array>(count).fill(NO_BYTES) : new ARRAY_FOR[tensor.datatype as NumericDatatype](count);
     inputs[name] = { datatype: tensor.datatype, shape, data };
   }
   return [...batch, { rows, inputs }];
+}
+
+/** Refuses settings no batch could be built with, at load, rather than failing every request after it. */
+function checkSettings(signature: ModelSignature, maxBatchSize: number, workers: number, pad: boolean): void {
+  const most = FLAGS['max-batch-size'].max;
+  if (!Number.isInteger(maxBatchSize) || maxBatchSize < 1 || maxBatchSize > most) throw new RangeError(`Expected \`maxBatchSize\` to be an integer from 1 to ${most}, got ${maxBatchSize}`);
+  if (!Number.isInteger(workers) || workers < 1 || workers > FLAGS.workers.max) throw new RangeError(`Expected \`workers\` to be an integer from 1 to ${FLAGS.workers.max}, got ${workers}`);
+  if (!pad) return;
+  // The worst padding is a lone 1-row request filled up to maxBatchSize rows.
+  for (const spec of signature.inputs) {
+    const row = spec.shape.slice(1);
+    if (row.includes(-1)) continue;
+    const problem = padProblem(spec.datatype, maxBatchSize * row.reduce((a, b) => a * b, 1));
+    if (problem !== undefined) throw new RangeError(`\`pad\` with \`maxBatchSize\` ${maxBatchSize}: input \`${spec.name}\` padded to ${maxBatchSize} rows of ${JSON.stringify(row)} would take ${problem}; lower maxBatchSize`);
+  }
 }
 
 /**
@@ -35,10 +73,12 @@ function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
  */
 export function servedBatcher(worker: URL, workerData: unknown, signature: ModelSignature, options: Omit<OnnxModelOptions, 'path'> & { name: string }): { batcher: BatchedFn<InferItem, InferResult>; maxBatchSize: number } {
   const maxBatchSize = options.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize;
+  const workers = options.workers ?? SERVER_DEFAULTS.workers;
+  checkSettings(signature, maxBatchSize, workers, options.pad === true);
   const key = shapeKey(signature);
   const batcher = batchedFn<InferItem, InferResult>({
     worker,
-    workers: options.workers ?? SERVER_DEFAULTS.workers,
+    workers,
     workerData,
     maxBatchSize,
     maxDelay: options.maxDelay ?? SERVER_DEFAULTS.maxDelay,
