@@ -16,6 +16,7 @@ import { FRONTEND_OPTIONS, resolveOptions } from './options.js';
 import type { Redis } from 'ioredis';
 import { connect, ensureGroup, ready, type RedisTarget } from './connection.js';
 import { GROUP, type StreamKeys, streamKeys } from './keys.js';
+import { EXHAUSTED, exhaustedMessage, REPAIR_LUA, warnRepaired } from './stream-repair.js';
 import { traceparentOf } from './trace-context.js';
 import { decode, encode, validBatch, type WireReply } from './wire.js';
 
@@ -46,16 +47,36 @@ export interface RemoteBatchedFnOptions<I> {
 /**
  * Atomically refuses when the stream already holds `cap` entries, or appends
  * the request. One round trip, and no entry is ever trimmed to make room.
+ * An `XADD *` that fails because someone wrote the largest possible ID into
+ * the stream repairs it and adds again, in the same script (stream-repair.ts):
+ * the reply is then `[entry ID, entries displaced]` instead of the entry ID.
  */
-const ENQUEUE = `
+const ENQUEUE = `${REPAIR_LUA}
 local cap = tonumber(ARGV[1])
 if cap > 0 and redis.call('XLEN', KEYS[1]) >= cap then return false end
-return redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7], 't', ARGV[8])
+local function add()
+  return redis.pcall('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7], 't', ARGV[8])
+end
+local id = add()
+if bfn_exhausted(id) then
+  local displaced = bfn_try_repair(KEYS[1], ARGV[9])
+  if type(displaced) == 'table' then return displaced end
+  return { redis.call('XADD', KEYS[1], '*', 'i', ARGV[2], 'r', ARGV[3], 'd', ARGV[4], 'n', ARGV[5], 'q', ARGV[6], 'p', ARGV[7], 't', ARGV[8]), displaced }
+end
+return id
 `;
 
 type EnqueueClient = Redis & {
-  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer, traceparent: string): Promise<string | null>;
+  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer, traceparent: string, group: string): Promise<string | [string, number] | null>;
 };
+
+/** What a remote frontend counts beyond the core's figures. */
+export interface RemoteFrontendStats extends BatchedFnStats {
+  /** Entries of its reply stream that were not a reply (undecodable, or the wrong shape): skipped and deleted. */
+  invalidReplies: number;
+  /** Times its request stream was found with the largest possible ID written into it, and repaired (stream-repair.ts). */
+  repairedStreams: number;
+}
 
 /** How long a frontend's reply stream outlives the frontend, should it die without cleaning up. */
 const REPLY_TTL_MS = 120_000;
@@ -75,8 +96,11 @@ class RemoteFrontend<I, O> {
   #closing = false;
   #stopped = false;
   #closed: Promise<void> | undefined;
+  /** Where the next read of the reply stream starts (see #readReplies). */
   #lastReply = '0-0';
   #lastExpire = 0;
+  #invalidReplies = 0;
+  #repairedStreams = 0;
 
   constructor(options: RemoteBatchedFnOptions<I>) {
     this.#options = resolveOptions(FRONTEND_OPTIONS, options, ['redis', 'name']);
@@ -135,15 +159,25 @@ class RemoteFrontend<I, O> {
       await this.ready();
       const commands = this.#commands as EnqueueClient;
       const cap = Number.isFinite(this.#channelCap) ? this.#channelCap : 0;
-      const entry = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload, traceparent);
-      if (entry === null) {
+      const added = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload, traceparent, GROUP);
+      if (added === null) {
         this.#calls.fail(id, new QueueFullError(this.#channelCap));
         return;
       }
+      let entry: string;
+      if (Array.isArray(added)) {
+        [entry] = added;
+        this.#repairedStreams++;
+        warnRepaired(this.#keys.requests, added[1]);
+      } else entry = added;
       // Settled (aborted, timed out) while the XADD was on its way: take the entry back out.
       if (!this.#calls.note(id, entry)) void commands.xdel(this.#keys.requests, entry).catch(() => {});
     } catch (error) {
-      const unavailable = error instanceof UnavailableError ? error : new UnavailableError(`Redis did not accept the request: ${(error as Error).message}`, { cause: error });
+      const message = (error as Error).message;
+      const unavailable =
+        error instanceof UnavailableError
+          ? error
+          : new UnavailableError(EXHAUSTED.test(message) ? exhaustedMessage(this.#keys.requests, message, GROUP) : `Redis did not accept the request: ${message}`, { cause: error });
       this.#calls.fail(id, unavailable);
     }
   }
@@ -153,7 +187,17 @@ class RemoteFrontend<I, O> {
     if (entry !== undefined) void this.#commands?.xdel(this.#keys.requests, entry).catch(() => {});
   }
 
-  /** Reads this frontend's reply stream until stopped; keeps the first reply per request. */
+  /**
+   * Reads this frontend's reply stream until stopped; keeps the first reply per request.
+   *
+   * Anyone who can write to Redis can write into this stream. An entry that is not a reply is
+   * skipped and counted (`invalidReplies`); it must not stop the replies around it, nor keep them
+   * from being deleted. Everything read is deleted, so once the deletion is done the stream holds
+   * only unread entries and the next read starts from the beginning again: the reader never keeps a
+   * position that an entry with an absurd ID (the largest possible, say) could move out of reach.
+   * Only while a deletion has failed does it read on from the last entry it read, not to deliver
+   * those twice.
+   */
   async #readReplies(): Promise<void> {
     while (!this.#stopped) {
       const replies = this.#replies as Redis;
@@ -167,13 +211,16 @@ class RemoteFrontend<I, O> {
         const seen: string[] = [];
         for (const [, entries] of result) {
           for (const [entryId, fields] of entries) {
-            this.#lastReply = entryId.toString();
-            seen.push(this.#lastReply);
-            const index = fields.findIndex((f, i) => i % 2 === 0 && f.toString() === 'm');
-            if (index >= 0) this.#deliver(decode<WireReply>(fields[index + 1] as Buffer));
+            seen.push(entryId.toString());
+            if (!this.#deliver(fields)) this.#invalidReplies++;
           }
         }
-        if (seen.length > 0) await (this.#commands as Redis).xdel(this.#replyKey, ...seen).catch(() => {});
+        if (seen.length === 0) continue;
+        this.#lastReply = seen.at(-1) as string;
+        await (this.#commands as Redis).xdel(this.#replyKey, ...seen).then(
+          () => (this.#lastReply = '0-0'),
+          () => {},
+        );
       } catch {
         if (this.#stopped) return;
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -183,24 +230,38 @@ class RemoteFrontend<I, O> {
 
   /**
    * A reply comes from another process: its batch figures become metric observations and its
-   * reason a label, so each is checked first. Malformed parts are dropped, never passed on.
+   * reason a label, so each is checked first. Malformed parts are dropped, never passed on; the
+   * entry then counts as invalid (false).
    */
-  #deliver(reply: WireReply): void {
-    if (typeof reply !== 'object' || reply === null || !Array.isArray(reply.results)) return;
+  #deliver(fields: Buffer[]): boolean {
+    const index = fields.findIndex((f, i) => i % 2 === 0 && f.toString() === 'm');
+    if (index < 0) return false;
+    let reply: WireReply;
+    try {
+      reply = decode<WireReply>(fields[index + 1] as Buffer);
+    } catch {
+      return false;
+    }
+    if (typeof reply !== 'object' || reply === null || !Array.isArray(reply.results)) return false;
     const batch = validBatch(reply.batch);
     if (batch !== undefined) {
       this.#calls.stats.recordBatch(batch.rows, batch.execMs);
       this.#calls.stats.dispatched(batch.reason);
       this.#options.onBatch?.({ name: this.#options.name, ...batch, ok: reply.results.every((r) => Array.isArray(r) && r[1] === true) });
     }
+    let valid = true;
     for (const result of reply.results) {
-      if (!Array.isArray(result) || typeof result[0] !== 'string') continue;
+      if (!Array.isArray(result) || typeof result[0] !== 'string') {
+        valid = false;
+        continue;
+      }
       const [id, ok, value] = result;
       // A duplicate from a redelivered entry, or a caller already released, finds nothing to settle.
       // Only the core's own classes count under their code; anything else a worker sends is 'handler'.
       if (ok === true) this.#calls.resolve(id, value as O);
       else this.#calls.fail(id, deserializeError(value));
     }
+    return valid;
   }
 
   /** Redis went away: nobody can say whether waiting requests will be answered, so they fail now. */
@@ -246,20 +307,24 @@ class RemoteFrontend<I, O> {
     return { maxBatchSize: Number.NaN, maxDelay: Number.NaN, channelCap: this.#channelCap, concurrency: Number.NaN };
   }
 
-  get stats(): BatchedFnStats {
+  get stats(): RemoteFrontendStats {
     // Calls wait in Redis or in a worker, and this process cannot tell which: all count as queued.
-    return this.#calls.stats.snapshot({ queued: this.#calls.size, queuedRows: this.#calls.rows, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
+    const core = this.#calls.stats.snapshot({ queued: this.#calls.size, queuedRows: this.#calls.rows, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
+    return { ...core, invalidReplies: this.#invalidReplies, repairedStreams: this.#repairedStreams };
   }
 }
+
+/** What `remoteBatchedFn` returns: a batched function, its reply stream's key, and stats with the frontend's own counters. */
+export type RemoteBatchedFn<I, O> = BatchedFn<I, O> & { readonly replyKey: string; readonly stats: RemoteFrontendStats };
 
 /**
  * A batched function whose batches run on remote workers: the same call API
  * as `batchedFn` (signal, timeout, typed errors, stats, close), with requests
  * carried by a Redis stream per model and answers by a stream per frontend.
  */
-export function remoteBatchedFn<I, O>(options: RemoteBatchedFnOptions<I>): BatchedFn<I, O> & { readonly replyKey: string } {
+export function remoteBatchedFn<I, O>(options: RemoteBatchedFnOptions<I>): RemoteBatchedFn<I, O> {
   const frontend = new RemoteFrontend<I, O>(options);
-  const predict = ((input: I, callOptions?: CallOptions) => frontend.call(input, callOptions)) as BatchedFn<I, O> & { readonly replyKey: string };
+  const predict = ((input: I, callOptions?: CallOptions) => frontend.call(input, callOptions)) as RemoteBatchedFn<I, O>;
   Object.defineProperties(predict, {
     stats: { get: () => frontend.stats, enumerable: true },
     settings: { get: () => frontend.settings, enumerable: true },

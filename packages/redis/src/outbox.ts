@@ -1,6 +1,7 @@
 import type { BatchInfo } from 'batched-fn';
 import type { Redis } from 'ioredis';
 import { GROUP } from './keys.js';
+import { EXHAUSTED, exhaustedMessage, REPAIR_LUA, warnRepaired } from './stream-repair.js';
 import { encode, type WireBatch, type WireReply, type WireResult } from './wire.js';
 
 interface Pending {
@@ -8,6 +9,24 @@ interface Pending {
   results: WireResult[];
   entries: string[];
 }
+
+/**
+ * Appends one reply message to a frontend's reply stream. An `XADD *` that fails because someone
+ * wrote the largest possible ID into that stream repairs it and adds again (stream-repair.ts);
+ * the reply is then `[entry ID, entries displaced]`. Without this the XADD failed inside the
+ * pipeline, unseen, while the XACK and XDEL after it went through: the answers were lost.
+ */
+const REPLY = `${REPAIR_LUA}
+local id = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'm', ARGV[1])
+if bfn_exhausted(id) then
+  local displaced = bfn_try_repair(KEYS[1], '')
+  if type(displaced) == 'table' then return displaced end
+  return { redis.call('XADD', KEYS[1], 'MAXLEN', '~', '10000', '*', 'm', ARGV[1]), displaced }
+end
+return id
+`;
+
+type ReplyPipeline = ReturnType<Redis['pipeline']> & { bfnReply(key: string, message: Buffer): ReplyPipeline };
 
 /**
  * Answers go out once per batch per frontend: the results of one batch
@@ -23,8 +42,11 @@ export class ReplyOutbox {
   #scheduled: Promise<void> | undefined;
   #lastBatch: WireBatch | undefined;
   replies = 0;
+  /** Reply streams found with the largest possible ID written into them, and repaired. */
+  repairedStreams = 0;
 
   constructor(commands: Redis, stream: string, released: (entryIds: string[]) => void) {
+    commands.defineCommand('bfnReply', { numberOfKeys: 1, lua: REPLY });
     this.#commands = commands;
     this.#stream = stream;
     this.#released = released;
@@ -61,18 +83,30 @@ export class ReplyOutbox {
     const pending = this.#pending;
     if (pending.size === 0) return;
     this.#pending = new Map();
-    const pipeline = this.#commands.pipeline();
+    const pipeline = this.#commands.pipeline() as ReplyPipeline;
     const ids: string[] = [];
+    const keys: string[] = [];
     for (const [reply, { batch, results, entries }] of pending) {
       const message: WireReply = { batch, results };
-      pipeline.xadd(reply, 'MAXLEN', '~', '10000', '*', 'm', encode(message));
+      pipeline.bfnReply(reply, encode(message));
+      keys.push(reply);
       ids.push(...entries);
     }
     pipeline.xack(this.#stream, GROUP, ...ids);
     pipeline.xdel(this.#stream, ...ids);
     try {
-      await pipeline.exec();
+      const outcomes = await pipeline.exec();
       this.replies += pending.size;
+      keys.forEach((key, i) => {
+        const [error, added] = outcomes?.[i] ?? [];
+        if (Array.isArray(added)) {
+          this.repairedStreams++;
+          warnRepaired(key, Number(added[1]));
+        } else if (error instanceof Error && EXHAUSTED.test(error.message)) {
+          // Its callers time out; the operator must learn why, and how to repair the stream by hand.
+          process.emitWarning(`Answers to ${key} were lost: ${exhaustedMessage(key, error.message)}`, { code: 'BFN_STREAM_EXHAUSTED' });
+        }
+      });
     } catch {
       // The replies did not go out: the entries stay pending, and this worker (or another) takes
       // them again after claimIdleMs. Callers drop any duplicate.

@@ -44,6 +44,8 @@ export interface RemoteWorkerStats {
   invalid: number;
   /** Entries dropped unanswered because their reply key is not one of this deployment's. */
   unanswerable: number;
+  /** Reply streams found with the largest possible ID written into them (which stops XADD *), and repaired. */
+  repairedStreams: number;
 }
 
 /** While the batcher is full, how often to look for room again. */
@@ -65,7 +67,7 @@ export class RemoteWorker<I, O> {
   readonly #keys: StreamKeys;
   readonly #consumer: string;
   readonly #claimIdleMs: number;
-  readonly #stats: Omit<RemoteWorkerStats, 'batches'> = { entries: 0, expired: 0, reclaimed: 0, replies: 0, invalid: 0, unanswerable: 0 };
+  readonly #stats: Omit<RemoteWorkerStats, 'batches' | 'repairedStreams'> = { entries: 0, expired: 0, reclaimed: 0, replies: 0, invalid: 0, unanswerable: 0 };
   readonly #reclaimed: Entry[] = [];
   /** Entries this worker holds (read or claimed, not yet acked): never claimed again by itself. */
   readonly #held = new Set<string>();
@@ -88,7 +90,7 @@ export class RemoteWorker<I, O> {
   }
 
   get stats(): RemoteWorkerStats {
-    return { batches: this.#options.predict.stats.batches, ...this.#stats, replies: this.#outbox?.replies ?? 0 };
+    return { batches: this.#options.predict.stats.batches, ...this.#stats, replies: this.#outbox?.replies ?? 0, repairedStreams: this.#outbox?.repairedStreams ?? 0 };
   }
 
   /** Tells the frontends about a settled batch: wire the batcher's `onBatch` here. */

@@ -8,7 +8,7 @@ import { exampleInputs, restBody } from '../bench/payloads.js';
 import { batchSizeTotals } from '../bench/scrape.js';
 import { ensureMlpModel } from '../model/default-model.js';
 import { bestWithin, type Measured, renderTuneSvg, tableRows } from './report.js';
-import { startCandidate, targetName, type TuneTarget } from './server-process.js';
+import { checkTarget, killCandidatesNow, startCandidate, stopCandidates, targetName, type TuneTarget } from './server-process.js';
 import { type Candidate, coarseGrid, DEFAULT_CANDIDATE, keyOf, modelConfig, neighbours, serveFlags } from './space.js';
 import { measurePoint, STABILITY, type Window } from './stability.js';
 
@@ -140,6 +140,7 @@ export async function runTune(argv: string[]): Promise<void> {
   if ((repository === undefined) !== (name === undefined)) throw new UsageError('--model-repository needs --name (the model to tune), and --name needs --model-repository');
   const cacheDir = stringFlag(values, 'cache-dir');
   const target: TuneTarget = repository !== undefined ? { repository, name: name as string } : { model: model ?? ensureMlpModel(undefined, cacheDir) };
+  checkTarget(target);
   const duration = Number(stringFlag(values, 'duration') ?? '5');
   if (!(duration >= 1 && duration <= 600 && Number.isInteger(duration))) throw new UsageError(`--duration must be a whole number of seconds from 1 to 600, got ${JSON.stringify(values.duration)}`);
   const options: TuneOptions = {
@@ -153,8 +154,40 @@ export async function runTune(argv: string[]): Promise<void> {
     cores: availableParallelism(),
     cacheDir,
   };
-  const result = await tune(options);
+  const result = await withCandidatesCleanedUp(() => tune(options));
   report(result, options);
+}
+
+/**
+ * Runs the sweep so that no candidate outlives it. An error stops the candidate in `evaluate`; a
+ * signal would otherwise end this process at once and orphan it (Node's default action), so
+ * SIGINT, SIGTERM and SIGHUP stop it first (serve drains, its scratch folder goes), then exit with
+ * 128 + the signal's number. A second signal exits at once; the `exit` hook then kills what is left.
+ * SIGKILL runs none of this: there the candidate's orphan guard (see orphan-guard.ts) stops it.
+ */
+async function withCandidatesCleanedUp<T>(run: () => Promise<T>): Promise<T> {
+  const codes: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 };
+  let stopping = false;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    const code = codes[signal] ?? 1;
+    if (stopping) process.exit(code);
+    stopping = true;
+    process.stderr.write(`\n${signal}: stopping the candidate server and removing its temporary files...\n`);
+    void stopCandidates({ refuseMore: true }).finally(() => process.exit(code));
+  };
+  for (const signal of Object.keys(codes)) process.on(signal, onSignal);
+  process.on('exit', killCandidatesNow);
+  try {
+    return await run();
+  } catch (error) {
+    // The sweep fails because its candidate was stopped under it: the signal's exit is the one to keep.
+    if (stopping) await new Promise(() => {});
+    throw error;
+  } finally {
+    await stopCandidates();
+    for (const signal of Object.keys(codes)) process.off(signal, onSignal);
+    process.off('exit', killCandidatesNow);
+  }
 }
 
 function report(result: TuneResult, options: TuneOptions): void {
