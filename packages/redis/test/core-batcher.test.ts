@@ -13,7 +13,8 @@ interface Item {
   rows: number;
 }
 
-function gated() {
+/** `maxDelay` long enough that a batch leaves only when full where a test asserts exact shapes (a loaded machine may deliver the second entry after 20 ms). */
+function gated(maxDelay = 20) {
   const gates: (() => void)[] = [];
   const batches: Item[][] = [];
   const local = batchedFn<Item, number>({
@@ -23,7 +24,7 @@ function gated() {
       return batch.map((x) => x.id);
     },
     maxBatchSize: 8,
-    maxDelay: 20,
+    maxDelay,
     size: (x) => x.rows,
   });
   return { local, batches, release: () => gates.shift()?.(), running: () => gates.length };
@@ -42,7 +43,7 @@ async function setup(local: ReturnType<typeof gated>['local']) {
 }
 
 test('rows count through size: 4-row requests fill a batch of 8 rows two at a time', async () => {
-  const g = gated();
+  const g = gated(2_000);
   const { worker, front } = await setup(g.local);
   const calls = Array.from({ length: 6 }, (_, id) => front({ id, rows: 4 }));
   for (let released = 0; released < 3; released++) {
