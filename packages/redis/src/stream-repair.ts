@@ -84,8 +84,13 @@ local function bfn_repair(key, group)
     if bfn_cmp_id(g[2], last) > 0 then redis.call('XGROUP', 'SETID', key, g[1], last) end
   end
   for _, fields in ipairs(again) do
-    -- An entry too odd to add again (thousands of fields) was never a frontend's.
-    redis.pcall('XADD', key, '*', unpack(fields))
+    -- An entry too odd to add again was never a frontend's: it is dropped, and must not stop the
+    -- entries after it from being added again. redis.pcall catches Redis's errors only; with
+    -- thousands of fields, unpack itself raises a Lua error ("too many results to unpack") before
+    -- XADD is even called, so the loop goes under a Lua pcall. (An entry of 10,000 values ahead
+    -- of the requests in the way made the repair fail halfway: they had been deleted, never added
+    -- again, and their callers waited for their timeouts.)
+    pcall(function() redis.pcall('XADD', key, '*', unpack(fields)) end)
   end
   return displaced
 end

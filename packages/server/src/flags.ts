@@ -7,7 +7,7 @@ import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } fr
  * row. The parser, the usage text, the defaults the library functions use
  * and (by a test) the README's flag table come from here.
  */
-type Kind = 'string' | 'strings' | 'control' | 'batching' | 'onoff' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean';
+type Kind = 'string' | 'strings' | 'control' | 'batching' | 'onoff' | 'int0' | 'int1' | 'duration' | 'positive-duration' | 'delay' | 'list' | 'boolean' | 'shm';
 type Command = 'serve' | 'worker';
 
 interface FlagSpec {
@@ -37,8 +37,25 @@ export const FLAGS = {
   port: { key: 'port', kind: 'int0', arg: 'PORT', default: 8000, shown: '`8000`', meaning: 'port to listen on (`0` picks a free port)', commands: ['serve'] },
   'grpc-port': { key: 'grpcPort', kind: 'int0', arg: 'PORT', default: 8001, shown: '`8001`', meaning: 'port of the gRPC face (`0` picks a free port); the banner prints `grpc://HOST:PORT`', commands: ['serve'] },
   'no-grpc': { key: 'noGrpc', kind: 'boolean', arg: '', shown: 'off', meaning: 'serve REST only', commands: ['serve'] },
-  'grpc-max-streams': { key: 'grpcMaxStreams', kind: 'int1', arg: 'N', default: 100, shown: '`100`', meaning: "most concurrent gRPC calls on one connection (HTTP/2's `SETTINGS_MAX_CONCURRENT_STREAMS`; clients queue beyond it); 100 is HTTP/2's recommended floor", commands: ['serve'] },
-  'grpc-receive-timeout': { key: 'grpcReceiveTimeout', kind: 'positive-duration', arg: 'MS', default: 30_000, shown: '`30000`', meaning: 'longest a gRPC call may take to send its request after its headers; then DEADLINE_EXCEEDED and its stream is freed', commands: ['serve'] },
+  'grpc-max-streams': {
+    key: 'grpcMaxStreams',
+    kind: 'int1',
+    arg: 'N',
+    default: 100,
+    shown: '`100`',
+    meaning: "most concurrent gRPC calls on one connection (HTTP/2's `SETTINGS_MAX_CONCURRENT_STREAMS`; clients queue beyond it); 100 is HTTP/2's recommended floor. Also the most unanswered requests on one `ModelStreamInfer` stream (the stream is not read beyond it)",
+    commands: ['serve'],
+  },
+  'grpc-receive-timeout': { key: 'grpcReceiveTimeout', kind: 'positive-duration', arg: 'MS', default: 30_000, shown: '`30000`', meaning: 'longest a gRPC call may take to send its request after its headers (on a `ModelStreamInfer` stream: each message, from its first byte); then DEADLINE_EXCEEDED and its stream is freed', commands: ['serve'] },
+  'grpc-restricted-protocol': {
+    key: 'grpcRestrictedProtocol',
+    kind: 'strings',
+    arg: 'PROTOCOLS:KEY=VALUE',
+    shown: 'none',
+    meaning:
+      "Triton's: the comma-separated protocol groups (`health`, `metadata`, `inference`, `shared-memory`, `model-config`, `model-repository`, `statistics`, `trace`, `logging`) answer only calls with metadata `triton-grpc-protocol-KEY: VALUE`, others UNAVAILABLE; repeat it for groups with another key",
+    commands: ['serve'],
+  },
   otel: { key: 'otel', kind: 'boolean', arg: '', shown: 'off', meaning: 'export OpenTelemetry traces over OTLP/HTTP, set up by the standard `OTEL_EXPORTER_OTLP_*` variables (`http/protobuf` or `http/json`) and `OTEL_BSP_SCHEDULE_DELAY`', commands: BOTH },
   dashboard: { key: 'dashboard', kind: 'onoff', arg: 'on\\|off', default: 'on', shown: '`on`', meaning: 'the live dashboard at `/dashboard` (read-only)', commands: ['serve'] },
   'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', default: 64, max: 1_048_576, shown: '`64`', meaning: 'most rows per `session.run`, at most 1048576; with `--pad`, one input padded to N rows must also fit one buffer (4 GiB)', commands: BOTH },
@@ -61,11 +78,42 @@ export const FLAGS = {
   timeout: { key: 'timeout', kind: 'duration', arg: 'MS', shown: 'none', meaning: 'default per-request deadline', commands: ['serve'] },
   'batch-timeout': { key: 'batchTimeout', kind: 'positive-duration', arg: 'MS', shown: 'none', meaning: 'longest a batch may run; its callers then get 500 and its worker is replaced', commands: BOTH },
   'max-active': { key: 'maxActive', kind: 'int1', arg: 'N', default: 16, shown: '`16`', meaning: "charlm's most sequences per decode step", commands: ['serve'] },
-  'prefill-chunk': { key: 'prefillChunk', kind: 'int1', arg: 'N', default: 8, shown: '`8`', meaning: "charlm's most prompt characters fed to a sequence per decode step (chunked prefill): a step costs at most N model runs however many long prompts join", commands: ['serve'] },
+  'prefill-chunk': { key: 'prefillChunk', kind: 'int1', arg: 'N', default: 8, max: 1_000, shown: '`8`', meaning: "charlm's most prompt characters fed to a sequence per decode step (chunked prefill): a step costs at most N model runs however many long prompts join (at most 1000, the longest prompt)", commands: ['serve'] },
   batching: { key: 'batching', kind: 'batching', arg: 'continuous\\|static', default: 'continuous', shown: '`continuous`', meaning: "charlm's batching: re-formed at every step, or a group run to its longest sequence", commands: ['serve'] },
-  'body-limit': { key: 'bodyLimit', kind: 'int1', arg: 'BYTES', default: 8 * 1024 * 1024, shown: '8 MiB', meaning: 'largest request body', commands: ['serve'] },
+  // 64 MiB holds a batch of 64 x 3 x 224 x 224 FP32 images (38.5 MB raw), as Triton's default does.
+  'body-limit': {
+    key: 'bodyLimit',
+    kind: 'int1',
+    arg: 'BYTES',
+    default: 64 * 1024 * 1024,
+    shown: '64 MiB',
+    meaning:
+      'largest request body on REST (after inflating a gzip or deflate one) and largest gRPC message; beyond it, 413 (gRPC: RESOURCE_EXHAUSTED). A larger REST body is read and discarded up to twice the limit (at least 1 MiB more), so a client that sends it whole reads the 413; then the connection is closed',
+    commands: ['serve'],
+  },
+  cors: { key: 'cors', kind: 'strings', arg: 'ORIGIN', shown: 'none', meaning: 'let pages of ORIGIN (`https://app.example.com`) call the REST API: CORS answers and preflights; repeat it for several. Other cross-site browser requests (an `Origin` not the server\'s own, or `Sec-Fetch-Site: cross-site`) other than GET and HEAD are 403', commands: ['serve'] },
+  'http-restricted-api': {
+    key: 'httpRestrictedApi',
+    kind: 'strings',
+    arg: 'APIS:KEY=VALUE',
+    shown: 'none',
+    meaning:
+      "Triton's: the comma-separated API groups (`health`, `metadata`, `inference`, `shared-memory`, `model-config`, `model-repository`, `statistics`, `trace`, `logging`) answer only requests with header `KEY: VALUE`, others 403; repeat it for groups with another key",
+    commands: ['serve'],
+  },
   'max-tensors': { key: 'maxTensors', kind: 'int1', arg: 'N', default: 1024, shown: '`1024`', meaning: 'most `inputs`, and most `outputs`, in one inference request, counted before the body is parsed; beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
-  'max-objects': { key: 'maxObjects', kind: 'int1', arg: 'N', default: 65_536, shown: '`65536`', meaning: 'most objects one request may make the parser build (JSON objects; in gRPC messages, map entries, BYTES elements and shape dimensions), counted before parsing; beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
+  'max-objects': { key: 'maxObjects', kind: 'int1', arg: 'N', default: 65_536, shown: '`65536`', meaning: 'most of each kind of thing one request may make the parser build, counted before parsing: JSON objects, arrays and object members, each kind; in a gRPC ModelInferRequest, messages, map entries, BYTES elements and shape dimensions, and apart from them typed INT64/UINT64 elements (each decoded into a string); in any other gRPC request, fields. Beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
+  'shared-memory': {
+    key: 'sharedMemory',
+    kind: 'shm',
+    arg: 'off\\|system',
+    default: 'off',
+    shown: '`off`',
+    meaning:
+      "`system` serves Triton's system shared-memory extension on REST and gRPC (regions of POSIX shared-memory objects, Linux's `/dev/shm`): inputs read from registered regions, outputs written into them. Off by default, as in Triton (its `--allow-client-shm`): a client that may register a region can read and write, through a model, any `/dev/shm` object the server's user can open; enable it for trusted clients only (loopback, or the `shared-memory` group of the restricted-API flags)",
+    commands: ['serve'],
+  },
+  'shared-memory-regions': { key: 'sharedMemoryRegions', kind: 'int1', arg: 'N', default: 64, shown: '`64`', meaning: 'most system shared-memory regions registered at once; beyond it, 400 (gRPC: RESOURCE_EXHAUSTED)', commands: ['serve'] },
   'cache-dir': { key: 'cacheDir', kind: 'string', arg: 'DIR', shown: '`~/.cache/batched-fn`', commands: BOTH },
   redis: { key: 'redis', kind: 'string', arg: 'redis://HOST:PORT', shown: 'none', commands: BOTH },
   // Their defaults belong to @batched-fn/redis (`bfn`, 30000 ms); the CLI passes them on only when given.
@@ -92,6 +140,8 @@ export const FLAG_DEFAULTS = Object.freeze({
   bodyLimit: FLAGS['body-limit'].default,
   maxTensors: FLAGS['max-tensors'].default,
   maxObjects: FLAGS['max-objects'].default,
+  sharedMemory: FLAGS['shared-memory'].default as 'off' | 'system',
+  sharedMemoryRegions: FLAGS['shared-memory-regions'].default,
   grpcMaxStreams: FLAGS['grpc-max-streams'].default,
   grpcReceiveTimeout: FLAGS['grpc-receive-timeout'].default,
 });
@@ -114,6 +164,11 @@ function parseOne(values: Record<string, unknown>, flag: string, kind: Kind): un
     case 'onoff': {
       const value = stringFlag(values, flag);
       if (value !== undefined && value !== 'on' && value !== 'off') throw new UsageError(`--${flag} must be on or off, got ${JSON.stringify(value)}`);
+      return value;
+    }
+    case 'shm': {
+      const value = stringFlag(values, flag);
+      if (value !== undefined && value !== 'off' && value !== 'system') throw new UsageError(`--${flag} must be off or system, got ${JSON.stringify(value)}`);
       return value;
     }
     case 'control': {

@@ -6,6 +6,10 @@ import { traceRequests } from './otel/request-spans.js';
 import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
 import { InferenceFront } from './kserve/infer-front.js';
 import { kservePlugin } from './kserve/plugin.js';
+import { parseCorsOrigins } from './kserve/rest-guards.js';
+import { HTTP_RESTRICTED, parseRestrictions } from './kserve/restricted.js';
+import { SharedMemoryRegistry } from './kserve/shared-memory.js';
+import { ServerExtensions } from './kserve/extensions.js';
 import { repositoryActions } from './kserve/repository-routes.js';
 import { ServerMetrics } from './metrics.js';
 import { ensureMlpModel } from './model/default-model.js';
@@ -44,8 +48,12 @@ export interface ServeOptions {
   timeout?: number;
   /** Longest a batch may run, in ms; past it its callers get 500 (ERR_BATCH_TIMEOUT) and its worker restarts. */
   batchTimeout?: number;
-  /** Largest request body in bytes. */
+  /** Largest request body in bytes (REST: after inflating a compressed one), and largest gRPC message. @default 64 MiB */
   bodyLimit?: number;
+  /** Origins whose pages may call the REST API (CORS); other cross-site browser requests that are not GET or HEAD are 403. */
+  cors?: string | string[];
+  /** Triton's `--http-restricted-api` (repeatable): `<api>,...:<key>=<value>`; those API groups then need header `<key>: <value>` (403 without). */
+  httpRestrictedApi?: string | string[];
   cacheDir?: string;
   /** Serve remote workers through this Redis (redis:// or rediss:// URL) instead of a local model. */
   redis?: string;
@@ -61,10 +69,20 @@ export interface ServeOptions {
   grpcMaxStreams?: number;
   /** Longest a gRPC call may take to send its request after its headers, in ms; then DEADLINE_EXCEEDED. @default 30000 */
   grpcReceiveTimeout?: number;
+  /** Triton's `--grpc-restricted-protocol` (repeatable): `<protocol>,...:<key>=<value>`; those protocols then need metadata `triton-grpc-protocol-<key>: <value>`. */
+  grpcRestrictedProtocol?: string | string[];
   /** Most `inputs`, and most `outputs`, in one inference request, counted before parsing (400 beyond). @default 1024 */
   maxTensors?: number;
   /** Most objects one request may make the parser build (JSON objects; gRPC messages, map entries, BYTES elements, shape dimensions). @default 65536 */
   maxObjects?: number;
+  /**
+   * `system` serves Triton's system shared-memory extension on REST and gRPC (Linux's /dev/shm). Off by
+   * default, as in Triton: a client that may register a region can read and write, through a model, any
+   * /dev/shm object the server's user can open. @default 'off'
+   */
+  sharedMemory?: 'off' | 'system';
+  /** Most system shared-memory regions registered at once. @default 64 */
+  sharedMemoryRegions?: number;
 }
 
 export const SERVE_DEFAULTS = Object.freeze({ host: FLAG_DEFAULTS.host, port: FLAG_DEFAULTS.port, bodyLimit: FLAG_DEFAULTS.bodyLimit, ...SERVER_DEFAULTS });
@@ -97,6 +115,10 @@ export async function serveModel(model: ServedModel, metrics: ServerMetrics, opt
 export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}, generators: GenerativeModel[] = [], telemetry?: Telemetry): Promise<RunningServer> {
   let ready = false;
   let draining = false;
+  // One set of regions for both faces; a request reads at most a body's worth of bytes from them.
+  // One list of extensions for both faces: each feature adds its name as it is wired.
+  const extensions = new ServerExtensions();
+  const sharedMemory = new SharedMemoryRegistry({ sharedMemory: options.sharedMemory, sharedMemoryRegions: options.sharedMemoryRegions, maxReadBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit });
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
   const accepted = new InFlight();
   trackAccepted(app, accepted);
@@ -117,6 +139,12 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     isReady: () => ready,
     modelControl: options.modelControl ?? 'none',
     generators,
+    sharedMemoryRegistry: sharedMemory,
+    extensions,
+    ...(telemetry === undefined ? {} : { traceSwitch: telemetry.traceSwitch }),
+    bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit,
+    ...(options.cors === undefined ? {} : { cors: options.cors }),
+    ...(options.httpRestrictedApi === undefined ? {} : { httpRestrictedApi: options.httpRestrictedApi }),
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
     ...(options.maxTensors === undefined ? {} : { maxTensors: options.maxTensors }),
     ...(options.maxObjects === undefined ? {} : { maxObjects: options.maxObjects }),
@@ -128,16 +156,18 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
   const address = await app.listen({ host, port: options.port ?? SERVE_DEFAULTS.port });
   let grpc: RunningGrpc | undefined;
   if (options.grpcPort !== undefined) {
-    const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0 });
+    const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0, sharedMemory, extensions });
     const tracker = new InFlight();
-    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry);
-    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects } = options;
-    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects }).catch(async (error: unknown) => {
+    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry, { generators: generators.map((g) => g.name) });
+    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, grpcRestrictedProtocol } = options;
+    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, grpcRestrictedProtocol }).catch(async (error: unknown) => {
       await app.close();
       throw error;
     });
   }
   ready = true;
+  // The gRPC health service's "" turns SERVING now (the models' states reach it from the registry).
+  grpc?.refreshHealth();
   let closing: Promise<void> | undefined;
   return {
     url: address,
@@ -210,6 +240,9 @@ function modelDefaults(options: ServeOptions): ModelConfig {
  * UNAVAILABLE with its reason; the others serve, and the server starts anyway.
  */
 export async function startServer(options: ServeOptions = {}): Promise<RunningServer> {
+  // REST options that need no model, checked before any model loads (the plugin checks them again, for library use).
+  parseCorsOrigins(options.cors);
+  parseRestrictions(options.httpRestrictedApi, HTTP_RESTRICTED);
   const telemetry = options.otel === true ? await (await loadOptional('--otel', OTEL_PACKAGES, () => import('./otel/setup.js'))).startTelemetry() : undefined;
   if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis }, telemetry);
   const metrics = new ServerMetrics();

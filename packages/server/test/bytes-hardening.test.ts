@@ -19,6 +19,16 @@ export const outputs = [{ name: 'same', datatype: 'BYTES', shape: [-1, -1] }];
 export function handler(requests) { return requests.map((r) => ({ same: { shape: r.inputs.text.shape, data: r.inputs.text.data } })); }
 `,
   );
+  // Answers how many bytes stand behind its BYTES input: a model must see its request's bytes, nothing more.
+  mkdirSync(join(repo, 'behind'));
+  writeFileSync(join(repo, 'behind', 'config.json'), JSON.stringify({ parameters: { binary: true } }));
+  writeFileSync(
+    join(repo, 'behind', 'model.mjs'),
+    `export const inputs = [{ name: 'text', datatype: 'BYTES', shape: [-1, -1] }];
+export const outputs = [{ name: 'bytes', datatype: 'FP64', shape: [-1, 1] }];
+export function handler(requests) { return requests.map((r) => ({ bytes: { data: [r.inputs.text.data[0].buffer.byteLength] } })); }
+`,
+  );
   server = await startServer({ modelRepository: repo, port: 0, maxDelay: 0 });
 });
 
@@ -63,4 +73,19 @@ test('BYTES elements keep their content through the packing, in order', async ()
   });
   const result = (await response.json()) as { outputs: { data: string[] }[] };
   expect(result.outputs[0]?.data).toEqual(data);
+});
+
+test("a BYTES element from a small binary request is no view of Node's pooled body buffer: the model never sees another client's bytes", async () => {
+  const element = Buffer.from('secret');
+  const tensor = Buffer.concat([Buffer.from(Uint32Array.of(element.length).buffer), element]);
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: tensor.length } }] }));
+  const response = await fetch(`${server?.url}/v2/models/behind/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },
+    body: Buffer.concat([header, tensor]),
+  });
+  const result = (await response.json()) as { outputs: { data: number[] }[] };
+  // The tensor's own bytes (its length prefix included). Before: 8192, the whole pooled block the body was
+  // read into, other requests' bytes included.
+  expect(result.outputs[0]?.data).toEqual([tensor.length]);
 });

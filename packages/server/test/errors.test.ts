@@ -32,8 +32,8 @@ test.each([
   ['negative shape', jsonRequest('x', [-1, 2], 'FP32', [1, 1]), /^Input `x`: shape must be an array of non-negative integers/],
   ['missing data', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32' }] }), /^Input `x` has no `data`$/],
   ['unknown output', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }], outputs: [{ name: 'q' }] }), /^Unknown output `q`/],
-  ['bad timeout', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 'soon' } }), /^parameters.timeout must be a number/],
-  ['bad priority', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { priority: 'high' } }), /^parameters.priority must be a finite number, got "high"$/],
+  ['bad timeout', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 'soon' } }), /^parameters.timeout must be an integer number of microseconds/],
+  ['bad priority', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { priority: 'high' } }), /^parameters.priority must be an integer priority level from 0 \(the model's default\) to 9007199254740991, 1 being the highest, got "high"$/],
 ])('400 for %s, with a message saying what was wrong', async (_label, body, message) => {
   const { infer } = await start();
   const response = await postJson(infer, body);
@@ -42,11 +42,11 @@ test.each([
   expect(response.body.error).toMatch(message);
 });
 
-test('404 for an unknown model and an unknown route', async () => {
+test("400 for an unknown model (Triton's status and words), 404 for an unknown route", async () => {
   await start();
   const model = await postJson(`${server?.url}/v2/models/nope/infer`, ok());
-  expect(model).toMatchObject({ status: 404, body: { error: 'Unknown model `nope`' } });
-  expect((await fetch(`${server?.url}/v2/models/nope`)).status).toBe(404);
+  expect(model).toMatchObject({ status: 400, body: { error: "Request for unknown model: 'nope' is not found" } });
+  expect((await fetch(`${server?.url}/v2/models/nope`)).status).toBe(400);
   const route = await fetch(`${server?.url}/v3/whatever`);
   expect(route.status).toBe(404);
   expect(await route.json()).toEqual({ error: 'No route for GET /v3/whatever' });
@@ -56,7 +56,7 @@ test('413 for a body over the limit', async () => {
   const { infer } = await start({ maxBatchSize: 1000 }, { bodyLimit: 1024 });
   const response = await postJson(infer, ok(400));
   expect(response.status).toBe(413);
-  expect(response.body).toEqual({ error: "Request body is larger than the server's limit" });
+  expect(response.body).toEqual({ error: "Request body is larger than the server's limit (--body-limit 1 KiB)" });
 });
 
 test('413 for a request with more rows than a batch can hold', async () => {
@@ -86,7 +86,7 @@ test('503 with Retry-After once the queue is full; the accepted requests are sti
 
 test('504 when the deadline passes, from the server default or the request, whichever is sooner', async () => {
   const gated = await start({}, { timeout: 10_000 });
-  const response = await postJson(gated.infer, jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 30 } }));
+  const response = await postJson(gated.infer, jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 30_000 } }));
   expect(response.status).toBe(504);
   expect(response.body.error).toMatch(/^ERR_TIMEOUT: Call timed out after 30 ms$/);
   gated.release();

@@ -193,7 +193,13 @@ describe('over HTTP', () => {
 
 test('prefillChunk is checked when the generator is made', async () => {
   const { createCharLmGenerator } = await import('../dist/model/generator.js');
-  expect(() => createCharLmGenerator({ prefillChunk: 0, cacheDir: TEST_CACHE })).toThrow(new RangeError('Expected `prefillChunk` to be an integer from 1 and up, got `0` (number)'));
-  expect(() => createCharLmGenerator({ prefillChunk: 1.5, cacheDir: TEST_CACHE })).toThrow(new RangeError('Expected `prefillChunk` to be an integer from 1 and up, got `1.5` (number)'));
-  expect(() => createCharLmGenerator({ prefillChunk: '8' as unknown as number, cacheDir: TEST_CACHE })).toThrow(new TypeError('Expected `prefillChunk` to be an integer from 1 and up, got `8` (string)'));
+  expect(() => createCharLmGenerator({ prefillChunk: 0, cacheDir: TEST_CACHE })).toThrow(new RangeError('Expected `prefillChunk` to be an integer from 1 to 1000, got `0` (number)'));
+  expect(() => createCharLmGenerator({ prefillChunk: 1.5, cacheDir: TEST_CACHE })).toThrow(new RangeError('Expected `prefillChunk` to be an integer from 1 to 1000, got `1.5` (number)'));
+  expect(() => createCharLmGenerator({ prefillChunk: '8' as unknown as number, cacheDir: TEST_CACHE })).toThrow(new TypeError('Expected `prefillChunk` to be an integer from 1 to 1000, got `8` (string)'));
+});
+
+test('--prefill-chunk is at most 1000 (the longest prompt): a larger chunk would prefill whole prompts again and bring the stalls back', async () => {
+  const { parseFlags } = await import('../dist/flags.js');
+  expect(() => parseFlags('serve', ['--prefill-chunk', '1001'])).toThrow('--prefill-chunk must be at most 1000, got "1001"');
+  expect(parseFlags('serve', ['--prefill-chunk', '1000'])).toMatchObject({ prefillChunk: 1000 });
 });

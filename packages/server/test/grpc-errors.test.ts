@@ -3,7 +3,7 @@ import { status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
 import { type InferItem, type InferResult, type RunningServer, serveModel, ServerMetrics, startServer } from '@batched-fn/server';
-import { grpcClient } from './grpc-client.js';
+import { floatsOf, grpcClient } from './grpc-client.js';
 import { gatedModel, jsonRequest, postJson } from './helpers.js';
 
 // Every gRPC status the server answers, deadlines and cancellation, drain, and rows of both protocols in one batch.
@@ -60,14 +60,14 @@ test('INTERNAL when the model fails, with the text REST sends; the server keeps 
   const next = gated.client.call('ModelInfer', row());
   await until(() => gated.running() === 1);
   gated.release();
-  expect((await next).outputs[0].contents.fp32_contents).toEqual([0]);
+  expect(Array.from(floatsOf((await next).raw_output_contents[0]))).toEqual([0]);
 });
 
 test('DEADLINE_EXCEEDED from parameters.timeout, as REST answers 504', async () => {
   const gated = await start();
   const blocker = gated.client.call('ModelInfer', row());
   await until(() => gated.running() === 1);
-  expect(await gated.client.fails('ModelInfer', row({ parameters: { timeout: { int64_param: 30 } } }))).toEqual({ code: status.DEADLINE_EXCEEDED, details: 'ERR_TIMEOUT: Call timed out after 30 ms' });
+  expect(await gated.client.fails('ModelInfer', row({ parameters: { timeout: { int64_param: 30_000 } } }))).toEqual({ code: status.DEADLINE_EXCEEDED, details: 'ERR_TIMEOUT: Call timed out after 30 ms' });
   gated.release();
   await blocker;
 });
@@ -183,11 +183,11 @@ test('a client that announces a call and never sends it cannot hold shutdown: ac
   session.destroy();
 });
 
-test('PERMISSION_DENIED for load and unload without --model-control explicit, with the text REST sends', async () => {
+test("UNAVAILABLE for load and unload without --model-control explicit (Triton's code), with the text REST sends", async () => {
   const gated = await start();
   const rest = await fetch(`${server?.url}/v2/repository/models/gated/unload`, { method: 'POST' });
-  expect(rest.status).toBe(403);
+  expect(rest.status).toBe(503);
   const { error } = (await rest.json()) as { error: string };
-  expect(await gated.client.fails('RepositoryModelUnload', { model_name: 'gated' })).toEqual({ code: status.PERMISSION_DENIED, details: error });
-  expect(await gated.client.fails('RepositoryModelLoad', { model_name: 'gated' })).toEqual({ code: status.PERMISSION_DENIED, details: error });
+  expect(await gated.client.fails('RepositoryModelUnload', { model_name: 'gated' })).toEqual({ code: status.UNAVAILABLE, details: error });
+  expect(await gated.client.fails('RepositoryModelLoad', { model_name: 'gated' })).toEqual({ code: status.UNAVAILABLE, details: error });
 });

@@ -59,14 +59,14 @@ test('health and metadata RPCs answer what the REST routes answer', async () => 
   expect(await client.call('ModelReady', { name: 'broken' })).toEqual({ ready: false });
 });
 
-test('ModelInfer, typed and raw: the same numbers as REST JSON and REST binary; raw in, raw out', async () => {
+test('ModelInfer, typed and raw: the same numbers as REST JSON and REST binary; answers always raw, as Triton\'s', async () => {
   const json = await postJson(`${server.url}/v2/models/mlp/infer`, JSON.stringify({ id: 'r1', inputs: [{ name: 'input', shape: [1, 256], datatype: 'FP32', data }] }));
   const typed = await client.call('ModelInfer', { model_name: 'mlp', id: 'r1', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }] });
   expect(typed.model_name).toBe('mlp');
   expect(typed.model_version).toBe('1');
   expect(typed.id).toBe('r1');
-  expect(typed.raw_output_contents).toEqual([]);
-  expect(typed.outputs.map((o: any) => ({ name: o.name, datatype: o.datatype, shape: o.shape, data: o.contents.fp32_contents }))).toEqual(json.body.outputs);
+  expect(typed.outputs.map((o: any) => ({ name: o.name, datatype: o.datatype, shape: o.shape, contents: o.contents }))).toEqual(json.body.outputs.map((o: any) => ({ name: o.name, datatype: o.datatype, shape: o.shape, contents: null })));
+  expect(typed.raw_output_contents.map((b: Buffer) => Array.from(floatsOf(b)))).toEqual(json.body.outputs.map((o: any) => o.data));
 
   const raw = await client.call('ModelInfer', { model_name: 'mlp', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256] }], raw_input_contents: [rawOf(Float32Array.from(data))] });
   expect(raw.outputs).toEqual([{ name: 'probabilities', datatype: 'FP32', shape: [1, 16], parameters: {}, contents: null }]);
@@ -84,7 +84,7 @@ test('integer inputs: int64_contents and int_contents, and their raw forms', asy
       { name: 'mask', datatype: 'INT32', shape: [2, 4], contents: { int_contents: body.inputs[1]?.data } },
     ],
   });
-  expect(typed.outputs[0].contents.fp32_contents).toEqual(json.body.outputs[0].data);
+  expect(Array.from(floatsOf(typed.raw_output_contents[0]))).toEqual(json.body.outputs[0].data);
   const raw = await client.call('ModelInfer', {
     model_name: 'ints',
     inputs: [
@@ -103,14 +103,14 @@ test('BYTES: bytes_contents in and out, raw length-prefixed elements, and reques
     parameters: { suffix: { string_param: '?' } },
     inputs: [{ name: 'text', datatype: 'BYTES', shape: [2], contents: { bytes_contents: [Buffer.from('héllo'), Buffer.from('x')] } }],
   });
-  expect(typed.outputs.map((o: any) => o.contents.bytes_contents.map(String))[0]).toEqual(json.body.outputs[0].data);
-  expect(typed.outputs[1].contents.int_contents).toEqual(json.body.outputs[1].data);
   const element = (text: string) => {
     const bytes = Buffer.from(text);
     const length = Buffer.alloc(4);
     length.writeUInt32LE(bytes.length);
     return Buffer.concat([length, bytes]);
   };
+  expect(typed.raw_output_contents[0]).toEqual(Buffer.concat(json.body.outputs[0].data.map(element)));
+  expect(Array.from(new Int32Array(Uint8Array.from(typed.raw_output_contents[1]).buffer))).toEqual(json.body.outputs[1].data);
   const raw = await client.call('ModelInfer', {
     model_name: 'upper',
     parameters: { suffix: { string_param: '?' } },
@@ -151,12 +151,13 @@ test('bad requests are INVALID_ARGUMENT with the very text REST sends', async ()
   expect(await client.fails('ModelInfer', { model_name: 'mlp', inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 256] }], raw_input_contents: [raw] })).toMatchObject({ code: status.INVALID_ARGUMENT });
 });
 
-test('unknown models and versions are NOT_FOUND; a model that is not READY is UNAVAILABLE with its reason', async () => {
+test("unknown models are INVALID_ARGUMENT and versions NOT_FOUND (Triton's codes and words); a model that is not READY is UNAVAILABLE with its reason", async () => {
   const request = { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }] };
   const restUnknown = await postJson(`${server.url}/v2/models/nope/infer`, '{}');
-  expect(await client.fails('ModelInfer', { ...request, model_name: 'nope' })).toEqual({ code: status.NOT_FOUND, details: restUnknown.body.error });
-  expect(await client.fails('ModelMetadata', { name: 'nope' })).toEqual({ code: status.NOT_FOUND, details: restUnknown.body.error });
-  expect(await client.fails('ModelInfer', { ...request, model_name: 'mlp', model_version: '7' })).toEqual({ code: status.NOT_FOUND, details: 'Model `mlp` has no version `7` (it has 1)' });
+  expect(restUnknown.body.error).toBe("Request for unknown model: 'nope' is not found");
+  expect(await client.fails('ModelInfer', { ...request, model_name: 'nope' })).toEqual({ code: status.INVALID_ARGUMENT, details: restUnknown.body.error });
+  expect(await client.fails('ModelMetadata', { name: 'nope' })).toEqual({ code: status.INVALID_ARGUMENT, details: restUnknown.body.error });
+  expect(await client.fails('ModelInfer', { ...request, model_name: 'mlp', model_version: '7' })).toEqual({ code: status.NOT_FOUND, details: "Request for unknown model: 'mlp' version 7 is not found (it has 1)" });
   const restBroken = await postJson(`${server.url}/v2/models/broken/infer`, '{}');
   expect(restBroken.status).toBe(503);
   expect(await client.fails('ModelInfer', { ...request, model_name: 'broken' })).toEqual({ code: status.UNAVAILABLE, details: restBroken.body.error });
@@ -181,17 +182,17 @@ test('statistics and the repository: ModelStatistics, RepositoryIndex, Repositor
   expect(await client.fails('RepositoryModelLoad', { model_name: '../etc' })).toMatchObject({ code: status.INVALID_ARGUMENT });
 });
 
-test('RPCs this server does not offer are UNIMPLEMENTED, and the requests appear in /metrics under protocol="grpc"', async () => {
+test('methods the service does not have are UNIMPLEMENTED, and the requests appear in /metrics under protocol="grpc"', async () => {
   const bare = new Client((server.grpcUrl as string).replace('grpc://', ''), credentials.createInsecure());
   const unimplemented = await new Promise<{ code?: number }>((resolve) =>
-    bare.makeUnaryRequest('/inference.GRPCInferenceService/ModelConfig', (x: Buffer) => x, (x: Buffer) => x, Buffer.alloc(0), (error: { code?: number } | null) => resolve(error ?? {})),
+    bare.makeUnaryRequest('/inference.GRPCInferenceService/NoSuchMethod', (x: Buffer) => x, (x: Buffer) => x, Buffer.alloc(0), (error: { code?: number } | null) => resolve(error ?? {})),
   );
   bare.close();
   expect(unimplemented.code).toBe(status.UNIMPLEMENTED);
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
   expect(metrics).toMatch(/batched_fn_requests_total\{model="mlp",protocol="grpc",status="200"\} [1-9]/);
   expect(metrics).toMatch(/batched_fn_requests_total\{model="mlp",protocol="grpc",status="400"\} [1-9]/);
-  expect(metrics).toMatch(/batched_fn_requests_total\{model="\(unknown\)",protocol="grpc",status="404"\} 1/);
+  expect(metrics).toMatch(/batched_fn_requests_total\{model="\(unknown\)",protocol="grpc",status="400"\} 1/);
   expect(metrics).toMatch(/batched_fn_requests_total\{model="mlp",protocol="rest",status="200"\} [1-9]/);
 });
 
@@ -206,8 +207,12 @@ test('the shipped .proto keeps the protocol\'s names and field numbers (what gen
   expect(fields('InferTensorContents')).toEqual({ bool_contents: 1, int_contents: 2, int64_contents: 3, uint_contents: 4, uint64_contents: 5, fp32_contents: 6, fp64_contents: 7, bytes_contents: 8 });
   expect(fields('InferParameter')).toEqual({ bool_param: 1, int64_param: 2, string_param: 3, double_param: 4, uint64_param: 5 });
   expect(fields('ModelMetadataResponse')).toEqual({ name: 1, versions: 2, platform: 3, inputs: 4, outputs: 5 });
-  expect(fields('ModelStatistics')).toEqual({ name: 1, version: 2, last_inference: 3, inference_count: 4, execution_count: 5, inference_stats: 6, batch_stats: 7, memory_usage: 8 });
+  expect(fields('ModelStatistics')).toEqual({ name: 1, version: 2, last_inference: 3, inference_count: 4, execution_count: 5, inference_stats: 6, batch_stats: 7, memory_usage: 8, response_stats: 9 });
   expect(fields('RepositoryModelLoadRequest')).toEqual({ repository_name: 1, model_name: 2, parameters: 3 });
   const service = root.lookupService('inference.GRPCInferenceService');
-  expect(Object.keys(service.methods).sort()).toEqual(['ModelInfer', 'ModelMetadata', 'ModelReady', 'ModelStatistics', 'RepositoryIndex', 'RepositoryModelLoad', 'RepositoryModelUnload', 'ServerLive', 'ServerMetadata', 'ServerReady']);
+  // Triton's full service (triton-grpc.test.ts checks the messages of its extensions).
+  expect(Object.keys(service.methods).sort()).toEqual([
+    'CudaSharedMemoryRegister', 'CudaSharedMemoryStatus', 'CudaSharedMemoryUnregister', 'LogSettings', 'ModelConfig', 'ModelInfer', 'ModelMetadata', 'ModelReady', 'ModelStatistics', 'ModelStreamInfer',
+    'RepositoryIndex', 'RepositoryModelLoad', 'RepositoryModelUnload', 'ServerLive', 'ServerMetadata', 'ServerReady', 'SystemSharedMemoryRegister', 'SystemSharedMemoryStatus', 'SystemSharedMemoryUnregister', 'TraceSetting',
+  ]);
 });

@@ -99,21 +99,21 @@ test('every folder is a model: the good ones serve with their own config, the br
 
   const broken = await postJson(`${url}/v2/models/broken/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 2]));
   expect(broken.status).toBe(503);
-  expect(broken.body.error).toMatch(/^Model `broken` is UNAVAILABLE: .*config\.json: Expected `maxBatchSize`/);
+  expect(broken.body.error).toMatch(/^Request for unknown model: 'broken' has no available versions \(it is UNAVAILABLE: .*config\.json: Expected `maxBatchSize`/);
   expect((await fetch(`${url}/v2/models/broken/ready`)).status).toBe(503);
   expect((await fetch(`${url}/v2/models/scale/ready`)).status).toBe(200);
-  expect((await fetch(`${url}/v2/models/nope/ready`)).status).toBe(404);
+  expect((await fetch(`${url}/v2/models/nope/ready`)).status).toBe(400);
 
   // Batched independently: each model's statistics count its own rows only (mlp's 2-row request; the 17-row one was refused).
   const stats = (await (await fetch(`${url}/v2/models/stats`)).json()) as { model_stats: { name: string; inference_count: number }[] };
   expect(Object.fromEntries(stats.model_stats.map((m) => [m.name, m.inference_count]))).toMatchObject({ scale: 1, ints: 1, mlp: 2, ocr: 0 });
 });
 
-test('without --model-control explicit, load and unload are refused with 403', async () => {
+test("without --model-control explicit, load and unload are refused with Triton's 503 (UNAVAILABLE)", async () => {
   const { url } = await start('none');
   for (const action of ['load', 'unload']) {
     const response = await fetch(`${url}/v2/repository/models/scale/${action}`, { method: 'POST' });
-    expect(response.status).toBe(403);
+    expect(response.status).toBe(503);
   }
 });
 
@@ -171,7 +171,7 @@ test('unloading under load answers every accepted request, then the model answer
   expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
   const after = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2)));
   expect(after.status).toBe(503);
-  expect(after.body.error).toBe('Model `mlp` is UNAVAILABLE: unloaded');
+  expect(after.body.error).toBe("Request for unknown model: 'mlp' has no available versions (it is UNAVAILABLE: unloaded)");
   expect((await index(url)).find((m) => m.name === 'mlp')).toMatchObject({ state: 'UNAVAILABLE', reason: 'unloaded' });
   // And it comes back.
   expect((await fetch(`${url}/v2/repository/models/mlp/load`, { method: 'POST' })).status).toBe(200);

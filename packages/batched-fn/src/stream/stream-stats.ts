@@ -85,7 +85,7 @@ export function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs:
   for (let i = 0; i < members.length; i++) {
     const s = members[i] as Sequence<I, S, T>;
     if (s.ended) continue; // cancelled during the step: its output is dropped
-    readSlot(outputs[i], i, slot);
+    readSlot(outputs, i, slot);
     if (slot.failed) {
       if (s.end(slot.error, true)) stats.ended('error');
       continue;

@@ -95,7 +95,7 @@ async function handle(message: ToStreamWorker): Promise<void> {
     const values: unknown[] = new Array(outputs.length).fill(undefined);
     const errors: [number, SerializedError][] = [];
     for (let i = 0; i < outputs.length; i++) {
-      readSlot(outputs[i], i, slot);
+      readSlot(outputs, i, slot);
       if (slot.failed) {
         errors.push([i, serializeError(slot.error)]);
         states.delete(message.ids[i] as number);

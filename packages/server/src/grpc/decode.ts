@@ -1,6 +1,7 @@
 import type { ModelSignature } from '../model/signature.js';
 import { type DecodedRequest, decodeInputs, type InputPayload, type InputSource, pickOutputs, schedulingParameters } from '../kserve/decode.js';
 import { badRequest } from '../kserve/errors.js';
+import { RegionAccess, type SharedMemoryRegistry } from '../kserve/shared-memory.js';
 import { type GrpcParameter, plainParameters } from './proto.js';
 
 export type TensorContents = Partial<Record<ContentsField, unknown[]>>;
@@ -47,29 +48,44 @@ function typedPayload(contents: TensorContents | null | undefined, name: string,
 /**
  * A ModelInferRequest → the same item REST makes, through the same checks: typed `contents`
  * in the field of the input's datatype, or `raw_input_contents` (one entry per input, and then
- * no `contents`). Outputs come back raw when the inputs came raw.
+ * no `contents`). Outputs always come back raw (encode.ts).
  */
-export function decodeGrpcInfer(request: GrpcInferRequest, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): DecodedRequest & { raw: boolean } {
+export function decodeGrpcInfer(request: GrpcInferRequest, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY, sharedMemory?: SharedMemoryRegistry): DecodedRequest {
   const inputs = request.inputs ?? [];
   if (inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
   const raw = request.raw_input_contents ?? [];
   const isRaw = raw.length > 0;
-  if (isRaw && raw.length !== inputs.length) throw badRequest(`raw_input_contents has ${raw.length} entries for ${inputs.length} inputs: give one per input, in order`);
+  // Inputs read from a shared-memory region have no raw entry (as tritonclient sends them, and
+  // Triton reads them): the raw entries are the other inputs', in order.
+  const regions = new RegionAccess(sharedMemory);
+  const inputParameters = inputs.map((input) => plainParameters(input.parameters));
+  let rawCount = 0;
+  const rawIndex = inputParameters.map((parameters) => (parameters.shared_memory_region === undefined ? rawCount++ : -1));
+  if (isRaw && raw.length !== rawCount) throw badRequest(`raw_input_contents has ${raw.length} entries for ${rawCount} inputs${rawCount === inputs.length ? '' : ' not in shared memory'}: give one per input, in order`);
   const sources = inputs.map(
     (input, index): InputSource => ({
       name: input.name,
       datatype: input.datatype,
       shape: input.shape?.map(Number),
-      read: (_count, name, datatype) => {
+      read: (count, name, datatype) => {
+        const hasContents = ALL_FIELDS.some((f) => (input.contents?.[f]?.length ?? 0) > 0);
+        const fromRegion = regions.input(inputParameters[index], hasContents ? '`contents`' : undefined, count, name, datatype);
+        if (fromRegion !== undefined) return fromRegion;
         if (!isRaw) return typedPayload(input.contents, name, datatype);
-        if (ALL_FIELDS.some((f) => (input.contents?.[f]?.length ?? 0) > 0)) throw badRequest(`Input \`${name}\` has \`contents\` as well as raw_input_contents: use one or the other`);
-        return { bytes: raw[index] as Buffer };
+        if (hasContents) throw badRequest(`Input \`${name}\` has \`contents\` as well as raw_input_contents: use one or the other`);
+        return { bytes: raw[rawIndex[index] as number] as Buffer };
       },
     }),
   );
   const { rows, inputs: tensors } = decodeInputs(sources, signature, maxRows);
-  const requested = request.outputs === undefined || request.outputs.length === 0 ? undefined : request.outputs.map((o) => ({ name: o.name, binary: isRaw }));
-  const outputs = pickOutputs(requested, signature, isRaw);
+  const requested =
+    request.outputs === undefined || request.outputs.length === 0
+      ? undefined
+      : request.outputs.map((o) => {
+          const parameters = plainParameters(o.parameters);
+          return { name: o.name, binary: true, parameters, region: regions.output(parameters, String(o.name)) };
+        });
+  const outputs = pickOutputs(requested, signature, true);
   const parameters = plainParameters(request.parameters);
   const { timeout, priority } = schedulingParameters(parameters);
   return {
@@ -78,6 +94,5 @@ export function decodeGrpcInfer(request: GrpcInferRequest, signature: ModelSigna
     outputs,
     timeout,
     priority,
-    raw: isRaw,
   };
 }

@@ -1,22 +1,13 @@
 import { bytesToBinary } from '../kserve/bytes-data.js';
+import { type RegionRef, writeRegionOutputs } from '../kserve/shared-memory.js';
 import type { BytesData, InferResult, Tensor, TypedArray } from '../model/tensor.js';
-import { CONTENTS_FIELD } from './decode.js';
 
 export interface GrpcInferResponse {
   model_name: string;
   model_version: string;
   id: string;
-  outputs: { name: string; datatype: string; shape: number[]; contents?: Record<string, unknown[]> }[];
+  outputs: { name: string; datatype: string; shape: number[]; parameters?: Record<string, { string_param: string } | { int64_param: number }> }[];
   raw_output_contents: Buffer[];
-}
-
-function typedContents(tensor: Tensor): Record<string, unknown[]> {
-  const field = CONTENTS_FIELD[tensor.datatype];
-  if (tensor.datatype === 'BYTES') return { [field]: (tensor.data as BytesData).map((e) => Buffer.from(e.buffer, e.byteOffset, e.byteLength)) };
-  if (tensor.datatype === 'BOOL') return { [field]: Array.from(tensor.data as Uint8Array, (x) => x !== 0) };
-  // Decimal strings: protobufjs writes them as exact 64-bit integers, where a number would round past 2^53.
-  if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64') return { [field]: Array.from(tensor.data as BigInt64Array, String) };
-  return { [field]: Array.from(tensor.data as Float32Array) };
 }
 
 function rawContents(tensor: Tensor): Buffer {
@@ -28,17 +19,28 @@ function rawContents(tensor: Tensor): Buffer {
   return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
-/** The ModelInferResponse: outputs in the order asked, raw when the request was raw, typed contents otherwise. */
-export function encodeGrpcInfer(modelName: string, modelVersion: string, id: string | undefined, result: InferResult, outputs: readonly { name: string; binary: boolean }[], raw: boolean): GrpcInferResponse {
-  const described = outputs.map(({ name }) => {
-    const tensor = result[name] as Tensor;
-    return { name, datatype: tensor.datatype, shape: tensor.shape, ...(raw ? {} : { contents: typedContents(tensor) }) };
-  });
+/**
+ * The ModelInferResponse: outputs in the order asked, their elements always in
+ * `raw_output_contents`, whichever way the request came. Triton answers so, and its clients
+ * (tritonclient's `as_numpy`, its explicit-content examples) read only that field: typed
+ * `contents` in the answer were invisible to them. Raw is also exact for every datatype
+ * (64-bit integers, FP16) and costs no per-element encoding.
+ */
+export function encodeGrpcInfer(modelName: string, modelVersion: string, id: string | undefined, result: InferResult, outputs: readonly { name: string; region?: RegionRef | undefined }[]): GrpcInferResponse {
+  // Outputs asked into a shared-memory region are written there; as Triton answers, each keeps
+  // its place in raw_output_contents, empty, and says where it went in its parameters.
+  const inRegions = writeRegionOutputs(outputs, result);
   return {
     model_name: modelName,
     model_version: modelVersion,
     id: id ?? '',
-    outputs: described,
-    raw_output_contents: raw ? outputs.map(({ name }) => rawContents(result[name] as Tensor)) : [],
+    outputs: outputs.map(({ name }) => {
+      const tensor = result[name] as Tensor;
+      const region = inRegions.get(name);
+      if (region === undefined) return { name, datatype: tensor.datatype, shape: tensor.shape };
+      const parameters = Object.fromEntries(Object.entries(region).map(([key, value]) => [key, typeof value === 'string' ? { string_param: value } : { int64_param: value }]));
+      return { name, datatype: tensor.datatype, shape: tensor.shape, parameters };
+    }),
+    raw_output_contents: outputs.map(({ name }) => (inRegions.has(name) ? Buffer.alloc(0) : rawContents(result[name] as Tensor))),
   };
 }

@@ -1,9 +1,9 @@
 import type { EventEmitter } from 'node:events';
-import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream, type ServerStreamResponseOptions } from 'node:http2';
 import { MAX_TIMER_MS } from 'batched-fn';
 import { type Metadata, type Server, ServerInterceptingCall, type ServerInterceptor, type ServiceDefinition, status as GrpcStatus } from '@grpc/grpc-js';
 import { HttpError } from '../kserve/errors.js';
-import { malformed, scanMessage, scanModelInferRequest, type WireLimits } from './wire-scan.js';
+import { malformed, messageShape, scanMessage, scanModelInferRequest, type WireLimits } from './wire-scan.js';
 
 /**
  * What stands between a gRPC connection and the handlers: the limits of one HTTP/2 stream,
@@ -24,8 +24,11 @@ export class RefusedRequest {
 export function guardedService(service: ServiceDefinition, limits: WireLimits): ServiceDefinition {
   const guarded: Record<string, ServiceDefinition[string]> = {};
   for (const [name, method] of Object.entries(service)) {
-    const type = `${name}Request`;
-    const scan = name === 'ModelInfer' ? (bytes: Buffer) => scanModelInferRequest(bytes, limits) : (bytes: Buffer) => scanMessage(bytes, type);
+    // ModelStreamInfer's messages are ModelInferRequests, each checked as ModelInfer's is.
+    const type = name === 'ModelStreamInfer' ? 'ModelInferRequest' : `${name}Request`;
+    // Any other request is followed as far as its descriptor (proto-loader's) declares its messages.
+    const shape = messageShape((method as { requestType?: { type?: unknown } }).requestType?.type);
+    const scan = type === 'ModelInferRequest' ? (bytes: Buffer) => scanModelInferRequest(bytes, limits) : (bytes: Buffer) => scanMessage(bytes, type, limits, shape);
     guarded[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer): unknown => {
@@ -53,6 +56,16 @@ const CLAMPED_TIMEOUT = `${Math.floor(MAX_TIMER_MS / 1000)}S`;
 /** Where the hook leaves an invalid grpc-timeout for the interceptor to answer (a client's own copy is dropped). */
 const INVALID_TIMEOUT = 'batched-fn-invalid-grpc-timeout';
 
+/** Methods whose client sends a stream of messages: the receive timeout applies to each message, not to the whole call. */
+const CLIENT_STREAMING = new Set(['/inference.GRPCInferenceService/ModelStreamInfer']);
+
+export interface StreamLimits {
+  /** --grpc-receive-timeout, in ms. */
+  receiveTimeoutMs: number;
+  /** The largest message (--body-limit), named in grpc-js's refusal of a larger one. */
+  maxMessageBytes: number;
+}
+
 /**
  * Puts our checks on every HTTP/2 stream, ahead of grpc-js's own `stream` listener:
  *
@@ -73,20 +86,82 @@ const INVALID_TIMEOUT = 'batched-fn-invalid-grpc-timeout';
  *   RESOURCE_EXHAUSTED for a message too large) leave the stream half-closed while the client
  *   keeps its side open: Node frees a stream only when both sides have ended. Such streams,
  *   each with its buffers, were held until the client hung up (50,000 of them: +313 MB RSS).
+ *   A ModelStreamInfer stream may rightly stay open, idle, between requests: there each
+ *   message must arrive whole within `receiveTimeoutMs` of its first byte.
+ *
+ * - grpc-js refuses a message over the limit RESOURCE_EXHAUSTED "Received message larger than
+ *   max (X vs Y)", from deep inside the call where no interceptor sees it: its answer is
+ *   reworded on its way out to name the limit and the flag that sets it. A status message
+ *   longer than MAX_STATUS_MESSAGE is cut on its way out too.
  *
  * The HTTP/2 servers are grpc-js's private `http2Servers`; if a later version renames it,
  * this returns false and the server runs without these checks (grpc-hardening.test.ts then
  * fails, which is the signal to look again).
  */
-export function hookStreams(server: Server, receiveTimeoutMs: number): boolean {
+export function hookStreams(server: Server, limits: StreamLimits): boolean {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) return false;
+  const { respond, sendTrailers } = answerGuards(limits.maxMessageBytes);
   const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
     fixTimeoutHeader(headers);
-    cutIfIncomplete(stream, receiveTimeoutMs);
+    if (CLIENT_STREAMING.has(String(headers[':path']))) cutIfMessageStalls(stream, limits.receiveTimeoutMs);
+    else cutIfIncomplete(stream, limits.receiveTimeoutMs);
+    stream.respond = respond;
+    stream.sendTrailers = sendTrailers;
   };
   for (const http2Server of servers.keys() as IterableIterator<EventEmitter>) http2Server.prependListener('stream', onStream);
   return true;
+}
+
+/** grpc-js's texts for a message over max_receive_message_length (stream-decoder.js, server-interceptors.js). */
+const TOO_LARGE = /^Received message larger than max \((\d+) vs\.? (\d+)\)$/;
+const INFLATES_TOO_LARGE = /^Received message that decompresses to a size larger than (\d+)$/;
+/**
+ * Longest grpc-message sent, percent-encoded. A client's own text can come back in an answer
+ * (grpc-health-check's NOT_FOUND names the service asked for, whatever its length): past about
+ * 64 KB of trailers, Node's HTTP/2 client refuses them and its channel hung (a Check of a 100 KB
+ * name stalled every later call on the connection), and gRPC's C core (tritonclient's) takes 8 KB.
+ */
+export const MAX_STATUS_MESSAGE = 4096;
+
+/** A percent-encoded grpc-message cut to MAX_STATUS_MESSAGE, never inside an escape or a UTF-8 character. */
+function clipped(message: string): string {
+  if (message.length <= MAX_STATUS_MESSAGE) return message;
+  let cut = message.slice(0, MAX_STATUS_MESSAGE - 3);
+  const escape = cut.lastIndexOf('%');
+  if (escape >= cut.length - 2) cut = cut.slice(0, escape);
+  // Trailing bytes of a multi-byte character (escapes %80 and up) may have lost their end: drop them all.
+  cut = cut.replace(/(%[89A-Fa-f][0-9A-Fa-f])+$/, '');
+  return `${cut}...`;
+}
+
+/**
+ * `respond` and `sendTrailers` for a stream, which reword grpc-js's RESOURCE_EXHAUSTED for a
+ * message over the limit (trailers-only, or trailers after answers on a stream), cut a
+ * grpc-message too long for clients, and pass everything else through. Built once per server:
+ * a stream gets the two functions, not closures.
+ */
+function answerGuards(limit: number) {
+  const guarded = (headers: OutgoingHttpHeaders | undefined): OutgoingHttpHeaders | undefined => {
+    const message = headers?.['grpc-message'];
+    if (headers === undefined || message === undefined) return headers;
+    if (String(headers['grpc-status']) === String(GrpcStatus.RESOURCE_EXHAUSTED)) {
+      const details = decodeURI(String(message));
+      const large = TOO_LARGE.exec(details);
+      const inflates = large === null ? INFLATES_TOO_LARGE.exec(details) : null;
+      if (large !== null) return { ...headers, 'grpc-message': encodeURI(`Request message of ${large[1]} bytes is larger than the server's limit of ${limit} bytes (--body-limit)`) };
+      if (inflates !== null) return { ...headers, 'grpc-message': encodeURI(`Request message decompresses to more than the server's limit of ${limit} bytes (--body-limit)`) };
+    }
+    return String(message).length > MAX_STATUS_MESSAGE ? { ...headers, 'grpc-message': clipped(String(message)) } : headers;
+  };
+  return {
+    respond(this: ServerHttp2Stream, headers?: OutgoingHttpHeaders, options?: ServerStreamResponseOptions): void {
+      (Object.getPrototypeOf(this) as ServerHttp2Stream).respond.call(this, guarded(headers), options);
+    },
+    sendTrailers(this: ServerHttp2Stream, headers: OutgoingHttpHeaders): void {
+      (Object.getPrototypeOf(this) as ServerHttp2Stream).sendTrailers.call(this, guarded(headers) as OutgoingHttpHeaders);
+    },
+  };
 }
 
 function fixTimeoutHeader(headers: IncomingHttpHeaders): void {
@@ -101,6 +176,82 @@ function fixTimeoutHeader(headers: IncomingHttpHeaders): void {
     return;
   }
   if (Number(match[1]) * (UNIT_MS[match[2] as string] as number) > MAX_TIMER_MS) headers['grpc-timeout'] = CLAMPED_TIMEOUT;
+}
+
+/**
+ * A client-streaming call's version of `cutIfIncomplete`: the stream may idle between messages,
+ * but a message, once its first byte has come, must arrive whole within `receiveTimeoutMs`.
+ * Only the time the server is reading counts: while the stream is paused (the server holds as
+ * many requests of it as it takes, or its client does not read its answers), the rest of a
+ * message waits in flow control through no fault of the client's. The gRPC framing (a flag
+ * byte, a 4-byte length, the message) is followed on the bytes as they pass; nothing is copied.
+ */
+function cutIfMessageStalls(stream: ServerHttp2Stream, receiveTimeoutMs: number): void {
+  let prefix = 0; // bytes of the current message's 5-byte prefix seen
+  let length = 0; // its length field, as read so far
+  let left = 0; // bytes of its body still to come
+  let timer: NodeJS.Timeout | undefined;
+  /** Of the current message's time, what is left (ms), and since when it runs. */
+  let budget = receiveTimeoutMs;
+  let since = 0;
+  const stop = (): void => {
+    clearTimeout(timer);
+    timer = undefined;
+  };
+  const cut = (): void => {
+    timer = undefined;
+    if (stream.closed || stream.destroyed) return;
+    if (!stream.headersSent) {
+      const details = `A message on this stream did not arrive within ${receiveTimeoutMs} ms of its first byte (--grpc-receive-timeout)`;
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': encodeURI(details) }, { endStream: true });
+      stream.close(constants.NGHTTP2_NO_ERROR);
+    } else {
+      // grpc-js has answered on this stream and owns its trailers: the stream is reset, the call cancelled.
+      stream.close(constants.NGHTTP2_CANCEL);
+    }
+  };
+  const run = (): void => {
+    since = performance.now();
+    timer = setTimeout(cut, budget);
+    timer.unref();
+  };
+  // A passive listener, added before grpc-js's own (which pauses the stream and resumes it as it reads): every chunk passes both.
+  stream.on('data', (chunk: Buffer) => {
+    let started = false;
+    for (let i = 0; i < chunk.length; ) {
+      if (prefix < 5) {
+        if (prefix === 0) started = true;
+        if (prefix > 0) length = length * 256 + (chunk[i] as number);
+        prefix++;
+        i++;
+        if (prefix === 5) left = length;
+      } else {
+        const take = Math.min(left, chunk.length - i);
+        left -= take;
+        i += take;
+      }
+      if (prefix === 5 && left === 0) {
+        prefix = 0;
+        length = 0;
+      }
+    }
+    if (prefix === 0) stop();
+    else if (started) {
+      // A message began in this chunk and is not whole yet: its own time starts now.
+      stop();
+      budget = receiveTimeoutMs;
+      if (!stream.isPaused()) run();
+    }
+  });
+  stream.on('pause', () => {
+    if (timer === undefined) return;
+    stop();
+    budget = Math.max(0, budget - (performance.now() - since));
+  });
+  stream.on('resume', () => {
+    if (timer === undefined && prefix !== 0) run();
+  });
+  stream.once('close', stop);
 }
 
 function cutIfIncomplete(stream: ServerHttp2Stream, receiveTimeoutMs: number): void {

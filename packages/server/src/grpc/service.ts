@@ -1,19 +1,25 @@
 import { MAX_TIMER_MS } from 'batched-fn';
-import { Server, ServerCredentials, status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
+import { type Metadata, Server, ServerCredentials, type ServerInterceptor, status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { InFlight } from '../drain.js';
 import { FLAG_DEFAULTS } from '../flags.js';
 import { HttpError } from '../kserve/errors.js';
 import type { InferenceFront } from '../kserve/infer-front.js';
 import type { RepositoryActions } from '../kserve/repository-routes.js';
+import { GRPC_RESTRICTED, parseRestrictions } from '../kserve/restricted.js';
 import type { ModelStatistics } from '../kserve/statistics.js';
 import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
-import { encodeGrpcInfer } from './encode.js';
+import { encodeGrpcInfer, type GrpcInferResponse } from './encode.js';
+import { GrpcHealth } from './health.js';
 import { loadInferenceService } from './proto.js';
+import { restrictedGuard } from './restricted.js';
+import { sharedMemoryHandlers } from './shared-memory.js';
 import { grpcStatusFor, toServiceError } from './status.js';
+import { modelStreamInfer, remainingMs, StreamRegistry } from './stream.js';
 import { guardedService, hookStreams, RefusedRequest, timeoutHeaderGuard } from './guards.js';
-import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type SpanLike, type TracerLike } from '../otel/types.js';
+import { extensionHandlers } from './extensions.js';
+import { MODEL_ATTRIBUTE, type TraceSwitch } from '../otel/trace-switch.js';
+import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type TracerLike } from '../otel/types.js';
 
-const RPC_ATTRIBUTES = { 'rpc.system': 'grpc', 'rpc.service': 'inference.GRPCInferenceService', 'rpc.method': 'ModelInfer' };
 /** gRPC codes the RPC conventions count as the server's error on a server span. */
 const SERVER_FAULTS = new Set([GrpcStatus.UNKNOWN, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.UNIMPLEMENTED, GrpcStatus.INTERNAL, GrpcStatus.UNAVAILABLE, GrpcStatus.DATA_LOSS]);
 
@@ -23,21 +29,34 @@ export interface GrpcServeOptions {
   port: number;
   /** Largest request message in bytes (REST's body limit, so both faces take the same requests). */
   maxMessageBytes: number;
-  /** Most concurrent calls (HTTP/2 streams) on one connection. @default 100 */
+  /** Most concurrent calls (HTTP/2 streams) on one connection, and most unanswered requests on one ModelStreamInfer stream. @default 100 */
   grpcMaxStreams?: number;
-  /** Longest a call may take to send its request after its headers, in ms; then DEADLINE_EXCEEDED. @default 30000 */
+  /** Longest a call may take to send its request after its headers (a stream: each message, from its first byte), in ms; then DEADLINE_EXCEEDED. @default 30000 */
   grpcReceiveTimeout?: number;
   /** Most `inputs`, and most `outputs`, in a ModelInferRequest, counted before decoding. @default 1024 */
   maxTensors?: number;
   /** Most messages, map entries, BYTES elements and shape dimensions in a ModelInferRequest, counted before decoding. @default 65536 */
   maxObjects?: number;
+  /** `--grpc-restricted-protocol` values: `<protocol>,...:<key>=<value>`, as Triton takes them. */
+  grpcRestrictedProtocol?: string | readonly string[];
 }
 
 export interface RunningGrpc {
   /** The port it listens on (the real one, with `port: 0`). */
   port: number;
+  /** Re-reads the server's readiness into the health service (after it changed outside the model registry: the server is ready). */
+  refreshHealth(): void;
   /** Stops taking calls and resolves when every accepted call has been answered. */
   close(): Promise<void>;
+}
+
+/** The gRPC face, before it listens: its handlers, the health service, and what drain tells. */
+export interface GrpcService {
+  /** The GRPCInferenceService handlers; `maxInFlight` bounds each ModelStreamInfer stream. */
+  handlers(settings: { maxInFlight: number }): UntypedServiceImplementation;
+  readonly health: GrpcHealth;
+  /** Shutdown began: health says NOT_SERVING, streams end once they have answered what they read. */
+  drain(): void;
 }
 
 type Handler<Req, Res> = (request: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>;
@@ -59,18 +78,10 @@ function unary<Req, Res>(handler: Handler<Req, Res>) {
   };
 }
 
-/** Milliseconds the client's deadline leaves (capped to a timer's range), or undefined without one. */
-function remainingMs(call: ServerUnaryCall<unknown, unknown>): number | undefined {
-  const deadline = call.getDeadline();
-  const at = deadline instanceof Date ? deadline.getTime() : deadline;
-  if (!Number.isFinite(at)) return undefined;
-  return Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()));
-}
-
 /**
- * The Open Inference Protocol's GRPCInferenceService (with Triton's repository and
- * statistics RPCs) over the same front as REST: the same models, batcher, checks,
- * errors and metrics (`protocol="grpc"`).
+ * The Open Inference Protocol's GRPCInferenceService (with Triton's extensions) over the same
+ * front as REST: the same models, batcher, checks, errors and metrics (`protocol="grpc"`).
+ * `generators` names the generation models, which ModelStreamInfer refuses with a message.
  */
 export function inferenceService(
   front: InferenceFront,
@@ -78,10 +89,44 @@ export function inferenceService(
   statistics: ModelStatistics | undefined,
   draining: () => boolean,
   tracker: InFlight,
-  telemetry?: { tracer: TracerLike; extract: ExtractParent },
-): UntypedServiceImplementation {
+  telemetry?: { tracer: TracerLike; extract: ExtractParent; traceSwitch?: TraceSwitch },
+  options: { generators?: readonly string[] } = {},
+): GrpcService {
   const versionOf = (name: string): string | undefined => front.registry.get(name)?.model?.version;
-  return {
+  const health = new GrpcHealth(front);
+  const streams = new StreamRegistry();
+  const generators = new Set(options.generators ?? []);
+
+  /** One inference, for ModelInfer and for each request of a ModelStreamInfer stream. */
+  async function inferOnce(method: 'ModelInfer' | 'ModelStreamInfer', request: GrpcInferRequest, call: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata }): Promise<GrpcInferResponse> {
+    // A client's traceparent arrives as call metadata: the server span continues its trace.
+    // The model's name from the start: the trace settings sample per model (otel/trace-switch.ts).
+    const attributes = { 'rpc.system': 'grpc', 'rpc.service': 'inference.GRPCInferenceService', 'rpc.method': method, [MODEL_ATTRIBUTE]: request.model_name ?? '' };
+    const span = telemetry?.tracer.startSpan(`inference.GRPCInferenceService/${method}`, { kind: SPAN_KIND_SERVER, attributes }, telemetry.extract(call.metadata.getMap()));
+    try {
+      if (draining()) throw new HttpError(503, 'Server is shutting down', { 'retry-after': '1' });
+      const answer = await front.infer(
+        {
+          protocol: 'grpc',
+          name: request.model_name ?? '',
+          version: request.model_version,
+          signal: call.signal,
+          deadline: call.deadline,
+          trace: span,
+          decode: (m) => decodeGrpcInfer(request, m.signature, m.maxBatchSize, front.sharedMemory),
+        },
+        (m, decoded, result) => encodeGrpcInfer(m.name, m.version, decoded.id, result, decoded.outputs),
+      );
+      endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
+      return answer;
+    } catch (error) {
+      const { code, details } = grpcStatusFor(error);
+      endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
+      throw error;
+    }
+  }
+
+  const handlers = (settings: { maxInFlight: number }): UntypedServiceImplementation => ({
     ServerLive: unary(() => ({ live: true })),
     ServerReady: unary(() => ({ ready: front.isReady() })),
     ModelReady: unary((request: { name: string; version: string }) => ({ ready: front.modelReady(request.name) })),
@@ -101,81 +146,77 @@ export function inferenceService(
       return {};
     }),
     ModelInfer: unary(async (request: GrpcInferRequest, call) => {
-      // A client's traceparent arrives as call metadata: the server span continues its trace.
-      const span = telemetry?.tracer.startSpan('inference.GRPCInferenceService/ModelInfer', { kind: SPAN_KIND_SERVER, attributes: RPC_ATTRIBUTES }, telemetry.extract(call.metadata.getMap()));
       tracker.begin();
+      const deadline = remainingMs(call.getDeadline());
+      // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
+      const controller = new AbortController();
+      const onCancelled = (): void => {
+        const late = deadline !== undefined && remainingMs(call.getDeadline()) === 0;
+        controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
+      };
+      call.once('cancelled', onCancelled);
       try {
-        const answer = await modelInfer(request, call, span);
-        endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
-        return answer;
-      } catch (error) {
-        const { code, details } = grpcStatusFor(error);
-        endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
-        throw error;
+        return await inferOnce('ModelInfer', request, { signal: controller.signal, deadline, metadata: call.metadata });
       } finally {
+        call.off('cancelled', onCancelled);
         tracker.end();
       }
     }),
-  };
+    ModelStreamInfer: modelStreamInfer(
+      {
+        infer: (request, call) => inferOnce('ModelStreamInfer', request, call),
+        generators,
+        isModel: (name) => front.registry.get(name) !== undefined,
+        tracker,
+        maxInFlight: settings.maxInFlight,
+      },
+      streams,
+    ),
+    // Model configuration, logging and trace settings, over REST's functions (grpc/extensions.ts).
+    ...extensionHandlers(front, telemetry?.traceSwitch),
+    // System shared memory, and CUDA's refusal (grpc/shared-memory.ts), over the regions REST uses.
+    ...sharedMemoryHandlers(front.sharedMemory),
+  });
 
-  async function modelInfer(request: GrpcInferRequest, call: ServerUnaryCall<GrpcInferRequest, unknown>, span: SpanLike | undefined) {
-    if (draining()) throw new HttpError(503, 'Server is shutting down', { 'retry-after': '1' });
-    const deadline = remainingMs(call);
-    // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
-    const controller = new AbortController();
-    const onCancelled = (): void => {
-      const late = deadline !== undefined && remainingMs(call) === 0;
-      controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
-    };
-    call.once('cancelled', onCancelled);
-    try {
-      let raw = false;
-      return await front.infer(
-        {
-          protocol: 'grpc',
-          name: request.model_name ?? '',
-          version: request.model_version,
-          signal: controller.signal,
-          deadline,
-          trace: span,
-          decode: (m) => {
-            const decoded = decodeGrpcInfer(request, m.signature, m.maxBatchSize);
-            raw = decoded.raw;
-            return decoded;
-          },
-        },
-        (m, decoded, result) => encodeGrpcInfer(m.name, m.version, decoded.id, result, decoded.outputs, raw),
-      );
-    } finally {
-      call.off('cancelled', onCancelled);
-    }
-  }
+  return {
+    handlers,
+    health,
+    drain: () => {
+      health.drain();
+      streams.drain();
+    },
+  };
 }
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */
-export async function startGrpcServer(service: UntypedServiceImplementation, tracker: InFlight, options: GrpcServeOptions): Promise<RunningGrpc> {
+export async function startGrpcServer(service: GrpcService, tracker: InFlight, options: GrpcServeOptions): Promise<RunningGrpc> {
   const limit = (name: keyof GrpcServeOptions, value: number, max: number): number => {
     if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(`Expected \`${name}\` to be an integer from 1 to ${max}, got \`${value}\``);
     return value;
   };
   const streams = limit('grpcMaxStreams', options.grpcMaxStreams ?? FLAG_DEFAULTS.grpcMaxStreams, 2 ** 32 - 1);
   const receiveTimeoutMs = limit('grpcReceiveTimeout', options.grpcReceiveTimeout ?? FLAG_DEFAULTS.grpcReceiveTimeout, MAX_TIMER_MS);
+  const maxMessageBytes = options.maxMessageBytes;
   const wire = { maxTensors: limit('maxTensors', options.maxTensors ?? FLAG_DEFAULTS.maxTensors, Number.MAX_SAFE_INTEGER), maxObjects: limit('maxObjects', options.maxObjects ?? FLAG_DEFAULTS.maxObjects, Number.MAX_SAFE_INTEGER) };
+  const restrictions = parseRestrictions(options.grpcRestrictedProtocol, GRPC_RESTRICTED);
+  const interceptors: ServerInterceptor[] = [timeoutHeaderGuard];
+  if (restrictions.size > 0) interceptors.push(restrictedGuard(restrictions));
   // Without a stream cap HTTP/2 allows 2^32-1 streams a connection, each holding memory until the client hangs up.
   const server = new Server({
-    'grpc.max_receive_message_length': options.maxMessageBytes,
+    'grpc.max_receive_message_length': maxMessageBytes,
     'grpc.enable_channelz': 0,
     'grpc.max_concurrent_streams': streams,
-    interceptors: [timeoutHeaderGuard],
+    interceptors,
   });
-  server.addService(guardedService(loadInferenceService().service, wire), service);
+  server.addService(guardedService(loadInferenceService().service, wire), service.handlers({ maxInFlight: streams }));
+  service.health.addTo(server);
   // IPv6 literals need brackets in a gRPC target.
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;
   const port = await new Promise<number>((resolve, reject) => {
     server.bindAsync(`${host}:${options.port}`, ServerCredentials.createInsecure(), (error, bound) => {
       if (error === null) {
         // Before the first connection can send a stream: deadlines grpc-js mis-parses, requests that never arrive (guards.ts).
-        hookStreams(server, receiveTimeoutMs);
+        hookStreams(server, { receiveTimeoutMs, maxMessageBytes });
         resolve(bound);
       } else reject(new Error(/EADDRINUSE/.test(error.message) ? `gRPC address ${host}:${options.port} is already in use (--grpc-port)` : `cannot listen for gRPC on ${host}:${options.port}: ${error.message}`));
     });
@@ -183,8 +224,10 @@ export async function startGrpcServer(service: UntypedServiceImplementation, tra
   let closing: Promise<void> | undefined;
   return {
     port,
+    refreshHealth: () => service.health.sync(),
     close: () => {
       closing ??= (async () => {
+        service.drain();
         const graceful = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
         await Promise.race([graceful, tracker.settled()]);
         server.forceShutdown();

@@ -27,6 +27,8 @@ function codeForHttp(status: number): GrpcStatus {
       return GrpcStatus.NOT_FOUND;
     case 499:
       return GrpcStatus.CANCELLED;
+    case 501:
+      return GrpcStatus.UNIMPLEMENTED;
     case 503:
       return GrpcStatus.UNAVAILABLE;
     case 504:

@@ -17,7 +17,11 @@ import { badRequest, type HttpError } from '../kserve/errors.js';
 export interface WireLimits {
   /** Most `inputs`, most `outputs`, most `raw_input_contents` entries. */
   maxTensors: number;
-  /** Most elements the decoder would build: messages, map entries, `bytes` elements and `shape` dimensions. */
+  /**
+   * Most elements the decoder would build: messages, map entries, `bytes` elements and `shape`
+   * dimensions; apart from them, most typed 64-bit integers (each a string, see `countLongs`);
+   * in any other request, most fields (see `scanMessage`).
+   */
   maxObjects: number;
 }
 
@@ -66,16 +70,20 @@ interface Counts {
   outputs: number;
   raw: number;
   objects: number;
+  /** Typed `int64_contents` and `uint64_contents` elements. */
+  longs: number;
 }
 
 class Malformed extends Error {}
+/** A request other than ModelInfer with more fields than --max-objects (see `scanMessage`). */
+class TooManyFields extends Error {}
 
 /**
  * Checks a ModelInferRequest's wire bytes against the limits; throws the HttpError (400) to answer.
  * Linear in the message's size and allocation-free, so it costs about a copy of it.
  */
 export function scanModelInferRequest(bytes: Uint8Array, limits: WireLimits): void {
-  const counts: Counts = { inputs: 0, outputs: 0, raw: 0, objects: 1 };
+  const counts: Counts = { inputs: 0, outputs: 0, raw: 0, objects: 1, longs: 0 };
   try {
     walk(bytes, 0, bytes.length, Kind.Request, counts, limits);
   } catch (error) {
@@ -83,18 +91,80 @@ export function scanModelInferRequest(bytes: Uint8Array, limits: WireLimits): vo
   }
 }
 
-/** Checks any request's top-level wire structure; throws the HttpError (400) to answer. */
-export function scanMessage(bytes: Uint8Array, type: string): void {
+/**
+ * What the scan follows of any other request, read from its descriptor (proto-loader's
+ * `requestType.type`): the fields that are messages declared inside it (map entries, Triton's
+ * `SettingValue`), and the packed numeric ones. Messages declared elsewhere are not followed.
+ */
+export interface MessageShape {
+  fields: Map<number, { message?: MessageShape; packed?: 'varint' | 4 | 8 }>;
+}
+
+interface DescriptorLike {
+  name?: unknown;
+  field?: { number?: unknown; label?: unknown; type?: unknown; typeName?: unknown }[];
+  nestedType?: DescriptorLike[];
+}
+
+const PACKED: Record<string, 'varint' | 4 | 8> = {
+  TYPE_INT32: 'varint', TYPE_INT64: 'varint', TYPE_UINT32: 'varint', TYPE_UINT64: 'varint', TYPE_SINT32: 'varint', TYPE_SINT64: 'varint', TYPE_BOOL: 'varint', TYPE_ENUM: 'varint',
+  TYPE_FIXED32: 4, TYPE_SFIXED32: 4, TYPE_FLOAT: 4, TYPE_FIXED64: 8, TYPE_SFIXED64: 8, TYPE_DOUBLE: 8,
+};
+
+/** A request's shape from its descriptor, or undefined for anything that does not look like one. */
+export function messageShape(descriptor: unknown): MessageShape | undefined {
+  if (typeof descriptor !== 'object' || descriptor === null || !Array.isArray((descriptor as DescriptorLike).field)) return undefined;
+  const byName = new Map<string, DescriptorLike>();
+  const collect = (d: DescriptorLike): void => {
+    for (const nested of Array.isArray(d.nestedType) ? d.nestedType : []) {
+      if (typeof nested?.name === 'string' && !byName.has(nested.name)) byName.set(nested.name, nested);
+      collect(nested);
+    }
+  };
+  collect(descriptor as DescriptorLike);
+  const shapes = new Map<DescriptorLike, MessageShape>();
+  const build = (d: DescriptorLike): MessageShape => {
+    const known = shapes.get(d);
+    if (known !== undefined) return known;
+    const shape: MessageShape = { fields: new Map() };
+    shapes.set(d, shape); // before its fields: a message may hold itself
+    for (const f of Array.isArray(d.field) ? d.field : []) {
+      if (typeof f?.number !== 'number') continue;
+      if (f.type === 'TYPE_MESSAGE') {
+        const nested = byName.get(String(f.typeName).split('.').at(-1) as string);
+        shape.fields.set(f.number, nested === undefined ? {} : { message: build(nested) });
+      } else if (f.label === 'LABEL_REPEATED' && PACKED[String(f.type)] !== undefined) shape.fields.set(f.number, { packed: PACKED[String(f.type)] });
+    }
+    return shape;
+  };
+  return build(descriptor as DescriptorLike);
+}
+
+/** Deepest a request other than ModelInfer is followed: none of ours is more than three levels. */
+const MAX_DEPTH = 32;
+
+/**
+ * Checks any other request's wire structure and counts what the decoder would build of it; throws
+ * the HttpError (400) to answer. None of these requests is more than a few names and values, while
+ * each field occurrence may cost the decoder an object: 930,000 map entries with distinct keys in
+ * one 8 MiB RepositoryModelLoadRequest (or a TraceSettingRequest, which grpc-js decodes even to
+ * answer UNIMPLEMENTED) cost a 3.1-3.3 s stall and +300 MB before any handler ran, and 2.8 M
+ * strings inside one TraceSettingRequest `SettingValue` 1.1 s. So every field occurrence, at every
+ * level `shape` lets the scan follow, and every packed number, counts one against `maxObjects`.
+ * Without a shape only the top level is counted.
+ */
+export function scanMessage(bytes: Uint8Array, type: string, limits: WireLimits, shape?: MessageShape): void {
   try {
-    walk(bytes, 0, bytes.length, Kind.Opaque, { inputs: 0, outputs: 0, raw: 0, objects: 0 }, { maxTensors: Infinity, maxObjects: Infinity });
+    walk(bytes, 0, bytes.length, Kind.Opaque, { inputs: 0, outputs: 0, raw: 0, objects: 0, longs: 0 }, limits, shape, 0);
   } catch (error) {
+    if (error instanceof TooManyFields) throw badRequest(`${type} has more than ${limits.maxObjects} fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding`);
     throw error instanceof Malformed ? malformed(type, error.message) : error;
   }
 }
 
 export const malformed = (type: string, why: string): HttpError => badRequest(`Malformed ${type} message: ${why}`);
 
-function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts: Counts, limits: WireLimits): void {
+function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts: Counts, limits: WireLimits, shape?: MessageShape, depth = 0): void {
   let pos = start;
   while (pos < end) {
     // The tag: a varint of at most 5 bytes (field numbers fit in 29 bits).
@@ -111,8 +181,11 @@ function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts:
     const field = Math.floor(tag / 8);
     const wireType = tag % 8;
     if (field === 0) throw new Malformed(`field number 0, at byte ${pos}`);
+    if (kind === Kind.Opaque && ++counts.objects > limits.maxObjects) throw new TooManyFields();
     const allowed = SCHEMA[kind][field];
     if (allowed !== undefined && (allowed & (1 << wireType)) === 0) throw new Malformed(`field ${field} has wire type ${wireType}, which it cannot have`);
+    // The same for a message field of any other request: protobufjs would read a varint there as a length.
+    if (kind === Kind.Opaque && wireType !== LEN && shape?.fields.get(field)?.message !== undefined) throw new Malformed(`field ${field} has wire type ${wireType}, which it cannot have`);
     switch (wireType) {
       case VARINT: {
         for (let i = 0; ; i++) {
@@ -122,6 +195,8 @@ function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts:
         }
         // An unpacked `shape` dimension: each becomes an element of a JS array.
         if (kind === Kind.Input && field === 3) count(counts, limits);
+        // An unpacked typed 64-bit integer: each becomes a string.
+        else if (kind === Kind.Contents && (field === 3 || field === 5)) countLongs(counts, limits, 1);
         break;
       }
       case I64:
@@ -144,7 +219,8 @@ function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts:
           if (byte < 0x80) break;
         }
         if (length > end - pos) throw new Malformed(`field ${field} says ${length} bytes, ${end - pos} are left in its message`);
-        element(bytes, pos, pos + length, kind, field, counts, limits);
+        if (kind === Kind.Opaque) opaqueElement(bytes, pos, pos + length, field, counts, limits, shape, depth);
+        else element(bytes, pos, pos + length, kind, field, counts, limits);
         pos += length;
         break;
       }
@@ -191,11 +267,25 @@ function element(bytes: Uint8Array, start: number, end: number, kind: Kind, fiel
       if (field === 2) count(counts, limits);
       return;
     case Kind.Contents:
-      // `bytes_contents`: each element a Buffer. The numeric fields are packed numbers: tensor data, bounded by the size.
+      // `bytes_contents`: each element a Buffer. The numeric fields are packed numbers: tensor data, bounded by the size,
+      // but for the 64-bit integers (see countLongs).
       if (field === 8) count(counts, limits);
+      else if (field === 3 || field === 5) countLongs(counts, limits, varintsIn(bytes, start, end));
       return;
-    case Kind.Opaque:
+    case Kind.Opaque: // see opaqueElement
       return;
+  }
+}
+
+/** A length-delimited field of any other request: followed if its shape says it is a message of its own, counted if packed numbers. */
+function opaqueElement(bytes: Uint8Array, start: number, end: number, field: number, counts: Counts, limits: WireLimits, shape: MessageShape | undefined, depth: number): void {
+  const rule = shape?.fields.get(field);
+  if (rule?.message !== undefined) {
+    if (depth >= MAX_DEPTH) throw new Malformed(`messages nested more than ${MAX_DEPTH} deep`);
+    walk(bytes, start, end, Kind.Opaque, counts, limits, rule.message, depth + 1);
+  } else if (rule?.packed !== undefined) {
+    counts.objects += rule.packed === 'varint' ? varintsIn(bytes, start, end) : Math.floor((end - start) / rule.packed);
+    if (counts.objects > limits.maxObjects) throw new TooManyFields();
   }
 }
 
@@ -207,6 +297,29 @@ function entry(bytes: Uint8Array, start: number, end: number, counts: Counts, li
 function count(counts: Counts, limits: WireLimits): void {
   if (++counts.objects > limits.maxObjects)
     throw badRequest(`ModelInferRequest has more than ${limits.maxObjects} elements (messages, map entries, BYTES elements and shape dimensions; --max-objects): refused before decoding`);
+}
+
+/** How many varints a packed field holds: each one ends on a byte below 0x80. */
+function varintsIn(bytes: Uint8Array, start: number, end: number): number {
+  let n = 0;
+  for (let i = start; i < end; i++) if ((bytes[i] as number) < 0x80) n++;
+  return n;
+}
+
+/**
+ * Typed `int64_contents` and `uint64_contents` elements, which the server decodes as decimal strings
+ * (proto.ts: exact past 2^53), one heap string per element, and one byte of the message can be one
+ * element: an 8 MiB message of packed zeros was 8.4 M strings, a 3.3-3.6 s main-thread stall and
+ * +790 MB of RSS before the decoder could say the shape was [1, 2]. They count apart from the
+ * objects above (a message's tensors are not refused for the elements of another), against the same
+ * --max-objects. A large 64-bit tensor travels in raw_input_contents, where it stays bytes.
+ */
+function countLongs(counts: Counts, limits: WireLimits, n: number): void {
+  counts.longs += n;
+  if (counts.longs > limits.maxObjects)
+    throw badRequest(
+      `ModelInferRequest has more than ${limits.maxObjects} typed INT64/UINT64 elements (each is decoded into a string; --max-objects): refused before decoding. Send a large 64-bit tensor in raw_input_contents`,
+    );
 }
 
 const tooMany = (what: string, limit: number): HttpError => badRequest(`ModelInferRequest has more than ${limit} ${what} (--max-tensors): refused before decoding`);

@@ -5,14 +5,19 @@ import { badRequest } from './errors.js';
  *
  * Why: JSON.parse builds every object before the decoder can count them. An 8 MiB body of
  * `{"inputs":[{},{},...]}` (2.8 M empty objects) cost a 1.5-3 s main-thread stall and 0.6-0.9 GB
- * of RSS before the answer "Every input needs a string `name`". This pass counts `{` outside
- * strings (every JSON object) and the objects directly inside the root's `inputs` and `outputs`
- * arrays (the tensors), without allocating, at a few ns a byte, and refuses the body at the
- * first object past a limit. Tensor data (arrays of numbers, strings) is not counted: its size
- * is what the body limit bounds.
+ * of RSS before the answer "Every input needs a string `name`". This pass counts, outside
+ * strings, every JSON object (`{`), every array (`[`) and every object member (`:`), each kind
+ * against --max-objects, and the objects directly inside the root's `inputs` and `outputs` arrays
+ * (the tensors), without allocating, at a few ns a byte, and refuses the body at the first one
+ * past a limit. Arrays are objects JSON.parse builds just the same: 2.8 M empty `[]` in a tensor's
+ * `data` cost a 1.25 s stall and +230 MB, and 4.2 M nested `[[[...]]]` 2 s. So are members, in a
+ * dictionary-mode object with their keys interned: 580,000 distinct keys in one `parameters`
+ * object cost a 1.2 s stall, and a 200. Tensor data (numbers, strings, inside arrays) is not
+ * counted: its size is what the body limit bounds. A tensor sent nested, one array per row,
+ * counts its rows, so a nested one of more than --max-objects rows must be sent flat (or binary).
  *
- * A body too short to hold more objects than the limits allow (each needs at least `{}` and a
- * separator) is not scanned at all, so small requests pay nothing.
+ * A body too short to hold more than the limits allow (each object, array and member needs at
+ * least two bytes, `{}`, `[]` or `:0`) is not scanned at all, so small requests pay nothing.
  */
 
 export interface BodyLimits {
@@ -26,12 +31,15 @@ const OPEN_OBJECT = 0x7b; // {
 const CLOSE_OBJECT = 0x7d; // }
 const OPEN_ARRAY = 0x5b; // [
 const CLOSE_ARRAY = 0x5d; // ]
+const COLON = 0x3a; // :
 const QUOTE = 0x22; // "
 const BACKSLASH = 0x5c; // \
 
 /** The bytes the scan stops at; every other byte (digits, commas, letters) is skipped with one table load. */
 const STRUCTURAL = new Uint8Array(256);
-for (const byte of [OPEN_OBJECT, CLOSE_OBJECT, OPEN_ARRAY, CLOSE_ARRAY, QUOTE]) STRUCTURAL[byte] = 1;
+for (const byte of [OPEN_OBJECT, CLOSE_OBJECT, OPEN_ARRAY, CLOSE_ARRAY, COLON, QUOTE]) STRUCTURAL[byte] = 1;
+
+const tooMany = (limit: number, what: string) => badRequest(`Request body has more than ${limit} JSON ${what} (--max-objects): refused before parsing`);
 
 const INPUTS = Buffer.from('"inputs"');
 const OUTPUTS = Buffer.from('"outputs"');
@@ -43,6 +51,8 @@ const OUTPUTS = Buffer.from('"outputs"');
 export function scanJsonBody(body: Buffer, end: number, limits: BodyLimits): void {
   if (end < 2 * Math.min(limits.maxTensors, limits.maxObjects) + 2) return;
   let objects = 0;
+  let arrays = 0;
+  let members = 0;
   let depth = 0;
   /** Where the last string at depth 1 (a key of the root object) starts and ends: the name of the value that follows. */
   let keyStart = -1;
@@ -65,10 +75,13 @@ export function scanJsonBody(body: Buffer, end: number, limits: BodyLimits): voi
       }
       i = close;
     } else if (byte === OPEN_OBJECT) {
-      if (++objects > limits.maxObjects) throw badRequest(`Request body has more than ${limits.maxObjects} JSON objects (--max-objects): refused before parsing`);
+      if (++objects > limits.maxObjects) throw tooMany(limits.maxObjects, 'objects');
       if (tensorArray !== undefined && depth === 2 && ++tensors > limits.maxTensors) throw badRequest(`Request has more than ${limits.maxTensors} ${tensorArray} (--max-tensors): refused before parsing`);
       depth++;
+    } else if (byte === COLON) {
+      if (++members > limits.maxObjects) throw tooMany(limits.maxObjects, 'object members');
     } else if (byte === OPEN_ARRAY) {
+      if (++arrays > limits.maxObjects) throw tooMany(limits.maxObjects, 'arrays');
       if (depth === 1 && keyStart !== -1) {
         tensorArray = isKey(body, keyStart, keyEnd, INPUTS) ? 'inputs' : isKey(body, keyStart, keyEnd, OUTPUTS) ? 'outputs' : undefined;
         tensors = 0;

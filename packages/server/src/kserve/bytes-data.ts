@@ -20,8 +20,9 @@ export function bytesFromJson(values: readonly unknown[], name: string): BytesDa
 /** Reads exactly `count` length-prefixed elements that fill `bytes`; every length is checked before it is used. */
 export function bytesFromBinary(bytes: Uint8Array, count: number, name: string): BytesData {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  // One copy of the whole region, and each element a view of it (see packedBytes).
-  const copy = bytes.slice();
+  // One copy of the whole region, and each element a view of it (see packedBytes). A copy, not
+  // `bytes.slice()`: on a Buffer that is a view of the body, whose pooled block holds other requests.
+  const copy = new Uint8Array(bytes);
   const out: BytesData = [];
   let offset = 0;
   while (offset < bytes.length) {

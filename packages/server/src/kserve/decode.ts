@@ -1,8 +1,11 @@
-import { ItemTooLargeError, MAX_TIMER_MS } from 'batched-fn';
+import { ItemTooLargeError } from 'batched-fn';
 import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
 import { type BytesData, elementCount, type InferItem, packedBytes, type Tensor, type TypedArray } from '../model/tensor.js';
 import { bytesFromBinary, bytesFromJson } from './bytes-data.js';
+import { classificationParameter } from './classification.js';
 import { badRequest } from './errors.js';
+import { priorityParameter, timeoutParameter } from './schedule-policy.js';
+import { RegionAccess, type RegionRef, type SharedMemoryRegistry } from './shared-memory.js';
 import { checkBinarySize, jsonElements, tensorFromBinary, tensorFromJson } from './tensor-data.js';
 
 /** The KServe v2 binary tensor extension: a JSON header, then raw little-endian tensor bytes. */
@@ -11,11 +14,14 @@ export const HEADER_LENGTH = 'inference-header-content-length';
 export interface DecodedRequest {
   id: string | undefined;
   item: InferItem;
-  /** Output names to return, in order, and whether each goes back as binary. */
-  outputs: { name: string; binary: boolean }[];
-  /** Per-request deadline in ms, if the client set one. */
+  /** Output names to return, in order, whether each goes back as binary, and any classification asked. */
+  outputs: RequestedOutput[];
+  /** Per-request deadline in ms, if the client set one (the protocol's `timeout` is in µs: see schedule-policy.ts). */
   timeout: number | undefined;
-  /** Higher is served first (Triton's `priority` parameter, here: any finite number). */
+  /**
+   * The priority LEVEL the client asked for (the protocol's `priority`: 1 is the highest), or
+   * undefined for the model's default; schedule-policy.ts maps it onto the batcher, in one place.
+   */
   priority: number | undefined;
 }
 
@@ -98,7 +104,7 @@ export interface InputSource {
  * ends here as a 400 that says what was wrong, before anything is queued, and
  * every count is checked against what the request holds before allocating.
  */
-export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): { rows: number; inputs: Record<string, Tensor> } {
+export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY, requestId?: string): { rows: number; inputs: Record<string, Tensor> } {
   const specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
   const inputs: Record<string, Tensor> = {};
   let rows: number | undefined;
@@ -107,7 +113,7 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
     const name = source.name;
     const spec = specs.get(name);
     if (spec === undefined) throw badRequest(`Unknown input \`${name.slice(0, 100)}\`; the model's inputs are ${[...specs.keys()].map((n) => `\`${n}\``).join(', ')}`);
-    if (inputs[name] !== undefined) throw badRequest(`Input \`${name}\` is given twice`);
+    if (inputs[name] !== undefined) throw badRequest(`${logRequest(requestId)}input '${name}' already exists in request`);
     if (source.datatype !== spec.datatype) {
       throw badRequest(`Input \`${name}\` must have datatype ${spec.datatype}, got ${JSON.stringify(source.datatype)?.slice(0, 40)}`);
     }
@@ -129,7 +135,7 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
       if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
       data = spec.datatype === 'BYTES' ? bytesFromBinary(payload.bytes, count, name) : tensorFromBinary(spec.datatype, payload.bytes);
     } else {
-      const values = jsonElements(payload.values, shape, count, name);
+      const values = jsonElements(payload.values, count, name);
       if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
       data = spec.datatype === 'BYTES' ? bytesFromJson(values, name) : tensorFromJson(spec.datatype, values, name, payload.typed === true);
     }
@@ -140,38 +146,59 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
   return { rows, inputs };
 }
 
-/** Output names to return, checked against the model; `requested` undefined means all of them. */
-export function pickOutputs(requested: readonly { name: unknown; binary: boolean }[] | undefined, signature: ModelSignature, binaryByDefault: boolean): { name: string; binary: boolean }[] {
+/**
+ * Triton's prefix of request errors (InferenceRequest::LogRequest in its core), kept where its
+ * clients and tests match the text that follows it (`input 'X' already exists in request`).
+ */
+export const logRequest = (id: string | undefined): string => `[request id: ${id === undefined || id === '' ? '<id_unknown>' : id.slice(0, 100)}] `;
+
+/** One output to answer: its name, whether it goes back as binary, and K for the classification extension. */
+export interface RequestedOutput {
+  name: string;
+  binary: boolean;
+  /** `classification: K`: answer the top K classes per row as BYTES "value:index[:label]" (classification.ts). */
+  classification?: number;
+  /** The system shared-memory region the output is written into, instead of the answer (shared-memory.ts). */
+  region?: RegionRef;
+}
+
+/**
+ * Output names to return, checked against the model; `requested` undefined means all of them. Each
+ * requested output's `parameters` (REST's object, gRPC's map as plain values) may ask for classification.
+ */
+export function pickOutputs(requested: readonly { name: unknown; binary: boolean; parameters?: Record<string, unknown> | undefined; region?: RegionRef | undefined }[] | undefined, signature: ModelSignature, binaryByDefault: boolean, requestId?: string): RequestedOutput[] {
   if (requested === undefined) return signature.outputs.map((o) => ({ name: o.name, binary: binaryByDefault }));
-  const known = new Set(signature.outputs.map((o) => o.name));
+  const known = new Map(signature.outputs.map((o) => [o.name, o]));
   const asked = new Set<string>();
-  return requested.map(({ name, binary }) => {
+  return requested.map(({ name, binary, parameters, region }) => {
     if (typeof name !== 'string') throw badRequest('Every requested output needs a string `name`');
-    if (!known.has(name)) throw badRequest(`Unknown output \`${name.slice(0, 100)}\`; the model's outputs are ${[...known].map((n) => `\`${n}\``).join(', ')}`);
-    if (asked.has(name)) throw badRequest(`Output \`${name}\` is requested twice`);
+    const spec = known.get(name);
+    if (spec === undefined) throw badRequest(`Unknown output \`${name.slice(0, 100)}\`; the model's outputs are ${[...known.keys()].map((n) => `\`${n}\``).join(', ')}`);
+    if (asked.has(name)) throw badRequest(`${logRequest(requestId)}output '${name}' already exists in request`);
     asked.add(name);
-    return { name, binary };
+    const classification = classificationParameter(parameters?.classification, name, spec.datatype);
+    const output: RequestedOutput = classification === undefined ? { name, binary } : { name, binary, classification };
+    if (region !== undefined) output.region = region;
+    return output;
   });
 }
 
-/** The request parameters the server itself reads, the same for every protocol. */
+/**
+ * The request parameters the server itself reads, the same for every protocol: the
+ * schedule-policy extension's `timeout` (µs → ms) and `priority` (a level), see schedule-policy.ts.
+ */
 export function schedulingParameters(parameters: { timeout?: unknown; priority?: unknown }): { timeout: number | undefined; priority: number | undefined } {
-  const { timeout, priority } = parameters;
-  if (timeout !== undefined && (typeof timeout !== 'number' || !(timeout >= 0 && timeout <= MAX_TIMER_MS))) {
-    throw badRequest(`parameters.timeout must be a number of milliseconds from 0 to ${MAX_TIMER_MS}, got ${JSON.stringify(timeout)?.slice(0, 40)}`);
-  }
-  if (priority !== undefined && (typeof priority !== 'number' || !Number.isFinite(priority))) {
-    throw badRequest(`parameters.priority must be a finite number, got ${JSON.stringify(priority)?.slice(0, 40)}`);
-  }
-  return { timeout, priority };
+  return { timeout: timeoutParameter(parameters.timeout), priority: priorityParameter(parameters.priority) };
 }
 
 /** A REST infer request (JSON, or the binary extension's JSON header and raw tensors) → the item to batch. */
-export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY): DecodedRequest {
+export function decodeInferRequest(body: unknown, binary: Buffer | undefined, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY, sharedMemory?: SharedMemoryRegistry): DecodedRequest {
   if (!isObject(body)) throw badRequest('Request body must be a JSON object with an `inputs` array');
   const request = body as RequestBody;
   if (!Array.isArray(request.inputs) || request.inputs.length === 0) throw badRequest('Request must have a non-empty `inputs` array');
   let binaryOffset = 0;
+  // A third source beside `data` and the binary section: a registered shared-memory region.
+  const regions = new RegionAccess(sharedMemory);
   const sources = (request.inputs as unknown[]).map((raw): InputSource => {
     if (!isObject(raw)) throw badRequest('Every input needs a string `name`');
     const input = raw as RequestInput;
@@ -179,8 +206,11 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
       name: input.name,
       datatype: input.datatype,
       shape: input.shape,
-      read: (_count, name) => {
+      read: (count, name, datatype) => {
         const binarySize = input.parameters?.binary_data_size;
+        const other = input.data !== undefined ? '`data`' : binarySize !== undefined ? '`binary_data_size`' : undefined;
+        const fromRegion = regions.input(input.parameters, other, count, name, datatype);
+        if (fromRegion !== undefined) return fromRegion;
         if (binarySize === undefined) {
           if (input.data === undefined) throw badRequest(`Input \`${name}\` has no \`data\``);
           return { values: input.data };
@@ -195,21 +225,23 @@ export function decodeInferRequest(body: unknown, binary: Buffer | undefined, si
       },
     };
   });
-  const { rows, inputs } = decodeInputs(sources, signature, maxRows);
+  const requestId = typeof request.id === 'string' ? request.id : undefined;
+  const { rows, inputs } = decodeInputs(sources, signature, maxRows, requestId);
   if (binary !== undefined && binaryOffset !== binary.length) {
     throw badRequest(`The binary section has ${binary.length - binaryOffset} bytes no input claims`);
   }
   const binaryByDefault = request.parameters?.binary_data_output === true;
-  let requested: { name: unknown; binary: boolean }[] | undefined;
+  let requested: { name: unknown; binary: boolean; parameters: Record<string, unknown> }[] | undefined;
   if (request.outputs !== undefined) {
     if (!Array.isArray(request.outputs)) throw badRequest('`outputs` must be an array');
     requested = (request.outputs as unknown[]).map((raw) => {
       if (!isObject(raw)) throw badRequest('Every requested output needs a string `name`');
       const parameters = isObject(raw.parameters) ? raw.parameters : {};
-      return { name: raw.name, binary: parameters.binary_data === undefined ? binaryByDefault : parameters.binary_data === true };
+      const region = regions.output(parameters, String(raw.name));
+      return { name: raw.name, binary: parameters.binary_data === undefined ? binaryByDefault : parameters.binary_data === true, parameters, region };
     });
   }
-  const outputs = pickOutputs(requested, signature, binaryByDefault);
+  const outputs = pickOutputs(requested, signature, binaryByDefault, requestId);
   const { timeout, priority } = schedulingParameters(request.parameters ?? {});
   return {
     id: typeof request.id === 'string' ? request.id : undefined,

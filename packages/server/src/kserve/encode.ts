@@ -1,5 +1,6 @@
 import type { BytesData, InferResult, Tensor } from '../model/tensor.js';
 import { bytesToBinary, bytesToJson } from './bytes-data.js';
+import { type RegionRef, writeRegionOutputs } from './shared-memory.js';
 
 export interface EncodedResponse {
   body: string | Buffer;
@@ -47,12 +48,16 @@ export function encodeInferResponse(
   modelVersion: string,
   id: string | undefined,
   result: InferResult,
-  outputs: readonly { name: string; binary: boolean }[],
+  outputs: readonly { name: string; binary: boolean; region?: RegionRef | undefined }[],
 ): EncodedResponse {
   const chunks: Uint8Array[] = [];
+  // Outputs asked into a shared-memory region are written there, and answered without data.
+  const inRegions = writeRegionOutputs(outputs, result);
   const described = outputs.map(({ name, binary }) => {
     const tensor = result[name] as Tensor;
     const base = { name, datatype: tensor.datatype, shape: tensor.shape };
+    const region = inRegions.get(name);
+    if (region !== undefined) return JSON.stringify({ ...base, parameters: region });
     if (!binary) return describeJson(base, tensor);
     const data = tensor.data;
     const bytes = Array.isArray(data) ? bytesToBinary(data) : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);

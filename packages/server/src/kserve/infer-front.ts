@@ -3,9 +3,14 @@ import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
 import type { SpanLike } from '../otel/types.js';
 import type { ModelEntry, ModelRegistry } from '../model/registry.js';
-import type { InferResult } from '../model/tensor.js';
+import type { InferResult, Tensor } from '../model/tensor.js';
 import type { DecodedRequest } from './decode.js';
 import { HttpError } from './errors.js';
+import { SharedMemoryRegistry } from './shared-memory.js';
+import { batchComputeOf } from '../model/compute-timing.js';
+import { classify } from './classification.js';
+import { ServerExtensions } from './extensions.js';
+import { batcherPriority } from './schedule-policy.js';
 import { clip, statusFor } from './status.js';
 
 /** Which face of the server a request came through: a fixed set, so it can be a metrics label. */
@@ -28,6 +33,10 @@ export interface FrontOptions {
   isReady?: (() => boolean) | undefined;
   /** Whether the generate extension is served. */
   generates?: boolean;
+  /** The extensions `/v2` lists: share one set between the REST and gRPC fronts of a server. */
+  extensions?: ServerExtensions | undefined;
+  /** The system shared-memory regions both faces share; without it, the extension is off. */
+  sharedMemory?: SharedMemoryRegistry | undefined;
 }
 
 export interface InferCall {
@@ -53,38 +62,56 @@ export interface InferCall {
  */
 export class InferenceFront {
   readonly registry: ModelRegistry;
+  /** The system shared-memory regions inputs are read from and outputs written into (off unless given). */
+  readonly sharedMemory: SharedMemoryRegistry;
+  /** What this server serves beyond the core protocol: each feature adds its name as it is wired. */
+  readonly extensions: ServerExtensions;
   readonly #options: FrontOptions;
 
   constructor(registry: ModelRegistry, options: FrontOptions = {}) {
     this.registry = registry;
+    this.sharedMemory = options.sharedMemory ?? new SharedMemoryRegistry();
     this.#options = options;
+    this.extensions = options.extensions ?? new ServerExtensions();
+    // Served by infer() below, for every protocol.
+    this.extensions.add('schedule_policy').add('classification');
+    if (options.metrics !== undefined) this.extensions.add('statistics');
+    if (options.generates === true) this.extensions.add('generate');
+    if (this.sharedMemory.enabled) this.extensions.add('system_shared_memory');
   }
 
   isReady(): boolean {
     return this.#options.isReady?.() ?? true;
   }
 
+  /** Triton's server metadata; `extensions` is what the features of this server registered (extensions.ts). */
   serverMetadata(): { name: string; version: string; extensions: string[] } {
-    const extensions = ['binary_tensor_data', 'model_repository'];
-    if (this.#options.metrics !== undefined) extensions.push('statistics');
-    if (this.#options.generates === true) extensions.push('generate');
-    return { name: 'batched-fn', version: SERVER_VERSION, extensions };
+    return { name: 'batched-fn', version: SERVER_VERSION, extensions: this.extensions.list() };
   }
 
+  /**
+   * A model the server has (in any state); a name it has never had is Triton's 400 (INVALID_ARG in
+   * its model_repository_manager.cc), in Triton's words, which its clients and qa tests match.
+   */
   known(name: string): ModelEntry {
     const entry = this.registry.get(name);
-    if (entry === undefined) throw new HttpError(404, `Unknown model \`${clip(name)}\``);
+    if (entry === undefined) throw new HttpError(400, `Request for unknown model: '${clip(name)}' is not found`);
     return entry;
   }
 
-  /** The instance serving `name`: a known model that is not READY is a 503 that says its state; a version it lacks is a 404. */
+  /**
+   * The instance serving `name`. The texts begin as Triton's (its model_lifecycle.cc), which its
+   * tests match, and go on with ours: a known model that is not READY "has no available versions"
+   * (a 503 with Retry-After, where Triton says 404: it is often a load under way), with its state
+   * and reason; a version it lacks is a 404.
+   */
   serving(name: string, version?: string): ServedModel {
     const entry = this.known(name);
     if (entry.state !== 'READY' || entry.model === undefined) {
-      throw new HttpError(503, `Model \`${entry.name}\` is ${entry.state}${entry.reason === '' ? '' : `: ${entry.reason}`}`, { 'retry-after': '1' });
+      throw new HttpError(503, `Request for unknown model: '${entry.name}' has no available versions (it is ${entry.state}${entry.reason === '' ? '' : `: ${entry.reason}`})`, { 'retry-after': '1' });
     }
     const model = entry.model;
-    if (version !== undefined && version !== '' && version !== model.version) throw new HttpError(404, `Model \`${model.name}\` has no version \`${clip(version)}\` (it has ${model.version})`);
+    if (version !== undefined && version !== '' && version !== model.version) throw new HttpError(404, `Request for unknown model: '${model.name}' version ${clip(version)} is not found (it has ${model.version})`);
     return model;
   }
 
@@ -99,8 +126,9 @@ export class InferenceFront {
 
   /**
    * One inference: decode, wait in the model's batcher under the tightest deadline (the server's,
-   * the model's, the request's own, the client's gRPC deadline), encode. Counted in the metrics
-   * under the model's name (or UNKNOWN_MODEL_LABEL) and the protocol, with its HTTP status.
+   * the model's, the request's own, the client's gRPC deadline) at the request's priority level
+   * (schedule-policy.ts), answer any classification asked, encode. Counted in the metrics under
+   * the model's name (or UNKNOWN_MODEL_LABEL) and the protocol, with its HTTP status.
    */
   async infer<T>(call: InferCall, encode: (model: ServedModel, decoded: DecodedRequest, result: InferResult) => T): Promise<T> {
     const started = performance.now();
@@ -113,13 +141,16 @@ export class InferenceFront {
       const decoded = call.decode(m);
       const limits = [this.#options.timeout, m.timeout, decoded.timeout, call.deadline].filter((t): t is number => t !== undefined);
       const timeout = limits.length === 0 ? undefined : Math.max(0, Math.min(...limits));
+      const priority = batcherPriority(decoded.priority, m.config ?? {}, m.name);
       const result = await m.infer(decoded.item, {
         signal: call.signal,
         ...(timeout === undefined ? {} : { timeout }),
-        ...(decoded.priority === undefined ? {} : { priority: decoded.priority }),
+        ...(priority === 0 ? {} : { priority }),
         ...(call.trace === undefined ? {} : { trace: call.trace }),
       });
-      const answer = encode(m, decoded, result);
+      const compute = batchComputeOf(result);
+      if (compute !== undefined) metrics?.statistics.compute(m.name, compute);
+      const answer = encode(m, decoded, classified(m, decoded, result));
       metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol);
       return answer;
     } catch (error) {
@@ -127,4 +158,14 @@ export class InferenceFront {
       throw error;
     }
   }
+}
+
+/** The result with every output asked for as `classification: K` replaced by its top-K answer. */
+function classified(model: ServedModel, decoded: DecodedRequest, result: InferResult): InferResult {
+  if (!decoded.outputs.some((o) => o.classification !== undefined)) return result;
+  const answer: InferResult = { ...result };
+  for (const { name, classification } of decoded.outputs) {
+    if (classification !== undefined) answer[name] = classify(result[name] as Tensor, classification, model.config?.labels?.[name]);
+  }
+  return answer;
 }

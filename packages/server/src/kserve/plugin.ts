@@ -4,6 +4,8 @@ import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
 import { ModelRegistry } from '../model/registry.js';
 import { registerRepositoryRoutes, repositoryActions } from './repository-routes.js';
+import type { SharedMemoryRegistry } from './shared-memory.js';
+import { registerSharedMemoryRoutes } from './shared-memory-routes.js';
 import type { GenerativeModel } from '../model/generator.js';
 import { registerGenerateRoutes } from './generate-routes.js';
 import { decodeInferRequest, HEADER_LENGTH, splitBody } from './decode.js';
@@ -11,9 +13,16 @@ import { encodeInferResponse } from './encode.js';
 import { HttpError } from './errors.js';
 import { type BodyLimits, scanJsonBody } from './body-scan.js';
 import { InferenceFront } from './infer-front.js';
+import type { ServerExtensions } from './extensions.js';
+import { registerExtensionRoutes } from './extension-routes.js';
+import type { TraceSwitch } from '../otel/trace-switch.js';
 import { spanOf, traceRequests } from '../otel/request-spans.js';
 import type { TracerLike } from '../otel/types.js';
-import { BODY_TYPES, clip, messageFor, statusFor } from './status.js';
+import { clip, messageFor, statusFor } from './status.js';
+import { readBody } from './request-body.js';
+import { parseCorsOrigins, registerRestGuards } from './rest-guards.js';
+import { HTTP_RESTRICTED, parseRestrictions } from './restricted.js';
+import { decodeRawRequest, isRawRequest } from './raw-request.js';
 
 export { UNKNOWN_MODEL_LABEL } from './infer-front.js';
 
@@ -35,6 +44,21 @@ export interface KServeOptions {
   maxTensors?: number;
   /** Most JSON objects in a request body, counted before parsing (400 beyond). @default 65536 */
   maxObjects?: number;
+  /**
+   * Largest request body in bytes, after inflating a compressed one (413 beyond; the body is
+   * drained within twice the limit so the client reads the answer). @default the app's `bodyLimit`
+   */
+  bodyLimit?: number;
+  /** Origins whose pages may call the server (`--cors`): CORS answers and preflights; other cross-site browser requests are 403. */
+  cors?: string | readonly string[];
+  /** Triton's `--http-restricted-api` values, `<group>,...:<header>=<value>`: those groups only for requests carrying the header. */
+  httpRestrictedApi?: string | readonly string[];
+  /** The system shared-memory regions (shared with the gRPC face); without it the extension is off (kserve/shared-memory.ts). */
+  sharedMemoryRegistry?: SharedMemoryRegistry;
+  /** The extensions `/v2` lists, shared with the gRPC face so both list the same (kserve/extensions.ts). */
+  extensions?: ServerExtensions;
+  /** What `--otel` traces, for the trace extension's routes; without it they answer 400 (kserve/trace-settings.ts). */
+  traceSwitch?: TraceSwitch;
 }
 
 /** The body scan's limits, checked when the plugin is registered. */
@@ -46,6 +70,12 @@ function bodyLimits(options: KServeOptions): BodyLimits {
     return value;
   };
   return { maxTensors: check('maxTensors', FLAG_DEFAULTS.maxTensors), maxObjects: check('maxObjects', FLAG_DEFAULTS.maxObjects) };
+}
+
+function checkBodyLimit(value: unknown): number {
+  if (typeof value !== 'number') throw new TypeError(`Expected \`bodyLimit\` to be a number, got \`${String(value)}\` (${typeof value})`);
+  if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`Expected \`bodyLimit\` to be an integer from 1 and up, got \`${value}\``);
+  return value;
 }
 
 /** The JSON part of a body: all of it, or the binary extension's header (a bad length is splitBody's to refuse). */
@@ -64,35 +94,42 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
   const registry = options.models instanceof ModelRegistry ? options.models : ModelRegistry.of(options.models);
   const isReady = options.isReady ?? (() => true);
   if (options.tracer !== undefined) traceRequests(app, options.tracer);
-  const front = new InferenceFront(registry, { timeout: options.timeout, metrics: options.metrics, isReady, generates: (options.generators ?? []).length > 0 });
+  const front = new InferenceFront(registry, { timeout: options.timeout, metrics: options.metrics, isReady, generates: (options.generators ?? []).length > 0, sharedMemory: options.sharedMemoryRegistry, extensions: options.extensions });
 
-  // Bodies arrive as raw bytes: the binary extension puts tensors after the JSON header,
-  // and parsing ourselves lets malformed JSON get the same error shape as every other 400.
-  // Only these two types: a web page may POST text/plain (or a form) cross-origin without a
-  // preflight, so accepting any type would let any site a user visits drive a local model server.
+  // Before any route: cross-site browser requests, CORS and --http-restricted-api (rest-guards.ts).
+  const bodyLimit = checkBodyLimit(options.bodyLimit ?? app.initialConfig.bodyLimit);
+  registerRestGuards(app, { cors: parseCorsOrigins(options.cors), restrictions: parseRestrictions(options.httpRestrictedApi, HTTP_RESTRICTED), bodyLimit });
+
+  // Bodies arrive as raw bytes: the binary extension puts tensors after the JSON header, and
+  // parsing ourselves lets malformed JSON get the same error shape as every other 400. JSON, the
+  // binary extension, or no Content-Type at all (tritonclient sends none) are read; other types
+  // (text/plain, forms) are 415. Compressed bodies are inflated, and the limit holds for the
+  // inflated size; a refused body is drained so its client reads the answer (request-body.ts).
   app.removeAllContentTypeParsers();
   const limits = bodyLimits(options);
-  app.addContentTypeParser(BODY_TYPES, { parseAs: 'buffer' }, (request, body, done) => {
+  app.addContentTypeParser('*', async (request: FastifyRequest, payload: FastifyRequest['raw']) => {
+    const body = await readBody(payload, request.headers, bodyLimit);
     // Millions of empty objects are refused before JSON.parse builds them (body-scan.ts).
-    try {
-      scanJsonBody(body as Buffer, jsonLength(body as Buffer, request.headers[HEADER_LENGTH]), limits);
-      done(null, body);
-    } catch (error) {
-      done(error as Error);
-    }
+    scanJsonBody(body, jsonLength(body, request.headers[HEADER_LENGTH]), limits);
+    return body;
   });
 
   app.setErrorHandler((error, request, reply) => {
     const { status, headers } = statusFor(error);
     if (status === 500) request.log.error(error);
-    const message = status === 415 ? `${messageFor(error, status)}, got ${clip(JSON.stringify(request.headers['content-type'] ?? 'none'))}` : messageFor(error, status);
+    // fastify's own 415 (a Content-Type it cannot parse) says what arrived; ours already do.
+    const message = (error as { code?: unknown }).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? `${messageFor(error, status)}, got ${clip(JSON.stringify(request.headers['content-type'] ?? 'none'))}` : messageFor(error, status);
     void reply.code(status).headers(headers).send({ error: message });
   });
 
   app.get('/v2', async () => front.serverMetadata());
   app.get('/v2/health/live', async () => ({ live: true }));
   options.metrics?.statistics.register(app, (name) => registry.get(name)?.model?.version);
+  front.extensions.add('binary_tensor_data');
   registerRepositoryRoutes(app, repositoryActions(registry, options.modelControl ?? 'none'));
+  front.extensions.add('model_repository');
+  registerExtensionRoutes(app, front, { traceSwitch: options.traceSwitch });
+  registerSharedMemoryRoutes(app, front.sharedMemory);
   registerGenerateRoutes(app, options.generators ?? [], options.metrics);
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
@@ -121,9 +158,12 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
           trace: spanOf(request),
           decode: (m) => {
             if (!Buffer.isBuffer(request.body)) throw new HttpError(400, 'Request needs a JSON body');
-            const headerLength = request.headers[HEADER_LENGTH];
-            const { json, binary } = splitBody(request.body, Array.isArray(headerLength) ? headerLength[0] : headerLength);
-            return decodeInferRequest(json, binary, m.signature, m.maxBatchSize);
+            const header = request.headers[HEADER_LENGTH];
+            const headerLength = Array.isArray(header) ? header[0] : header;
+            // `Inference-Header-Content-Length: 0`: the whole body is the one input (raw-request.ts).
+            if (isRawRequest(headerLength)) return decodeRawRequest(request.body, m.name, m.signature, m.maxBatchSize);
+            const { json, binary } = splitBody(request.body, headerLength);
+            return decodeInferRequest(json, binary, m.signature, m.maxBatchSize, front.sharedMemory);
           },
         },
         (m, decoded, result) => encodeInferResponse(m.name, m.version, decoded.id, result, decoded.outputs),

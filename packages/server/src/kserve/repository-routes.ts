@@ -17,7 +17,9 @@ export interface RepositoryActions {
  */
 export function repositoryActions(registry: ModelRegistry, control: 'none' | 'explicit'): RepositoryActions {
   const controlled = (name: string): void => {
-    if (control !== 'explicit') throw new HttpError(403, 'Model control is off: start the server with --model-control explicit to load and unload models');
+    // Triton's words and status (UNAVAILABLE in its model_repository_manager.cc: 503 here, gRPC UNAVAILABLE),
+    // which its clients' tests match, then how to turn it on.
+    if (control !== 'explicit') throw new HttpError(503, 'explicit model load / unload is not allowed if polling is enabled (model control is off: start the server with --model-control explicit to load and unload models)');
     if (!MODEL_NAME.test(name)) throw new HttpError(400, `Invalid model name \`${name.slice(0, 100)}\`: letters, digits, '_', '.', '-', at most 64`);
   };
   return {

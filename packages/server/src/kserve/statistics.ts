@@ -1,5 +1,6 @@
 import type { BatchInfo } from 'batched-fn';
 import type { FastifyInstance } from 'fastify';
+import type { BatchCompute } from '../model/compute-timing.js';
 import { HttpError } from './errors.js';
 
 /** Triton's `{count, ns}` pair: how many, and their total duration in nanoseconds. */
@@ -15,13 +16,23 @@ interface ModelCounters {
   success: Duration;
   fail: Duration;
   queue: Duration;
+  computeInput: Duration;
   computeInfer: Duration;
+  computeOutput: Duration;
   /** By batch size in rows. */
-  batches: Map<number, Duration>;
+  batches: Map<number, BatchDurations>;
+}
+
+/** Triton's InferBatchStatistics: the three compute phases of the executions of one batch size. */
+interface BatchDurations {
+  computeInput: Duration;
+  computeInfer: Duration;
+  computeOutput: Duration;
 }
 
 const ms = (value: number): number => Math.round(value * 1e6);
 const zero = (): Duration => ({ count: 0, ns: 0 });
+const zeros = (): BatchDurations => ({ computeInput: zero(), computeInfer: zero(), computeOutput: zero() });
 const add = (d: Duration, count: number, nanos: number): void => {
   d.count += count;
   d.ns += nanos;
@@ -42,13 +53,18 @@ export class ModelStatistics {
 
   add(name: string): void {
     if (this.#models.has(name)) return;
-    this.#models.set(name, { lastInference: 0, inferenceCount: 0, executionCount: 0, success: zero(), fail: zero(), queue: zero(), computeInfer: zero(), batches: new Map() });
+    this.#models.set(name, { lastInference: 0, inferenceCount: 0, executionCount: 0, success: zero(), fail: zero(), queue: zero(), computeInput: zero(), computeInfer: zero(), computeOutput: zero(), batches: new Map() });
   }
 
   /**
    * A batch settled. As Triton counts them: `inference_count` is rows, not requests (one request of 64 rows is
    * 64 inferences), and it, `execution_count`, compute time and batch sizes count successful executions only.
    * Queue time counts every request that waited. Batches of unknown models are ignored.
+   *
+   * Each execution is counted once in compute_input, compute_infer and compute_output, its whole
+   * time first in compute_infer; `compute` then moves the input and output phases out of it, as
+   * the worker's stamp splits them (model/compute-timing.ts). A batch whose callers all left is
+   * never split: its time stays in compute_infer.
    */
   readonly onBatch = (info: BatchInfo): void => {
     const model = this.#models.get(info.name);
@@ -57,14 +73,32 @@ export class ModelStatistics {
     if (!info.ok) return;
     model.executionCount++;
     model.inferenceCount += info.rows;
-    add(model.computeInfer, 1, ms(info.execMs));
     let bySize = model.batches.get(info.rows);
     if (bySize === undefined) {
-      bySize = zero();
+      bySize = zeros();
       model.batches.set(info.rows, bySize);
     }
-    add(bySize, 1, ms(info.execMs));
+    for (const durations of [model, bySize]) {
+      add(durations.computeInput, 1, 0);
+      add(durations.computeInfer, 1, ms(info.execMs));
+      add(durations.computeOutput, 1, 0);
+    }
   };
+
+  /** An execution counted by `onBatch`, split into its phases: moves their time out of compute_infer. */
+  compute(name: string, split: BatchCompute): void {
+    const model = this.#models.get(name);
+    if (model === undefined) return;
+    const total = ms(split.execMs);
+    const input = Math.min(ms(split.inputMs), total);
+    const output = Math.min(ms(split.outputMs), total - input);
+    const bySize = model.batches.get(split.rows);
+    for (const durations of bySize === undefined ? [model] : [model, bySize]) {
+      add(durations.computeInput, 0, input);
+      add(durations.computeOutput, 0, output);
+      add(durations.computeInfer, 0, -(input + output));
+    }
+  }
 
   /** A request was answered, successfully or not, after `seconds`. */
   request(name: string, ok: boolean, seconds: number): void {
@@ -82,8 +116,17 @@ export class ModelStatistics {
       last_inference: model.lastInference,
       inference_count: model.inferenceCount,
       execution_count: model.executionCount,
-      inference_stats: { success: { ...model.success }, fail: { ...model.fail }, queue: { ...model.queue }, compute_infer: { ...model.computeInfer } },
-      batch_stats: [...model.batches.entries()].sort(([a], [b]) => a - b).map(([size, d]) => ({ batch_size: size, compute_infer: { ...d } })),
+      inference_stats: {
+        success: { ...model.success },
+        fail: { ...model.fail },
+        queue: { ...model.queue },
+        compute_input: { ...model.computeInput },
+        compute_infer: { ...model.computeInfer },
+        compute_output: { ...model.computeOutput },
+      },
+      batch_stats: [...model.batches.entries()]
+        .sort(([a], [b]) => a - b)
+        .map(([size, d]) => ({ batch_size: size, compute_input: { ...d.computeInput }, compute_infer: { ...d.computeInfer }, compute_output: { ...d.computeOutput } })),
     };
   }
 

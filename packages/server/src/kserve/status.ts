@@ -8,8 +8,15 @@ import { HttpError } from './errors.js';
  * same decision onto its codes (grpc/status.ts), so both say the same thing.
  */
 
-/** What the infer route reads: JSON, or the binary extension's JSON header plus raw tensors. */
+/**
+ * What the POST routes read: JSON, or the binary extension's JSON header plus raw tensors; a body
+ * without a Content-Type is read the same way (tritonclient sends none). Any other type is a 415.
+ */
 export const BODY_TYPES = ['application/json', 'application/octet-stream'];
+
+/** The 415 for a body of another type, naming what was sent. */
+export const unsupportedType = (type: string | undefined): string =>
+  `Content-Type must be ${BODY_TYPES.join(' or ')} (the binary tensor extension), or none, got ${clip(JSON.stringify(type ?? 'none'))}`;
 
 /** Client input echoed in an error message is cut, so a 1 MB model name is not sent back whole. */
 export const clip = (text: string): string => (text.length > 100 ? `${text.slice(0, 100)}...` : text);
@@ -42,7 +49,7 @@ export function statusFor(error: unknown): { status: number; headers: Record<str
 
 export function messageFor(error: unknown, status: number): string {
   if (status === 413 && (error as FastifyError).code === 'FST_ERR_CTP_BODY_TOO_LARGE') return `Request body is larger than the server's limit`;
-  if (status === 415) return `Content-Type must be ${BODY_TYPES.join(' or ')} (the binary tensor extension)`;
+  if (status === 415 && (error as FastifyError).code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return `Content-Type must be ${BODY_TYPES.join(' or ')} (the binary tensor extension), or none`;
   if (error instanceof BatchedFnError) return `${error.code}: ${error.message}`;
   if (status === 500) return `Model failed: ${(error as Error)?.message ?? String(error)}`;
   return (error as Error)?.message ?? String(error);

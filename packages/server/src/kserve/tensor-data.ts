@@ -30,26 +30,28 @@ const show = (value: unknown): string => {
 };
 
 /**
- * Leaf values of `data`, row-major, without recursion. KServe allows a flat
- * array or one nested exactly as the shape; anything else (ragged rows, a
- * scalar where a row belongs, nesting deeper than the rank) is a 400. The
- * walk never goes deeper than the shape's rank, so a body nested 100,000
- * levels costs one step, not a stack overflow.
+ * Triton's bound on `data` nesting (HTTP_MAX_JSON_NESTING_DEPTH in its http_server.cc): `data` itself
+ * is depth 0, and a value (array or element) at depth 100 or deeper is refused, in Triton's words.
  */
-function leaves(data: unknown, shape: readonly number[], name: string): readonly unknown[] {
+export const MAX_DATA_DEPTH = 100;
+
+/**
+ * Leaf values of `data`, row-major, without recursion. As Triton reads it, any nesting is
+ * flattened: nested as the shape, deeper, ragged, or mixed with values; only the element count
+ * must equal the shape's. The walk keeps a stack of arrays (never the call stack), refuses a
+ * value at depth MAX_DATA_DEPTH (so a body nested 100,000 levels costs 100 steps, not a stack
+ * overflow), and stops at the first element past `count`, so it never holds more than the shape
+ * needs. Flat data, the common case, is returned as it is, with nothing allocated.
+ */
+function leaves(data: unknown, count: number, name: string): readonly unknown[] {
   if (!Array.isArray(data)) throw badRequest(`Input \`${name}\`: \`data\` must be an array, got ${show(data)}`);
-  if (data.length === 0 || !Array.isArray(data[0])) {
-    for (let i = 0; i < data.length; i++) {
-      if (Array.isArray(data[i])) throw badRequest(`Input \`${name}\`: \`data\` mixes nested arrays and values (element ${i})`);
-    }
-    return data;
-  }
+  let flat = true;
+  for (let i = 0; i < data.length && flat; i++) flat = !Array.isArray(data[i]);
+  if (flat) return data;
   const out: unknown[] = [];
-  const rank = shape.length;
-  // A stack of arrays being walked and the position reached in each: depth d holds an array of shape[d] items.
+  // The arrays being walked and the position reached in each; arrays[d] is at depth d.
   const arrays: unknown[][] = [data];
   const positions: number[] = [0];
-  if (data.length !== shape[0]) throw ragged(name, shape, 0, data.length);
   while (arrays.length > 0) {
     const depth = arrays.length - 1;
     const array = arrays[depth] as unknown[];
@@ -60,22 +62,17 @@ function leaves(data: unknown, shape: readonly number[], name: string): readonly
       continue;
     }
     positions[depth] = position + 1;
+    if (depth + 1 >= MAX_DATA_DEPTH) throw badRequest(`Input \`${name}\`: \`data\` is nested too deeply: JSON nesting depth exceeds maximum allowed limit (${MAX_DATA_DEPTH})`);
     const value = array[position];
-    if (depth === rank - 1) {
-      if (Array.isArray(value)) throw badRequest(`Input \`${name}\`: \`data\` is nested deeper than its shape ${show(shape)}`);
+    if (Array.isArray(value)) {
+      arrays.push(value);
+      positions.push(0);
+    } else {
+      if (out.length === count) throw badRequest(`Input \`${name}\` has more than ${count} elements, but its shape needs ${count}`);
       out.push(value);
-      continue;
     }
-    if (!Array.isArray(value)) throw badRequest(`Input \`${name}\`: \`data\` is nested unlike its shape ${show(shape)}: a value where dimension ${depth + 1} needs an array`);
-    if (value.length !== shape[depth + 1]) throw ragged(name, shape, depth + 1, value.length);
-    arrays.push(value);
-    positions.push(0);
   }
   return out;
-}
-
-function ragged(name: string, shape: readonly number[], dimension: number, length: number) {
-  return badRequest(`Input \`${name}\`: \`data\` is nested unlike its shape ${show(shape)}: an array at dimension ${dimension} has ${length} items, not ${shape[dimension]}`);
 }
 
 /** Checks one JSON value against the datatype; returns the number to store. */
@@ -108,9 +105,9 @@ function element(datatype: Datatype, value: unknown, index: number, name: string
   return number;
 }
 
-/** JSON `data` (flat, or nested as `shape`), checked to hold exactly `count` elements; nothing is allocated for flat data. */
-export function jsonElements(data: unknown, shape: readonly number[], count: number, name: string): readonly unknown[] {
-  const values = leaves(data, shape, name);
+/** JSON `data` (flat, or nested in any way, as Triton reads it), checked to hold exactly `count` elements; nothing is allocated for flat data. */
+export function jsonElements(data: unknown, count: number, name: string): readonly unknown[] {
+  const values = leaves(data, count, name);
   if (values.length !== count) throw badRequest(`Input \`${name}\` has ${values.length} elements, but its shape needs ${count}`);
   return values;
 }

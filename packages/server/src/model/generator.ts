@@ -36,8 +36,9 @@ export interface CharLmOptions {
 export function createCharLmGenerator(options: CharLmOptions = {}): GenerativeModel {
   const name = options.name ?? 'charlm';
   const prefillChunk = options.prefillChunk ?? FLAGS['prefill-chunk'].default;
-  if (typeof prefillChunk !== 'number' || !Number.isInteger(prefillChunk) || prefillChunk < 1) {
-    throw new (typeof prefillChunk === 'number' ? RangeError : TypeError)(`Expected \`prefillChunk\` to be an integer from 1 and up, got \`${String(prefillChunk)}\` (${typeof prefillChunk})`);
+  const most = FLAGS['prefill-chunk'].max;
+  if (typeof prefillChunk !== 'number' || !Number.isInteger(prefillChunk) || prefillChunk < 1 || prefillChunk > most) {
+    throw new (typeof prefillChunk === 'number' ? RangeError : TypeError)(`Expected \`prefillChunk\` to be an integer from 1 to ${most}, got \`${String(prefillChunk)}\` (${typeof prefillChunk})`);
   }
   // The worker counts the values its steps produce here, before it answers the step; onStep reads
   // the difference, so a step's tokens are known without a message of their own.

@@ -1,7 +1,6 @@
 import { basename, dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { move } from 'batched-fn';
 import type { ExportsMessage, ExportsWorkerData, ModuleExports } from './js-model.exports.js';
 import type { JsModelWorkerData } from './js-model.worker.js';
 import { ModelLoadError, type OnnxModelOptions, type ServedModel } from './onnx-model.js';
@@ -77,6 +76,6 @@ export async function createJsModel(options: JsModelOptions): Promise<ServedMode
   const parameters = (config.parameters ?? {}) as Record<string, unknown>;
   const workerData: JsModelWorkerData = { moduleUrl: url, sha256: module.sha256, config, outputs: signature.outputs, binary: parameters.binary === true };
   const name = options.name ?? basename(dirname(options.path));
-  const { batcher, maxBatchSize } = servedBatcher(new URL('./js-model.worker.js', import.meta.url), workerData, signature, { ...options, name });
-  return { name, version: '1', platform: 'batched-fn_js', signature, maxBatchSize, batcher, infer: (item, callOptions) => batcher(move(item), callOptions) };
+  const { batcher, maxBatchSize, infer, config: served } = servedBatcher(new URL('./js-model.worker.js', import.meta.url), workerData, signature, { ...options, name });
+  return { name, version: '1', platform: 'batched-fn_js', signature, maxBatchSize, batcher, infer, config: served };
 }

@@ -5,6 +5,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { move } from 'batched-fn';
+import { now, stampResults } from './compute-timing.js';
 import { hashFile } from './js-model.exports.js';
 import type { TensorSpec } from './signature.js';
 import { ARRAY_FOR, elementCount, type InferItem, type InferResult, packedBytes, type Tensor } from './tensor.js';
@@ -84,16 +85,20 @@ function toTensor(spec: TensorSpec, value: unknown, rows: number): Tensor {
 
 export async function handler(batch: InferItem[], state: State): Promise<(InferResult | Error)[]> {
   const requests = batch.map((item) => toRequest(item, state.data.binary));
+  const inferStart = now();
   const answers = await state.module.handler(requests, state.context);
+  const inferEnd = now();
   if (!Array.isArray(answers) || answers.length !== batch.length) {
     throw new TypeError(`model.js handler must return one answer per request (${batch.length}), got ${Array.isArray(answers) ? answers.length : typeof answers}`);
   }
+  // The stamp lets the server split the batch's time into Triton's compute_input/infer/output.
+  const stamp = { inferStart, inferEnd };
   return answers.map((answer, i) => {
     if (answer instanceof Error) return answer;
     try {
       const result: InferResult = {};
       for (const spec of state.data.outputs) result[spec.name] = toTensor(spec, (answer as Record<string, unknown>)?.[spec.name], (batch[i] as InferItem).rows);
-      return move(result);
+      return move(stampResults([result], stamp)[0] as InferResult);
     } catch (error) {
       return new Error(`model.js answered request ${i} wrongly: ${(error as Error).message}`);
     }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import { type BatchTracing, type BatchedFn, type BatchInfo, move } from 'batched-fn';
+import type { BatchTracing, BatchedFn, BatchInfo } from 'batched-fn';
 import { FLAG_DEFAULTS, FLAGS } from '../flags.js';
 import type { OnnxWorkerData } from './onnx.worker.js';
 import { type ModelSignature, readOnnxSignature } from './signature.js';
@@ -56,7 +56,39 @@ export interface BatchingSettings {
   batchTimeout?: number;
 }
 
-export interface OnnxModelOptions extends Partial<BatchingSettings> {
+/**
+ * What the protocol reads per model, from its config.json: Triton's priority levels (the
+ * schedule-policy extension, kserve/schedule-policy.ts) and class labels (the classification
+ * extension).
+ */
+export interface ModelProtocolOptions {
+  /** Priority levels 1 (highest) to N; without it, levels are unbounded and requests without a priority run last. */
+  priorityLevels?: number;
+  /** The level of requests without a priority (1 to `priorityLevels`). @default priorityLevels (the lowest) */
+  defaultPriorityLevel?: number;
+  /** Class labels per output name, index by index (`"value:index:label"` in classification answers). */
+  labels?: Record<string, string[]>;
+  /** The file in the model's folder each output's labels came from (Triton's `label_filename`). */
+  labelFiles?: Record<string, string>;
+  /** config.json's `parameters`, for the model itself (shown by the model configuration extension). */
+  parameters?: Record<string, unknown>;
+}
+
+/**
+ * How a model is served, as its options (config.json over the server's flags) said: read by the
+ * model configuration extension and the protocol's per-model rules. Live batcher settings
+ * (maxBatchSize, maxDelay, queue cap, workers) are the batcher's own `settings`.
+ */
+export interface ServedModelConfig extends ModelProtocolOptions {
+  preferredBatchSizes?: number[];
+  latencyTarget?: number;
+  pad?: boolean;
+  batchTimeout?: number;
+  /** ONNX Runtime intra-op threads per worker. */
+  threads?: number;
+}
+
+export interface OnnxModelOptions extends Partial<BatchingSettings>, ModelProtocolOptions {
   path: string;
   name?: string;
   workers?: number;
@@ -76,6 +108,8 @@ export interface ServedModel {
   readonly maxBatchSize?: number;
   /** This model's default per-request deadline in ms (a request's own may only shorten it). */
   readonly timeout?: number;
+  /** How it is served (absent for models built elsewhere, such as remote ones: the protocol's defaults apply). */
+  readonly config?: ServedModelConfig;
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /** Runs one request; its rows count against the batch limit. */
   infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number; trace?: unknown }): Promise<InferResult>;
@@ -106,14 +140,6 @@ export function createOnnxModel(options: OnnxModelOptions): ServedModel {
   const signature = loadSignature(options.path);
   const workerData: OnnxWorkerData = { modelPath: options.path, threads };
   const name = options.name ?? basename(options.path).replace(/\.onnx$/, '');
-  const { batcher, maxBatchSize } = servedBatcher(new URL('./onnx.worker.js', import.meta.url), workerData, signature, { ...options, name });
-  return {
-    name,
-    version: '1',
-    platform: 'onnxruntime_onnx',
-    signature,
-    maxBatchSize,
-    batcher,
-    infer: (item, callOptions) => batcher(move(item), callOptions),
-  };
+  const { batcher, maxBatchSize, infer, config } = servedBatcher(new URL('./onnx.worker.js', import.meta.url), workerData, signature, { ...options, name });
+  return { name, version: '1', platform: 'onnxruntime_onnx', signature, maxBatchSize, batcher, infer, config: { ...config, threads } };
 }

@@ -4,6 +4,7 @@
  */
 import { move } from 'batched-fn';
 import * as ort from 'onnxruntime-node';
+import { now, stampResults } from './compute-timing.js';
 import type { NumericDatatype } from './signature.js';
 import { concatRows, DATATYPE_FOR_ORT, type InferItem, type InferResult, ORT_TYPE, splitRows, type Tensor } from './tensor.js';
 
@@ -48,7 +49,9 @@ export async function handler(batch: InferItem[], session: ort.InferenceSession)
     // One request needs no copy; several are stacked into one tensor so the model runs once.
     feeds[name] = toOrt(batch.length === 1 ? (batch[0]?.inputs[name] as Tensor) : concatRows(batch, name));
   }
+  const inferStart = now();
   const results = await session.run(feeds);
+  const inferEnd = now();
   const rows = batch.map((item) => item.rows);
   const perItem: InferResult[] = batch.map(() => ({}));
   for (const name of session.outputNames) {
@@ -61,7 +64,8 @@ export async function handler(batch: InferItem[], session: ort.InferenceSession)
     });
   }
   // The views share the batch's output buffers; moving them hands those buffers over without a copy.
-  return perItem.map((result) => move(result));
+  // The stamp lets the server split the batch's time into Triton's compute_input/infer/output.
+  return stampResults(perItem, { inferStart, inferEnd }).map((result) => move(result));
 }
 
 export async function dispose(session: ort.InferenceSession): Promise<void> {

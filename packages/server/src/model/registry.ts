@@ -1,3 +1,4 @@
+import { serverLog } from '../log.js';
 import { LoadCancelledError, type ServedModel } from './onnx-model.js';
 
 /** Triton's model states. */
@@ -64,6 +65,8 @@ export class ModelRegistry {
   readonly #loading = new Map<string, AbortController>();
   /** Unloads asked for, per model: a load queued before one of them is cancelled when its turn comes. */
   readonly #unloads = new Map<string, number>();
+  /** Told of every state change (the gRPC health service follows READY through them). */
+  readonly #listeners = new Set<(entry: ModelEntry) => void>();
 
   constructor(loader?: ModelLoader, observer?: ModelObserver) {
     this.#loader = loader;
@@ -126,12 +129,15 @@ export class ModelRegistry {
         fresh?.batcher.destroy(error);
         const reason = (error as Error)?.message ?? String(error);
         if (old === undefined) this.#set(name, 'UNAVAILABLE', reason, undefined);
+        if (old === undefined) serverLog.error('registry', `failed to load '${name}': ${reason}`);
+        else serverLog.warning('registry', `failed to reload '${name}', the loaded version keeps serving: ${reason}`);
         throw error;
       } finally {
         this.#loading.delete(name);
       }
       this.#observer?.track(fresh);
       this.#set(name, 'READY', '', fresh);
+      serverLog.info('registry', `successfully loaded '${name}' version ${fresh.version}`);
       if (old !== undefined) await this.#retire(old);
     });
   }
@@ -149,6 +155,7 @@ export class ModelRegistry {
       this.#set(name, 'UNLOADING', '', undefined);
       if (old !== undefined) await this.#retire(old);
       this.#set(name, 'UNAVAILABLE', 'unloaded', undefined);
+      serverLog.info('registry', `successfully unloaded '${name}'`);
     });
   }
 
@@ -159,10 +166,17 @@ export class ModelRegistry {
     this.#observer?.untrack(model);
   }
 
+  /** Calls `listener` after every change of a model's state (synchronously); returns what stops it. */
+  onChange(listener: (entry: ModelEntry) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
   #set(name: string, state: ModelState, reason: string, model: ServedModel | undefined): void {
-    const entry = this.#entries.get(name);
-    if (entry === undefined) this.#entries.set(name, { name, state, reason, model });
+    let entry = this.#entries.get(name);
+    if (entry === undefined) this.#entries.set(name, (entry = { name, state, reason, model }));
     else Object.assign(entry, { state, reason, model });
+    for (const listener of this.#listeners) listener(entry);
   }
 
   #serially(name: string, work: () => Promise<void>): Promise<void> {

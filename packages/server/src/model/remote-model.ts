@@ -1,6 +1,7 @@
 import { remoteBatchedFn, type RedisTarget, streamKeys } from '@batched-fn/redis';
 import type { BatchInfo } from 'batched-fn';
 import { Redis } from 'ioredis';
+import { stripStamp } from './compute-timing.js';
 import type { ServedModel } from './onnx-model.js';
 import type { ModelSignature } from './signature.js';
 import type { InferItem, InferResult } from './tensor.js';
@@ -52,6 +53,7 @@ export async function createRemoteModel(options: RemoteModelOptions): Promise<Se
     signature: { inputs: signature.inputs, outputs: signature.outputs },
     ...(typeof published === 'number' && Number.isInteger(published) && published >= 1 ? { maxBatchSize: published } : {}),
     batcher,
-    infer: (item, callOptions) => batcher(item, callOptions),
+    // A remote worker's results carry its compute stamp (compute-timing.ts); its clock is not ours.
+    infer: (item, callOptions) => batcher(item, callOptions).then(stripStamp),
   };
 }

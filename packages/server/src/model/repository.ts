@@ -4,6 +4,7 @@ import type { BatchInfo, BatchTracing } from 'batched-fn';
 import { expectDuration, expectInteger, validateMaxDelay } from 'batched-fn/adapter';
 import { FLAGS } from '../flags.js';
 import { MODEL_NAME } from '../kserve/repository-routes.js';
+import { checkPriorityLevels, type PriorityLevels } from '../kserve/schedule-policy.js';
 import { createJsModel } from './js-model.js';
 import { createOnnxModel, LoadTimeoutError, ModelLoadError, type OnnxModelOptions, type ServedModel } from './onnx-model.js';
 import { type ModelLoader, untilAborted } from './registry.js';
@@ -13,12 +14,21 @@ import { type ModelLoader, untilAborted } from './registry.js';
  * `model.onnx` or a JS model (`model.js`, `model.mjs`) and optionally `config.json`, whose keys
  * are the `serve` flags in camelCase plus `parameters` for the model itself.
  */
-export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch' | 'tracing'>> {
+export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch' | 'tracing' | 'labels' | 'labelFiles'>> {
   queueCap?: number;
   timeout?: number;
   /** Longest the model may take to load, in ms: reading its exports, then every worker's `context()`. */
   loadTimeout?: number;
   parameters?: Record<string, unknown>;
+}
+
+/** A model's config.json: its ModelConfig, and what only a model folder can say. */
+export interface ModelConfigFile extends ModelConfig {
+  /**
+   * Class labels per output, for the classification extension: a file of the model's folder with
+   * one label per line (Triton's `label_filename`), or the labels themselves.
+   */
+  labels?: Record<string, string | string[]>;
 }
 
 /**
@@ -32,8 +42,39 @@ export const DEFAULT_LOAD_TIMEOUT_MS = 60_000;
 /** The serve flags a model's config.json may set, by camelCase key. */
 const CONFIG_KEYS = ['max-batch-size', 'max-delay', 'latency-target', 'preferred-batch-sizes', 'pad', 'queue-cap', 'workers', 'threads', 'timeout', 'batch-timeout'] as const;
 const BY_KEY = new Map<string, { kind: string; max?: number }>(CONFIG_KEYS.map((flag) => [FLAGS[flag].key, FLAGS[flag]]));
-// Keys of config.json alone (no flag): how the repository treats the model rather than how it batches.
+// Keys of config.json alone (no flag): how the repository treats the model rather than how it batches,
+// and what the protocol reads per model (Triton's priority levels and class labels).
 BY_KEY.set('loadTimeout', { kind: 'positive-duration' });
+BY_KEY.set('priorityLevels', { kind: 'int1' });
+BY_KEY.set('defaultPriorityLevel', { kind: 'int1' });
+BY_KEY.set('labels', { kind: 'labels' });
+
+/** A labels file: a plain name in the model's folder, as Triton's `label_filename` is. */
+const LABEL_FILE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$/;
+/** Largest labels file read (a million labels of 16 bytes): it is read on the main thread at load. */
+const MAX_LABELS_BYTES = 16 * 1024 * 1024;
+
+/** `labels` → the labels of each output, and the file each came from, read from the model's folder. */
+function readLabels(folder: string, labels: Record<string, string | string[]>): { labels: Record<string, string[]>; labelFiles: Record<string, string> } {
+  const out: Record<string, string[]> = {};
+  const files: Record<string, string> = {};
+  for (const [output, value] of Object.entries(labels)) {
+    if (Array.isArray(value)) {
+      out[output] = value;
+      continue;
+    }
+    const file = join(folder, value);
+    const info = stat(file);
+    if (info?.isFile() !== true) throw new ModelLoadError(`${file} (the labels of output \`${output}\`) is not a regular file`);
+    if (info.size > MAX_LABELS_BYTES) throw new ModelLoadError(`${file} (the labels of output \`${output}\`) is ${info.size} bytes, more than ${MAX_LABELS_BYTES}`);
+    // One label per line, as Triton reads label_filename; a final newline ends the last one.
+    const lines = readFileSync(file, 'utf8').split(/\r?\n/);
+    if (lines.at(-1) === '') lines.pop();
+    out[output] = lines;
+    files[output] = value;
+  }
+  return { labels: out, labelFiles: files };
+}
 
 /** Checks one config value with the same rules (and messages) as the flag and the batcher option. */
 function checkValue(key: string, kind: string, value: unknown, max: number | undefined): unknown {
@@ -52,6 +93,15 @@ function checkValue(key: string, kind: string, value: unknown, max: number | und
     case 'boolean':
       if (typeof value !== 'boolean') throw new TypeError(`Expected \`${key}\` to be true or false, got ${JSON.stringify(value)}`);
       return value;
+    case 'labels': {
+      const rule = `Expected \`${key}\` to be an object of output name to a labels file in the model's folder or an array of strings`;
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new TypeError(`${rule}, got ${JSON.stringify(value)?.slice(0, 80)}`);
+      for (const [output, labels] of Object.entries(value)) {
+        const ok = typeof labels === 'string' ? LABEL_FILE.test(labels) : Array.isArray(labels) && labels.every((l) => typeof l === 'string');
+        if (!ok) throw new TypeError(`${rule}, got ${JSON.stringify(output)}: ${JSON.stringify(labels)?.slice(0, 80)}`);
+      }
+      return value;
+    }
     default: // list
       if (!Array.isArray(value) || value.length === 0) throw new TypeError(`Expected \`${key}\` to be a non-empty array of integers, got ${JSON.stringify(value)}`);
       return value.map((size, i) => expectInteger(`${key}[${i}]`, size, 1));
@@ -59,7 +109,7 @@ function checkValue(key: string, kind: string, value: unknown, max: number | und
 }
 
 /** Reads and checks `config.json`; every message names the file, the key, the rule and the value. */
-export function readModelConfig(file: string): ModelConfig {
+export function readModelConfig(file: string): ModelConfigFile {
   if (!existsSync(file)) return {};
   // A FIFO or a device would block this (main) thread in readFileSync for as long as it likes.
   if (!statSync(file).isFile()) throw new Error(`${file}: not a regular file`);
@@ -85,7 +135,12 @@ export function readModelConfig(file: string): ModelConfig {
       throw new Error(`${file}: ${(error as Error).message}`);
     }
   }
-  return config as ModelConfig;
+  try {
+    checkPriorityLevels(config as PriorityLevels);
+  } catch (error) {
+    throw new Error(`${file}: ${(error as Error).message}`);
+  }
+  return config as ModelConfigFile;
 }
 
 const lstat = (path: string): Stats | undefined => lstatSync(path, { throwIfNoEntry: false });
@@ -128,7 +183,8 @@ export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (i
     if (entry?.isSymbolicLink() === true) throw new ModelLoadError(`${folder} is a symbolic link: a model folder must be a real directory of the repository (links are not followed)`);
     if (entry?.isDirectory() !== true) throw new ModelLoadError(`No folder ${folder} in the repository`);
     const config = readModelConfig(join(folder, 'config.json'));
-    const { queueCap, timeout, loadTimeout = DEFAULT_LOAD_TIMEOUT_MS, parameters: _parameters, ...settings } = { ...defaults, ...config };
+    const { queueCap, timeout, loadTimeout = DEFAULT_LOAD_TIMEOUT_MS, parameters, labels: labelSources, ...settings } = { ...defaults, ...config };
+    const labels = labelSources === undefined ? {} : readLabels(folder, labelSources);
     const path = ['model.onnx', 'model.js', 'model.mjs'].map((f) => join(folder, f)).find((f) => existsSync(f));
     if (path === undefined) throw new ModelLoadError(`${folder} holds no model.onnx, model.js or model.mjs`);
     // A FIFO (or a device) would block the thread that reads it for as long as it likes.
@@ -144,7 +200,7 @@ export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (i
     if (signal?.aborted === true) cancel();
     signal?.addEventListener('abort', cancel, { once: true });
     try {
-      const common = { ...settings, name, onBatch, ...(tracing === undefined ? {} : { tracing }), ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
+      const common = { ...settings, ...labels, name, onBatch, ...(parameters === undefined ? {} : { parameters }), ...(tracing === undefined ? {} : { tracing }), ...(queueCap === undefined ? {} : { channelCap: queueCap }) };
       const model = onnx ? createOnnxModel({ ...common, path }) : await createJsModel({ ...common, path, config: config as Record<string, unknown>, signal: deadline.signal });
       phase = onnx ? 'its workers built their ONNX Runtime sessions' : 'its workers ran context()';
       try {

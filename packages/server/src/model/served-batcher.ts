@@ -1,7 +1,9 @@
 import { constants } from 'node:buffer';
-import { type BatchedFn, batchedFn } from 'batched-fn';
+import { type BatchedFn, batchedFn, type BatchInfo, move } from 'batched-fn';
 import { FLAGS } from '../flags.js';
-import { type OnnxModelOptions, SERVER_DEFAULTS } from './onnx-model.js';
+import { checkPriorityLevels } from '../kserve/schedule-policy.js';
+import { ComputeJoin } from './compute-timing.js';
+import { type OnnxModelOptions, SERVER_DEFAULTS, type ServedModel, type ServedModelConfig } from './onnx-model.js';
 import type { Datatype, ModelSignature, NumericDatatype } from './signature.js';
 import { ARRAY_FOR, elementCount, type InferItem, type InferResult, type Tensor } from './tensor.js';
 
@@ -71,11 +73,23 @@ function checkSettings(signature: ModelSignature, maxBatchSize: number, workers:
  * through `size`, the model's batching settings over the server's defaults, shape-keyed batches for
  * open non-batch dimensions, and zero padding when asked.
  */
-export function servedBatcher(worker: URL, workerData: unknown, signature: ModelSignature, options: Omit<OnnxModelOptions, 'path'> & { name: string }): { batcher: BatchedFn<InferItem, InferResult>; maxBatchSize: number } {
+export function servedBatcher(
+  worker: URL,
+  workerData: unknown,
+  signature: ModelSignature,
+  options: Omit<OnnxModelOptions, 'path'> & { name: string },
+): { batcher: BatchedFn<InferItem, InferResult>; maxBatchSize: number; infer: ServedModel['infer']; config: ServedModelConfig } {
   const maxBatchSize = options.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize;
   const workers = options.workers ?? SERVER_DEFAULTS.workers;
   checkSettings(signature, maxBatchSize, workers, options.pad === true);
+  checkPriorityLevels(options);
+  for (const output of Object.keys(options.labels ?? {})) {
+    if (!signature.outputs.some((spec) => spec.name === output)) throw new RangeError(`\`labels\` names output \`${output}\`, which the model does not have (its outputs: ${signature.outputs.map((o) => `\`${o.name}\``).join(', ')})`);
+  }
   const key = shapeKey(signature);
+  // Splits each batch's time into Triton's compute_input/infer/output (compute-timing.ts).
+  const join = new ComputeJoin();
+  const onBatch = options.onBatch;
   const batcher = batchedFn<InferItem, InferResult>({
     worker,
     workers,
@@ -90,8 +104,27 @@ export function servedBatcher(worker: URL, workerData: unknown, signature: Model
     ...(options.pad === true ? { pad: zeroPad } : {}),
     ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     ...(key === undefined ? {} : { batchKey: key }),
-    ...(options.onBatch === undefined ? {} : { onBatch: options.onBatch }),
+    ...(onBatch === undefined
+      ? {}
+      : {
+          onBatch: (info: BatchInfo) => {
+            join.onBatch(info);
+            onBatch(info);
+          },
+        }),
     ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
   });
-  return { batcher, maxBatchSize };
+  const defined = <K extends keyof ServedModelConfig>(key: K): Partial<ServedModelConfig> => (options[key] === undefined ? {} : { [key]: options[key] });
+  const config: ServedModelConfig = {
+    ...defined('preferredBatchSizes'),
+    ...defined('latencyTarget'),
+    ...defined('pad'),
+    ...defined('batchTimeout'),
+    ...defined('priorityLevels'),
+    ...defined('defaultPriorityLevel'),
+    ...defined('labels'),
+    ...defined('labelFiles'),
+    ...defined('parameters'),
+  };
+  return { batcher, maxBatchSize, infer: (item, callOptions) => batcher(move(item), callOptions).then(join.take), config };
 }

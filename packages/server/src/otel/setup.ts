@@ -1,10 +1,11 @@
-import { defaultTextMapGetter, ROOT_CONTEXT } from '@opentelemetry/api';
+import { defaultTextMapGetter, ROOT_CONTEXT, trace, TraceFlags } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
+import { BatchSpanProcessor, type Sampler, type SamplingDecision, TracerProvider } from '@opentelemetry/sdk-trace';
 import { type BatchTracing, MAX_TIMER_MS } from 'batched-fn';
 import { otelTracing } from 'batched-fn/otel';
 import { SERVER_VERSION } from '../kserve/infer-front.js';
+import { TraceSwitch } from './trace-switch.js';
 import type { ExtractParent, TracerLike } from './types.js';
 
 export interface Telemetry {
@@ -14,6 +15,8 @@ export interface Telemetry {
   extract: ExtractParent;
   /** The batchers' tracing: a span per batch, linked to the request spans it served. */
   tracing: BatchTracing;
+  /** What is traced, changed at run time by the trace extension (trace-switch.ts): the provider's sampler. */
+  traceSwitch: TraceSwitch;
   /** Exports what is buffered, then stops. */
   shutdown(): Promise<void>;
 }
@@ -40,7 +43,16 @@ export async function startTelemetry(env: NodeJS.ProcessEnv = process.env): Prom
   if (!(PROTOCOLS as readonly string[]).includes(protocol)) throw new RangeError(`--otel exports over ${PROTOCOLS.join(' or ')}, got OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=${JSON.stringify(protocol.slice(0, 40))}`);
   const { OTLPTraceExporter } = protocol === 'http/json' ? await import('@opentelemetry/exporter-trace-otlp-http') : await import('@opentelemetry/exporter-trace-otlp-proto');
   const delay = scheduleDelay(env);
+  const traceSwitch = new TraceSwitch();
+  // The trace extension decides what is recorded; it replaces the SDK's default sampler (and OTEL_TRACES_SAMPLER).
+  const sampler: Sampler = {
+    shouldSample: (context, _traceId, _name, kind, attributes, links) => ({
+      decision: traceSwitch.decide(kind, attributes, links.map((link) => link.context.traceFlags), ((trace.getSpanContext(context)?.traceFlags ?? 0) & TraceFlags.SAMPLED) !== 0) as SamplingDecision,
+    }),
+    toString: () => 'TraceSwitch',
+  };
   const provider = new TracerProvider({
+    sampler,
     resource: resourceFromAttributes({ 'service.name': env.OTEL_SERVICE_NAME ?? 'batched-fn', 'service.version': SERVER_VERSION }),
     // A batch span links to every request it served: up to the largest batch, not the SDK's 128.
     spanLimits: { linkCountLimit: 65_536 },
@@ -54,6 +66,7 @@ export async function startTelemetry(env: NodeJS.ProcessEnv = process.env): Prom
     tracer,
     extract,
     tracing: otelTracing(tracer),
+    traceSwitch,
     // Tracing never fails serving: a collector that is down at shutdown costs its spans, not the drain's exit code.
     shutdown: () => provider.shutdown().catch((error: unknown) => process.emitWarning(`batched-fn: could not export the last spans: ${String(error)}`, 'BatchedFnWarning')),
   };

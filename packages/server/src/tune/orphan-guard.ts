@@ -18,11 +18,24 @@ const ORPHAN_EXIT_MS = 15_000;
 function guard(): void {
   const scratch = process.env.BFN_TUNE_SCRATCH;
   delete process.env.BFN_TUNE_SCRATCH;
-  if (scratch !== undefined && scratch !== '') process.on('exit', () => rmSync(scratch, { recursive: true, force: true }));
+  const removeScratch = (): void => {
+    if (scratch === undefined || scratch === '') return;
+    try {
+      rmSync(scratch, { recursive: true, force: true });
+    } catch {
+      // Nothing more to do from here; tune's own cleanup names the folder if it is still alive.
+    }
+  };
+  process.on('exit', removeScratch);
   let orphaned = false;
   const stop = (): void => {
     if (orphaned) return;
     orphaned = true;
+    // The folder goes first. serve installs its SIGTERM handler only once its models are loaded
+    // and it listens; before that, SIGTERM's default action ends the process at once and no
+    // 'exit' hook runs: a tune killed while a candidate was starting left the candidate's folder
+    // (its repository copy and its TMPDIR) behind. Nothing in the folder is needed to drain.
+    removeScratch();
     process.kill(process.pid, 'SIGTERM');
     setTimeout(() => process.exit(1), ORPHAN_EXIT_MS).unref();
   };

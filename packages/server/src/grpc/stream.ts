@@ -1,0 +1,178 @@
+import { MAX_TIMER_MS } from 'batched-fn';
+import type { Metadata, ServerDuplexStream } from '@grpc/grpc-js';
+import type { InFlight } from '../drain.js';
+import { HttpError } from '../kserve/errors.js';
+import type { GrpcInferRequest } from './decode.js';
+import type { GrpcInferResponse } from './encode.js';
+import { RefusedRequest } from './guards.js';
+import { grpcStatusFor } from './status.js';
+
+export interface StreamInferResponse {
+  error_message: string;
+  infer_response: GrpcInferResponse | { id: string };
+}
+
+/** What a ModelStreamInfer stream needs from the service. */
+export interface StreamInferContext {
+  /** One request, as ModelInfer runs it (the same front, batcher, checks, metrics and spans). */
+  infer(request: GrpcInferRequest, options: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata }): Promise<GrpcInferResponse>;
+  /** Names of the generation models (decoupled: many responses per request), refused here. */
+  generators: ReadonlySet<string>;
+  /** Whether a name is a model of the registry (a generator's name may also be one). */
+  isModel(name: string): boolean;
+  /** Counts each request from its arrival until its answer is written, so that drain waits for it. */
+  tracker: InFlight;
+  /** Most requests one stream has unanswered; past it the stream is not read until one is answered. */
+  maxInFlight: number;
+}
+
+/** A request read from the stream, in arrival order, until its answer is written. */
+interface Slot {
+  answer: StreamInferResponse | undefined;
+}
+
+/** Open streams, so that drain can end each once its answers are written. */
+export class StreamRegistry {
+  readonly #open = new Set<() => void>();
+  #draining = false;
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  add(onDrain: () => void): () => void {
+    this.#open.add(onDrain);
+    return () => this.#open.delete(onDrain);
+  }
+
+  drain(): void {
+    this.#draining = true;
+    for (const onDrain of this.#open) onDrain();
+  }
+}
+
+/**
+ * ModelStreamInfer: a bidirectional stream of ModelInferRequests, answered in the order they
+ * came, each with its request's id (Triton's non-decoupled streaming). Requests are not run one
+ * after another: each goes to the model's batcher as it arrives, as a ModelInfer call would, so
+ * requests of one stream share batches with each other and with every other client's; an
+ * answer that is ready waits only for those before it.
+ *
+ * - A request that fails is answered in its turn with `error_message` (the text ModelInfer's
+ *   status would carry) and its id; the stream stays open.
+ * - At most `maxInFlight` requests of a stream are unanswered: past it, and while the client
+ *   does not read its answers (the write buffer is full), the stream is not read, so HTTP/2
+ *   flow control holds the client back instead of the server buffering for it.
+ * - The client's half-close ends the stream (OK) once every answer is written; its cancel, or
+ *   the call's deadline, takes the stream's requests out of the queues (or their slots in a
+ *   running batch) and writes nothing more. A vanished client is a cancel.
+ * - Drain: a request arriving after it is refused (`Server is shutting down`), and the stream
+ *   ends once the answers it owes are written.
+ * - Generation models (many responses per request, Triton's decoupled models) are refused
+ *   with a message that says so: their streaming is a later change.
+ */
+export function modelStreamInfer(context: StreamInferContext, streams: StreamRegistry) {
+  return (call: ServerDuplexStream<GrpcInferRequest | RefusedRequest, StreamInferResponse>): void => {
+    const controller = new AbortController();
+    // Arrival order. Slots leave from `head`; the array is compacted once half of it is gone.
+    const slots: (Slot | undefined)[] = [];
+    let head = 0;
+    let halfClosed = false;
+    let ending = false;
+    let finished = false;
+    let writeBlocked = false;
+
+    const unanswered = (): number => slots.length - head;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      forget();
+    };
+    const endIfDone = (): void => {
+      if (!ending && !finished && unanswered() === 0 && (halfClosed || streams.draining)) {
+        ending = true;
+        call.end();
+        finish();
+      }
+    };
+    /** Writes every answer that is ready and has no unanswered request before it, while the client reads them. */
+    const flush = (): void => {
+      while (!finished && !writeBlocked && head < slots.length) {
+        const answer = slots[head]?.answer;
+        if (answer === undefined) break;
+        slots[head++] = undefined;
+        if (!call.write(answer)) writeBlocked = true;
+      }
+      if (head > 64 && head * 2 > slots.length) {
+        slots.splice(0, head);
+        head = 0;
+      }
+      if (!finished && !writeBlocked && unanswered() < context.maxInFlight && call.isPaused()) call.resume();
+      endIfDone();
+    };
+
+    const forget = streams.add(() => {
+      // Drain: requests already read are answered, then the stream ends; new ones are refused (handled per request).
+      endIfDone();
+    });
+
+    call.on('drain', () => {
+      writeBlocked = false;
+      flush();
+    });
+    call.on('end', () => {
+      halfClosed = true;
+      endIfDone();
+    });
+    call.on('cancelled', () => {
+      // Cancelled, past its deadline, or the client is gone: nothing more can be written.
+      const late = remainingMs(call.getDeadline()) === 0;
+      controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
+      finish();
+      // The answers still owed are dropped; their requests settle (aborted) and end their tracking.
+      slots.length = 0;
+      head = 0;
+    });
+    // The duplex's own listener turns an error into the call's status; nothing else to do here.
+    call.on('error', () => {});
+
+    call.on('data', (request: GrpcInferRequest | RefusedRequest) => {
+      if (finished || ending) return;
+      const slot: Slot = { answer: undefined };
+      slots.push(slot);
+      if (unanswered() >= context.maxInFlight) call.pause();
+      const id = request instanceof RefusedRequest ? '' : (request.id ?? '');
+      context.tracker.begin();
+      answer(request)
+        .then(
+          (response): StreamInferResponse => ({ error_message: '', infer_response: response }),
+          (error: unknown): StreamInferResponse => ({ error_message: grpcStatusFor(error).details, infer_response: { id } }),
+        )
+        .then((response) => {
+          slot.answer = response;
+          context.tracker.end();
+          flush();
+        });
+    });
+
+    const answer = async (request: GrpcInferRequest | RefusedRequest): Promise<GrpcInferResponse> => {
+      if (request instanceof RefusedRequest) throw request.error;
+      if (streams.draining) throw new HttpError(503, 'Server is shutting down');
+      const name = request.model_name ?? '';
+      if (context.generators.has(name) && !context.isModel(name)) {
+        throw new HttpError(
+          400,
+          `Model \`${name}\` is a generation model (decoupled: many responses per request), which ModelStreamInfer does not serve yet; use the generate extension (POST /v2/models/${name}/generate_stream)`,
+        );
+      }
+      return context.infer(request, { signal: controller.signal, deadline: remainingMs(call.getDeadline()), metadata: call.metadata });
+    };
+  };
+}
+
+/** Milliseconds a call's deadline leaves (capped to a timer's range), or undefined without one. */
+export function remainingMs(deadline: Date | number): number | undefined {
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  if (!Number.isFinite(at)) return undefined;
+  return Math.min(MAX_TIMER_MS, Math.max(0, at - Date.now()));
+}
