@@ -69,9 +69,22 @@ test('data nested 100,000 levels is a 400, not a stack overflow', async () => {
   const deep = `${'['.repeat(100_000)}1${']'.repeat(100_000)}`;
   const response = await inject(app, '/v2/models/gated/infer', `{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":${deep}}]}`);
   expect(response.statusCode).toBe(400);
-  // Past --max-objects arrays it is refused before JSON.parse (body-scan.ts); below that, the walk of `data`
-  // stops at Triton's depth of 100 (tensor-data.ts; 60,000 levels in triton-rest.test.ts).
-  expect(JSON.parse(response.body).error).toBe('Request body has more than 65536 JSON arrays (--max-objects): refused before parsing');
+  // Refused before JSON.parse by the body scan's depth bound (body-scan.ts); within it, the walk of `data`
+  // stops at Triton's depth of 100 (tensor-data.ts).
+  expect(JSON.parse(response.body).error).toBe('Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit');
+});
+
+test('a shape (or any value an error quotes) nested 10,000 levels is a 400, not a 500 from JSON.stringify overflowing the stack', async () => {
+  const { app } = await start();
+  const deep = `${'['.repeat(10_000)}1${']'.repeat(10_000)}`;
+  for (const body of [
+    `{"inputs":[{"name":"x","shape":${deep},"datatype":"FP32","data":[1,2]}]}`,
+    `{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,2]}],"parameters":{"timeout":${deep}}}`,
+  ]) {
+    const response = await inject(app, '/v2/models/gated/infer', body);
+    expect(response.statusCode).toBe(400);
+    expect(JSON.parse(response.body).error).toBe('Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit');
+  }
 });
 
 test('the binary path checks sizes before allocating: a huge shape with 8 bytes is a 400', async () => {

@@ -39,7 +39,18 @@ const BACKSLASH = 0x5c; // \
 const STRUCTURAL = new Uint8Array(256);
 for (const byte of [OPEN_OBJECT, CLOSE_OBJECT, OPEN_ARRAY, CLOSE_ARRAY, COLON, QUOTE]) STRUCTURAL[byte] = 1;
 
+/**
+ * Deepest nesting a body may have. Triton refuses `data` nested 100 deep; the envelope around it
+ * (the body, `inputs`, the tensor) adds 3. Deeper bodies are refused here, before JSON.parse, so
+ * no message that quotes a client's value (a shape, a parameter) can overflow the stack in
+ * JSON.stringify: a `shape` nested 10,000 deep was a 500 "Maximum call stack size exceeded".
+ * (A body too short to be scanned cannot nest deep enough to overflow.)
+ */
+export const MAX_JSON_DEPTH = 128;
+
 const tooMany = (limit: number, what: string) => badRequest(`Request body has more than ${limit} JSON ${what} (--max-objects): refused before parsing`);
+
+const tooDeep = () => badRequest(`Request body is nested more than ${MAX_JSON_DEPTH} levels deep: JSON nesting depth exceeds maximum allowed limit`);
 
 const INPUTS = Buffer.from('"inputs"');
 const OUTPUTS = Buffer.from('"outputs"');
@@ -77,7 +88,7 @@ export function scanJsonBody(body: Buffer, end: number, limits: BodyLimits): voi
     } else if (byte === OPEN_OBJECT) {
       if (++objects > limits.maxObjects) throw tooMany(limits.maxObjects, 'objects');
       if (tensorArray !== undefined && depth === 2 && ++tensors > limits.maxTensors) throw badRequest(`Request has more than ${limits.maxTensors} ${tensorArray} (--max-tensors): refused before parsing`);
-      depth++;
+      if (++depth > MAX_JSON_DEPTH) throw tooDeep();
     } else if (byte === COLON) {
       if (++members > limits.maxObjects) throw tooMany(limits.maxObjects, 'object members');
     } else if (byte === OPEN_ARRAY) {
@@ -86,7 +97,7 @@ export function scanJsonBody(body: Buffer, end: number, limits: BodyLimits): voi
         tensorArray = isKey(body, keyStart, keyEnd, INPUTS) ? 'inputs' : isKey(body, keyStart, keyEnd, OUTPUTS) ? 'outputs' : undefined;
         tensors = 0;
       }
-      depth++;
+      if (++depth > MAX_JSON_DEPTH) throw tooDeep();
     } else if (byte === CLOSE_OBJECT || byte === CLOSE_ARRAY) {
       depth--;
       if (depth === 1) tensorArray = undefined;
