@@ -101,8 +101,9 @@ export const FLAGS = {
       "Triton's: the comma-separated API groups (`health`, `metadata`, `inference`, `shared-memory`, `model-config`, `model-repository`, `statistics`, `trace`, `logging`) answer only requests with header `KEY: VALUE`, others 403; repeat it for groups with another key",
     commands: ['serve'],
   },
+  'max-bytes-elements': { key: 'maxBytesElements', kind: 'int1', arg: 'N', default: 1_048_576, shown: '`1048576`', meaning: 'most BYTES elements (strings) one request may hold, counted before parsing: JSON strings, gRPC `bytes_contents` elements (64 rows of 16,384 strings; each costs an object, so 20 M empty strings in a 64 MiB body would cost seconds and gigabytes); beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
   'max-tensors': { key: 'maxTensors', kind: 'int1', arg: 'N', default: 1024, shown: '`1024`', meaning: 'most `inputs`, and most `outputs`, in one inference request, counted before the body is parsed; beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
-  'max-objects': { key: 'maxObjects', kind: 'int1', arg: 'N', default: 65_536, shown: '`65536`', meaning: 'most of each kind of thing one request may make the parser build, counted before parsing: JSON objects, arrays and object members, each kind; in a gRPC ModelInferRequest, messages, map entries, BYTES elements and shape dimensions, and apart from them typed INT64/UINT64 elements (each decoded into a string); in any other gRPC request, fields. Beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
+  'max-objects': { key: 'maxObjects', kind: 'int1', arg: 'N', default: 65_536, shown: '`65536`', meaning: 'most of each kind of thing one request may make the parser build, counted before parsing: JSON objects, arrays and object members, each kind; in a gRPC ModelInferRequest, messages, map entries and shape dimensions, and apart from them typed INT64/UINT64 elements (each decoded into a string); in any other gRPC request, fields. Beyond it, 400 (gRPC: INVALID_ARGUMENT)', commands: ['serve'] },
   'shared-memory': {
     key: 'sharedMemory',
     kind: 'shm',
@@ -139,6 +140,7 @@ export const FLAG_DEFAULTS = Object.freeze({
   threads: FLAGS.threads.default,
   bodyLimit: FLAGS['body-limit'].default,
   maxTensors: FLAGS['max-tensors'].default,
+  maxBytesElements: FLAGS['max-bytes-elements'].default,
   maxObjects: FLAGS['max-objects'].default,
   sharedMemory: FLAGS['shared-memory'].default as 'off' | 'system',
   sharedMemoryRegions: FLAGS['shared-memory-regions'].default,

@@ -75,6 +75,8 @@ export interface ServeOptions {
   maxTensors?: number;
   /** Most objects one request may make the parser build (JSON objects; gRPC messages, map entries, BYTES elements, shape dimensions). @default 65536 */
   maxObjects?: number;
+  /** Most BYTES elements (JSON strings, gRPC bytes_contents elements) in one request, counted before parsing. @default 1048576 */
+  maxBytesElements?: number;
   /**
    * `system` serves Triton's system shared-memory extension on REST and gRPC (Linux's /dev/shm). Off by
    * default, as in Triton: a client that may register a region can read and write, through a model, any
@@ -148,6 +150,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
     ...(options.maxTensors === undefined ? {} : { maxTensors: options.maxTensors }),
     ...(options.maxObjects === undefined ? {} : { maxObjects: options.maxObjects }),
+    ...(options.maxBytesElements === undefined ? {} : { maxBytesElements: options.maxBytesElements }),
   });
   if ((options.dashboard ?? FLAG_DEFAULTS.dashboard) === 'on') await app.register(dashboardPlugin, { registry, generators, metrics });
   app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
@@ -159,8 +162,8 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0, sharedMemory, extensions });
     const tracker = new InFlight();
     const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry, { generators: generators.map((g) => g.name) });
-    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, grpcRestrictedProtocol } = options;
-    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, grpcRestrictedProtocol }).catch(async (error: unknown) => {
+    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, maxBytesElements, grpcRestrictedProtocol } = options;
+    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, maxBytesElements, grpcRestrictedProtocol }).catch(async (error: unknown) => {
       await app.close();
       throw error;
     });

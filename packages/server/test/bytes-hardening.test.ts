@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { type RunningServer, startServer } from '@batched-fn/server';
+import { grpcClient } from './grpc-client.js';
 
 // A BYTES tensor was one buffer per string on its way to and from the worker thread, and Node checks a
 // transfer list pairwise: 150,000 empty strings in one request froze the whole server for about 5 s.
@@ -29,7 +30,7 @@ export const outputs = [{ name: 'bytes', datatype: 'FP64', shape: [-1, 1] }];
 export function handler(requests) { return requests.map((r) => ({ bytes: { data: [r.inputs.text.data[0].buffer.byteLength] } })); }
 `,
   );
-  server = await startServer({ modelRepository: repo, port: 0, maxDelay: 0 });
+  server = await startServer({ modelRepository: repo, port: 0, grpcPort: 0, maxDelay: 0 });
 });
 
 afterAll(async () => {
@@ -88,4 +89,24 @@ test("a BYTES element from a small binary request is no view of Node's pooled bo
   // The tensor's own bytes (its length prefix included). Before: 8192, the whole pooled block the body was
   // read into, other requests' bytes included.
   expect(result.outputs[0]?.data).toEqual([tensor.length]);
+});
+
+test('a legitimate BYTES batch of 64 x 4,096 strings is served over gRPC typed contents; past --max-bytes-elements a request is refused before parsing', async () => {
+  const client = grpcClient(server?.grpcUrl as string);
+  try {
+    const count = 64 * 4_096;
+    const answer = await client.call('ModelInfer', {
+      model_name: 'echo',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [64, 4_096], contents: { bytes_contents: Array.from({ length: count }, (_, i) => Buffer.from(String(i % 10))) } }],
+    });
+    // Before: INVALID_ARGUMENT, its BYTES elements counted against --max-objects (65,536).
+    expect(answer.outputs[0].shape.map(Number)).toEqual([64, 4_096]);
+  } finally {
+    client.close();
+  }
+  const tooMany = 1_048_577;
+  const body = JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, tooMany], data: new Array(tooMany).fill('') }] });
+  const response = await fetch(`${server?.url}/v2/models/echo/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  expect(response.status).toBe(400);
+  expect(((await response.json()) as { error: string }).error).toBe('Request body has more than 1048576 JSON strings (--max-bytes-elements): refused before parsing');
 });

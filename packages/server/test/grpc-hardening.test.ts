@@ -163,14 +163,17 @@ test('--max-tensors bounds inputs, outputs and raw_input_contents; at the limit 
   expect(await ok.answer).toEqual({ code: status.OK, details: 'OK' });
 });
 
-test('4.2 M empty BYTES elements, or 2 M parameters, in one ModelInfer are refused before decoding (--max-objects)', async () => {
+test('4.2 M empty BYTES elements, or 2 M parameters, in one ModelInfer are refused before decoding (--max-bytes-elements, --max-objects)', async () => {
   await start();
   const session = await rawSession();
-  const details = 'ModelInferRequest has more than 65536 elements (messages, map entries, BYTES elements and shape dimensions; --max-objects): refused before decoding';
+  const details = 'ModelInferRequest has more than 65536 elements (messages, map entries and shape dimensions; --max-objects): refused before decoding';
   const elements = bytesOf([0x42, 0x00], (MESSAGE_LIMIT - 32) / 2); // field 8 of InferTensorContents: an empty bytes element
   const bytesInput = field(5, Buffer.concat([field(1, Buffer.from('x')), field(2, Buffer.from('BYTES')), field(5, elements)]));
   const started = performance.now();
-  expect(await rawCall(session, 'ModelInfer', frame(Buffer.concat([modelName, bytesInput]))).answer).toEqual({ code: status.INVALID_ARGUMENT, details });
+  expect(await rawCall(session, 'ModelInfer', frame(Buffer.concat([modelName, bytesInput]))).answer).toEqual({
+    code: status.INVALID_ARGUMENT,
+    details: 'ModelInferRequest has more than 1048576 BYTES elements (--max-bytes-elements): refused before decoding',
+  });
   // Before: 4.2 s and +943 MB to decode them into Buffers.
   expect(performance.now() - started).toBeLessThan(3_000);
   const parameters = bytesOf([0x22, 0x02, 0x12, 0x00], (MESSAGE_LIMIT - 16) / 4); // a `parameters` entry with an empty value

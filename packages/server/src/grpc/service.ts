@@ -35,8 +35,10 @@ export interface GrpcServeOptions {
   grpcReceiveTimeout?: number;
   /** Most `inputs`, and most `outputs`, in a ModelInferRequest, counted before decoding. @default 1024 */
   maxTensors?: number;
-  /** Most messages, map entries, BYTES elements and shape dimensions in a ModelInferRequest, counted before decoding. @default 65536 */
+  /** Most messages, map entries and shape dimensions in a ModelInferRequest, counted before decoding. @default 65536 */
   maxObjects?: number;
+  /** Most `bytes_contents` elements in a ModelInferRequest, counted before decoding. @default 1048576 */
+  maxBytesElements?: number;
   /** `--grpc-restricted-protocol` values: `<protocol>,...:<key>=<value>`, as Triton takes them. */
   grpcRestrictedProtocol?: string | readonly string[];
 }
@@ -197,7 +199,7 @@ export async function startGrpcServer(service: GrpcService, tracker: InFlight, o
   const streams = limit('grpcMaxStreams', options.grpcMaxStreams ?? FLAG_DEFAULTS.grpcMaxStreams, 2 ** 32 - 1);
   const receiveTimeoutMs = limit('grpcReceiveTimeout', options.grpcReceiveTimeout ?? FLAG_DEFAULTS.grpcReceiveTimeout, MAX_TIMER_MS);
   const maxMessageBytes = options.maxMessageBytes;
-  const wire = { maxTensors: limit('maxTensors', options.maxTensors ?? FLAG_DEFAULTS.maxTensors, Number.MAX_SAFE_INTEGER), maxObjects: limit('maxObjects', options.maxObjects ?? FLAG_DEFAULTS.maxObjects, Number.MAX_SAFE_INTEGER) };
+  const wire = { maxTensors: limit('maxTensors', options.maxTensors ?? FLAG_DEFAULTS.maxTensors, Number.MAX_SAFE_INTEGER), maxObjects: limit('maxObjects', options.maxObjects ?? FLAG_DEFAULTS.maxObjects, Number.MAX_SAFE_INTEGER), maxBytesElements: limit('maxBytesElements', options.maxBytesElements ?? FLAG_DEFAULTS.maxBytesElements, Number.MAX_SAFE_INTEGER) };
   const restrictions = parseRestrictions(options.grpcRestrictedProtocol, GRPC_RESTRICTED);
   const interceptors: ServerInterceptor[] = [timeoutHeaderGuard];
   if (restrictions.size > 0) interceptors.push(restrictedGuard(restrictions));

@@ -23,6 +23,8 @@ export interface WireLimits {
    * in any other request, most fields (see `scanMessage`).
    */
   maxObjects: number;
+  /** Most `bytes_contents` elements (each a Buffer) in a ModelInferRequest, apart from the objects. */
+  maxBytesElements: number;
 }
 
 /** The ModelInferRequest messages the scan descends into (proto/grpc_service.proto). */
@@ -72,6 +74,8 @@ interface Counts {
   objects: number;
   /** Typed `int64_contents` and `uint64_contents` elements. */
   longs: number;
+  /** `bytes_contents` elements. */
+  strings: number;
 }
 
 class Malformed extends Error {}
@@ -83,7 +87,7 @@ class TooManyFields extends Error {}
  * Linear in the message's size and allocation-free, so it costs about a copy of it.
  */
 export function scanModelInferRequest(bytes: Uint8Array, limits: WireLimits): void {
-  const counts: Counts = { inputs: 0, outputs: 0, raw: 0, objects: 1, longs: 0 };
+  const counts: Counts = { inputs: 0, outputs: 0, raw: 0, objects: 1, longs: 0, strings: 0 };
   try {
     walk(bytes, 0, bytes.length, Kind.Request, counts, limits);
   } catch (error) {
@@ -155,7 +159,7 @@ const MAX_DEPTH = 32;
  */
 export function scanMessage(bytes: Uint8Array, type: string, limits: WireLimits, shape?: MessageShape): void {
   try {
-    walk(bytes, 0, bytes.length, Kind.Opaque, { inputs: 0, outputs: 0, raw: 0, objects: 0, longs: 0 }, limits, shape, 0);
+    walk(bytes, 0, bytes.length, Kind.Opaque, { inputs: 0, outputs: 0, raw: 0, objects: 0, longs: 0, strings: 0 }, limits, shape, 0);
   } catch (error) {
     if (error instanceof TooManyFields) throw badRequest(`${type} has more than ${limits.maxObjects} fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding`);
     throw error instanceof Malformed ? malformed(type, error.message) : error;
@@ -269,7 +273,9 @@ function element(bytes: Uint8Array, start: number, end: number, kind: Kind, fiel
     case Kind.Contents:
       // `bytes_contents`: each element a Buffer. The numeric fields are packed numbers: tensor data, bounded by the size,
       // but for the 64-bit integers (see countLongs).
-      if (field === 8) count(counts, limits);
+      if (field === 8 && ++counts.strings > limits.maxBytesElements) {
+        throw badRequest(`ModelInferRequest has more than ${limits.maxBytesElements} BYTES elements (--max-bytes-elements): refused before decoding`);
+      }
       else if (field === 3 || field === 5) countLongs(counts, limits, varintsIn(bytes, start, end));
       return;
     case Kind.Opaque: // see opaqueElement
@@ -296,7 +302,7 @@ function entry(bytes: Uint8Array, start: number, end: number, counts: Counts, li
 
 function count(counts: Counts, limits: WireLimits): void {
   if (++counts.objects > limits.maxObjects)
-    throw badRequest(`ModelInferRequest has more than ${limits.maxObjects} elements (messages, map entries, BYTES elements and shape dimensions; --max-objects): refused before decoding`);
+    throw badRequest(`ModelInferRequest has more than ${limits.maxObjects} elements (messages, map entries and shape dimensions; --max-objects): refused before decoding`);
 }
 
 /** How many varints a packed field holds: each one ends on a byte below 0x80. */

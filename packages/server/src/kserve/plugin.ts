@@ -44,6 +44,8 @@ export interface KServeOptions {
   maxTensors?: number;
   /** Most JSON objects in a request body, counted before parsing (400 beyond). @default 65536 */
   maxObjects?: number;
+  /** Most JSON strings (BYTES elements) in a request body, counted before parsing (400 beyond). @default 1048576 */
+  maxBytesElements?: number;
   /**
    * Largest request body in bytes, after inflating a compressed one (413 beyond; the body is
    * drained within twice the limit so the client reads the answer). @default the app's `bodyLimit`
@@ -63,13 +65,13 @@ export interface KServeOptions {
 
 /** The body scan's limits, checked when the plugin is registered. */
 function bodyLimits(options: KServeOptions): BodyLimits {
-  const check = (name: 'maxTensors' | 'maxObjects', fallback: number): number => {
+  const check = (name: 'maxTensors' | 'maxObjects' | 'maxBytesElements', fallback: number): number => {
     const value = options[name] ?? fallback;
     if (typeof value !== 'number') throw new TypeError(`Expected \`${name}\` to be a number, got \`${String(value)}\` (${typeof value})`);
     if (!Number.isSafeInteger(value) || value < 1) throw new RangeError(`Expected \`${name}\` to be an integer from 1 and up, got \`${value}\``);
     return value;
   };
-  return { maxTensors: check('maxTensors', FLAG_DEFAULTS.maxTensors), maxObjects: check('maxObjects', FLAG_DEFAULTS.maxObjects) };
+  return { maxTensors: check('maxTensors', FLAG_DEFAULTS.maxTensors), maxObjects: check('maxObjects', FLAG_DEFAULTS.maxObjects), maxBytesElements: check('maxBytesElements', FLAG_DEFAULTS.maxBytesElements) };
 }
 
 function checkBodyLimit(value: unknown): number {
