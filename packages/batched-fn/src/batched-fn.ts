@@ -1,8 +1,10 @@
 import { pathToFileURL } from 'node:url';
-import { Batcher } from './batcher.js';
 import { InlineExecutor } from './executor/inline.js';
 import type { Executor } from './executor/types.js';
 import { WorkerPoolExecutor } from './executor/worker-pool.js';
+import { Engine } from './engine/engine.js';
+import { Settle } from './engine/settle.js';
+import { StatsRecorder } from './stats-recorder.js';
 import { DEFAULTS } from './option-schema.js';
 import {
   type BatchedFnOptions,
@@ -73,15 +75,30 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
   const workers = inWorkers ? ((options as WorkerOptions<I>).workers ?? DEFAULTS.workers) : undefined;
   const resolved = resolveBatchingOptions(options, workers ?? DEFAULTS.concurrency);
   const executor = createExecutor(options, resolved);
-  const batcher = new Batcher<I, O>(executor, resolved);
-  const predict = ((input: I, callOptions?: CallOptions) => batcher.call(input, callOptions)) as BatchedFn<I, O>;
+  const stats = new StatsRecorder();
+  const { name, pad, batchTimeout, onBatch, tracing } = resolved;
+  let settle!: Settle<I, O>;
+  const engine = new Engine<I, O>({ ...resolved, admit: executor.admit?.bind(executor), destroyedMessage: 'The batcher was destroyed' }, stats, (link) => {
+    settle = new Settle<I, O>(executor, link, stats, { name, pad, batchTimeout, onBatch, tracing });
+    return settle;
+  });
+  const snapshot = (): BatchedFnStats =>
+    stats.snapshot({
+      queued: engine.queued,
+      queuedRows: engine.queuedRows,
+      inFlight: settle.size,
+      inFlightItems: settle.inFlightItems,
+      workers: settle.workerStats(),
+      costModel: engine.costModel,
+    });
+  const predict = ((input: I, callOptions?: CallOptions) => engine.submit(input, callOptions)) as BatchedFn<I, O>;
   Object.defineProperties(predict, {
-    stats: { get: () => batcher.stats, enumerable: true },
-    settings: { get: () => batcher.settings, enumerable: true },
-    ready: { value: () => batcher.ready() },
-    close: { value: (closeOptions?: CloseOptions) => batcher.close(closeOptions) },
-    destroy: { value: (reason?: unknown) => batcher.destroy(reason) },
-    configure: { value: (runtime: RuntimeOptions) => batcher.configure(runtime) },
+    stats: { get: snapshot, enumerable: true },
+    settings: { get: () => engine.settings, enumerable: true },
+    ready: { value: () => engine.ready() },
+    close: { value: (closeOptions?: CloseOptions) => engine.close(closeOptions) },
+    destroy: { value: (reason?: unknown) => engine.destroy(reason) },
+    configure: { value: (runtime: RuntimeOptions) => engine.configure(runtime) },
   });
   return predict;
 }

@@ -161,7 +161,22 @@ export class InvalidOutputError extends BatchedFnError {
   }
 }
 
-/** How a failure is counted in `stats.failures`: its code when the batcher made it, else 'handler'. */
-export function failureKey(error: unknown): string {
+/**
+ * How a failed call is counted in `stats.failures`, by every front alike (batchedFn, the Redis
+ * frontend's PendingCalls, batchedStream's `ended`): the code of an error the library made,
+ * `'aborted'` for a caller's AbortSignal, or `'handler'` for anything the user's code threw.
+ */
+export type FailureKey = BatchedFnErrorCode | 'aborted' | 'handler';
+
+/** The keys of the one cancel path (see CallHandle): the caller's signal, or the call's own timeout. */
+export type CancelKey = 'aborted' | 'ERR_TIMEOUT';
+
+/** The key of a failure: its code when the library made it, else 'handler'. */
+export function failureKey(error: unknown): FailureKey {
   return error instanceof BatchedFnError ? error.code : 'handler';
+}
+
+/** Whether a failure came through the cancel path (the caller gave up), not from the batch. */
+export function isCancelKey(key: string): key is CancelKey {
+  return key === 'aborted' || key === 'ERR_TIMEOUT';
 }

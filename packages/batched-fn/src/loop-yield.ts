@@ -1,5 +1,5 @@
 /**
- * Longest stretch the dispatcher may keep handing out batches without the
+ * Longest stretch the pump may keep handing out batches without the
  * event loop turning. A synchronous handler, or callers that call again as
  * soon as they are answered, would otherwise chain dispatches through
  * microtasks forever and starve timers and sockets: the server would stop
@@ -11,7 +11,7 @@
  */
 export const YIELD_AFTER_MS = 25;
 
-/** Tells the dispatcher when it has held the event loop for too long. */
+/** Tells the pump (or a stream group's step loop) when it has held the event loop for too long. */
 export class LoopYield {
   #streakStart = -1;
 

@@ -1,32 +1,55 @@
-import { failureKey, TimeoutError } from './errors.js';
-import { type CallOptions, validateCallOptions } from './options.js';
+import { CallHandle, type CallOwner, type CallPlace } from './engine/call-handle.js';
+import { refusalOf } from './engine/intake.js';
+import { failureKey, isCancelKey } from './errors.js';
+import type { CallOptions } from './options.js';
 import { StatsRecorder } from './stats-recorder.js';
 
 interface Pending<T> {
   resolve: (value: T) => void;
   reject: (error: unknown) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
+  /** With a signal or a timeout: the call's cancel handle. */
+  handle: CallHandle<string> | undefined;
   /** What the adapter keeps with the call (a stream entry id...). */
   note: unknown;
   rows: number;
 }
 
+/** A call sent elsewhere: cancelling it hands back its id (PendingCalls then settles it, if it still waits). */
+class Away implements CallPlace<string> {
+  readonly #id: string;
+
+  constructor(id: string) {
+    this.#id = id;
+  }
+
+  take(): string {
+    return this.#id;
+  }
+}
+
 /**
- * The call lifecycle of a batched function whose batches run elsewhere
- * (`@batched-fn/redis`'s frontend): the same call-option validation, abort
- * and timeout rules, settle-once accounting and stats as `batchedFn`. The
- * adapter names each call, sends it on its way, and settles it when the
- * answer comes; everything a caller can observe is decided here.
+ * The engine's intake and settlement for batches that run elsewhere
+ * (`@batched-fn/redis`'s frontend): a remote executor, where the batching
+ * itself happens in the remote worker's own engine. The same call checks
+ * (`refusalOf`), the same cancel path (a CallHandle whose abort and timeout
+ * come back through `cancel`), the same failure keys, settle-once accounting
+ * and stats as `batchedFn`. The adapter names each call, sends it on its way,
+ * and settles it when the answer comes; everything a caller can observe is
+ * decided here.
  */
 export class PendingCalls<T> {
   readonly stats = new StatsRecorder();
   readonly #calls = new Map<string, Pending<T>>();
   readonly #released: (id: string, note: unknown, key: string) => void;
   #onEmpty: (() => void) | undefined;
-  /** Rows of the waiting calls (their `size`), for `stats.queuedRows`. */
-  rows = 0;
+  #rows = 0;
+  /** The cancel path: the caller's signal fired or its timeout passed. */
+  readonly #owner: CallOwner<string> = {
+    cancel: (handle, error, key) => {
+      const id = handle.leave();
+      if (id !== undefined) this.fail(id, error, key);
+    },
+  };
 
   /** `released` hears of calls that left by abort or timeout, so the adapter can take them back. */
   constructor(released: (id: string, note: unknown, key: string) => void = () => {}) {
@@ -37,41 +60,40 @@ export class PendingCalls<T> {
     return this.#calls.size;
   }
 
+  /** Rows of the waiting calls (their `size`), for `stats.queuedRows`. */
+  get rows(): number {
+    return this.#rows;
+  }
+
   has(id: string): boolean {
     return this.#calls.has(id);
   }
 
   /** Counts a call and refuses it now (a closed frontend, an input that cannot be sent). Never throws. */
-  refuse(error: unknown, key = failureKey(error)): Promise<never> {
-    this.stats.calls++;
+  refuse(error: unknown, key: string = failureKey(error)): Promise<never> {
+    this.stats.called();
     this.stats.fail(key);
     return Promise.reject(error);
   }
 
   /**
-   * Opens call `id`: validates its options, refuses an already aborted signal, and arms the
-   * timeout and abort listener. `send` starts it on its way; its promise is the caller's.
+   * Opens call `id`: checks its options as the engine's intake does (refusing an already aborted
+   * signal), and arms its cancel handle. `send` starts it on its way; its promise is the caller's.
    */
   open(id: string, options: CallOptions | undefined, rows: number, send: () => void): Promise<T> {
-    if (options !== undefined) {
-      try {
-        validateCallOptions(options);
-      } catch (error) {
-        return this.refuse(error);
-      }
-      if (options.signal?.aborted) return this.refuse(options.signal.reason, 'aborted');
-    }
-    this.stats.calls++;
+    const refusal = refusalOf(options);
+    if (refusal !== undefined) return this.refuse(refusal.error, refusal.key);
+    this.stats.called();
     return new Promise<T>((resolve, reject) => {
-      const pending: Pending<T> = { resolve, reject, timer: undefined, signal: options?.signal, onAbort: undefined, note: undefined, rows };
-      this.#calls.set(id, pending);
-      this.rows += rows;
+      const signal = options?.signal;
       const timeout = options?.timeout;
-      if (timeout !== undefined) pending.timer = setTimeout(() => this.fail(id, new TimeoutError(timeout), 'ERR_TIMEOUT'), timeout);
-      if (pending.signal !== undefined) {
-        const signal = pending.signal;
-        pending.onAbort = () => this.fail(id, signal.reason, 'aborted');
-        signal.addEventListener('abort', pending.onAbort, { once: true });
+      const handle = signal === undefined && timeout === undefined ? undefined : new CallHandle<string>(this.#owner);
+      this.#calls.set(id, { resolve, reject, handle, note: undefined, rows });
+      this.#rows += rows;
+      if (handle !== undefined) {
+        handle.moveTo(new Away(id));
+        const now = performance.now();
+        handle.arm(now, undefined, signal, timeout, now);
       }
       send();
     });
@@ -88,18 +110,18 @@ export class PendingCalls<T> {
   resolve(id: string, value: T): boolean {
     const pending = this.#take(id);
     if (pending === undefined) return false;
-    this.stats.completed++;
+    this.stats.succeeded(1);
     pending.resolve(value);
     this.#checkEmpty();
     return true;
   }
 
-  /** Settles with an error, counted under `key` (an error code, 'aborted' or 'handler'). */
-  fail(id: string, error: unknown, key = failureKey(error)): boolean {
+  /** Settles with an error, counted under `key` (see FailureKey: an error code, 'aborted' or 'handler'). */
+  fail(id: string, error: unknown, key: string = failureKey(error)): boolean {
     const pending = this.#take(id);
     if (pending === undefined) return false;
     this.stats.fail(key);
-    if (key === 'aborted' || key === 'ERR_TIMEOUT') this.#released(id, pending.note, key);
+    if (isCancelKey(key)) this.#released(id, pending.note, key);
     pending.reject(error);
     this.#checkEmpty();
     return true;
@@ -122,9 +144,8 @@ export class PendingCalls<T> {
     const pending = this.#calls.get(id);
     if (pending === undefined) return undefined;
     this.#calls.delete(id);
-    this.rows = this.#calls.size === 0 ? 0 : this.rows - pending.rows;
-    if (pending.timer !== undefined) clearTimeout(pending.timer);
-    if (pending.onAbort !== undefined) pending.signal?.removeEventListener('abort', pending.onAbort);
+    this.#rows = this.#calls.size === 0 ? 0 : this.#rows - pending.rows;
+    pending.handle?.dispose();
     return pending;
   }
 

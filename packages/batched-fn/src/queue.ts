@@ -1,16 +1,22 @@
-import type { CallHandle } from './call-handle.js';
-
 export type Resolve<O> = (value: O | PromiseLike<O>) => void;
 
-/** What `takeBatch` fills in. */
-export interface BatchBuilder<I, O> {
-  inputs: I[];
-  resolvers: (Resolve<O> | undefined)[];
-  rows: number;
-  maxWait: number;
-  /** Sum of the queue waits of the calls taken, in ms (Triton's cumulative queue time). */
-  totalWait: number;
-  addHandle(handle: CallHandle<I, O>, index: number): void;
+/**
+ * What `takeBatch` fills in: the calls taken are appended to its two arrays,
+ * each cancellable call's handle is handed over with its index, and the
+ * totals of what was taken are reported once, through `took`.
+ */
+export interface BatchBuilder<I, O, H> {
+  readonly inputs: I[];
+  readonly resolvers: (Resolve<O> | undefined)[];
+  /** Rows already in the batch (from earlier queues of the same lane). */
+  readonly rows: number;
+  addHandle(handle: H, index: number): void;
+  /**
+   * Calls were added: the batch's rows now (summed here, so fractional sizes add up exactly as
+   * they are checked against the limit), and the longest and summed queue waits of the calls just
+   * added, in ms (Triton's cumulative queue time).
+   */
+  took(rows: number, maxWait: number, totalWait: number): void;
 }
 
 /**
@@ -21,12 +27,12 @@ export interface BatchBuilder<I, O> {
  *
  * Positions are absolute sequence numbers (`seq`), so a call can be found
  * again (to abort it) without searching. A removed call leaves a tombstone, an
- * empty resolver slot, which the dispatcher skips; removal is O(1).
+ * empty resolver slot, which the pump skips; removal is O(1).
  */
-export class CallQueue<I, O> {
+export class CallQueue<I, O, H = unknown> {
   #inputs!: (I | undefined)[];
   #resolvers!: (Resolve<O> | undefined)[];
-  #handles!: (CallHandle<I, O> | undefined)[];
+  #handles!: (H | undefined)[];
   #arrivals!: Float64Array;
   #rows!: Float64Array;
   #mask!: number;
@@ -59,7 +65,7 @@ export class CallQueue<I, O> {
     return this.#head;
   }
 
-  push(input: I, resolve: Resolve<O>, arrival: number, rows: number, handle: CallHandle<I, O> | undefined): number {
+  push(input: I, resolve: Resolve<O>, arrival: number, rows: number, handle: H | undefined): number {
     if (this.#tail - this.#head === this.#resolvers.length) this.#grow();
     const seq = this.#tail++;
     const slot = seq & this.#mask;
@@ -105,7 +111,7 @@ export class CallQueue<I, O> {
     return this.#resolvers[this.#head & this.#mask] as Resolve<O>;
   }
 
-  headHandle(): CallHandle<I, O> | undefined {
+  headHandle(): H | undefined {
     return this.#handles[this.#head & this.#mask];
   }
 
@@ -116,7 +122,7 @@ export class CallQueue<I, O> {
    * keeps dispatch cheap for large batches. Returns true when it stopped at a
    * call that does not fit, false when this queue ran out.
    */
-  takeBatch(maxRows: number, started: number, batch: BatchBuilder<I, O>, waits: { record(value: number): void }): boolean {
+  takeBatch(maxRows: number, started: number, batch: BatchBuilder<I, O, H>, waits: { record(value: number): void }): boolean {
     // Fields are read once into locals: this loop runs once per call, and private-field
     // access pays a brand check each time.
     const resolvers = this.#resolvers;
@@ -130,8 +136,8 @@ export class CallQueue<I, O> {
     const outResolvers = batch.resolvers;
     let head = this.#head;
     let rows = batch.rows;
-    let maxWait = batch.maxWait;
-    let totalWait = batch.totalWait;
+    let maxWait = 0;
+    let totalWait = 0;
     let blocked = false;
     while (head < tail) {
       const slot = head & mask;
@@ -168,9 +174,7 @@ export class CallQueue<I, O> {
       }
     }
     this.#head = head;
-    batch.rows = rows;
-    batch.maxWait = maxWait;
-    batch.totalWait = totalWait;
+    batch.took(rows, maxWait, totalWait);
     if (head === tail) this.#shrinkIfEmpty();
     return blocked;
   }
@@ -214,7 +218,7 @@ export class CallQueue<I, O> {
     const capacity = this.#resolvers.length * 2;
     const inputs = new Array<I | undefined>(capacity);
     const resolvers = new Array<Resolve<O> | undefined>(capacity);
-    const handles = new Array<CallHandle<I, O> | undefined>(capacity);
+    const handles = new Array<H | undefined>(capacity);
     const arrivals = new Float64Array(capacity);
     const rows = new Float64Array(capacity);
     const mask = capacity - 1;

@@ -36,7 +36,10 @@ export interface LiveFigures {
   workers: WorkerStats[];
 }
 
-/** Counters and sample windows behind `predict.stats`. */
+/**
+ * Counters and sample windows behind `predict.stats`. The engine changes them only through its
+ * methods; the counters stay plain fields because adapters (the Redis frontend) read them.
+ */
 export class StatsRecorder {
   calls = 0;
   completed = 0;
@@ -50,6 +53,16 @@ export class StatsRecorder {
   readonly batchSize = new SampleWindow();
   readonly wait = new SampleWindow();
   readonly exec = new SampleWindow();
+
+  /** A call was made (and counted whatever becomes of it). */
+  called(): void {
+    this.calls++;
+  }
+
+  /** `count` calls resolved with an output. */
+  succeeded(count: number): void {
+    this.completed += count;
+  }
 
   fail(key: string): void {
     this.failed++;

@@ -3,7 +3,7 @@ import { MAX_TIMER_MS } from './validate.js';
 const now = (): number => performance.now();
 
 /**
- * Calls the dispatcher back at a clock time. Node's timers tick in whole
+ * Calls the pump back at a clock time. Node's timers tick in whole
  * milliseconds, so a sub-millisecond remainder (a fractional maxDelay, or a
  * timer that fired a hair early) is re-checked on the next loop turn with
  * setImmediate instead of being rounded up to a full millisecond.

@@ -2,14 +2,18 @@ import type { WorkerStats } from '../stats.js';
 
 export type Outputs<O> = ReadonlyArray<O | Error>;
 
+/** The batch being run, told where it runs (the worker's id) as the executor places it. */
+export interface Placement {
+  assigned(worker: number): void;
+}
+
 /**
  * Runs a batch somewhere and returns its outputs in input order. The batcher
  * decides what goes in a batch and when; an executor only decides where.
  */
 export interface Executor<I, O> {
-  run(inputs: I[]): Outputs<O> | Promise<Outputs<O>>;
-  /** The worker the last `run` went to (worker mode), read right after it. */
-  readonly lastWorker?: number | undefined;
+  /** Runs one batch; `placement`, if given, hears which worker took it (worker mode). */
+  run(inputs: I[], placement?: Placement): Outputs<O> | Promise<Outputs<O>>;
   /** Checks one input at the call: an Error refuses that call alone (optional; worker mode uses it). */
   admit?(input: I): Error | undefined;
   /** True when a batch handed over now would start without waiting for a free runner. */

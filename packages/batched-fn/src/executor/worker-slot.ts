@@ -1,96 +1,399 @@
-import type { Worker } from 'node:worker_threads';
+import { type ResourceLimits, Worker } from 'node:worker_threads';
+import { deserializeError } from '../error-codec.js';
+import { WorkerExitedError } from '../errors.js';
 import type { WorkerStats } from '../stats.js';
-import type { Outputs } from './types.js';
-import type { ToWorker } from './wire.js';
+import { type Answer, type FromWorker, parseFromWorker, type RequestBody, type ToWorker, type WorkerBootData } from './wire.js';
 
-/** A batch handed to one worker. */
-export interface Job {
-  id: number;
-  size: number;
-  /** The array the batcher handed to `run`, by identity: how `abandon` finds the job. */
-  inputs: unknown[];
-  resolve: (outputs: Outputs<unknown>) => void;
-  reject: (error: unknown) => void;
+/** First restart is quick; a crash loop backs off to this ceiling so it never spins a core. */
+const RESTART_BASE_MS = 50;
+const RESTART_MAX_MS = 5_000;
+/** A worker asked to close gets this long to dispose its context; then it is terminated (if it may be) or no longer waited for. */
+export const CLOSE_GRACE_MS = 5_000;
+
+/** `promise`, or after CLOSE_GRACE_MS whatever it has not done: shutdown waits for a thread, never forever. */
+export function withinGrace(promise: Promise<void>): Promise<void> {
+  return Promise.race([promise, new Promise<void>((resolve) => setTimeout(resolve, CLOSE_GRACE_MS).unref())]);
 }
 
-export type SlotState = WorkerStats['state'];
+/** What every slot of one pool shares. */
+export interface SlotHost {
+  readonly entry: URL;
+  readonly boot: WorkerBootData;
+  readonly name: string;
+  readonly resourceLimits: ResourceLimits | undefined;
+  /** False once the pool closes or is destroyed: an exit is then final. */
+  restartable(): boolean;
+  /** A restarted worker can take work again (capacity returned without a request finishing). */
+  capacity(): void;
+}
 
-/** One place in the pool. The Worker inside is replaced when it dies; the slot and its counters stay. */
+/** A request on its way: a batch job (with its inputs, by identity, for `abandon`), or a stream request. */
+interface Pending {
+  resolve: (answer: Answer) => void;
+  reject: (error: unknown) => void;
+  /** A batch job's inputs; undefined for stream requests. */
+  job: unknown[] | undefined;
+}
+
+/**
+ * One place in the pool, and the only writer of its state. The Worker inside
+ * is replaced when it dies (after a backoff) or is abandoned; the slot, its
+ * counters and its id stay. A slot is busy while it runs a batch job or is
+ * leased to a stream group; requests it sends are answered by id.
+ */
 export class WorkerSlot {
   readonly id: number;
-  worker: Worker | undefined;
-  state: SlotState = 'stopped';
-  job: Job | undefined;
-  busySince = 0;
-  batches = 0;
-  items = 0;
-  busyMs = 0;
-  restarts = 0;
+  readonly #host: SlotHost;
+  #worker: Worker | undefined = undefined;
+  /** Bumped at every spawn: a lease is bound to the worker it started on. */
+  #generation = 0;
+  #state: WorkerStats['state'] = 'stopped';
+  readonly #pending = new Map<number, Pending>();
+  #nextRequest = 1;
+  #jobs = 0;
+  #leased = false;
+  #busySince = 0;
+  #batches = 0;
+  #items = 0;
+  #busyMs = 0;
+  #restarts = 0;
   /** Messages on the worker's port that were not ours (user code posting on parentPort): ignored. */
-  ignoredMessages = 0;
-  failuresInARow = 0;
-  lastError: unknown;
-  restartTimer: ReturnType<typeof setTimeout> | undefined;
-  stopping = false;
+  #ignoredMessages = 0;
+  #failuresInARow = 0;
+  #lastError: unknown = undefined;
+  /** Why the last worker is gone (its exit, or the reason it was abandoned): what late requests reject with. */
+  #gone: unknown = undefined;
+  #restartTimer: ReturnType<typeof setTimeout> | undefined = undefined;
+  #stopping = false;
   /**
-   * False when the module says its handler blocks in native code. Terminating a thread inside
+   * False when the module says it blocks in native code. Terminating a thread inside
    * onnxruntime-node's session.run aborts the whole process (its binding throws a C++ exception
-   * into the dying environment), so such a worker is never terminated mid-batch: it is retired.
+   * into the dying environment), so such a worker is never terminated mid-request: it is retired.
    */
-  interruptible = true;
-  readonly initWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
-  onExit: (() => void) | undefined;
+  #interruptible = true;
+  /** States a stream thread holds, as it last reported; 0 once it has exited. */
+  #held = 0;
+  readonly #initWaiters: { resolve: () => void; reject: (error: unknown) => void }[] = [];
+  #onExit: (() => void) | undefined = undefined;
+  /** Retired workers: finishing a native call, then exiting on their own. close() waits for them. */
+  readonly #retiring = new Set<Promise<void>>();
 
-  constructor(id: number) {
+  constructor(id: number, host: SlotHost) {
     this.id = id;
+    this.#host = host;
   }
 
-  /** The job `id` answered: it leaves the slot, which is idle again. Undefined for a stale answer. */
-  takeJob(id: number): Job | undefined {
-    const job = this.job;
-    if (job === undefined || job.id !== id) return undefined;
-    this.job = undefined;
-    this.batches++;
-    this.items += job.size;
-    this.busyMs += performance.now() - this.busySince;
-    if (this.state === 'busy') this.state = 'idle';
-    this.worker?.unref();
-    return job;
+  get state(): WorkerStats['state'] {
+    return this.#state;
   }
 
-  /** The running job failed without an answer (a lost message, an abandoned batch). */
-  failJob(error: unknown): void {
-    const job = this.job;
-    if (job === undefined) return;
-    this.job = undefined;
-    this.busyMs += performance.now() - this.busySince;
-    if (this.state === 'busy') this.state = 'idle';
-    job.reject(error);
+  get interruptible(): boolean {
+    return this.#interruptible;
   }
 
-  /** Detaches the worker and lets it finish what it runs, then close; never terminated. Resolves at its exit. */
-  retire(): Promise<void> {
-    const worker = this.worker;
-    this.worker = undefined;
-    if (worker === undefined) return Promise.resolve();
+  get held(): number {
+    return this.#held;
+  }
+
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** Takes a batch or a lease now: running or starting, with no batch in it, not leased. */
+  get free(): boolean {
+    return (this.#state === 'idle' || this.#state === 'starting') && this.#jobs === 0 && !this.#leased;
+  }
+
+  /** Whether this slot runs the batch `inputs` (the very array given to the pool's `run`). */
+  runs(inputs: unknown[]): boolean {
+    for (const pending of this.#pending.values()) if (pending.job === inputs) return true;
+    return false;
+  }
+
+  /** Whether generation `generation` is still the running worker. */
+  alive(generation: number): boolean {
+    return this.#generation === generation && this.#worker !== undefined && this.#state !== 'restarting' && this.#state !== 'stopped';
+  }
+
+  /** Why the last worker can take no more requests (its exit, or why it was abandoned). */
+  goneReason(): unknown {
+    return this.#gone ?? new WorkerExitedError(this.id, undefined);
+  }
+
+  spawn(): void {
+    if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    const host = this.#host;
+    const worker = new Worker(host.entry, {
+      workerData: host.boot,
+      name: `${host.name}#${this.id}`,
+      ...(host.resourceLimits === undefined ? {} : { resourceLimits: host.resourceLimits }),
+    });
+    this.#worker = worker;
+    this.#generation++;
+    this.#state = 'starting';
+    this.#interruptible = true;
+    this.#lastError = undefined;
+    this.#gone = undefined;
+    // A retired worker still runs and answers; only the slot's current worker counts.
+    worker.on('message', (raw: unknown) => {
+      if (this.#worker !== worker) return;
+      const message = parseFromWorker(raw);
+      if (message === undefined) this.#ignoredMessages++;
+      else this.#answer(message);
+    });
+    worker.on('messageerror', (error) => {
+      if (this.#worker === worker) this.#failAll(error);
+    });
+    worker.on('error', (error) => {
+      if (this.#worker === worker) this.#lastError = error;
+    });
+    worker.on('exit', (code) => this.#exited(worker, code));
+    worker.on('online', () => {
+      if (this.#state === 'starting' && this.#worker === worker) this.#state = this.#jobs > 0 || this.#leased ? 'busy' : 'idle';
+    });
+    // An idle pool must not keep the process alive; a busy worker must. This comes after the
+    // listeners because attaching a 'message' listener refs the worker's port again.
+    worker.unref();
+  }
+
+  /** Leased to a stream group until `unlease`: no batch and no other group goes here meanwhile. */
+  lease(): void {
+    this.#leased = true;
+    this.#state = 'busy';
+  }
+
+  unlease(): void {
+    this.#leased = false;
+    if (this.#state === 'busy' && this.#jobs === 0) this.#state = 'idle';
+  }
+
+  /**
+   * Sends a request; its answer (or the worker's exit) settles the promise. Throws, having sent
+   * nothing, when the message cannot be cloned, so the caller can isolate the culprit.
+   */
+  request(message: RequestBody, transfer: ArrayBuffer[] | undefined, job: unknown[] | undefined): Promise<Answer> {
+    const worker = this.#worker as Worker;
+    const id = this.#nextRequest++;
+    let settle!: Pending;
+    const answered = new Promise<Answer>((resolve, reject) => {
+      settle = { resolve, reject, job };
+    });
+    this.#pending.set(id, settle);
+    if (job !== undefined) {
+      this.#jobs++;
+      this.#busySince = performance.now();
+      this.#state = 'busy';
+    }
+    worker.ref();
+    try {
+      worker.postMessage({ ...message, id } as ToWorker, transfer);
+    } catch (error) {
+      this.#take(id);
+      throw error;
+    }
+    return answered;
+  }
+
+  /** Builds the context now (for `ready()`); a slot waiting to restart starts at once. */
+  init(): Promise<void> {
+    if (this.#state === 'restarting') this.spawn();
+    const worker = this.#worker as Worker;
+    return new Promise<void>((resolve, reject) => {
+      // Someone is waiting on this worker, so it must keep the process alive until it answers.
+      worker.ref();
+      const done = (): void => {
+        if (this.#pending.size === 0 && this.#worker === worker && !this.#stopping) worker.unref();
+      };
+      this.#initWaiters.push({
+        resolve: () => {
+          done();
+          resolve();
+        },
+        reject: (error) => {
+          done();
+          reject(error);
+        },
+      });
+      worker.postMessage({ type: 'init' } satisfies ToWorker);
+    });
+  }
+
+  /**
+   * A request overran `batchTimeout`: everything pending rejects with `reason`. An interruptible
+   * worker is terminated, and restarted by its exit. Otherwise a fresh worker takes the slot at
+   * once and the old one is retired: it exits on its own once its call returns.
+   */
+  abandon(reason: unknown): void {
+    if (this.#worker === undefined) return;
+    this.#gone = reason;
+    this.#failAll(reason);
+    if (this.#interruptible) {
+      // No request may go to the worker being terminated; its exit restarts it.
+      this.#state = 'restarting';
+      void this.#worker.terminate();
+      return;
+    }
+    this.#retire();
+    this.#restarts++;
+    this.spawn();
+    this.#host.capacity();
+  }
+
+  /** Closes the worker (after it disposes its context), or terminates it at once with `force`. Resolves at its exit, and once retired ones are gone. */
+  stop(force: boolean): Promise<void> {
+    if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    const retiring = [...this.#retiring];
+    const worker = this.#worker;
+    if (worker === undefined) {
+      this.#state = 'stopped';
+      return withinGrace(Promise.all(retiring).then(() => {}));
+    }
+    this.#stopping = true;
+    const exited = new Promise<void>((resolve) => {
+      this.#onExit = resolve;
+      if (force) {
+        void worker.terminate();
+        return;
+      }
+      // Let the module dispose its context (close a session, flush a log); after the grace,
+      // terminate it if it may be, else stop waiting.
+      const grace = setTimeout(() => {
+        if (this.#interruptible || this.#pending.size === 0) void worker.terminate();
+      }, CLOSE_GRACE_MS).unref();
+      worker.once('exit', () => clearTimeout(grace));
+      worker.ref();
+      worker.postMessage({ type: 'close' } satisfies ToWorker);
+    });
+    return withinGrace(Promise.all([exited, ...retiring]).then(() => {}));
+  }
+
+  /**
+   * destroy(): everything pending rejects with `reason`; the worker is terminated, or retired if
+   * it is in a non-interruptible call (or building its context) and may not be.
+   */
+  destroy(reason: unknown): Promise<void> {
+    const busy = this.#pending.size > 0 || this.#initWaiters.length > 0;
+    this.#gone = reason;
+    this.#failAll(reason);
+    if (this.#interruptible || !busy) return this.stop(true);
+    if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    this.#retire();
+    this.#state = 'stopped';
+    return withinGrace(Promise.all(this.#retiring).then(() => {}));
+  }
+
+  /** The slot's figures for `stats.workers`. */
+  stats(): WorkerStats {
+    return {
+      id: this.id,
+      threadId: this.#worker?.threadId,
+      state: this.#state,
+      batches: this.#batches,
+      items: this.#items,
+      busyMs: this.#busyMs + (this.#state === 'busy' && this.#jobs > 0 ? performance.now() - this.#busySince : 0),
+      restarts: this.#restarts,
+      ignoredMessages: this.#ignoredMessages,
+    };
+  }
+
+  /** Request `id` left (answered, failed): the counters and the state follow. */
+  #take(id: number): Pending | undefined {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return undefined;
+    this.#pending.delete(id);
+    if (pending.job !== undefined) {
+      this.#jobs--;
+      this.#busyMs += performance.now() - this.#busySince;
+      if (this.#state === 'busy' && this.#jobs === 0 && !this.#leased) this.#state = 'idle';
+    }
+    // A closing worker stays referenced: someone waits for its exit.
+    if (this.#pending.size === 0 && this.#initWaiters.length === 0 && !this.#stopping) this.#worker?.unref();
+    return pending;
+  }
+
+  /** Every request still waiting fails with `error` (a lost message, an abandoned run, destroy). */
+  #failAll(error: unknown): void {
+    for (const id of [...this.#pending.keys()]) this.#take(id)?.reject(error);
+  }
+
+  #answer(message: FromWorker): void {
+    switch (message.type) {
+      case 'loaded':
+        this.#interruptible = message.interruptible;
+        break;
+      case 'ready':
+        for (const waiter of this.#initWaiters.splice(0)) waiter.resolve();
+        break;
+      case 'init-error': {
+        const error = deserializeError(message.error);
+        for (const waiter of this.#initWaiters.splice(0)) waiter.reject(error);
+        break;
+      }
+      case 'result': {
+        if (message.held !== undefined) this.#held = message.held;
+        const pending = this.#take(message.id);
+        if (pending === undefined) return; // an abandoned request's late answer
+        this.#failuresInARow = 0;
+        if (pending.job !== undefined) {
+          this.#batches++;
+          this.#items += pending.job.length;
+        }
+        pending.resolve(message);
+        break;
+      }
+      case 'error': {
+        if (message.held !== undefined) this.#held = message.held;
+        this.#take(message.id)?.reject(deserializeError(message.error));
+        break;
+      }
+      case 'lost':
+        this.#failAll(deserializeError(message.error));
+        break;
+      case 'closed':
+        break;
+    }
+  }
+
+  /** Detaches the worker and lets it finish what it runs, then close; never terminated. */
+  #retire(): void {
+    const worker = this.#worker;
+    this.#worker = undefined;
+    this.#held = 0;
+    if (worker === undefined) return;
     const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+    this.#retiring.add(exited);
+    void exited.then(() => this.#retiring.delete(exited));
+    // It keeps the process alive meanwhile, as a running native call must (exiting the process
+    // under it would abort it as well).
     worker.ref();
     worker.postMessage({ type: 'close' } satisfies ToWorker);
-    return exited;
   }
-}
 
-
-/** The slot's figures for `stats.workers`. */
-export function slotStats(slot: WorkerSlot): WorkerStats {
-  return {
-    id: slot.id,
-    threadId: slot.worker?.threadId,
-    state: slot.state,
-    batches: slot.batches,
-    items: slot.items,
-    busyMs: slot.busyMs + (slot.state === 'busy' ? performance.now() - slot.busySince : 0),
-    restarts: slot.restarts,
-    ignoredMessages: slot.ignoredMessages,
-  };
+  #exited(worker: Worker, code: number): void {
+    if (this.#worker !== worker) return;
+    this.#worker = undefined;
+    this.#held = 0;
+    const exited = new WorkerExitedError(this.id, code, this.#lastError);
+    this.#gone ??= exited;
+    this.#failAll(exited);
+    for (const waiter of this.#initWaiters.splice(0)) waiter.reject(this.#lastError ?? exited);
+    if (this.#stopping || !this.#host.restartable()) {
+      this.#state = 'stopped';
+      this.#onExit?.();
+      return;
+    }
+    this.#state = 'restarting';
+    this.#restarts++;
+    this.#failuresInARow++;
+    const delay = Math.min(RESTART_MAX_MS, RESTART_BASE_MS * 2 ** (this.#failuresInARow - 1));
+    this.#restartTimer = setTimeout(() => {
+      this.#restartTimer = undefined;
+      if (!this.#host.restartable()) return;
+      this.spawn();
+      this.#host.capacity();
+    }, delay);
+  }
 }

@@ -29,7 +29,7 @@ export class AdaptivePolicy implements SchedulingPolicy {
   static readonly TARGET_UTILISATION = 0.9;
   readonly #cost: CostModel;
   readonly #arrivals: ArrivalRate;
-  latencyTarget: number | undefined;
+  readonly latencyTarget: number | undefined;
 
   constructor(cost: CostModel, arrivals: ArrivalRate, latencyTarget: number | undefined) {
     this.#cost = cost;

@@ -3,12 +3,12 @@ import type { LaneView, PumpTrigger, SchedulingPolicy } from './types.js';
 
 /**
  * The original's policy, corrected: the window is counted from the oldest
- * queued item's ARRIVAL, not from when a dispatcher dequeued it. An item that
+ * queued item's ARRIVAL, not from when the pump dequeued it. An item that
  * waited behind a running batch is already old when the slot frees up, so it
  * goes at once instead of paying the window a second time.
  */
 export class FixedDelayPolicy implements SchedulingPolicy {
-  maxDelay: number;
+  readonly maxDelay: number;
 
   constructor(maxDelay: number) {
     this.maxDelay = maxDelay;

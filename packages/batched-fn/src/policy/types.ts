@@ -1,6 +1,6 @@
 import type { DispatchReason } from '../stats.js';
 
-/** What woke the dispatcher: a new call, the delay timer, or a batch finishing. */
+/** What woke the pump: a new call, the delay timer, or a batch finishing. */
 export type PumpTrigger = 'arrival' | 'timer' | 'completion';
 
 /** What a policy may look at: one lane of the queue (all of it, without batch keys). */
@@ -14,7 +14,7 @@ export interface LaneView {
 }
 
 /**
- * Decides WHEN a batch that is not yet full leaves the queue. The batcher has
+ * Decides WHEN a batch that is not yet full leaves the queue. The engine has
  * already handled "full" and "closing"; a policy only weighs waiting.
  */
 export interface SchedulingPolicy {

@@ -1,7 +1,14 @@
 import { SampleWindow } from '../stats-recorder.js';
 import type { Percentiles } from '../stats.js';
-import type { EndReason, Sequence } from './sequence.js';
-import { newSlot, readSlot } from './step-output.js';
+import type { FailureKey } from '../errors.js';
+
+/** How a sequence ended, for `stats.ended`. */
+export type EndReason = 'done' | 'error' | 'aborted' | 'timeout';
+
+/** How a failure key reads in `stats.ended`: the two cancel keys by name, anything else as an error. */
+export function endReasonOf(key: FailureKey): EndReason {
+  return key === 'aborted' ? 'aborted' : key === 'ERR_TIMEOUT' ? 'timeout' : 'error';
+}
 
 /** A plain snapshot of a batched stream. */
 export interface BatchedStreamStats {
@@ -32,10 +39,12 @@ export interface BatchedStreamStats {
   workerStates: number;
 }
 
+/** The counters behind a batched stream's `stats`; sequences and groups report here through its methods. */
 export class StreamStats {
-  calls = 0;
-  steps = 0;
-  values = 0;
+  #calls = 0;
+  #steps = 0;
+  #values = 0;
+  /** Queue waits before joining a group, recorded by the engine's pump. */
   readonly wait = new SampleWindow();
   readonly #stepSize = new SampleWindow();
   readonly #stepMs = new SampleWindow();
@@ -43,10 +52,25 @@ export class StreamStats {
   readonly #ended: Record<EndReason, number> = { done: 0, error: 0, aborted: 0, timeout: 0 };
   readonly #since = performance.now();
 
+  /** A call was made (whatever becomes of it). */
+  called(): void {
+    this.#calls++;
+  }
+
+  /** A call was refused or failed, under its failure key. */
+  fail(key: string): void {
+    this.ended(endReasonOf(key as FailureKey));
+  }
+
   step(size: number, ms: number): void {
-    this.steps++;
+    this.#steps++;
     this.#stepSize.record(size);
     this.#stepMs.record(ms);
+  }
+
+  /** A value was handed to a stream. */
+  value(): void {
+    this.#values++;
   }
 
   firstValue(ms: number): void {
@@ -62,10 +86,10 @@ export class StreamStats {
     return {
       active,
       waiting,
-      calls: this.calls,
-      steps: this.steps,
-      values: this.values,
-      valuesPerSecond: seconds > 0 ? this.values / seconds : 0,
+      calls: this.#calls,
+      steps: this.#steps,
+      values: this.#values,
+      valuesPerSecond: seconds > 0 ? this.#values / seconds : 0,
       stepSize: this.#stepSize.summary(),
       stepMs: this.#stepMs.summary(),
       timeToFirstValueMs: this.#ttfv.summary(),
@@ -73,28 +97,5 @@ export class StreamStats {
       ended: { ...this.#ended },
       workerStates,
     };
-  }
-}
-
-/**
- * Hands one step's outputs to their streams: a value, the end, or an error ending that stream
- * alone. A malformed slot (see readSlot) is that stream's error, never an exception here.
- */
-export function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readonly unknown[], stats: StreamStats): void {
-  const slot = newSlot();
-  for (let i = 0; i < members.length; i++) {
-    const s = members[i] as Sequence<I, S, T>;
-    if (s.ended) continue; // cancelled during the step: its output is dropped
-    readSlot(outputs, i, slot);
-    if (slot.failed) {
-      if (s.end(slot.error, true)) stats.ended('error');
-      continue;
-    }
-    if (slot.hasValue) {
-      if (s.firstValueAt === 0) stats.firstValue(performance.now() - s.created);
-      s.push(slot.value as T);
-      stats.values++;
-    }
-    if (slot.done && s.end()) stats.ended('done');
   }
 }

@@ -1,7 +1,4 @@
-import type { CallHandle } from './call-handle.js';
-import type { CostModel } from './policy/cost-model.js';
-import type { Resolve } from './queue.js';
-import type { RunningBatch } from './running-batch.js';
+import type { CostModel } from '../policy/cost-model.js';
 
 /**
  * Shedding predicts from the learned cost curve, and only running batches
@@ -54,33 +51,8 @@ export class Shedder {
     return start + cost.predict(Math.min(max, queuedRows - fullBatchesAhead * max + rows));
   }
 
-  /**
-   * Calls whose deadline falls before this batch can finish are answered now
-   * (through `refuse`) with a predicted timeout, instead of spending model
-   * time on an answer nobody will read. The batch keeps the others, in order.
-   */
-  shedHopeless<I, O>(batch: RunningBatch<I, O>, refuse: (resolve: Resolve<O>, handle: CallHandle<I, O>) => void): void {
-    const handles = batch.handles as CallHandle<I, O>[];
-    const finish = batch.started + this.#cost.predict(batch.rows);
-    if (!handles.some((h) => h !== undefined && h.deadline < finish)) return;
-    const inputs: I[] = [];
-    const resolvers: (Resolve<O> | undefined)[] = [];
-    const kept: CallHandle<I, O>[] = [];
-    for (let i = 0; i < batch.inputs.length; i++) {
-      const handle = handles[i];
-      if (handle !== undefined && handle.deadline < finish) {
-        refuse(batch.resolvers[i] as Resolve<O>, handle);
-        continue;
-      }
-      if (handle !== undefined) {
-        handle.place = { state: 'running', batch, index: inputs.length };
-        kept[inputs.length] = handle;
-      }
-      inputs.push(batch.inputs[i] as I);
-      resolvers.push(batch.resolvers[i]);
-    }
-    batch.inputs = inputs;
-    batch.resolvers = resolvers;
-    batch.handles = kept;
+  /** When a batch of `rows` started at `started` is predicted to finish: callers due before then are shed. */
+  batchFinish(started: number, rows: number): number {
+    return started + this.#cost.predict(rows);
   }
 }
