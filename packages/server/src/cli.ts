@@ -32,6 +32,8 @@ async function serve(argv: string[]): Promise<void> {
   setLogVerbosity(logVerbosity.NONE);
   const { noGrpc, ...flags } = parseFlags('serve', argv) as ServeOptions & { noGrpc?: boolean };
   if (noGrpc === true && flags.grpcPort !== undefined) throw new UsageError('Give --grpc-port or --no-grpc, not both');
+  // As Triton: explicit model control starts with no model loaded unless --load-model names it.
+  if (flags.modelControl === 'explicit' && flags.loadModel === undefined) flags.loadModel = [];
   const options: ServeOptions = noGrpc === true ? flags : { ...flags, grpcPort: flags.grpcPort ?? FLAG_DEFAULTS.grpcPort };
   let server;
   try {
@@ -54,7 +56,7 @@ async function serve(argv: string[]): Promise<void> {
   const unavailable = entries.filter((entry) => entry.state !== 'READY');
   const first = running.registry.ready()[0];
   process.stdout.write(
-    `batched-fn serving ${entries.length === 1 ? `model "${entries[0]?.name}"` : `${entries.length} models (${entries.map((e) => e.name).join(', ')})`} on ${running.url} ` +
+    `batched-fn serving ${entries.length === 0 ? 'no model yet (load them with POST /v2/repository/models/NAME/load)' : entries.length === 1 ? `model "${entries[0]?.name}"` : `${entries.length} models (${entries.map((e) => e.name).join(', ')})`} on ${running.url} ` +
       (options.redis === undefined
         ? `(max batch ${options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize}, max delay ${formatDelay(options.maxDelay ?? SERVE_DEFAULTS.maxDelay)}, ` +
           `${options.workers ?? SERVE_DEFAULTS.workers} worker(s) x ${options.threads ?? SERVE_DEFAULTS.threads} thread(s))\n`
@@ -69,8 +71,9 @@ async function serve(argv: string[]): Promise<void> {
 /** A request the model accepts, all values 0.5, for the banner's curl line. */
 function exampleBody(model: ServedModel): string {
   const input = model.signature.inputs[0];
-  const width = input?.shape.slice(1).reduce((a, b) => a * (b > 0 ? b : 1), 1) ?? 1;
-  return JSON.stringify({ inputs: [{ name: input?.name, shape: [1, ...(input?.shape.slice(1).map((d) => (d > 0 ? d : 1)) ?? [])], datatype: input?.datatype, data: Array(width).fill(0.5) }] });
+  // One row of a model that batches; the whole declared shape of one that does not (maxBatchSize 0).
+  const shape = (model.maxBatchSize === 0 ? (input?.shape ?? []) : [1, ...(input?.shape.slice(1) ?? [])]).map((d) => (d > 0 ? d : 1));
+  return JSON.stringify({ inputs: [{ name: input?.name, shape, datatype: input?.datatype, data: Array(shape.reduce((a, b) => a * b, 1)).fill(0.5) }] });
 }
 
 export async function main(argv: string[]): Promise<void> {

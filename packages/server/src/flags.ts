@@ -29,8 +29,16 @@ const BOTH: readonly Command[] = ['serve', 'worker'];
 
 export const FLAGS = {
   model: { key: 'model', kind: 'strings', arg: 'FILE', shown: 'generated MLP', meaning: 'ONNX model to serve; repeat it to serve several (each named after its file)', commands: ['serve'] },
-  'model-repository': { key: 'modelRepository', kind: 'string', arg: 'DIR', shown: 'none', meaning: 'serve every model folder of DIR (`<name>/model.onnx`, optional `config.json`); the flags here are their defaults', commands: ['serve'] },
-  'model-control': { key: 'modelControl', kind: 'control', arg: 'none\\|explicit', default: 'none', shown: '`none`', meaning: '`explicit` enables `POST /v2/repository/models/{name}/load` and `/unload`', commands: ['serve'] },
+  'model-repository': {
+    key: 'modelRepository',
+    kind: 'string',
+    arg: 'DIR',
+    shown: 'none',
+    meaning: "serve every model folder of DIR: ours (`<name>/model.onnx`, optional `config.json`) or Triton's (`<name>/config.pbtxt`, version folders `<name>/<n>/model.onnx`); the flags here are their defaults",
+    commands: ['serve'],
+  },
+  'model-control': { key: 'modelControl', kind: 'control', arg: 'none\\|explicit', default: 'none', shown: '`none`', meaning: '`none` loads every model at start; `explicit` loads only those `--load-model` names, and enables `POST /v2/repository/models/{name}/load` and `/unload`', commands: ['serve'] },
+  'load-model': { key: 'loadModel', kind: 'strings', arg: 'NAME', shown: 'none', meaning: "with `--model-control explicit`, a model to load at start; repeat it for several, `'*'` loads them all (as Triton's `--load-model`)", commands: ['serve'] },
   'worker-model': { key: 'model', kind: 'string', arg: 'FILE', shown: 'generated MLP', commands: ['worker'] },
   name: { key: 'name', kind: 'string', arg: 'NAME', shown: "`mlp`, or the file's name", meaning: 'model name in the URLs', commands: BOTH },
   host: { key: 'host', kind: 'string', arg: 'HOST', default: '127.0.0.1', shown: '`127.0.0.1`', meaning: 'address to listen on', commands: ['serve'] },

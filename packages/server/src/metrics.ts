@@ -113,9 +113,10 @@ export class ServerMetrics {
       labelNames: ['model'],
       registers: [this.registry],
       collect() {
-        // Reset first: an unloaded model's series leaves instead of keeping its last value.
+        // Reset first: an unloaded model's series leaves instead of keeping its last value. The
+        // versions of a model (model/triton-repository.ts) add up under its one label.
         this.reset();
-        for (const model of models) this.set({ model: model.name }, model.batcher.stats.queued);
+        for (const model of models) this.inc({ model: model.name }, model.batcher.stats.queued);
       },
     });
     new Gauge({
@@ -125,7 +126,7 @@ export class ServerMetrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const model of models) this.set({ model: model.name }, model.batcher.stats.inFlight);
+        for (const model of models) this.inc({ model: model.name }, model.batcher.stats.inFlight);
       },
     });
     new Gauge({
@@ -173,11 +174,12 @@ export class ServerMetrics {
 
   track(model: ServedModel): void {
     this.#models.push(model);
-    this.statistics.add(model.name);
+    this.statistics.add(model.name, model.version);
   }
 
-  readonly onBatch = (info: BatchInfo): void => {
-    this.statistics.onBatch(info);
+  /** A batch of a model (of its `version`, for a model serving several: the statistics count each apart). */
+  readonly onBatch = (info: BatchInfo, version?: string): void => {
+    this.statistics.onBatch(info, version);
     const labels = { model: info.name };
     this.#batchSize.observe(labels, info.rows);
     this.#queueWait.observe(labels, info.maxWaitMs / 1000);
@@ -186,8 +188,8 @@ export class ServerMetrics {
     for (const listener of this.#listeners) listener.batch?.(info);
   };
 
-  request(model: string, status: number, seconds: number, protocol: Protocol = 'rest'): void {
-    this.statistics.request(model, status === 200, seconds);
+  request(model: string, status: number, seconds: number, protocol: Protocol = 'rest', version?: string): void {
+    this.statistics.request(model, status === 200, seconds, version);
     this.#requests.inc({ model, protocol, status: String(status) });
     this.#requestSeconds.observe({ model, protocol }, seconds);
     for (const listener of this.#listeners) listener.request?.(model, status, seconds, protocol);

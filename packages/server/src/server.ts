@@ -17,6 +17,7 @@ import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx
 import { createCharLmGenerator, type GenerativeModel } from './model/generator.js';
 import { ModelRegistry } from './model/registry.js';
 import { listRepository, type ModelConfig, repositoryLoader } from './model/repository.js';
+import { givenSettings, modelsToLoad } from './model/model-control.js';
 import { loadOptional, OTEL_PACKAGES, REDIS_PACKAGES } from './optional.js';
 import type { Telemetry } from './otel/setup.js';
 
@@ -27,6 +28,11 @@ export interface ServeOptions {
   modelRepository?: string;
   /** `explicit` enables loading and unloading models while serving. @default 'none' */
   modelControl?: 'none' | 'explicit';
+  /**
+   * With `modelControl: 'explicit'`, the repository models to load at start (`'*'`: all). Left out,
+   * all of them; the CLI passes none without `--load-model`, as Triton starts (model/model-control.ts).
+   */
+  loadModel?: string | string[];
   /** charlm: most sequences per step. @default 16 */
   maxActive?: number;
   /** charlm: 'continuous' or 'static' batching of its decode steps. @default 'continuous' */
@@ -253,15 +259,18 @@ export async function startServer(options: ServeOptions = {}): Promise<RunningSe
   let registry: ModelRegistry;
   if (options.modelRepository !== undefined) {
     if (options.model !== undefined) throw new RangeError('Give --model or --model-repository, not both');
-    registry = new ModelRegistry(repositoryLoader(options.modelRepository, defaults, metrics.onBatch, telemetry?.tracing), metrics);
-    for (const name of listRepository(options.modelRepository)) await registry.load(name).catch(() => {});
+    const names = modelsToLoad(listRepository(options.modelRepository), options.modelControl ?? 'none', options.loadModel, options.modelRepository);
+    registry = new ModelRegistry(repositoryLoader(options.modelRepository, defaults, metrics.onBatch, telemetry?.tracing, { given: givenSettings(options) }), metrics);
+    for (const name of names) await registry.load(name).catch(() => {});
   } else {
     const paths = options.model === undefined ? [ensureMlpModel(undefined, options.cacheDir)] : [options.model].flat();
     if (paths.length > 1 && options.name !== undefined) throw new RangeError('--name names a single model; with several --model files each is named after its file');
-    const { queueCap, ...settings } = defaults;
+    // The server's maxBatchSize, for files that can batch (a file without a batch dimension is served with 0).
+    const { queueCap, maxBatchSize: defaultMaxBatchSize, ...settings } = defaults;
     const models = paths.map((path) =>
       createOnnxModel({
         ...settings,
+        ...(defaultMaxBatchSize === undefined ? {} : { defaultMaxBatchSize }),
         path,
         name: options.name ?? (options.model === undefined ? 'mlp' : undefined),
         channelCap: queueCap ?? SERVE_DEFAULTS.channelCap,

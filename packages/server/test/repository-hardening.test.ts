@@ -242,7 +242,8 @@ test('a symlinked model folder is refused the same way at start and on load', as
 // the main thread). The server runs in a child process: frozen, it would freeze this test too.
 test('a model.js that spins at import cannot freeze the server: /v2/health/live answers while its load is pending, and the load fails within loadTimeout', async () => {
   const repo = newRepo({ ok: { 'model.onnx': scaleModel } });
-  const cli = run(['serve', '--model-repository', repo, '--model-control', 'explicit', '--port', '0', '--no-grpc', '--threads', '1', '--dashboard', 'off']);
+  // Explicit model control starts with no model loaded, as Triton's: `ok` is named to serve on.
+  const cli = run(['serve', '--model-repository', repo, '--model-control', 'explicit', '--load-model', 'ok', '--port', '0', '--no-grpc', '--threads', '1', '--dashboard', 'off']);
   const url = await cli.url;
   folder(repo, 'spin', { 'model.mjs': 'while (true) {}\nexport const inputs = [];', 'config.json': JSON.stringify({ loadTimeout: 1_500 }) });
   const loading = load(url, 'spin');

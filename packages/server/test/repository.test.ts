@@ -37,7 +37,8 @@ beforeAll(() => {
   folder('ocr', { 'model.onnx': { link: ocrClassifierPath() }, 'config.json': JSON.stringify({ maxBatchSize: 4, threads: 1 }) });
   folder('scale', { 'model.onnx': scaleModel(1) });
   folder('ints', { 'model.onnx': { link: writeIntModel() } });
-  folder('broken', { 'model.onnx': scaleModel(1), 'config.json': JSON.stringify({ maxBatchSize: 0 }) });
+  // maxBatchSize 0 is now a model without a batch dimension (model-kinds.test.ts); -1 is still broken.
+  folder('broken', { 'model.onnx': scaleModel(1), 'config.json': JSON.stringify({ maxBatchSize: -1 }) });
   folder('typo', { 'model.onnx': scaleModel(1), 'config.json': JSON.stringify({ maxBatchSise: 8 }) });
   folder('corrupt', { 'model.onnx': 'not a model' });
   folder('upper', {
@@ -79,7 +80,7 @@ test('every folder is a model: the good ones serve with their own config, the br
   expect(states.ocr).toEqual(['READY', '']);
   expect(states.scale).toEqual(['READY', '']);
   expect(states.ints).toEqual(['READY', '']);
-  expect(states.broken).toEqual(['UNAVAILABLE', `${join(repo, 'broken', 'config.json')}: Expected \`maxBatchSize\` to be an integer from 1 and up, got \`0\` (number)`]);
+  expect(states.broken).toEqual(['UNAVAILABLE', `${join(repo, 'broken', 'config.json')}: Expected \`maxBatchSize\` to be an integer from 0 and up, got \`-1\` (number)`]);
   expect(states.typo?.[1]).toMatch(/config\.json: unknown key `maxBatchSise`; known keys are `maxBatchSize`, `maxDelay`/);
   expect(states.corrupt?.[0]).toBe('UNAVAILABLE');
   expect(states.corrupt?.[1]).toMatch(/is not an ONNX model we can serve/);

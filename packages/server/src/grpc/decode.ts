@@ -71,7 +71,11 @@ export function decodeGrpcInfer(request: GrpcInferRequest, signature: ModelSigna
         const hasContents = ALL_FIELDS.some((f) => (input.contents?.[f]?.length ?? 0) > 0);
         const fromRegion = regions.input(inputParameters[index], hasContents ? '`contents`' : undefined, count, name, datatype);
         if (fromRegion !== undefined) return fromRegion;
-        if (!isRaw) return typedPayload(input.contents, name, datatype);
+        if (!isRaw) {
+          // InferTensorContents has no field for 16-bit floats: as in Triton, they travel only as raw bytes.
+          if (datatype === 'FP16' || datatype === 'BF16') throw badRequest(`Input \`${name}\` is ${datatype}: InferTensorContents has no field for ${datatype}; send its elements in raw_input_contents (little-endian 16-bit patterns)`);
+          return typedPayload(input.contents, name, datatype);
+        }
         if (hasContents) throw badRequest(`Input \`${name}\` has \`contents\` as well as raw_input_contents: use one or the other`);
         return { bytes: raw[rawIndex[index] as number] as Buffer };
       },

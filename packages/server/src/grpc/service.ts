@@ -10,13 +10,15 @@ import type { ModelStatistics } from '../kserve/statistics.js';
 import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
 import { encodeGrpcInfer, type GrpcInferResponse } from './encode.js';
 import { GrpcHealth } from './health.js';
-import { loadInferenceService } from './proto.js';
+import { grpcLoadParameters } from '../kserve/load-parameters.js';
+import { type GrpcParameter, loadInferenceService } from './proto.js';
 import { restrictedGuard } from './restricted.js';
 import { sharedMemoryHandlers } from './shared-memory.js';
 import { grpcStatusFor, toServiceError } from './status.js';
 import { modelStreamInfer, remainingMs, StreamRegistry } from './stream.js';
 import { guardedService, hookStreams, RefusedRequest, timeoutHeaderGuard } from './guards.js';
 import { extensionHandlers } from './extensions.js';
+import { versionsServed } from '../model/versions.js';
 import { MODEL_ATTRIBUTE, type TraceSwitch } from '../otel/trace-switch.js';
 import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type TracerLike } from '../otel/types.js';
 
@@ -94,7 +96,7 @@ export function inferenceService(
   telemetry?: { tracer: TracerLike; extract: ExtractParent; traceSwitch?: TraceSwitch },
   options: { generators?: readonly string[] } = {},
 ): GrpcService {
-  const versionOf = (name: string): string | undefined => front.registry.get(name)?.model?.version;
+  const versionsOf = (name: string): string[] | undefined => versionsServed(front.registry, name);
   const health = new GrpcHealth(front);
   const streams = new StreamRegistry();
   const generators = new Set(options.generators ?? []);
@@ -131,16 +133,16 @@ export function inferenceService(
   const handlers = (settings: { maxInFlight: number }): UntypedServiceImplementation => ({
     ServerLive: unary(() => ({ live: true })),
     ServerReady: unary(() => ({ ready: front.isReady() })),
-    ModelReady: unary((request: { name: string; version: string }) => ({ ready: front.modelReady(request.name) })),
+    ModelReady: unary((request: { name: string; version: string }) => ({ ready: front.modelReady(request.name, request.version) })),
     ServerMetadata: unary(() => front.serverMetadata()),
     ModelMetadata: unary((request: { name: string; version: string }) => front.metadata(request.name, request.version)),
     ModelStatistics: unary((request: { name: string; version: string }) => {
       if (statistics === undefined) throw new HttpError(404, 'This server keeps no statistics');
-      return { model_stats: statistics.query(request.name, request.version, versionOf) };
+      return { model_stats: statistics.query(request.name, request.version, versionsOf) };
     }),
     RepositoryIndex: unary((request: { ready: boolean }) => ({ models: actions.index(request.ready) })),
-    RepositoryModelLoad: unary(async (request: { model_name: string }) => {
-      await actions.load(request.model_name);
+    RepositoryModelLoad: unary(async (request: { model_name: string; parameters?: Record<string, GrpcParameter> }) => {
+      await actions.load(request.model_name, grpcLoadParameters(request.parameters));
       return {};
     }),
     RepositoryModelUnload: unary(async (request: { model_name: string }) => {

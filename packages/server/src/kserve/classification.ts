@@ -79,10 +79,14 @@ function topIndices(values: TypedArray, start: number, count: number, k: number)
   return top;
 }
 
-/** The output tensor as Triton's classification answer: BYTES [rows, min(k, classes)]. */
-export function classify(tensor: Tensor, k: number, labels: readonly string[] | undefined): Tensor {
-  const rows = tensor.shape.length === 0 ? 1 : (tensor.shape[0] as number);
-  const perRow = tensor.shape.length === 0 ? 1 : elementCount(tensor.shape.slice(1));
+/**
+ * The output tensor as Triton's classification answer: BYTES [rows, min(k, classes)]; for a model
+ * without a batch dimension (`batched` false), the whole tensor is one set of classes, answered as
+ * [min(k, classes)], as Triton does.
+ */
+export function classify(tensor: Tensor, k: number, labels: readonly string[] | undefined, batched = true): Tensor {
+  const rows = !batched || tensor.shape.length === 0 ? 1 : (tensor.shape[0] as number);
+  const perRow = !batched || tensor.shape.length === 0 ? elementCount(tensor.shape) : elementCount(tensor.shape.slice(1));
   if (perRow > MAX_CLASSIFICATION_ELEMENTS) throw badRequest('classification output tensor too large');
   if (!CLASSIFIABLE.has(tensor.datatype)) throw badRequest(`class result not available for output due to unsupported type '${tensor.datatype}'`);
   const count = Math.min(k, perRow);
@@ -96,5 +100,5 @@ export function classify(tensor: Tensor, k: number, labels: readonly string[] | 
       strings.push(`${float ? cFixed(value as number) : String(value)}:${index}${label === undefined ? '' : `:${label}`}`);
     }
   }
-  return { datatype: 'BYTES', shape: [rows, count], data: packedBytes(strings) };
+  return { datatype: 'BYTES', shape: batched ? [rows, count] : [count], data: packedBytes(strings) };
 }

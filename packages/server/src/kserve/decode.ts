@@ -103,8 +103,13 @@ export interface InputSource {
  * into typed arrays, for either protocol. Every way an input can be wrong
  * ends here as a 400 that says what was wrong, before anything is queued, and
  * every count is checked against what the request holds before allocating.
+ *
+ * `maxRows` is the model's maxBatchSize. 0 is Triton's `max_batch_size: 0`: the model has no batch
+ * dimension, so the shapes are the model's own (any dimension may be 0, as Triton allows), nothing is
+ * read as rows, and the request counts as one (model/batch-dimension.ts).
  */
 export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSignature, maxRows = Number.POSITIVE_INFINITY, requestId?: string): { rows: number; inputs: Record<string, Tensor> } {
+  const batched = maxRows !== 0;
   const specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
   const inputs: Record<string, Tensor> = {};
   let rows: number | undefined;
@@ -118,7 +123,7 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
       throw badRequest(`Input \`${name}\` must have datatype ${spec.datatype}, got ${JSON.stringify(source.datatype)?.slice(0, 40)}`);
     }
     const shape = checkShape(spec, source.shape, name);
-    const inputRows = shape[0] as number;
+    const inputRows = batched ? (shape[0] as number) : 1;
     if (inputRows < 1) throw badRequest(`Input \`${name}\` has no rows: its first dimension is 0`);
     if (rows !== undefined && inputRows !== rows) throw badRequest(`All inputs must have the same first dimension (rows); \`${name}\` has ${inputRows}, others ${rows}`);
     rows = inputRows;
@@ -128,15 +133,15 @@ export function decodeInputs(sources: Iterable<InputSource>, signature: ModelSig
     if ('elements' in payload) {
       // BYTES elements already apart (gRPC's bytes_contents): counted, then copied out of the message.
       if (payload.elements.length !== count) throw badRequest(`Input \`${name}\` has ${payload.elements.length} elements, but its shape needs ${count}`);
-      if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+      if (batched && inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
       data = packedBytes(payload.elements);
     } else if ('bytes' in payload) {
       if (spec.datatype !== 'BYTES') checkBinarySize(spec.datatype, payload.bytes, count, name);
-      if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+      if (batched && inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
       data = spec.datatype === 'BYTES' ? bytesFromBinary(payload.bytes, count, name) : tensorFromBinary(spec.datatype, payload.bytes);
     } else {
       const values = jsonElements(payload.values, count, name);
-      if (inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
+      if (batched && inputRows > maxRows) throw new ItemTooLargeError(inputRows, maxRows);
       data = spec.datatype === 'BYTES' ? bytesFromJson(values, name) : tensorFromJson(spec.datatype, values, name, payload.typed === true);
     }
     inputs[name] = { datatype: spec.datatype, shape, data };

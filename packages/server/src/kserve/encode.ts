@@ -1,3 +1,4 @@
+import { fromBFloat16Bits, fromFloat16Bits } from '../model/half.js';
 import type { BytesData, InferResult, Tensor } from '../model/tensor.js';
 import { bytesToBinary, bytesToJson } from './bytes-data.js';
 import { type RegionRef, writeRegionOutputs } from './shared-memory.js';
@@ -28,6 +29,9 @@ function jsonData(tensor: Tensor): number[] | boolean[] | string[] {
   if (tensor.datatype === 'BYTES') return bytesToJson(tensor.data as BytesData);
   if (tensor.datatype === 'BOOL') return Array.from(tensor.data as Uint8Array, (x) => x !== 0);
   if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64') return Array.from(tensor.data as BigInt64Array, Number);
+  // 16-bit patterns → the numbers they hold, exactly (Triton answers FP16/BF16 in binary only).
+  if (tensor.datatype === 'FP16') return Array.from(tensor.data as Uint16Array, fromFloat16Bits);
+  if (tensor.datatype === 'BF16') return Array.from(tensor.data as Uint16Array, fromBFloat16Bits);
   return Array.from(tensor.data as Float32Array);
 }
 

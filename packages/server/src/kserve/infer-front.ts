@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
+import { servedVersions } from '../model/versions.js';
 import type { SpanLike } from '../otel/types.js';
 import type { ModelEntry, ModelRegistry } from '../model/registry.js';
 import type { InferResult, Tensor } from '../model/tensor.js';
@@ -110,18 +111,27 @@ export class InferenceFront {
     if (entry.state !== 'READY' || entry.model === undefined) {
       throw new HttpError(503, `Request for unknown model: '${entry.name}' has no available versions (it is ${entry.state}${entry.reason === '' ? '' : `: ${entry.reason}`})`, { 'retry-after': '1' });
     }
+    // Without a version: the highest (the entry's own instance); with one, that version if served.
     const model = entry.model;
-    if (version !== undefined && version !== '' && version !== model.version) throw new HttpError(404, `Request for unknown model: '${model.name}' version ${clip(version)} is not found (it has ${model.version})`);
-    return model;
+    if (version === undefined || version === '') return model;
+    const versions = servedVersions(model);
+    const found = versions.find((v) => v.version === version);
+    if (found === undefined) throw new HttpError(404, `Request for unknown model: '${model.name}' version ${clip(version)} is not found (it has ${versions.map((v) => v.version).join(', ')})`);
+    return found;
   }
 
-  modelReady(name: string): boolean {
-    return this.isReady() && this.known(name).state === 'READY';
+  /** Whether the model (or that version of it) is READY; an unknown model is a 400, a version it does not serve is not ready. */
+  modelReady(name: string, version?: string): boolean {
+    const entry = this.known(name);
+    if (!this.isReady() || entry.state !== 'READY' || entry.model === undefined) return false;
+    return version === undefined || version === '' || servedVersions(entry.model).some((v) => v.version === version);
   }
 
   metadata(name: string, version?: string): { name: string; versions: string[]; platform: string; inputs: object[]; outputs: object[] } {
     const m = this.serving(name, version);
-    return { name: m.name, versions: [m.version], platform: m.platform, inputs: m.signature.inputs, outputs: m.signature.outputs };
+    // Every version served, as Triton lists them, whichever one was asked for.
+    const versions = servedVersions(this.known(name).model ?? m).map((v) => v.version);
+    return { name: m.name, versions, platform: m.platform, inputs: m.signature.inputs, outputs: m.signature.outputs };
   }
 
   /**
@@ -136,10 +146,15 @@ export class InferenceFront {
     const label = this.registry.get(call.name)?.name ?? UNKNOWN_MODEL_LABEL;
     const metrics = this.#options.metrics;
     call.trace?.setAttributes({ 'batched_fn.model': label, 'batched_fn.protocol': call.protocol });
+    // The version that took the request, for its failures' statistics (none: the request never reached one).
+    let served: ServedModel | undefined;
     try {
       const m = this.serving(call.name, call.version);
+      served = m;
       const decoded = call.decode(m);
-      const limits = [this.#options.timeout, m.timeout, decoded.timeout, call.deadline].filter((t): t is number => t !== undefined);
+      // A config.pbtxt without `allow_timeout_override` ignores a request's own timeout, as Triton does.
+      const own = m.config?.allowTimeoutOverride === false ? undefined : decoded.timeout;
+      const limits = [this.#options.timeout, m.timeout, own, call.deadline].filter((t): t is number => t !== undefined);
       const timeout = limits.length === 0 ? undefined : Math.max(0, Math.min(...limits));
       const priority = batcherPriority(decoded.priority, m.config ?? {}, m.name);
       const result = await m.infer(decoded.item, {
@@ -149,12 +164,12 @@ export class InferenceFront {
         ...(call.trace === undefined ? {} : { trace: call.trace }),
       });
       const compute = batchComputeOf(result);
-      if (compute !== undefined) metrics?.statistics.compute(m.name, compute);
+      if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
       const answer = encode(m, decoded, classified(m, decoded, result));
-      metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol);
+      metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol, m.version);
       return answer;
     } catch (error) {
-      metrics?.request(label, statusFor(error).status, (performance.now() - started) / 1000, call.protocol);
+      metrics?.request(label, statusFor(error).status, (performance.now() - started) / 1000, call.protocol, served?.version);
       throw error;
     }
   }
@@ -165,7 +180,7 @@ function classified(model: ServedModel, decoded: DecodedRequest, result: InferRe
   if (!decoded.outputs.some((o) => o.classification !== undefined)) return result;
   const answer: InferResult = { ...result };
   for (const { name, classification } of decoded.outputs) {
-    if (classification !== undefined) answer[name] = classify(result[name] as Tensor, classification, model.config?.labels?.[name]);
+    if (classification !== undefined) answer[name] = classify(result[name] as Tensor, classification, model.config?.labels?.[name], model.maxBatchSize !== 0);
   }
   return answer;
 }

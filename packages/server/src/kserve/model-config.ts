@@ -11,8 +11,9 @@ import { defaultLevel } from './schedule-policy.js';
  * Triton writes them), so scripts and Triton's tooling that read `max_batch_size` or the input
  * formats from it work unchanged.
  *
- * Every model here batches along its first dimension, so `max_batch_size` is the batcher's
- * (above 0) and `dims` leave that dimension out. The batcher's live settings are read at the
+ * A model that batches along its first dimension has the batcher's `max_batch_size` (above 0),
+ * and `dims` leave that dimension out; one without a batch dimension (ServedModel.maxBatchSize 0)
+ * has `max_batch_size: 0` and its whole shapes. The batcher's live settings are read at the
  * time of the request: `maxDelay` as `max_queue_delay_microseconds`, its queue cap as
  * `max_queue_size`, its workers as one CPU instance group. What has no field of Triton's goes
  * under `parameters` as `{string_value}`: the model's own config.json `parameters`, then ours
@@ -23,6 +24,8 @@ import { defaultLevel } from './schedule-policy.js';
 /** Triton's DataType names. */
 const TYPE_OF: Record<Datatype, string> = {
   BOOL: 'TYPE_BOOL',
+  FP16: 'TYPE_FP16',
+  BF16: 'TYPE_BF16',
   UINT8: 'TYPE_UINT8',
   UINT16: 'TYPE_UINT16',
   UINT32: 'TYPE_UINT32',
@@ -66,11 +69,12 @@ function learnedDelayMs(model: ServedModel): number {
   return wait.count === 0 ? 0 : wait.p50;
 }
 
-function tensor(spec: TensorSpec, labelFile: string | undefined): object {
+function tensor(spec: TensorSpec, labelFile: string | undefined, batched: boolean): object {
   return {
     name: spec.name,
     data_type: TYPE_OF[spec.datatype],
-    dims: spec.shape.slice(1),
+    // As Triton writes them: without the batch dimension when there is one, whole when there is none.
+    dims: batched ? spec.shape.slice(1) : spec.shape,
     ...(labelFile === undefined ? {} : { label_filename: labelFile }),
   };
 }
@@ -81,28 +85,36 @@ export function modelConfig(model: ServedModel): object {
   const config = model.config ?? {};
   const onnx = model.platform.startsWith('onnxruntime_onnx');
   const delay = settings.maxDelay === 'auto' ? learnedDelayMs(model) : settings.maxDelay;
+  // A model without a batch dimension runs one request at a time (a batcher of 1): Triton's 0.
+  const batched = model.maxBatchSize !== 0;
   return {
     name: model.name,
     platform: onnx ? 'onnxruntime_onnx' : '',
     backend: onnx ? 'onnxruntime' : 'js',
-    version_policy: { latest: { num_versions: 1 } },
-    max_batch_size: settings.maxBatchSize,
-    input: model.signature.inputs.map((spec) => ({ ...tensor(spec, undefined), format: 'FORMAT_NONE' })),
-    output: model.signature.outputs.map((spec) => tensor(spec, config.labelFiles?.[spec.name])),
-    dynamic_batching: {
-      preferred_batch_size: config.preferredBatchSizes ?? [],
-      max_queue_delay_microseconds: Math.round(delay * 1000),
-      preserve_ordering: false,
-      // Triton's 0 means "no levels"; here a model without levels still honours a request's priority (schedule-policy.ts).
-      priority_levels: config.priorityLevels ?? 0,
-      default_priority_level: config.priorityLevels === undefined ? 0 : defaultLevel(config),
-      default_queue_policy: {
-        timeout_action: 'REJECT',
-        default_timeout_microseconds: Math.round((model.timeout ?? 0) * 1000),
-        allow_timeout_override: true,
-        max_queue_size: settings.channelCap,
-      },
-    },
+    // A Triton-layout model's own policy (model/triton-repository.ts); others serve their one version.
+    version_policy: config.versionPolicy ?? { latest: { num_versions: 1 } },
+    max_batch_size: batched ? settings.maxBatchSize : 0,
+    input: model.signature.inputs.map((spec) => ({ ...tensor(spec, undefined, batched), format: 'FORMAT_NONE' })),
+    output: model.signature.outputs.map((spec) => tensor(spec, config.labelFiles?.[spec.name], batched)),
+    // A config.pbtxt without dynamic_batching holds no request to form batches: Triton shows none.
+    ...(config.dynamicBatching === false
+      ? {}
+      : {
+          dynamic_batching: {
+            preferred_batch_size: config.preferredBatchSizes ?? [],
+            max_queue_delay_microseconds: Math.round(delay * 1000),
+            preserve_ordering: false,
+            // Triton's 0 means "no levels"; here a model without levels still honours a request's priority (schedule-policy.ts).
+            priority_levels: config.priorityLevels ?? 0,
+            default_priority_level: config.priorityLevels === undefined ? 0 : defaultLevel(config),
+            default_queue_policy: {
+              timeout_action: 'REJECT',
+              default_timeout_microseconds: Math.round((model.timeout ?? 0) * 1000),
+              allow_timeout_override: config.allowTimeoutOverride ?? true,
+              max_queue_size: settings.channelCap,
+            },
+          },
+        }),
     instance_group: [{ name: model.name, kind: 'KIND_CPU', count: settings.concurrency }],
     parameters: parameters(model),
   };

@@ -3,6 +3,7 @@ import { FLAG_DEFAULTS } from '../flags.js';
 import type { ServerMetrics } from '../metrics.js';
 import type { ServedModel } from '../model/onnx-model.js';
 import { ModelRegistry } from '../model/registry.js';
+import { versionsServed } from '../model/versions.js';
 import { registerRepositoryRoutes, repositoryActions } from './repository-routes.js';
 import type { SharedMemoryRegistry } from './shared-memory.js';
 import { registerSharedMemoryRoutes } from './shared-memory-routes.js';
@@ -126,7 +127,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
 
   app.get('/v2', async () => front.serverMetadata());
   app.get('/v2/health/live', async () => ({ live: true }));
-  options.metrics?.statistics.register(app, (name) => registry.get(name)?.model?.version);
+  options.metrics?.statistics.register(app, (name) => versionsServed(registry, name));
   front.extensions.add('binary_tensor_data');
   registerRepositoryRoutes(app, repositoryActions(registry, options.modelControl ?? 'none'));
   front.extensions.add('model_repository');
@@ -137,11 +138,15 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     const ready = isReady();
     return reply.code(ready ? 200 : 503).send({ ready });
   });
-  app.get<{ Params: { name: string } }>('/v2/models/:name', async (request) => front.metadata(request.params.name));
-  app.get<{ Params: { name: string } }>('/v2/models/:name/ready', async (request, reply) => {
-    const ready = front.modelReady(request.params.name);
-    return reply.code(ready ? 200 : 503).send({ name: request.params.name, ready });
-  });
+  const metadata = async (request: FastifyRequest<{ Params: { name: string; version?: string } }>) => front.metadata(request.params.name, request.params.version);
+  app.get<{ Params: { name: string } }>('/v2/models/:name', metadata);
+  app.get<{ Params: { name: string; version: string } }>('/v2/models/:name/versions/:version', metadata);
+  const ready = async (request: FastifyRequest<{ Params: { name: string; version?: string } }>, reply: FastifyReply) => {
+    const isReady = front.modelReady(request.params.name, request.params.version);
+    return reply.code(isReady ? 200 : 503).send({ name: request.params.name, ready: isReady });
+  };
+  app.get<{ Params: { name: string } }>('/v2/models/:name/ready', ready);
+  app.get<{ Params: { name: string; version: string } }>('/v2/models/:name/versions/:version/ready', ready);
 
   const infer = async (request: FastifyRequest<{ Params: { name: string; version?: string } }>, reply: FastifyReply): Promise<void> => {
     // A client that hangs up releases its place in the queue (or its slot in a running batch).

@@ -21,8 +21,9 @@ export function decodeRawRequest(body: Buffer, modelName: string, signature: Mod
   if (spec === undefined || signature.inputs.length !== 1) {
     throw badRequest(`${prefix}Raw request must only have 1 input (found 1) to be deduced but got ${signature.inputs.length} inputs in '${modelName}' model configuration`);
   }
-  // The first dimension is the rows: one. (A model whose first dimension is fixed keeps it.)
-  const shape = spec.shape.map((d, i) => (i === 0 && d === -1 ? 1 : d));
+  // The first dimension is the rows: one. A model without a batch dimension (maxRows 0, Triton's
+  // max_batch_size 0) has its declared shape, whose one open dimension (if any) is deduced below.
+  const shape = spec.shape.map((d, i) => (i === 0 && d === -1 && maxRows !== 0 ? 1 : d));
   const variable = shape.flatMap((d, i) => (d === -1 ? [i] : []));
   if (variable.length > 1) throw badRequest(`${prefix}The shape of the raw input '${spec.name}' can not be deduced because there are more than one variable-sized dimension`);
   let payload: InputPayload;

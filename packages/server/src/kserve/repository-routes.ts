@@ -1,13 +1,24 @@
 import type { FastifyInstance } from 'fastify';
 import type { ModelRegistry } from '../model/registry.js';
+import { servedVersions } from '../model/versions.js';
 import { HttpError } from './errors.js';
+import { type LoadParameters, loadWithParameters, overrides, restLoadParameters } from './load-parameters.js';
 
 /** A model name as a repository folder may have it: nothing a path or a label could be abused with. */
 export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
+/** A row of the repository index: a model version and its state; a folder never loaded has its name only, as in Triton. */
+export interface IndexRow {
+  name: string;
+  version?: string;
+  state?: string;
+  reason?: string;
+}
+
 export interface RepositoryActions {
-  index(readyOnly?: boolean): { name: string; version: string; state: string; reason: string }[];
-  load(name: string): Promise<void>;
+  index(readyOnly?: boolean): IndexRow[];
+  /** `parameters`: Triton's load overrides (a config, the model's files), see load-parameters.ts. */
+  load(name: string, parameters?: LoadParameters): Promise<void>;
   unload(name: string): Promise<void>;
 }
 
@@ -23,14 +34,23 @@ export function repositoryActions(registry: ModelRegistry, control: 'none' | 'ex
     if (!MODEL_NAME.test(name)) throw new HttpError(400, `Invalid model name \`${name.slice(0, 100)}\`: letters, digits, '_', '.', '-', at most 64`);
   };
   return {
-    index: (readyOnly = false) =>
-      registry
-        .entries()
-        .filter((entry) => !readyOnly || entry.state === 'READY')
-        .map((entry) => ({ name: entry.name, version: entry.model?.version ?? '1', state: entry.state, reason: entry.reason })),
-    load: async (name) => {
+    index: (readyOnly = false) => {
+      // As Triton's (model_repository_manager.cc): a row per version with its state, and the name
+      // alone for a folder never loaded (with --model-control explicit), sorted by name.
+      const rows: IndexRow[] = [];
+      for (const entry of registry.entries()) {
+        if (readyOnly && entry.state !== 'READY') continue;
+        const versions = entry.model !== undefined ? servedVersions(entry.model).map((m) => m.version) : (entry.versions ?? ['1']);
+        if (versions.length === 0) rows.push({ name: entry.name, state: entry.state, reason: entry.reason });
+        for (const version of versions) rows.push({ name: entry.name, version, state: entry.state, reason: entry.reason });
+      }
+      if (!readyOnly) for (const name of registry.loadable()) if (registry.get(name) === undefined) rows.push({ name });
+      return rows.sort((a, b) => a.name.localeCompare(b.name) || Number(a.version ?? 0) - Number(b.version ?? 0));
+    },
+    load: async (name, parameters) => {
       controlled(name);
       if (!registry.canLoad) throw new HttpError(400, 'This server has no model repository to load from');
+      if (overrides(parameters)) return loadWithParameters(registry, name, parameters);
       try {
         await registry.load(name);
       } catch (error) {
@@ -63,7 +83,8 @@ export function registerRepositoryRoutes(app: FastifyInstance, actions: Reposito
     return actions.index(ready);
   });
   app.post<{ Params: { name: string } }>('/v2/repository/models/:name/load', async (request) => {
-    await actions.load(request.params.name);
+    // Triton's optional body `{"parameters": {...}}`: a config override and the model's files.
+    await actions.load(request.params.name, restLoadParameters(request.body));
     return {};
   });
   app.post<{ Params: { name: string } }>('/v2/repository/models/:name/unload', async (request) => {

@@ -45,15 +45,26 @@ const add = (d: Duration, count: number, nanos: number): void => {
  * by the names of models the server has.
  */
 export class ModelStatistics {
-  readonly #models = new Map<string, ModelCounters>();
+  /** By model name, then version (a Triton-layout model counts each version apart; others have version 1). */
+  readonly #models = new Map<string, Map<string, ModelCounters>>();
 
   constructor(names: Iterable<string>) {
     for (const name of names) this.add(name);
   }
 
-  add(name: string): void {
-    if (this.#models.has(name)) return;
-    this.#models.set(name, { lastInference: 0, inferenceCount: 0, executionCount: 0, success: zero(), fail: zero(), queue: zero(), computeInput: zero(), computeInfer: zero(), computeOutput: zero(), batches: new Map() });
+  add(name: string, version = '1'): void {
+    let versions = this.#models.get(name);
+    if (versions === undefined) this.#models.set(name, (versions = new Map()));
+    if (versions.has(version)) return;
+    versions.set(version, { lastInference: 0, inferenceCount: 0, executionCount: 0, success: zero(), fail: zero(), queue: zero(), computeInput: zero(), computeInfer: zero(), computeOutput: zero(), batches: new Map() });
+  }
+
+  /** The counters of a version; without one, the highest version counted (where a request that reached none is counted). */
+  #counters(name: string, version: string | undefined): ModelCounters | undefined {
+    const versions = this.#models.get(name);
+    if (versions === undefined) return undefined;
+    if (version !== undefined) return versions.get(version);
+    return [...versions.entries()].sort(([a], [b]) => Number(a) - Number(b)).at(-1)?.[1];
   }
 
   /**
@@ -66,8 +77,8 @@ export class ModelStatistics {
    * the worker's stamp splits them (model/compute-timing.ts). A batch whose callers all left is
    * never split: its time stays in compute_infer.
    */
-  readonly onBatch = (info: BatchInfo): void => {
-    const model = this.#models.get(info.name);
+  readonly onBatch = (info: BatchInfo, version = '1'): void => {
+    const model = this.#counters(info.name, version);
     if (model === undefined) return;
     if (info.totalWaitMs !== undefined) add(model.queue, info.items, ms(info.totalWaitMs));
     if (!info.ok) return;
@@ -86,8 +97,8 @@ export class ModelStatistics {
   };
 
   /** An execution counted by `onBatch`, split into its phases: moves their time out of compute_infer. */
-  compute(name: string, split: BatchCompute): void {
-    const model = this.#models.get(name);
+  compute(name: string, split: BatchCompute, version = '1'): void {
+    const model = this.#counters(name, version);
     if (model === undefined) return;
     const total = ms(split.execMs);
     const input = Math.min(ms(split.inputMs), total);
@@ -100,16 +111,16 @@ export class ModelStatistics {
     }
   }
 
-  /** A request was answered, successfully or not, after `seconds`. */
-  request(name: string, ok: boolean, seconds: number): void {
-    const model = this.#models.get(name);
+  /** A request was answered, successfully or not, after `seconds`; by the version that took it, if one did. */
+  request(name: string, ok: boolean, seconds: number, version?: string): void {
+    const model = this.#counters(name, version);
     if (model === undefined) return;
     model.lastInference = Date.now();
     add(ok ? model.success : model.fail, 1, Math.round(seconds * 1e9));
   }
 
   snapshot(name: string, version: string): object {
-    const model = this.#models.get(name) as ModelCounters;
+    const model = this.#counters(name, version) as ModelCounters;
     return {
       name,
       version,
@@ -131,27 +142,28 @@ export class ModelStatistics {
   }
 
   /**
-   * Statistics of one model (or every model, for an empty name), as Triton answers them;
-   * `versionOf` answers undefined for a name the server does not have (a 404, as is a version it lacks).
+   * Statistics of one model (or every model, for an empty name), as Triton answers them: every
+   * served version without a version, else that one. `versionsOf` answers the versions served
+   * (ascending), undefined for a name the server does not serve (a 404, as is a version it lacks).
    */
-  query(name: string | undefined, version: string | undefined, versionOf: (name: string) => string | undefined): object[] {
-    if (name === undefined || name === '') return [...this.#models.keys()].flatMap((n) => this.#one(n, versionOf));
-    const known = versionOf(name);
+  query(name: string | undefined, version: string | undefined, versionsOf: (name: string) => readonly string[] | undefined): object[] {
+    if (name === undefined || name === '') return [...this.#models.keys()].flatMap((n) => this.#each(n, versionsOf(n) ?? []));
+    const known = versionsOf(name);
     if (known === undefined || !this.#models.has(name)) throw new HttpError(404, `Unknown model \`${name.slice(0, 100)}\``);
-    if (version !== undefined && version !== '' && version !== known) throw new HttpError(404, `Model \`${name}\` has no version \`${version.slice(0, 100)}\` (it has ${known})`);
-    return this.#one(name, versionOf);
+    if (version === undefined || version === '') return this.#each(name, known);
+    if (!known.includes(version)) throw new HttpError(404, `Model \`${name}\` has no version \`${version.slice(0, 100)}\` (it has ${known.join(', ')})`);
+    return this.#each(name, [version]);
   }
 
-  /** The REST routes, for the models `versionOf` knows. */
-  register(app: FastifyInstance, versionOf: (name: string) => string | undefined): void {
-    app.get('/v2/models/stats', async () => ({ model_stats: this.query(undefined, undefined, versionOf) }));
-    const one = async (request: { params: { name: string; version?: string } }) => ({ model_stats: this.query(request.params.name, request.params.version, versionOf) });
+  /** The REST routes, for the models `versionsOf` knows. */
+  register(app: FastifyInstance, versionsOf: (name: string) => readonly string[] | undefined): void {
+    app.get('/v2/models/stats', async () => ({ model_stats: this.query(undefined, undefined, versionsOf) }));
+    const one = async (request: { params: { name: string; version?: string } }) => ({ model_stats: this.query(request.params.name, request.params.version, versionsOf) });
     app.get<{ Params: { name: string } }>('/v2/models/:name/stats', one);
     app.get<{ Params: { name: string; version: string } }>('/v2/models/:name/versions/:version/stats', one);
   }
 
-  #one(name: string, versionOf: (name: string) => string | undefined): object[] {
-    const version = versionOf(name);
-    return version === undefined ? [] : [this.snapshot(name, version)];
+  #each(name: string, versions: readonly string[]): object[] {
+    return versions.filter((version) => this.#counters(name, version) !== undefined).map((version) => this.snapshot(name, version));
   }
 }

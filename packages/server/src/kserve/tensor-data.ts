@@ -1,4 +1,5 @@
 import type { NumericDatatype as Datatype } from '../model/signature.js';
+import { HALF_OVERFLOW, toBFloat16Bits, toFloat16Bits } from '../model/half.js';
 import { ARRAY_FOR, type TypedArray } from '../model/tensor.js';
 import { badRequest } from './errors.js';
 
@@ -88,6 +89,11 @@ function element(datatype: Datatype, value: unknown, index: number, name: string
     }
     return number;
   }
+  if (datatype === 'FP16' || datatype === 'BF16') {
+    // Past the rounding threshold a number would become infinity, which is not what the client sent.
+    if (!(Math.abs(number) < HALF_OVERFLOW[datatype])) throw badRequest(`Input \`${name}\`: element ${index} (${show(value)}) overflows ${datatype}`);
+    return number;
+  }
   if (!Number.isInteger(number)) throw badRequest(`Input \`${name}\` is ${datatype}: element ${index} (${number}) is not an integer`);
   const range = datatype === 'BOOL' ? ([0, 1] as const) : INT_RANGE[datatype];
   const fits =
@@ -133,6 +139,16 @@ export function tensorFromJson(datatype: Datatype, values: readonly unknown[], n
       const value = values[i];
       if (typeof value === 'number' && ((value <= limit && value >= -limit) || (typed && !Number.isFinite(value)))) floats[i] = value;
       else floats[i] = element(datatype, value, i, name);
+    }
+  } else if (datatype === 'FP16' || datatype === 'BF16') {
+    // Numbers → 16-bit patterns, each rounded once, to nearest (model/half.ts). Triton refuses
+    // FP16/BF16 in JSON altogether; here a JSON client can send and read them as numbers.
+    const bits = out as Uint16Array;
+    const encode = datatype === 'FP16' ? toFloat16Bits : toBFloat16Bits;
+    const limit = HALF_OVERFLOW[datatype];
+    for (let i = 0; i < count; i++) {
+      const value = values[i];
+      bits[i] = encode(typeof value === 'number' && value < limit && value > -limit ? value : element(datatype, value, i, name));
     }
   } else {
     const ints = out as Int32Array;

@@ -7,7 +7,7 @@ import { ModelLoadError, type OnnxModelOptions, type ServedModel } from './onnx-
 import { servedBatcher } from './served-batcher.js';
 import type { Datatype, ModelSignature, TensorSpec } from './signature.js';
 
-const DATATYPES = new Set<Datatype>(['FP32', 'FP64', 'INT8', 'INT16', 'INT32', 'INT64', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'BOOL', 'BYTES']);
+const DATATYPES = new Set<Datatype>(['FP16', 'BF16', 'FP32', 'FP64', 'INT8', 'INT16', 'INT32', 'INT64', 'UINT8', 'UINT16', 'UINT32', 'UINT64', 'BOOL', 'BYTES']);
 
 export interface JsModelOptions extends Omit<OnnxModelOptions, 'path' | 'threads'> {
   /** `model.js` or `model.mjs`, exporting `inputs`, `outputs`, `handler` and optionally `context` and `dispose`. */
@@ -54,8 +54,10 @@ function readSpecs(file: string, which: 'inputs' | 'outputs', value: unknown): T
   return value.map((spec: { name?: unknown; datatype?: unknown; shape?: unknown }, i) => {
     if (typeof spec?.name !== 'string' || !DATATYPES.has(spec.datatype as Datatype)) throw new ModelLoadError(`${file}: \`${which}[${i}]\` needs a string name and a KServe datatype`);
     const shape = spec.shape;
-    if (!Array.isArray(shape) || shape[0] !== -1 || !shape.every((d) => Number.isInteger(d) && (d === -1 || d >= 1))) {
-      throw new ModelLoadError(`${file}: \`${which}[${i}].shape\` must start with -1 (the rows) followed by sizes or -1, got ${JSON.stringify(shape)}`);
+    // A leading -1 is the batch dimension (the rows); a model declared without one is served one
+    // request at a time, its shapes as declared (batch-dimension.ts).
+    if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && (d === -1 || d >= 1))) {
+      throw new ModelLoadError(`${file}: \`${which}[${i}].shape\` must be a non-empty array of sizes or -1 (any size), starting with -1 (the rows) for a model that batches, got ${JSON.stringify(shape)}`);
     }
     return { name: spec.name, datatype: spec.datatype as Datatype, shape: shape as number[] };
   });

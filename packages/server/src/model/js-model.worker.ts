@@ -6,11 +6,13 @@
 import { fileURLToPath } from 'node:url';
 import { move } from 'batched-fn';
 import { now, stampResults } from './compute-timing.js';
+import { HALF_OVERFLOW, toBFloat16Bits, toFloat16Bits } from './half.js';
 import { hashFile } from './js-model.exports.js';
+import type { BatchedWorkerData } from './served-batcher.js';
 import type { TensorSpec } from './signature.js';
 import { ARRAY_FOR, elementCount, type InferItem, type InferResult, packedBytes, type Tensor } from './tensor.js';
 
-export interface JsModelWorkerData {
+export interface JsModelWorkerData extends Partial<BatchedWorkerData> {
   moduleUrl: string;
   /** model.js's content hash when its exports were read: the only content this worker may run. */
   sha256: string;
@@ -60,12 +62,33 @@ function toRequest(item: InferItem, binary: boolean): unknown {
   return { inputs, parameters: item.parameters ?? {} };
 }
 
-/** One output of one request: its data (an array or typed array) checked against its shape and made a tensor. */
-function toTensor(spec: TensorSpec, value: unknown, rows: number): Tensor {
+/** Numbers → FP16/BF16 patterns; a number past the datatype's range is the model's mistake, not an infinity. */
+function halfBits(spec: TensorSpec & { datatype: 'FP16' | 'BF16' }, source: ArrayLike<unknown>, count: number): Uint16Array {
+  const encode = spec.datatype === 'FP16' ? toFloat16Bits : toBFloat16Bits;
+  const out = new Uint16Array(count);
+  for (let i = 0; i < count; i++) {
+    const value = source[i];
+    if (typeof value !== 'number' || Math.abs(value) >= HALF_OVERFLOW[spec.datatype]) {
+      throw new TypeError(`output \`${spec.name}\` is ${spec.datatype}: element ${i} (${String(value)}) is not a number within its range; answer a Uint16Array of bit patterns for NaN or infinities`);
+    }
+    out[i] = encode(value);
+  }
+  return out;
+}
+
+/**
+ * One output of one request: its data (an array or typed array) checked against its shape and made a
+ * tensor. Without a shape it is the request's rows by the declared row shape, or for a model without a
+ * batch dimension the declared shape itself. FP16/BF16: a Uint16Array holds bit patterns; a plain
+ * array holds numbers, rounded to the datatype.
+ */
+function toTensor(spec: TensorSpec, value: unknown, rows: number, batched: boolean): Tensor {
   if (typeof value !== 'object' || value === null) throw new TypeError(`output \`${spec.name}\` must be { shape?, data }`);
   const { shape: given, data } = value as { shape?: unknown; data?: unknown };
-  const shape = Array.isArray(given) ? (given as number[]) : [rows, ...spec.shape.slice(1)];
-  if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new TypeError(`output \`${spec.name}\` has an invalid shape ${JSON.stringify(given)}`);
+  const shape = Array.isArray(given) ? (given as number[]) : batched ? [rows, ...spec.shape.slice(1)] : spec.shape;
+  if (!shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new TypeError(Array.isArray(given) ? `output \`${spec.name}\` has an invalid shape ${JSON.stringify(given)}` : `output \`${spec.name}\` needs its \`shape\`: its declared shape ${JSON.stringify(spec.shape)} has a dimension of any size`);
+  }
   const count = elementCount(shape);
   const length = (data as { length?: unknown } | null)?.length;
   if (typeof length !== 'number' || length !== count) throw new TypeError(`output \`${spec.name}\` has ${String(length)} elements for shape ${JSON.stringify(shape)}`);
@@ -76,6 +99,7 @@ function toTensor(spec: TensorSpec, value: unknown, rows: number): Tensor {
   }
   const type = ARRAY_FOR[spec.datatype];
   if (data instanceof type) return { datatype: spec.datatype, shape, data: data as Tensor['data'] };
+  if (spec.datatype === 'FP16' || spec.datatype === 'BF16') return { datatype: spec.datatype, shape, data: halfBits(spec as TensorSpec & { datatype: 'FP16' | 'BF16' }, data as ArrayLike<unknown>, count) };
   const big = spec.datatype === 'INT64' || spec.datatype === 'UINT64';
   const out = new type(count);
   const source = data as ArrayLike<number>;
@@ -97,7 +121,7 @@ export async function handler(batch: InferItem[], state: State): Promise<(InferR
     if (answer instanceof Error) return answer;
     try {
       const result: InferResult = {};
-      for (const spec of state.data.outputs) result[spec.name] = toTensor(spec, (answer as Record<string, unknown>)?.[spec.name], (batch[i] as InferItem).rows);
+      for (const spec of state.data.outputs) result[spec.name] = toTensor(spec, (answer as Record<string, unknown>)?.[spec.name], (batch[i] as InferItem).rows, state.data.batched !== false);
       return move(stampResults([result], stamp)[0] as InferResult);
     } catch (error) {
       return new Error(`model.js answered request ${i} wrongly: ${(error as Error).message}`);

@@ -43,7 +43,14 @@ function loadSignature(path: string): ModelSignature {
 
 
 export interface BatchingSettings {
+  /**
+   * Most rows per run. 0: the model has no batch dimension (Triton's `max_batch_size: 0`), and runs
+   * one request at a time with its shapes exactly as declared. Left out, a model that can batch gets
+   * `defaultMaxBatchSize` and one that cannot gets 0 (batch-dimension.ts).
+   */
   maxBatchSize: number;
+  /** The server's maxBatchSize, for a model that can batch and does not set its own. @default 64 */
+  defaultMaxBatchSize?: number;
   maxDelay: number | 'auto';
   channelCap: number;
   /** Latency objective in ms: with 'auto' the policy never waits past it, and hopeless requests are shed early. */
@@ -72,6 +79,15 @@ export interface ModelProtocolOptions {
   labelFiles?: Record<string, string>;
   /** config.json's `parameters`, for the model itself (shown by the model configuration extension). */
   parameters?: Record<string, unknown>;
+  /** Triton's `version_policy` of a Triton-layout model (model/triton-repository.ts); absent: `latest 1`. */
+  versionPolicy?: object;
+  /**
+   * False when a request's own `timeout` is ignored (Triton's `allow_timeout_override`, read from a
+   * config.pbtxt); absent: a request's timeout may shorten the model's.
+   */
+  allowTimeoutOverride?: boolean;
+  /** False for a config.pbtxt without `dynamic_batching` (requests are not held to form batches). */
+  dynamicBatching?: boolean;
 }
 
 /**
@@ -104,12 +120,21 @@ export interface ServedModel {
   readonly version: string;
   readonly platform: string;
   readonly signature: ModelSignature;
-  /** Most rows one batch (and so one request) may hold; checked before a request's tensors are allocated. */
+  /**
+   * Most rows one batch (and so one request) may hold; checked before a request's tensors are
+   * allocated. 0: the model has no batch dimension (Triton's `max_batch_size: 0`): a request's shapes
+   * are the model's own, it runs alone, and it counts as one row.
+   */
   readonly maxBatchSize?: number;
   /** This model's default per-request deadline in ms (a request's own may only shorten it). */
   readonly timeout?: number;
   /** How it is served (absent for models built elsewhere, such as remote ones: the protocol's defaults apply). */
   readonly config?: ServedModelConfig;
+  /**
+   * Every version served under this name, ascending, this one (the highest, which answers requests
+   * that name no version) included; absent for a model of one version (model/triton-repository.ts).
+   */
+  readonly versions?: readonly ServedModel[];
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /** Runs one request; its rows count against the batch limit. */
   infer(item: InferItem, options: { signal?: AbortSignal; timeout?: number; priority?: number; trace?: unknown }): Promise<InferResult>;
@@ -138,6 +163,10 @@ export function createOnnxModel(options: OnnxModelOptions): ServedModel {
   // finishes (or takes the machine down with it), so it is refused before any thread starts.
   if (!Number.isInteger(threads) || threads < 1 || threads > FLAGS.threads.max) throw new RangeError(`Expected \`threads\` to be an integer from 1 to ${FLAGS.threads.max}, got ${threads}`);
   const signature = loadSignature(options.path);
+  // onnxruntime-node cannot hand a bfloat16 tensor across (1.30 fails "Unsupported data type: 16"
+  // building the session, even for models it could run): say so, naming the tensor, before any worker starts.
+  const bf16 = [...signature.inputs, ...signature.outputs].find((spec) => spec.datatype === 'BF16');
+  if (bf16 !== undefined) throw new ModelLoadError(`${options.path}: tensor \`${bf16.name}\` is BF16, which onnxruntime-node cannot pass into or out of a session; serve it as FP16 or FP32 (a Cast in the graph), or from a JS model`);
   const workerData: OnnxWorkerData = { modelPath: options.path, threads };
   const name = options.name ?? basename(options.path).replace(/\.onnx$/, '');
   const { batcher, maxBatchSize, infer, config } = servedBatcher(new URL('./onnx.worker.js', import.meta.url), workerData, signature, { ...options, name });

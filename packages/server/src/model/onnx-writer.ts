@@ -4,6 +4,8 @@ import { ProtoWriter } from './protobuf.js';
 export const ONNX_FLOAT = 1;
 export const ONNX_INT32 = 6;
 export const ONNX_INT64 = 7;
+export const ONNX_FLOAT16 = 10;
+export const ONNX_BFLOAT16 = 16;
 
 /** Field numbers from onnx.proto (ModelProto, GraphProto, NodeProto, TensorProto, ValueInfoProto...). */
 const MODEL = { irVersion: 1, producerName: 2, graph: 7, opsetImport: 8 } as const;

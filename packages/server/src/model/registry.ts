@@ -1,5 +1,7 @@
 import { serverLog } from '../log.js';
+import type { LoadOverride } from './load-override.js';
 import { LoadCancelledError, type ServedModel } from './onnx-model.js';
+import { servedVersions } from './versions.js';
 
 /** Triton's model states. */
 export type ModelState = 'READY' | 'UNAVAILABLE' | 'LOADING' | 'UNLOADING';
@@ -11,16 +13,26 @@ export interface ModelEntry {
   reason: string;
   /** The instance new requests go to; undefined unless READY (or LOADING a replacement). */
   model: ServedModel | undefined;
+  /**
+   * The versions the repository index lists for it while it has no instance: those it last served,
+   * or those a failed load tried (a ModelLoadError's `versions`); absent: version 1.
+   */
+  versions?: readonly string[];
 }
+
+/** Every version instance of a served model (one, unless it serves several: model/triton-repository.ts). */
+const instancesOf = servedVersions;
 
 /**
  * Builds a model by name (from a repository folder, a file); throws with the reason it cannot. Once
  * `signal` aborts (the model was unloaded meanwhile), it should stop what it started and reject.
  */
 export interface ModelLoader {
-  (name: string, signal?: AbortSignal): Promise<ServedModel>;
+  (name: string, signal?: AbortSignal, override?: LoadOverride): Promise<ServedModel>;
   /** Whether `name` exists to be loaded at all: a name that does not never gets an entry (or a metrics label). */
   has?(name: string): boolean;
+  /** Every name there is to load (a repository's folders), for the index to list those never loaded. */
+  list?(): string[];
 }
 
 /** Tells metrics and statistics which instances exist. */
@@ -84,6 +96,11 @@ export class ModelRegistry {
     return this.#loader !== undefined;
   }
 
+  /** The names the loader could load (a repository's folders), loaded or not. */
+  loadable(): string[] {
+    return this.#loader?.list?.() ?? [];
+  }
+
   get(name: string): ModelEntry | undefined {
     return this.#entries.get(name);
   }
@@ -94,7 +111,7 @@ export class ModelRegistry {
 
   /** Every READY instance, for draining at shutdown. */
   ready(): ServedModel[] {
-    return this.entries().flatMap((entry) => (entry.state === 'READY' && entry.model !== undefined ? [entry.model] : []));
+    return this.entries().flatMap((entry) => (entry.state === 'READY' && entry.model !== undefined ? [...instancesOf(entry.model)] : []));
   }
 
   /** Registers a name that could not be loaded, with the reason. */
@@ -105,39 +122,41 @@ export class ModelRegistry {
   /**
    * Loads (or reloads) `name`; rejects with the reason when it cannot, leaving a READY old instance
    * serving. An unload asked for meanwhile cancels it (ERR_LOAD_CANCELLED) and stops what it built.
+   * `override`: Triton's load parameters (a config, the model's files), see load-override.ts.
    */
-  load(name: string): Promise<void> {
+  load(name: string, override?: LoadOverride): Promise<void> {
     const unloads = this.#unloads.get(name) ?? 0;
     return this.#serially(name, async () => {
       const loader = this.#loader;
       if (loader === undefined) throw new Error('This server has no model repository to load from');
       if ((this.#unloads.get(name) ?? 0) !== unloads) throw new LoadCancelledError(`The load of \`${name}\` was cancelled: the model was unloaded before it started`);
       const entry = this.#entries.get(name);
-      if (entry === undefined && loader.has !== undefined && !loader.has(name)) throw new Error(`No model \`${name}\` in the repository`);
+      // A model given by its files (a load override) need not be in the repository, as in Triton.
+      if (entry === undefined && override?.files === undefined && loader.has !== undefined && !loader.has(name)) throw new Error(`No model \`${name}\` in the repository`);
       const old = entry?.model;
       if (entry === undefined || old === undefined) this.#set(name, 'LOADING', '', undefined);
       const controller = new AbortController();
       this.#loading.set(name, controller);
       let fresh: ServedModel | undefined;
       try {
-        const building = loader(name, controller.signal);
+        const building = loader(name, controller.signal, override);
         // Built after the load was given up: nobody will serve or stop it but this.
-        building.then((late) => controller.signal.aborted && late.batcher.destroy(controller.signal.reason), () => {});
+        building.then((late) => controller.signal.aborted && instancesOf(late).forEach((m) => m.batcher.destroy(controller.signal.reason)), () => {});
         fresh = await untilAborted(building, controller.signal);
-        await untilAborted(fresh.batcher.ready(), controller.signal);
+        await untilAborted(Promise.all(instancesOf(fresh).map((m) => m.batcher.ready())), controller.signal);
       } catch (error) {
-        fresh?.batcher.destroy(error);
+        if (fresh !== undefined) for (const m of instancesOf(fresh)) m.batcher.destroy(error);
         const reason = (error as Error)?.message ?? String(error);
-        if (old === undefined) this.#set(name, 'UNAVAILABLE', reason, undefined);
+        if (old === undefined) this.#set(name, 'UNAVAILABLE', reason, undefined, (error as { versions?: readonly string[] } | null)?.versions);
         if (old === undefined) serverLog.error('registry', `failed to load '${name}': ${reason}`);
         else serverLog.warning('registry', `failed to reload '${name}', the loaded version keeps serving: ${reason}`);
         throw error;
       } finally {
         this.#loading.delete(name);
       }
-      this.#observer?.track(fresh);
+      for (const m of instancesOf(fresh)) this.#observer?.track(m);
       this.#set(name, 'READY', '', fresh);
-      serverLog.info('registry', `successfully loaded '${name}' version ${fresh.version}`);
+      serverLog.info('registry', `successfully loaded '${name}' version ${instancesOf(fresh).map((m) => m.version).join(', ')}`);
       if (old !== undefined) await this.#retire(old);
     });
   }
@@ -160,10 +179,14 @@ export class ModelRegistry {
   }
 
   async #retire(model: ServedModel): Promise<void> {
-    // Accepted requests sit in the old batcher's queue: send them now rather than after a window.
-    model.batcher.configure({ maxDelay: 0 });
-    await model.batcher.close();
-    this.#observer?.untrack(model);
+    await Promise.all(
+      instancesOf(model).map(async (m) => {
+        // Accepted requests sit in the old batcher's queue: send them now rather than after a window.
+        m.batcher.configure({ maxDelay: 0 });
+        await m.batcher.close();
+        this.#observer?.untrack(m);
+      }),
+    );
   }
 
   /** Calls `listener` after every change of a model's state (synchronously); returns what stops it. */
@@ -172,10 +195,12 @@ export class ModelRegistry {
     return () => this.#listeners.delete(listener);
   }
 
-  #set(name: string, state: ModelState, reason: string, model: ServedModel | undefined): void {
+  #set(name: string, state: ModelState, reason: string, model: ServedModel | undefined, versions?: readonly string[]): void {
     let entry = this.#entries.get(name);
     if (entry === undefined) this.#entries.set(name, (entry = { name, state, reason, model }));
     else Object.assign(entry, { state, reason, model });
+    if (model !== undefined) entry.versions = instancesOf(model).map((m) => m.version);
+    else if (versions !== undefined) entry.versions = versions;
     for (const listener of this.#listeners) listener(entry);
   }
 

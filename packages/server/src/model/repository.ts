@@ -7,12 +7,15 @@ import { MODEL_NAME } from '../kserve/repository-routes.js';
 import { checkPriorityLevels, type PriorityLevels } from '../kserve/schedule-policy.js';
 import { createJsModel } from './js-model.js';
 import { createOnnxModel, LoadTimeoutError, ModelLoadError, type OnnxModelOptions, type ServedModel } from './onnx-model.js';
+import { type LoadOverride, loadWithOverride } from './load-override.js';
 import { type ModelLoader, untilAborted } from './registry.js';
+import { isTritonLayout, loadTritonModel, type TritonDefaults } from './triton-repository.js';
 
 /**
  * A model repository, as Triton lays it out: `DIR/<name>/` holds
  * `model.onnx` or a JS model (`model.js`, `model.mjs`) and optionally `config.json`, whose keys
- * are the `serve` flags in camelCase plus `parameters` for the model itself.
+ * are the `serve` flags in camelCase plus `parameters` for the model itself. Triton's own layout
+ * (`config.pbtxt`, version folders) is served beside it: model/triton-repository.ts.
  */
 export interface ModelConfig extends Partial<Omit<OnnxModelOptions, 'path' | 'name' | 'onBatch' | 'tracing' | 'labels' | 'labelFiles'>> {
   queueCap?: number;
@@ -48,6 +51,8 @@ BY_KEY.set('loadTimeout', { kind: 'positive-duration' });
 BY_KEY.set('priorityLevels', { kind: 'int1' });
 BY_KEY.set('defaultPriorityLevel', { kind: 'int1' });
 BY_KEY.set('labels', { kind: 'labels' });
+// 0 is a model without a batch dimension (Triton's max_batch_size 0, batch-dimension.ts); the flag stays from 1.
+BY_KEY.set('maxBatchSize', { kind: 'int0', max: FLAGS['max-batch-size'].max });
 
 /** A labels file: a plain name in the model's folder, as Triton's `label_filename` is. */
 const LABEL_FILE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$/;
@@ -55,7 +60,7 @@ const LABEL_FILE = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$/;
 const MAX_LABELS_BYTES = 16 * 1024 * 1024;
 
 /** `labels` → the labels of each output, and the file each came from, read from the model's folder. */
-function readLabels(folder: string, labels: Record<string, string | string[]>): { labels: Record<string, string[]>; labelFiles: Record<string, string> } {
+export function readLabels(folder: string, labels: Record<string, string | string[]>): { labels: Record<string, string[]>; labelFiles: Record<string, string> } {
   const out: Record<string, string[]> = {};
   const files: Record<string, string> = {};
   for (const [output, value] of Object.entries(labels)) {
@@ -79,8 +84,9 @@ function readLabels(folder: string, labels: Record<string, string | string[]>): 
 /** Checks one config value with the same rules (and messages) as the flag and the batcher option. */
 function checkValue(key: string, kind: string, value: unknown, max: number | undefined): unknown {
   switch (kind) {
+    case 'int0':
     case 'int1': {
-      const n = expectInteger(key, value, 1);
+      const n = expectInteger(key, value, kind === 'int0' ? 0 : 1);
       if (max !== undefined && n > max) throw new RangeError(`Expected \`${key}\` to be at most ${max}, got \`${n}\` (number)`);
       return n;
     }
@@ -140,6 +146,10 @@ export function readModelConfig(file: string): ModelConfigFile {
   } catch (error) {
     throw new Error(`${file}: ${(error as Error).message}`);
   }
+  // Batching settings for a model that says it has no batch dimension: a contradiction, said rather than ignored.
+  if (config.maxBatchSize === 0 && (config.pad === true || config.preferredBatchSizes !== undefined)) {
+    throw new Error(`${file}: \`${config.pad === true ? 'pad' : 'preferredBatchSizes'}\` is for batches of rows, and \`maxBatchSize\` 0 is a model without a batch dimension (one request per run): leave one out`);
+  }
   return config as ModelConfigFile;
 }
 
@@ -171,19 +181,27 @@ export function listRepository(dir: string): string[] {
  * finish within `loadTimeout`; past it, or once `signal` aborts (an unload), the workers are stopped
  * and the load fails with the reason.
  */
-export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (info: BatchInfo) => void, tracing?: BatchTracing): ModelLoader {
+export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (info: BatchInfo, version?: string) => void, tracing?: BatchTracing, triton: TritonDefaults = { given: {} }): ModelLoader {
   const has = (name: string): boolean => {
     if (!MODEL_NAME.test(name)) return false;
     const entry = lstat(join(dir, name));
     return entry !== undefined && (entry.isDirectory() || entry.isSymbolicLink());
   };
-  const load = async (name: string, signal?: AbortSignal): Promise<ServedModel> => {
+  const load = async (name: string, signal?: AbortSignal, override?: LoadOverride): Promise<ServedModel> => {
+    // Triton's load overrides: the model's files alone (no repository folder), or its folder with another config (load-override.ts).
+    const overridden = (folder: string | undefined) => loadWithOverride(override as LoadOverride, { folder, tritonLayout: folder !== undefined && isTritonLayout(folder), name, defaults, triton, onBatch, tracing, signal });
+    if (override?.files !== undefined) return overridden(undefined);
     const folder = join(dir, name);
     const entry = MODEL_NAME.test(name) ? lstat(folder) : undefined;
     if (entry?.isSymbolicLink() === true) throw new ModelLoadError(`${folder} is a symbolic link: a model folder must be a real directory of the repository (links are not followed)`);
     if (entry?.isDirectory() !== true) throw new ModelLoadError(`No folder ${folder} in the repository`);
+    if (override !== undefined) return overridden(folder);
+    // Triton's layout (config.pbtxt, version folders): model/triton-repository.ts.
+    if (isTritonLayout(folder)) return loadTritonModel({ folder, name, defaults, triton, onBatch, tracing, signal });
     const config = readModelConfig(join(folder, 'config.json'));
-    const { queueCap, timeout, loadTimeout = DEFAULT_LOAD_TIMEOUT_MS, parameters, labels: labelSources, ...settings } = { ...defaults, ...config };
+    // The server's maxBatchSize is a default for models that can batch; a model without a batch dimension gets 0 (batch-dimension.ts).
+    const { maxBatchSize: defaultMaxBatchSize, ...otherDefaults } = defaults;
+    const { queueCap, timeout, loadTimeout = DEFAULT_LOAD_TIMEOUT_MS, parameters, labels: labelSources, ...settings } = { ...otherDefaults, ...config, ...(defaultMaxBatchSize === undefined ? {} : { defaultMaxBatchSize }) };
     const labels = labelSources === undefined ? {} : readLabels(folder, labelSources);
     const path = ['model.onnx', 'model.js', 'model.mjs'].map((f) => join(folder, f)).find((f) => existsSync(f));
     if (path === undefined) throw new ModelLoadError(`${folder} holds no model.onnx, model.js or model.mjs`);
@@ -217,5 +235,5 @@ export function repositoryLoader(dir: string, defaults: ModelConfig, onBatch: (i
       signal?.removeEventListener('abort', cancel);
     }
   };
-  return Object.assign(load, { has });
+  return Object.assign(load, { has, list: () => listRepository(dir) });
 }

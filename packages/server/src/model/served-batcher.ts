@@ -2,6 +2,7 @@ import { constants } from 'node:buffer';
 import { type BatchedFn, batchedFn, type BatchInfo, move } from 'batched-fn';
 import { FLAGS } from '../flags.js';
 import { checkPriorityLevels } from '../kserve/schedule-policy.js';
+import { servedMaxBatchSize } from './batch-dimension.js';
 import { ComputeJoin } from './compute-timing.js';
 import { type OnnxModelOptions, SERVER_DEFAULTS, type ServedModel, type ServedModelConfig } from './onnx-model.js';
 import type { Datatype, ModelSignature, NumericDatatype } from './signature.js';
@@ -53,12 +54,21 @@ function zeroPad(batch: InferItem[], targetRows: number): InferItem[] {
   return [...batch, { rows, inputs }];
 }
 
+/** `maxBatchSize` as given: an integer, 0 (no batch dimension, batch-dimension.ts) or from 1 to the flag's limit. */
+function checkMaxBatchSize(maxBatchSize: number | undefined): void {
+  const most = FLAGS['max-batch-size'].max;
+  if (maxBatchSize !== undefined && (!Number.isInteger(maxBatchSize) || maxBatchSize < 0 || maxBatchSize > most)) {
+    throw new RangeError(`Expected \`maxBatchSize\` to be an integer from 0 (no batch dimension) to ${most}, got ${maxBatchSize}`);
+  }
+}
+
 /** Refuses settings no batch could be built with, at load, rather than failing every request after it. */
 function checkSettings(signature: ModelSignature, maxBatchSize: number, workers: number, pad: boolean): void {
-  const most = FLAGS['max-batch-size'].max;
-  if (!Number.isInteger(maxBatchSize) || maxBatchSize < 1 || maxBatchSize > most) throw new RangeError(`Expected \`maxBatchSize\` to be an integer from 1 to ${most}, got ${maxBatchSize}`);
   if (!Number.isInteger(workers) || workers < 1 || workers > FLAGS.workers.max) throw new RangeError(`Expected \`workers\` to be an integer from 1 to ${FLAGS.workers.max}, got ${workers}`);
-  if (!pad) return;
+  // Without a batch dimension there are no rows to pad or sizes to prefer: the server-wide `--pad`
+  // and `--preferred-batch-sizes` do not apply (a model's own config asking for them with
+  // `maxBatchSize: 0` is refused where it is read, repository.ts).
+  if (maxBatchSize === 0 || !pad) return;
   // The worst padding is a lone 1-row request filled up to maxBatchSize rows.
   for (const spec of signature.inputs) {
     const row = spec.shape.slice(1);
@@ -68,6 +78,12 @@ function checkSettings(signature: ModelSignature, maxBatchSize: number, workers:
   }
 }
 
+/** What every served model's worker is told beside its own data. */
+export interface BatchedWorkerData {
+  /** False for a model without a batch dimension: each run is one request, whose outputs are its answer as they are. */
+  batched: boolean;
+}
+
 /**
  * The batcher every served model runs on (ONNX or JS): its module in worker threads, rows counted
  * through `size`, the model's batching settings over the server's defaults, shape-keyed batches for
@@ -75,33 +91,38 @@ function checkSettings(signature: ModelSignature, maxBatchSize: number, workers:
  */
 export function servedBatcher(
   worker: URL,
-  workerData: unknown,
+  workerData: object,
   signature: ModelSignature,
   options: Omit<OnnxModelOptions, 'path'> & { name: string },
 ): { batcher: BatchedFn<InferItem, InferResult>; maxBatchSize: number; infer: ServedModel['infer']; config: ServedModelConfig } {
-  const maxBatchSize = options.maxBatchSize ?? SERVER_DEFAULTS.maxBatchSize;
+  checkMaxBatchSize(options.maxBatchSize);
+  // 0 when the model has no batch dimension (batch-dimension.ts): then one request per run.
+  const maxBatchSize = servedMaxBatchSize(options.name, signature, options.maxBatchSize, options.defaultMaxBatchSize ?? SERVER_DEFAULTS.maxBatchSize);
+  checkMaxBatchSize(maxBatchSize);
+  const batched = maxBatchSize > 0;
   const workers = options.workers ?? SERVER_DEFAULTS.workers;
   checkSettings(signature, maxBatchSize, workers, options.pad === true);
   checkPriorityLevels(options);
   for (const output of Object.keys(options.labels ?? {})) {
     if (!signature.outputs.some((spec) => spec.name === output)) throw new RangeError(`\`labels\` names output \`${output}\`, which the model does not have (its outputs: ${signature.outputs.map((o) => `\`${o.name}\``).join(', ')})`);
   }
-  const key = shapeKey(signature);
+  const key = batched ? shapeKey(signature) : undefined;
   // Splits each batch's time into Triton's compute_input/infer/output (compute-timing.ts).
   const join = new ComputeJoin();
   const onBatch = options.onBatch;
   const batcher = batchedFn<InferItem, InferResult>({
     worker,
     workers,
-    workerData,
-    maxBatchSize,
+    // The worker stacks and splits rows only for a model that has them.
+    workerData: { ...workerData, batched } satisfies BatchedWorkerData,
+    maxBatchSize: batched ? maxBatchSize : 1,
     maxDelay: options.maxDelay ?? SERVER_DEFAULTS.maxDelay,
     channelCap: options.channelCap ?? SERVER_DEFAULTS.channelCap,
-    size: (item) => item.rows,
+    size: batched ? (item) => item.rows : () => 1,
     name: options.name,
     ...(options.latencyTarget === undefined ? {} : { latencyTarget: options.latencyTarget }),
-    ...(options.preferredBatchSizes === undefined ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
-    ...(options.pad === true ? { pad: zeroPad } : {}),
+    ...(options.preferredBatchSizes === undefined || !batched ? {} : { preferredBatchSizes: options.preferredBatchSizes }),
+    ...(options.pad === true && batched ? { pad: zeroPad } : {}),
     ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     ...(key === undefined ? {} : { batchKey: key }),
     ...(onBatch === undefined
@@ -114,7 +135,8 @@ export function servedBatcher(
         }),
     ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
   });
-  const defined = <K extends keyof ServedModelConfig>(key: K): Partial<ServedModelConfig> => (options[key] === undefined ? {} : { [key]: options[key] });
+  // What applies: a model without a batch dimension neither pads nor prefers sizes.
+  const defined = <K extends keyof ServedModelConfig>(key: K): Partial<ServedModelConfig> => (options[key] === undefined || (!batched && (key === 'pad' || key === 'preferredBatchSizes')) ? {} : { [key]: options[key] });
   const config: ServedModelConfig = {
     ...defined('preferredBatchSizes'),
     ...defined('latencyTarget'),

@@ -1,7 +1,10 @@
 import { readFields, WIRE_BYTES, WIRE_VARINT } from './protobuf.js';
 
-/** KServe v2 datatypes we can carry, and the typed arrays that hold them. */
-export type NumericDatatype = 'FP32' | 'FP64' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'BOOL';
+/**
+ * KServe v2 datatypes we can carry, and the typed arrays that hold them. FP16 and BF16 are kept as
+ * their 16-bit patterns (Uint16Array; model/half.ts converts them to and from numbers).
+ */
+export type NumericDatatype = 'FP16' | 'BF16' | 'FP32' | 'FP64' | 'INT8' | 'INT16' | 'INT32' | 'INT64' | 'UINT8' | 'UINT16' | 'UINT32' | 'UINT64' | 'BOOL';
 /** BYTES: variable-length byte strings (text), served to JS models; ONNX STRING tensors are not served. */
 export type Datatype = NumericDatatype | 'BYTES';
 
@@ -17,7 +20,10 @@ export interface ModelSignature {
   outputs: TensorSpec[];
 }
 
-/** onnx.proto TensorProto.DataType → KServe datatype. FLOAT16, STRING and complex types are not served. */
+/**
+ * onnx.proto TensorProto.DataType → KServe datatype. STRING, complex and 8-bit float types are not
+ * served. BFLOAT16 is read (so a model that has it is refused with that reason, onnx-model.ts).
+ */
 const ONNX_TO_KSERVE: Record<number, NumericDatatype> = {
   1: 'FP32',
   2: 'UINT8',
@@ -27,9 +33,11 @@ const ONNX_TO_KSERVE: Record<number, NumericDatatype> = {
   6: 'INT32',
   7: 'INT64',
   9: 'BOOL',
+  10: 'FP16',
   11: 'FP64',
   12: 'UINT32',
   13: 'UINT64',
+  16: 'BF16',
 };
 
 const text = new TextDecoder();

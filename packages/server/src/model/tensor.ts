@@ -67,6 +67,9 @@ export type InferResult = Record<string, Tensor>;
 type TypedArrayConstructor = { new (length: number): TypedArray; BYTES_PER_ELEMENT: number };
 
 export const ARRAY_FOR: Record<NumericDatatype, TypedArrayConstructor> = {
+  // Bit patterns (model/half.ts): Node 20 has no Float16Array, and bfloat16 has no array anywhere.
+  FP16: Uint16Array,
+  BF16: Uint16Array,
   FP32: Float32Array,
   FP64: Float64Array,
   INT8: Int8Array,
@@ -80,8 +83,10 @@ export const ARRAY_FOR: Record<NumericDatatype, TypedArrayConstructor> = {
   BOOL: Uint8Array,
 };
 
-/** onnxruntime's tensor type names. */
+/** onnxruntime's tensor type names ('bfloat16' is its name, though onnxruntime-node 1.30 cannot pass one in or out). */
 export const ORT_TYPE: Record<NumericDatatype, string> = {
+  FP16: 'float16',
+  BF16: 'bfloat16',
   FP32: 'float32',
   FP64: 'float64',
   INT8: 'int8',
