@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { expect, test } from 'vitest';
+import { expect, inject, test } from 'vitest';
 
 test('quickstart answers each caller from one batched model run', async () => {
   const { answers, predict } = await import('./dist/quickstart.js');
@@ -24,7 +24,10 @@ test('the HTTP example answers 200, and 503 with Retry-After once channelCap ite
   const real = model.predict;
   let release!: () => void;
   const held = new Promise<void>((resolve) => (release = resolve));
-  model.predict = async (texts: string[]) => (await held, real(texts));
+  model.predict = async (texts: string[]) => {
+    await held;
+    return real(texts);
+  };
   const accepted = Array.from({ length: 32 + 256 }, () => fetch(url));
   while (predict.stats.queued < 256) await new Promise((resolve) => setTimeout(resolve, 5));
   const shed = await fetch(url);
@@ -49,7 +52,7 @@ test('the worker example transfers its input and gets the score back', async () 
 });
 
 test('the fastify plugin serves the model inside an existing app', async () => {
-  process.env.BATCHED_FN_CACHE ??= join(tmpdir(), 'batched-fn-test-cache');
+  process.env.BATCHED_FN_CACHE ??= inject('testCache');
   const { app, shutdown } = await import('./dist/fastify-plugin.js');
   expect((await app.inject({ method: 'GET', url: '/' })).json()).toEqual({ service: 'my app' });
   const response = await app.inject({
@@ -62,7 +65,9 @@ test('the fastify plugin serves the model inside an existing app', async () => {
   const [output] = response.json().outputs;
   expect(output.shape).toEqual([2, 16]);
   expect(output.data.slice(0, 16)).toEqual(output.data.slice(16));
-  expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toContain('batched_fn_batch_size_count{model="mlp"} 1');
+  expect((await app.inject({ method: 'GET', url: '/metrics' })).body).toContain(
+    'batched_fn_batch_size_count{model="mlp"} 1',
+  );
   await shutdown();
 });
 
@@ -83,18 +88,44 @@ test('the example model repository serves the MLP, the OCR classifier and the JS
   const { startServer } = await import('@batched-fn/server');
   const repository = mkdtempSync(join(tmpdir(), 'bfn-example-repo-'));
   cpSync(REPOSITORY, repository, { recursive: true, filter: (source) => !source.endsWith('model.onnx') });
-  prepareRepository(repository, join(tmpdir(), 'batched-fn-test-cache'));
+  prepareRepository(repository, inject('testCache'));
   const server = await startServer({ modelRepository: repository, port: 0, threads: 1 });
   try {
     const post = async (model: string, body: unknown) =>
-      (await fetch(`${server.url}/v2/models/${model}/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })).json() as Promise<{ outputs: { name: string; data: unknown[] }[] }>;
-    const index = (await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json()) as { name: string; state: string }[];
-    expect(index.map((m) => [m.name, m.state])).toEqual([['mlp', 'READY'], ['ocr', 'READY'], ['sentiment', 'READY']]);
-    const sentiment = await post('sentiment', { inputs: [{ name: 'text', shape: [3], datatype: 'BYTES', data: ['I love this, great and fast', 'terrible and slow, I hate it', 'not good'] }] });
+      (
+        await fetch(`${server.url}/v2/models/${model}/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        })
+      ).json() as Promise<{ outputs: { name: string; data: unknown[] }[] }>;
+    const index = (await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json()) as {
+      name: string;
+      state: string;
+    }[];
+    expect(index.map((m) => [m.name, m.state])).toEqual([
+      ['mlp', 'READY'],
+      ['ocr', 'READY'],
+      ['sentiment', 'READY'],
+    ]);
+    const sentiment = await post('sentiment', {
+      inputs: [
+        {
+          name: 'text',
+          shape: [3],
+          datatype: 'BYTES',
+          data: ['I love this, great and fast', 'terrible and slow, I hate it', 'not good'],
+        },
+      ],
+    });
     expect(sentiment.outputs[0]?.data).toEqual(['positive', 'negative', 'negative']);
-    const mlp = await post('mlp', { inputs: [{ name: 'input', shape: [1, 256], datatype: 'FP32', data: Array(256).fill(0.5) }] });
+    const mlp = await post('mlp', {
+      inputs: [{ name: 'input', shape: [1, 256], datatype: 'FP32', data: Array(256).fill(0.5) }],
+    });
     expect(mlp.outputs[0]?.data).toHaveLength(16);
-    const ocr = await post('ocr', { inputs: [{ name: 'x', shape: [1, 3, 48, 192], datatype: 'FP32', data: Array(3 * 48 * 192).fill(0.1) }] });
+    const ocr = await post('ocr', {
+      inputs: [{ name: 'x', shape: [1, 3, 48, 192], datatype: 'FP32', data: Array(3 * 48 * 192).fill(0.1) }],
+    });
     expect(ocr.outputs[0]?.data).toHaveLength(2);
   } finally {
     await server.close();

@@ -4,13 +4,21 @@ import { createOnnxModel, ensureMlpModel, kservePlugin, ServerMetrics } from '@b
 
 const metrics = new ServerMetrics();
 // Any .onnx file works here; ensureMlpModel() generates (once) the default 17.9 M-parameter MLP.
-export const model = createOnnxModel({ path: ensureMlpModel(), name: 'mlp', maxBatchSize: 32, maxDelay: 2, onBatch: metrics.onBatch });
+export const model = createOnnxModel({
+  path: ensureMlpModel(),
+  name: 'mlp',
+  maxBatchSize: 32,
+  maxDelay: 2,
+  onBatch: metrics.onBatch,
+});
 metrics.track(model);
 
 export const app = Fastify();
 app.get('/', async () => ({ service: 'my app' })); // your own routes stay yours
 await app.register(kservePlugin, { models: [model], metrics, timeout: 1000 }); // adds the /v2/... routes
-app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+app.get('/metrics', async (_request, reply) =>
+  reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+);
 
 export async function shutdown(): Promise<void> {
   await app.close();

@@ -12,4 +12,4 @@ export const predict = batchedFn({
 });
 
 // Each caller awaits its own answer; concurrent calls share one model run.
-export const answers = await Promise.all([[1, 2], [3, 4], [5, 6]].map((row) => predict(row)));
+export const answers = await Promise.all([predict([1, 2]), predict([3, 4]), predict([5, 6])]);

@@ -50,8 +50,12 @@ function score(text, { size, weights }) {
 export function handler(requests, ctx) {
   return requests.map((request) => {
     const texts = request.inputs.text.data;
-    if (texts.some((text) => text.length > 10_000)) return Object.assign(new Error('each text must be at most 10,000 characters'), { status: 400 });
+    if (texts.some((text) => text.length > 10_000))
+      return Object.assign(new Error('each text must be at most 10,000 characters'), { status: 400 });
     const positive = texts.map((text) => score(text, ctx));
-    return { label: { data: positive.map((p) => (p > 0.5 ? 'positive' : p < 0.5 ? 'negative' : 'neutral')) }, positive: { data: positive } };
+    return {
+      label: { data: positive.map((p) => (p > 0.5 ? 'positive' : p < 0.5 ? 'negative' : 'neutral')) },
+      positive: { data: positive },
+    };
   });
 }

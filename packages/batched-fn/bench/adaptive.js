@@ -21,7 +21,10 @@ function exponential(rate, random) {
 
 function seeded(seed) {
   let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 4294967296);
+  return () => {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
 }
 
 async function run(load, maxDelay) {
@@ -114,14 +117,20 @@ for (const load of LOADS) {
     });
   }
 }
-console.log(`\nScheduling: simulated model c(N) = 2 ms + 0.05 ms·N in a worker, maxBatchSize ${MAX}, ceiling ${Math.round(ceilingPerMs * 1000)} items/s, Poisson arrivals, ${RUN_MS} ms per run`);
+console.log(
+  `\nScheduling: simulated model c(N) = 2 ms + 0.05 ms·N in a worker, maxBatchSize ${MAX}, ceiling ${Math.round(ceilingPerMs * 1000)} items/s, Poisson arrivals, ${RUN_MS} ms per run`,
+);
 console.table(rows);
 const loneAuto = await lone('auto');
 const loneFixed = await lone(1);
-console.log(`A caller alone on an idle batcher (40 calls 15 ms apart): p50 ${fmt(loneAuto)} ms with 'auto', ${fmt(loneFixed)} ms with maxDelay 1; c(1) = ${fmt(cost(1))} ms`);
+console.log(
+  `A caller alone on an idle batcher (40 calls 15 ms apart): p50 ${fmt(loneAuto)} ms with 'auto', ${fmt(loneFixed)} ms with maxDelay 1; c(1) = ${fmt(cost(1))} ms`,
+);
 const low = results[0.05].auto;
 const high = results[0.95].auto;
-console.log(`targets: 5 % load p50 ${fmt(low.p50)} ms (<= c(1) + 0.2 = ${fmt(cost(1) + 0.2)}); 95 % load served ${fmt(100 * high.served, 1)} % (>= 98 %); p99 within 1.1x of the best fixed setting at every load`);
+console.log(
+  `targets: 5 % load p50 ${fmt(low.p50)} ms (<= c(1) + 0.2 = ${fmt(cost(1) + 0.2)}); 95 % load served ${fmt(100 * high.served, 1)} % (>= 98 %); p99 within 1.1x of the best fixed setting at every load`,
+);
 
 const out = process.env.BENCH_OUT ?? 'bench-out';
 mkdirSync(out, { recursive: true });

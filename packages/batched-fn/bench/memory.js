@@ -8,7 +8,11 @@ if (typeof globalThis.gc !== 'function') throw new Error('run with node --expose
 
 let release;
 const blocked = new Promise((resolve) => (release = resolve));
-const predict = batchedFn({ handler: async (batch) => (await blocked, batch), maxBatchSize: 1, maxDelay: 0 });
+const hold = async (batch) => {
+  await blocked;
+  return batch;
+};
+const predict = batchedFn({ handler: hold, maxBatchSize: 1, maxDelay: 0 });
 const blocker = predict(-1).catch(() => {}); // occupies the only batch slot
 await new Promise((resolve) => setImmediate(resolve));
 
@@ -21,7 +25,13 @@ const after = process.memoryUsage().heapUsed;
 // The test's own array of promises holds 4 bytes per slot (compressed pointers); the rest is the batcher's.
 const perItem = (after - before) / ITEMS - 4;
 console.log(`\nMemory: ${ITEMS.toLocaleString()} queued calls`);
-console.table([{ 'queued': predict.stats.queued, 'heap delta MB': fmt((after - before) / 2 ** 20, 1), 'bytes per queued item': fmt(perItem, 0) }]);
+console.table([
+  {
+    queued: predict.stats.queued,
+    'heap delta MB': fmt((after - before) / 2 ** 20, 1),
+    'bytes per queued item': fmt(perItem, 0),
+  },
+]);
 console.log('target: <= 200 bytes per item (the promise, its resolvers and the queue record)');
 predict.destroy();
 release();

@@ -63,6 +63,10 @@ const rows = Object.entries(results).map(([name, xs]) => ({
   'runs (M/s)': xs.map((x) => fmt(x / 1e6)).join(' / '),
   'batched-fn ÷ this (median of paired rounds)': fmt(pairedRatio(name)),
 }));
-console.log(`\nQueue overhead: ${CALLERS} callers, identity handler, batches of ${BATCH}, ${TOTAL.toLocaleString()} calls x ${ROUNDS} rounds`);
+console.log(
+  `\nQueue overhead: ${CALLERS} callers, identity handler, batches of ${BATCH}, ${TOTAL.toLocaleString()} calls x ${ROUNDS} rounds`,
+);
 console.table(rows);
-console.log(`batched-fn / dataloader = ${fmt(pairedRatio('dataloader'))} (target >= 0.90); batched-fn / bare promises = ${fmt(pairedRatio('bare promises'))}`);
+console.log(
+  `batched-fn / dataloader = ${fmt(pairedRatio('dataloader'))} (target >= 0.90); batched-fn / bare promises = ${fmt(pairedRatio('bare promises'))}`,
+);

@@ -58,7 +58,11 @@ async function drive(predict) {
   );
   clearTimeout(timer);
   latencies.sort((a, b) => a - b);
-  return { throughput: done / ((performance.now() - started) / 1000), p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
+  return {
+    throughput: done / ((performance.now() - started) / 1000),
+    p50: percentile(latencies, 0.5),
+    p99: percentile(latencies, 0.99),
+  };
 }
 
 const rows = [];
@@ -84,10 +88,16 @@ async function driveBare() {
   const predict = makeBare();
   const batches = Math.round(DURATION_MS / cost(BATCH));
   const started = performance.now();
-  await Promise.all(Array.from({ length: CALLERS }, async () => { for (let i = 0; i < batches; i++) await predict(1); }));
+  await Promise.all(
+    Array.from({ length: CALLERS }, async () => {
+      for (let i = 0; i < batches; i++) await predict(1);
+    }),
+  );
   return (batches * CALLERS) / ((performance.now() - started) / 1000);
 }
 
-console.log(`\nSimulated model: cost 2 ms + 0.05 ms/item, ${CALLERS} callers, maxBatchSize ${BATCH}, ceiling ${Math.round(ceiling)} items/s`);
+console.log(
+  `\nSimulated model: cost 2 ms + 0.05 ms/item, ${CALLERS} callers, maxBatchSize ${BATCH}, ceiling ${Math.round(ceiling)} items/s`,
+);
 console.table(rows);
 console.log('target: >= 98 % of the ceiling; the bare floor shows what this machine allows with zero batching logic');

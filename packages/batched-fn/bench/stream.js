@@ -8,7 +8,10 @@ const SEQUENCES = 320;
 const MAX = 16;
 const cost = (n) => 2 + 0.02 * n;
 let seed = 20261125;
-const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296);
+const rand = () => {
+  seed = (seed * 1103515245 + 12345) >>> 0;
+  return seed / 4294967296;
+};
 const lengths = Array.from({ length: SEQUENCES }, () => 1 + Math.floor(rand() * 48));
 const tokens = lengths.reduce((a, b) => a + b, 0);
 
@@ -52,9 +55,11 @@ async function measure(mode) {
     mode,
   });
   const started = performance.now();
-  await Promise.all(lengths.map(async (length) => {
-    for await (const _ of generate(length));
-  }));
+  await Promise.all(
+    lengths.map(async (length) => {
+      for await (const _ of generate(length));
+    }),
+  );
   const ms = performance.now() - started;
   await generate.close();
   return { ms, tokensPerSecond: tokens / (ms / 1000), steps: generate.stats.steps };
@@ -63,11 +68,18 @@ async function measure(mode) {
 async function overhead(worker) {
   const identity = worker
     ? batchedStream({ worker: new URL('./identity.stream.js', import.meta.url), maxBatchSize: MAX, maxDelay: 0 })
-    : batchedStream({ step: (states) => states.map((s) => (--s.left === 0 ? { value: 1, done: true } : { value: 1 })), start: (inputs) => inputs.map((l) => ({ left: l })), maxBatchSize: MAX, maxDelay: 0 });
+    : batchedStream({
+        step: (states) => states.map((s) => (--s.left === 0 ? { value: 1, done: true } : { value: 1 })),
+        start: (inputs) => inputs.map((l) => ({ left: l })),
+        maxBatchSize: MAX,
+        maxDelay: 0,
+      });
   const started = performance.now();
-  await Promise.all(Array.from({ length: 64 }, async () => {
-    for await (const _ of identity(2000));
-  }));
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      for await (const _ of identity(2000));
+    }),
+  );
   const ms = performance.now() - started;
   const { steps } = identity.stats;
   await identity.close();
@@ -77,13 +89,29 @@ async function overhead(worker) {
 const staticRun = await measure('static');
 const continuousRun = await measure('continuous');
 const idealRatio = ideal('static') / ideal('continuous');
-console.log(`\nbatchedStream: ${SEQUENCES} sequences, lengths 1..48 (${tokens} tokens), step 2 ms + 0.02 ms·N, maxBatchSize ${MAX}`);
+console.log(
+  `\nbatchedStream: ${SEQUENCES} sequences, lengths 1..48 (${tokens} tokens), step 2 ms + 0.02 ms·N, maxBatchSize ${MAX}`,
+);
 console.table([
-  { mode: 'static', 'tokens/s': Math.round(staticRun.tokensPerSecond), steps: staticRun.steps, ms: Math.round(staticRun.ms) },
-  { mode: 'continuous', 'tokens/s': Math.round(continuousRun.tokensPerSecond), steps: continuousRun.steps, ms: Math.round(continuousRun.ms) },
+  {
+    mode: 'static',
+    'tokens/s': Math.round(staticRun.tokensPerSecond),
+    steps: staticRun.steps,
+    ms: Math.round(staticRun.ms),
+  },
+  {
+    mode: 'continuous',
+    'tokens/s': Math.round(continuousRun.tokensPerSecond),
+    steps: continuousRun.steps,
+    ms: Math.round(continuousRun.ms),
+  },
 ]);
-console.log(`continuous / static = ${(continuousRun.tokensPerSecond / staticRun.tokensPerSecond).toFixed(2)} (target >= 1.6; ideal for these lengths ${idealRatio.toFixed(2)})`);
+console.log(
+  `continuous / static = ${(continuousRun.tokensPerSecond / staticRun.tokensPerSecond).toFixed(2)} (target >= 1.6; ideal for these lengths ${idealRatio.toFixed(2)})`,
+);
 for (const worker of [false, true]) {
   const o = await overhead(worker);
-  console.log(`loop overhead, identity step, ${worker ? 'worker mode' : 'inline'}: ${o.perStepUs.toFixed(1)} µs per step, ${o.perSequenceStepUs.toFixed(2)} µs per sequence-step`);
+  console.log(
+    `loop overhead, identity step, ${worker ? 'worker mode' : 'inline'}: ${o.perStepUs.toFixed(1)} µs per step, ${o.perSequenceStepUs.toFixed(2)} µs per sequence-step`,
+  );
 }

@@ -22,17 +22,25 @@ export function barChart({ title, groups, series, values, unit }) {
     out.push(`<line x1="${left}" y1="${y(v)}" x2="${left + plotW}" y2="${y(v)}" stroke="#eee"/>`);
     out.push(`<text x="${left - 6}" y="${y(v) + 4}" text-anchor="end">${v.toFixed(v < 10 ? 1 : 0)}</text>`);
   }
-  out.push(`<text x="14" y="${top + plotH / 2}" transform="rotate(-90 14 ${top + plotH / 2})" text-anchor="middle">${unit}</text>`);
+  out.push(
+    `<text x="14" y="${top + plotH / 2}" transform="rotate(-90 14 ${top + plotH / 2})" text-anchor="middle">${unit}</text>`,
+  );
   groups.forEach((group, g) => {
     const x0 = left + g * groupW + groupW * 0.1;
     series.forEach((_, s) => {
       const v = values[g][s];
-      out.push(`<rect x="${x0 + s * barW}" y="${y(v)}" width="${barW - 2}" height="${top + plotH - y(v)}" fill="${colors[s % colors.length]}"/>`);
+      out.push(
+        `<rect x="${x0 + s * barW}" y="${y(v)}" width="${barW - 2}" height="${top + plotH - y(v)}" fill="${colors[s % colors.length]}"/>`,
+      );
     });
-    out.push(`<text x="${left + g * groupW + groupW / 2}" y="${top + plotH + 18}" text-anchor="middle">${group}</text>`);
+    out.push(
+      `<text x="${left + g * groupW + groupW / 2}" y="${top + plotH + 18}" text-anchor="middle">${group}</text>`,
+    );
   });
   series.forEach((name, s) => {
-    out.push(`<rect x="${left + s * 150}" y="${height - 24}" width="12" height="12" fill="${colors[s % colors.length]}"/>`);
+    out.push(
+      `<rect x="${left + s * 150}" y="${height - 24}" width="12" height="12" fill="${colors[s % colors.length]}"/>`,
+    );
     out.push(`<text x="${left + s * 150 + 18}" y="${height - 14}">${name}</text>`);
   });
   out.push('</svg>');

@@ -29,14 +29,22 @@ const row = () => Float64Array.from({ length: 256 }, (_, i) => (i % 7) - 3);
 const scaling = { 1: [], 2: [] };
 // Alternating 1, 2, 1, 2 so neither setting always runs on a cold or a warm machine.
 for (const workers of [1, 2, 1, 2]) {
-  const predict = batchedFn({ worker: fixture('matmul.worker.mjs'), workers, workerData: model, maxBatchSize: 16, maxDelay: 1 });
+  const predict = batchedFn({
+    worker: fixture('matmul.worker.mjs'),
+    workers,
+    workerData: model,
+    maxBatchSize: 16,
+    maxDelay: 1,
+  });
   await predict.ready();
   await throughput(predict, row, 64, 500); // warm-up: JIT in every worker
   scaling[workers].push(await throughput(predict, row, 64));
   await predict.close();
 }
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-console.log(`\nCPU-bound model in workers (pure-JS 256x512 matmul per row, batches of 16, 64 callers, ${DURATION_MS} ms per run)`);
+console.log(
+  `\nCPU-bound model in workers (pure-JS 256x512 matmul per row, batches of 16, 64 callers, ${DURATION_MS} ms per run)`,
+);
 console.table([
   { workers: 1, 'rows/s (runs)': scaling[1].map(Math.round).join(' / ') },
   { workers: 2, 'rows/s (runs)': scaling[2].map(Math.round).join(' / ') },

@@ -20,4 +20,3 @@ export function reportBatch(onBatch: ((info: BatchInfo) => void) | undefined, in
     process.emitWarning(`batched-fn: onBatch threw: ${String(error)}`, 'BatchedFnWarning');
   }
 }
-

@@ -45,8 +45,12 @@ function toModuleUrl(worker: URL | string): URL {
 }
 
 /** WHERE batches run: the handler on this thread, or the module in worker threads. Options are already checked. */
-function createExecutor<I, O, C>(options: BatchedFnOptions<I, O, C>, resolved: ResolvedBatchingOptions<I>): Executor<I, O> {
-  if (options.handler !== undefined) return new InlineExecutor(options.handler, (options as InlineOptions<I, O, C>).context);
+function createExecutor<I, O, C>(
+  options: BatchedFnOptions<I, O, C>,
+  resolved: ResolvedBatchingOptions<I>,
+): Executor<I, O> {
+  if (options.handler !== undefined)
+    return new InlineExecutor(options.handler, (options as InlineOptions<I, O, C>).context);
   const pooled = options as WorkerOptions<I>;
   return new WorkerPoolExecutor<I, O>({
     module: toModuleUrl(pooled.worker),
@@ -78,10 +82,14 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
   const stats = new StatsRecorder();
   const { name, pad, batchTimeout, onBatch, tracing } = resolved;
   let settle!: Settle<I, O>;
-  const engine = new Engine<I, O>({ ...resolved, admit: executor.admit?.bind(executor), destroyedMessage: 'The batcher was destroyed' }, stats, (link) => {
-    settle = new Settle<I, O>(executor, link, stats, { name, pad, batchTimeout, onBatch, tracing });
-    return settle;
-  });
+  const engine = new Engine<I, O>(
+    { ...resolved, admit: executor.admit?.bind(executor), destroyedMessage: 'The batcher was destroyed' },
+    stats,
+    (link) => {
+      settle = new Settle<I, O>(executor, link, stats, { name, pad, batchTimeout, onBatch, tracing });
+      return settle;
+    },
+  );
   const snapshot = (): BatchedFnStats =>
     stats.snapshot({
       queued: engine.queued,

@@ -45,7 +45,14 @@ const BY_CODE: Record<BatchedFnErrorCode, { prototype: Error }> = {
 };
 
 /** JavaScript's own error classes, by name. */
-const BY_NAME: Record<string, { prototype: Error }> = { TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError };
+const BY_NAME: Record<string, { prototype: Error }> = {
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};
 
 const MAX_CAUSE_DEPTH = 3;
 
@@ -66,7 +73,8 @@ function read(object: object, key: string): unknown {
   }
 }
 
-const isPrimitive = (value: unknown): value is Primitive => value === null || value === undefined || ['string', 'number', 'boolean'].includes(typeof value);
+const isPrimitive = (value: unknown): value is Primitive =>
+  value === null || value === undefined || ['string', 'number', 'boolean'].includes(typeof value);
 
 /**
  * Flattens anything thrown. It never throws itself: a value whose getters
@@ -102,7 +110,10 @@ export function serializeError(error: unknown, depth = 0): SerializedError {
 }
 
 const isSerialized = (value: unknown): value is SerializedError =>
-  typeof value === 'object' && value !== null && typeof (value as SerializedError).name === 'string' && typeof (value as SerializedError).message === 'string';
+  typeof value === 'object' &&
+  value !== null &&
+  typeof (value as SerializedError).name === 'string' &&
+  typeof (value as SerializedError).message === 'string';
 
 /** True when `value` has the shape `serializeError` produces (for checking what another process sent). */
 export const isSerializedError = isSerialized;
@@ -117,15 +128,24 @@ export function deserializeError(value: unknown, depth = 0): Error {
   if (!isSerialized(value)) return new Error('Malformed error from another thread or process');
   const fields = typeof value.fields === 'object' && value.fields !== null ? value.fields : {};
   const code = fields.code;
-  const type = (typeof code === 'string' ? BY_CODE[code as BatchedFnErrorCode] : undefined) ?? BY_NAME[value.name] ?? Error;
+  const type =
+    (typeof code === 'string' ? BY_CODE[code as BatchedFnErrorCode] : undefined) ?? BY_NAME[value.name] ?? Error;
   const error = Object.create(type.prototype) as Error;
   Object.defineProperty(error, 'message', { value: value.message, writable: true, configurable: true });
-  for (const [key, field] of Object.entries(fields)) if (isPrimitive(field)) (error as unknown as Record<string, unknown>)[key] = field;
+  for (const [key, field] of Object.entries(fields))
+    if (isPrimitive(field)) (error as unknown as Record<string, unknown>)[key] = field;
   error.name = value.name;
-  Object.defineProperty(error, 'stack', { value: typeof value.stack === 'string' ? value.stack : `${value.name}: ${value.message}`, writable: true, configurable: true });
+  Object.defineProperty(error, 'stack', {
+    value: typeof value.stack === 'string' ? value.stack : `${value.name}: ${value.message}`,
+    writable: true,
+    configurable: true,
+  });
   if (value.cause !== undefined && depth < MAX_CAUSE_DEPTH) {
-    Object.defineProperty(error, 'cause', { value: deserializeError(value.cause, depth + 1), writable: true, configurable: true });
+    Object.defineProperty(error, 'cause', {
+      value: deserializeError(value.cause, depth + 1),
+      writable: true,
+      configurable: true,
+    });
   }
   return error;
 }
-

@@ -15,6 +15,7 @@ export type BatchedFnErrorCode =
   | 'ERR_INVALID_OUTPUT';
 
 export class BatchedFnError extends Error {
+  /** Each subclass narrows it to its own literal (`declare`: a type only, so no class field resets it after super()). */
   readonly code: BatchedFnErrorCode;
 
   constructor(code: BatchedFnErrorCode, message: string, options?: ErrorOptions) {
@@ -26,6 +27,7 @@ export class BatchedFnError extends Error {
 
 /** The queue already holds `channelCap` items. Servers answer it with 503. */
 export class QueueFullError extends BatchedFnError {
+  declare readonly code: 'ERR_QUEUE_FULL';
   readonly capacity: number;
 
   constructor(capacity: number) {
@@ -37,6 +39,7 @@ export class QueueFullError extends BatchedFnError {
 
 /** The batcher was closed or destroyed before the call could be served. */
 export class ClosedError extends BatchedFnError {
+  declare readonly code: 'ERR_CLOSED';
   constructor(message = 'The batcher is closed and accepts no new calls') {
     super('ERR_CLOSED', message);
     this.name = 'ClosedError';
@@ -48,6 +51,7 @@ export class ClosedError extends BatchedFnError {
  * already tell it would pass before an answer could be produced.
  */
 export class TimeoutError extends BatchedFnError {
+  declare readonly code: 'ERR_TIMEOUT';
   readonly timeout: number;
   readonly predicted: boolean;
 
@@ -66,6 +70,7 @@ export class TimeoutError extends BatchedFnError {
 
 /** The handler returned something other than one output per input. */
 export class BatchSizeMismatchError extends BatchedFnError {
+  declare readonly code: 'ERR_BATCH_SIZE_MISMATCH';
   readonly expected: number;
   readonly received: number | undefined;
 
@@ -84,6 +89,7 @@ export class BatchSizeMismatchError extends BatchedFnError {
 
 /** One input's `size` is larger than `maxBatchSize`, so no batch can ever hold it. */
 export class ItemTooLargeError extends BatchedFnError {
+  declare readonly code: 'ERR_ITEM_TOO_LARGE';
   readonly size: number;
   readonly maxBatchSize: number;
 
@@ -97,6 +103,7 @@ export class ItemTooLargeError extends BatchedFnError {
 
 /** The worker thread running this call's batch died before answering. */
 export class WorkerExitedError extends BatchedFnError {
+  declare readonly code: 'ERR_WORKER_EXITED';
   readonly exitCode: number | undefined;
   readonly workerId: number;
 
@@ -114,6 +121,7 @@ export class WorkerExitedError extends BatchedFnError {
 
 /** The backend that runs batches (a broker, a remote worker pool) cannot be reached right now. */
 export class UnavailableError extends BatchedFnError {
+  declare readonly code: 'ERR_UNAVAILABLE';
   constructor(message: string, options?: ErrorOptions) {
     super('ERR_UNAVAILABLE', message, options);
     this.name = 'UnavailableError';
@@ -125,6 +133,7 @@ export class UnavailableError extends BatchedFnError {
  * terminated and restarted; inline, the batch's slot was freed and its late result is dropped.
  */
 export class BatchTimeoutError extends BatchedFnError {
+  declare readonly code: 'ERR_BATCH_TIMEOUT';
   readonly batchTimeout: number;
 
   constructor(batchTimeout: number) {
@@ -139,6 +148,7 @@ export class BatchTimeoutError extends BatchedFnError {
  * Running it would hand callers other callers' outputs, so the batch is refused instead.
  */
 export class InvalidPadError extends BatchedFnError {
+  declare readonly code: 'ERR_INVALID_PAD';
   constructor(detail: string) {
     super('ERR_INVALID_PAD', `pad() must return the batch's inputs, in order, followed by filler: ${detail}`);
     this.name = 'InvalidPadError';
@@ -151,11 +161,15 @@ export class InvalidPadError extends BatchedFnError {
  * it; the other streams of the step go on.
  */
 export class InvalidOutputError extends BatchedFnError {
+  declare readonly code: 'ERR_INVALID_OUTPUT';
   /** The slot of the step's outputs that was malformed. */
   readonly index: number;
 
   constructor(index: number, detail: string) {
-    super('ERR_INVALID_OUTPUT', `step() must return \`{ value?, done? }\` or an Error for each state: output ${index} ${detail}`);
+    super(
+      'ERR_INVALID_OUTPUT',
+      `step() must return \`{ value?, done? }\` or an Error for each state: output ${index} ${detail}`,
+    );
     this.name = 'InvalidOutputError';
     this.index = index;
   }

@@ -27,7 +27,14 @@ export type {
 } from './options.js';
 export { DEFAULTS } from './option-schema.js';
 export { MAX_TIMER_MS } from './validate.js';
-export type { BatchedFnSettings, BatchedFnStats, BatchInfo, DispatchReason, Percentiles, WorkerStats } from './stats.js';
+export type {
+  BatchedFnSettings,
+  BatchedFnStats,
+  BatchInfo,
+  DispatchReason,
+  Percentiles,
+  WorkerStats,
+} from './stats.js';
 export { batchChannel } from './batch-report.js';
 export { move } from './transfer.js';
 export { type BatchedStream, batchedStream } from './stream/batched-stream.js';

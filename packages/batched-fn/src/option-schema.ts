@@ -1,4 +1,11 @@
-import { describeValue, expectDuration, expectFunction, expectInteger, expectNumber, validateMaxDelay } from './validate.js';
+import {
+  describeValue,
+  expectDuration,
+  expectFunction,
+  expectInteger,
+  expectNumber,
+  validateMaxDelay,
+} from './validate.js';
 
 /**
  * Every option of `batchedFn`, declared once: its README row (type, default,
@@ -20,8 +27,15 @@ export interface OptionSpec {
 
 function checkTracing(value: unknown): unknown {
   const hooks = value as { capture?: unknown; batch?: unknown } | null;
-  if (typeof hooks !== 'object' || hooks === null || typeof hooks.capture !== 'function' || typeof hooks.batch !== 'function') {
-    throw new TypeError(`Expected \`tracing\` to be an object with \`capture\` and \`batch\` functions, got ${describeValue(value)}`);
+  if (
+    typeof hooks !== 'object' ||
+    hooks === null ||
+    typeof hooks.capture !== 'function' ||
+    typeof hooks.batch !== 'function'
+  ) {
+    throw new TypeError(
+      `Expected \`tracing\` to be an object with \`capture\` and \`batch\` functions, got ${describeValue(value)}`,
+    );
   }
   return value;
 }
@@ -41,7 +55,9 @@ function checkResourceLimits(limits: unknown): unknown {
   }
   for (const [key, value] of Object.entries(limits)) {
     if (!RESOURCE_LIMITS.includes(key)) {
-      throw new TypeError(`Unknown \`resourceLimits\` key \`${key}\`; known keys are ${RESOURCE_LIMITS.map((k) => `\`${k}\``).join(', ')}`);
+      throw new TypeError(
+        `Unknown \`resourceLimits\` key \`${key}\`; known keys are ${RESOURCE_LIMITS.map((k) => `\`${k}\``).join(', ')}`,
+      );
     }
     expectNumber(`resourceLimits.${key}`, value, 'a finite number of MB above 0', (n) => Number.isFinite(n) && n > 0);
   }
@@ -64,7 +80,9 @@ function checkWorker(value: unknown): unknown {
 
 function checkPreferred(value: unknown): number[] {
   if (!Array.isArray(value) || value.length === 0) {
-    throw new TypeError(`Expected \`preferredBatchSizes\` to be a non-empty array of integers, got ${describeValue(value)}`);
+    throw new TypeError(
+      `Expected \`preferredBatchSizes\` to be a non-empty array of integers, got ${describeValue(value)}`,
+    );
   }
   const sizes = value.map((size, i) => expectInteger(`preferredBatchSizes[${i}]`, size, 1));
   return [...new Set(sizes)].sort((a, b) => a - b);
@@ -78,13 +96,50 @@ function checkName(value: unknown): string {
 const ONE_OF = '(one of `handler`, `worker`)';
 
 export const OPTION_SCHEMA = {
-  handler: { type: '`(batch: I[], context: C) => (O \\| Error)[] \\| Promise<...>`', shownDefault: ONE_OF, rule: 'Returns one output per input, in order. An `Error` in slot *i* rejects caller *i* only.', check: fn('handler') },
-  context: { type: '`() => C \\| Promise<C>`', shownDefault: 'none', rule: 'Built once, lazily before the first batch or by `ready()`; a failed build is retried on the next batch.', check: fn('context') },
-  worker: { type: '`URL \\| string`', shownDefault: ONE_OF, rule: 'Module path or URL exporting `handler(batch, context)`, and optionally `context(workerData)` and `dispose(context)`.', check: checkWorker },
-  workers: { type: '`number`', shownDefault: '`1`', default: 1, rule: 'Integer >= 1. Worker threads in the pool.', check: int1('workers') },
-  workerData: { type: 'structured-cloneable', shownDefault: '`undefined`', rule: "Passed to the module's `context()` in every worker.", check: checkWorkerData },
-  resourceLimits: { type: '`ResourceLimits`', shownDefault: "Node's", rule: 'Per-worker memory limits; exceeding them is a crash (`ERR_WORKER_EXITED`).', check: checkResourceLimits },
-  maxBatchSize: { type: '`number`', shownDefault: '`8`', default: 8, rule: 'Integer >= 1. Most rows in one batch.', check: int1('maxBatchSize') },
+  handler: {
+    type: '`(batch: I[], context: C) => (O \\| Error)[] \\| Promise<...>`',
+    shownDefault: ONE_OF,
+    rule: 'Returns one output per input, in order. An `Error` in slot *i* rejects caller *i* only.',
+    check: fn('handler'),
+  },
+  context: {
+    type: '`() => C \\| Promise<C>`',
+    shownDefault: 'none',
+    rule: 'Built once, lazily before the first batch or by `ready()`; a failed build is retried on the next batch.',
+    check: fn('context'),
+  },
+  worker: {
+    type: '`URL \\| string`',
+    shownDefault: ONE_OF,
+    rule: 'Module path or URL exporting `handler(batch, context)`, and optionally `context(workerData)` and `dispose(context)`.',
+    check: checkWorker,
+  },
+  workers: {
+    type: '`number`',
+    shownDefault: '`1`',
+    default: 1,
+    rule: 'Integer >= 1. Worker threads in the pool.',
+    check: int1('workers'),
+  },
+  workerData: {
+    type: 'structured-cloneable',
+    shownDefault: '`undefined`',
+    rule: "Passed to the module's `context()` in every worker.",
+    check: checkWorkerData,
+  },
+  resourceLimits: {
+    type: '`ResourceLimits`',
+    shownDefault: "Node's",
+    rule: 'Per-worker memory limits; exceeding them is a crash (`ERR_WORKER_EXITED`).',
+    check: checkResourceLimits,
+  },
+  maxBatchSize: {
+    type: '`number`',
+    shownDefault: '`8`',
+    default: 8,
+    rule: 'Integer >= 1. Most rows in one batch.',
+    check: int1('maxBatchSize'),
+  },
   maxDelay: {
     type: "`number` (ms) or `'auto'`",
     shownDefault: '`50`',
@@ -98,8 +153,18 @@ export const OPTION_SCHEMA = {
     rule: "> 0. With `'auto'`, never wait past it; calls predicted to miss it are rejected at once with `ERR_TIMEOUT` (`predicted: true`).",
     check: (value: unknown) => expectDuration('latencyTarget', value, 0),
   },
-  batchKey: { type: '`(input: I) => string \\| number`', shownDefault: 'none', rule: 'Calls with different keys never share a batch.', check: fn('batchKey') },
-  preferredBatchSizes: { type: '`number[]`', shownDefault: 'none', rule: 'Integers from 1 to `maxBatchSize`. The largest one the queue can fill, and the oldest call fits in, is sent at once.', check: checkPreferred },
+  batchKey: {
+    type: '`(input: I) => string \\| number`',
+    shownDefault: 'none',
+    rule: 'Calls with different keys never share a batch.',
+    check: fn('batchKey'),
+  },
+  preferredBatchSizes: {
+    type: '`number[]`',
+    shownDefault: 'none',
+    rule: 'Integers from 1 to `maxBatchSize`. The largest one the queue can fill, and the oldest call fits in, is sent at once.',
+    check: checkPreferred,
+  },
   pad: {
     type: '`(batch: I[], targetRows: number) => I[]`',
     shownDefault: 'none',
@@ -113,16 +178,38 @@ export const OPTION_SCHEMA = {
     rule: 'Integer >= 1, or `Infinity`. Most calls waiting (running batches do not count); beyond it calls reject with `ERR_QUEUE_FULL`.',
     check: (value: unknown) => expectInteger('channelCap', value, 1, true),
   },
-  concurrency: { type: '`number`', shownDefault: '`1` (`workers` in worker mode)', default: 1, rule: 'Integer >= 1. Batches in flight at once.', check: int1('concurrency') },
-  size: { type: '`(input: I) => number`', shownDefault: '`() => 1`', rule: 'Must return a finite number > 0. Rows (or tokens) the input counts against `maxBatchSize`.', check: fn('size') },
-  onBatch: { type: '`(info: BatchInfo) => void`', shownDefault: 'none', rule: 'Called after each batch settles: items, rows, reason, oldest wait, exec time, ok.', check: fn('onBatch') },
+  concurrency: {
+    type: '`number`',
+    shownDefault: '`1` (`workers` in worker mode)',
+    default: 1,
+    rule: 'Integer >= 1. Batches in flight at once.',
+    check: int1('concurrency'),
+  },
+  size: {
+    type: '`(input: I) => number`',
+    shownDefault: '`() => 1`',
+    rule: 'Must return a finite number > 0. Rows (or tokens) the input counts against `maxBatchSize`.',
+    check: fn('size'),
+  },
+  onBatch: {
+    type: '`(info: BatchInfo) => void`',
+    shownDefault: 'none',
+    rule: 'Called after each batch settles: items, rows, reason, oldest wait, exec time, ok.',
+    check: fn('onBatch'),
+  },
   tracing: {
     type: '`BatchTracing`',
     shownDefault: 'none',
     rule: "`{ capture, batch }` functions; `otelTracing()` from `batched-fn/otel` (needs `@opentelemetry/api`) makes a span per batch, linked to each caller's span.",
     check: checkTracing,
   },
-  name: { type: '`string`', shownDefault: "`'batched-fn'`", default: 'batched-fn', rule: 'Shown in `BatchInfo` and worker thread names.', check: checkName },
+  name: {
+    type: '`string`',
+    shownDefault: "`'batched-fn'`",
+    default: 'batched-fn',
+    rule: 'Shown in `BatchInfo` and worker thread names.',
+    check: checkName,
+  },
   batchTimeout: {
     type: '`number` (ms)',
     shownDefault: 'none',

@@ -142,7 +142,10 @@ export interface CallOptions {
 }
 
 /** The options after validation, with defaults applied where the schema has one. */
-export type ResolvedBatchingOptions<I> = Omit<BatchingOptions<I>, 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name' | 'preferredBatchSizes'> & {
+export type ResolvedBatchingOptions<I> = Omit<
+  BatchingOptions<I>,
+  'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name' | 'preferredBatchSizes'
+> & {
   maxBatchSize: number;
   maxDelay: number | 'auto';
   channelCap: number;
@@ -179,7 +182,10 @@ export function validateRuntimeOptions(options: RuntimeOptions): RuntimeOptions 
  * Validates every option by its schema row (unknown names throw), applies the schema's
  * defaults, then the rules that tie options together.
  */
-export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultConcurrency: number): ResolvedBatchingOptions<I> {
+export function resolveBatchingOptions<I>(
+  options: BatchingOptions<I>,
+  defaultConcurrency: number,
+): ResolvedBatchingOptions<I> {
   const checked = checkOptions(options) as Partial<ResolvedBatchingOptions<I>>;
   const resolved: ResolvedBatchingOptions<I> = {
     ...checked,
@@ -192,7 +198,9 @@ export function resolveBatchingOptions<I>(options: BatchingOptions<I>, defaultCo
   };
   const largest = resolved.preferredBatchSizes?.at(-1);
   if (largest !== undefined && largest > resolved.maxBatchSize) {
-    throw new RangeError(`Expected every \`preferredBatchSizes\` entry to be at most maxBatchSize (${resolved.maxBatchSize}), got ${largest}`);
+    throw new RangeError(
+      `Expected every \`preferredBatchSizes\` entry to be at most maxBatchSize (${resolved.maxBatchSize}), got ${largest}`,
+    );
   }
   return resolved;
 }
@@ -212,4 +220,3 @@ export function validateCallOptions(options: CallOptions): void {
     throw new TypeError(`Expected \`signal\` to be an AbortSignal, got ${describe(options.signal)}`);
   }
 }
-

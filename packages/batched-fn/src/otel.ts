@@ -1,4 +1,12 @@
-import { type Attributes, type Span, type SpanContext, SpanKind, SpanStatusCode, trace, type Tracer } from '@opentelemetry/api';
+import {
+  type Attributes,
+  type Span,
+  type SpanContext,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Tracer,
+} from '@opentelemetry/api';
 import type { BatchTracing } from './options.js';
 import type { BatchInfo } from './stats.js';
 
@@ -17,7 +25,9 @@ export function otelTracing(tracer: Tracer = trace.getTracer('batched-fn')): Bat
   return {
     capture: () => trace.getActiveSpan(),
     batch(info, callers, error) {
-      const contexts = callers.map((caller) => contextOf(caller.trace)).filter((c): c is SpanContext => c !== undefined);
+      const contexts = callers
+        .map((caller) => contextOf(caller.trace))
+        .filter((c): c is SpanContext => c !== undefined);
       const end = Date.now();
       const span = tracer.startSpan(`batch ${info.name}`, {
         kind: SpanKind.CONSUMER,
@@ -28,7 +38,12 @@ export function otelTracing(tracer: Tracer = trace.getTracer('batched-fn')): Bat
       });
       callers.forEach((caller) => {
         if (!isSpan(caller.trace)) return;
-        caller.trace.setAttributes({ 'batched_fn.queue_wait_ms': caller.waitMs, 'batched_fn.batch.items': info.items, 'batched_fn.batch.rows': info.rows, 'batched_fn.batch.reason': info.reason });
+        caller.trace.setAttributes({
+          'batched_fn.queue_wait_ms': caller.waitMs,
+          'batched_fn.batch.items': info.items,
+          'batched_fn.batch.rows': info.rows,
+          'batched_fn.batch.reason': info.reason,
+        });
       });
       if (!info.ok) {
         if (error instanceof Error) span.recordException(error);
@@ -63,12 +78,29 @@ const HEX16 = /^[0-9a-f]{16}$/;
 function contextOf(trace: unknown): SpanContext | undefined {
   if (isSpan(trace)) return trace.spanContext();
   const c = trace as Partial<SpanContext> | undefined;
-  if (typeof c === 'object' && c !== null && typeof c.traceId === 'string' && HEX32.test(c.traceId) && typeof c.spanId === 'string' && HEX16.test(c.spanId)) {
-    return { traceId: c.traceId, spanId: c.spanId, traceFlags: typeof c.traceFlags === 'number' ? c.traceFlags : 0, isRemote: true };
+  if (
+    typeof c === 'object' &&
+    c !== null &&
+    typeof c.traceId === 'string' &&
+    HEX32.test(c.traceId) &&
+    typeof c.spanId === 'string' &&
+    HEX16.test(c.spanId)
+  ) {
+    return {
+      traceId: c.traceId,
+      spanId: c.spanId,
+      traceFlags: typeof c.traceFlags === 'number' ? c.traceFlags : 0,
+      isRemote: true,
+    };
   }
   return undefined;
 }
 
 function isSpan(value: unknown): value is Span {
-  return typeof value === 'object' && value !== null && typeof (value as Span).spanContext === 'function' && typeof (value as Span).setAttributes === 'function';
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Span).spanContext === 'function' &&
+    typeof (value as Span).setAttributes === 'function'
+  );
 }

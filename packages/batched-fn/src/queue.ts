@@ -122,7 +122,12 @@ export class CallQueue<I, O, H = unknown> {
    * keeps dispatch cheap for large batches. Returns true when it stopped at a
    * call that does not fit, false when this queue ran out.
    */
-  takeBatch(maxRows: number, started: number, batch: BatchBuilder<I, O, H>, waits: { record(value: number): void }): boolean {
+  takeBatch(
+    maxRows: number,
+    started: number,
+    batch: BatchBuilder<I, O, H>,
+    waits: { record(value: number): void },
+  ): boolean {
     // Fields are read once into locals: this loop runs once per call, and private-field
     // access pays a brand check each time.
     const resolvers = this.#resolvers;

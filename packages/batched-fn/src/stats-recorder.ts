@@ -1,4 +1,10 @@
-import { type BatchedFnStats, DISPATCH_REASONS, type DispatchReason, type Percentiles, type WorkerStats } from './stats.js';
+import {
+  type BatchedFnStats,
+  DISPATCH_REASONS,
+  type DispatchReason,
+  type Percentiles,
+  type WorkerStats,
+} from './stats.js';
 
 /**
  * Fixed-size ring of recent samples. Recording is one store; percentiles are

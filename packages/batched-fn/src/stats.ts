@@ -13,7 +13,14 @@ export type DispatchReason =
   /** The queued rows reached one of `preferredBatchSizes`. */
   | 'preferred';
 
-export const DISPATCH_REASONS: readonly DispatchReason[] = ['full', 'delay', 'backlog', 'close', 'adaptive', 'preferred'];
+export const DISPATCH_REASONS: readonly DispatchReason[] = [
+  'full',
+  'delay',
+  'backlog',
+  'close',
+  'adaptive',
+  'preferred',
+];
 
 /** What one settled batch looked like; passed to `onBatch` and the diagnostics channel. */
 export interface BatchInfo {

@@ -18,7 +18,12 @@ export function captureTrace(tracing: BatchTracing): unknown {
 }
 
 /** Hands a settled batch and its traced callers to `tracing.batch`; a throwing tracer is a warning, never a failure. */
-export function traceBatch(tracing: BatchTracing, info: BatchInfo, batch: { handles: readonly ({ trace: unknown; arrival: number } | undefined)[] | undefined; started: number }, error: unknown): void {
+export function traceBatch(
+  tracing: BatchTracing,
+  info: BatchInfo,
+  batch: { handles: readonly ({ trace: unknown; arrival: number } | undefined)[] | undefined; started: number },
+  error: unknown,
+): void {
   const callers: TracedCall[] = [];
   for (const handle of batch.handles ?? []) {
     if (handle?.trace !== undefined) callers.push({ trace: handle.trace, waitMs: batch.started - handle.arrival });

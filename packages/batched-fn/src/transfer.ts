@@ -8,7 +8,9 @@ const moved = new WeakSet<object>();
 
 export function move<T extends object>(value: T): T {
   if (typeof value !== 'object' || value === null) {
-    throw new TypeError(`Expected \`move\` to get an ArrayBuffer, a typed array, or an object holding them, got ${value === null ? 'null' : typeof value}`);
+    throw new TypeError(
+      `Expected \`move\` to get an ArrayBuffer, a typed array, or an object holding them, got ${value === null ? 'null' : typeof value}`,
+    );
   }
   moved.add(value);
   return value;
@@ -79,7 +81,8 @@ function isDetached(buffer: ArrayBuffer): boolean {
 export function findDetached(value: unknown, path = 'the input', depth = 0): string | undefined {
   if (typeof value !== 'object' || value === null || depth > MAX_DEPTH) return undefined;
   if (value instanceof ArrayBuffer) return isDetached(value) ? path : undefined;
-  if (ArrayBuffer.isView(value)) return value.buffer instanceof ArrayBuffer && isDetached(value.buffer) ? `${path}'s buffer` : undefined;
+  if (ArrayBuffer.isView(value))
+    return value.buffer instanceof ArrayBuffer && isDetached(value.buffer) ? `${path}'s buffer` : undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
       const found = findDetached(value[i], `${path}[${i}]`, depth + 1);

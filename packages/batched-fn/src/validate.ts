@@ -29,7 +29,8 @@ export function expectInteger(name: string, value: unknown, min: number, allowIn
 }
 
 export function expectFunction(name: string, value: unknown): void {
-  if (typeof value !== 'function') throw new TypeError(`Expected \`${name}\` to be a function, got ${describeValue(value)}`);
+  if (typeof value !== 'function')
+    throw new TypeError(`Expected \`${name}\` to be a function, got ${describeValue(value)}`);
 }
 
 /**
@@ -48,7 +49,6 @@ export function validateMaxDelay(value: unknown): number | 'auto' {
   if (value === 'auto') return value;
   return expectDuration('maxDelay', value, undefined, ", or 'auto'");
 }
-
 
 /** Rows one input counts, from the user's `size`; throws what `size` throws, or a RangeError for a bad count. */
 export function rowsOf<I>(size: (input: I) => number, input: I): number {

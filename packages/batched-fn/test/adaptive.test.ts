@@ -74,7 +74,11 @@ test('with a known cost curve, a call that cannot meet its timeout is rejected a
   await flush();
   expect(hopeless.status).toBe('rejected');
   expect(hopeless.error).toBeInstanceOf(TimeoutError);
-  expect(hopeless.error).toMatchObject({ code: 'ERR_TIMEOUT', predicted: true, message: 'Call rejected early: its predicted completion is past its 40 ms deadline' });
+  expect(hopeless.error).toMatchObject({
+    code: 'ERR_TIMEOUT',
+    predicted: true,
+    message: 'Call rejected early: its predicted completion is past its 40 ms deadline',
+  });
   expect(feasible.status).toBe('pending');
   await advance(100);
   await Promise.all(backlog);

@@ -32,18 +32,26 @@ for (const mode of ['inline', 'worker'] as const) {
     const generate =
       mode === 'worker'
         ? batchedStream<string, unknown, string>({ worker: moduleOf(SOURCE), maxBatchSize: 8, maxDelay: 0 })
-        : batchedStream<string, unknown, string>({ ...((await import(moduleOf(SOURCE))) as object), maxBatchSize: 8, maxDelay: 0 });
-    const results = await Promise.all(['good', 'revoked', 'index', 'thrown', 'fine'].map((word) => collect(generate(word))));
+        : batchedStream<string, unknown, string>({
+            ...((await import(moduleOf(SOURCE))) as object),
+            maxBatchSize: 8,
+            maxDelay: 0,
+          });
+    const results = await Promise.all(
+      ['good', 'revoked', 'index', 'thrown', 'fine'].map((word) => collect(generate(word))),
+    );
     // Before: `instanceof Error` on the revoked Proxy, and the index getter, threw outside readSlot's
     // guard: the whole step failed, and every stream of the group ended with that TypeError.
     expect(results[0]).toEqual({ values: ['g', 'o', 'o', 'd'] });
     expect(results[4]).toEqual({ values: ['f', 'i', 'n', 'e'] });
-    expect((results[1]?.error as Error).message).toBe("Cannot perform 'getPrototypeOf' on a proxy that has been revoked");
+    expect((results[1]?.error as Error | undefined)?.message).toBe(
+      "Cannot perform 'getPrototypeOf' on a proxy that has been revoked",
+    );
     expect(results[2]?.error).toBeInstanceOf(RangeError);
-    expect((results[2]?.error as Error).message).toBe('no slot here');
+    expect((results[2]?.error as Error | undefined)?.message).toBe('no slot here');
     // A getter that throws something that is not an Error ends its stream with ERR_INVALID_OUTPUT.
     expect(results[3]?.error).toBeInstanceOf(InvalidOutputError);
-    expect((results[3]?.error as InvalidOutputError).index).toBe(3);
+    expect((results[3]?.error as InvalidOutputError | undefined)?.index).toBe(3);
     expect(generate.stats.ended).toEqual({ done: 2, error: 3, aborted: 0, timeout: 0 });
     if (mode === 'worker') expect(generate.stats.workerStates).toBe(0);
     await generate.close();

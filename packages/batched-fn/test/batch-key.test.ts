@@ -27,7 +27,13 @@ test('calls with different keys never share a batch, and keys are served oldest-
 
 test('a full lane goes at once while another lane waits for its window', async () => {
   const gate = gatedHandler<Req>();
-  const predict = batchedFn({ handler: gate.handler, batchKey: (r: Req) => r.model, maxBatchSize: 2, maxDelay: 50, concurrency: 2 });
+  const predict = batchedFn({
+    handler: gate.handler,
+    batchKey: (r: Req) => r.model,
+    maxBatchSize: 2,
+    maxDelay: 50,
+    concurrency: 2,
+  });
   void predict({ model: 'slow', id: 1 });
   await advance(5);
   void predict({ model: 'busy', id: 2 });
@@ -49,6 +55,8 @@ test('a key function that throws or returns a non-key rejects that call only', a
     maxDelay: 0,
   });
   await expect(predict({ model: 'm', id: 1 })).rejects.toThrow('no key for 1');
-  await expect(predict({ model: 'm', id: 2 })).rejects.toThrow(new TypeError('Expected `batchKey(input)` to return a string or a number, got an object'));
+  await expect(predict({ model: 'm', id: 2 })).rejects.toThrow(
+    new TypeError('Expected `batchKey(input)` to return a string or a number, got an object'),
+  );
   expect(await predict({ model: 'm', id: 3 })).toEqual({ model: 'm', id: 3 });
 });

@@ -1,6 +1,6 @@
 import { expect, onTestFinished, test, vi } from 'vitest';
 import { batchedFn, BatchTimeoutError, ClosedError } from 'batched-fn';
-import { advance, track, useFakeClock } from './helpers.js';
+import { advance, track } from './helpers.js';
 
 test('inline: a batch running past batchTimeout rejects its callers; the slot is freed and the late result dropped', async () => {
   useFakeClockHere();
@@ -55,7 +55,9 @@ test('close({ timeout }) destroys what a hung handler holds, so shutdown ends', 
   expect(closed.status).toBe('fulfilled');
   for (const call of [running, queued]) {
     expect(call.error).toBeInstanceOf(ClosedError);
-    expect((call.error as Error).message).toBe('close() timed out after 500 ms; calls still queued or running were rejected');
+    expect((call.error as Error).message).toBe(
+      'close() timed out after 500 ms; calls still queued or running were rejected',
+    );
   }
 });
 

@@ -15,7 +15,10 @@ test('close() stops intake, flushes the queue without waiting for the delay, fin
   await expect(predict(6)).rejects.toMatchObject({ code: 'ERR_CLOSED' });
   gate.release();
   await flush();
-  expect(gate.batches).toEqual([[1, 2], [3, 4]]);
+  expect(gate.batches).toEqual([
+    [1, 2],
+    [3, 4],
+  ]);
   gate.release();
   await flush();
   expect(gate.batches).toEqual([[1, 2], [3, 4], [5]]);

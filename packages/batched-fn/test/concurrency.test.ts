@@ -17,7 +17,11 @@ test('concurrency: 1 runs one batch at a time; the queue fills meanwhile', async
   await flush();
   gate.release();
   await flush();
-  expect(gate.batches).toEqual([[0, 1], [2, 3], [4, 5]]);
+  expect(gate.batches).toEqual([
+    [0, 1],
+    [2, 3],
+    [4, 5],
+  ]);
 });
 
 test('concurrency: 3 keeps up to three batches in flight', async () => {
@@ -26,7 +30,11 @@ test('concurrency: 3 keeps up to three batches in flight', async () => {
   for (let i = 0; i < 10; i++) void predict(i);
   await flush();
   expect(gate.running()).toBe(3);
-  expect(gate.batches).toEqual([[0, 1], [2, 3], [4, 5]]);
+  expect(gate.batches).toEqual([
+    [0, 1],
+    [2, 3],
+    [4, 5],
+  ]);
   expect(predict.stats).toMatchObject({ inFlight: 3, queued: 4 });
   gate.release();
   await flush();
@@ -56,7 +64,11 @@ test('channelCap counts only waiting items, not the running batch', async () => 
     gate.release();
     await flush();
   }
-  expect(gate.batches).toEqual([[0, 1], [2, 3], [4, 6]]);
+  expect(gate.batches).toEqual([
+    [0, 1],
+    [2, 3],
+    [4, 6],
+  ]);
   expect(accepted.every((c) => c.status === 'fulfilled')).toBe(true);
   expect(later.status).toBe('fulfilled');
   expect(predict.stats.failures).toEqual({ ERR_QUEUE_FULL: 1 });

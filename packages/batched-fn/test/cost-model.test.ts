@@ -28,7 +28,10 @@ test('is not confident before enough batches, nor with a single batch size', () 
 test('one stall does not drag the curve: outliers are clipped to 3 sigma', () => {
   const model = new CostModel();
   let seed = 1;
-  const noise = () => ((seed = (seed * 16807) % 2147483647) / 2147483647 - 0.5) * 0.2;
+  const noise = () => {
+    seed = (seed * 16807) % 2147483647;
+    return (seed / 2147483647 - 0.5) * 0.2;
+  };
   for (let i = 0; i < 200; i++) {
     const n = 1 + (i % 32);
     model.observe(n, 2 + 0.05 * n + noise());

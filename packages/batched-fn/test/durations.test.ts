@@ -11,10 +11,26 @@ test('MAX_TIMER_MS is the largest delay setTimeout honours', () => {
 });
 
 test.each([
-  ['maxDelay', { maxDelay: 3_000_000_000 }, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `3000000000` (number)"],
-  ['latencyTarget', { latencyTarget: 2 ** 31 }, 'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `2147483648` (number)'],
-  ['batchTimeout', { batchTimeout: 2 ** 31 }, 'Expected `batchTimeout` to be a number of milliseconds above 0 to 2147483647, got `2147483648` (number)'],
-  ['batchTimeout 0', { batchTimeout: 0 }, 'Expected `batchTimeout` to be a number of milliseconds above 0 to 2147483647, got `0` (number)'],
+  [
+    'maxDelay',
+    { maxDelay: 3_000_000_000 },
+    "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `3000000000` (number)",
+  ],
+  [
+    'latencyTarget',
+    { latencyTarget: 2 ** 31 },
+    'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `2147483648` (number)',
+  ],
+  [
+    'batchTimeout',
+    { batchTimeout: 2 ** 31 },
+    'Expected `batchTimeout` to be a number of milliseconds above 0 to 2147483647, got `2147483648` (number)',
+  ],
+  [
+    'batchTimeout 0',
+    { batchTimeout: 0 },
+    'Expected `batchTimeout` to be a number of milliseconds above 0 to 2147483647, got `0` (number)',
+  ],
 ])('a duration option beyond one timer is refused: %s', (_name, options, message) => {
   expect(() => batchedFn({ handler: identity, ...options })).toThrow(new RangeError(message));
 });
@@ -22,7 +38,9 @@ test.each([
 test('configure() holds maxDelay to the same limit', () => {
   const predict = batchedFn({ handler: identity });
   expect(() => predict.configure({ maxDelay: 2 ** 31 })).toThrow(
-    new RangeError("Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `2147483648` (number)"),
+    new RangeError(
+      "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `2147483648` (number)",
+    ),
   );
 });
 

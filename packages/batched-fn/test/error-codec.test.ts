@@ -34,20 +34,23 @@ const trips = {
 };
 
 for (const [way, trip] of Object.entries(trips)) {
-  test.each(every.map((e) => [e.name, e] as const))(`%s survives a trip through ${way} with its class and every field`, (_name, original) => {
-    const back = deserializeError(trip(serializeError(original)));
-    expect(back).toBeInstanceOf(original.constructor);
-    expect(back).toBeInstanceOf(BatchedFnError);
-    expect(back).toBeInstanceOf(Error);
-    expect({ ...back }).toEqual({ ...original });
-    expect(back.message).toBe(original.message);
-    expect(back.name).toBe(original.name);
-    expect(back.stack).toBe(original.stack);
-    if (original.cause !== undefined) {
-      expect(back.cause).toBeInstanceOf((original.cause as Error).constructor);
-      expect((back.cause as Error).message).toBe((original.cause as Error).message);
-    }
-  });
+  test.each(every.map((e) => [e.name, e] as const))(
+    `%s survives a trip through ${way} with its class and every field`,
+    (_name, original) => {
+      const back = deserializeError(trip(serializeError(original)));
+      expect(back).toBeInstanceOf(original.constructor);
+      expect(back).toBeInstanceOf(BatchedFnError);
+      expect(back).toBeInstanceOf(Error);
+      expect({ ...back }).toEqual({ ...original });
+      expect(back.message).toBe(original.message);
+      expect(back.name).toBe(original.name);
+      expect(back.stack).toBe(original.stack);
+      if (original.cause !== undefined) {
+        expect(back.cause).toBeInstanceOf((original.cause as Error).constructor);
+        expect((back.cause as Error).message).toBe((original.cause as Error).message);
+      }
+    },
+  );
 }
 
 test('built-in classes come back as themselves, other errors as Error with their name and primitive fields', () => {
@@ -65,7 +68,15 @@ test('an unknown ERR_ code from elsewhere is not promoted to a batcher error', (
 });
 
 test('whatever arrives, deserializing gives an Error and never throws', () => {
-  for (const junk of [null, undefined, 5, 'x', {}, { name: 1, message: 2 }, { name: 'a', message: 'b', fields: null }]) {
+  for (const junk of [
+    null,
+    undefined,
+    5,
+    'x',
+    {},
+    { name: 1, message: 2 },
+    { name: 'a', message: 'b', fields: null },
+  ]) {
     expect(deserializeError(junk)).toBeInstanceOf(Error);
   }
 });

@@ -91,7 +91,10 @@ test('a non-array result is a mismatch', async () => {
 });
 
 test('a typed array of outputs is accepted', async () => {
-  const predict = batchedFn<number, number>({ handler: (batch) => Float64Array.from(batch, (x) => x / 2) as never, maxDelay: 0 });
+  const predict = batchedFn<number, number>({
+    handler: (batch) => Float64Array.from(batch, (x) => x / 2) as never,
+    maxDelay: 0,
+  });
   expect(await Promise.all([predict(1), predict(4)])).toEqual([0.5, 2]);
 });
 
@@ -111,6 +114,11 @@ test('an Error in output slot i rejects only caller i', async () => {
 });
 
 test('a call never throws synchronously, whatever it is given', () => {
-  const predict = batchedFn<number, number>({ handler: (b) => b, size: () => { throw new Error('bad size'); } });
+  const predict = batchedFn<number, number>({
+    handler: (b) => b,
+    size: () => {
+      throw new Error('bad size');
+    },
+  });
   expect(() => predict(1).catch(() => {})).not.toThrow();
 });

@@ -60,10 +60,23 @@ test('every front counts the two cancel keys alike: aborted, and ERR_TIMEOUT (a 
   remote.abort(new Error('stop'));
   expect(((await b) as { code: string }).code).toBe('ERR_TIMEOUT');
   expect(((await a) as Error).message).toBe('stop');
-  expect(pending.stats.snapshot({ queued: 0, queuedRows: 0, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined }).failures).toEqual({ aborted: 1, ERR_TIMEOUT: 1 });
+  expect(
+    pending.stats.snapshot({
+      queued: 0,
+      queuedRows: 0,
+      inFlight: 0,
+      inFlightItems: 0,
+      workers: [],
+      costModel: undefined,
+    }).failures,
+  ).toEqual({ aborted: 1, ERR_TIMEOUT: 1 });
   expect(released).toEqual(['a:aborted', 'b:ERR_TIMEOUT']);
 
-  const generate = batchedStream<number, number, number>({ step: (states) => states.map((s) => ({ value: s })), maxBatchSize: 1, maxDelay: 0 });
+  const generate = batchedStream<number, number, number>({
+    step: (states) => states.map((s) => ({ value: s })),
+    maxBatchSize: 1,
+    maxDelay: 0,
+  });
   const blocker = generate(0);
   await blocker.next();
   const streamAbort = new AbortController();

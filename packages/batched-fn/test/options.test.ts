@@ -5,31 +5,131 @@ const handler = (batch: number[]) => batch;
 
 describe('option validation names the option, the rule and the value', () => {
   const cases: [string, Record<string, unknown>, ErrorConstructor, string][] = [
-    ['maxBatchSize 0', { maxBatchSize: 0 }, RangeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `0` (number)'],
-    ['maxBatchSize -1', { maxBatchSize: -1 }, RangeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `-1` (number)'],
-    ['maxBatchSize 2.5', { maxBatchSize: 2.5 }, RangeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `2.5` (number)'],
-    ['maxBatchSize Infinity', { maxBatchSize: Infinity }, RangeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `Infinity` (number)'],
-    ['maxBatchSize "8"', { maxBatchSize: '8' }, TypeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `"8"` (string)'],
-    ['maxBatchSize NaN', { maxBatchSize: NaN }, TypeError, 'Expected `maxBatchSize` to be an integer from 1 and up, got `NaN` (number)'],
-    ['maxDelay -1', { maxDelay: -1 }, RangeError, 'Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or \'auto\', got `-1` (number)'],
-    ['maxDelay Infinity', { maxDelay: Infinity }, RangeError, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `Infinity` (number)"],
-    ['maxDelay null', { maxDelay: null }, TypeError, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `null`"],
-    ['channelCap 0', { channelCap: 0 }, RangeError, 'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `0` (number)'],
-    ['channelCap 1.5', { channelCap: 1.5 }, RangeError, 'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `1.5` (number)'],
-    ['concurrency 0', { concurrency: 0 }, RangeError, 'Expected `concurrency` to be an integer from 1 and up, got `0` (number)'],
-    ['concurrency true', { concurrency: true }, TypeError, 'Expected `concurrency` to be an integer from 1 and up, got `true` (boolean)'],
+    [
+      'maxBatchSize 0',
+      { maxBatchSize: 0 },
+      RangeError,
+      'Expected `maxBatchSize` to be an integer from 1 and up, got `0` (number)',
+    ],
+    [
+      'maxBatchSize -1',
+      { maxBatchSize: -1 },
+      RangeError,
+      'Expected `maxBatchSize` to be an integer from 1 and up, got `-1` (number)',
+    ],
+    [
+      'maxBatchSize 2.5',
+      { maxBatchSize: 2.5 },
+      RangeError,
+      'Expected `maxBatchSize` to be an integer from 1 and up, got `2.5` (number)',
+    ],
+    [
+      'maxBatchSize Infinity',
+      { maxBatchSize: Infinity },
+      RangeError,
+      'Expected `maxBatchSize` to be an integer from 1 and up, got `Infinity` (number)',
+    ],
+    [
+      'maxBatchSize "8"',
+      { maxBatchSize: '8' },
+      TypeError,
+      'Expected `maxBatchSize` to be an integer from 1 and up, got `"8"` (string)',
+    ],
+    [
+      'maxBatchSize NaN',
+      { maxBatchSize: NaN },
+      TypeError,
+      'Expected `maxBatchSize` to be an integer from 1 and up, got `NaN` (number)',
+    ],
+    [
+      'maxDelay -1',
+      { maxDelay: -1 },
+      RangeError,
+      "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `-1` (number)",
+    ],
+    [
+      'maxDelay Infinity',
+      { maxDelay: Infinity },
+      RangeError,
+      "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `Infinity` (number)",
+    ],
+    [
+      'maxDelay null',
+      { maxDelay: null },
+      TypeError,
+      "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `null`",
+    ],
+    [
+      'channelCap 0',
+      { channelCap: 0 },
+      RangeError,
+      'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `0` (number)',
+    ],
+    [
+      'channelCap 1.5',
+      { channelCap: 1.5 },
+      RangeError,
+      'Expected `channelCap` to be an integer from 1 and up, or Infinity, got `1.5` (number)',
+    ],
+    [
+      'concurrency 0',
+      { concurrency: 0 },
+      RangeError,
+      'Expected `concurrency` to be an integer from 1 and up, got `0` (number)',
+    ],
+    [
+      'concurrency true',
+      { concurrency: true },
+      TypeError,
+      'Expected `concurrency` to be an integer from 1 and up, got `true` (boolean)',
+    ],
     ['size not a function', { size: 3 }, TypeError, 'Expected `size` to be a function, got `3` (number)'],
     ['onBatch not a function', { onBatch: {} }, TypeError, 'Expected `onBatch` to be a function, got an object'],
     ['name not a string', { name: 7 }, TypeError, 'Expected `name` to be a string, got `7` (number)'],
-    ['context not a function', { context: 'model' }, TypeError, 'Expected `context` to be a function, got `"model"` (string)'],
+    [
+      'context not a function',
+      { context: 'model' },
+      TypeError,
+      'Expected `context` to be a function, got `"model"` (string)',
+    ],
     ['unknown key', { maxbatchsize: 4 }, TypeError, 'Unknown option `maxbatchsize`'],
-    ['maxDelay "auto-ish"', { maxDelay: 'automatic' }, TypeError, "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `\"automatic\"` (string)"],
-    ['latencyTarget 0', { latencyTarget: 0 }, RangeError, 'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `0` (number)'],
-    ['latencyTarget "5"', { latencyTarget: '5' }, TypeError, 'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `"5"` (string)'],
-    ['batchKey not a function', { batchKey: 'model' }, TypeError, 'Expected `batchKey` to be a function, got `"model"` (string)'],
+    [
+      'maxDelay "auto-ish"',
+      { maxDelay: 'automatic' },
+      TypeError,
+      'Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or \'auto\', got `"automatic"` (string)',
+    ],
+    [
+      'latencyTarget 0',
+      { latencyTarget: 0 },
+      RangeError,
+      'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `0` (number)',
+    ],
+    [
+      'latencyTarget "5"',
+      { latencyTarget: '5' },
+      TypeError,
+      'Expected `latencyTarget` to be a number of milliseconds above 0 to 2147483647, got `"5"` (string)',
+    ],
+    [
+      'batchKey not a function',
+      { batchKey: 'model' },
+      TypeError,
+      'Expected `batchKey` to be a function, got `"model"` (string)',
+    ],
     ['pad not a function', { pad: true }, TypeError, 'Expected `pad` to be a function, got `true` (boolean)'],
-    ['preferredBatchSizes not an array', { preferredBatchSizes: 8 }, TypeError, 'Expected `preferredBatchSizes` to be a non-empty array of integers, got `8` (number)'],
-    ['preferredBatchSizes with a fraction', { preferredBatchSizes: [4, 2.5] }, RangeError, 'Expected `preferredBatchSizes[1]` to be an integer from 1 and up, got `2.5` (number)'],
+    [
+      'preferredBatchSizes not an array',
+      { preferredBatchSizes: 8 },
+      TypeError,
+      'Expected `preferredBatchSizes` to be a non-empty array of integers, got `8` (number)',
+    ],
+    [
+      'preferredBatchSizes with a fraction',
+      { preferredBatchSizes: [4, 2.5] },
+      RangeError,
+      'Expected `preferredBatchSizes[1]` to be an integer from 1 and up, got `2.5` (number)',
+    ],
   ];
   test.each(cases)('%s', (_label, extra, type, message) => {
     let thrown: unknown;
@@ -43,7 +143,9 @@ describe('option validation names the option, the rule and the value', () => {
   });
 
   test('options must be an object', () => {
-    expect(() => batchedFn(undefined as never)).toThrow(new TypeError('Expected options to be an object, got `undefined` (undefined)'));
+    expect(() => batchedFn(undefined as never)).toThrow(
+      new TypeError('Expected options to be an object, got `undefined` (undefined)'),
+    );
   });
 
   test('exactly one of handler or worker', () => {
@@ -66,9 +168,13 @@ describe('option validation names the option, the rule and the value', () => {
       new RangeError('Expected `workers` to be an integer from 1 and up, got `0` (number)'),
     );
     expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(TypeError);
-    expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(/^Expected `workerData` to be structured-cloneable/);
+    expect(() => batchedFn({ worker: 'm.js', workerData: { f: () => 1 } })).toThrow(
+      /^Expected `workerData` to be structured-cloneable/,
+    );
     expect(() => batchedFn({ worker: 'm.js', maxDelay: -5 })).toThrow(
-      new RangeError("Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `-5` (number)"),
+      new RangeError(
+        "Expected `maxDelay` to be a number of milliseconds from 0 to 2147483647, or 'auto', got `-5` (number)",
+      ),
     );
   });
 });
@@ -95,7 +201,9 @@ describe('call options are validated per call and reject, never throw', () => {
 
   test('options that are not an object', async () => {
     const predict = batchedFn({ handler });
-    await expect(predict(1, 5 as never)).rejects.toThrow(new TypeError('Expected call options to be an object, got `5` (number)'));
+    await expect(predict(1, 5 as never)).rejects.toThrow(
+      new TypeError('Expected call options to be an object, got `5` (number)'),
+    );
   });
 });
 
@@ -109,7 +217,14 @@ test("maxDelay 'auto' is accepted, at construction and in configure()", async ()
 });
 
 test('defaults match the original crate and the docs', () => {
-  expect(DEFAULTS).toEqual({ maxBatchSize: 8, maxDelay: 50, channelCap: Infinity, concurrency: 1, workers: 1, name: 'batched-fn' });
+  expect(DEFAULTS).toEqual({
+    maxBatchSize: 8,
+    maxDelay: 50,
+    channelCap: Infinity,
+    concurrency: 1,
+    workers: 1,
+    name: 'batched-fn',
+  });
   expect(Object.isFrozen(DEFAULTS)).toBe(true);
 });
 

@@ -1,7 +1,12 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { context, SpanStatusCode, trace } from '@opentelemetry/api';
-import { BatchSpanProcessor, InMemorySpanExporter, StackContextManager, TracerProvider } from '@opentelemetry/sdk-trace';
+import {
+  BatchSpanProcessor,
+  InMemorySpanExporter,
+  StackContextManager,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
 import { expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
 import { otelTracing } from 'batched-fn/otel';
@@ -13,16 +18,28 @@ context.setGlobalContextManager(new StackContextManager().enable());
 
 function setup() {
   const exporter = new InMemorySpanExporter();
-  const provider = new TracerProvider({ spanProcessors: [new BatchSpanProcessor({ exporter, scheduledDelayMillis: 5 })] });
+  const provider = new TracerProvider({
+    spanProcessors: [new BatchSpanProcessor({ exporter, scheduledDelayMillis: 5 })],
+  });
   return { exporter, provider, tracer: provider.getTracer('test') };
 }
 
 test('a batch span links to the span of every call it served, with the batch attributes; callers get their wait and batch', async () => {
   const { exporter, provider, tracer } = setup();
-  const double = batchedFn<number, number>({ handler: (xs) => xs.map((x) => 2 * x), maxBatchSize: 4, maxDelay: 1000, name: 'double', tracing: otelTracing(tracer) });
+  const double = batchedFn<number, number>({
+    handler: (xs) => xs.map((x) => 2 * x),
+    maxBatchSize: 4,
+    maxDelay: 1000,
+    name: 'double',
+    tracing: otelTracing(tracer),
+  });
   const callers = [1, 2, 3, 4].map((x) => tracer.startSpan(`request ${x}`));
   // Two ways to name the caller: the `trace` option, and the active span where the call is made.
-  const results = await Promise.all(callers.map((span, i) => (i < 2 ? double(i + 1, { trace: span }) : context.with(trace.setSpan(context.active(), span), () => double(i + 1)))));
+  const results = await Promise.all(
+    callers.map((span, i) =>
+      i < 2 ? double(i + 1, { trace: span }) : context.with(trace.setSpan(context.active(), span), () => double(i + 1)),
+    ),
+  );
   expect(results).toEqual([2, 4, 6, 8]);
   for (const span of callers) span.end();
   await provider.forceFlush();
@@ -50,7 +67,14 @@ test('a batch span links to the span of every call it served, with the batch att
 
 test('a failed batch sets its span status to ERROR with the exception; untraced calls make no span', async () => {
   const { exporter, provider, tracer } = setup();
-  const broken = batchedFn<number, number>({ handler: () => { throw new Error('CUDA out of memory'); }, maxDelay: 0, name: 'broken', tracing: otelTracing(tracer) });
+  const broken = batchedFn<number, number>({
+    handler: () => {
+      throw new Error('CUDA out of memory');
+    },
+    maxDelay: 0,
+    name: 'broken',
+    tracing: otelTracing(tracer),
+  });
   const caller = tracer.startSpan('request');
   await expect(broken(1, { trace: caller })).rejects.toThrow('CUDA out of memory');
   caller.end();
@@ -66,7 +90,13 @@ test('a failed batch sets its span status to ERROR with the exception; untraced 
 test('worker mode: the batch span says which worker ran it', async () => {
   const { exporter, provider, tracer } = setup();
   const worker = new URL('./fixtures/echo.worker.mjs', import.meta.url);
-  const double = batchedFn<number, number>({ worker, workers: 1, maxDelay: 0, name: 'w', tracing: otelTracing(tracer) });
+  const double = batchedFn<number, number>({
+    worker,
+    workers: 1,
+    maxDelay: 0,
+    name: 'w',
+    tracing: otelTracing(tracer),
+  });
   const caller = tracer.startSpan('request');
   expect(await double(21, { trace: caller })).toMatchObject({ value: 42 });
   caller.end();
@@ -88,6 +118,9 @@ test('without @opentelemetry/api installed the core imports and batches; only ba
     console.log('core', await f(1));
     try { await import('batched-fn/otel'); console.log('otel loaded'); } catch (e) { console.log('otel', e.code); }
   `;
-  const out = execFileSync(process.execPath, ['--import', register, '--input-type=module', '-e', script], { cwd: fileURLToPath(new URL('..', import.meta.url)), encoding: 'utf8' });
+  const out = execFileSync(process.execPath, ['--import', register, '--input-type=module', '-e', script], {
+    cwd: fileURLToPath(new URL('..', import.meta.url)),
+    encoding: 'utf8',
+  });
   expect(out).toBe('core 2\notel ERR_MODULE_NOT_FOUND\n');
 });

@@ -9,7 +9,15 @@ test('higher priority goes first; FIFO within a priority', async () => {
   const predict = batchedFn({ handler: gate.handler, maxBatchSize: 3, maxDelay: 0 });
   void predict('first');
   await flush();
-  for (const [name, priority] of [['a0', 0], ['b5', 5], ['c1', 1], ['d5', 5], ['e0', 0], ['f1', 1], ['g9', 9]] as const) {
+  for (const [name, priority] of [
+    ['a0', 0],
+    ['b5', 5],
+    ['c1', 1],
+    ['d5', 5],
+    ['e0', 0],
+    ['f1', 1],
+    ['g9', 9],
+  ] as const) {
     void predict(name, { priority });
   }
   for (let i = 0; i < 4; i++) {
@@ -60,6 +68,8 @@ test('starvation is strict and bounded only by timeouts: low priority waits whil
 
 test('priority must be a finite number', async () => {
   const predict = batchedFn<number, number>({ handler: (b) => b });
-  await expect(predict(1, { priority: Number.NaN })).rejects.toThrow(new TypeError('Expected `priority` to be a finite number, got `NaN` (number)'));
+  await expect(predict(1, { priority: Number.NaN })).rejects.toThrow(
+    new TypeError('Expected `priority` to be a finite number, got `NaN` (number)'),
+  );
   await expect(predict(1, { priority: Infinity })).rejects.toThrow(RangeError);
 });

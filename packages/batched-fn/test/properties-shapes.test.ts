@@ -23,9 +23,26 @@ test('random schedules with preferred sizes, sizes, padding and configure: every
     concurrency: fc.integer({ min: 1, max: 2 }),
     ops: fc.array(
       fc.oneof(
-        { weight: 6, arbitrary: fc.record({ kind: fc.constant('call' as const), rows: fc.integer({ min: 1, max: 6 }), timeout: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }), abortAfter: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }) }) },
-        { weight: 3, arbitrary: fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 15 }) }) },
-        { weight: 1, arbitrary: fc.record({ kind: fc.constant('configure' as const), maxDelay: fc.oneof(fc.integer({ min: 0, max: 10 }), fc.constant('auto' as const)) }) },
+        {
+          weight: 6,
+          arbitrary: fc.record({
+            kind: fc.constant('call' as const),
+            rows: fc.integer({ min: 1, max: 6 }),
+            timeout: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }),
+            abortAfter: fc.option(fc.integer({ min: 0, max: 20 }), { nil: undefined }),
+          }),
+        },
+        {
+          weight: 3,
+          arbitrary: fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 15 }) }),
+        },
+        {
+          weight: 1,
+          arbitrary: fc.record({
+            kind: fc.constant('configure' as const),
+            maxDelay: fc.oneof(fc.integer({ min: 0, max: 10 }), fc.constant('auto' as const)),
+          }),
+        },
       ),
       { maxLength: 50 },
     ),
@@ -52,11 +69,19 @@ test('random schedules with preferred sizes, sizes, padding and configure: every
         maxDelay: s.maxDelay,
         preferredBatchSizes: s.preferred,
         concurrency: s.concurrency,
-        ...(s.padding ? { pad: (batch: Item[], target: number) => [...batch, { id: FILLER, rows: target - batch.reduce((sum, x) => sum + x.rows, 0) }] } : {}),
+        ...(s.padding
+          ? {
+              pad: (batch: Item[], target: number) => [
+                ...batch,
+                { id: FILLER, rows: target - batch.reduce((sum, x) => sum + x.rows, 0) },
+              ],
+            }
+          : {}),
       });
       const invariant = (): void => {
         const st = predict.stats;
-        if (st.calls !== st.completed + st.failed + st.queued + st.inFlightItems) violations.push('stats do not add up');
+        if (st.calls !== st.completed + st.failed + st.queued + st.inFlightItems)
+          violations.push('stats do not add up');
         if (st.queued === 0 && st.queuedRows !== 0) violations.push(`queuedRows ${st.queuedRows} with nothing queued`);
       };
       for (const op of s.ops) {
@@ -66,7 +91,17 @@ test('random schedules with preferred sizes, sizes, padding and configure: every
         else {
           const id = calls.length;
           const controller = op.abortAfter === undefined ? undefined : new AbortController();
-          calls.push(track(predict({ id, rows: op.rows }, { ...(controller ? { signal: controller.signal } : {}), ...(op.timeout === undefined ? {} : { timeout: op.timeout }) })));
+          calls.push(
+            track(
+              predict(
+                { id, rows: op.rows },
+                {
+                  ...(controller ? { signal: controller.signal } : {}),
+                  ...(op.timeout === undefined ? {} : { timeout: op.timeout }),
+                },
+              ),
+            ),
+          );
           if (controller !== undefined) setTimeout(() => controller.abort(), op.abortAfter);
         }
       }

@@ -10,9 +10,24 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 // concurrency, with aborts and timeouts. Fewer runs than the inline properties: each starts threads.
 test('worker mode under random configure(), aborts and timeouts: every call settles once with its own output', async () => {
   const op = fc.oneof(
-    { weight: 6, arbitrary: fc.record({ kind: fc.constant('call' as const), abortAfter: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }), timeout: fc.option(fc.integer({ min: 0, max: 10 }), { nil: undefined }) }) },
+    {
+      weight: 6,
+      arbitrary: fc.record({
+        kind: fc.constant('call' as const),
+        abortAfter: fc.option(fc.integer({ min: 0, max: 5 }), { nil: undefined }),
+        timeout: fc.option(fc.integer({ min: 0, max: 10 }), { nil: undefined }),
+      }),
+    },
     { weight: 2, arbitrary: fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 4 }) }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('configure' as const), maxBatchSize: fc.integer({ min: 1, max: 6 }), concurrency: fc.integer({ min: 1, max: 3 }), maxDelay: fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constant('auto' as const)) }) },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('configure' as const),
+        maxBatchSize: fc.integer({ min: 1, max: 6 }),
+        concurrency: fc.integer({ min: 1, max: 3 }),
+        maxDelay: fc.oneof(fc.integer({ min: 0, max: 3 }), fc.constant('auto' as const)),
+      }),
+    },
   );
   await fc.assert(
     fc.asyncProperty(fc.array(op, { maxLength: 30 }), fc.integer({ min: 1, max: 2 }), async (ops, workers) => {
@@ -20,10 +35,18 @@ test('worker mode under random configure(), aborts and timeouts: every call sett
       const calls: ReturnType<typeof track<number>>[] = [];
       for (const o of ops) {
         if (o.kind === 'wait') await sleep(o.ms);
-        else if (o.kind === 'configure') predict.configure({ maxBatchSize: o.maxBatchSize, concurrency: o.concurrency, maxDelay: o.maxDelay });
+        else if (o.kind === 'configure')
+          predict.configure({ maxBatchSize: o.maxBatchSize, concurrency: o.concurrency, maxDelay: o.maxDelay });
         else {
           const controller = o.abortAfter === undefined ? undefined : new AbortController();
-          calls.push(track(predict(calls.length, { ...(controller ? { signal: controller.signal } : {}), ...(o.timeout === undefined ? {} : { timeout: o.timeout }) })));
+          calls.push(
+            track(
+              predict(calls.length, {
+                ...(controller ? { signal: controller.signal } : {}),
+                ...(o.timeout === undefined ? {} : { timeout: o.timeout }),
+              }),
+            ),
+          );
           if (controller !== undefined) setTimeout(() => controller.abort(), o.abortAfter);
         }
       }

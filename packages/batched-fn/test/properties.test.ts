@@ -30,13 +30,27 @@ const scenario = fc.record({
   channelCap: fc.oneof(fc.constant(Number.POSITIVE_INFINITY), fc.integer({ min: 1, max: 12 })),
   concurrency: fc.integer({ min: 1, max: 3 }),
   faults: fc.array(
-    fc.constantFrom<Fault>('ok', 'ok', 'ok', 'throw', 'reject', 'short', 'slot-error', 'thenable-throws', 'thenable-twice', 'never'),
+    fc.constantFrom<Fault>(
+      'ok',
+      'ok',
+      'ok',
+      'throw',
+      'reject',
+      'short',
+      'slot-error',
+      'thenable-throws',
+      'thenable-twice',
+      'never',
+    ),
     { minLength: 1, maxLength: 8 },
   ),
   costs: fc.array(fc.integer({ min: 0, max: 25 }), { minLength: 1, maxLength: 8 }),
-  ops: fc.array(fc.oneof({ weight: 5, arbitrary: callOp }, { weight: 3, arbitrary: waitOp }, { weight: 1, arbitrary: configureOp }), {
-    maxLength: 60,
-  }),
+  ops: fc.array(
+    fc.oneof({ weight: 5, arbitrary: callOp }, { weight: 3, arbitrary: waitOp }, { weight: 1, arbitrary: configureOp }),
+    {
+      maxLength: 60,
+    },
+  ),
   end: fc.constantFrom('close', 'destroy'),
 });
 
@@ -67,10 +81,22 @@ test('random schedules: every call settles exactly once, batches respect the lim
           if (fault === 'short') return batch.slice(1).map((x) => x.id);
           if (fault === 'slot-error') return batch.map((x, i) => (i === 0 ? new Error('slot') : x.id));
           // Handler results a promise would adopt, misbehaving: batchTimeout (40 ms) ends the one that never settles.
-          if (fault === 'thenable-throws') return { then: () => { throw new Error('then threw'); } } as unknown as number[];
+          if (fault === 'thenable-throws')
+            return {
+              // biome-ignore lint/suspicious/noThenProperty: a thenable that throws, on purpose
+              then: () => {
+                throw new Error('then threw');
+              },
+            } as unknown as number[];
           if (fault === 'thenable-twice') {
             const ids = batch.map((x) => x.id);
-            return { then: (ok: (v: number[]) => void) => { ok(ids); ok([]); } } as unknown as number[];
+            return {
+              // biome-ignore lint/suspicious/noThenProperty: a thenable that resolves twice, on purpose
+              then: (ok: (v: number[]) => void) => {
+                ok(ids);
+                ok([]);
+              },
+            } as unknown as number[];
           }
           if (fault === 'never') return new Promise<number[]>(() => {});
           return batch.map((x) => x.id);
@@ -86,7 +112,9 @@ test('random schedules: every call settles exactly once, batches respect the lim
       const invariant = (): void => {
         const st = predict.stats;
         if (st.calls !== st.completed + st.failed + st.queued + st.inFlightItems) {
-          violations.push(`calls ${st.calls} != completed ${st.completed} + failed ${st.failed} + queued ${st.queued} + inFlight ${st.inFlightItems}`);
+          violations.push(
+            `calls ${st.calls} != completed ${st.completed} + failed ${st.failed} + queued ${st.queued} + inFlight ${st.inFlightItems}`,
+          );
         }
       };
       for (const op of s.ops) {
@@ -155,8 +183,19 @@ test('random schedules with keys and priorities: no batch mixes keys, FIFO holds
     preferred: fc.boolean(),
     ops: fc.array(
       fc.oneof(
-        { weight: 5, arbitrary: fc.record({ kind: fc.constant('call' as const), key: fc.constantFrom('a', 'b', 'c'), priority: fc.integer({ min: -1, max: 2 }), timeout: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }) }) },
-        { weight: 2, arbitrary: fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 20 }) }) },
+        {
+          weight: 5,
+          arbitrary: fc.record({
+            kind: fc.constant('call' as const),
+            key: fc.constantFrom('a', 'b', 'c'),
+            priority: fc.integer({ min: -1, max: 2 }),
+            timeout: fc.option(fc.integer({ min: 0, max: 30 }), { nil: undefined }),
+          }),
+        },
+        {
+          weight: 2,
+          arbitrary: fc.record({ kind: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 20 }) }),
+        },
       ),
       { maxLength: 50 },
     ),
@@ -170,7 +209,8 @@ test('random schedules with keys and priorities: no batch mixes keys, FIFO holds
       const predict = batchedFn<{ id: number; key: string; priority: number }, number>({
         handler: async (batch) => {
           if (batch.length > s.maxBatchSize) violations.push(`batch of ${batch.length} > ${s.maxBatchSize}`);
-          if (new Set(batch.map((x) => x.key)).size > 1) violations.push(`mixed keys ${batch.map((x) => x.key).join('')}`);
+          if (new Set(batch.map((x) => x.key)).size > 1)
+            violations.push(`mixed keys ${batch.map((x) => x.key).join('')}`);
           dispatched.push(...batch);
           await new Promise((resolve) => setTimeout(resolve, 1 + batch.length));
           return batch.map((x) => x.id);
@@ -188,7 +228,14 @@ test('random schedules with keys and priorities: no batch mixes keys, FIFO holds
         }
         const id = calls.length;
         meta.push({ key: op.key, priority: op.priority });
-        calls.push(track(predict({ id, key: op.key, priority: op.priority }, { priority: op.priority, ...(op.timeout === undefined ? {} : { timeout: op.timeout }) })));
+        calls.push(
+          track(
+            predict(
+              { id, key: op.key, priority: op.priority },
+              { priority: op.priority, ...(op.timeout === undefined ? {} : { timeout: op.timeout }) },
+            ),
+          ),
+        );
       }
       const closed = track(predict.close());
       for (let i = 0; i < 200 && closed.status === 'pending'; i++) await advance(10);
@@ -199,7 +246,8 @@ test('random schedules with keys and priorities: no batch mixes keys, FIFO holds
       for (const [id, call] of calls.entries()) if (call.status === 'fulfilled') expect(call.value).toBe(id);
       // Within one key and priority, calls are dispatched in the order they were made.
       const groups = new Map<string, number[]>();
-      for (const d of dispatched) groups.set(`${d.key}/${d.priority}`, [...(groups.get(`${d.key}/${d.priority}`) ?? []), d.id]);
+      for (const d of dispatched)
+        groups.set(`${d.key}/${d.priority}`, [...(groups.get(`${d.key}/${d.priority}`) ?? []), d.id]);
       for (const ids of groups.values()) expect(ids).toEqual([...ids].sort((x, y) => x - y));
       const stats = predict.stats;
       expect(stats.completed + stats.failed).toBe(calls.length);

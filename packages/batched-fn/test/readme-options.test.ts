@@ -19,7 +19,9 @@ function table(header: string): string[] {
 }
 
 test("the README's batchedFn options table lists exactly the schema's options, with its types, defaults and rules", () => {
-  const expected = Object.entries(OPTION_SCHEMA).map(([name, spec]) => `| \`${name}\` | ${spec.type} | ${spec.shownDefault} | ${spec.rule} |`);
+  const expected = Object.entries(OPTION_SCHEMA).map(
+    ([name, spec]) => `| \`${name}\` | ${spec.type} | ${spec.shownDefault} | ${spec.rule} |`,
+  );
   expect(table('| Option | Type | Default | Rule |')).toEqual(expected);
 });
 

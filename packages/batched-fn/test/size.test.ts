@@ -20,18 +20,36 @@ test('batches are packed FIFO by size and never exceed maxBatchSize', async () =
   const inputs = [[1, 1, 1], [2, 2], [3, 3], [4], [5, 5, 5, 5, 5], [6]];
   const all = Promise.all(inputs.map((x) => predict(x)));
   await advance(10);
-  expect(batches).toEqual([[[1, 1, 1], [2, 2]], [[3, 3], [4]], [[5, 5, 5, 5, 5]], [[6]]]);
+  expect(batches).toEqual([
+    [
+      [1, 1, 1],
+      [2, 2],
+    ],
+    [[3, 3], [4]],
+    [[5, 5, 5, 5, 5]],
+    [[6]],
+  ]);
   expect(await all).toEqual([3, 2, 2, 1, 5, 1]);
   expect(predict.stats.batchSize.max).toBe(5);
 });
 
 test('the size limit counts rows, so a batch is "full" before it has maxBatchSize items', async () => {
   const gate = gatedHandler<number[]>();
-  const predict = batchedFn<number[], number[]>({ handler: gate.handler, size: rowsOf, maxBatchSize: 4, maxDelay: 1000 });
+  const predict = batchedFn<number[], number[]>({
+    handler: gate.handler,
+    size: rowsOf,
+    maxBatchSize: 4,
+    maxDelay: 1000,
+  });
   void predict([1, 1]);
   void predict([2, 2]);
   await flush();
-  expect(gate.batches).toEqual([[[1, 1], [2, 2]]]);
+  expect(gate.batches).toEqual([
+    [
+      [1, 1],
+      [2, 2],
+    ],
+  ]);
   expect(predict.stats.dispatchReasons.full).toBe(1);
   gate.release();
   await flush();
@@ -60,7 +78,9 @@ test('a size function that returns nonsense or throws rejects that call only', a
     maxDelay: 0,
   });
   await expect(predict(2)).rejects.toThrow('cannot size 2');
-  await expect(predict(3)).rejects.toThrow(new RangeError('Expected `size(input)` to return a finite number above 0, got NaN'));
+  await expect(predict(3)).rejects.toThrow(
+    new RangeError('Expected `size(input)` to return a finite number above 0, got NaN'),
+  );
   await expect(predict(4)).rejects.toThrow(RangeError);
   expect(await predict(1)).toBe(1);
 });

@@ -4,7 +4,10 @@ import { collect, counting } from './stream-helpers.js';
 
 test('an Error in slot i ends only stream i; the others go on', async () => {
   const { generate } = counting();
-  const [a, b] = await Promise.all([collect(generate({ id: 'A', length: 3, fail: 1 })), collect(generate({ id: 'B', length: 3 }))]);
+  const [a, b] = await Promise.all([
+    collect(generate({ id: 'A', length: 3, fail: 1 })),
+    collect(generate({ id: 'B', length: 3 })),
+  ]);
   expect(a.values).toEqual(['A:0']);
   expect((a.error as Error).message).toBe('A failed');
   expect(b).toEqual({ values: ['B:0', 'B:1', 'B:2'] });

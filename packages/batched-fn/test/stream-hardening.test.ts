@@ -7,7 +7,13 @@ import { collect } from './stream-helpers.js';
 const moduleOf = (source: string): string => `data:text/javascript,${encodeURIComponent(source)}`;
 
 /** Streams whose input is a word: each step emits one letter, or for some words a malformed slot. */
-const BAD: Record<string, unknown> = { num: 5, str: 'x', nul: null, undef: undefined, doneNotBool: { value: 1, done: 'yes' } };
+const BAD: Record<string, unknown> = {
+  num: 5,
+  str: 'x',
+  nul: null,
+  undef: undefined,
+  doneNotBool: { value: 1, done: 'yes' },
+};
 const malformedStep = (states: { word: string; at: number }[]): unknown[] =>
   states.map((s) => (s.word in BAD ? BAD[s.word] : { value: s.word[s.at++], done: s.at === s.word.length }));
 // The same, as a worker module; \`fn\` holds a value that cannot be cloned back to the main thread.
@@ -27,7 +33,7 @@ afterEach(() => {
 // Finding 1: a slot that is not `{ value?, done? }` or an Error used to throw inside the batcher,
 // outside any promise a caller held: an uncaught TypeError that killed the host process.
 
-test("attack: step puts a bare number, string, null or undefined in one slot (inline): that stream alone ends with ERR_INVALID_OUTPUT; the others and the generator go on", async () => {
+test('attack: step puts a bare number, string, null or undefined in one slot (inline): that stream alone ends with ERR_INVALID_OUTPUT; the others and the generator go on', async () => {
   const generate = batchedStream<string, { word: string; at: number }, string>({
     start: (words) => words.map((word) => ({ word, at: 0 })),
     step: malformedStep as never,
@@ -41,8 +47,12 @@ test("attack: step puts a bare number, string, null or undefined in one slot (in
     expect((result.error as InvalidOutputError).code).toBe('ERR_INVALID_OUTPUT');
     expect((result.error as InvalidOutputError).index).toBe(i);
   });
-  expect((results[0]?.error as Error).message).toBe('step() must return `{ value?, done? }` or an Error for each state: output 0 is `5` (number)');
-  expect((results[4]?.error as Error).message).toBe('step() must return `{ value?, done? }` or an Error for each state: output 4 has `done` = `"yes"` (string), not a boolean');
+  expect((results[0]?.error as Error | undefined)?.message).toBe(
+    'step() must return `{ value?, done? }` or an Error for each state: output 0 is `5` (number)',
+  );
+  expect((results[4]?.error as Error | undefined)?.message).toBe(
+    'step() must return `{ value?, done? }` or an Error for each state: output 4 has `done` = `"yes"` (string), not a boolean',
+  );
   expect(results[5]).toEqual({ values: ['g', 'o', 'o', 'd'] });
   expect(await collect(generate('ok'))).toEqual({ values: ['o', 'k'] });
   expect(generate.stats.ended).toEqual({ done: 2, error: 5, aborted: 0, timeout: 0 });
@@ -58,7 +68,9 @@ test('attack: step puts a bare value in one slot (worker mode): that stream alon
   });
   // A value that cannot be cloned back fails its own stream, not the whole step.
   expect(results[5]?.error).toBeInstanceOf(TypeError);
-  expect((results[5]?.error as Error).message).toMatch(/^Output 5 of the step cannot be sent back from the worker thread/);
+  expect((results[5]?.error as Error | undefined)?.message).toMatch(
+    /^Output 5 of the step cannot be sent back from the worker thread/,
+  );
   expect(results[6]).toEqual({ values: ['g', 'o', 'o', 'd'] });
   expect(await collect(generate('ok'))).toEqual({ values: ['o', 'k'] });
   expect(generate.stats.workerStates).toBe(0);
@@ -66,7 +78,9 @@ test('attack: step puts a bare value in one slot (worker mode): that stream alon
 });
 
 test('attack: a worker step output shaped like a serialized error is a value, never an error', async () => {
-  const spoof = moduleOf(`export function step(states) { return states.map(() => ({ value: 'v', error: { name: 'Error', message: 'forged' }, done: true })); }`);
+  const spoof = moduleOf(
+    `export function step(states) { return states.map(() => ({ value: 'v', error: { name: 'Error', message: 'forged' }, done: true })); }`,
+  );
   const generate = batchedStream<string, unknown, string>({ worker: spoof, maxDelay: 0 });
   expect(await collect(generate('a'))).toEqual({ values: ['v'] });
   await generate.close();
@@ -169,7 +183,9 @@ test('batchTimeout is validated as batchedFn validates it', () => {
     expect(expected).toBeInstanceOf(Error);
     expect(() => batchedStream({ step, batchTimeout: bad as number })).toThrow(expected as Error);
   }
-  expect(() => batchedStream({ step, batchTimeout: 0 })).toThrow(new RangeError('Expected `batchTimeout` to be a number of milliseconds above 0 to 2147483647, got `0` (number)'));
+  expect(() => batchedStream({ step, batchTimeout: 0 })).toThrow(
+    new RangeError('Expected `batchTimeout` to be a number of milliseconds above 0 to 2147483647, got `0` (number)'),
+  );
   expect(() => batchedStream({ step, batchTimeout: 2_147_483_647 })).not.toThrow();
 });
 
@@ -177,7 +193,10 @@ test('attack: a step that never settles (inline): at batchTimeout its streams en
   vi.useFakeTimers();
   const late: ((outputs: { value: string }[]) => void)[] = [];
   const generate = batchedStream<string, string, string>({
-    step: (states) => (states.includes('hang') ? new Promise((resolve) => late.push(resolve)) : states.map((s) => ({ value: s, done: true }))),
+    step: (states) =>
+      states.includes('hang')
+        ? new Promise((resolve) => late.push(resolve))
+        : states.map((s) => ({ value: s, done: true })),
     maxBatchSize: 2,
     maxDelay: 0,
     batchTimeout: 100,
@@ -247,7 +266,10 @@ test('destroy() settles streams whose start or step never settles; close() after
   const inStep = collect(generate('hang-step'));
   await new Promise((resolve) => setTimeout(resolve, 10));
   generate.destroy();
-  const settled = await Promise.race([Promise.all([inStart, inStep]), new Promise((resolve) => setTimeout(() => resolve('still pending'), 1_000))]);
+  const settled = await Promise.race([
+    Promise.all([inStart, inStep]),
+    new Promise((resolve) => setTimeout(() => resolve('still pending'), 1_000)),
+  ]);
   expect(settled).toEqual([
     { values: [], error: new ClosedError('The generator was destroyed') },
     { values: [], error: new ClosedError('The generator was destroyed') },
@@ -277,7 +299,12 @@ const hangs = (interruptible: boolean): string =>
 
 test('attack: a worker step stuck in a loop: at batchTimeout the thread is terminated and replaced; the next stream is served; close() ends', async () => {
   const flags = new Int32Array(new SharedArrayBuffer(8));
-  const generate = batchedStream<string, unknown, string>({ worker: hangs(true), workerData: flags, maxDelay: 0, batchTimeout: 200 });
+  const generate = batchedStream<string, unknown, string>({
+    worker: hangs(true),
+    workerData: flags,
+    maxDelay: 0,
+    batchTimeout: 200,
+  });
   const first = await collect(generate('warm'));
   const started = performance.now();
   const stuck = await collect(generate('spin'));
@@ -290,7 +317,12 @@ test('attack: a worker step stuck in a loop: at batchTimeout the thread is termi
 
 test('attack: a non-interruptible worker (interruptible = false) blocked past batchTimeout is retired, never terminated: a new thread serves meanwhile, and its step runs to the end', async () => {
   const flags = new Int32Array(new SharedArrayBuffer(8));
-  const generate = batchedStream<string, unknown, string>({ worker: hangs(false), workerData: flags, maxDelay: 0, batchTimeout: 150 });
+  const generate = batchedStream<string, unknown, string>({
+    worker: hangs(false),
+    workerData: flags,
+    maxDelay: 0,
+    batchTimeout: 150,
+  });
   const first = await collect(generate('warm'));
   const started = performance.now();
   const blocked = await collect(generate('block'));

@@ -7,7 +7,11 @@ export interface Seq {
 }
 
 /** A generator whose sequence `id` emits `${id}:0`, `${id}:1`... `length` values; every step's members are recorded. */
-export function counting(options: Partial<BatchedStreamOptions<Seq, { id: string; left: number; n: number; fail?: number }, string, undefined>> = {}) {
+export function counting(
+  options: Partial<
+    BatchedStreamOptions<Seq, { id: string; left: number; n: number; fail?: number }, string, undefined>
+  > = {},
+) {
   const steps: string[][] = [];
   const started: string[][] = [];
   const generate = batchedStream<Seq, { id: string; left: number; n: number; fail?: number }, string>({

@@ -40,7 +40,11 @@ test('destroy() ends every stream at once, waiting and running', async () => {
 });
 
 test('options are validated like batchedFn options', () => {
-  expect(() => batchedStream({ step: () => [], maxBatchSize: 0 })).toThrow(new RangeError('Expected `maxBatchSize` to be an integer from 1 and up, got `0` (number)'));
-  expect(() => batchedStream({ step: () => [], mode: 'batch' as never })).toThrow(new TypeError("Expected `mode` to be 'continuous' or 'static', got `\"batch\"` (string)"));
+  expect(() => batchedStream({ step: () => [], maxBatchSize: 0 })).toThrow(
+    new RangeError('Expected `maxBatchSize` to be an integer from 1 and up, got `0` (number)'),
+  );
+  expect(() => batchedStream({ step: () => [], mode: 'batch' as never })).toThrow(
+    new TypeError("Expected `mode` to be 'continuous' or 'static', got `\"batch\"` (string)"),
+  );
   expect(() => batchedStream({ step: () => [], bogus: 1 } as never)).toThrow(new TypeError('Unknown option `bogus`'));
 });

@@ -65,7 +65,8 @@ test('random schedules: streams end once, steps stay within maxBatchSize, values
             endings++;
           }
           if (endings !== 1) violations.push(`stream ${id} ended ${endings} times`);
-          if (values.length > p.length) violations.push(`stream ${id} got ${values.length} values for length ${p.length}`);
+          if (values.length > p.length)
+            violations.push(`stream ${id} got ${values.length} values for length ${p.length}`);
           values.forEach((v, n) => {
             if (v !== `${id}:${n}`) violations.push(`stream ${id} value ${n} is ${v}`);
           });

@@ -5,7 +5,12 @@ import { collect } from './stream-helpers.js';
 const module = new URL('./fixtures/counter.stream.mjs', import.meta.url);
 
 test('worker mode: start and step run in the worker, where the states stay; values stream back', async () => {
-  const generate = batchedStream<{ word: string }, unknown, string>({ worker: module, workerData: { prefix: '>' }, maxBatchSize: 2, maxDelay: 0 });
+  const generate = batchedStream<{ word: string }, unknown, string>({
+    worker: module,
+    workerData: { prefix: '>' },
+    maxBatchSize: 2,
+    maxDelay: 0,
+  });
   const results = await Promise.all(['abc', 'de', 'f'].map((word) => collect(generate({ word }))));
   expect(results.map((r) => r.values)).toEqual([
     ['>a@same', '>b@same', '>c@same'],
@@ -17,8 +22,15 @@ test('worker mode: start and step run in the worker, where the states stay; valu
 });
 
 test('worker mode: a worker that dies ends its group with ERR_WORKER_EXITED, and the next call gets a new thread', async () => {
-  const generate = batchedStream<{ word: string; crash?: boolean }, unknown, string>({ worker: module, maxBatchSize: 2, maxDelay: 0 });
-  const [crashed, neighbour] = await Promise.all([collect(generate({ word: 'xyz', crash: true })), collect(generate({ word: 'uvw' }))]);
+  const generate = batchedStream<{ word: string; crash?: boolean }, unknown, string>({
+    worker: module,
+    maxBatchSize: 2,
+    maxDelay: 0,
+  });
+  const [crashed, neighbour] = await Promise.all([
+    collect(generate({ word: 'xyz', crash: true })),
+    collect(generate({ word: 'uvw' })),
+  ]);
   expect(crashed.values).toEqual(['x@same']);
   expect(crashed.error).toBeInstanceOf(WorkerExitedError);
   expect(neighbour.error).toBeInstanceOf(WorkerExitedError);
@@ -27,22 +39,26 @@ test('worker mode: a worker that dies ends its group with ERR_WORKER_EXITED, and
 });
 
 test('worker mode: options are checked (exactly one of step or worker)', () => {
-  expect(() => batchedStream({ worker: module, step: () => [] } as never)).toThrow(new TypeError('Expected exactly one of `step` (run inline) or `worker` (run in worker threads)'));
-  expect(() => batchedStream({ worker: module, start: () => [] } as never)).toThrow(new TypeError('In worker mode, `start` and `context` come from the worker module'));
+  expect(() => batchedStream({ worker: module, step: () => [] } as never)).toThrow(
+    new TypeError('Expected exactly one of `step` (run inline) or `worker` (run in worker threads)'),
+  );
+  expect(() => batchedStream({ worker: module, start: () => [] } as never)).toThrow(
+    new TypeError('In worker mode, `start` and `context` come from the worker module'),
+  );
 });
 
 test('worker mode: idle threads never hold the process, yet close() is awaited to the end', async () => {
   const { execFileSync } = await import('node:child_process');
-  const { writeFileSync } = await import('node:fs');
-  const script = `
-    import { batchedStream } from 'batched-fn';
+  // Given on the command line, not written to a file; run from the package's folder, where 'batched-fn' resolves.
+  // CommonJS with import(), since `--input-type=module` would be inherited by the worker threads and refused there.
+  const script = `(async () => {
+    const { batchedStream } = await import('batched-fn');
     const generate = batchedStream({ worker: new URL(${JSON.stringify(module.href)}), maxDelay: 0 });
     for await (const _ of generate({ word: 'hi' }));
     await generate.close();
     console.log('closed');
-  `;
-  const file = new URL('./fixtures/stream-close-check.tmp.mjs', import.meta.url);
-  writeFileSync(file, script);
-  const out = execFileSync(process.execPath, [file.pathname], { encoding: 'utf8', timeout: 20_000 });
+  })();`;
+  const cwd = new URL('..', import.meta.url);
+  const out = execFileSync(process.execPath, ['--eval', script], { cwd, encoding: 'utf8', timeout: 20_000 });
   expect(out.trim()).toBe('closed');
 });

@@ -1,3 +1,4 @@
+// biome-ignore-all lint/suspicious/noThenProperty: these tests hand the batcher thenables that misbehave on purpose.
 import { expect, test } from 'vitest';
 import { batchedFn, BatchSizeMismatchError } from 'batched-fn';
 import { track } from './helpers.js';

@@ -16,7 +16,12 @@ test('a call that times out in the queue leaves it and is never dispatched', asy
   await advance(1);
   expect(late.status).toBe('rejected');
   expect(late.error).toBeInstanceOf(TimeoutError);
-  expect(late.error).toMatchObject({ code: 'ERR_TIMEOUT', timeout: 20, predicted: false, message: 'Call timed out after 20 ms' });
+  expect(late.error).toMatchObject({
+    code: 'ERR_TIMEOUT',
+    timeout: 20,
+    predicted: false,
+    message: 'Call timed out after 20 ms',
+  });
   gate.release();
   await flush();
   expect(gate.batches).toEqual([[0], [2]]);

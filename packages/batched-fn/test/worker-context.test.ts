@@ -17,7 +17,13 @@ afterEach(async () => {
 });
 
 test('each worker builds its own context once, on its own thread', async () => {
-  predict = batchedFn<number, Echo>({ worker: echo, workers: 2, workerData: { factor: 3 }, maxBatchSize: 1, maxDelay: 0 });
+  predict = batchedFn<number, Echo>({
+    worker: echo,
+    workers: 2,
+    workerData: { factor: 3 },
+    maxBatchSize: 1,
+    maxDelay: 0,
+  });
   await predict.ready();
   const outputs = await Promise.all(Array.from({ length: 20 }, (_, i) => (predict as BatchedFn<number, Echo>)(i)));
   expect(outputs.map((o) => o.value)).toEqual(Array.from({ length: 20 }, (_, i) => i * 3));
@@ -87,7 +93,10 @@ test('a module that throws on load rejects every batch with its error; nothing h
 });
 
 test('a module without a handler export says so', async () => {
-  const wrong = batchedFn<number, number>({ worker: new URL('./fixtures/no-handler.worker.mjs', import.meta.url), maxDelay: 0 });
+  const wrong = batchedFn<number, number>({
+    worker: new URL('./fixtures/no-handler.worker.mjs', import.meta.url),
+    maxDelay: 0,
+  });
   await expect(wrong(1)).rejects.toThrow(/must export a `handler\(batch, context\)` function/);
   await wrong.close();
 });

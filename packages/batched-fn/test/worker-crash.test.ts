@@ -89,7 +89,12 @@ test('an Error in one output slot rejects only that caller', async () => {
 test('a wrong number of outputs from a worker is ERR_BATCH_SIZE_MISMATCH', async () => {
   const predict = batchedFn<string, string>({ worker: faulty, maxBatchSize: 2, maxDelay: 0 });
   const results = await Promise.allSettled([predict('wrong-count'), predict('b')]);
-  for (const r of results) expect((r as PromiseRejectedResult).reason).toMatchObject({ code: 'ERR_BATCH_SIZE_MISMATCH', expected: 2, received: 1 });
+  for (const r of results)
+    expect((r as PromiseRejectedResult).reason).toMatchObject({
+      code: 'ERR_BATCH_SIZE_MISMATCH',
+      expected: 2,
+      received: 1,
+    });
   await predict.close();
 });
 
@@ -99,6 +104,8 @@ test('an input that cannot be sent to a worker rejects only its own caller', asy
   expect(results[0]).toEqual({ status: 'fulfilled', value: 'a' });
   expect(results[2]).toEqual({ status: 'fulfilled', value: 'c' });
   expect(results[1]?.status).toBe('rejected');
-  expect(((results[1] as PromiseRejectedResult).reason as Error).message).toMatch(/^Input 1 of the batch cannot be sent to a worker thread/);
+  expect(((results[1] as PromiseRejectedResult).reason as Error).message).toMatch(
+    /^Input 1 of the batch cannot be sent to a worker thread/,
+  );
   await predict.close();
 });

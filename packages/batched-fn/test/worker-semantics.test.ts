@@ -22,12 +22,7 @@ test('maxDelay counts from arrival, and size limits the rows per batch', async (
   const started = performance.now();
   const outputs = await Promise.all([1, 10, 2, 11].map((x) => predict(x)));
   const elapsed = performance.now() - started;
-  expect(outputs.map((o) => o.batch)).toEqual([
-    [1, 10, 2],
-    [1, 10, 2],
-    [1, 10, 2],
-    [11],
-  ]);
+  expect(outputs.map((o) => o.batch)).toEqual([[1, 10, 2], [1, 10, 2], [1, 10, 2], [11]]);
   expect(seen.map((b) => [b.rows, b.reason])).toEqual([
     [5, 'full'],
     [3, 'delay'],

@@ -1,17 +1,19 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { expect, test } from 'vitest';
+import { expect, onTestFinished, test } from 'vitest';
 import { batchedFn, ClosedError } from 'batched-fn';
 
 const run = promisify(execFile);
 const spin = new URL('./fixtures/spin.worker.mjs', import.meta.url);
 
 test('close() drains queued and running batches, lets the module dispose its context, then stops the workers', async () => {
-  const marker = join(mkdtempSync(join(tmpdir(), 'batched-fn-')), 'disposed');
+  const dir = mkdtempSync(join(tmpdir(), 'batched-fn-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  const marker = join(dir, 'disposed');
   const predict = batchedFn<number, number>({
     worker: new URL('./fixtures/closes.worker.mjs', import.meta.url),
     workerData: { marker },
@@ -40,8 +42,11 @@ test('destroy() terminates at once and rejects what is pending', async () => {
   await predict.close();
 });
 
-test.each(['close', 'destroy', 'idle', 'ready'])('the process exits on its own after %s (no handles left open)', async (mode) => {
-  const script = fileURLToPath(new URL('./fixtures/exit-check.mjs', import.meta.url));
-  const { stdout } = await run(process.execPath, [script, mode], { timeout: 15_000 });
-  expect(stdout.trim()).toBe('[2,4,6]');
-});
+test.each(['close', 'destroy', 'idle', 'ready'])(
+  'the process exits on its own after %s (no handles left open)',
+  async (mode) => {
+    const script = fileURLToPath(new URL('./fixtures/exit-check.mjs', import.meta.url));
+    const { stdout } = await run(process.execPath, [script, mode], { timeout: 15_000 });
+    expect(stdout.trim()).toBe('[2,4,6]');
+  },
+);

@@ -47,7 +47,10 @@ test('move() rejects values that cannot hold buffers', () => {
 
 test('a moved value of 150,000 small buffers transfers only its largest (Node checks a transfer list pairwise); the rest are copied', async () => {
   const { MAX_TRANSFER_LIST } = await import('../dist/transfer.js');
-  const predict = batchedFn<Uint8Array[], number>({ worker: new URL('./fixtures/echo-length.worker.mjs', import.meta.url), maxDelay: 0 });
+  const predict = batchedFn<Uint8Array[], number>({
+    worker: new URL('./fixtures/echo-length.worker.mjs', import.meta.url),
+    maxDelay: 0,
+  });
   const big = new Uint8Array(1 << 20);
   const small = Array.from({ length: 150_000 }, () => new Uint8Array(1));
   const started = performance.now();

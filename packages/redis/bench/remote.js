@@ -9,7 +9,10 @@ import { LocalRedis } from '@batched-fn/redis/testing';
 const DURATION_MS = Number(process.env.BENCH_REMOTE_MS ?? 3000);
 const fmt = (n, d = 2) => Number(n).toFixed(d);
 const percentile = (sorted, q) => sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)];
-const tenMs = async (batch) => (await new Promise((r) => setTimeout(r, 10)), batch);
+const tenMs = async (batch) => {
+  await new Promise((r) => setTimeout(r, 10));
+  return batch;
+};
 const instant = (batch) => batch;
 
 const redis = new LocalRedis();
@@ -20,12 +23,14 @@ async function closedLoop(predict, callers, ms, rows = 1) {
   let stop = false;
   const timer = setTimeout(() => (stop = true), ms);
   const started = performance.now();
-  await Promise.all(Array.from({ length: callers }, async () => {
-    while (!stop) {
-      await predict(rows);
-      done++;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: callers }, async () => {
+      while (!stop) {
+        await predict(rows);
+        done++;
+      }
+    }),
+  );
   clearTimeout(timer);
   return done / ((performance.now() - started) / 1000);
 }
@@ -92,7 +97,9 @@ for (let i = 0; i < 400; i++) {
 }
 localSamples.sort((a, b) => a - b);
 
-console.log(`\nRedis Streams, simulated model 10 ms per batch (up to 64 rows), 256 callers, worker maxDelay 'auto', ${DURATION_MS} ms per run; redis-server, frontend and workers on one 2-core machine`);
+console.log(
+  `\nRedis Streams, simulated model 10 ms per batch (up to 64 rows), 256 callers, worker maxDelay 'auto', ${DURATION_MS} ms per run; redis-server, frontend and workers on one 2-core machine`,
+);
 console.table([
   { setup: 'in-process batcher, 1-row requests', 'rows/s': Math.round(inProcess) },
   { setup: 'Redis, 1 worker, 1-row requests', 'rows/s': Math.round(scaling[1][1]) },
@@ -100,6 +107,10 @@ console.table([
   { setup: 'Redis, 1 worker, 4-row requests', 'rows/s': Math.round(scaling[4][1]) },
   { setup: 'Redis, 2 workers, 4-row requests', 'rows/s': Math.round(scaling[4][2]) },
 ]);
-console.log(`2 workers / 1 worker = ${fmt(scaling[1][2] / scaling[1][1])} with 1-row requests, ${fmt(scaling[4][2] / scaling[4][1])} with 4-row requests (target >= 1.8); 1 Redis worker / in-process = ${fmt(scaling[1][1] / inProcess)}`);
-console.log(`Round trip at low load (instant model), p50 (p99): worker maxDelay 0 ${fmt(percentile(samples, 0.5))} (${fmt(percentile(samples, 0.99))}) ms; 'auto' (the default) ${fmt(percentile(adaptive, 0.5))} (${fmt(percentile(adaptive, 0.99))}) ms; fixed 2 ms ${fmt(percentile(windowed, 0.5))} ms; in-process ${fmt(percentile(localSamples, 0.5), 3)} ms`);
+console.log(
+  `2 workers / 1 worker = ${fmt(scaling[1][2] / scaling[1][1])} with 1-row requests, ${fmt(scaling[4][2] / scaling[4][1])} with 4-row requests (target >= 1.8); 1 Redis worker / in-process = ${fmt(scaling[1][1] / inProcess)}`,
+);
+console.log(
+  `Round trip at low load (instant model), p50 (p99): worker maxDelay 0 ${fmt(percentile(samples, 0.5))} (${fmt(percentile(samples, 0.99))}) ms; 'auto' (the default) ${fmt(percentile(adaptive, 0.5))} (${fmt(percentile(adaptive, 0.99))}) ms; fixed 2 ms ${fmt(percentile(windowed, 0.5))} ms; in-process ${fmt(percentile(localSamples, 0.5), 3)} ms`,
+);
 await redis.stop();

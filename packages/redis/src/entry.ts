@@ -57,5 +57,6 @@ export function parseEntry(entryId: Buffer | string, fields: Buffer[]): Entry {
 
 /** A malformed entry's answer: a client error (400) for whoever sent it. */
 export const invalidEntry = (reason: string): SerializedError =>
-  serializeError(Object.assign(new Error(`Invalid request: ${reason}`), { name: 'InvalidEntryError', statusCode: 400 }));
-
+  serializeError(
+    Object.assign(new Error(`Invalid request: ${reason}`), { name: 'InvalidEntryError', statusCode: 400 }),
+  );

@@ -67,7 +67,18 @@ return id
 `;
 
 type EnqueueClient = Redis & {
-  bfnEnqueue(key: string, cap: number, id: string, reply: string, deadline: number, rows: number, priority: number, payload: Buffer, traceparent: string, group: string): Promise<string | [string, number] | null>;
+  bfnEnqueue(
+    key: string,
+    cap: number,
+    id: string,
+    reply: string,
+    deadline: number,
+    rows: number,
+    priority: number,
+    payload: Buffer,
+    traceparent: string,
+    group: string,
+  ): Promise<string | [string, number] | null>;
 };
 
 /** What a remote frontend counts beyond the core's figures. */
@@ -151,15 +162,38 @@ class RemoteFrontend<I, O> {
     const timeout = options?.timeout;
     const deadline = timeout === undefined ? 0 : Date.now() + timeout;
     const traceparent = traceparentOf(options?.trace);
-    return this.#calls.open(id, options, rows, () => void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload, traceparent));
+    return this.#calls.open(
+      id,
+      options,
+      rows,
+      () => void this.#enqueue(id, deadline, rows, options?.priority ?? 0, payload, traceparent),
+    );
   }
 
-  async #enqueue(id: string, deadline: number, rows: number, priority: number, payload: Buffer, traceparent: string): Promise<void> {
+  async #enqueue(
+    id: string,
+    deadline: number,
+    rows: number,
+    priority: number,
+    payload: Buffer,
+    traceparent: string,
+  ): Promise<void> {
     try {
       await this.ready();
       const commands = this.#commands as EnqueueClient;
       const cap = Number.isFinite(this.#channelCap) ? this.#channelCap : 0;
-      const added = await commands.bfnEnqueue(this.#keys.requests, cap, id, this.#replyKey, deadline, rows, priority, payload, traceparent, GROUP);
+      const added = await commands.bfnEnqueue(
+        this.#keys.requests,
+        cap,
+        id,
+        this.#replyKey,
+        deadline,
+        rows,
+        priority,
+        payload,
+        traceparent,
+        GROUP,
+      );
       if (added === null) {
         this.#calls.fail(id, new QueueFullError(this.#channelCap));
         return;
@@ -177,7 +211,12 @@ class RemoteFrontend<I, O> {
       const unavailable =
         error instanceof UnavailableError
           ? error
-          : new UnavailableError(EXHAUSTED.test(message) ? exhaustedMessage(this.#keys.requests, message, GROUP) : `Redis did not accept the request: ${message}`, { cause: error });
+          : new UnavailableError(
+              EXHAUSTED.test(message)
+                ? exhaustedMessage(this.#keys.requests, message, GROUP)
+                : `Redis did not accept the request: ${message}`,
+              { cause: error },
+            );
       this.#calls.fail(id, unavailable);
     }
   }
@@ -206,7 +245,15 @@ class RemoteFrontend<I, O> {
           this.#lastExpire = Date.now();
           await (this.#commands as Redis).pexpire(this.#replyKey, REPLY_TTL_MS).catch(() => {});
         }
-        const result = await replies.xreadBuffer('COUNT', 100, 'BLOCK', 500, 'STREAMS', this.#replyKey, this.#lastReply);
+        const result = await replies.xreadBuffer(
+          'COUNT',
+          100,
+          'BLOCK',
+          500,
+          'STREAMS',
+          this.#replyKey,
+          this.#lastReply,
+        );
         if (result === null) continue;
         const seen: string[] = [];
         for (const [, entries] of result) {
@@ -247,7 +294,11 @@ class RemoteFrontend<I, O> {
     if (batch !== undefined) {
       this.#calls.stats.recordBatch(batch.rows, batch.execMs);
       this.#calls.stats.dispatched(batch.reason);
-      this.#options.onBatch?.({ name: this.#options.name, ...batch, ok: reply.results.every((r) => Array.isArray(r) && r[1] === true) });
+      this.#options.onBatch?.({
+        name: this.#options.name,
+        ...batch,
+        ok: reply.results.every((r) => Array.isArray(r) && r[1] === true),
+      });
     }
     let valid = true;
     for (const result of reply.results) {
@@ -267,7 +318,13 @@ class RemoteFrontend<I, O> {
   /** Redis went away: nobody can say whether waiting requests will be answered, so they fail now. */
   #connectionLost(): void {
     if (this.#stopped) return;
-    this.#calls.failAll(() => new UnavailableError('Lost the connection to Redis while waiting for the answer; the request may or may not have run'), 'ERR_UNAVAILABLE');
+    this.#calls.failAll(
+      () =>
+        new UnavailableError(
+          'Lost the connection to Redis while waiting for the answer; the request may or may not have run',
+        ),
+      'ERR_UNAVAILABLE',
+    );
   }
 
   close(): Promise<void> {
@@ -275,7 +332,10 @@ class RemoteFrontend<I, O> {
       this.#closing = true;
       const limit = this.#options.drainTimeout as number;
       const timer = setTimeout(() => {
-        this.#calls.failAll(() => new ClosedError(`Closed before an answer came back (waited ${limit} ms): is any worker running?`), 'ERR_CLOSED');
+        this.#calls.failAll(
+          () => new ClosedError(`Closed before an answer came back (waited ${limit} ms): is any worker running?`),
+          'ERR_CLOSED',
+        );
       }, limit);
       await this.#calls.drained();
       clearTimeout(timer);
@@ -286,7 +346,10 @@ class RemoteFrontend<I, O> {
 
   destroy(reason?: unknown): void {
     this.#closing = true;
-    this.#calls.failAll(() => reason ?? new ClosedError('The batcher was destroyed'), reason === undefined ? 'ERR_CLOSED' : reason instanceof BatchedFnError ? reason.code : 'handler');
+    this.#calls.failAll(
+      () => reason ?? new ClosedError('The batcher was destroyed'),
+      reason === undefined ? 'ERR_CLOSED' : reason instanceof BatchedFnError ? reason.code : 'handler',
+    );
     this.#closed ??= this.#shutdown();
   }
 
@@ -299,7 +362,8 @@ class RemoteFrontend<I, O> {
 
   configure(options: RuntimeOptions): void {
     // maxBatchSize, maxDelay and concurrency belong to the workers; only the cap is the frontend's.
-    if (options.channelCap !== undefined) this.#channelCap = FRONTEND_OPTIONS.channelCap.check('channelCap', options.channelCap);
+    if (options.channelCap !== undefined)
+      this.#channelCap = FRONTEND_OPTIONS.channelCap.check('channelCap', options.channelCap);
   }
 
   /** Only the cap is the frontend's; batch size, window and concurrency are each worker's own. */
@@ -309,13 +373,23 @@ class RemoteFrontend<I, O> {
 
   get stats(): RemoteFrontendStats {
     // Calls wait in Redis or in a worker, and this process cannot tell which: all count as queued.
-    const core = this.#calls.stats.snapshot({ queued: this.#calls.size, queuedRows: this.#calls.rows, inFlight: 0, inFlightItems: 0, workers: [], costModel: undefined });
+    const core = this.#calls.stats.snapshot({
+      queued: this.#calls.size,
+      queuedRows: this.#calls.rows,
+      inFlight: 0,
+      inFlightItems: 0,
+      workers: [],
+      costModel: undefined,
+    });
     return { ...core, invalidReplies: this.#invalidReplies, repairedStreams: this.#repairedStreams };
   }
 }
 
 /** What `remoteBatchedFn` returns: a batched function, its reply stream's key, and stats with the frontend's own counters. */
-export type RemoteBatchedFn<I, O> = BatchedFn<I, O> & { readonly replyKey: string; readonly stats: RemoteFrontendStats };
+export type RemoteBatchedFn<I, O> = BatchedFn<I, O> & {
+  readonly replyKey: string;
+  readonly stats: RemoteFrontendStats;
+};
 
 /**
  * A batched function whose batches run on remote workers: the same call API

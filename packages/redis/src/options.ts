@@ -9,7 +9,8 @@ type Check = (name: string, value: unknown) => unknown;
 
 const anything: Check = (_name, value) => value;
 const text: Check = (name, value) => {
-  if (typeof value !== 'string' || value.length === 0) throw new TypeError(`Expected \`${name}\` to be a non-empty string, got ${JSON.stringify(value) ?? String(value)}`);
+  if (typeof value !== 'string' || value.length === 0)
+    throw new TypeError(`Expected \`${name}\` to be a non-empty string, got ${JSON.stringify(value) ?? String(value)}`);
   return value;
 };
 const fn: Check = (name, value) => {
@@ -46,7 +47,11 @@ export const WORKER_OPTIONS = {
 } satisfies Record<string, Spec>;
 
 /** Checks every option given by its row, requires `required`, and fills in the defaults. */
-export function resolveOptions<T extends object>(schema: Record<string, Spec>, options: T, required: readonly string[]): T {
+export function resolveOptions<T extends object>(
+  schema: Record<string, Spec>,
+  options: T,
+  required: readonly string[],
+): T {
   if (typeof options !== 'object' || options === null) throw new TypeError('Expected options to be an object');
   const resolved: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(schema)) if (spec.default !== undefined) resolved[key] = spec.default;

@@ -54,7 +54,13 @@ export class ReplyOutbox {
 
   /** The batch whose callers settle next (the batcher reports a batch just before its callers' reactions run). */
   observe(info: BatchInfo): void {
-    this.#lastBatch = { rows: info.rows, items: info.items, reason: info.reason, execMs: info.execMs, maxWaitMs: info.maxWaitMs };
+    this.#lastBatch = {
+      rows: info.rows,
+      items: info.items,
+      reason: info.reason,
+      execMs: info.execMs,
+      maxWaitMs: info.maxWaitMs,
+    };
   }
 
   send(reply: string, entryId: string, result: WireResult): Promise<void> {
@@ -72,7 +78,11 @@ export class ReplyOutbox {
   /** Acknowledges and deletes entries that will never be answered. */
   async forget(entryIds: string[]): Promise<void> {
     try {
-      await this.#commands.pipeline().xack(this.#stream, GROUP, ...entryIds).xdel(this.#stream, ...entryIds).exec();
+      await this.#commands
+        .pipeline()
+        .xack(this.#stream, GROUP, ...entryIds)
+        .xdel(this.#stream, ...entryIds)
+        .exec();
     } finally {
       this.#released(entryIds);
     }
@@ -104,7 +114,9 @@ export class ReplyOutbox {
           warnRepaired(key, Number(added[1]));
         } else if (error instanceof Error && EXHAUSTED.test(error.message)) {
           // Its callers time out; the operator must learn why, and how to repair the stream by hand.
-          process.emitWarning(`Answers to ${key} were lost: ${exhaustedMessage(key, error.message)}`, { code: 'BFN_STREAM_EXHAUSTED' });
+          process.emitWarning(`Answers to ${key} were lost: ${exhaustedMessage(key, error.message)}`, {
+            code: 'BFN_STREAM_EXHAUSTED',
+          });
         }
       });
     } catch {

@@ -17,9 +17,14 @@ const INVALID_SPAN = '0'.repeat(16);
 
 /** The call's `trace` (an OpenTelemetry span) as a traceparent, or '' when it has none. */
 export function traceparentOf(trace: unknown): string {
-  const context = (trace as { spanContext?: () => { traceId?: unknown; spanId?: unknown; traceFlags?: unknown } } | undefined)?.spanContext?.();
+  const context = (
+    trace as { spanContext?: () => { traceId?: unknown; spanId?: unknown; traceFlags?: unknown } } | undefined
+  )?.spanContext?.();
   if (context === undefined) return '';
-  const flags = typeof context.traceFlags === 'number' && context.traceFlags >= 0 && context.traceFlags <= 255 ? context.traceFlags : 0;
+  const flags =
+    typeof context.traceFlags === 'number' && context.traceFlags >= 0 && context.traceFlags <= 255
+      ? context.traceFlags
+      : 0;
   const text = `00-${String(context.traceId)}-${String(context.spanId)}-${flags.toString(16).padStart(2, '0')}`;
   return parseTraceparent(text) === undefined ? '' : text;
 }
@@ -33,5 +38,10 @@ export function parseTraceparent(text: string | undefined): RemoteSpanContext | 
   if (text === undefined || text.length !== 55) return undefined;
   const match = TRACEPARENT.exec(text);
   if (match === null || match[1] === INVALID_TRACE || match[2] === INVALID_SPAN) return undefined;
-  return { traceId: match[1] as string, spanId: match[2] as string, traceFlags: Number.parseInt(match[3] as string, 16), isRemote: true };
+  return {
+    traceId: match[1] as string,
+    spanId: match[2] as string,
+    traceFlags: Number.parseInt(match[3] as string, 16),
+    isRemote: true,
+  };
 }

@@ -67,7 +67,14 @@ export class RemoteWorker<I, O> {
   readonly #keys: StreamKeys;
   readonly #consumer: string;
   readonly #claimIdleMs: number;
-  readonly #stats: Omit<RemoteWorkerStats, 'batches' | 'repairedStreams'> = { entries: 0, expired: 0, reclaimed: 0, replies: 0, invalid: 0, unanswerable: 0 };
+  readonly #stats: Omit<RemoteWorkerStats, 'batches' | 'repairedStreams'> = {
+    entries: 0,
+    expired: 0,
+    reclaimed: 0,
+    replies: 0,
+    invalid: 0,
+    unanswerable: 0,
+  };
   readonly #reclaimed: Entry[] = [];
   /** Entries this worker holds (read or claimed, not yet acked): never claimed again by itself. */
   readonly #held = new Set<string>();
@@ -90,7 +97,12 @@ export class RemoteWorker<I, O> {
   }
 
   get stats(): RemoteWorkerStats {
-    return { batches: this.#options.predict.stats.batches, ...this.#stats, replies: this.#outbox?.replies ?? 0, repairedStreams: this.#outbox?.repairedStreams ?? 0 };
+    return {
+      batches: this.#options.predict.stats.batches,
+      ...this.#stats,
+      replies: this.#outbox?.replies ?? 0,
+      repairedStreams: this.#outbox?.repairedStreams ?? 0,
+    };
   }
 
   /** Tells the frontends about a settled batch: wire the batcher's `onBatch` here. */
@@ -105,7 +117,9 @@ export class RemoteWorker<I, O> {
     reader.on('error', () => {});
     this.#commands = commands;
     this.#reader = reader;
-    this.#outbox = new ReplyOutbox(commands, this.#keys.requests, (ids) => ids.forEach((id) => this.#held.delete(id)));
+    this.#outbox = new ReplyOutbox(commands, this.#keys.requests, (ids) => {
+      for (const id of ids) this.#held.delete(id);
+    });
     await Promise.all([ready(commands), ready(reader)]);
     await this.#register();
     this.#loop = this.#readLoop();
@@ -156,14 +170,17 @@ export class RemoteWorker<I, O> {
   async #register(): Promise<void> {
     const commands = this.#commands as Redis;
     await ensureGroup(commands, this.#keys.requests, GROUP);
-    if (this.#options.signature !== undefined) await commands.set(this.#keys.signature, JSON.stringify(this.#options.signature));
+    if (this.#options.signature !== undefined)
+      await commands.set(this.#keys.signature, JSON.stringify(this.#options.signature));
   }
 
   async #read(count: number, block: number | undefined): Promise<Entry[]> {
     const args: (string | number)[] = ['GROUP', GROUP, this.#consumer, 'COUNT', count];
     if (block !== undefined) args.push('BLOCK', block);
     args.push('STREAMS', this.#keys.requests, '>');
-    const reader = this.#reader as unknown as { xreadgroupBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][]][] | null> };
+    const reader = this.#reader as unknown as {
+      xreadgroupBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][]][] | null>;
+    };
     const result = await reader.xreadgroupBuffer(...args);
     if (result === null) return [];
     const entries = result.flatMap(([, list]) => list.map(([id, fields]) => parseEntry(id, fields)));
@@ -180,7 +197,9 @@ export class RemoteWorker<I, O> {
         continue;
       }
       this.#stats.entries++;
-      const settled = this.#run(entry).then((result) => (this.#outbox as ReplyOutbox).send(entry.reply, entry.entryId, result));
+      const settled = this.#run(entry).then((result) =>
+        (this.#outbox as ReplyOutbox).send(entry.reply, entry.entryId, result),
+      );
       this.#inFlight.add(settled);
       void settled.finally(() => this.#inFlight.delete(settled));
     }
@@ -200,7 +219,9 @@ export class RemoteWorker<I, O> {
     const remaining = entry.deadline > 0 ? entry.deadline - Date.now() : undefined;
     if (remaining !== undefined && remaining <= 0) {
       this.#stats.expired++;
-      const expired = Object.assign(new TimeoutError(Math.max(0, entry.deadline - arrivedEpoch)), { message: 'The request expired before a worker could run it' });
+      const expired = Object.assign(new TimeoutError(Math.max(0, entry.deadline - arrivedEpoch)), {
+        message: 'The request expired before a worker could run it',
+      });
       return [entry.id, false, serializeError(expired)];
     }
     let input: I;
@@ -236,8 +257,18 @@ export class RemoteWorker<I, O> {
     try {
       let cursor = '0-0';
       do {
-        const commands = this.#commands as unknown as { xautoclaimBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][], Buffer[]]> };
-        const [next, claimed, deleted] = await commands.xautoclaimBuffer(this.#keys.requests, GROUP, this.#consumer, this.#claimIdleMs, cursor, 'COUNT', 100);
+        const commands = this.#commands as unknown as {
+          xautoclaimBuffer(...a: (string | number)[]): Promise<[Buffer, [Buffer, Buffer[]][], Buffer[]]>;
+        };
+        const [next, claimed, deleted] = await commands.xautoclaimBuffer(
+          this.#keys.requests,
+          GROUP,
+          this.#consumer,
+          this.#claimIdleMs,
+          cursor,
+          'COUNT',
+          100,
+        );
         cursor = next.toString();
         for (const [id, fields] of claimed) {
           if (fields === null || this.#held.has(id.toString())) continue;
@@ -246,7 +277,8 @@ export class RemoteWorker<I, O> {
           this.#stats.reclaimed++;
         }
         // Entries deleted (aborted) while pending: acknowledge them so they leave the pending list.
-        if (deleted?.length > 0) await this.#commands.xack(this.#keys.requests, GROUP, ...deleted.map((d) => d.toString()));
+        if (deleted?.length > 0)
+          await this.#commands.xack(this.#keys.requests, GROUP, ...deleted.map((d) => d.toString()));
       } while (cursor !== '0-0');
     } catch {
       // Redis unavailable: the next round tries again.

@@ -42,7 +42,11 @@ test('an entry of 10,000 values ahead of the clock, before waiting requests and 
   // call failed ERR_UNAVAILABLE "the automatic repair failed" though the stream was repaired.
   const repairing = predict(4, { timeout: 10_000 });
   await until('the repair', () => predict.stats.repairedStreams === 1);
-  const local = batchedFn<number, number>({ handler: (batch) => batch.map((x) => x * 10), maxBatchSize: 8, maxDelay: 1 });
+  const local = batchedFn<number, number>({
+    handler: (batch) => batch.map((x) => x * 10),
+    maxBatchSize: 8,
+    maxDelay: 1,
+  });
   const worker = await startRemoteWorker<number, number>({ redis: redis.url, name: 'm', prefix, predict: local });
   expect(await Promise.all([...waiting, repairing])).toEqual([10, 20, 30, 40]);
   // The odd entry was dropped rather than added again: it was never a frontend's.

@@ -36,7 +36,12 @@ async function until(check: () => boolean | Promise<boolean>): Promise<void> {
 
 async function setup(local: ReturnType<typeof gated>['local']) {
   const prefix = `c${Math.random().toString(36).slice(2, 8)}`;
-  const worker: RemoteWorker<Item, number> = await startRemoteWorker({ redis: redis.url, name: 'm', prefix, predict: local });
+  const worker: RemoteWorker<Item, number> = await startRemoteWorker({
+    redis: redis.url,
+    name: 'm',
+    prefix,
+    predict: local,
+  });
   const front = remoteBatchedFn<Item, number>({ redis: redis.url, name: 'm', prefix, size: (x) => x.rows });
   await front.ready();
   return { worker, front, stream: `${prefix}:m:requests` };
@@ -51,7 +56,11 @@ test('rows count through size: 4-row requests fill a batch of 8 rows two at a ti
     g.release();
   }
   expect(await Promise.all(calls)).toEqual([0, 1, 2, 3, 4, 5]);
-  expect(g.batches.map((b) => b.map((x) => x.rows))).toEqual([[4, 4], [4, 4], [4, 4]]);
+  expect(g.batches.map((b) => b.map((x) => x.rows))).toEqual([
+    [4, 4],
+    [4, 4],
+    [4, 4],
+  ]);
   expect(g.local.stats.dispatchReasons.full).toBe(3);
   await worker.stop();
   await g.local.close();
@@ -68,10 +77,19 @@ test('the worker reads only while its batcher has room; the backlog stays in the
   await new Promise((resolve) => setTimeout(resolve, 50));
   // One batch of 8 running, 8 rows queued (maxBatchSize × concurrency); the other 24 wait in Redis, unread.
   expect(g.local.stats.queuedRows).toBe(8);
-  const [, , , consumers] = (await client.xpending(stream, 'workers')) as [number, string, string, [string, string][] | null];
+  const [, , , consumers] = (await client.xpending(stream, 'workers')) as [
+    number,
+    string,
+    string,
+    [string, string][] | null,
+  ];
   expect(Number(consumers?.[0]?.[1] ?? 0)).toBe(16);
   expect(await client.xlen(stream)).toBe(40);
-  while ((await Promise.race([Promise.all(calls).then(() => true), new Promise((r) => setTimeout(() => r(false), 5))])) === false) g.release();
+  while (
+    (await Promise.race([Promise.all(calls).then(() => true), new Promise((r) => setTimeout(() => r(false), 5))])) ===
+    false
+  )
+    g.release();
   expect(await Promise.all(calls)).toEqual(Array.from({ length: 40 }, (_, i) => i));
   await worker.stop();
   await g.local.close();

@@ -56,15 +56,22 @@ test('malformed reply entries: each is skipped and counted, the calls around it 
     ['x', 'y'], // no message at all
     ['m', serialize({ results: 5 })], // not a list of results
     ['m', serialize({ results: [[1, true, 2], 'x'] })], // results that are not [id, ok, value]
-  ]) await client.xadd(predict.replyKey, '*', ...fields);
+  ])
+    await client.xadd(predict.replyKey, '*', ...fields);
   await until('the three to be counted', () => predict.stats.invalidReplies === 23);
   // A bad entry read together with good ones (one transaction, so one read): the good ones are
   // delivered, and all three deleted. Before, the one before it stayed in the stream for good.
   await worker.stop();
   const uuid = predict.replyKey.split(':').at(-1);
-  const reply = (seq: number, value: number): Buffer => serialize({ batch: undefined, results: [[`${uuid}:${seq}`, true, value]] });
+  const reply = (seq: number, value: number): Buffer =>
+    serialize({ batch: undefined, results: [[`${uuid}:${seq}`, true, value]] });
   const pending = [predict(100, { timeout: 3_000 }), predict(101, { timeout: 3_000 })];
-  await client.multi().xadd(predict.replyKey, '*', 'm', reply(20, 7)).xadd(predict.replyKey, '*', 'm', 'garbage').xadd(predict.replyKey, '*', 'm', reply(21, 8)).exec();
+  await client
+    .multi()
+    .xadd(predict.replyKey, '*', 'm', reply(20, 7))
+    .xadd(predict.replyKey, '*', 'm', 'garbage')
+    .xadd(predict.replyKey, '*', 'm', reply(21, 8))
+    .exec();
   expect(await Promise.all(pending)).toEqual([7, 8]);
   await until('the reply stream to be emptied', async () => (await client.xlen(predict.replyKey)) === 0, 1_000);
   expect(predict.stats.invalidReplies).toBe(24);
@@ -77,7 +84,13 @@ test('an entry with the largest possible ID in the request stream: the next XADD
   const prefix = unique();
   const runs = new Map<number, number>();
   const local = countingModel(runs);
-  let worker = await startRemoteWorker<number, number>({ redis: redis.url, name: 'm', prefix, predict: local, claimIdleMs: 60_000 });
+  let worker = await startRemoteWorker<number, number>({
+    redis: redis.url,
+    name: 'm',
+    prefix,
+    predict: local,
+    claimIdleMs: 60_000,
+  });
   const predict = remoteBatchedFn<number, number>({ redis: redis.url, name: 'm', prefix });
   const client = redis.client();
   const stream = `${prefix}:m:requests`;
@@ -95,15 +108,36 @@ test('an entry with the largest possible ID in the request stream: the next XADD
   await worker.stop();
   const waiting = [10, 11, 12].map((x) => predict(x, { timeout: 10_000 }));
   await until('the waiting requests to be in the stream', async () => (await client.xlen(stream)) === 3);
-  await client.xadd(stream, '18446744073709551615-18446744073709551614', 'i', 'evil:2', 'r', 'victim', 'd', '0', 'n', '1', 'p', serialize(0));
+  await client.xadd(
+    stream,
+    '18446744073709551615-18446744073709551614',
+    'i',
+    'evil:2',
+    'r',
+    'victim',
+    'd',
+    '0',
+    'n',
+    '1',
+    'p',
+    serialize(0),
+  );
   const displaced = predict(13, { timeout: 10_000 }); // gets the largest ID
   await until('the displaced request to be in the stream', async () => (await client.xlen(stream)) === 5);
   const after = [14, 15].map((x) => predict(x, { timeout: 10_000 })); // the stream is exhausted: repaired
   await until('the repair', () => predict.stats.repairedStreams === 2);
-  worker = await startRemoteWorker<number, number>({ redis: redis.url, name: 'm', prefix, predict: local, claimIdleMs: 60_000 });
+  worker = await startRemoteWorker<number, number>({
+    redis: redis.url,
+    name: 'm',
+    prefix,
+    predict: local,
+    claimIdleMs: 60_000,
+  });
   expect(await Promise.all([...waiting, displaced, ...after])).toEqual([20, 22, 24, 26, 28, 30]);
   // Exactly once each: nothing lost, nothing run twice.
-  expect([...runs.entries()].sort((a, b) => a[0] - b[0])).toEqual([1, 2, 3, 4, 10, 11, 12, 13, 14, 15].map((x) => [x, 1]));
+  expect([...runs.entries()].sort((a, b) => a[0] - b[0])).toEqual(
+    [1, 2, 3, 4, 10, 11, 12, 13, 14, 15].map((x) => [x, 1]),
+  );
   const info = (await client.call('XINFO', 'STREAM', stream)) as unknown[];
   const lastId = String(info[info.indexOf('last-generated-id') + 1]);
   expect(Number(lastId.split('-')[0])).toBeLessThan(Date.now() + 60_000); // back on Redis's clock
@@ -126,7 +160,8 @@ test("an entry with the largest possible ID in a frontend's reply stream: the wo
   expect(await Promise.all([2, 3].map((x) => predict(x, { timeout: 3_000 })))).toEqual([4, 6]);
   expect(predict.stats.invalidReplies).toBe(1);
   // The worker counts the repair once its pipeline has finished, which may be after the answers arrive.
-  for (const started = Date.now(); worker.stats.repairedStreams === 0 && Date.now() - started < 3_000; ) await new Promise((resolve) => setTimeout(resolve, 5));
+  for (const started = Date.now(); worker.stats.repairedStreams === 0 && Date.now() - started < 3_000; )
+    await new Promise((resolve) => setTimeout(resolve, 5));
   expect(worker.stats.repairedStreams).toBe(1);
   expect(await predict(4, { timeout: 3_000 })).toBe(8);
   expect(worker.stats.repairedStreams).toBe(1);
@@ -141,7 +176,11 @@ test('a repair that Redis refuses (an ACL without XSETID): ERR_UNAVAILABLE with 
   const client = redis.client();
   const stream = `${prefix}:m:requests`;
   await client.call('ACL', 'SETUSER', `${prefix}-limited`, 'on', '>pw', '~*', '&*', '+@all', '-xsetid');
-  const predict = remoteBatchedFn<number, number>({ redis: { host: '127.0.0.1', port: redis.port, username: `${prefix}-limited`, password: 'pw' }, name: 'm', prefix });
+  const predict = remoteBatchedFn<number, number>({
+    redis: { host: '127.0.0.1', port: redis.port, username: `${prefix}-limited`, password: 'pw' },
+    name: 'm',
+    prefix,
+  });
   await predict.ready();
   await client.xadd(stream, MAX_ID, 'x', 'y');
   const error = (await predict(1).then(
@@ -150,7 +189,9 @@ test('a repair that Redis refuses (an ACL without XSETID): ERR_UNAVAILABLE with 
   )) as Error & { code: string };
   expect(error.code).toBe('ERR_UNAVAILABLE');
   expect(error.message).toMatch(
-    new RegExp(`^Redis stream ${stream} takes no more entries: its last ID is the largest possible \\(an entry written with an explicit ID, not by batched-fn\\), and the automatic repair failed \\(ERR the stream has exhausted the last possible ID and its repair failed: .*can.t run this command.*\\)\\. To recover: XDEL the entries ahead of Redis's clock, XSETID ${stream} to its newest entry left, and XGROUP SETID ${stream} workers to the same ID if the group had read further; or DEL ${stream} \\(losing what waits in it\\)\\.$`),
+    new RegExp(
+      `^Redis stream ${stream} takes no more entries: its last ID is the largest possible \\(an entry written with an explicit ID, not by batched-fn\\), and the automatic repair failed \\(ERR the stream has exhausted the last possible ID and its repair failed: .*can.t run this command.*\\)\\. To recover: XDEL the entries ahead of Redis's clock, XSETID ${stream} to its newest entry left, and XGROUP SETID ${stream} workers to the same ID if the group had read further; or DEL ${stream} \\(losing what waits in it\\)\\.$`,
+    ),
   );
   // The recovery it gives, by hand, works.
   await client.xdel(stream, MAX_ID);

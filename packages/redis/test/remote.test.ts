@@ -23,7 +23,15 @@ interface Seen {
   batches: number[][];
 }
 
-async function worker(options: { maxBatchSize?: number; maxDelay?: number | 'auto'; claimIdleMs?: number; handlerDelay?: number; seen?: Seen } = {}): Promise<RemoteWorker<number, number>> {
+async function worker(
+  options: {
+    maxBatchSize?: number;
+    maxDelay?: number | 'auto';
+    claimIdleMs?: number;
+    handlerDelay?: number;
+    seen?: Seen;
+  } = {},
+): Promise<RemoteWorker<number, number>> {
   const seen = options.seen;
   let remote: RemoteWorker<number, number> | undefined;
   // The worker's own batcher does the batching: its window counts from each entry's arrival in Redis.
@@ -37,7 +45,13 @@ async function worker(options: { maxBatchSize?: number; maxDelay?: number | 'aut
     maxDelay: options.maxDelay ?? 5,
     onBatch: (info) => remote?.observe(info),
   });
-  remote = await startRemoteWorker({ redis: redis.url, name: 'm', prefix, predict: local, claimIdleMs: options.claimIdleMs ?? 30_000 });
+  remote = await startRemoteWorker({
+    redis: redis.url,
+    name: 'm',
+    prefix,
+    predict: local,
+    claimIdleMs: options.claimIdleMs ?? 30_000,
+  });
   const started = remote;
   cleanup.push(async () => {
     await started.stop();
@@ -60,7 +74,10 @@ test('requests from two frontends are answered correctly and share batches', asy
   const b = frontend();
   await Promise.all([a.ready(), b.ready()]);
   const calls = [...Array.from({ length: 10 }, (_, i) => a(i)), ...Array.from({ length: 10 }, (_, i) => b(100 + i))];
-  expect(await Promise.all(calls)).toEqual([...Array.from({ length: 10 }, (_, i) => i * 2), ...Array.from({ length: 10 }, (_, i) => (100 + i) * 2)]);
+  expect(await Promise.all(calls)).toEqual([
+    ...Array.from({ length: 10 }, (_, i) => i * 2),
+    ...Array.from({ length: 10 }, (_, i) => (100 + i) * 2),
+  ]);
   expect(seen.batches.some((batch) => batch.some((x) => x < 100) && batch.some((x) => x >= 100))).toBe(true);
   expect(seen.batches.flat().sort((x, y) => x - y)).toEqual(calls.map((_, i) => (i < 10 ? i : 90 + i)));
   expect(a.stats).toMatchObject({ calls: 10, completed: 10, failed: 0 });
@@ -203,7 +220,10 @@ test('close() waits for answers already on their way, but not forever', async ()
   const started = performance.now();
   await orphaned.close();
   expect(performance.now() - started).toBeGreaterThanOrEqual(150);
-  expect(await lost).toMatchObject({ code: 'ERR_CLOSED', message: 'Closed before an answer came back (waited 200 ms): is any worker running?' });
+  expect(await lost).toMatchObject({
+    code: 'ERR_CLOSED',
+    message: 'Closed before an answer came back (waited 200 ms): is any worker running?',
+  });
 });
 
 test("maxDelay 'auto' on the worker sends a lone request at once; a fixed window holds it", async () => {

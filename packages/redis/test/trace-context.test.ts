@@ -2,7 +2,9 @@ import { expect, test } from 'vitest';
 import { parseTraceparent, traceparentOf } from '../src/trace-context.js';
 
 // The traceparent a frontend writes into a stream entry, and the strict reading a worker gives it.
-const span = (traceId: string, spanId: string, traceFlags = 1) => ({ spanContext: () => ({ traceId, spanId, traceFlags }) });
+const span = (traceId: string, spanId: string, traceFlags = 1) => ({
+  spanContext: () => ({ traceId, spanId, traceFlags }),
+});
 const T = '4bf92f3577b34da6a3ce929d0e0e4736';
 const S = '00f067aa0ba902b7';
 

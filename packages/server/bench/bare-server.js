@@ -5,15 +5,38 @@ import { Server, ServerCredentials } from '@grpc/grpc-js';
 import Fastify from 'fastify';
 import { loadInferenceService } from '../dist/grpc/proto.js';
 
-const grpcAnswer = { model_name: 'tiny', model_version: '1', id: '', outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [1, 16] }], raw_output_contents: [Buffer.alloc(64)] };
-const restAnswer = JSON.stringify({ model_name: 'tiny', model_version: '1', outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [1, 16], data: Array(16).fill(0.0625) }] });
+const grpcAnswer = {
+  model_name: 'tiny',
+  model_version: '1',
+  id: '',
+  outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [1, 16] }],
+  raw_output_contents: [Buffer.alloc(64)],
+};
+const restAnswer = JSON.stringify({
+  model_name: 'tiny',
+  model_version: '1',
+  outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [1, 16], data: Array(16).fill(0.0625) }],
+});
 const grpc = new Server({ 'grpc.enable_channelz': 0 });
 grpc.addService(loadInferenceService().service, { ModelInfer: (_call, callback) => callback(null, grpcAnswer) });
-const grpcPort = await new Promise((resolve, reject) => grpc.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, port) => (error ? reject(error) : resolve(port))));
+const grpcPort = await new Promise((resolve, reject) =>
+  grpc.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (error, port) =>
+    error ? reject(error) : resolve(port),
+  ),
+);
 const app = Fastify();
-app.addContentTypeParser(['application/json', 'application/octet-stream'], { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
-app.post('/v2/models/tiny/infer', async (_request, reply) => reply.header('content-type', 'application/json').send(restAnswer));
-app.get('/v2/models/tiny', async () => ({ name: 'tiny', inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 256] }] }));
+app.addContentTypeParser(
+  ['application/json', 'application/octet-stream'],
+  { parseAs: 'buffer' },
+  (_request, body, done) => done(null, body),
+);
+app.post('/v2/models/tiny/infer', async (_request, reply) =>
+  reply.header('content-type', 'application/json').send(restAnswer),
+);
+app.get('/v2/models/tiny', async () => ({
+  name: 'tiny',
+  inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, 256] }],
+}));
 app.get('/metrics', async () => '');
 const url = await app.listen({ host: '127.0.0.1', port: 0 });
 process.stdout.write(`bare on ${url} gRPC: grpc://127.0.0.1:${grpcPort}\n`);

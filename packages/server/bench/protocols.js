@@ -16,13 +16,24 @@ const CLIENTS = 64;
 const BIN = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 // `bare`: the protocol stacks alone (bench/bare-server.js), answering at once: each protocol's ceiling here.
-const ALL_MODELS = { mlp: ensureMlpModel(), tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }), bare: undefined };
+const ALL_MODELS = {
+  mlp: ensureMlpModel(),
+  tiny: ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }),
+  bare: undefined,
+};
 // BENCH_MODELS=tiny,bare runs a subset (the ceiling shares below need the model and bare).
-const MODELS = Object.fromEntries(Object.entries(ALL_MODELS).filter(([name]) => (process.env.BENCH_MODELS ?? 'mlp,tiny,bare').split(',').includes(name)));
+const MODELS = Object.fromEntries(
+  Object.entries(ALL_MODELS).filter(([name]) =>
+    (process.env.BENCH_MODELS ?? 'mlp,tiny,bare').split(',').includes(name),
+  ),
+);
 const PROTOCOLS = ['json', 'binary', 'grpc'];
 
 async function serve(path, name) {
-  const args = path === undefined ? [fileURLToPath(new URL('bare-server.js', import.meta.url))] : [BIN, 'serve', '--model', path, '--name', name, '--port', '0', '--grpc-port', '0', '--threads', '1'];
+  const args =
+    path === undefined
+      ? [fileURLToPath(new URL('bare-server.js', import.meta.url))]
+      : [BIN, 'serve', '--model', path, '--name', name, '--port', '0', '--grpc-port', '0', '--threads', '1'];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (chunk) => (out += chunk));
@@ -48,13 +59,35 @@ function cpuUs(pid, thread) {
 const answered = async (url, name) => {
   if (name === undefined) return 0;
   const text = await (await fetch(`${url}/metrics`)).text();
-  return [...text.matchAll(new RegExp(`^batched_fn_requests_total\\{model="${name}",protocol="\\w+",status="200"\\} (\\d+)`, 'gm'))].reduce((sum, m) => sum + Number(m[1]), 0);
+  return [
+    ...text.matchAll(
+      new RegExp(`^batched_fn_requests_total\\{model="${name}",protocol="\\w+",status="200"\\} (\\d+)`, 'gm'),
+    ),
+  ].reduce((sum, m) => sum + Number(m[1]), 0);
 };
 
 function load(server, name, protocol, seconds) {
   const out = mkdtempSync(join(tmpdir(), 'bfn-proto-'));
   const flags = protocol === 'json' ? [] : protocol === 'binary' ? ['--binary'] : ['--grpc', '--grpc-url', server.grpc];
-  execFileSync(process.execPath, [BIN, 'bench', '--url', server.url, '--model', name, '--concurrency', String(CLIENTS), '--duration', String(seconds), '--out', out, ...flags], { stdio: ['ignore', 'ignore', 'inherit'] });
+  execFileSync(
+    process.execPath,
+    [
+      BIN,
+      'bench',
+      '--url',
+      server.url,
+      '--model',
+      name,
+      '--concurrency',
+      String(CLIENTS),
+      '--duration',
+      String(seconds),
+      '--out',
+      out,
+      ...flags,
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
   return JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))[0].results[0];
 }
 
@@ -66,9 +99,17 @@ for (const [name, path] of Object.entries(MODELS)) {
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? PROTOCOLS : [...PROTOCOLS].reverse();
     for (const protocol of order) {
-      const [mainBefore, allBefore, countBefore] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, metricsName)];
+      const [mainBefore, allBefore, countBefore] = [
+        cpuUs(server.pid, true),
+        cpuUs(server.pid, false),
+        await answered(server.url, metricsName),
+      ];
       const result = load(server, metricsName, protocol, SECONDS);
-      const [mainAfter, allAfter, countAfter] = [cpuUs(server.pid, true), cpuUs(server.pid, false), await answered(server.url, metricsName)];
+      const [mainAfter, allAfter, countAfter] = [
+        cpuUs(server.pid, true),
+        cpuUs(server.pid, false),
+        await answered(server.url, metricsName),
+      ];
       // The bare servers keep no metrics: their count is the load generator's.
       const requests = name === 'bare' ? Math.round(result.requestsPerSecond * SECONDS) : countAfter - countBefore;
       rows.push({
@@ -78,7 +119,10 @@ for (const [name, path] of Object.entries(MODELS)) {
         'req/s': Math.round(result.requestsPerSecond),
         'p50 ms': result.p50,
         'p99 ms': result.p99,
-        'mean batch': typeof result.meanBatch === 'number' && !Number.isNaN(result.meanBatch) ? Number(result.meanBatch.toFixed(1)) : '-',
+        'mean batch':
+          typeof result.meanBatch === 'number' && !Number.isNaN(result.meanBatch)
+            ? Number(result.meanBatch.toFixed(1))
+            : '-',
         'main µs/req': Math.round((mainAfter - mainBefore) / requests),
         'process µs/req': Math.round((allAfter - allBefore) / requests),
         errors: result.errors + result.non2xx,
@@ -102,5 +146,7 @@ for (const name of Object.keys(MODELS)) {
 }
 for (const name of ['mlp', 'tiny'].filter((n) => n in MODELS && 'bare' in MODELS)) {
   const share = (protocol) => ((100 * mean(name, protocol, 'req/s')) / mean('bare', protocol, 'req/s')).toFixed(0);
-  process.stdout.write(`${name} against its protocol's bare ceiling: json ${share('json')} %, binary ${share('binary')} %, grpc ${share('grpc')} %\n`);
+  process.stdout.write(
+    `${name} against its protocol's bare ceiling: json ${share('json')} %, binary ${share('binary')} %, grpc ${share('grpc')} %\n`,
+  );
 }

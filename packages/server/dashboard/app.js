@@ -1,11 +1,19 @@
 // The batched-fn dashboard: draws each snapshot from /dashboard/feed. No framework, no chart library:
 // a handful of SVG shapes per chart. Numbers carry data-metric attributes, so scripts and tests can read them.
 const SVG = 'http://www.w3.org/2000/svg';
-const REASON_COLORS = { full: '#2f6fde', delay: '#d9822b', adaptive: '#2a8a4a', preferred: '#7a4fd0', backlog: '#c23b3b', close: '#8a8f99' };
+const REASON_COLORS = {
+  full: '#2f6fde',
+  delay: '#d9822b',
+  adaptive: '#2a8a4a',
+  preferred: '#7a4fd0',
+  backlog: '#c23b3b',
+  close: '#8a8f99',
+};
 const HISTORY = 60;
 const history = new Map(); // model name -> recent req/s
 
-const fmt = (value, digits = 1) => (value === null || value === undefined || Number.isNaN(value) ? '–' : Number(value).toFixed(digits));
+const fmt = (value, digits = 1) =>
+  value === null || value === undefined || Number.isNaN(value) ? '–' : Number(value).toFixed(digits);
 
 function el(tag, attributes = {}, text) {
   const node = tag.startsWith('svg:') ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
@@ -30,7 +38,11 @@ function frame(title) {
 }
 
 function axisLabels(f, yMax, xLabel) {
-  f.svg.append(el('svg:text', { x: 2, y: f.y1 + 8 }, fmt(yMax, yMax < 10 ? 1 : 0)), el('svg:text', { x: 2, y: f.y0 }, '0'), el('svg:text', { x: f.x1 - 60, y: 118 }, xLabel));
+  f.svg.append(
+    el('svg:text', { x: 2, y: f.y1 + 8 }, fmt(yMax, yMax < 10 ? 1 : 0)),
+    el('svg:text', { x: 2, y: f.y0 }, '0'),
+    el('svg:text', { x: f.x1 - 60, y: 118 }, xLabel),
+  );
   f.svg.append(el('svg:line', { x1: f.x0, y1: f.y0, x2: f.x1, y2: f.y0, stroke: '#e3e6ec' }));
 }
 
@@ -40,7 +52,14 @@ function line(values, title, color = '#2f6fde') {
   const x = (i) => f.x0 + ((f.x1 - f.x0) * i) / Math.max(1, HISTORY - 1);
   const y = (v) => f.y0 - ((f.y0 - f.y1) * v) / max;
   const offset = HISTORY - values.length;
-  f.svg.append(el('svg:polyline', { fill: 'none', stroke: color, 'stroke-width': 1.5, points: values.map((v, i) => `${x(i + offset)},${y(v)}`).join(' ') }));
+  f.svg.append(
+    el('svg:polyline', {
+      fill: 'none',
+      stroke: color,
+      'stroke-width': 1.5,
+      points: values.map((v, i) => `${x(i + offset)},${y(v)}`).join(' '),
+    }),
+  );
   axisLabels(f, max, `last ${HISTORY} s`);
   return f.box;
 }
@@ -52,11 +71,16 @@ function histogram(sizes, maxBatchSize, mean) {
   const width = Math.max(1.5, (f.x1 - f.x0) / top - 0.5);
   for (const [size, count] of sizes) {
     const h = ((f.y0 - f.y1) * count) / most;
-    f.svg.append(el('svg:rect', { x: f.x0 + ((f.x1 - f.x0) * (size - 1)) / top, y: f.y0 - h, width, height: h, fill: '#2f6fde' }));
+    f.svg.append(
+      el('svg:rect', { x: f.x0 + ((f.x1 - f.x0) * (size - 1)) / top, y: f.y0 - h, width, height: h, fill: '#2f6fde' }),
+    );
   }
   if (mean !== null) {
     const mx = f.x0 + ((f.x1 - f.x0) * (mean - 0.5)) / top;
-    f.svg.append(el('svg:line', { x1: mx, x2: mx, y1: f.y1, y2: f.y0, stroke: '#d9822b', 'stroke-dasharray': '3 2' }), el('svg:text', { x: Math.min(mx + 2, f.x1 - 40), y: f.y1 + 8 }, `mean ${fmt(mean)}`));
+    f.svg.append(
+      el('svg:line', { x1: mx, x2: mx, y1: f.y1, y2: f.y0, stroke: '#d9822b', 'stroke-dasharray': '3 2' }),
+      el('svg:text', { x: Math.min(mx + 2, f.x1 - 40), y: f.y1 + 8 }, `mean ${fmt(mean)}`),
+    );
   }
   f.svg.append(el('svg:text', { x: f.x0, y: 118 }, '1'), el('svg:text', { x: f.x1 - 24, y: 118 }, String(top)));
   f.svg.append(el('svg:line', { x1: f.x0, y1: f.y0, x2: f.x1, y2: f.y0, stroke: '#e3e6ec' }));
@@ -73,7 +97,14 @@ function reasons(series) {
   for (const name of names) {
     if (!series.some((point) => point[name] > 0)) continue;
     const color = REASON_COLORS[name] ?? '#444';
-    f.svg.append(el('svg:polyline', { fill: 'none', stroke: color, 'stroke-width': 1.3, points: series.map((point, i) => `${x(i)},${y(point[name] ?? 0)}`).join(' ') }));
+    f.svg.append(
+      el('svg:polyline', {
+        fill: 'none',
+        stroke: color,
+        'stroke-width': 1.3,
+        points: series.map((point, i) => `${x(i)},${y(point[name] ?? 0)}`).join(' '),
+      }),
+    );
     const item = el('span');
     const swatch = el('i');
     // Through the CSSOM: the page's content security policy refuses inline style attributes.
@@ -87,7 +118,11 @@ function reasons(series) {
 }
 
 function costCurve(points, cost, maxBatchSize) {
-  const f = frame(cost === null ? 'batch cost (ms) by rows: curve not learned yet' : `cost c(N) = ${fmt(cost.fixedMs, 2)} + ${fmt(cost.perRowMs, 3)}·N ms`);
+  const f = frame(
+    cost === null
+      ? 'batch cost (ms) by rows: curve not learned yet'
+      : `cost c(N) = ${fmt(cost.fixedMs, 2)} + ${fmt(cost.perRowMs, 3)}·N ms`,
+  );
   const xMax = Math.max(1, maxBatchSize, ...points.map(([n]) => n));
   // The scale follows most batches (95th percentile), not one stalled batch; slower ones sit on the top edge.
   const sorted = points.map(([, ms]) => ms).sort((a, b) => a - b);
@@ -95,8 +130,19 @@ function costCurve(points, cost, maxBatchSize) {
   const yMax = Math.max(0.1, typical, cost === null ? 0 : cost.fixedMs + cost.perRowMs * xMax);
   const x = (n) => f.x0 + ((f.x1 - f.x0) * n) / xMax;
   const y = (ms) => f.y0 - ((f.y0 - f.y1) * ms) / yMax;
-  for (const [n, ms] of points) f.svg.append(el('svg:circle', { cx: x(n), cy: y(Math.min(ms, yMax)), r: 1.8, fill: 'rgba(47,111,222,0.45)' }));
-  if (cost !== null) f.svg.append(el('svg:line', { x1: x(0), y1: y(cost.fixedMs), x2: x(xMax), y2: y(cost.fixedMs + cost.perRowMs * xMax), stroke: '#d9822b', 'stroke-width': 1.5 }));
+  for (const [n, ms] of points)
+    f.svg.append(el('svg:circle', { cx: x(n), cy: y(Math.min(ms, yMax)), r: 1.8, fill: 'rgba(47,111,222,0.45)' }));
+  if (cost !== null)
+    f.svg.append(
+      el('svg:line', {
+        x1: x(0),
+        y1: y(cost.fixedMs),
+        x2: x(xMax),
+        y2: y(cost.fixedMs + cost.perRowMs * xMax),
+        stroke: '#d9822b',
+        'stroke-width': 1.5,
+      }),
+    );
   axisLabels(f, yMax, `rows (max ${xMax})`);
   return f.box;
 }
@@ -106,10 +152,26 @@ function workers(list) {
   const slot = (f.x1 - f.x0) / Math.max(1, list.length);
   list.forEach((w, i) => {
     const h = (f.y0 - f.y1) * w.utilisation;
-    f.svg.append(el('svg:rect', { x: f.x0 + i * slot + 2, y: f.y0 - h, width: Math.max(2, slot - 4), height: h, fill: w.restarts > 0 ? '#d9822b' : '#2a8a4a', 'data-metric': `worker-${w.id}` }));
-    f.svg.append(el('svg:text', { x: f.x0 + i * slot + 2, y: 118 }, `#${w.id} ${Math.round(w.utilisation * 100)}% (${w.restarts})`));
+    f.svg.append(
+      el('svg:rect', {
+        x: f.x0 + i * slot + 2,
+        y: f.y0 - h,
+        width: Math.max(2, slot - 4),
+        height: h,
+        fill: w.restarts > 0 ? '#d9822b' : '#2a8a4a',
+        'data-metric': `worker-${w.id}`,
+      }),
+    );
+    f.svg.append(
+      el(
+        'svg:text',
+        { x: f.x0 + i * slot + 2, y: 118 },
+        `#${w.id} ${Math.round(w.utilisation * 100)}% (${w.restarts})`,
+      ),
+    );
   });
-  if (list.length === 0) f.svg.append(el('svg:text', { x: f.x0, y: 60 }, 'inline handler or remote workers: no local threads'));
+  if (list.length === 0)
+    f.svg.append(el('svg:text', { x: f.x0, y: 60 }, 'inline handler or remote workers: no local threads'));
   axisLabels(f, 100, '');
   return f.box;
 }
@@ -117,7 +179,11 @@ function workers(list) {
 function modelCard(m) {
   const card = el('section', { class: 'card', 'data-model': m.name });
   const title = el('h2');
-  title.append(document.createTextNode(m.name), el('span', { class: 'state', 'data-state': m.state }, m.state), el('small', {}, `max batch ${m.maxBatchSize}, max delay ${m.maxDelay === 'auto' ? 'auto' : `${m.maxDelay} ms`}`));
+  title.append(
+    document.createTextNode(m.name),
+    el('span', { class: 'state', 'data-state': m.state }, m.state),
+    el('small', {}, `max batch ${m.maxBatchSize}, max delay ${m.maxDelay === 'auto' ? 'auto' : `${m.maxDelay} ms`}`),
+  );
   const numbers = el('div', { class: 'numbers' });
   numbers.append(
     number('throughput', 'req/s', m.reqPerSecond, 0),
@@ -135,7 +201,13 @@ function modelCard(m) {
   const rates = [...(history.get(m.name) ?? []), m.reqPerSecond].slice(-HISTORY);
   history.set(m.name, rates);
   const charts = el('div', { class: 'charts' });
-  charts.append(line(rates, 'requests per second'), histogram(m.batchSizes, m.maxBatchSize, m.meanBatch), reasons(m.reasons), costCurve(m.points, m.cost, m.maxBatchSize), workers(m.workers));
+  charts.append(
+    line(rates, 'requests per second'),
+    histogram(m.batchSizes, m.maxBatchSize, m.meanBatch),
+    reasons(m.reasons),
+    costCurve(m.points, m.cost, m.maxBatchSize),
+    workers(m.workers),
+  );
   card.append(title, numbers, charts);
   return card;
 }

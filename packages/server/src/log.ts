@@ -1,6 +1,6 @@
 /**
  * The server's log: what it says about itself on stderr, under the settings Triton's logging
- * extension changes at run time (`GET/POST /v2/logging`, gRPC `LogSettings`, kserve/log-settings.ts).
+ * extension changes at run time (`GET/POST /v2/logging`, gRPC `LogSettings`, protocol/log-settings.ts).
  *
  * - INFO: models loaded, reloaded and unloaded.
  * - WARNING: a reload that failed while the old instance keeps serving.
@@ -30,12 +30,26 @@ export interface LogSettings {
 }
 
 /** As Triton starts: INFO, WARNING and ERROR on, verbose off, the default format. */
-export const DEFAULT_LOG_SETTINGS: Readonly<LogSettings> = Object.freeze({ log_file: '', log_info: true, log_warning: true, log_error: true, log_verbose_level: 0, log_format: 'default' });
+export const DEFAULT_LOG_SETTINGS: Readonly<LogSettings> = Object.freeze({
+  log_file: '',
+  log_info: true,
+  log_warning: true,
+  log_error: true,
+  log_verbose_level: 0,
+  log_format: 'default',
+});
 
 const pad = (n: number, width = 2): string => String(n).padStart(width, '0');
 
 /** One line in Triton's format; `at` in epoch ms with sub-ms precision. */
-export function formatLine(format: LogFormat, level: 'I' | 'W' | 'E', component: string, message: string, at: number, pid = process.pid): string {
+export function formatLine(
+  format: LogFormat,
+  level: 'I' | 'W' | 'E',
+  component: string,
+  message: string,
+  at: number,
+  pid = process.pid,
+): string {
   const date = new Date(Math.floor(at));
   const text = JSON.stringify(message);
   if (format === 'ISO8601') return `${date.toISOString().slice(0, 19)}Z ${level} ${pid} ${component}:0] ${text}\n`;
@@ -92,7 +106,9 @@ export class ServerLog {
 
   #line(level: 'I' | 'W' | 'E', component: string, message: string): void {
     try {
-      this.write(formatLine(this.#settings.log_format, level, component, message, performance.timeOrigin + performance.now()));
+      this.write(
+        formatLine(this.#settings.log_format, level, component, message, performance.timeOrigin + performance.now()),
+      );
     } catch {
       // A log that cannot be written (stderr closed) must never fail the request that logged.
     }

@@ -1,24 +1,29 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { dashboardPlugin } from './dashboard/routes.js';
-import { FLAG_DEFAULTS } from './flags.js';
-import { InFlight, trackAccepted } from './drain.js';
+import { SETTING_DEFAULTS } from './settings/settings.js';
+import { InFlight } from './protocol/in-flight.js';
+import { trackAccepted } from './rest/track-accepted.js';
 import { traceRequests } from './otel/request-spans.js';
 import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
-import { InferenceFront } from './kserve/infer-front.js';
-import { kservePlugin } from './kserve/plugin.js';
-import { parseCorsOrigins } from './kserve/rest-guards.js';
-import { HTTP_RESTRICTED, parseRestrictions } from './kserve/restricted.js';
-import { SharedMemoryRegistry } from './kserve/shared-memory.js';
-import { ServerExtensions } from './kserve/extensions.js';
-import { repositoryActions } from './kserve/repository-routes.js';
-import { ServerMetrics } from './metrics.js';
-import { ensureMlpModel } from './model/default-model.js';
-import { createOnnxModel, SERVER_DEFAULTS, type ServedModel } from './model/onnx-model.js';
-import { createCharLmGenerator, type GenerativeModel } from './model/generator.js';
-import { ModelRegistry } from './model/registry.js';
-import { listRepository, type ModelConfig, repositoryLoader } from './model/repository.js';
-import { givenSettings, modelsToLoad } from './model/model-control.js';
+import { InferenceFront } from './protocol/infer-front.js';
+import { httpStatusFor } from './rest/http-status.js';
+import { kservePlugin } from './rest/plugin.js';
+import { parseCorsOrigins } from './rest/rest-guards.js';
+import { HTTP_RESTRICTED, parseRestrictions } from './protocol/restricted.js';
+import { SharedMemoryRegistry } from './protocol/shared-memory.js';
+import { ServerExtensions } from './protocol/extensions.js';
+import { repositoryActions } from './protocol/repository-actions.js';
+import { ServerMetrics } from './metrics/metrics.js';
+import { ensureMlpModel } from './builtin/default-model.js';
+import { createOnnxModel } from './formats/onnx-model.js';
+import type { ServedModel } from './model/served-model.js';
+import { createCharLmGenerator, type GenerativeModel } from './formats/generator.js';
+import { ModelRegistry } from './repository/registry.js';
+import type { ModelConfig } from './repository/config-file.js';
+import { listRepository, repositoryLoader } from './repository/repository.js';
+import { givenSettings, modelsToLoad } from './repository/model-control.js';
 import { loadOptional, OTEL_PACKAGES, REDIS_PACKAGES } from './optional.js';
+import { renameOldSettings } from './settings/deprecated.js';
 import type { Telemetry } from './otel/setup.js';
 
 export interface ServeOptions {
@@ -30,7 +35,7 @@ export interface ServeOptions {
   modelControl?: 'none' | 'explicit';
   /**
    * With `modelControl: 'explicit'`, the repository models to load at start (`'*'`: all). Left out,
-   * all of them; the CLI passes none without `--load-model`, as Triton starts (model/model-control.ts).
+   * all of them; the CLI passes none without `--load-model`, as Triton starts (repository/model-control.ts).
    */
   loadModel?: string | string[];
   /** charlm: most sequences per step. @default 16 */
@@ -47,6 +52,9 @@ export interface ServeOptions {
   latencyTarget?: number;
   preferredBatchSizes?: number[];
   pad?: boolean;
+  /** Most requests waiting per model; beyond it, 503. @default SETTING_DEFAULTS.channelCap */
+  channelCap?: number;
+  /** @deprecated `channelCap`'s old name: read as it, with one warning. */
   queueCap?: number;
   workers?: number;
   threads?: number;
@@ -93,8 +101,6 @@ export interface ServeOptions {
   sharedMemoryRegions?: number;
 }
 
-export const SERVE_DEFAULTS = Object.freeze({ host: FLAG_DEFAULTS.host, port: FLAG_DEFAULTS.port, bodyLimit: FLAG_DEFAULTS.bodyLimit, ...SERVER_DEFAULTS });
-
 export interface RunningServer {
   url: string;
   app: FastifyInstance;
@@ -115,19 +121,38 @@ export interface RunningServer {
  * Starts the HTTP server around any ServedModel (local ONNX workers, or remote
  * workers behind Redis): builds it, waits until it is ready, then listens.
  */
-export async function serveModel(model: ServedModel, metrics: ServerMetrics, options: ServeOptions = {}, telemetry?: Telemetry): Promise<RunningServer> {
+export async function serveModel(
+  model: ServedModel,
+  metrics: ServerMetrics,
+  options: ServeOptions = {},
+  telemetry?: Telemetry,
+): Promise<RunningServer> {
   return serveModels(ModelRegistry.of([model], metrics), metrics, options, [], telemetry);
 }
 
 /** Starts the HTTP server around every model of a registry; models that are READY are warmed up before it listens. */
-export async function serveModels(registry: ModelRegistry, metrics: ServerMetrics, options: ServeOptions = {}, generators: GenerativeModel[] = [], telemetry?: Telemetry): Promise<RunningServer> {
+export async function serveModels(
+  registry: ModelRegistry,
+  metrics: ServerMetrics,
+  options: ServeOptions = {},
+  generators: GenerativeModel[] = [],
+  telemetry?: Telemetry,
+): Promise<RunningServer> {
   let ready = false;
   let draining = false;
   // One set of regions for both faces; a request reads at most a body's worth of bytes from them.
   // One list of extensions for both faces: each feature adds its name as it is wired.
   const extensions = new ServerExtensions();
-  const sharedMemory = new SharedMemoryRegistry({ sharedMemory: options.sharedMemory, sharedMemoryRegions: options.sharedMemoryRegions, maxReadBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit });
-  const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, logger: false, return503OnClosing: true });
+  const sharedMemory = new SharedMemoryRegistry({
+    sharedMemory: options.sharedMemory,
+    sharedMemoryRegions: options.sharedMemoryRegions,
+    maxReadBytes: options.bodyLimit ?? SETTING_DEFAULTS.bodyLimit,
+  });
+  const app = Fastify({
+    bodyLimit: options.bodyLimit ?? SETTING_DEFAULTS.bodyLimit,
+    logger: false,
+    return503OnClosing: true,
+  });
   const accepted = new InFlight();
   trackAccepted(app, accepted);
   // Every HTTP request is a server span (metrics and dashboard too); the infer routes hand theirs to the batch.
@@ -150,7 +175,7 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     sharedMemoryRegistry: sharedMemory,
     extensions,
     ...(telemetry === undefined ? {} : { traceSwitch: telemetry.traceSwitch }),
-    bodyLimit: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit,
+    bodyLimit: options.bodyLimit ?? SETTING_DEFAULTS.bodyLimit,
     ...(options.cors === undefined ? {} : { cors: options.cors }),
     ...(options.httpRestrictedApi === undefined ? {} : { httpRestrictedApi: options.httpRestrictedApi }),
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
@@ -158,18 +183,51 @@ export async function serveModels(registry: ModelRegistry, metrics: ServerMetric
     ...(options.maxObjects === undefined ? {} : { maxObjects: options.maxObjects }),
     ...(options.maxBytesElements === undefined ? {} : { maxBytesElements: options.maxBytesElements }),
   });
-  if ((options.dashboard ?? FLAG_DEFAULTS.dashboard) === 'on') await app.register(dashboardPlugin, { registry, generators, metrics });
-  app.get('/metrics', async (_request, reply) => reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()));
-  await Promise.all([...registry.ready().map((model) => model.batcher.ready()), ...generators.map((g) => g.generate.ready())]);
-  const host = options.host ?? SERVE_DEFAULTS.host;
-  const address = await app.listen({ host, port: options.port ?? SERVE_DEFAULTS.port });
+  if ((options.dashboard ?? SETTING_DEFAULTS.dashboard) === 'on')
+    await app.register(dashboardPlugin, { registry, generators, metrics });
+  app.get('/metrics', async (_request, reply) =>
+    reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
+  );
+  await Promise.all([
+    ...registry.ready().map((model) => model.batcher.ready()),
+    ...generators.map((g) => g.generate.ready()),
+  ]);
+  const host = options.host ?? SETTING_DEFAULTS.host;
+  const address = await app.listen({ host, port: options.port ?? SETTING_DEFAULTS.port });
   let grpc: RunningGrpc | undefined;
   if (options.grpcPort !== undefined) {
-    const front = new InferenceFront(registry, { timeout: options.timeout, metrics, isReady: () => ready, generates: generators.length > 0, sharedMemory, extensions });
+    const front = new InferenceFront(registry, {
+      statusOf: httpStatusFor,
+      timeout: options.timeout,
+      metrics,
+      isReady: () => ready,
+      generates: generators.length > 0,
+      sharedMemory,
+      extensions,
+    });
     const tracker = new InFlight();
-    const service = inferenceService(front, repositoryActions(registry, options.modelControl ?? 'none'), metrics.statistics, () => draining, tracker, telemetry, { generators: generators.map((g) => g.name) });
-    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, maxBytesElements, grpcRestrictedProtocol } = options;
-    grpc = await startGrpcServer(service, tracker, { host, port: options.grpcPort, maxMessageBytes: options.bodyLimit ?? SERVE_DEFAULTS.bodyLimit, grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, maxBytesElements, grpcRestrictedProtocol }).catch(async (error: unknown) => {
+    const service = inferenceService(
+      front,
+      repositoryActions(registry, options.modelControl ?? 'none'),
+      metrics.statistics,
+      () => draining,
+      tracker,
+      telemetry,
+      { generators: generators.map((g) => g.name) },
+    );
+    const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, maxBytesElements, grpcRestrictedProtocol } =
+      options;
+    grpc = await startGrpcServer(service, tracker, {
+      host,
+      port: options.grpcPort,
+      maxMessageBytes: options.bodyLimit ?? SETTING_DEFAULTS.bodyLimit,
+      grpcMaxStreams,
+      grpcReceiveTimeout,
+      maxTensors,
+      maxObjects,
+      maxBytesElements,
+      grpcRestrictedProtocol,
+    }).catch(async (error: unknown) => {
       await app.close();
       throw error;
     });
@@ -213,15 +271,22 @@ async function closeHttp(app: FastifyInstance, accepted: InFlight): Promise<void
 }
 
 /** `batched-fn serve --redis`: the same HTTP frontend, with batches run by remote workers. */
-async function startRemoteServer(options: ServeOptions & { redis: string }, telemetry: Telemetry | undefined): Promise<RunningServer> {
-  const { createRemoteModel } = await loadOptional('--redis', REDIS_PACKAGES, () => import('./model/remote-model.js'));
+async function startRemoteServer(
+  options: ServeOptions & { redis: string },
+  telemetry: Telemetry | undefined,
+): Promise<RunningServer> {
+  const { createRemoteModel } = await loadOptional(
+    '--redis',
+    REDIS_PACKAGES,
+    () => import('./formats/remote-model.js'),
+  );
   const metrics = new ServerMetrics();
   const model = await createRemoteModel({
     redis: options.redis,
     name: options.name ?? 'mlp',
     onBatch: metrics.onBatch,
     ...(options.prefix === undefined ? {} : { prefix: options.prefix }),
-    ...(options.queueCap === undefined ? {} : { channelCap: options.queueCap }),
+    ...(options.channelCap === undefined ? {} : { channelCap: options.channelCap }),
   });
   metrics.track(model);
   return serveModel(model, metrics, options, telemetry);
@@ -231,11 +296,11 @@ async function startRemoteServer(options: ServeOptions & { redis: string }, tele
 function modelDefaults(options: ServeOptions): ModelConfig {
   const defined = <T>(key: string, value: T | undefined) => (value === undefined ? {} : { [key]: value });
   return {
-    maxBatchSize: options.maxBatchSize ?? SERVE_DEFAULTS.maxBatchSize,
-    maxDelay: options.maxDelay ?? SERVE_DEFAULTS.maxDelay,
-    queueCap: options.queueCap ?? SERVE_DEFAULTS.channelCap,
-    workers: options.workers ?? SERVE_DEFAULTS.workers,
-    threads: options.threads ?? SERVE_DEFAULTS.threads,
+    maxBatchSize: options.maxBatchSize ?? SETTING_DEFAULTS.maxBatchSize,
+    maxDelay: options.maxDelay ?? SETTING_DEFAULTS.maxDelay,
+    channelCap: options.channelCap ?? SETTING_DEFAULTS.channelCap,
+    workers: options.workers ?? SETTING_DEFAULTS.workers,
+    threads: options.threads ?? SETTING_DEFAULTS.threads,
     ...defined('latencyTarget', options.latencyTarget),
     ...defined('preferredBatchSizes', options.preferredBatchSizes),
     ...defined('pad', options.pad),
@@ -248,44 +313,70 @@ function modelDefaults(options: ServeOptions): ModelConfig {
  * folder) in worker threads, behind KServe v2 routes. A repository model that fails to load is
  * UNAVAILABLE with its reason; the others serve, and the server starts anyway.
  */
-export async function startServer(options: ServeOptions = {}): Promise<RunningServer> {
+export async function startServer(given: ServeOptions = {}): Promise<RunningServer> {
+  // `queueCap` is `channelCap`'s old name: read as it, with one warning (settings/deprecated.ts).
+  const options = renameOldSettings(given, 'startServer');
   // REST options that need no model, checked before any model loads (the plugin checks them again, for library use).
   parseCorsOrigins(options.cors);
   parseRestrictions(options.httpRestrictedApi, HTTP_RESTRICTED);
-  const telemetry = options.otel === true ? await (await loadOptional('--otel', OTEL_PACKAGES, () => import('./otel/setup.js'))).startTelemetry() : undefined;
+  const telemetry =
+    options.otel === true
+      ? await (await loadOptional('--otel', OTEL_PACKAGES, () => import('./otel/setup.js'))).startTelemetry()
+      : undefined;
   if (options.redis !== undefined) return startRemoteServer({ ...options, redis: options.redis }, telemetry);
   const metrics = new ServerMetrics();
   const defaults = modelDefaults(options);
   let registry: ModelRegistry;
   if (options.modelRepository !== undefined) {
     if (options.model !== undefined) throw new RangeError('Give --model or --model-repository, not both');
-    const names = modelsToLoad(listRepository(options.modelRepository), options.modelControl ?? 'none', options.loadModel, options.modelRepository);
-    registry = new ModelRegistry(repositoryLoader(options.modelRepository, defaults, metrics.onBatch, telemetry?.tracing, { given: givenSettings(options) }), metrics);
+    const names = modelsToLoad(
+      listRepository(options.modelRepository),
+      options.modelControl ?? 'none',
+      options.loadModel,
+      options.modelRepository,
+    );
+    registry = new ModelRegistry(
+      repositoryLoader(options.modelRepository, defaults, metrics.onBatch, telemetry?.tracing, {
+        given: givenSettings(options),
+      }),
+      metrics,
+    );
     for (const name of names) await registry.load(name).catch(() => {});
   } else {
     const paths = options.model === undefined ? [ensureMlpModel(undefined, options.cacheDir)] : [options.model].flat();
-    if (paths.length > 1 && options.name !== undefined) throw new RangeError('--name names a single model; with several --model files each is named after its file');
+    if (paths.length > 1 && options.name !== undefined)
+      throw new RangeError('--name names a single model; with several --model files each is named after its file');
     // The server's maxBatchSize, for files that can batch (a file without a batch dimension is served with 0).
-    const { queueCap, maxBatchSize: defaultMaxBatchSize, ...settings } = defaults;
+    const { maxBatchSize: defaultMaxBatchSize, ...settings } = defaults;
     const models = paths.map((path) =>
       createOnnxModel({
         ...settings,
         ...(defaultMaxBatchSize === undefined ? {} : { defaultMaxBatchSize }),
         path,
         name: options.name ?? (options.model === undefined ? 'mlp' : undefined),
-        channelCap: queueCap ?? SERVE_DEFAULTS.channelCap,
         onBatch: metrics.onBatch,
         ...(telemetry === undefined ? {} : { tracing: telemetry.tracing }),
       }),
     );
-    if (new Set(models.map((m) => m.name)).size !== models.length) throw new RangeError('Two --model files have the same name');
+    if (new Set(models.map((m) => m.name)).size !== models.length)
+      throw new RangeError('Two --model files have the same name');
     for (const model of models) metrics.track(model);
     registry = ModelRegistry.of(models);
   }
   // Without a model of its own, the server also generates text with charlm, beside the classifier.
   const generators =
     options.model === undefined && options.modelRepository === undefined
-      ? [createCharLmGenerator({ ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }), ...(options.batching === undefined ? {} : { batching: options.batching }), ...(options.prefillChunk === undefined ? {} : { prefillChunk: options.prefillChunk }), ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }), ...(options.queueCap === undefined ? {} : { queueCap: options.queueCap }), ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }), onStep: metrics.onStep })]
+      ? [
+          createCharLmGenerator({
+            ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }),
+            ...(options.batching === undefined ? {} : { batching: options.batching }),
+            ...(options.prefillChunk === undefined ? {} : { prefillChunk: options.prefillChunk }),
+            ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
+            ...(options.channelCap === undefined ? {} : { channelCap: options.channelCap }),
+            ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
+            onStep: metrics.onStep,
+          }),
+        ]
       : [];
   for (const generator of generators) metrics.trackGenerator(generator);
   try {

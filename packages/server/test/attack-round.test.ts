@@ -38,14 +38,27 @@ async function rawSession(): Promise<ClientHttp2Session> {
 }
 
 /** One whole call: its grpc-status and grpc-message, and how long the answer took. */
-async function rawCall(session: ClientHttp2Session, method: string, message: Buffer): Promise<{ code: number; details: string; ms: number }> {
+async function rawCall(
+  session: ClientHttp2Session,
+  method: string,
+  message: Buffer,
+): Promise<{ code: number; details: string; ms: number }> {
   const begun = performance.now();
-  const stream = session.request({ ':method': 'POST', ':path': `/inference.GRPCInferenceService/${method}`, 'content-type': 'application/grpc', te: 'trailers' });
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': `/inference.GRPCInferenceService/${method}`,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
   stream.on('error', () => {});
   stream.on('data', () => {});
   const answer = new Promise<{ code: number; details: string }>((resolve) => {
     const read = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined) resolve({ code: Number(headers['grpc-status']), details: decodeURIComponent(String(headers['grpc-message'] ?? '')) });
+      if (headers['grpc-status'] !== undefined)
+        resolve({
+          code: Number(headers['grpc-status']),
+          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
+        });
     };
     stream.on('response', read);
     stream.on('trailers', read);
@@ -55,17 +68,28 @@ async function rawCall(session: ClientHttp2Session, method: string, message: Buf
 }
 
 const MESSAGE_LIMIT = 8 * 1024 * 1024;
-const frame = (message: Buffer): Buffer => Buffer.concat([Buffer.from([0, ...[24, 16, 8, 0].map((shift) => (message.length >>> shift) & 0xff)]), message]);
+const frame = (message: Buffer): Buffer =>
+  Buffer.concat([Buffer.from([0, ...[24, 16, 8, 0].map((shift) => (message.length >>> shift) & 0xff)]), message]);
 const varint = (n: number): number[] => {
   const bytes: number[] = [];
   for (; n > 127; n = Math.floor(n / 128)) bytes.push((n % 128) | 128);
   return [...bytes, n];
 };
-const field = (number: number, body: Buffer): Buffer => Buffer.concat([Buffer.from([...varint(number * 8 + 2), ...varint(body.length)]), body]);
-const bytesOf = (unit: number[], count: number): Buffer => Buffer.from(Buffer.from(unit).toString('latin1').repeat(count), 'latin1');
+const field = (number: number, body: Buffer): Buffer =>
+  Buffer.concat([Buffer.from([...varint(number * 8 + 2), ...varint(body.length)]), body]);
+const bytesOf = (unit: number[], count: number): Buffer =>
+  Buffer.from(Buffer.from(unit).toString('latin1').repeat(count), 'latin1');
 const modelName = field(1, Buffer.from('gated'));
 const int64Input = (contents: Buffer, datatype = 'INT64'): Buffer =>
-  field(5, Buffer.concat([field(1, Buffer.from('x')), field(2, Buffer.from(datatype)), field(3, Buffer.from([1, 2])), field(5, contents)]));
+  field(
+    5,
+    Buffer.concat([
+      field(1, Buffer.from('x')),
+      field(2, Buffer.from(datatype)),
+      field(3, Buffer.from([1, 2])),
+      field(5, contents),
+    ]),
+  );
 
 // ---- gRPC: messages the wire scan let through ----
 
@@ -74,7 +98,11 @@ test('an 8 MiB ModelInfer of packed zeros in int64_contents (8.4 M decimal strin
   const session = await rawSession();
   const rss = process.memoryUsage().rss;
   // 8.4 M one-byte varints: the server reads 64-bit integers as decimal strings (exact past 2^53).
-  const packed = await rawCall(session, 'ModelInfer', Buffer.concat([modelName, int64Input(field(3, Buffer.alloc(MESSAGE_LIMIT - 200)))]));
+  const packed = await rawCall(
+    session,
+    'ModelInfer',
+    Buffer.concat([modelName, int64Input(field(3, Buffer.alloc(MESSAGE_LIMIT - 200)))]),
+  );
   const details =
     'ModelInferRequest has more than 65536 typed INT64/UINT64 elements (each is decoded into a string; --max-objects): refused before decoding. Send a large 64-bit tensor in raw_input_contents';
   // Before: decoded whole, then "Input `x` has 8388408 elements, but its shape needs 2", after a
@@ -84,10 +112,19 @@ test('an 8 MiB ModelInfer of packed zeros in int64_contents (8.4 M decimal strin
   expect(process.memoryUsage().rss - rss).toBeLessThan(300 * 1024 * 1024);
   // Unpacked (a tag per element) and uint64_contents count the same way.
   const unpacked = bytesOf([0x28, 0x00], (MESSAGE_LIMIT - 200) / 2); // field 5 (uint64_contents), varint 0
-  expect(await rawCall(session, 'ModelInfer', Buffer.concat([modelName, int64Input(unpacked, 'UINT64')]))).toMatchObject({ code: status.INVALID_ARGUMENT, details });
+  expect(
+    await rawCall(session, 'ModelInfer', Buffer.concat([modelName, int64Input(unpacked, 'UINT64')])),
+  ).toMatchObject({ code: status.INVALID_ARGUMENT, details });
   // At the limit the scan lets it through, and the decoder answers as before.
-  const atLimit = await rawCall(session, 'ModelInfer', Buffer.concat([modelName, int64Input(field(3, Buffer.alloc(65_536)))]));
-  expect(atLimit).toMatchObject({ code: status.INVALID_ARGUMENT, details: 'Input `x` must have datatype FP32, got "INT64"' });
+  const atLimit = await rawCall(
+    session,
+    'ModelInfer',
+    Buffer.concat([modelName, int64Input(field(3, Buffer.alloc(65_536)))]),
+  );
+  expect(atLimit).toMatchObject({
+    code: status.INVALID_ARGUMENT,
+    details: 'Input `x` must have datatype FP32, got "INT64"',
+  });
 });
 
 test('a RepositoryModelLoad of 930,000 distinct parameters, and a TraceSetting of 2.8 M strings in one value, are refused before decoding', async () => {
@@ -97,21 +134,30 @@ test('a RepositoryModelLoad of 930,000 distinct parameters, and a TraceSetting o
   const count = Math.floor((MESSAGE_LIMIT - 64) / 9);
   const entries = Buffer.alloc(count * 9);
   for (let i = 0; i < count; i++) {
-    entries.set([0x1a, 7, 0x0a, 3, 0x21 + (i % 90), 0x21 + (Math.floor(i / 90) % 90), 0x21 + Math.floor(i / 8100), 0x12, 0], i * 9);
+    entries.set(
+      [0x1a, 7, 0x0a, 3, 0x21 + (i % 90), 0x21 + (Math.floor(i / 90) % 90), 0x21 + Math.floor(i / 8100), 0x12, 0],
+      i * 9,
+    );
   }
   const load = await rawCall(session, 'RepositoryModelLoad', entries);
   // Before: decoded whole (3.1 s stall, +300 MB), then FAILED_PRECONDITION: model control is off.
   expect(load).toMatchObject({
     code: status.INVALID_ARGUMENT,
-    details: 'RepositoryModelLoadRequest has more than 65536 fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding',
+    details:
+      'RepositoryModelLoadRequest has more than 65536 fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding',
   });
   expect(load.ms).toBeLessThan(3_000);
   // TraceSettingRequest: one `settings` entry whose SettingValue holds 2.8 M one-character strings.
   const strings = bytesOf([0x0a, 0x01, 0x61], Math.floor((MESSAGE_LIMIT - 64) / 3));
-  const trace = await rawCall(session, 'TraceSetting', field(1, Buffer.concat([field(1, Buffer.from('k')), field(2, strings)])));
+  const trace = await rawCall(
+    session,
+    'TraceSetting',
+    field(1, Buffer.concat([field(1, Buffer.from('k')), field(2, strings)])),
+  );
   expect(trace).toMatchObject({
     code: status.INVALID_ARGUMENT,
-    details: 'TraceSettingRequest has more than 65536 fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding',
+    details:
+      'TraceSettingRequest has more than 65536 fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding',
   });
   // An ordinary request of the same kind is untouched.
   expect(await rawCall(session, 'ModelMetadata', field(1, Buffer.from('gated')))).toMatchObject({ code: status.OK });
@@ -123,24 +169,43 @@ test('REST bodies of 2.8 M empty arrays, 4 M nested arrays, or 580,000 distinct 
   await start();
   const post = async (body: string) => {
     const begun = performance.now();
-    const response = await fetch(`${server?.url}/v2/models/gated/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-    return { status: response.status, error: ((await response.json()) as { error?: string }).error, ms: performance.now() - begun };
+    const response = await fetch(`${server?.url}/v2/models/gated/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body,
+    });
+    return {
+      status: response.status,
+      error: ((await response.json()) as { error?: string }).error,
+      ms: performance.now() - begun,
+    };
   };
   const tensor = (data: string) => `{"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":${data}}]}`;
   const room = MESSAGE_LIMIT - 300;
   // Before: 400 "`data` is nested unlike its shape" after JSON.parse built them all (1.25 s, +230 MB).
   const empty = await post(tensor(`[${'[],'.repeat(Math.floor(room / 3) - 1)}[]]`));
-  expect(empty).toMatchObject({ status: 400, error: 'Request body has more than 65536 JSON arrays (--max-objects): refused before parsing' });
+  expect(empty).toMatchObject({
+    status: 400,
+    error: 'Request body has more than 65536 JSON arrays (--max-objects): refused before parsing',
+  });
   expect(empty.ms).toBeLessThan(3_000);
   // Before: the same answer after a 2 s stall.
   const depth = Math.floor(room / 2);
   const nested = await post(tensor(`${'['.repeat(depth)}${']'.repeat(depth)}`));
-  expect(nested).toMatchObject({ status: 400, error: 'Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit' });
+  expect(nested).toMatchObject({
+    status: 400,
+    error: 'Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit',
+  });
   // Before: a 1.2 s stall to intern the keys, and a 200.
   let keys = '';
   for (let i = 0; keys.length < room - 1_000; i++) keys += `"k${i.toString(36)}":0,`;
-  const members = await post(`{"parameters":{${keys}"z":0},"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,1]}]}`);
-  expect(members).toMatchObject({ status: 400, error: 'Request body has more than 65536 JSON object members (--max-objects): refused before parsing' });
+  const members = await post(
+    `{"parameters":{${keys}"z":0},"inputs":[{"name":"x","datatype":"FP32","shape":[1,2],"data":[1,1]}]}`,
+  );
+  expect(members).toMatchObject({
+    status: 400,
+    error: 'Request body has more than 65536 JSON object members (--max-objects): refused before parsing',
+  });
 });
 
 // ---- tune killed while its candidate is still starting ----
@@ -162,7 +227,21 @@ test('tune SIGKILLed while its candidate server is still loading its model: the 
   writeFileSync(join(repo, 'slow', 'config.json'), JSON.stringify({ loadTimeout: 60_000 }));
   const tmp = mkdtempSync(join(tmpdir(), 'bfn-attack-tmp-'));
   const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
-  const args = ['tune', '--model-repository', repo, '--name', 'slow', '--concurrency', '1', '--duration', '1', '--max-candidates', '1', '--out', join(tmp, 'out')];
+  const args = [
+    'tune',
+    '--model-repository',
+    repo,
+    '--name',
+    'slow',
+    '--concurrency',
+    '1',
+    '--duration',
+    '1',
+    '--max-candidates',
+    '1',
+    '--out',
+    join(tmp, 'out'),
+  ];
   const tune = spawn(process.execPath, [bin, ...args], { stdio: 'ignore', env: { ...process.env, TMPDIR: tmp } });
   started.push(tune);
   let candidate = 0;

@@ -54,8 +54,14 @@ async function longestStall(work: Promise<unknown>): Promise<number> {
 
 test('150,000 empty strings in one BYTES row go to a JS model and back without freezing the server', async () => {
   const count = 150_000;
-  const body = JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, count], data: new Array(count).fill('') }] });
-  const answer = fetch(`${server?.url}/v2/models/echo/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body }).then((r) => r.json());
+  const body = JSON.stringify({
+    inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, count], data: new Array(count).fill('') }],
+  });
+  const answer = fetch(`${server?.url}/v2/models/echo/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  }).then((r) => r.json());
   const stall = await longestStall(answer);
   const result = (await answer) as { outputs: { name: string; shape: number[]; data: string[] }[] };
   expect(result.outputs[0]?.shape).toEqual([1, count]);
@@ -79,7 +85,11 @@ test('BYTES elements keep their content through the packing, in order', async ()
 test("a BYTES element from a small binary request is no view of Node's pooled body buffer: the model never sees another client's bytes", async () => {
   const element = Buffer.from('secret');
   const tensor = Buffer.concat([Buffer.from(Uint32Array.of(element.length).buffer), element]);
-  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: tensor.length } }] }));
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, 1], parameters: { binary_data_size: tensor.length } }],
+    }),
+  );
   const response = await fetch(`${server?.url}/v2/models/behind/infer`, {
     method: 'POST',
     headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },
@@ -97,7 +107,14 @@ test('a legitimate BYTES batch of 64 x 4,096 strings is served over gRPC typed c
     const count = 64 * 4_096;
     const answer = await client.call('ModelInfer', {
       model_name: 'echo',
-      inputs: [{ name: 'text', datatype: 'BYTES', shape: [64, 4_096], contents: { bytes_contents: Array.from({ length: count }, (_, i) => Buffer.from(String(i % 10))) } }],
+      inputs: [
+        {
+          name: 'text',
+          datatype: 'BYTES',
+          shape: [64, 4_096],
+          contents: { bytes_contents: Array.from({ length: count }, (_, i) => Buffer.from(String(i % 10))) },
+        },
+      ],
     });
     // Before: INVALID_ARGUMENT, its BYTES elements counted against --max-objects (65,536).
     expect(answer.outputs[0].shape.map(Number)).toEqual([64, 4_096]);
@@ -105,8 +122,16 @@ test('a legitimate BYTES batch of 64 x 4,096 strings is served over gRPC typed c
     client.close();
   }
   const tooMany = 1_048_577;
-  const body = JSON.stringify({ inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, tooMany], data: new Array(tooMany).fill('') }] });
-  const response = await fetch(`${server?.url}/v2/models/echo/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const body = JSON.stringify({
+    inputs: [{ name: 'text', datatype: 'BYTES', shape: [1, tooMany], data: new Array(tooMany).fill('') }],
+  });
+  const response = await fetch(`${server?.url}/v2/models/echo/infer`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body,
+  });
   expect(response.status).toBe(400);
-  expect(((await response.json()) as { error: string }).error).toBe('Request body has more than 1048576 JSON strings (--max-bytes-elements): refused before parsing');
+  expect(((await response.json()) as { error: string }).error).toBe(
+    'Request body has more than 1048576 JSON strings (--max-bytes-elements): refused before parsing',
+  );
 });

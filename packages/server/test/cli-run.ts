@@ -11,8 +11,20 @@ export function killRunning(): void {
 }
 
 /** Runs the CLI; `url` resolves with the REST address from its banner, `grpc` with the gRPC one. */
-export function run(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string; url: Promise<string>; grpc: Promise<string>; exit: Promise<number | null> } {
-  const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+export function run(
+  args: string[],
+  env: Record<string, string> = {},
+): {
+  child: ChildProcess;
+  output: () => string;
+  url: Promise<string>;
+  grpc: Promise<string>;
+  exit: Promise<number | null>;
+} {
+  const proc = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   let out = '';
   proc.stdout?.on('data', (chunk) => (out += chunk));
   proc.stderr?.on('data', (chunk) => (out += chunk));
@@ -36,4 +48,3 @@ export function run(args: string[], env: Record<string, string> = {}): { child: 
   child = proc;
   return { child: proc, output: () => out, url, grpc, exit };
 }
-

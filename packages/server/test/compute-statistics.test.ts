@@ -19,9 +19,12 @@ type Duration = { count: number; ns: number };
 
 /** The model's statistics over REST and gRPC, checked to agree. */
 async function stats(name: string): Promise<Record<string, any>> {
-  const rest = ((await (await fetch(`${server?.url}/v2/models/${name}/stats`)).json()) as { model_stats: Record<string, any>[] }).model_stats[0] as Record<string, any>;
+  const rest = (
+    (await (await fetch(`${server?.url}/v2/models/${name}/stats`)).json()) as { model_stats: Record<string, any>[] }
+  ).model_stats[0] as Record<string, any>;
   const grpc = (await client?.call('ModelStatistics', { name, version: '' })).model_stats[0];
-  for (const phase of ['compute_input', 'compute_infer', 'compute_output']) expect(grpc.inference_stats[phase]).toEqual(rest.inference_stats[phase]);
+  for (const phase of ['compute_input', 'compute_infer', 'compute_output'])
+    expect(grpc.inference_stats[phase]).toEqual(rest.inference_stats[phase]);
   expect(grpc.execution_count).toBe(rest.execution_count);
   return rest;
 }
@@ -40,7 +43,8 @@ function expectPhases(model: Record<string, any>): void {
     const counts = ['compute_input', 'compute_infer', 'compute_output'].map((p) => (entry[p] as Duration).count);
     expect(new Set(counts).size).toBe(1);
     batches += counts[0] as number;
-    for (const p of ['compute_input', 'compute_infer', 'compute_output']) expect((entry[p] as Duration).ns).toBeGreaterThanOrEqual(0);
+    for (const p of ['compute_input', 'compute_infer', 'compute_output'])
+      expect((entry[p] as Duration).ns).toBeGreaterThanOrEqual(0);
   }
   expect(batches).toBe(executions);
 }
@@ -49,20 +53,23 @@ test('an ONNX model: compute_input and compute_output counted once per execution
   server = await startServer({ model: writeIntModel(), port: 0, grpcPort: 0, maxDelay: 2 });
   client = grpcClient(server.grpcUrl as string);
   const name = server.model.name;
-  const body = (rows: number) => JSON.stringify({
-    inputs: [
-      { name: 'ids', shape: [rows, 4], datatype: 'INT64', data: Array(rows * 4).fill(2) },
-      { name: 'mask', shape: [rows, 4], datatype: 'INT32', data: Array(rows * 4).fill(1) },
-    ],
-  });
-  const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => postJson(`${server?.url}/v2/models/${name}/infer`, body(1 + (i % 3)))));
+  const body = (rows: number) =>
+    JSON.stringify({
+      inputs: [
+        { name: 'ids', shape: [rows, 4], datatype: 'INT64', data: Array(rows * 4).fill(2) },
+        { name: 'mask', shape: [rows, 4], datatype: 'INT32', data: Array(rows * 4).fill(1) },
+      ],
+    });
+  const answers = await Promise.all(
+    Array.from({ length: 12 }, (_, i) => postJson(`${server?.url}/v2/models/${name}/infer`, body(1 + (i % 3)))),
+  );
   expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200));
   const model = await stats(name);
   expect(model.inference_count).toBe(24);
   expectPhases(model);
 });
 
-test('a JS model (Triton\'s simple): the same, and the phases add up to the executions\' time', async () => {
+test("a JS model (Triton's simple): the same, and the phases add up to the executions' time", async () => {
   server = await startServer({ modelRepository: tritonRepository(), port: 0, grpcPort: 0, maxDelay: 2 });
   client = grpcClient(server.grpcUrl as string);
   const calls = Array.from({ length: 10 }, (_, i) =>
@@ -79,6 +86,9 @@ test('a JS model (Triton\'s simple): the same, and the phases add up to the exec
   expect(model.inference_count).toBe(10);
   expectPhases(model);
   // The split moves time between phases, never adds any: per batch size too.
-  const total = (d: Record<string, Duration>) => (d.compute_input?.ns ?? 0) + (d.compute_infer?.ns ?? 0) + (d.compute_output?.ns ?? 0);
-  expect(total(model.inference_stats)).toBe(model.batch_stats.reduce((sum: number, entry: Record<string, Duration>) => sum + total(entry), 0));
+  const total = (d: Record<string, Duration>) =>
+    (d.compute_input?.ns ?? 0) + (d.compute_infer?.ns ?? 0) + (d.compute_output?.ns ?? 0);
+  expect(total(model.inference_stats)).toBe(
+    model.batch_stats.reduce((sum: number, entry: Record<string, Duration>) => sum + total(entry), 0),
+  );
 });

@@ -1,28 +1,27 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdirSync, symlinkSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, expect, test, vi } from 'vitest';
+import { afterEach, expect, test, vi } from 'vitest';
 import { ensureMlpModel, type RunningServer, startServer } from '@batched-fn/server';
 import { TEST_CACHE } from './helpers.js';
+import { scratchDir } from './scratch.js';
 
 // Attacks on the dashboard's feed: a page that never reads, and one that asked to close.
 let server: RunningServer | undefined;
-let dir: string | undefined;
 afterEach(async () => {
   vi.useRealTimers();
   await server?.close();
   server = undefined;
 });
-afterAll(() => {
-  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
-});
 
 async function tinyServer(): Promise<RunningServer> {
-  dir = mkdtempSync(join(tmpdir(), 'bfn-dash-hard-'));
+  const dir = scratchDir('bfn-dash-hard-');
   mkdirSync(join(dir, 'tiny'));
-  symlinkSync(ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE), join(dir, 'tiny', 'model.onnx'));
+  symlinkSync(
+    ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE),
+    join(dir, 'tiny', 'model.onnx'),
+  );
   return startServer({ modelRepository: dir, port: 0, threads: 1 });
 }
 
@@ -77,7 +76,9 @@ test('a feed that never reads: frames are dropped while its socket is full, the 
     await turn();
     if (firstBlocked < 0 && res.writableLength > 0) firstBlocked = ticks;
   }
-  console.log(`stalled feed: blocked from tick ${firstBlocked}, ${cutAt < 0 ? 'not cut' : 'cut'} after ${ticks} ticks; the process held at most ${most} bytes for it (${res.writableLength} at the end)`);
+  console.log(
+    `stalled feed: blocked from tick ${firstBlocked}, ${cutAt < 0 ? 'not cut' : 'cut'} after ${ticks} ticks; the process held at most ${most} bytes for it (${res.writableLength} at the end)`,
+  );
   // Before: never cut, and it held every frame the kernel would not take (MBs after 4,000 ticks).
   expect(cutAt).toBeGreaterThan(0);
   expect(cutAt - firstBlocked).toBeLessThanOrEqual(31);
@@ -108,7 +109,8 @@ test('a feed that reads keeps getting every frame: nothing is dropped while its 
   for (let i = 0; i < 40; i++) {
     vi.advanceTimersByTime(1000);
     // A reader that keeps up: each frame has left the process before the next tick.
-    for (let j = 0; j < 20 && (text.match(/\ndata: /g)?.length ?? 0) < i + 1; j++) await new Promise((resolve) => setTimeout(resolve, 5));
+    for (let j = 0; j < 20 && (text.match(/\ndata: /g)?.length ?? 0) < i + 1; j++)
+      await new Promise((resolve) => setTimeout(resolve, 5));
   }
   expect(text.match(/\ndata: /g)?.length).toBe(40);
   socket.destroy();

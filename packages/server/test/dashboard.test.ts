@@ -16,7 +16,12 @@ afterEach(async () => {
 afterAll(() => dirs.forEach((dir) => rmSync(dir, { recursive: true, force: true })));
 
 const TINY = { inputs: 256, hidden: [], classes: 16, seed: 1 };
-const row = jsonRequest('input', [1, 256], 'FP32', Array.from({ length: 256 }, (_, i) => (i % 5) / 5));
+const row = jsonRequest(
+  'input',
+  [1, 256],
+  'FP32',
+  Array.from({ length: 256 }, (_, i) => (i % 5) / 5),
+);
 
 /** Closed-loop load from `clients` concurrent callers until `stop()`. */
 function load(url: string, model: string, clients: number) {
@@ -49,7 +54,9 @@ test('the page and its assets are served read-only, with a strict content securi
   const html = await page.text();
   expect(html).toContain('<script src="/dashboard/app.js" defer></script>');
   expect(html).not.toMatch(/https?:\/\//);
-  expect((await fetch(`${server.url}/dashboard/app.js`)).headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+  expect((await fetch(`${server.url}/dashboard/app.js`)).headers.get('content-type')).toBe(
+    'text/javascript; charset=utf-8',
+  );
   expect((await fetch(`${server.url}/dashboard`, { method: 'POST' })).status).toBe(404);
   await server.close();
   server = await startServer({ modelRepository: dirs[0], port: 0, threads: 1, dashboard: 'off' });
@@ -87,10 +94,21 @@ test('in headless Chromium the page renders each model with live numbers that mo
   server = await startServer({ port: 0, threads: 1, cacheDir: TEST_CACHE });
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
   });
   const stop = load(server.url, 'mlp', 16);
-  const generating = postJson(`${server.url}/v2/models/charlm/generate`, JSON.stringify({ text_input: 'The ', parameters: { max_tokens: 120 } }));
+  const generating = postJson(
+    `${server.url}/v2/models/charlm/generate`,
+    JSON.stringify({ text_input: 'The ', parameters: { max_tokens: 120 } }),
+  );
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     const errors: string[] = [];
@@ -100,14 +118,26 @@ test('in headless Chromium the page renders each model with live numbers that mo
     const metric = (name: string) => card.locator(`[data-metric="${name}"]`).innerText();
     // Runs in the page (as a function: the page's CSP forbids evaluating strings); this TypeScript has no DOM types.
     const shownIs = ([model, name, test, value]: string[]) => {
-      const text = (globalThis as any).document.querySelector(`section[data-model="${model}"] [data-metric="${name}"]`)?.textContent;
+      const text = (globalThis as any).document.querySelector(
+        `section[data-model="${model}"] [data-metric="${name}"]`,
+      )?.textContent;
       return test === 'positive' ? Number(text) > 0 : text !== undefined && text !== value;
     };
     await page.waitForFunction(shownIs, ['mlp', 'throughput', 'positive', ''], { timeout: 15_000 });
     expect(await card.locator('h2').innerText()).toContain('mlp');
-    const first = { throughput: await metric('throughput'), p99: await metric('p99'), batch: await metric('batch-mean'), queue: await metric('queue-depth') };
+    const first = {
+      throughput: await metric('throughput'),
+      p99: await metric('p99'),
+      batch: await metric('batch-mean'),
+      queue: await metric('queue-depth'),
+    };
     await page.waitForFunction(shownIs, ['mlp', 'throughput', 'changed', first.throughput], { timeout: 5_000 });
-    const second = { throughput: await metric('throughput'), p99: await metric('p99'), batch: await metric('batch-mean'), queue: await metric('queue-depth') };
+    const second = {
+      throughput: await metric('throughput'),
+      p99: await metric('p99'),
+      batch: await metric('batch-mean'),
+      queue: await metric('queue-depth'),
+    };
     expect(Number(second.throughput)).toBeGreaterThan(0);
     expect(Number(second.p99)).toBeGreaterThan(0);
     expect(Number(second.batch)).toBeGreaterThanOrEqual(1);
@@ -119,7 +149,8 @@ test('in headless Chromium the page renders each model with live numbers that mo
     expect(Number(await generator.locator('[data-metric="ttft-p50"]').innerText())).toBeGreaterThan(0);
     expect(await page.locator('#status').getAttribute('data-state')).toBe('live');
     expect(await card.locator('svg').count()).toBe(5);
-    if (process.env.DASHBOARD_SCREENSHOT !== undefined) await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
+    if (process.env.DASHBOARD_SCREENSHOT !== undefined)
+      await page.screenshot({ path: process.env.DASHBOARD_SCREENSHOT, fullPage: true });
     expect(errors).toEqual([]);
   } finally {
     await stop();

@@ -9,7 +9,13 @@ afterEach(async () => {
   server = undefined;
 });
 
-const ok = (rows = 1) => jsonRequest('x', [rows, 2], 'FP32', Array.from({ length: rows * 2 }, () => 1));
+const ok = (rows = 1) =>
+  jsonRequest(
+    'x',
+    [rows, 2],
+    'FP32',
+    Array.from({ length: rows * 2 }, () => 1),
+  );
 
 async function start(options: Parameters<typeof gatedModel>[0] = {}, serve: Parameters<typeof serveModel>[2] = {}) {
   const gated = gatedModel(options);
@@ -23,17 +29,56 @@ test.each([
   ['no inputs', '{}', /^Request must have a non-empty `inputs` array$/],
   ['unknown input', jsonRequest('z', [1, 2], 'FP32', [1, 1]), /^Unknown input `z`; the model's inputs are `x`$/],
   ['wrong datatype', jsonRequest('x', [1, 2], 'INT64', [1, 1]), /^Input `x` must have datatype FP32, got "INT64"$/],
-  ['wrong rank', jsonRequest('x', [2], 'FP32', [1, 1]), /^Input `x`: shape \[2\] has 1 dimensions, the model expects 2/],
-  ['wrong fixed dimension', jsonRequest('x', [1, 3], 'FP32', [1, 1, 1]), /^Input `x`: dimension 1 is 3, the model expects 2/],
-  ['too few elements', jsonRequest('x', [2, 2], 'FP32', [1, 1, 1]), /^Input `x` has 3 elements, but its shape needs 4$/],
-  ['too many elements', jsonRequest('x', [1, 2], 'FP32', [1, 1, 1]), /^Input `x` has 3 elements, but its shape needs 2$/],
+  [
+    'wrong rank',
+    jsonRequest('x', [2], 'FP32', [1, 1]),
+    /^Input `x`: shape \[2\] has 1 dimensions, the model expects 2/,
+  ],
+  [
+    'wrong fixed dimension',
+    jsonRequest('x', [1, 3], 'FP32', [1, 1, 1]),
+    /^Input `x`: dimension 1 is 3, the model expects 2/,
+  ],
+  [
+    'too few elements',
+    jsonRequest('x', [2, 2], 'FP32', [1, 1, 1]),
+    /^Input `x` has 3 elements, but its shape needs 4$/,
+  ],
+  [
+    'too many elements',
+    jsonRequest('x', [1, 2], 'FP32', [1, 1, 1]),
+    /^Input `x` has 3 elements, but its shape needs 2$/,
+  ],
   ['a string element', jsonRequest('x', [1, 2], 'FP32', [1, 'a']), /^Input `x`: element 1 is "a", not a number$/],
   ['zero rows', jsonRequest('x', [0, 2], 'FP32', []), /^Input `x` has no rows/],
-  ['negative shape', jsonRequest('x', [-1, 2], 'FP32', [1, 1]), /^Input `x`: shape must be an array of non-negative integers/],
-  ['missing data', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32' }] }), /^Input `x` has no `data`$/],
-  ['unknown output', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }], outputs: [{ name: 'q' }] }), /^Unknown output `q`/],
-  ['bad timeout', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 'soon' } }), /^parameters.timeout must be an integer number of microseconds/],
-  ['bad priority', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { priority: 'high' } }), /^parameters.priority must be an integer priority level from 0 \(the model's default\) to 9007199254740991, 1 being the highest, got "high"$/],
+  [
+    'negative shape',
+    jsonRequest('x', [-1, 2], 'FP32', [1, 1]),
+    /^Input `x`: shape must be an array of non-negative integers/,
+  ],
+  [
+    'missing data',
+    JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32' }] }),
+    /^Input `x` has no `data`$/,
+  ],
+  [
+    'unknown output',
+    JSON.stringify({
+      inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }],
+      outputs: [{ name: 'q' }],
+    }),
+    /^Unknown output `q`/,
+  ],
+  [
+    'bad timeout',
+    jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 'soon' } }),
+    /^parameters.timeout must be an integer number of microseconds/,
+  ],
+  [
+    'bad priority',
+    jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { priority: 'high' } }),
+    /^parameters.priority must be an integer priority level from 0 \(the model's default\) to 9007199254740991, 1 being the highest, got "high"$/,
+  ],
 ])('400 for %s, with a message saying what was wrong', async (_label, body, message) => {
   const { infer } = await start();
   const response = await postJson(infer, body);
@@ -86,7 +131,10 @@ test('503 with Retry-After once the queue is full; the accepted requests are sti
 
 test('504 when the deadline passes, from the server default or the request, whichever is sooner', async () => {
   const gated = await start({}, { timeout: 10_000 });
-  const response = await postJson(gated.infer, jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 30_000 } }));
+  const response = await postJson(
+    gated.infer,
+    jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 30_000 } }),
+  );
   expect(response.status).toBe(504);
   expect(response.body.error).toMatch(/^ERR_TIMEOUT: Call timed out after 30 ms$/);
   gated.release();
@@ -113,7 +161,8 @@ test('500 when the model itself fails, and the server keeps serving', async () =
 
 test('parameters.priority orders waiting requests: the urgent one runs first', async () => {
   const gated = await start({ channelCap: 5, maxBatchSize: 1 });
-  const body = (value: number, priority: number) => jsonRequest('x', [1, 2], 'FP32', [value, value], { parameters: { priority } });
+  const body = (value: number, priority: number) =>
+    jsonRequest('x', [1, 2], 'FP32', [value, value], { parameters: { priority } });
   const first = postJson(gated.infer, body(0, 0));
   while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));
   const order: number[] = [];
@@ -135,7 +184,12 @@ test('a client that disconnects releases its queued request', async () => {
   const first = postJson(gated.infer, ok());
   while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));
   const controller = new AbortController();
-  const abandoned = fetch(gated.infer, { method: 'POST', headers: { 'content-type': 'application/json' }, body: ok(), signal: controller.signal }).catch(() => 'aborted');
+  const abandoned = fetch(gated.infer, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: ok(),
+    signal: controller.signal,
+  }).catch(() => 'aborted');
   while (gated.model.batcher.stats.queued < 1) await new Promise((resolve) => setTimeout(resolve, 2));
   controller.abort();
   expect(await abandoned).toBe('aborted');
@@ -148,7 +202,11 @@ test('a client that disconnects releases its queued request', async () => {
 test('a client that sends headers and never its body cannot hold shutdown: accepted requests are answered, the stalled connection is cut', async () => {
   const gated = await start({ maxBatchSize: 1 });
   const { hostname, port } = new URL(server?.url as string);
-  const stalled = connect(Number(port), hostname, () => stalled.write('POST /v2/models/gated/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"in'));
+  const stalled = connect(Number(port), hostname, () =>
+    stalled.write(
+      'POST /v2/models/gated/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"in',
+    ),
+  );
   stalled.on('error', () => {});
   const accepted = postJson(gated.infer, ok());
   while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));

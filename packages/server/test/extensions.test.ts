@@ -24,7 +24,15 @@ async function extensions(options: Parameters<typeof startServer>[0]): Promise<s
 }
 
 test('a repository server lists what it serves, the same on REST and gRPC; trace only with --otel', async () => {
-  const base = ['binary_tensor_data', 'classification', 'logging', 'model_configuration', 'model_repository', 'schedule_policy', 'statistics'];
+  const base = [
+    'binary_tensor_data',
+    'classification',
+    'logging',
+    'model_configuration',
+    'model_repository',
+    'schedule_policy',
+    'statistics',
+  ];
   expect(await extensions({})).toEqual(base);
   await server?.close();
   client?.close();

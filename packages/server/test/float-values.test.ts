@@ -39,16 +39,29 @@ test('gRPC typed fp32_contents carry NaN and the infinities, as raw contents do'
     const typed = await client.call('ModelInfer', { model_name: 'same', inputs: [input] });
     // Typed answers today; raw ones once every answer is raw, as Triton's are.
     const out = typed.outputs[0];
-    const values = out.contents?.fp32_contents?.length ? out.contents.fp32_contents : [...new Float32Array(Uint8Array.from(typed.raw_output_contents[0]).buffer)];
+    const values = out.contents?.fp32_contents?.length
+      ? out.contents.fp32_contents
+      : [...new Float32Array(Uint8Array.from(typed.raw_output_contents[0]).buffer)];
     expect(values).toEqual([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]);
-    const raw = await client.call('ModelInfer', { model_name: 'same', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3] }], raw_input_contents: [rawOf(special)] });
-    expect([...new Float32Array(Uint8Array.from(raw.raw_output_contents[0]).buffer)]).toEqual([Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY]);
+    const raw = await client.call('ModelInfer', {
+      model_name: 'same',
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 3] }],
+      raw_input_contents: [rawOf(special)],
+    });
+    expect([...new Float32Array(Uint8Array.from(raw.raw_output_contents[0]).buffer)]).toEqual([
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      Number.NEGATIVE_INFINITY,
+    ]);
   } finally {
     client.close();
   }
 });
 
 test('JSON has no NaN or Infinity: an overflowing number is a 400 that names the value', async () => {
-  const response = await postJson(`${server?.url}/v2/models/same/infer`, '{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,-1e400]}]}');
+  const response = await postJson(
+    `${server?.url}/v2/models/same/infer`,
+    '{"inputs":[{"name":"x","shape":[1,3],"datatype":"FP32","data":[1,2,-1e400]}]}',
+  );
   expect(response).toMatchObject({ status: 400, body: { error: 'Input `x`: element 2 (-Infinity) overflows FP32' } });
 });

@@ -10,10 +10,18 @@ beforeAll(async () => {
 afterAll(async () => server?.close());
 
 const post = (path: string, body: unknown, signal?: AbortSignal) =>
-  fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...(signal === undefined ? {} : { signal }) });
+  fetch(`${server.url}${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+    ...(signal === undefined ? {} : { signal }),
+  });
 
 async function generate(prompt: string, maxTokens: number, extra: Record<string, unknown> = {}): Promise<string> {
-  const response = await post('/v2/models/charlm/generate', { text_input: prompt, parameters: { max_tokens: maxTokens, ...extra } });
+  const response = await post('/v2/models/charlm/generate', {
+    text_input: prompt,
+    parameters: { max_tokens: maxTokens, ...extra },
+  });
   expect(response.status).toBe(200);
   const body = (await response.json()) as { model_name: string; text_output: string };
   expect(body.model_name).toBe('charlm');
@@ -22,13 +30,19 @@ async function generate(prompt: string, maxTokens: number, extra: Record<string,
 
 async function events(response: Response): Promise<unknown[]> {
   const text = await response.text();
-  return text.split('\n\n').filter((chunk) => chunk.startsWith('data: ')).map((chunk) => JSON.parse(chunk.slice(6)));
+  return text
+    .split('\n\n')
+    .filter((chunk) => chunk.startsWith('data: '))
+    .map((chunk) => JSON.parse(chunk.slice(6)));
 }
 
 test('generate answers max_tokens characters; generate_stream sends them one event each, and they add up to the same text', async () => {
   const whole = await generate('Hello', 24);
   expect(whole).toHaveLength(24);
-  const response = await post('/v2/models/charlm/generate_stream', { text_input: 'Hello', parameters: { max_tokens: 24 } });
+  const response = await post('/v2/models/charlm/generate_stream', {
+    text_input: 'Hello',
+    parameters: { max_tokens: 24 },
+  });
   expect(response.headers.get('content-type')).toMatch(/^text\/event-stream/);
   const tokens = (await events(response)) as { text_output: string }[];
   expect(tokens).toHaveLength(24);
@@ -47,7 +61,11 @@ test('batched output equals unbatched output: the same prompt alone and among 15
 
 test('a client that disconnects mid-stream leaves the batch: active sequences return to 0', async () => {
   const controller = new AbortController();
-  const response = await post('/v2/models/charlm/generate_stream', { text_input: 'x', parameters: { max_tokens: 4000 } }, controller.signal);
+  const response = await post(
+    '/v2/models/charlm/generate_stream',
+    { text_input: 'x', parameters: { max_tokens: 4000 } },
+    controller.signal,
+  );
   const reader = (response.body as ReadableStream<Uint8Array>).getReader();
   await reader.read();
   controller.abort();
@@ -67,23 +85,29 @@ test('a client that disconnects mid-stream leaves the batch: active sequences re
 test('a bad body is a 400, an unknown model a 404', async () => {
   const bad = await post('/v2/models/charlm/generate', { text_input: 'x', parameters: { max_tokens: 0 } });
   expect(bad.status).toBe(400);
-  expect(((await bad.json()) as { error: string }).error).toBe('parameters.max_tokens must be an integer from 1 to 4096, got 0');
+  expect(((await bad.json()) as { error: string }).error).toBe(
+    'parameters.max_tokens must be an integer from 1 to 4096, got 0',
+  );
   expect((await post('/v2/models/charlm/generate', { parameters: {} })).status).toBe(400);
   const long = await post('/v2/models/charlm/generate', { text_input: 'x'.repeat(1001) });
   expect(long.status).toBe(400);
-  expect(((await long.json()) as { error: string }).error).toBe('text_input must be a string of at most 1000 characters');
+  expect(((await long.json()) as { error: string }).error).toBe(
+    'text_input must be a string of at most 1000 characters',
+  );
   expect((await post('/v2/models/nope/generate_stream', { text_input: 'x' })).status).toBe(404);
 });
 
 test('beyond the queue cap a stream is refused with 503 before any event', async () => {
-  const many = Array.from({ length: 200 }, () => post('/v2/models/charlm/generate', { text_input: 'y', parameters: { max_tokens: 200 } }));
+  const many = Array.from({ length: 200 }, () =>
+    post('/v2/models/charlm/generate', { text_input: 'y', parameters: { max_tokens: 200 } }),
+  );
   const statuses = (await Promise.all(many)).map((r) => r.status);
   expect(statuses.filter((s) => s === 503).length).toBeGreaterThan(0);
   expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
 });
 
 test('the generation load (batched-fn bench --generate) streams tokens and measures them', async () => {
-  const { runGenerateLoad } = await import('../dist/bench/generate-load.js');
+  const { runGenerateLoad } = await import('../dist/cli/bench/generate-load.js');
   const result = await runGenerateLoad({ url: server.url, model: 'charlm', streams: 4, durationSeconds: 1 });
   expect(result.errors).toBe(0);
   expect(result.completed).toBeGreaterThan(0);

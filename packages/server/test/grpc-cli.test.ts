@@ -8,10 +8,25 @@ import { TEST_CACHE } from './helpers.js';
 afterEach(killRunning);
 
 const data = Array.from({ length: 256 }, (_, i) => i / 256);
-const infer = { model_name: 'mlp', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }] };
+const infer = {
+  model_name: 'mlp',
+  inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }],
+};
 
 test('the banner prints grpc://HOST:PORT with the real port; SIGTERM answers every accepted gRPC call, then exits 0', async () => {
-  const server = run(['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE, '--max-batch-size', '128', '--max-delay', '100000']);
+  const server = run([
+    'serve',
+    '--port',
+    '0',
+    '--grpc-port',
+    '0',
+    '--cache-dir',
+    TEST_CACHE,
+    '--max-batch-size',
+    '128',
+    '--max-delay',
+    '100000',
+  ]);
   const url = await server.url;
   const client = grpcClient(await server.grpc);
   expect(await client.call('ServerLive')).toEqual({ live: true });

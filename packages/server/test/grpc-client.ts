@@ -7,20 +7,32 @@ export function grpcClient(url: string) {
   const pkg = loadPackageDefinition(loadSync(PROTO_PATH, PROTO_OPTIONS)) as any;
   const client = new pkg.inference.GRPCInferenceService(url.replace('grpc://', ''), credentials.createInsecure());
   /** Starts a call; `done` settles with its answer or its ServiceError. */
-  const start = (method: string, request: object, deadlineMs?: number, metadata = new Metadata()): { call: ClientUnaryCall; done: Promise<any> } => {
+  const start = (
+    method: string,
+    request: object,
+    deadlineMs?: number,
+    metadata = new Metadata(),
+  ): { call: ClientUnaryCall; done: Promise<any> } => {
     let call!: ClientUnaryCall;
     const done = new Promise<any>((resolve, reject) => {
       const options = deadlineMs === undefined ? {} : { deadline: Date.now() + deadlineMs };
-      call = client[method](request, metadata, options, (error: ServiceError | null, response: unknown) => (error === null ? resolve(response) : reject(error)));
+      call = client[method](request, metadata, options, (error: ServiceError | null, response: unknown) =>
+        error === null ? resolve(response) : reject(error),
+      );
     });
     done.catch(() => {});
     return { call, done };
   };
   return {
     start,
-    call: (method: string, request: object = {}, deadlineMs?: number): Promise<any> => start(method, request, deadlineMs).done,
+    call: (method: string, request: object = {}, deadlineMs?: number): Promise<any> =>
+      start(method, request, deadlineMs).done,
     /** The error a call ends with: its gRPC code and details. */
-    fails: async (method: string, request: object = {}, deadlineMs?: number): Promise<{ code: number; details: string }> => {
+    fails: async (
+      method: string,
+      request: object = {},
+      deadlineMs?: number,
+    ): Promise<{ code: number; details: string }> => {
       try {
         await start(method, request, deadlineMs).done;
       } catch (error) {

@@ -2,7 +2,14 @@ import { connect } from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { type InferItem, type InferResult, type RunningServer, serveModel, ServerMetrics, startServer } from '@batched-fn/server';
+import {
+  type InferItem,
+  type InferResult,
+  type RunningServer,
+  serveModel,
+  ServerMetrics,
+  startServer,
+} from '@batched-fn/server';
 import { floatsOf, grpcClient } from './grpc-client.js';
 import { gatedModel, jsonRequest, postJson } from './helpers.js';
 
@@ -15,7 +22,11 @@ afterEach(async () => {
   server = client = undefined;
 });
 
-const row = (extra: object = {}) => ({ model_name: 'gated', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 1] } }], ...extra });
+const row = (extra: object = {}) => ({
+  model_name: 'gated',
+  inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 1] } }],
+  ...extra,
+});
 const until = async (condition: () => boolean) => {
   while (!condition()) await new Promise((resolve) => setTimeout(resolve, 2));
 };
@@ -35,7 +46,10 @@ test('RESOURCE_EXHAUSTED once the queue is full (REST: 503); the accepted calls 
   await until(() => gated.model.batcher.stats.queued === 2);
   const rest = await postJson(`${server?.url}/v2/models/gated/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 1]));
   expect(rest.status).toBe(503);
-  expect(await gated.client.fails('ModelInfer', row())).toEqual({ code: status.RESOURCE_EXHAUSTED, details: rest.body.error });
+  expect(await gated.client.fails('ModelInfer', row())).toEqual({
+    code: status.RESOURCE_EXHAUSTED,
+    details: rest.body.error,
+  });
   for (let i = 0; i < 3; i++) {
     await until(() => gated.running() === 1);
     gated.release();
@@ -45,8 +59,14 @@ test('RESOURCE_EXHAUSTED once the queue is full (REST: 503); the accepted calls 
 
 test('INVALID_ARGUMENT for more rows than a batch holds (REST: 413)', async () => {
   const gated = await start({ maxBatchSize: 2 });
-  const rows = { model_name: 'gated', inputs: [{ name: 'x', datatype: 'FP32', shape: [3, 2], contents: { fp32_contents: [1, 1, 1, 1, 1, 1] } }] };
-  expect(await gated.client.fails('ModelInfer', rows)).toEqual({ code: status.INVALID_ARGUMENT, details: 'ERR_ITEM_TOO_LARGE: Input has size 3, larger than maxBatchSize=2' });
+  const rows = {
+    model_name: 'gated',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [3, 2], contents: { fp32_contents: [1, 1, 1, 1, 1, 1] } }],
+  };
+  expect(await gated.client.fails('ModelInfer', rows)).toEqual({
+    code: status.INVALID_ARGUMENT,
+    details: 'ERR_ITEM_TOO_LARGE: Input has size 3, larger than maxBatchSize=2',
+  });
 });
 
 test('INTERNAL when the model fails, with the text REST sends; the server keeps serving', async () => {
@@ -67,7 +87,10 @@ test('DEADLINE_EXCEEDED from parameters.timeout, as REST answers 504', async () 
   const gated = await start();
   const blocker = gated.client.call('ModelInfer', row());
   await until(() => gated.running() === 1);
-  expect(await gated.client.fails('ModelInfer', row({ parameters: { timeout: { int64_param: 30_000 } } }))).toEqual({ code: status.DEADLINE_EXCEEDED, details: 'ERR_TIMEOUT: Call timed out after 30 ms' });
+  expect(await gated.client.fails('ModelInfer', row({ parameters: { timeout: { int64_param: 30_000 } } }))).toEqual({
+    code: status.DEADLINE_EXCEEDED,
+    details: 'ERR_TIMEOUT: Call timed out after 30 ms',
+  });
   gated.release();
   await blocker;
 });
@@ -93,17 +116,37 @@ test('a call whose deadline the learned cost curve says it cannot meet is shed a
   const batcher = batchedFn<InferItem, InferResult>({
     handler: async (batch) => {
       await new Promise((resolve) => setTimeout(resolve, 150));
-      return batch.map((item) => ({ y: { datatype: 'FP32', shape: [item.rows, 1], data: new Float32Array(item.rows) } }));
+      return batch.map((item) => ({
+        y: { datatype: 'FP32', shape: [item.rows, 1], data: new Float32Array(item.rows) },
+      }));
     },
     maxBatchSize: 2,
     maxDelay: 0,
     size: (item) => item.rows,
     name: 'slow',
   });
-  const signature = { inputs: [{ name: 'x', datatype: 'FP32' as const, shape: [-1, 2] }], outputs: [{ name: 'y', datatype: 'FP32' as const, shape: [-1, 1] }] };
-  server = await serveModel({ name: 'slow', version: '1', platform: 'test', signature, maxBatchSize: 2, batcher, infer: (item, o) => batcher(item, o) }, metrics, { port: 0, grpcPort: 0 });
+  const signature = {
+    inputs: [{ name: 'x', datatype: 'FP32' as const, shape: [-1, 2] }],
+    outputs: [{ name: 'y', datatype: 'FP32' as const, shape: [-1, 1] }],
+  };
+  server = await serveModel(
+    {
+      name: 'slow',
+      version: '1',
+      platform: 'test',
+      signature,
+      maxBatchSize: 2,
+      batcher,
+      infer: (item, o) => batcher(item, o),
+    },
+    metrics,
+    { port: 0, grpcPort: 0 },
+  );
   client = grpcClient(server.grpcUrl as string);
-  const slow = (rows: number) => ({ model_name: 'slow', inputs: [{ name: 'x', datatype: 'FP32', shape: [rows, 2], contents: { fp32_contents: Array(rows * 2).fill(1) } }] });
+  const slow = (rows: number) => ({
+    model_name: 'slow',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [rows, 2], contents: { fp32_contents: Array(rows * 2).fill(1) } }],
+  });
   for (let i = 0; i < 8; i++) await client.call('ModelInfer', slow(1 + (i % 2)));
   const running = client.call('ModelInfer', slow(1));
   await until(() => batcher.stats.inFlight === 1);
@@ -111,7 +154,9 @@ test('a call whose deadline the learned cost curve says it cannot meet is shed a
   const shed = await client.fails('ModelInfer', slow(1), 200);
   const elapsed = performance.now() - started;
   expect(shed.code).toBe(status.DEADLINE_EXCEEDED);
-  expect(shed.details).toMatch(/^ERR_TIMEOUT: Call rejected early: its predicted completion is past its \d+ ms deadline$/);
+  expect(shed.details).toMatch(
+    /^ERR_TIMEOUT: Call rejected early: its predicted completion is past its \d+ ms deadline$/,
+  );
   // Shed at the call: well before the 200 ms deadline (a queued call would have waited it out).
   expect(elapsed).toBeLessThan(150);
   await running;
@@ -134,12 +179,26 @@ test('a cancelled call leaves the queue before dispatch: its row never reaches t
 });
 
 test('rows from REST and gRPC share batches: 8 + 8 concurrent calls, one batch of 16', async () => {
-  server = await startServer({ port: 0, grpcPort: 0, maxDelay: 300, maxBatchSize: 16, threads: 1, cacheDir: (await import('./helpers.js')).TEST_CACHE });
+  server = await startServer({
+    port: 0,
+    grpcPort: 0,
+    maxDelay: 300,
+    maxBatchSize: 16,
+    threads: 1,
+    cacheDir: (await import('./helpers.js')).TEST_CACHE,
+  });
   client = grpcClient(server.grpcUrl as string);
   const data = Array.from({ length: 256 }, () => 0.5);
   const calls = [
-    ...Array.from({ length: 8 }, () => (client as ReturnType<typeof grpcClient>).call('ModelInfer', { model_name: 'mlp', inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }] })),
-    ...Array.from({ length: 8 }, () => postJson(`${server?.url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data))),
+    ...Array.from({ length: 8 }, () =>
+      (client as ReturnType<typeof grpcClient>).call('ModelInfer', {
+        model_name: 'mlp',
+        inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }],
+      }),
+    ),
+    ...Array.from({ length: 8 }, () =>
+      postJson(`${server?.url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data)),
+    ),
   ];
   await Promise.all(calls);
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
@@ -168,7 +227,12 @@ test('a client that announces a call and never sends it cannot hold shutdown: ac
   const gated = await start({ maxBatchSize: 1 });
   const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
   session.on('error', () => {});
-  const stalled = session.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelInfer', 'content-type': 'application/grpc', te: 'trailers' });
+  const stalled = session.request({
+    ':method': 'POST',
+    ':path': '/inference.GRPCInferenceService/ModelInfer',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
   stalled.on('error', () => {});
   stalled.write(Buffer.from([0, 0, 0, 0, 10])); // a 10-byte message announced, never sent
   const accepted = gated.client.call('ModelInfer', row());
@@ -188,6 +252,12 @@ test("UNAVAILABLE for load and unload without --model-control explicit (Triton's
   const rest = await fetch(`${server?.url}/v2/repository/models/gated/unload`, { method: 'POST' });
   expect(rest.status).toBe(503);
   const { error } = (await rest.json()) as { error: string };
-  expect(await gated.client.fails('RepositoryModelUnload', { model_name: 'gated' })).toEqual({ code: status.UNAVAILABLE, details: error });
-  expect(await gated.client.fails('RepositoryModelLoad', { model_name: 'gated' })).toEqual({ code: status.UNAVAILABLE, details: error });
+  expect(await gated.client.fails('RepositoryModelUnload', { model_name: 'gated' })).toEqual({
+    code: status.UNAVAILABLE,
+    details: error,
+  });
+  expect(await gated.client.fails('RepositoryModelLoad', { model_name: 'gated' })).toEqual({
+    code: status.UNAVAILABLE,
+    details: error,
+  });
 });

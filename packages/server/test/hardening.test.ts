@@ -16,8 +16,12 @@ async function start(options: Parameters<typeof gatedModel>[0] = {}) {
   return { ...gated, app: server.app, infer: `${server.url}/v2/models/gated/infer` };
 }
 
-const inject = (app: RunningServer['app'], url: string, payload: string | Buffer, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
-  app.inject({ method: 'POST', url, payload, headers });
+const inject = (
+  app: RunningServer['app'],
+  url: string,
+  payload: string | Buffer,
+  headers: Record<string, string> = { 'content-type': 'application/json' },
+) => app.inject({ method: 'POST', url, payload, headers });
 
 test('10,000 unknown model names leave /metrics the same size: no label value comes from a client', async () => {
   const { app } = await start();
@@ -42,21 +46,76 @@ test('a very long model name is refused by the router, and an unknown version is
   expect(long.statusCode).toBe(414);
   const version = await inject(app, `/v2/models/gated/versions/${'7'.repeat(99)}/infer`, '{}');
   expect(version.statusCode).toBe(404);
-  expect(JSON.parse(version.body).error).toBe(`Request for unknown model: 'gated' version ${'7'.repeat(99)} is not found (it has 1)`);
+  expect(JSON.parse(version.body).error).toBe(
+    `Request for unknown model: 'gated' version ${'7'.repeat(99)} is not found (it has 1)`,
+  );
 });
 
 test.each([
-  ['a shape far larger than its data', jsonRequest('x', [2 ** 33, 2], 'FP32', [1, 1]), 400, /^Input `x` has 2 elements, but its shape needs 17179869184$/],
-  ['a first dimension of 2^24 with one row of data', jsonRequest('x', [16_777_215, 2], 'FP32', [1, 1]), 400, /^Input `x` has 2 elements, but its shape needs 33554430$/],
-  ['more rows than --max-batch-size, honestly sent', jsonRequest('x', [65, 2], 'FP32', Array(130).fill(1)), 413, /^ERR_ITEM_TOO_LARGE: Input has size 65, larger than maxBatchSize=64$/],
+  [
+    'a shape far larger than its data',
+    jsonRequest('x', [2 ** 33, 2], 'FP32', [1, 1]),
+    400,
+    /^Input `x` has 2 elements, but its shape needs 17179869184$/,
+  ],
+  [
+    'a first dimension of 2^24 with one row of data',
+    jsonRequest('x', [16_777_215, 2], 'FP32', [1, 1]),
+    400,
+    /^Input `x` has 2 elements, but its shape needs 33554430$/,
+  ],
+  [
+    'more rows than --max-batch-size, honestly sent',
+    jsonRequest('x', [65, 2], 'FP32', Array(130).fill(1)),
+    413,
+    /^ERR_ITEM_TOO_LARGE: Input has size 65, larger than maxBatchSize=64$/,
+  ],
   // Any nesting is flattened, as Triton reads `data` (triton-rest.test.ts); the element count must still be the shape's.
-  ['ragged nested data one element short', jsonRequest('x', [2, 2], 'FP32', [[1, 2], [3]]), 400, /^Input `x` has 3 elements, but its shape needs 4$/],
-  ['data nested deeper than the shape, one element over', jsonRequest('x', [1, 2], 'FP32', [[[1], [2], [3]]]), 400, /^Input `x` has more than 2 elements, but its shape needs 2$/],
-  ['flat data mixed with rows, one element short', jsonRequest('x', [2, 2], 'FP32', [1, 2, [3]]), 400, /^Input `x` has 3 elements, but its shape needs 4$/],
-  ['an FP32 value that overflows to Infinity', jsonRequest('x', [1, 2], 'FP32', [1, 3.5e38]), 400, /^Input `x`: element 1 \(3\.5e\+38\) overflows FP32$/],
-  ['a JSON number beyond FP64', '{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,1e400]}]}', 400, /^Input `x`: element 1 \(Infinity\) overflows FP32$/],
-  ['an output requested twice', JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }], outputs: [{ name: 'y' }, { name: 'y' }] }), 400, /^\[request id: <id_unknown>\] output 'y' already exists in request$/],
-  ['a timeout beyond one timer', jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 2 ** 31 * 1000 } }), 400, /^parameters.timeout must be an integer number of microseconds from 0 to 2147483647000, got 2147483648000$/],
+  [
+    'ragged nested data one element short',
+    jsonRequest('x', [2, 2], 'FP32', [[1, 2], [3]]),
+    400,
+    /^Input `x` has 3 elements, but its shape needs 4$/,
+  ],
+  [
+    'data nested deeper than the shape, one element over',
+    jsonRequest('x', [1, 2], 'FP32', [[[1], [2], [3]]]),
+    400,
+    /^Input `x` has more than 2 elements, but its shape needs 2$/,
+  ],
+  [
+    'flat data mixed with rows, one element short',
+    jsonRequest('x', [2, 2], 'FP32', [1, 2, [3]]),
+    400,
+    /^Input `x` has 3 elements, but its shape needs 4$/,
+  ],
+  [
+    'an FP32 value that overflows to Infinity',
+    jsonRequest('x', [1, 2], 'FP32', [1, 3.5e38]),
+    400,
+    /^Input `x`: element 1 \(3\.5e\+38\) overflows FP32$/,
+  ],
+  [
+    'a JSON number beyond FP64',
+    '{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":[1,1e400]}]}',
+    400,
+    /^Input `x`: element 1 \(Infinity\) overflows FP32$/,
+  ],
+  [
+    'an output requested twice',
+    JSON.stringify({
+      inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 1] }],
+      outputs: [{ name: 'y' }, { name: 'y' }],
+    }),
+    400,
+    /^\[request id: <id_unknown>\] output 'y' already exists in request$/,
+  ],
+  [
+    'a timeout beyond one timer',
+    jsonRequest('x', [1, 2], 'FP32', [1, 1], { parameters: { timeout: 2 ** 31 * 1000 } }),
+    400,
+    /^parameters.timeout must be an integer number of microseconds from 0 to 2147483647000, got 2147483648000$/,
+  ],
 ])('%s is a clear 4xx', async (_label, body, status, message) => {
   const { app } = await start();
   const response = await inject(app, '/v2/models/gated/infer', body);
@@ -67,11 +126,17 @@ test.each([
 test('data nested 100,000 levels is a 400, not a stack overflow', async () => {
   const { app } = await start();
   const deep = `${'['.repeat(100_000)}1${']'.repeat(100_000)}`;
-  const response = await inject(app, '/v2/models/gated/infer', `{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":${deep}}]}`);
+  const response = await inject(
+    app,
+    '/v2/models/gated/infer',
+    `{"inputs":[{"name":"x","shape":[1,2],"datatype":"FP32","data":${deep}}]}`,
+  );
   expect(response.statusCode).toBe(400);
   // Refused before JSON.parse by the body scan's depth bound (body-scan.ts); within it, the walk of `data`
   // stops at Triton's depth of 100 (tensor-data.ts).
-  expect(JSON.parse(response.body).error).toBe('Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit');
+  expect(JSON.parse(response.body).error).toBe(
+    'Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit',
+  );
 });
 
 test('a shape (or any value an error quotes) nested 10,000 levels is a 400, not a 500 from JSON.stringify overflowing the stack', async () => {
@@ -83,36 +148,51 @@ test('a shape (or any value an error quotes) nested 10,000 levels is a 400, not 
   ]) {
     const response = await inject(app, '/v2/models/gated/infer', body);
     expect(response.statusCode).toBe(400);
-    expect(JSON.parse(response.body).error).toBe('Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit');
+    expect(JSON.parse(response.body).error).toBe(
+      'Request body is nested more than 128 levels deep: JSON nesting depth exceeds maximum allowed limit',
+    );
   }
 });
 
 test('the binary path checks sizes before allocating: a huge shape with 8 bytes is a 400', async () => {
   const { app } = await start();
-  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [2 ** 33, 2], datatype: 'FP32', parameters: { binary_data_size: 8 } }] }));
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name: 'x', shape: [2 ** 33, 2], datatype: 'FP32', parameters: { binary_data_size: 8 } }],
+    }),
+  );
   const response = await inject(app, '/v2/models/gated/infer', Buffer.concat([header, Buffer.alloc(8)]), {
     'content-type': 'application/octet-stream',
     'inference-header-content-length': String(header.length),
   });
   expect(response.statusCode).toBe(400);
-  expect(JSON.parse(response.body).error).toBe('Input `x` has 8 bytes of binary data, but 17179869184 FP32 elements need 68719476736');
+  expect(JSON.parse(response.body).error).toBe(
+    'Input `x` has 8 bytes of binary data, but 17179869184 FP32 elements need 68719476736',
+  );
 });
 
-test.each(['0x10', '16.0', ' 16', '1e1', '-0', '+16'])('Inference-Header-Content-Length %j is refused: only plain decimal integers', async (length) => {
-  const { app } = await start();
-  const response = await inject(app, '/v2/models/gated/infer', jsonRequest('x', [1, 2], 'FP32', [1, 1]), {
-    'content-type': 'application/json',
-    'inference-header-content-length': length,
-  });
-  expect(response.statusCode).toBe(400);
-  expect(JSON.parse(response.body).error).toMatch(/^Inference-Header-Content-Length must be a decimal integer from 0 to the body size/);
-});
+test.each(['0x10', '16.0', ' 16', '1e1', '-0', '+16'])(
+  'Inference-Header-Content-Length %j is refused: only plain decimal integers',
+  async (length) => {
+    const { app } = await start();
+    const response = await inject(app, '/v2/models/gated/infer', jsonRequest('x', [1, 2], 'FP32', [1, 1]), {
+      'content-type': 'application/json',
+      'inference-header-content-length': length,
+    });
+    expect(response.statusCode).toBe(400);
+    expect(JSON.parse(response.body).error).toMatch(
+      /^Inference-Header-Content-Length must be a decimal integer from 0 to the body size/,
+    );
+  },
+);
 
 test.each([['text/plain'], ['application/x-www-form-urlencoded'], ['multipart/form-data; boundary=x']])(
   'a %s body (sendable cross-origin without a preflight) is refused with 415',
   async (type) => {
     const { app, running } = await start();
-    const response = await inject(app, '/v2/models/gated/infer', jsonRequest('x', [1, 2], 'FP32', [1, 1]), { 'content-type': type });
+    const response = await inject(app, '/v2/models/gated/infer', jsonRequest('x', [1, 2], 'FP32', [1, 1]), {
+      'content-type': type,
+    });
     expect(response.statusCode).toBe(415);
     expect(JSON.parse(response.body).error).toBe(
       `Content-Type must be application/json or application/octet-stream (the binary tensor extension), or none, got ${JSON.stringify(type)}`,

@@ -1,10 +1,19 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
+import { inject } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { encodeModel, type InferItem, type InferResult, ONNX_FLOAT, ONNX_INT32, ONNX_INT64, type ServedModel, ServerMetrics } from '@batched-fn/server';
-
+import {
+  encodeModel,
+  type InferItem,
+  type InferResult,
+  ONNX_FLOAT,
+  ONNX_INT32,
+  ONNX_INT64,
+  type ServedModel,
+  ServerMetrics,
+} from '@batched-fn/server';
+import { scratchDir } from './scratch.js';
 
 /**
  * PaddleOCR's text-direction classifier, a real pretrained CNN ([N,3,48,192] → [N,2]) that ships in an npm
@@ -15,15 +24,15 @@ export function ocrClassifierPath(): string {
   return join(dirname(entry), 'assets', 'ch_ppocr_mobile_v2.0_cls_infer.onnx');
 }
 
-/** One cache for the whole test run, so the 72 MB default model is generated once per machine. */
-export const TEST_CACHE = join(tmpdir(), 'batched-fn-test-cache');
+/** Generated models, kept between runs in the checkout's git-ignored .cache (test/clean-run.ts names it). */
+export const TEST_CACHE = inject('testCache');
 
 /**
  * A small model with integer inputs: out = float(ids) * float(mask), [batch, 4].
  * It checks INT64 and INT32 handling end to end.
  */
 export function writeIntModel(): string {
-  const path = join(mkdtempSync(join(tmpdir(), 'batched-fn-int-')), 'int-model.onnx');
+  const path = join(scratchDir('batched-fn-int-'), 'int-model.onnx');
   writeFileSync(
     path,
     encodeModel({
@@ -49,14 +58,18 @@ export function writeIntModel(): string {
  * A stand-in model whose batches finish only when the test says so, for
  * exact tests of queueing statuses (503, 504) and model failures (500).
  */
-export function gatedModel(options: { channelCap?: number; maxBatchSize?: number; fail?: () => boolean; batchTimeout?: number } = {}) {
+export function gatedModel(
+  options: { channelCap?: number; maxBatchSize?: number; fail?: () => boolean; batchTimeout?: number } = {},
+) {
   const gates: (() => void)[] = [];
   const metrics = new ServerMetrics({ defaultMetrics: false });
   const batcher = batchedFn<InferItem, InferResult>({
     handler: async (batch) => {
       await new Promise<void>((resolve) => gates.push(resolve));
       if (options.fail?.()) throw new Error('CUDA out of memory (simulated)');
-      return batch.map((item) => ({ y: { datatype: 'FP32', shape: [item.rows, 1], data: Float32Array.from({ length: item.rows }, (_, i) => i) } }));
+      return batch.map((item) => ({
+        y: { datatype: 'FP32', shape: [item.rows, 1], data: Float32Array.from({ length: item.rows }, (_, i) => i) },
+      }));
     },
     maxBatchSize: options.maxBatchSize ?? 4,
     maxDelay: 0,
@@ -70,7 +83,10 @@ export function gatedModel(options: { channelCap?: number; maxBatchSize?: number
     name: 'gated',
     version: '1',
     platform: 'test',
-    signature: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }] },
+    signature: {
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }],
+      outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }],
+    },
     maxBatchSize: options.maxBatchSize ?? 4,
     batcher,
     infer: (item, callOptions) => batcher(item, callOptions),
@@ -79,7 +95,13 @@ export function gatedModel(options: { channelCap?: number; maxBatchSize?: number
   return { model, metrics, release: () => gates.shift()?.(), running: () => gates.length };
 }
 
-export function jsonRequest(name: string, shape: number[], datatype: string, data: unknown, extra: Record<string, unknown> = {}): string {
+export function jsonRequest(
+  name: string,
+  shape: number[],
+  datatype: string,
+  data: unknown,
+  extra: Record<string, unknown> = {},
+): string {
   return JSON.stringify({ inputs: [{ name, shape, datatype, data }], ...extra });
 }
 
@@ -96,7 +118,8 @@ export async function postJson(url: string, body: string): Promise<{ status: num
 }
 
 /** Every non-comment line of Prometheus text exposition format: name{labels} value. */
-export const PROMETHEUS_LINE = /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.]+(e[+-]?[0-9]+)?|NaN|\+Inf|-Inf)( [0-9]+)?$/;
+export const PROMETHEUS_LINE =
+  /^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.]+(e[+-]?[0-9]+)?|NaN|\+Inf|-Inf)( [0-9]+)?$/;
 
 /** Reads `count` snapshots from a server's /dashboard/feed (server-sent events), then hangs up. */
 export async function dashboardSnapshots(url: string, count: number): Promise<any[]> {

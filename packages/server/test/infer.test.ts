@@ -5,7 +5,8 @@ import { jsonRequest, postJson, PROMETHEUS_LINE, TEST_CACHE } from './helpers.js
 
 let server: RunningServer;
 let session: ort.InferenceSession;
-const rowsOf = (n: number, seed: number): number[] => Array.from({ length: n * 256 }, (_, i) => Math.sin(i * 0.37 + seed));
+const rowsOf = (n: number, seed: number): number[] =>
+  Array.from({ length: n * 256 }, (_, i) => Math.sin(i * 0.37 + seed));
 
 beforeAll(async () => {
   server = await startServer({ port: 0, cacheDir: TEST_CACHE, maxBatchSize: 32, maxDelay: 5 });
@@ -37,7 +38,10 @@ test('metadata and health follow the Open Inference Protocol', async () => {
 
 test('an infer on the default model equals a direct session.run', async () => {
   const data = rowsOf(3, 1);
-  const response = await postJson(`${server.url}/v2/models/mlp/infer`, jsonRequest('input', [3, 256], 'FP32', data, { id: 'req-1' }));
+  const response = await postJson(
+    `${server.url}/v2/models/mlp/infer`,
+    jsonRequest('input', [3, 256], 'FP32', data, { id: 'req-1' }),
+  );
   expect(response.status).toBe(200);
   expect(response.body.model_name).toBe('mlp');
   expect(response.body.id).toBe('req-1');
@@ -62,7 +66,12 @@ test('concurrent requests are batched together and each gets its own rows back',
   const before = server.model.batcher.stats.batches;
   const requests = Array.from({ length: 48 }, (_, i) => ({ rows: 1 + (i % 3), seed: 100 + i }));
   const responses = await Promise.all(
-    requests.map((r) => postJson(`${server.url}/v2/models/mlp/infer`, jsonRequest('input', [r.rows, 256], 'FP32', rowsOf(r.rows, r.seed)))),
+    requests.map((r) =>
+      postJson(
+        `${server.url}/v2/models/mlp/infer`,
+        jsonRequest('input', [r.rows, 256], 'FP32', rowsOf(r.rows, r.seed)),
+      ),
+    ),
   );
   for (const [i, response] of responses.entries()) {
     const r = requests[i] as { rows: number; seed: number };
@@ -74,7 +83,13 @@ test('concurrent requests are batched together and each gets its own rows back',
   const batches = server.model.batcher.stats.batches - before;
   expect(batches).toBeLessThan(48);
   const metrics = await (await fetch(`${server.url}/metrics`)).text();
-  const read = (series: string) => Number(metrics.split('\n').find((l) => l.startsWith(`${series}{model="mlp"}`))?.split(' ')[1]);
+  const read = (series: string) =>
+    Number(
+      metrics
+        .split('\n')
+        .find((l) => l.startsWith(`${series}{model="mlp"}`))
+        ?.split(' ')[1],
+    );
   const meanBatch = read('batched_fn_batch_size_sum') / read('batched_fn_batch_size_count');
   expect(meanBatch).toBeGreaterThan(1);
   expect(server.model.batcher.stats.batchSize.max).toBeLessThanOrEqual(32);
@@ -98,7 +113,9 @@ test('the binary tensor extension: binary input, binary output, same numbers as 
   const raw = Buffer.from(await response.arrayBuffer());
   const jsonLength = Number(response.headers.get('inference-header-content-length'));
   const json = JSON.parse(raw.subarray(0, jsonLength).toString());
-  expect(json.outputs).toEqual([{ name: 'probabilities', datatype: 'FP32', shape: [2, 16], parameters: { binary_data_size: 2 * 16 * 4 } }]);
+  expect(json.outputs).toEqual([
+    { name: 'probabilities', datatype: 'FP32', shape: [2, 16], parameters: { binary_data_size: 2 * 16 * 4 } },
+  ]);
   const values = new Float32Array(raw.buffer.slice(raw.byteOffset + jsonLength, raw.byteOffset + raw.length));
   const expected = await direct(data, 2);
   Array.from(values).forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
@@ -136,10 +153,21 @@ test('/metrics is Prometheus text with the batching series', async () => {
 });
 
 test('--pad with preferred sizes: the model sees zero-padded batches, callers never see the filler', async () => {
-  const padded = await startServer({ port: 0, cacheDir: TEST_CACHE, maxBatchSize: 8, maxDelay: 20, preferredBatchSizes: [4, 8], pad: true });
+  const padded = await startServer({
+    port: 0,
+    cacheDir: TEST_CACHE,
+    maxBatchSize: 8,
+    maxDelay: 20,
+    preferredBatchSizes: [4, 8],
+    pad: true,
+  });
   try {
     const requests = [1, 2, 3].map((seed) => rowsOf(1, 200 + seed));
-    const responses = await Promise.all(requests.map((data) => postJson(`${padded.url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data))));
+    const responses = await Promise.all(
+      requests.map((data) =>
+        postJson(`${padded.url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', data)),
+      ),
+    );
     for (const [i, response] of responses.entries()) {
       expect(response.status).toBe(200);
       expect(response.body.outputs[0].shape).toEqual([1, 16]);

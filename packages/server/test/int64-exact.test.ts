@@ -41,16 +41,24 @@ test('a JSON INT64 beyond 2^53 - 1 is a 400, not a silently rounded value', asyn
     const body = `{"inputs":[{"name":"x","datatype":"INT64","shape":[1,1],"data":[${text}]}]}`;
     const response = await postJson(infer(), body);
     expect(response.status).toBe(400);
-    expect(response.body.error).toMatch(/^Input `x` is INT64: element 0 \(-?\d+\) is beyond 2\^53 - 1, which a JSON number cannot carry exactly; send it as binary data$/);
+    expect(response.body.error).toMatch(
+      /^Input `x` is INT64: element 0 \(-?\d+\) is beyond 2\^53 - 1, which a JSON number cannot carry exactly; send it as binary data$/,
+    );
   }
-  const edge = await postJson(infer(), `{"inputs":[{"name":"x","datatype":"INT64","shape":[1,2],"data":[9007199254740991,-9007199254740991]}]}`);
+  const edge = await postJson(
+    infer(),
+    `{"inputs":[{"name":"x","datatype":"INT64","shape":[1,2],"data":[9007199254740991,-9007199254740991]}]}`,
+  );
   expect(edge.status).toBe(200);
 });
 
 test('INT64 values past 2^53 travel exactly in binary, and come back exactly in JSON text', async () => {
   const values = BigInt64Array.of(2n ** 53n + 1n, 2n ** 62n + 1n, -(2n ** 63n) + 5n);
   const header = Buffer.from(
-    JSON.stringify({ inputs: [{ name: 'x', datatype: 'INT64', shape: [1, 3], parameters: { binary_data_size: 24 } }], outputs: [{ name: 'y' }] }),
+    JSON.stringify({
+      inputs: [{ name: 'x', datatype: 'INT64', shape: [1, 3], parameters: { binary_data_size: 24 } }],
+      outputs: [{ name: 'y' }],
+    }),
   );
   const response = await fetch(infer(), {
     method: 'POST',
@@ -67,12 +75,29 @@ test('INT64 values past 2^53 travel exactly in binary, and come back exactly in 
 test('gRPC typed int64_contents past 2^53 reach the model exactly, and come back exactly', async () => {
   // A client that reads 64-bit integers as strings, as a careful user's would.
   const pkg = loadPackageDefinition(loadSync(PROTO_PATH, { ...PROTO_OPTIONS, longs: String })) as any;
-  const client = new pkg.inference.GRPCInferenceService((server?.grpcUrl as string).replace('grpc://', ''), credentials.createInsecure());
+  const client = new pkg.inference.GRPCInferenceService(
+    (server?.grpcUrl as string).replace('grpc://', ''),
+    credentials.createInsecure(),
+  );
   try {
-    const request = { model_name: 'ids', inputs: [{ name: 'x', datatype: 'INT64', shape: [1, 2], contents: { int64_contents: ['9007199254740993', '4611686018427387905'] } }] };
-    const response: any = await new Promise((resolve, reject) => client.ModelInfer(request, (error: Error | null, answer: unknown) => (error ? reject(error) : resolve(answer))));
+    const request = {
+      model_name: 'ids',
+      inputs: [
+        {
+          name: 'x',
+          datatype: 'INT64',
+          shape: [1, 2],
+          contents: { int64_contents: ['9007199254740993', '4611686018427387905'] },
+        },
+      ],
+    };
+    const response: any = await new Promise((resolve, reject) =>
+      client.ModelInfer(request, (error: Error | null, answer: unknown) => (error ? reject(error) : resolve(answer))),
+    );
     const out = response.outputs[0];
-    const values = out.contents?.int64_contents?.length ? out.contents.int64_contents : [...new BigInt64Array(Uint8Array.from(response.raw_output_contents[0]).buffer)].map(String);
+    const values = out.contents?.int64_contents?.length
+      ? out.contents.int64_contents
+      : [...new BigInt64Array(Uint8Array.from(response.raw_output_contents[0]).buffer)].map(String);
     expect(values).toEqual(['9007199254740994', '4611686018427387906']);
   } finally {
     client.close();

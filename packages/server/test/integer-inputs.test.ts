@@ -22,15 +22,29 @@ test('INT64 and INT32 inputs are validated against the model and computed correc
     { name: 'ids', datatype: 'INT64', shape: [-1, 4] },
     { name: 'mask', datatype: 'INT32', shape: [-1, 4] },
   ]);
-  const response = await postJson(`${server.url}/v2/models/ints/infer`, body([1, 2, 3, 4, 5, 6, 7, 8], [1, 0, 1, 0, 1, 1, 0, 0]));
+  const response = await postJson(
+    `${server.url}/v2/models/ints/infer`,
+    body([1, 2, 3, 4, 5, 6, 7, 8], [1, 0, 1, 0, 1, 1, 0, 0]),
+  );
   expect(response.status).toBe(200);
-  expect(response.body.outputs).toEqual([{ name: 'out', datatype: 'FP32', shape: [2, 4], data: [1, 0, 3, 0, 5, 6, 0, 0] }]);
+  expect(response.body.outputs).toEqual([
+    { name: 'out', datatype: 'FP32', shape: [2, 4], data: [1, 0, 3, 0, 5, 6, 0, 0] },
+  ]);
 });
 
 test('integer inputs reject fractions, and each input keeps its own datatype', async () => {
-  const fraction = await postJson(`${server.url}/v2/models/ints/infer`, body([1.5, 2, 3, 4, 5, 6, 7, 8], [1, 1, 1, 1, 1, 1, 1, 1]));
-  expect(fraction).toMatchObject({ status: 400, body: { error: 'Input `ids` is INT64: element 0 (1.5) is not an integer' } });
-  const swapped = await postJson(`${server.url}/v2/models/ints/infer`, body([1, 2, 3, 4, 5, 6, 7, 8], [1, 1, 1, 1, 1, 1, 1, 1], 'INT32', 'INT32'));
+  const fraction = await postJson(
+    `${server.url}/v2/models/ints/infer`,
+    body([1.5, 2, 3, 4, 5, 6, 7, 8], [1, 1, 1, 1, 1, 1, 1, 1]),
+  );
+  expect(fraction).toMatchObject({
+    status: 400,
+    body: { error: 'Input `ids` is INT64: element 0 (1.5) is not an integer' },
+  });
+  const swapped = await postJson(
+    `${server.url}/v2/models/ints/infer`,
+    body([1, 2, 3, 4, 5, 6, 7, 8], [1, 1, 1, 1, 1, 1, 1, 1], 'INT32', 'INT32'),
+  );
   expect(swapped).toMatchObject({ status: 400, body: { error: 'Input `ids` must have datatype INT64, got "INT32"' } });
 });
 

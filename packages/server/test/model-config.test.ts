@@ -58,7 +58,12 @@ test("a JS model's config: backend js, max_batch_size, dims without the batch di
       preserve_ordering: false,
       priority_levels: 3,
       default_priority_level: 2,
-      default_queue_policy: { timeout_action: 'REJECT', default_timeout_microseconds: 750_000, allow_timeout_override: true, max_queue_size: 32 },
+      default_queue_policy: {
+        timeout_action: 'REJECT',
+        default_timeout_microseconds: 750_000,
+        allow_timeout_override: true,
+        max_queue_size: 32,
+      },
     },
     instance_group: [{ name: 'simple', kind: 'KIND_CPU', count: 2 }],
     parameters: { mode: { string_value: 'fast' }, beams: { string_value: '4' }, max_delay: { string_value: '2.5' } },
@@ -70,9 +75,21 @@ test("a JS model's config: backend js, max_batch_size, dims without the batch di
     name: 'simple',
     backend: 'js',
     max_batch_size: 8,
-    input: [expect.objectContaining({ name: 'INPUT0', data_type: 'TYPE_INT32', dims: [16], format: 'FORMAT_NONE' }), expect.objectContaining({ name: 'INPUT1' })],
-    output: [expect.objectContaining({ name: 'OUTPUT0', label_filename: 'labels.txt' }), expect.objectContaining({ name: 'OUTPUT1', label_filename: '' })],
-    dynamic_batching: expect.objectContaining({ preferred_batch_size: [4, 8], max_queue_delay_microseconds: 2500, priority_levels: 3, default_priority_level: 2, default_queue_policy: expect.objectContaining({ max_queue_size: 32, default_timeout_microseconds: 750_000 }) }),
+    input: [
+      expect.objectContaining({ name: 'INPUT0', data_type: 'TYPE_INT32', dims: [16], format: 'FORMAT_NONE' }),
+      expect.objectContaining({ name: 'INPUT1' }),
+    ],
+    output: [
+      expect.objectContaining({ name: 'OUTPUT0', label_filename: 'labels.txt' }),
+      expect.objectContaining({ name: 'OUTPUT1', label_filename: '' }),
+    ],
+    dynamic_batching: expect.objectContaining({
+      preferred_batch_size: [4, 8],
+      max_queue_delay_microseconds: 2500,
+      priority_levels: 3,
+      default_priority_level: 2,
+      default_queue_policy: expect.objectContaining({ max_queue_size: 32, default_timeout_microseconds: 750_000 }),
+    }),
     instance_group: [expect.objectContaining({ name: 'simple', kind: 'KIND_CPU', count: 2 })],
     parameters: { mode: { string_value: 'fast' }, beams: { string_value: '4' }, max_delay: { string_value: '2.5' } },
   });
@@ -96,7 +113,14 @@ test("maxDelay 'auto' shows under parameters with the delay it has learned (the 
 });
 
 test('an ONNX model: platform onnxruntime_onnx, backend onnxruntime, datatypes and threads', async () => {
-  server = await startServer({ model: writeIntModel(), port: 0, grpcPort: 0, maxBatchSize: 16, maxDelay: 0, threads: 1 });
+  server = await startServer({
+    model: writeIntModel(),
+    port: 0,
+    grpcPort: 0,
+    maxBatchSize: 16,
+    maxDelay: 0,
+    threads: 1,
+  });
   client = grpcClient(server.grpcUrl as string);
   const config = await (await fetch(`${server.url}/v2/models/int-model/config`)).json();
   expect(config).toMatchObject({
@@ -112,7 +136,10 @@ test('an ONNX model: platform onnxruntime_onnx, backend onnxruntime, datatypes a
     dynamic_batching: { max_queue_delay_microseconds: 0, priority_levels: 0, default_priority_level: 0 },
     parameters: { max_delay: { string_value: '0' }, threads: { string_value: '1' } },
   });
-  expect((await client.call('ModelConfig', { name: 'int-model' })).config).toMatchObject({ platform: 'onnxruntime_onnx', input: [expect.objectContaining({ data_type: 'TYPE_INT64' }), expect.objectContaining({ data_type: 'TYPE_INT32' })] });
+  expect((await client.call('ModelConfig', { name: 'int-model' })).config).toMatchObject({
+    platform: 'onnxruntime_onnx',
+    input: [expect.objectContaining({ data_type: 'TYPE_INT64' }), expect.objectContaining({ data_type: 'TYPE_INT32' })],
+  });
 });
 
 test('an unknown model is the same error as its metadata, on REST and gRPC', async () => {
@@ -123,7 +150,9 @@ test('an unknown model is the same error as its metadata, on REST and gRPC', asy
   expect(await config.json()).toEqual(await metadata.json());
   const version = await fetch(`${server?.url}/v2/models/simple/versions/7/config`);
   expect(version.status).toBe((await fetch(`${server?.url}/v2/models/simple/versions/7`)).status);
-  expect(await client?.fails('ModelConfig', { name: 'nope' })).toEqual(await client?.fails('ModelMetadata', { name: 'nope' }));
+  expect(await client?.fails('ModelConfig', { name: 'nope' })).toEqual(
+    await client?.fails('ModelMetadata', { name: 'nope' }),
+  );
 });
 
 test('/v2 lists model_configuration', async () => {
@@ -134,9 +163,15 @@ test('/v2 lists model_configuration', async () => {
 
 test.each([
   [{ defaultPriorityLevel: 1 }, '`defaultPriorityLevel` needs `priorityLevels`'],
-  [{ priorityLevels: 2, defaultPriorityLevel: 3 }, 'Expected `defaultPriorityLevel` to be an integer from 1 to `priorityLevels` (2), got `3`'],
+  [
+    { priorityLevels: 2, defaultPriorityLevel: 3 },
+    'Expected `defaultPriorityLevel` to be an integer from 1 to `priorityLevels` (2), got `3`',
+  ],
   [{ priorityLevels: 0 }, 'Expected `priorityLevels` to be an integer from 1 and up, got `0`'],
-  [{ labels: { OUTPUT0: '../escape.txt' } }, "Expected `labels` to be an object of output name to a labels file in the model's folder or an array of strings"],
+  [
+    { labels: { OUTPUT0: '../escape.txt' } },
+    "Expected `labels` to be an object of output name to a labels file in the model's folder or an array of strings",
+  ],
 ])('config.json %j is refused at load with a message naming the key', async (config, message) => {
   await repository(config);
   const entry = server?.registry.get('simple');

@@ -1,10 +1,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, test } from 'vitest';
 import * as ort from 'onnxruntime-node';
 import { buildMlpGraph, encodeModel, ensureMlpModel, readOnnxSignature } from '@batched-fn/server';
 import { ocrClassifierPath, TEST_CACHE } from './helpers.js';
+import { scratchDir } from './scratch.js';
 
 const tiny = { inputs: 4, hidden: [8, 6], classes: 3, seed: 11 };
 
@@ -31,7 +31,7 @@ function reference(row: number[]): number[] {
 }
 
 test('the generated MLP runs in onnxruntime and matches a hand-computed forward pass', async () => {
-  const path = join(tmpdir(), `tiny-mlp-${process.pid}.onnx`);
+  const path = join(scratchDir('bfn-model-'), 'tiny-mlp.onnx');
   writeFileSync(path, encodeModel(buildMlpGraph(tiny)));
   const session = await ort.InferenceSession.create(path);
   const rows = [

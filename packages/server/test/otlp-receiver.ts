@@ -34,14 +34,17 @@ message AnyValue { oneof value { string string_value = 1; bool bool_value = 2; i
 `;
 const Request = protobuf.parse(PROTO, { keepCase: true }).root.lookupType('ExportTraceServiceRequest');
 
-const hex = (value: unknown): string => (typeof value === 'string' ? value.toLowerCase() : Buffer.from(value as Uint8Array).toString('hex'));
+const hex = (value: unknown): string =>
+  typeof value === 'string' ? value.toLowerCase() : Buffer.from(value as Uint8Array).toString('hex');
 const valueOf = (v: Record<string, unknown> | undefined): unknown => {
   if (v === undefined) return undefined;
-  for (const key of ['stringValue', 'string_value', 'boolValue', 'bool_value', 'doubleValue', 'double_value']) if (key in v) return v[key];
+  for (const key of ['stringValue', 'string_value', 'boolValue', 'bool_value', 'doubleValue', 'double_value'])
+    if (key in v) return v[key];
   for (const key of ['intValue', 'int_value']) if (key in v) return Number(v[key]);
   return undefined;
 };
-const attributes = (list: { key: string; value?: Record<string, unknown> }[] | undefined): Record<string, unknown> => Object.fromEntries((list ?? []).map((kv) => [kv.key, valueOf(kv.value)]));
+const attributes = (list: { key: string; value?: Record<string, unknown> }[] | undefined): Record<string, unknown> =>
+  Object.fromEntries((list ?? []).map((kv) => [kv.key, valueOf(kv.value)]));
 
 function normalise(body: any): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];
@@ -52,11 +55,14 @@ function normalise(body: any): ReceivedSpan[] {
         out.push({
           traceId: hex(s.traceId ?? s.trace_id),
           spanId: hex(s.spanId ?? s.span_id),
-          parentSpanId: s.parentSpanId ?? s.parent_span_id ? hex(s.parentSpanId ?? s.parent_span_id) : '',
+          parentSpanId: (s.parentSpanId ?? s.parent_span_id) ? hex(s.parentSpanId ?? s.parent_span_id) : '',
           name: s.name,
           kind: Number(s.kind ?? 0),
           attributes: attributes(s.attributes),
-          links: (s.links ?? []).map((l: any) => ({ traceId: hex(l.traceId ?? l.trace_id), spanId: hex(l.spanId ?? l.span_id) })),
+          links: (s.links ?? []).map((l: any) => ({
+            traceId: hex(l.traceId ?? l.trace_id),
+            spanId: hex(l.spanId ?? l.span_id),
+          })),
           status: { code: Number(s.status?.code ?? 0), ...(s.status?.message ? { message: s.status.message } : {}) },
           events: (s.events ?? []).map((e: any) => e.name),
           serviceName,
@@ -67,7 +73,12 @@ function normalise(body: any): ReceivedSpan[] {
   return out;
 }
 
-export async function startOtlpReceiver(): Promise<{ url: string; spans: ReceivedSpan[]; contentTypes: Set<string>; close(): Promise<void> }> {
+export async function startOtlpReceiver(): Promise<{
+  url: string;
+  spans: ReceivedSpan[];
+  contentTypes: Set<string>;
+  close(): Promise<void>;
+}> {
   const spans: ReceivedSpan[] = [];
   const contentTypes = new Set<string>();
   const server: Server = createServer((request, response) => {
@@ -78,14 +89,23 @@ export async function startOtlpReceiver(): Promise<{ url: string; spans: Receive
       const type = String(request.headers['content-type'] ?? '');
       contentTypes.add(type);
       if (request.url === '/v1/traces') {
-        const decoded = type.includes('json') ? JSON.parse(body.toString('utf8')) : Request.toObject(Request.decode(body), { longs: String, bytes: Buffer, oneofs: false });
+        const decoded = type.includes('json')
+          ? JSON.parse(body.toString('utf8'))
+          : Request.toObject(Request.decode(body), { longs: String, bytes: Buffer, oneofs: false });
         spans.push(...normalise(decoded));
       }
-      response.writeHead(200, { 'content-type': type.includes('json') ? 'application/json' : 'application/x-protobuf' });
+      response.writeHead(200, {
+        'content-type': type.includes('json') ? 'application/json' : 'application/x-protobuf',
+      });
       response.end(type.includes('json') ? '{}' : '');
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
-  return { url: `http://127.0.0.1:${port}`, spans, contentTypes, close: () => new Promise((resolve) => server.close(() => resolve())) };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    spans,
+    contentTypes,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { expect, test } from 'vitest';
-import { readmeRows } from '../dist/flags.js';
+import { readmeRows } from '../dist/cli/flags.js';
 
 // The README's serve flag table is the flag schema's, row for row.
 test("the README's serve flag table matches the flag schema", () => {

@@ -21,8 +21,15 @@ interface Proc {
   exit: Promise<number | null>;
 }
 
-function start(args: string[], readyPattern: RegExp, env: Record<string, string> = {}): Promise<Proc & { match: RegExpExecArray }> {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+function start(
+  args: string[],
+  readyPattern: RegExp,
+  env: Record<string, string> = {},
+): Promise<Proc & { match: RegExpExecArray }> {
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   children.push(child);
   let out = '';
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
@@ -39,8 +46,30 @@ function start(args: string[], readyPattern: RegExp, env: Record<string, string>
 }
 
 const worker = (name: string, extra: string[] = []) =>
-  start(['worker', '--redis', redis.url, '--cache-dir', TEST_CACHE, '--max-delay', '5', '--threads', '1', '--claim-idle', '500', '--prefix', name, ...extra], /worker ready/);
-const frontend = (name: string) => start(['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', name], / on (http:\/\/127\.0\.0\.1:\d+)/);
+  start(
+    [
+      'worker',
+      '--redis',
+      redis.url,
+      '--cache-dir',
+      TEST_CACHE,
+      '--max-delay',
+      '5',
+      '--threads',
+      '1',
+      '--claim-idle',
+      '500',
+      '--prefix',
+      name,
+      ...extra,
+    ],
+    /worker ready/,
+  );
+const frontend = (name: string) =>
+  start(
+    ['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', name],
+    / on (http:\/\/127\.0\.0\.1:\d+)/,
+  );
 
 beforeAll(async () => {
   await redis.start();
@@ -62,7 +91,10 @@ async function direct(seed: number): Promise<number[]> {
 async function sendAll(urls: string[], count: number) {
   return Promise.all(
     Array.from({ length: count }, async (_, i) => {
-      const response = await postJson(`${urls[i % urls.length]}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(i)));
+      const response = await postJson(
+        `${urls[i % urls.length]}/v2/models/mlp/infer`,
+        jsonRequest('input', [1, 256], 'FP32', row(i)),
+      );
       return { i, response };
     }),
   );
@@ -79,7 +111,9 @@ test('2 HTTP frontends and 2 workers: every request is answered correctly, and b
     response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
   }
   // Metadata comes from the signature the workers published.
-  expect(((await (await fetch(`${urls[0]}/v2/models/mlp`)).json()) as { inputs: unknown }).inputs).toEqual([{ name: 'input', datatype: 'FP32', shape: [-1, 256] }]);
+  expect(((await (await fetch(`${urls[0]}/v2/models/mlp`)).json()) as { inputs: unknown }).inputs).toEqual([
+    { name: 'input', datatype: 'FP32', shape: [-1, 256] },
+  ]);
   for (const w of workers) w.child.kill('SIGTERM');
   const codes = await Promise.all(workers.map((w) => w.exit));
   expect(codes).toEqual([0, 0]);
@@ -98,7 +132,12 @@ test('kill -9 of a worker holding a batch: every request is still answered, and 
   const client = redis.client();
   const stream = 'kill:mlp:requests';
   const pendingOf = async (pid: number | undefined): Promise<number> => {
-    const [, , , consumers] = (await client.xpending(stream, 'workers')) as [number, string, string, [string, string][] | null];
+    const [, , , consumers] = (await client.xpending(stream, 'workers')) as [
+      number,
+      string,
+      string,
+      [string, string][] | null,
+    ];
     return Number(consumers?.find(([name]) => name.includes(`-${pid}-`))?.[1] ?? 0);
   };
   // Steady load until a worker has died holding entries.
@@ -147,7 +186,10 @@ test('through Redis the HTTP statuses stay the same: 503 with Retry-After at the
   const registered = await worker('statuses');
   registered.child.kill('SIGTERM');
   expect(await registered.exit).toBe(0);
-  const front = await start(['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', 'statuses', '--queue-cap', '2'], / on (http:\/\/127\.0\.0\.1:\d+)/);
+  const front = await start(
+    ['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', 'statuses', '--queue-cap', '2'],
+    / on (http:\/\/127\.0\.0\.1:\d+)/,
+  );
   const url = `${front.match[1]}/v2/models/mlp/infer`;
   const body = (extra: Record<string, unknown> = {}) => jsonRequest('input', [1, 256], 'FP32', row(1), extra);
   const deadline = await postJson(url, body({ parameters: { timeout: 100 } }));
@@ -160,7 +202,10 @@ test('through Redis the HTTP statuses stay the same: 503 with Retry-After at the
   expect(shed.headers.get('retry-after')).toBe('1');
   expect(shed.body.error).toMatch(/^ERR_QUEUE_FULL/);
   const bad = await postJson(url, jsonRequest('input', [1, 3], 'FP32', [1, 2, 3]));
-  expect(bad).toMatchObject({ status: 400, body: { error: 'Input `input`: dimension 1 is 3, the model expects 256 (shape [-1,256])' } });
+  expect(bad).toMatchObject({
+    status: 400,
+    body: { error: 'Input `input`: dimension 1 is 3, the model expects 256 (shape [-1,256])' },
+  });
   // A worker arrives and answers the two that waited.
   const late = await worker('statuses');
   expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
@@ -178,7 +223,10 @@ test('a lying stream entry next to real traffic fails alone with a 400; no real 
   const short = { rows: 1, inputs: { input: { datatype: 'FP32', shape: [1, 256], data: new Float32Array(100) } } };
   const long = { rows: 1, inputs: { input: { datatype: 'FP32', shape: [1, 256], data: new Float32Array(400) } } };
   const real = sendAll([url], 48);
-  for (const [id, item] of [['evil:1', short], ['evil:2', long]] as const) {
+  for (const [id, item] of [
+    ['evil:1', short],
+    ['evil:2', long],
+  ] as const) {
     await client.xadd('hostile:mlp:requests', '*', 'i', id, 'r', replyKey, 'd', '0', 'n', '1', 'p', serialize(item));
   }
   for (const { i, response } of await real) {
@@ -205,7 +253,8 @@ test('behind --redis the dashboard shows the frontend view: rates, batches the w
   const url = front.match[1] as string;
   let running = true;
   const clients = Array.from({ length: 16 }, async (_, c) => {
-    for (let k = 0; running; k++) await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(c + k)));
+    for (let k = 0; running; k++)
+      await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(c + k)));
   });
   const snapshots = await dashboardSnapshots(url, 3);
   running = false;
@@ -221,23 +270,62 @@ test('behind --redis the dashboard shows the frontend view: rates, batches the w
   expect(await Promise.all([w.exit, front.exit])).toEqual([0, 0]);
 });
 
-test('with --otel on both sides the trace context travels in the stream entry: the worker\'s batch span links to the frontend\'s request spans', async () => {
+test("with --otel on both sides the trace context travels in the stream entry: the worker's batch span links to the frontend's request spans", async () => {
   const receiver = await startOtlpReceiver();
-  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' };
-  const w = await start(['worker', '--redis', redis.url, '--cache-dir', TEST_CACHE, '--max-delay', '50', '--threads', '1', '--prefix', 'traced', '--otel'], /worker ready/, { ...env, OTEL_SERVICE_NAME: 'model-worker' });
-  const front = await start(['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', 'traced', '--otel'], / on (http:\/\/127\.0\.0\.1:\d+)/, { ...env, OTEL_SERVICE_NAME: 'frontend' });
+  const env = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+  };
+  const w = await start(
+    [
+      'worker',
+      '--redis',
+      redis.url,
+      '--cache-dir',
+      TEST_CACHE,
+      '--max-delay',
+      '50',
+      '--threads',
+      '1',
+      '--prefix',
+      'traced',
+      '--otel',
+    ],
+    /worker ready/,
+    { ...env, OTEL_SERVICE_NAME: 'model-worker' },
+  );
+  const front = await start(
+    ['serve', '--redis', redis.url, '--port', '0', '--grpc-port', '0', '--prefix', 'traced', '--otel'],
+    / on (http:\/\/127\.0\.0\.1:\d+)/,
+    { ...env, OTEL_SERVICE_NAME: 'frontend' },
+  );
   const url = front.match[1] as string;
-  const results = await Promise.all(Array.from({ length: 8 }, (_, i) => postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(i)))));
+  const results = await Promise.all(
+    Array.from({ length: 8 }, (_, i) =>
+      postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', row(i))),
+    ),
+  );
   expect(results.map((r) => r.status)).toEqual(Array(8).fill(200));
-  const requests = () => receiver.spans.filter((s) => s.serviceName === 'frontend' && s.name === 'POST /v2/models/:name/infer');
+  const requests = () =>
+    receiver.spans.filter((s) => s.serviceName === 'frontend' && s.name === 'POST /v2/models/:name/infer');
   const batches = () => receiver.spans.filter((s) => s.serviceName === 'model-worker' && s.name === 'batch mlp');
   const deadline = Date.now() + 10_000;
   while (requests().length < 8 || batches().reduce((n, s) => n + s.links.length, 0) < 8) {
-    if (Date.now() > deadline) throw new Error(`spans never arrived: ${JSON.stringify(receiver.spans.map((s) => [s.serviceName, s.name, s.links.length]))}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `spans never arrived: ${JSON.stringify(receiver.spans.map((s) => [s.serviceName, s.name, s.links.length]))}`,
+      );
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  const linked = batches().flatMap((b) => b.links.map((l) => `${l.traceId}/${l.spanId}`)).sort();
-  expect(linked).toEqual(requests().map((s) => `${s.traceId}/${s.spanId}`).sort());
+  const linked = batches()
+    .flatMap((b) => b.links.map((l) => `${l.traceId}/${l.spanId}`))
+    .sort();
+  expect(linked).toEqual(
+    requests()
+      .map((s) => `${s.traceId}/${s.spanId}`)
+      .sort(),
+  );
   w.child.kill('SIGTERM');
   front.child.kill('SIGTERM');
   expect(await Promise.all([w.exit, front.exit])).toEqual([0, 0]);

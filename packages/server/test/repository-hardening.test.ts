@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
 import { encodeModel, type RunningServer, startServer } from '@batched-fn/server';
-import { parseFlags } from '../dist/flags.js';
+import { parseFlags } from '../dist/cli/flags.js';
 import { killRunning, run } from './cli-run.js';
 import { postJson } from './helpers.js';
 
@@ -35,26 +35,47 @@ function folder(repo: string, name: string, files: Files): void {
 }
 
 async function start(repo: string): Promise<string> {
-  server = await startServer({ modelRepository: repo, modelControl: 'explicit', port: 0, threads: 1, maxDelay: 0, dashboard: 'off' });
+  server = await startServer({
+    modelRepository: repo,
+    modelControl: 'explicit',
+    port: 0,
+    threads: 1,
+    maxDelay: 0,
+    dashboard: 'off',
+  });
   return server.url;
 }
 
 const post = (url: string, body?: string, timeoutMs = 10_000) =>
-  fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, ...(body === undefined ? {} : { body }), signal: AbortSignal.timeout(timeoutMs) });
+  fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    ...(body === undefined ? {} : { body }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
 
 async function index(url: string): Promise<Record<string, { state: string; reason: string }>> {
-  const rows = (await (await post(`${url}/v2/repository/index`)).json()) as { name: string; state: string; reason: string }[];
+  const rows = (await (await post(`${url}/v2/repository/index`)).json()) as {
+    name: string;
+    state: string;
+    reason: string;
+  }[];
   return Object.fromEntries(rows.map((row) => [row.name, { state: row.state, reason: row.reason }]));
 }
 
-async function load(url: string, name: string, timeoutMs?: number): Promise<{ status: number; error?: string; ms: number }> {
+async function load(
+  url: string,
+  name: string,
+  timeoutMs?: number,
+): Promise<{ status: number; error?: string; ms: number }> {
   const started = performance.now();
   const response = await post(`${url}/v2/repository/models/${name}/load`, undefined, timeoutMs);
   const body = (await response.json()) as { error?: string };
   return { status: response.status, ...body, ms: performance.now() - started };
 }
 
-const ints = (name: string, data: number[]) => JSON.stringify({ inputs: [{ name, shape: [data.length], datatype: 'INT32', data }] });
+const ints = (name: string, data: number[]) =>
+  JSON.stringify({ inputs: [{ name, shape: [data.length], datatype: 'INT32', data }] });
 
 /** A JS model: `input` INT32 → `y` = input × `k`; `top` is prepended to the module's top level. */
 function jsModel(input: string, k: number, top = '', more = ''): string {
@@ -95,17 +116,29 @@ async function until(check: () => boolean | Promise<boolean>, ms = 5_000): Promi
 // Finding 1: the signature used to stay on the first version (the main thread's module cache) while
 // new workers ran the new code, so every request failed; an import error stayed cached forever.
 test('editing model.js and loading it again serves the new version entirely: metadata, input checks and workers', async () => {
-  const repo = newRepo({ edit: { 'model.mjs': jsModel('a', 10) }, throws: { 'model.mjs': jsModel('a', 10, "throw new Error('not yet');") } });
+  const repo = newRepo({
+    edit: { 'model.mjs': jsModel('a', 10) },
+    throws: { 'model.mjs': jsModel('a', 10, "throw new Error('not yet');") },
+  });
   const url = await start(repo);
   expect((await postJson(`${url}/v2/models/edit/infer`, ints('a', [1]))).body.outputs[0].data).toEqual([10]);
-  expect((await index(url)).throws).toEqual({ state: 'UNAVAILABLE', reason: `${join(repo, 'throws', 'model.mjs')} failed to load: not yet` });
+  expect((await index(url)).throws).toEqual({
+    state: 'UNAVAILABLE',
+    reason: `${join(repo, 'throws', 'model.mjs')} failed to load: not yet`,
+  });
 
   folder(repo, 'edit', { 'model.mjs': jsModel('b', 100) });
   expect(await load(url, 'edit')).toMatchObject({ status: 200 });
   const meta = (await (await fetch(`${url}/v2/models/edit`)).json()) as { inputs: { name: string }[] };
   expect(meta.inputs.map((i) => i.name)).toEqual(['b']);
-  expect(await postJson(`${url}/v2/models/edit/infer`, ints('b', [2]))).toMatchObject({ status: 200, body: { outputs: [{ name: 'y', data: [200] }] } });
-  expect(await postJson(`${url}/v2/models/edit/infer`, ints('a', [2]))).toMatchObject({ status: 400, body: { error: "Unknown input `a`; the model's inputs are `b`" } });
+  expect(await postJson(`${url}/v2/models/edit/infer`, ints('b', [2]))).toMatchObject({
+    status: 200,
+    body: { outputs: [{ name: 'y', data: [200] }] },
+  });
+  expect(await postJson(`${url}/v2/models/edit/infer`, ints('a', [2]))).toMatchObject({
+    status: 400,
+    body: { error: "Unknown input `a`; the model's inputs are `b`" },
+  });
 
   // An import that once threw is not remembered: fixed, the model loads.
   folder(repo, 'throws', { 'model.mjs': jsModel('a', 7) });
@@ -116,12 +149,18 @@ test('editing model.js and loading it again serves the new version entirely: met
   expect((globalThis as { __bfnImports?: number }).__bfnImports).toBeUndefined();
 });
 
-test('a model.js that posts on its thread\'s port at import, or exits there, is answered as such, not mistaken for its exports', async () => {
+test("a model.js that posts on its thread's port at import, or exits there, is answered as such, not mistaken for its exports", async () => {
   const chatty = `import { parentPort } from 'node:worker_threads';\nparentPort?.postMessage({ ok: false, message: 'not from us' });`;
-  const repo = newRepo({ chatty: { 'model.mjs': jsModel('a', 5, chatty) }, quits: { 'model.mjs': jsModel('a', 5, 'process.exit(0);') } });
+  const repo = newRepo({
+    chatty: { 'model.mjs': jsModel('a', 5, chatty) },
+    quits: { 'model.mjs': jsModel('a', 5, 'process.exit(0);') },
+  });
   const url = await start(repo);
   expect((await postJson(`${url}/v2/models/chatty/infer`, ints('a', [1]))).body.outputs[0].data).toEqual([5]);
-  expect((await index(url)).quits).toEqual({ state: 'UNAVAILABLE', reason: `${join(repo, 'quits', 'model.mjs')} failed to load: its thread exited (code 0) before its exports were read` });
+  expect((await index(url)).quits).toEqual({
+    state: 'UNAVAILABLE',
+    reason: `${join(repo, 'quits', 'model.mjs')} failed to load: its thread exited (code 0) before its exports were read`,
+  });
 });
 
 test('a worker restarted after model.js changed on disk refuses to run code its signature was not read from', async () => {
@@ -132,7 +171,9 @@ test('a worker restarted after model.js changed on disk refuses to run code its 
   expect(crashed.body.error).toMatch(/^ERR_WORKER_EXITED/);
   const next = await postJson(`${url}/v2/models/edit/infer`, ints('a', [1]));
   expect(next.status).toBe(500);
-  expect(next.body.error).toContain(`${join(repo, 'edit', 'model.mjs')} changed since this model was loaded; load the model again to serve the new version`);
+  expect(next.body.error).toContain(
+    `${join(repo, 'edit', 'model.mjs')} changed since this model was loaded; load the model again to serve the new version`,
+  );
   expect(await load(url, 'edit')).toMatchObject({ status: 200 });
   expect((await postJson(`${url}/v2/models/edit/infer`, ints('b', [1]))).body.outputs[0].data).toEqual([100]);
 });
@@ -144,13 +185,24 @@ test('a context() that never settles fails its load after loadTimeout, with its 
   const url = await start(repo);
   const idle = threadCount();
   const never = 'export function context() { return new Promise(() => {}); }';
-  folder(repo, 'hang', { 'model.mjs': jsModel('a', 2, '', never), 'config.json': JSON.stringify({ loadTimeout: 1_500, workers: 3 }) });
+  folder(repo, 'hang', {
+    'model.mjs': jsModel('a', 2, '', never),
+    'config.json': JSON.stringify({ loadTimeout: 1_500, workers: 3 }),
+  });
   const loading = load(url, 'hang');
   await until(() => threadCount() >= idle + 3); // its three workers are up, stuck in context()
   const failed = await loading;
-  expect(failed).toMatchObject({ status: 400, error: "Model `hang` failed to load: hang did not load within 1500 ms (`loadTimeout`) while its workers ran context(); its threads were stopped" });
+  expect(failed).toMatchObject({
+    status: 400,
+    error:
+      'Model `hang` failed to load: hang did not load within 1500 ms (`loadTimeout`) while its workers ran context(); its threads were stopped',
+  });
   expect(failed.ms).toBeLessThan(1_500 + 2_000);
-  expect((await index(url)).hang).toEqual({ state: 'UNAVAILABLE', reason: 'hang did not load within 1500 ms (`loadTimeout`) while its workers ran context(); its threads were stopped' });
+  expect((await index(url)).hang).toEqual({
+    state: 'UNAVAILABLE',
+    reason:
+      'hang did not load within 1500 ms (`loadTimeout`) while its workers ran context(); its threads were stopped',
+  });
   await until(() => threadCount() <= idle);
 
   // Fixed, the same name loads: nothing of the failed load is left holding it.
@@ -162,14 +214,19 @@ test('a context() that never settles fails its load after loadTimeout, with its 
 test('an unload cancels a pending load at once instead of queueing behind it forever', async () => {
   const repo = newRepo();
   const url = await start(repo);
-  folder(repo, 'pending', { 'model.mjs': jsModel('a', 3, '', 'export function context() { return new Promise(() => {}); }') });
+  folder(repo, 'pending', {
+    'model.mjs': jsModel('a', 3, '', 'export function context() { return new Promise(() => {}); }'),
+  });
   const loading = load(url, 'pending', 30_000); // the default loadTimeout (60 s) is far off
   await until(async () => (await index(url)).pending?.state === 'LOADING');
   const started = performance.now();
   const unload = await post(`${url}/v2/repository/models/pending/unload`, undefined, 5_000);
   expect(unload.status).toBe(200);
   expect(performance.now() - started).toBeLessThan(2_000);
-  expect(await loading).toMatchObject({ status: 409, error: 'Model `pending` failed to load: The load of `pending` was cancelled by an unload' });
+  expect(await loading).toMatchObject({
+    status: 409,
+    error: 'Model `pending` failed to load: The load of `pending` was cancelled by an unload',
+  });
   expect((await index(url)).pending).toEqual({ state: 'UNAVAILABLE', reason: 'unloaded' });
   folder(repo, 'pending', { 'model.mjs': jsModel('a', 3) });
   expect(await load(url, 'pending')).toMatchObject({ status: 200 });
@@ -182,9 +239,18 @@ test('threads: 100000 or workers: 100000 in config.json is refused at load with 
   });
   const url = await start(repo);
   const states = await index(url);
-  expect(states.threads).toEqual({ state: 'UNAVAILABLE', reason: `${join(repo, 'threads', 'config.json')}: Expected \`threads\` to be at most 256, got \`100000\` (number)` });
-  expect(states.workers).toEqual({ state: 'UNAVAILABLE', reason: `${join(repo, 'workers', 'config.json')}: Expected \`workers\` to be at most 256, got \`100000\` (number)` });
-  expect(await load(url, 'threads')).toMatchObject({ status: 400, error: `Model \`threads\` failed to load: ${states.threads?.reason}` });
+  expect(states.threads).toEqual({
+    state: 'UNAVAILABLE',
+    reason: `${join(repo, 'threads', 'config.json')}: Expected \`threads\` to be at most 256, got \`100000\` (number)`,
+  });
+  expect(states.workers).toEqual({
+    state: 'UNAVAILABLE',
+    reason: `${join(repo, 'workers', 'config.json')}: Expected \`workers\` to be at most 256, got \`100000\` (number)`,
+  });
+  expect(await load(url, 'threads')).toMatchObject({
+    status: 400,
+    error: `Model \`threads\` failed to load: ${states.threads?.reason}`,
+  });
   expect(() => parseFlags('serve', ['--threads', '100000'])).toThrow('--threads must be at most 256, got "100000"');
   expect(() => parseFlags('serve', ['--workers', '257'])).toThrow('--workers must be at most 256, got "257"');
   expect(parseFlags('serve', ['--threads', '256', '--workers', '256'])).toMatchObject({ threads: 256, workers: 256 });
@@ -204,21 +270,35 @@ export function handler(requests) { return requests.map((r) => ({ y: { data: new
   });
   const url = await start(repo);
   const states = await index(url);
-  expect(states.padbomb).toEqual({ state: 'UNAVAILABLE', reason: `${join(repo, 'padbomb', 'config.json')}: Expected \`maxBatchSize\` to be at most 1048576, got \`1000000000000000\` (number)` });
+  expect(states.padbomb).toEqual({
+    state: 'UNAVAILABLE',
+    reason: `${join(repo, 'padbomb', 'config.json')}: Expected \`maxBatchSize\` to be at most 1048576, got \`1000000000000000\` (number)`,
+  });
   expect(states.padwide).toEqual({
     state: 'UNAVAILABLE',
-    reason: '`pad` with `maxBatchSize` 1048576: input `x` padded to 1048576 rows of [4096] would take 17179869184 bytes, more than one buffer holds (4294967296); lower maxBatchSize',
+    reason:
+      '`pad` with `maxBatchSize` 1048576: input `x` padded to 1048576 rows of [4096] would take 17179869184 bytes, more than one buffer holds (4294967296); lower maxBatchSize',
   });
   // At the cap, a small row pads fine: one 1-row request runs as 1048576 rows.
   expect(states.padmax?.state).toBe('READY');
-  const padded = await postJson(`${url}/v2/models/padmax/infer`, JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] }));
+  const padded = await postJson(
+    `${url}/v2/models/padmax/infer`,
+    JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] }),
+  );
   expect(padded).toMatchObject({ status: 200, body: { outputs: [{ shape: [1, 2], data: [1, 2] }] } });
   // An open dimension is known only per request: the padding that cannot be built fails with its size.
   const row = 8192;
-  const tooWide = await postJson(`${url}/v2/models/padopen/infer`, JSON.stringify({ inputs: [{ name: 'x', shape: [1, row], datatype: 'FP32', data: Array(row).fill(0) }] }));
+  const tooWide = await postJson(
+    `${url}/v2/models/padopen/infer`,
+    JSON.stringify({ inputs: [{ name: 'x', shape: [1, row], datatype: 'FP32', data: Array(row).fill(0) }] }),
+  );
   expect(tooWide.status).toBe(500);
-  expect(tooWide.body.error).toContain(`Cannot pad input \`x\` to 1048576 rows of shape [${row}]: ${1_048_575 * row * 4} bytes, more than one buffer holds (4294967296)`);
-  expect(() => parseFlags('serve', ['--max-batch-size', '1e15', '--pad'])).toThrow('--max-batch-size must be at most 1048576, got "1e15"');
+  expect(tooWide.body.error).toContain(
+    `Cannot pad input \`x\` to 1048576 rows of shape [${row}]: ${1_048_575 * row * 4} bytes, more than one buffer holds (4294967296)`,
+  );
+  expect(() => parseFlags('serve', ['--max-batch-size', '1e15', '--pad'])).toThrow(
+    '--max-batch-size must be at most 1048576, got "1e15"',
+  );
 });
 
 // Finding 4: a symlinked folder was skipped at start, but loaded through /load.
@@ -227,15 +307,29 @@ test('a symlinked model folder is refused the same way at start and on load', as
   symlinkSync(join(repo, 'real'), join(repo, 'alias'));
   const outside = newRepo({ elsewhere: { 'model.onnx': scaleModel } });
   const url = await start(repo);
-  const reason = (name: string) => `${join(repo, name)} is a symbolic link: a model folder must be a real directory of the repository (links are not followed)`;
+  const reason = (name: string) =>
+    `${join(repo, name)} is a symbolic link: a model folder must be a real directory of the repository (links are not followed)`;
   const states = await index(url);
   expect(states.real).toEqual({ state: 'READY', reason: '' });
   expect(states.alias).toEqual({ state: 'UNAVAILABLE', reason: reason('alias') });
-  expect(await load(url, 'alias')).toMatchObject({ status: 400, error: `Model \`alias\` failed to load: ${reason('alias')}` });
+  expect(await load(url, 'alias')).toMatchObject({
+    status: 400,
+    error: `Model \`alias\` failed to load: ${reason('alias')}`,
+  });
   // Made after start, and pointing out of the repository: the same answer.
   symlinkSync(join(outside, 'elsewhere'), join(repo, 'escape'));
-  expect(await load(url, 'escape')).toMatchObject({ status: 400, error: `Model \`escape\` failed to load: ${reason('escape')}` });
-  expect((await postJson(`${url}/v2/models/escape/infer`, JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] }))).status).toBe(503);
+  expect(await load(url, 'escape')).toMatchObject({
+    status: 400,
+    error: `Model \`escape\` failed to load: ${reason('escape')}`,
+  });
+  expect(
+    (
+      await postJson(
+        `${url}/v2/models/escape/infer`,
+        JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [1, 2] }] }),
+      )
+    ).status,
+  ).toBe(503);
 });
 
 // Finding 5: a model.js spinning at its top level froze the whole server (its exports were read on
@@ -243,9 +337,27 @@ test('a symlinked model folder is refused the same way at start and on load', as
 test('a model.js that spins at import cannot freeze the server: /v2/health/live answers while its load is pending, and the load fails within loadTimeout', async () => {
   const repo = newRepo({ ok: { 'model.onnx': scaleModel } });
   // Explicit model control starts with no model loaded, as Triton's: `ok` is named to serve on.
-  const cli = run(['serve', '--model-repository', repo, '--model-control', 'explicit', '--load-model', 'ok', '--port', '0', '--no-grpc', '--threads', '1', '--dashboard', 'off']);
+  const cli = run([
+    'serve',
+    '--model-repository',
+    repo,
+    '--model-control',
+    'explicit',
+    '--load-model',
+    'ok',
+    '--port',
+    '0',
+    '--no-grpc',
+    '--threads',
+    '1',
+    '--dashboard',
+    'off',
+  ]);
   const url = await cli.url;
-  folder(repo, 'spin', { 'model.mjs': 'while (true) {}\nexport const inputs = [];', 'config.json': JSON.stringify({ loadTimeout: 1_500 }) });
+  folder(repo, 'spin', {
+    'model.mjs': 'while (true) {}\nexport const inputs = [];',
+    'config.json': JSON.stringify({ loadTimeout: 1_500 }),
+  });
   const loading = load(url, 'spin');
   await new Promise((resolve) => setTimeout(resolve, 300));
   const started = performance.now();
@@ -258,5 +370,12 @@ test('a model.js that spins at import cannot freeze the server: /v2/health/live 
   expect(failed.ms).toBeLessThan(1_500 + 2_000);
   expect((await index(url)).spin).toEqual({ state: 'UNAVAILABLE', reason });
   // And the other model serves on.
-  expect((await postJson(`${url}/v2/models/ok/infer`, JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [3, 4] }] }))).body.outputs[0].data).toEqual([3, 4]);
+  expect(
+    (
+      await postJson(
+        `${url}/v2/models/ok/infer`,
+        JSON.stringify({ inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: [3, 4] }] }),
+      )
+    ).body.outputs[0].data,
+  ).toEqual([3, 4]);
 });

@@ -33,8 +33,14 @@ function folder(name: string, files: Record<string, string | Uint8Array | { link
 
 beforeAll(() => {
   repo = mkdtempSync(join(tmpdir(), 'bfn-repo-'));
-  folder('mlp', { 'model.onnx': { link: ensureMlpModel(undefined, TEST_CACHE) }, 'config.json': JSON.stringify({ maxBatchSize: 16, maxDelay: 2, threads: 1 }) });
-  folder('ocr', { 'model.onnx': { link: ocrClassifierPath() }, 'config.json': JSON.stringify({ maxBatchSize: 4, threads: 1 }) });
+  folder('mlp', {
+    'model.onnx': { link: ensureMlpModel(undefined, TEST_CACHE) },
+    'config.json': JSON.stringify({ maxBatchSize: 16, maxDelay: 2, threads: 1 }),
+  });
+  folder('ocr', {
+    'model.onnx': { link: ocrClassifierPath() },
+    'config.json': JSON.stringify({ maxBatchSize: 4, threads: 1 }),
+  });
   folder('scale', { 'model.onnx': scaleModel(1) });
   folder('ints', { 'model.onnx': { link: writeIntModel() } });
   // maxBatchSize 0 is now a model without a batch dimension (model-kinds.test.ts); -1 is still broken.
@@ -71,7 +77,12 @@ async function start(control: 'none' | 'explicit' = 'none'): Promise<RunningServ
   return server;
 }
 
-const index = async (url: string) => (await (await fetch(`${url}/v2/repository/index`, { method: 'POST' })).json()) as { name: string; state: string; reason: string }[];
+const index = async (url: string) =>
+  (await (await fetch(`${url}/v2/repository/index`, { method: 'POST' })).json()) as {
+    name: string;
+    state: string;
+    reason: string;
+  }[];
 
 test('every folder is a model: the good ones serve with their own config, the broken ones are UNAVAILABLE with a reason', async () => {
   const { url } = await start();
@@ -80,8 +91,13 @@ test('every folder is a model: the good ones serve with their own config, the br
   expect(states.ocr).toEqual(['READY', '']);
   expect(states.scale).toEqual(['READY', '']);
   expect(states.ints).toEqual(['READY', '']);
-  expect(states.broken).toEqual(['UNAVAILABLE', `${join(repo, 'broken', 'config.json')}: Expected \`maxBatchSize\` to be an integer from 0 and up, got \`-1\` (number)`]);
-  expect(states.typo?.[1]).toMatch(/config\.json: unknown key `maxBatchSise`; known keys are `maxBatchSize`, `maxDelay`/);
+  expect(states.broken).toEqual([
+    'UNAVAILABLE',
+    `${join(repo, 'broken', 'config.json')}: Expected \`maxBatchSize\` to be an integer from 0 and up, got \`-1\` (number)`,
+  ]);
+  expect(states.typo?.[1]).toMatch(
+    /config\.json: unknown key `maxBatchSise`; known keys are `maxBatchSize`, `maxDelay`/,
+  );
   expect(states.corrupt?.[0]).toBe('UNAVAILABLE');
   expect(states.corrupt?.[1]).toMatch(/is not an ONNX model we can serve/);
   expect(states.upper).toEqual(['READY', '']);
@@ -89,25 +105,44 @@ test('every folder is a model: the good ones serve with their own config, the br
 
   const scaled = await postJson(`${url}/v2/models/scale/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 2]));
   expect(scaled.body.outputs[0].data).toEqual([1, 2]);
-  const ints = await postJson(`${url}/v2/models/ints/infer`, JSON.stringify({ inputs: [
-    { name: 'ids', shape: [1, 4], datatype: 'INT64', data: [1, 2, 3, 4] },
-    { name: 'mask', shape: [1, 4], datatype: 'INT32', data: [1, 0, 1, 0] },
-  ] }));
+  const ints = await postJson(
+    `${url}/v2/models/ints/infer`,
+    JSON.stringify({
+      inputs: [
+        { name: 'ids', shape: [1, 4], datatype: 'INT64', data: [1, 2, 3, 4] },
+        { name: 'mask', shape: [1, 4], datatype: 'INT32', data: [1, 0, 1, 0] },
+      ],
+    }),
+  );
   expect(ints.body.outputs[0].data).toEqual([1, 0, 3, 0]);
-  const mlp = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [17, 256], 'FP32', Array(17 * 256).fill(0.1)));
+  const mlp = await postJson(
+    `${url}/v2/models/mlp/infer`,
+    jsonRequest('input', [17, 256], 'FP32', Array(17 * 256).fill(0.1)),
+  );
   expect(mlp.status).toBe(413); // its own maxBatchSize (16), not the server's
-  expect((await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [2, 256], 'FP32', Array(512).fill(0.1)))).status).toBe(200);
+  expect(
+    (await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [2, 256], 'FP32', Array(512).fill(0.1)))).status,
+  ).toBe(200);
 
   const broken = await postJson(`${url}/v2/models/broken/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 2]));
   expect(broken.status).toBe(503);
-  expect(broken.body.error).toMatch(/^Request for unknown model: 'broken' has no available versions \(it is UNAVAILABLE: .*config\.json: Expected `maxBatchSize`/);
+  expect(broken.body.error).toMatch(
+    /^Request for unknown model: 'broken' has no available versions \(it is UNAVAILABLE: .*config\.json: Expected `maxBatchSize`/,
+  );
   expect((await fetch(`${url}/v2/models/broken/ready`)).status).toBe(503);
   expect((await fetch(`${url}/v2/models/scale/ready`)).status).toBe(200);
   expect((await fetch(`${url}/v2/models/nope/ready`)).status).toBe(400);
 
   // Batched independently: each model's statistics count its own rows only (mlp's 2-row request; the 17-row one was refused).
-  const stats = (await (await fetch(`${url}/v2/models/stats`)).json()) as { model_stats: { name: string; inference_count: number }[] };
-  expect(Object.fromEntries(stats.model_stats.map((m) => [m.name, m.inference_count]))).toMatchObject({ scale: 1, ints: 1, mlp: 2, ocr: 0 });
+  const stats = (await (await fetch(`${url}/v2/models/stats`)).json()) as {
+    model_stats: { name: string; inference_count: number }[];
+  };
+  expect(Object.fromEntries(stats.model_stats.map((m) => [m.name, m.inference_count]))).toMatchObject({
+    scale: 1,
+    ints: 1,
+    mlp: 2,
+    ocr: 0,
+  });
 });
 
 test("without --model-control explicit, load and unload are refused with Triton's 503 (UNAVAILABLE)", async () => {
@@ -149,7 +184,9 @@ test('a failed reload leaves the old instance serving; load of a broken or missi
   writeFileSync(join(repo, 'scale', 'config.json'), JSON.stringify({ maxDelay: -1 }));
   const failed = await fetch(`${url}/v2/repository/models/scale/load`, { method: 'POST' });
   expect(failed.status).toBe(400);
-  expect(((await failed.json()) as { error: string }).error).toMatch(/^Model `scale` failed to load: .*Expected `maxDelay` to be a number of milliseconds/);
+  expect(((await failed.json()) as { error: string }).error).toMatch(
+    /^Model `scale` failed to load: .*Expected `maxDelay` to be a number of milliseconds/,
+  );
   rmSync(join(repo, 'scale', 'config.json'));
   expect((await postJson(`${url}/v2/models/scale/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 1]))).status).toBe(200);
   expect((await fetch(`${url}/v2/repository/models/nothing-here/load`, { method: 'POST' })).status).toBe(400);
@@ -162,7 +199,9 @@ test('a failed reload leaves the old instance serving; load of a broken or missi
 
 test('unloading under load answers every accepted request, then the model answers 503', async () => {
   const { url } = await start('explicit');
-  const inflight = Array.from({ length: 32 }, () => postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2))));
+  const inflight = Array.from({ length: 32 }, () =>
+    postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2))),
+  );
   await new Promise((resolve) => setTimeout(resolve, 5));
   const unload = await fetch(`${url}/v2/repository/models/mlp/unload`, { method: 'POST' });
   expect(unload.status).toBe(200);
@@ -170,13 +209,20 @@ test('unloading under load answers every accepted request, then the model answer
   // Accepted before the unload: answered (200); arrived after it: refused (503). Never lost.
   expect(statuses.every((s) => s === 200 || s === 503)).toBe(true);
   expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
-  const after = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2)));
+  const after = await postJson(
+    `${url}/v2/models/mlp/infer`,
+    jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2)),
+  );
   expect(after.status).toBe(503);
-  expect(after.body.error).toBe("Request for unknown model: 'mlp' has no available versions (it is UNAVAILABLE: unloaded)");
+  expect(after.body.error).toBe(
+    "Request for unknown model: 'mlp' has no available versions (it is UNAVAILABLE: unloaded)",
+  );
   expect((await index(url)).find((m) => m.name === 'mlp')).toMatchObject({ state: 'UNAVAILABLE', reason: 'unloaded' });
   // And it comes back.
   expect((await fetch(`${url}/v2/repository/models/mlp/load`, { method: 'POST' })).status).toBe(200);
-  expect((await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2)))).status).toBe(200);
+  expect(
+    (await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.2)))).status,
+  ).toBe(200);
 });
 
 test('--model may be repeated: each file is served under its own name', async () => {
@@ -184,15 +230,21 @@ test('--model may be repeated: each file is served under its own name', async ()
   writeFileSync(join(dir, 'double.onnx'), scaleModel(2));
   writeFileSync(join(dir, 'triple.onnx'), scaleModel(3));
   server = await startServer({ model: [join(dir, 'double.onnx'), join(dir, 'triple.onnx')], port: 0, threads: 1 });
-  for (const [name, k] of [['double', 2], ['triple', 3]] as const) {
+  for (const [name, k] of [
+    ['double', 2],
+    ['triple', 3],
+  ] as const) {
     const response = await postJson(`${server.url}/v2/models/${name}/infer`, jsonRequest('x', [1, 2], 'FP32', [1, 2]));
     expect(response.body.outputs[0].data).toEqual([k, 2 * k]);
   }
-  await expect(startServer({ model: [join(dir, 'double.onnx'), join(dir, 'double.onnx')], port: 0 })).rejects.toThrow('Two --model files have the same name');
+  await expect(startServer({ model: [join(dir, 'double.onnx'), join(dir, 'double.onnx')], port: 0 })).rejects.toThrow(
+    'Two --model files have the same name',
+  );
   rmSync(dir, { recursive: true, force: true });
 });
 
-const text = (values: string[]) => JSON.stringify({ inputs: [{ name: 'text', shape: [values.length], datatype: 'BYTES', data: values }] });
+const text = (values: string[]) =>
+  JSON.stringify({ inputs: [{ name: 'text', shape: [values.length], datatype: 'BYTES', data: values }] });
 
 test('a JS model: BYTES in and out over JSON, its config as context, an Error in one slot fails only that request', async () => {
   const { url } = await start();
@@ -211,17 +263,34 @@ test('a JS model: BYTES in and out over JSON, its config as context, an Error in
   expect(bad).toMatchObject({ status: 400, body: { error: 'bad is not a word here' } });
   expect(other.body.outputs[0].data).toEqual(['X!']);
   // The request's own parameters reach the model.
-  const asked = await postJson(`${url}/v2/models/upper/infer`, JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: ['y'] }], parameters: { suffix: '?' } }));
+  const asked = await postJson(
+    `${url}/v2/models/upper/infer`,
+    JSON.stringify({
+      inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: ['y'] }],
+      parameters: { suffix: '?' },
+    }),
+  );
   expect(asked.body.outputs[0].data).toEqual(['Y?']);
-  const wrong = await postJson(`${url}/v2/models/upper/infer`, JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [7] }] }));
-  expect(wrong).toMatchObject({ status: 400, body: { error: 'Input `text` is BYTES: element 0 must be a string, got 7' } });
+  const wrong = await postJson(
+    `${url}/v2/models/upper/infer`,
+    JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', data: [7] }] }),
+  );
+  expect(wrong).toMatchObject({
+    status: 400,
+    body: { error: 'Input `text` is BYTES: element 0 must be a string, got 7' },
+  });
 });
 
 test('BYTES over the binary extension: 4-byte little-endian lengths, both ways', async () => {
   const { url } = await start();
   const elements = ['a', 'héllo', ''].map((s) => Buffer.from(s, 'utf8'));
   const raw = Buffer.concat(elements.flatMap((e) => [Buffer.from(Uint32Array.of(e.length).buffer), e]));
-  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'text', shape: [3], datatype: 'BYTES', parameters: { binary_data_size: raw.length } }], outputs: [{ name: 'upper', parameters: { binary_data: true } }] }));
+  const header = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name: 'text', shape: [3], datatype: 'BYTES', parameters: { binary_data_size: raw.length } }],
+      outputs: [{ name: 'upper', parameters: { binary_data: true } }],
+    }),
+  );
   const response = await fetch(`${url}/v2/models/upper/infer`, {
     method: 'POST',
     headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(header.length) },
@@ -239,14 +308,23 @@ test('BYTES over the binary extension: 4-byte little-endian lengths, both ways',
   }
   expect(decoded).toEqual(['A!', 'HÉLLO!', '!']);
   const lying = Buffer.concat([Buffer.from(Uint32Array.of(1000).buffer), Buffer.from('x')]);
-  const lyingHeader = Buffer.from(JSON.stringify({ inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', parameters: { binary_data_size: lying.length } }] }));
+  const lyingHeader = Buffer.from(
+    JSON.stringify({
+      inputs: [{ name: 'text', shape: [1], datatype: 'BYTES', parameters: { binary_data_size: lying.length } }],
+    }),
+  );
   const refused = await fetch(`${url}/v2/models/upper/infer`, {
     method: 'POST',
-    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(lyingHeader.length) },
+    headers: {
+      'content-type': 'application/octet-stream',
+      'inference-header-content-length': String(lyingHeader.length),
+    },
     body: Buffer.concat([lyingHeader, lying]),
   });
   expect(refused.status).toBe(400);
-  expect(((await refused.json()) as { error: string }).error).toBe('Input `text`: BYTES element 0 says 1000 bytes, but only 1 remain');
+  expect(((await refused.json()) as { error: string }).error).toBe(
+    'Input `text`: BYTES element 0 says 1000 bytes, but only 1 remain',
+  );
 });
 
 test('a JS model that crashes mid-batch answers 500, and its restarted worker serves the next request', async () => {

@@ -3,7 +3,16 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { batchedFn } from 'batched-fn';
-import { type InferItem, type InferResult, type RunningServer, type ServedModel, type ServedModelConfig, serveModel, ServerMetrics, startServer } from '@batched-fn/server';
+import {
+  type InferItem,
+  type InferResult,
+  type RunningServer,
+  type ServedModel,
+  type ServedModelConfig,
+  serveModel,
+  ServerMetrics,
+  startServer,
+} from '@batched-fn/server';
 import { grpcClient } from './grpc-client.js';
 import { jsonRequest, postJson } from './helpers.js';
 import { row16, tritonRepository } from './triton-helpers.js';
@@ -31,7 +40,9 @@ async function start(config: ServedModelConfig | undefined, maxBatchSize = 1) {
     handler: async (batch) => {
       batches.push(batch.map((item) => (item.inputs.x?.data as Float32Array)[0] as number));
       await new Promise<void>((resolve) => gates.push(resolve));
-      return batch.map((item) => ({ y: { datatype: 'FP32', shape: [item.rows, 1], data: new Float32Array(item.rows) } }));
+      return batch.map((item) => ({
+        y: { datatype: 'FP32', shape: [item.rows, 1], data: new Float32Array(item.rows) },
+      }));
     },
     maxBatchSize,
     maxDelay: 0,
@@ -44,7 +55,10 @@ async function start(config: ServedModelConfig | undefined, maxBatchSize = 1) {
     name: 'held',
     version: '1',
     platform: 'test',
-    signature: { inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 1] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }] },
+    signature: {
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 1] }],
+      outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 1] }],
+    },
     maxBatchSize,
     batcher,
     infer: (item, callOptions) => batcher(item, callOptions),
@@ -67,8 +81,13 @@ async function start(config: ServedModelConfig | undefined, maxBatchSize = 1) {
   return { model, batches, running: () => gates.length, url, client, drain };
 }
 
-const rest = (value: number, parameters: Record<string, unknown> = {}) => jsonRequest('x', [1, 1], 'FP32', [value], { parameters });
-const grpc = (value: number, parameters: Record<string, unknown> = {}) => ({ model_name: 'held', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], contents: { fp32_contents: [value] } }], parameters });
+const rest = (value: number, parameters: Record<string, unknown> = {}) =>
+  jsonRequest('x', [1, 1], 'FP32', [value], { parameters });
+const grpc = (value: number, parameters: Record<string, unknown> = {}) => ({
+  model_name: 'held',
+  inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 1], contents: { fp32_contents: [value] } }],
+  parameters,
+});
 
 test('REST: behind a held batch, level 2 then level 1 are sent, and level 1 runs first', async () => {
   const held = await start({ priorityLevels: 2 });
@@ -100,7 +119,12 @@ test("0 or no priority runs at the model's default level: between the levels abo
   const held = await start({ priorityLevels: 3, defaultPriorityLevel: 2 });
   const first = postJson(held.url, rest(0));
   await until(() => held.running() === 1);
-  const calls = [postJson(held.url, rest(3, { priority: 3 })), postJson(held.url, rest(20, { priority: 0 })), postJson(held.url, rest(21)), postJson(held.url, rest(1, { priority: 1 }))];
+  const calls = [
+    postJson(held.url, rest(3, { priority: 3 })),
+    postJson(held.url, rest(20, { priority: 0 })),
+    postJson(held.url, rest(21)),
+    postJson(held.url, rest(1, { priority: 1 })),
+  ];
   for (let queued = 1; queued <= calls.length; queued++) await until(() => held.model.batcher.stats.queued >= queued);
   await held.drain([first, ...calls]);
   expect(held.batches).toEqual([[0], [1], [20], [21], [3]]);
@@ -110,7 +134,11 @@ test('without priority levels, any level runs ahead of requests that set none (l
   const held = await start(undefined);
   const first = postJson(held.url, rest(0));
   await until(() => held.running() === 1);
-  const calls = [postJson(held.url, rest(10)), postJson(held.url, rest(1000, { priority: 1000 })), postJson(held.url, rest(7, { priority: 7 }))];
+  const calls = [
+    postJson(held.url, rest(10)),
+    postJson(held.url, rest(1000, { priority: 1000 })),
+    postJson(held.url, rest(7, { priority: 7 })),
+  ];
   for (let queued = 1; queued <= calls.length; queued++) await until(() => held.model.batcher.stats.queued >= queued);
   await held.drain([first, ...calls]);
   expect(held.batches).toEqual([[0], [7], [1000], [10]]);
@@ -118,9 +146,13 @@ test('without priority levels, any level runs ahead of requests that set none (l
 
 test('a level the model does not have is a 400 (gRPC INVALID_ARGUMENT), before anything is queued', async () => {
   const held = await start({ priorityLevels: 3 });
-  const message = 'parameters.priority is 4, but model `held` has priority levels 1 to 3 (1 is the highest; 0 means its default level, 3)';
+  const message =
+    'parameters.priority is 4, but model `held` has priority levels 1 to 3 (1 is the highest; 0 means its default level, 3)';
   expect(await postJson(held.url, rest(1, { priority: 4 }))).toMatchObject({ status: 400, body: { error: message } });
-  expect(await held.client.fails('ModelInfer', grpc(1, { priority: { int64_param: 4 } }))).toEqual({ code: status.INVALID_ARGUMENT, details: message });
+  expect(await held.client.fails('ModelInfer', grpc(1, { priority: { int64_param: 4 } }))).toEqual({
+    code: status.INVALID_ARGUMENT,
+    details: message,
+  });
   expect(held.model.batcher.stats.calls).toBe(0);
 });
 
@@ -137,7 +169,13 @@ test("a repository model's config.json sets its levels: a level above them is a 
       parameters: { priority },
     });
   expect((await postJson(`${server.url}/v2/models/simple/infer`, body(2))).status).toBe(200);
-  expect(await postJson(`${server.url}/v2/models/simple/infer`, body(3))).toMatchObject({ status: 400, body: { error: 'parameters.priority is 3, but model `simple` has priority levels 1 to 2 (1 is the highest; 0 means its default level, 1)' } });
+  expect(await postJson(`${server.url}/v2/models/simple/infer`, body(3))).toMatchObject({
+    status: 400,
+    body: {
+      error:
+        'parameters.priority is 3, but model `simple` has priority levels 1 to 2 (1 is the highest; 0 means its default level, 1)',
+    },
+  });
 });
 
 test.each([
@@ -147,7 +185,12 @@ test.each([
 ])('priority as %s is a 400 that says what a level is', async (_label, priority) => {
   const held = await start({ priorityLevels: 3 });
   const response = await postJson(held.url, rest(1, { priority }));
-  expect(response).toMatchObject({ status: 400, body: { error: `parameters.priority must be an integer priority level from 0 (the model's default) to 9007199254740991, 1 being the highest, got ${JSON.stringify(priority)}` } });
+  expect(response).toMatchObject({
+    status: 400,
+    body: {
+      error: `parameters.priority must be an integer priority level from 0 (the model's default) to 9007199254740991, 1 being the highest, got ${JSON.stringify(priority)}`,
+    },
+  });
 });
 
 test('timeout is in microseconds: 30000 sheds a queued REST request after 30 ms, and gRPC reads the same', async () => {
@@ -161,9 +204,15 @@ test('timeout is in microseconds: 30000 sheds a queued REST request after 30 ms,
   // Read as milliseconds, 30000 would have waited 30 s; as microseconds it is 30 ms (wide margins).
   expect(elapsed).toBeGreaterThanOrEqual(25);
   expect(elapsed).toBeLessThan(3_000);
-  expect(await held.client.fails('ModelInfer', grpc(1, { timeout: { int64_param: 30_000 } }))).toEqual({ code: status.DEADLINE_EXCEEDED, details: 'ERR_TIMEOUT: Call timed out after 30 ms' });
+  expect(await held.client.fails('ModelInfer', grpc(1, { timeout: { int64_param: 30_000 } }))).toEqual({
+    code: status.DEADLINE_EXCEEDED,
+    details: 'ERR_TIMEOUT: Call timed out after 30 ms',
+  });
   // 50 µs, which the server used to read as 50 ms.
-  expect(await postJson(held.url, rest(1, { timeout: 50 }))).toMatchObject({ status: 504, body: { error: 'ERR_TIMEOUT: Call timed out after 0.05 ms' } });
+  expect(await postJson(held.url, rest(1, { timeout: 50 }))).toMatchObject({
+    status: 504,
+    body: { error: 'ERR_TIMEOUT: Call timed out after 0.05 ms' },
+  });
   await held.drain([blocker]);
 });
 
@@ -180,10 +229,20 @@ test("timeout 0 is the model's default (here none): the request waits and is ser
 
 test('a timeout past one timer (2^31 - 1 ms) is refused, on REST and gRPC', async () => {
   const held = await start(undefined);
-  const message = 'parameters.timeout must be an integer number of microseconds from 0 to 2147483647000, got 2147483648000';
-  expect(await postJson(held.url, rest(1, { timeout: 2_147_483_648_000 }))).toMatchObject({ status: 400, body: { error: message } });
-  expect(await held.client.fails('ModelInfer', grpc(1, { timeout: { int64_param: 2_147_483_648_000 } }))).toEqual({ code: status.INVALID_ARGUMENT, details: message });
-  expect(await postJson(held.url, rest(1, { timeout: 'soon' }))).toMatchObject({ status: 400, body: { error: 'parameters.timeout must be an integer number of microseconds from 0 to 2147483647000, got "soon"' } });
+  const message =
+    'parameters.timeout must be an integer number of microseconds from 0 to 2147483647000, got 2147483648000';
+  expect(await postJson(held.url, rest(1, { timeout: 2_147_483_648_000 }))).toMatchObject({
+    status: 400,
+    body: { error: message },
+  });
+  expect(await held.client.fails('ModelInfer', grpc(1, { timeout: { int64_param: 2_147_483_648_000 } }))).toEqual({
+    code: status.INVALID_ARGUMENT,
+    details: message,
+  });
+  expect(await postJson(held.url, rest(1, { timeout: 'soon' }))).toMatchObject({
+    status: 400,
+    body: { error: 'parameters.timeout must be an integer number of microseconds from 0 to 2147483647000, got "soon"' },
+  });
 });
 
 test('/v2 lists schedule_policy', async () => {

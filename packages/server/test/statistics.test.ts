@@ -30,7 +30,9 @@ test('stats count inferences, executions, successes, failures, queue and compute
   gated.release();
   expect((await failed).status).toBe(500);
 
-  const stats = (await (await fetch(`${server.url}/v2/models/gated/stats`)).json()) as { model_stats: Record<string, any>[] };
+  const stats = (await (await fetch(`${server.url}/v2/models/gated/stats`)).json()) as {
+    model_stats: Record<string, any>[];
+  };
   const [model] = stats.model_stats;
   expect(model).toMatchObject({
     name: 'gated',
@@ -45,12 +47,16 @@ test('stats count inferences, executions, successes, failures, queue and compute
     ],
   });
   expect(model?.last_inference).toBeGreaterThan(Date.now() - 60_000);
-  for (const key of ['success', 'fail', 'queue', 'compute_infer']) expect(model?.inference_stats[key].ns).toBeGreaterThan(0);
+  for (const key of ['success', 'fail', 'queue', 'compute_infer'])
+    expect(model?.inference_stats[key].ns).toBeGreaterThan(0);
   // An inline handler stacks nothing and posts nothing to a thread: its compute_input and compute_output take no time, but count each execution.
-  expect(model?.inference_stats).toMatchObject({ compute_input: { count: 2, ns: 0 }, compute_output: { count: 2, ns: 0 } });
+  expect(model?.inference_stats).toMatchObject({
+    compute_input: { count: 2, ns: 0 },
+    compute_output: { count: 2, ns: 0 },
+  });
   const all = (await (await fetch(`${server.url}/v2/models/stats`)).json()) as { model_stats: unknown[] };
   expect(all.model_stats).toEqual(stats.model_stats);
-  expect((await (await fetch(`${server.url}/v2/models/gated/versions/1/stats`)).json())).toEqual(stats);
+  expect(await (await fetch(`${server.url}/v2/models/gated/versions/1/stats`)).json()).toEqual(stats);
 });
 
 test('stats of an unknown model or version are a 404, and unknown names never get counters', async () => {
@@ -61,5 +67,7 @@ test('stats of an unknown model or version are a 404, and unknown names never ge
   await postJson(`${server.url}/v2/models/nope/infer`, body(1));
   const all = (await (await fetch(`${server.url}/v2/models/stats`)).json()) as { model_stats: { name: string }[] };
   expect(all.model_stats.map((m) => m.name)).toEqual(['gated']);
-  expect(((await (await fetch(`${server.url}/v2`)).json()) as { extensions: string[] }).extensions).toContain('statistics');
+  expect(((await (await fetch(`${server.url}/v2`)).json()) as { extensions: string[] }).extensions).toContain(
+    'statistics',
+  );
 });

@@ -11,15 +11,39 @@ import { jsonRequest, postJson, TEST_CACHE } from './helpers.js';
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const packs = mkdtempSync(join(tmpdir(), 'bfn-packs-'));
 const project = mkdtempSync(join(tmpdir(), 'bfn-consumer-'));
-const env = { ...process.env, ONNXRUNTIME_NODE_INSTALL: 'skip', npm_config_audit: 'false', npm_config_fund: 'false', npm_config_update_notifier: 'false' };
-const npm = (args: string[], cwd: string): string => execFileSync('npm', args, { cwd, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const env = {
+  ...process.env,
+  ONNXRUNTIME_NODE_INSTALL: 'skip',
+  npm_config_audit: 'false',
+  npm_config_fund: 'false',
+  npm_config_update_notifier: 'false',
+};
+const npm = (args: string[], cwd: string): string =>
+  execFileSync('npm', args, { cwd, env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 const tarball = (name: string): string => join(packs, name);
-const version = (JSON.parse(readFileSync(join(root, 'packages/server/package.json'), 'utf8')) as { version: string }).version;
+const version = (JSON.parse(readFileSync(join(root, 'packages/server/package.json'), 'utf8')) as { version: string })
+  .version;
 
 beforeAll(() => {
-  npm(['pack', '--workspace', 'batched-fn', '--workspace', '@batched-fn/server', '--workspace', '@batched-fn/redis', '--pack-destination', packs], root);
+  npm(
+    [
+      'pack',
+      '--workspace',
+      'batched-fn',
+      '--workspace',
+      '@batched-fn/server',
+      '--workspace',
+      '@batched-fn/redis',
+      '--pack-destination',
+      packs,
+    ],
+    root,
+  );
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
-  npm(['install', '--prefer-offline', tarball(`batched-fn-${version}.tgz`), tarball(`batched-fn-server-${version}.tgz`)], project);
+  npm(
+    ['install', '--prefer-offline', tarball(`batched-fn-${version}.tgz`), tarball(`batched-fn-server-${version}.tgz`)],
+    project,
+  );
 }, 180_000);
 
 afterAll(() => {
@@ -27,16 +51,35 @@ afterAll(() => {
 });
 
 test('each tarball ships its build, its sources (for the maps), a README and a LICENSE, and no tests', () => {
-  for (const [workspace, entry] of [['batched-fn', 'index'], ['@batched-fn/server', 'index'], ['@batched-fn/redis', 'index']]) {
-    const [listing] = JSON.parse(npm(['pack', '--dry-run', '--json', '--workspace', workspace as string], root)) as [{ files: { path: string }[] }];
+  for (const [workspace, entry] of [
+    ['batched-fn', 'index'],
+    ['@batched-fn/server', 'index'],
+    ['@batched-fn/redis', 'index'],
+  ]) {
+    const [listing] = JSON.parse(npm(['pack', '--dry-run', '--json', '--workspace', workspace as string], root)) as [
+      { files: { path: string }[] },
+    ];
     const paths = listing.files.map((f) => f.path);
-    for (const path of [`dist/${entry}.js`, `dist/${entry}.d.ts`, `dist/${entry}.js.map`, `src/${entry}.ts`, 'README.md', 'LICENSE', 'package.json']) expect(paths).toContain(path);
+    for (const path of [
+      `dist/${entry}.js`,
+      `dist/${entry}.d.ts`,
+      `dist/${entry}.js.map`,
+      `src/${entry}.ts`,
+      'README.md',
+      'LICENSE',
+      'package.json',
+    ])
+      expect(paths).toContain(path);
     expect(paths.filter((p) => p.startsWith('test/') || p.includes('.test.'))).toEqual([]);
   }
 });
 
 test('npx batched-fn serve --port 0 from the tarballs serves the default model; /v2 reports the package version', async () => {
-  const child = spawn(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    join(project, 'node_modules/.bin/batched-fn'),
+    ['serve', '--port', '0', '--grpc-port', '0', '--cache-dir', TEST_CACHE],
+    { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   child.stdout.on('data', (chunk) => (out += chunk));
   child.stderr.on('data', (chunk) => (out += chunk));
@@ -46,7 +89,10 @@ test('npx batched-fn serve --port 0 from the tarballs serves the default model; 
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const url = / on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1] as string;
-  const response = await postJson(`${url}/v2/models/mlp/infer`, jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.5)));
+  const response = await postJson(
+    `${url}/v2/models/mlp/infer`,
+    jsonRequest('input', [1, 256], 'FP32', Array(256).fill(0.5)),
+  );
   expect(response.status).toBe(200);
   expect(response.body.outputs[0].shape).toEqual([1, 16]);
   expect(await (await fetch(`${url}/v2`)).json()).toMatchObject({ name: 'batched-fn', version });
@@ -57,18 +103,30 @@ test('npx batched-fn serve --port 0 from the tarballs serves the default model; 
 test('--redis without the optional packages is one clear line and exit 2', () => {
   let failure: { status: number; stderr: string } | undefined;
   try {
-    execFileSync(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--redis', 'redis://127.0.0.1:1'], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    execFileSync(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--redis', 'redis://127.0.0.1:1'], {
+      cwd: project,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      encoding: 'utf8',
+    });
   } catch (error) {
     failure = error as { status: number; stderr: string };
   }
   expect(failure?.status).toBe(2);
-  expect(failure?.stderr).toBe('--redis needs @batched-fn/redis and ioredis, which are optional: npm install @batched-fn/redis ioredis\n');
+  expect(failure?.stderr).toBe(
+    '--redis needs @batched-fn/redis and ioredis, which are optional: npm install @batched-fn/redis ioredis\n',
+  );
 });
 
 test('--otel without the optional OpenTelemetry packages is one clear line and exit 2', () => {
   let failure: { status: number; stderr: string } | undefined;
   try {
-    execFileSync(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--otel', '--port', '0'], { cwd: project, env, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    execFileSync(join(project, 'node_modules/.bin/batched-fn'), ['serve', '--otel', '--port', '0'], {
+      cwd: project,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      encoding: 'utf8',
+    });
   } catch (error) {
     failure = error as { status: number; stderr: string };
   }
@@ -103,6 +161,10 @@ await batcher.close();
 
 test('@batched-fn/redis installs from its tarball and loads beside its ioredis peer', () => {
   npm(['install', '--prefer-offline', tarball(`batched-fn-redis-${version}.tgz`), 'ioredis@^5.9.0'], project);
-  const exported = execFileSync(process.execPath, ['-e', "import('@batched-fn/redis').then((m) => console.log(Object.keys(m).sort().join(',')))"], { cwd: project, env, encoding: 'utf8' });
+  const exported = execFileSync(
+    process.execPath,
+    ['-e', "import('@batched-fn/redis').then((m) => console.log(Object.keys(m).sort().join(',')))"],
+    { cwd: project, env, encoding: 'utf8' },
+  );
   expect(exported.trim()).toBe('DEFAULT_PREFIX,RemoteWorker,remoteBatchedFn,startRemoteWorker,streamKeys');
 }, 120_000);

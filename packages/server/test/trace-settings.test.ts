@@ -22,7 +22,11 @@ async function start(otel: boolean) {
   if (otel) {
     receiver = await startOtlpReceiver();
     // Read by the exporter when --otel starts it, in this process.
-    Object.assign(process.env, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '20' });
+    Object.assign(process.env, {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json',
+      OTEL_BSP_SCHEDULE_DELAY: '20',
+    });
   }
   server = await startServer({ modelRepository: tritonRepository(), port: 0, grpcPort: 0, maxDelay: 0, otel });
   client = grpcClient(server.grpcUrl as string);
@@ -30,14 +34,25 @@ async function start(otel: boolean) {
 }
 
 const INITIAL = { trace_level: ['TIMESTAMPS'], trace_rate: '1', trace_count: '-1', trace_mode: 'opentelemetry' };
-const setting = (url: string, settings: object, model?: string) => postJson(`${url}/v2/${model === undefined ? '' : `models/${model}/`}trace/setting`, JSON.stringify(settings));
+const setting = (url: string, settings: object, model?: string) =>
+  postJson(`${url}/v2/${model === undefined ? '' : `models/${model}/`}trace/setting`, JSON.stringify(settings));
 const simple = (url: string, model = 'simple') =>
   postJson(
     `${url}/v2/models/${model}/infer`,
     JSON.stringify({
       inputs: [
-        { name: 'INPUT0', shape: [1, 16], datatype: model === 'simple' ? 'INT32' : 'BYTES', data: model === 'simple' ? row16(0) : row16(0).map(String) },
-        { name: 'INPUT1', shape: [1, 16], datatype: model === 'simple' ? 'INT32' : 'BYTES', data: model === 'simple' ? row16(1) : row16(1).map(String) },
+        {
+          name: 'INPUT0',
+          shape: [1, 16],
+          datatype: model === 'simple' ? 'INT32' : 'BYTES',
+          data: model === 'simple' ? row16(0) : row16(0).map(String),
+        },
+        {
+          name: 'INPUT1',
+          shape: [1, 16],
+          datatype: model === 'simple' ? 'INT32' : 'BYTES',
+          data: model === 'simple' ? row16(1) : row16(1).map(String),
+        },
       ],
     }),
   );
@@ -62,17 +77,22 @@ async function exported(url: string): Promise<ReceivedSpan[]> {
   receiver?.spans.splice(0);
   return spans;
 }
-const inferSpans = (spans: ReceivedSpan[], model = 'simple') => spans.filter((s) => s.name === 'POST /v2/models/:name/infer' && s.attributes['batched_fn.model'] === model);
+const inferSpans = (spans: ReceivedSpan[], model = 'simple') =>
+  spans.filter((s) => s.name === 'POST /v2/models/:name/infer' && s.attributes['batched_fn.model'] === model);
 const batchSpans = (spans: ReceivedSpan[], model = 'simple') => spans.filter((s) => s.name === `batch ${model}`);
 
 test('without --otel: a clear 400 on REST, FAILED_PRECONDITION on gRPC, and `trace` is not listed', async () => {
   const { url, client } = await start(false);
-  const message = 'Tracing is off on this server: start it with --otel to trace requests (OpenTelemetry over OTLP/HTTP); the trace settings drive that tracing';
+  const message =
+    'Tracing is off on this server: start it with --otel to trace requests (OpenTelemetry over OTLP/HTTP); the trace settings drive that tracing';
   for (const path of ['/v2/trace/setting', '/v2/models/simple/trace/setting']) {
     const get = await fetch(`${url}${path}`);
     expect(get.status).toBe(400);
     expect(await get.json()).toEqual({ error: message });
-    expect(await postJson(`${url}${path}`, JSON.stringify({ trace_level: ['OFF'] }))).toMatchObject({ status: 400, body: { error: message } });
+    expect(await postJson(`${url}${path}`, JSON.stringify({ trace_level: ['OFF'] }))).toMatchObject({
+      status: 400,
+      body: { error: message },
+    });
   }
   expect(await client.fails('TraceSetting', {})).toEqual({ code: status.FAILED_PRECONDITION, details: message });
   expect(((await (await fetch(`${url}/v2`)).json()) as any).extensions).not.toContain('trace');
@@ -82,15 +102,33 @@ test("the settings: Triton's shape on REST and gRPC, global and per model; error
   const { url, client } = await start(true);
   expect((await (await fetch(`${url}/v2/trace/setting`)).json()) as any).toEqual(INITIAL);
   expect((await (await fetch(`${url}/v2/models/simple/trace/setting`)).json()) as any).toEqual(INITIAL);
-  expect((await client.call('TraceSetting', { model_name: '' })).settings).toEqual({ trace_level: { value: ['TIMESTAMPS'] }, trace_rate: { value: ['1'] }, trace_count: { value: ['-1'] }, trace_mode: { value: ['opentelemetry'] } });
+  expect((await client.call('TraceSetting', { model_name: '' })).settings).toEqual({
+    trace_level: { value: ['TIMESTAMPS'] },
+    trace_rate: { value: ['1'] },
+    trace_count: { value: ['-1'] },
+    trace_mode: { value: ['opentelemetry'] },
+  });
   expect(((await (await fetch(`${url}/v2`)).json()) as any).extensions).toContain('trace');
   // A model's settings start as a copy of the global ones; null makes one follow the global setting again.
   expect((await setting(url, { trace_rate: '5' }, 'simple')).body).toEqual({ ...INITIAL, trace_rate: '5' });
-  expect((await setting(url, { trace_level: ['TIMESTAMPS', 'TENSORS'] })).body).toEqual({ ...INITIAL, trace_level: ['TIMESTAMPS', 'TENSORS'] });
-  expect((await client.call('TraceSetting', { model_name: 'simple', settings: { trace_count: { value: ['7'] } } })).settings.trace_count).toEqual({ value: ['7'] });
-  expect((await (await fetch(`${url}/v2/models/simple/trace/setting`)).json()) as any).toEqual({ ...INITIAL, trace_rate: '5', trace_count: '7' });
+  expect((await setting(url, { trace_level: ['TIMESTAMPS', 'TENSORS'] })).body).toEqual({
+    ...INITIAL,
+    trace_level: ['TIMESTAMPS', 'TENSORS'],
+  });
+  expect(
+    (await client.call('TraceSetting', { model_name: 'simple', settings: { trace_count: { value: ['7'] } } })).settings
+      .trace_count,
+  ).toEqual({ value: ['7'] });
+  expect((await (await fetch(`${url}/v2/models/simple/trace/setting`)).json()) as any).toEqual({
+    ...INITIAL,
+    trace_rate: '5',
+    trace_count: '7',
+  });
   expect((await setting(url, { trace_rate: null }, 'simple')).body).toEqual({ ...INITIAL, trace_count: '7' });
-  expect((await client.call('TraceSetting', { model_name: 'simple', settings: { trace_count: { value: [] } } })).settings.trace_count).toEqual({ value: ['-1'] });
+  expect(
+    (await client.call('TraceSetting', { model_name: 'simple', settings: { trace_count: { value: [] } } })).settings
+      .trace_count,
+  ).toEqual({ value: ['-1'] });
   // Global null: back to the start value.
   expect((await setting(url, { trace_level: null })).body).toEqual(INITIAL);
 
@@ -98,24 +136,44 @@ test("the settings: Triton's shape on REST and gRPC, global and per model; error
     [{ trace_file: 'model.log' }, 'trace file location can not be updated through network protocol'],
     [{ trace_level: ['OFF', 'TIMESTAMPS'] }, "Expect only one trace level 'OFF' is specified"],
     [{ trace_level: ['LOUD'] }, "Unknown trace level 'LOUD'; the levels are 'OFF', 'TIMESTAMPS', 'TENSORS'"],
-    [{ trace_level: 'TIMESTAMPS' }, `expect a non-empty array of trace levels ('OFF', 'TIMESTAMPS', 'TENSORS') for 'trace_level', got "TIMESTAMPS"`],
+    [
+      { trace_level: 'TIMESTAMPS' },
+      `expect a non-empty array of trace levels ('OFF', 'TIMESTAMPS', 'TENSORS') for 'trace_level', got "TIMESTAMPS"`,
+    ],
     [{ trace_rate: 'often' }, "Unable to parse 'trace_rate', got: often"],
     [{ trace_rate: '-1' }, "Unable to parse 'trace_rate', value is out of range [ 0, 4294967295 ], got: -1"],
     [{ trace_count: '-2' }, "Unable to parse 'trace_count', value is out of range [ -1, 2147483647 ], got: -2"],
-    [{ log_frequency: '10' }, "'log_frequency' is not used here: traces go to the OpenTelemetry collector (trace_mode opentelemetry), not to files"],
-    [{ trace_colour: 'red' }, "Unknown trace setting 'trace_colour'; the settings are 'trace_file', 'trace_level', 'trace_rate', 'trace_count', 'log_frequency', 'trace_mode'"],
+    [
+      { log_frequency: '10' },
+      "'log_frequency' is not used here: traces go to the OpenTelemetry collector (trace_mode opentelemetry), not to files",
+    ],
+    [
+      { trace_colour: 'red' },
+      "Unknown trace setting 'trace_colour'; the settings are 'trace_file', 'trace_level', 'trace_rate', 'trace_count', 'log_frequency', 'trace_mode'",
+    ],
   ];
   for (const [body, message] of errors) {
     expect(await setting(url, { trace_count: '3', ...body })).toMatchObject({ status: 400, body: { error: message } });
     // gRPC's settings are lists of strings already: a lone string level is REST's mistake alone.
     if (typeof (body as { trace_level?: unknown }).trace_level === 'string') continue;
-    const grpcSettings = Object.fromEntries(Object.entries({ trace_count: '3', ...body }).map(([k, v]) => [k, { value: Array.isArray(v) ? v : [v] }]));
-    expect(await client.fails('TraceSetting', { settings: grpcSettings })).toEqual({ code: status.INVALID_ARGUMENT, details: message });
+    const grpcSettings = Object.fromEntries(
+      Object.entries({ trace_count: '3', ...body }).map(([k, v]) => [k, { value: Array.isArray(v) ? v : [v] }]),
+    );
+    expect(await client.fails('TraceSetting', { settings: grpcSettings })).toEqual({
+      code: status.INVALID_ARGUMENT,
+      details: message,
+    });
   }
   // Nothing changed: each request was checked whole before any of it applied.
   expect((await (await fetch(`${url}/v2/trace/setting`)).json()) as any).toEqual(INITIAL);
-  expect(await setting(url, {}, 'does-not-exist')).toMatchObject({ status: 400, body: { error: 'Request for unknown model : does-not-exist' } });
-  expect(await client.fails('TraceSetting', { model_name: 'does-not-exist' })).toEqual({ code: status.INVALID_ARGUMENT, details: 'Request for unknown model : does-not-exist' });
+  expect(await setting(url, {}, 'does-not-exist')).toMatchObject({
+    status: 400,
+    body: { error: 'Request for unknown model : does-not-exist' },
+  });
+  expect(await client.fails('TraceSetting', { model_name: 'does-not-exist' })).toEqual({
+    code: status.INVALID_ARGUMENT,
+    details: 'Request for unknown model : does-not-exist',
+  });
 });
 
 test('trace_level OFF traces nothing (no request, no batch span); TIMESTAMPS traces again', async () => {
@@ -146,7 +204,11 @@ test('trace_rate 3 traces one inference in 3 (the 3rd and 6th), and their batche
   expect(inferSpans(spans)).toHaveLength(2);
   const batches = batchSpans(spans);
   expect(batches).toHaveLength(2);
-  expect(batches.flatMap((b) => b.links.map((l) => l.spanId)).sort()).toEqual(inferSpans(spans).map((s) => s.spanId).sort());
+  expect(batches.flatMap((b) => b.links.map((l) => l.spanId)).sort()).toEqual(
+    inferSpans(spans)
+      .map((s) => s.spanId)
+      .sort(),
+  );
 });
 
 test('trace_count 2 stops after two traces, and the setting shows what is left; -1 is unlimited again', async () => {
@@ -159,7 +221,13 @@ test('trace_count 2 stops after two traces, and the setting shows what is left; 
   await setting(url, { trace_count: '-1' });
   await inferSequentially(url, 3);
   // gRPC calls count as inferences too.
-  await client.call('ModelInfer', { model_name: 'simple', inputs: [{ name: 'INPUT0', datatype: 'INT32', shape: [1, 16], contents: { int_contents: row16(0) } }, { name: 'INPUT1', datatype: 'INT32', shape: [1, 16], contents: { int_contents: row16(0) } }] });
+  await client.call('ModelInfer', {
+    model_name: 'simple',
+    inputs: [
+      { name: 'INPUT0', datatype: 'INT32', shape: [1, 16], contents: { int_contents: row16(0) } },
+      { name: 'INPUT1', datatype: 'INT32', shape: [1, 16], contents: { int_contents: row16(0) } },
+    ],
+  });
   spans = await exported(url);
   expect(inferSpans(spans)).toHaveLength(3);
   expect(spans.filter((s) => s.name === 'inference.GRPCInferenceService/ModelInfer')).toHaveLength(1);

@@ -6,7 +6,7 @@ import { Metadata, status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { PROTO_PATH, type RunningServer, serveModel, startServer } from '@batched-fn/server';
 import { serveModels } from '../dist/server.js';
-import { ModelRegistry } from '../dist/model/registry.js';
+import { ModelRegistry } from '../dist/repository/registry.js';
 import { grpcClient, rawOf } from './grpc-client.js';
 import { gatedModel } from './helpers.js';
 import { int32sOf, messages, row16, simpleRequest, tritonRepository, until } from './triton-helpers.js';
@@ -24,7 +24,10 @@ afterEach(async () => {
   server = undefined;
 });
 
-async function gatedServer(options: Parameters<typeof gatedModel>[0] = {}, serve: Parameters<typeof serveModel>[2] = {}) {
+async function gatedServer(
+  options: Parameters<typeof gatedModel>[0] = {},
+  serve: Parameters<typeof serveModel>[2] = {},
+) {
   const gated = gatedModel(options);
   server = await serveModel(gated.model, gated.metrics, { port: 0, grpcPort: 0, dashboard: 'off', ...serve });
   const client = grpcClient(server.grpcUrl as string);
@@ -32,7 +35,12 @@ async function gatedServer(options: Parameters<typeof gatedModel>[0] = {}, serve
   return { ...gated, client, server };
 }
 
-const gatedRow = (id: string, extra: object = {}) => ({ model_name: 'gated', id, inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 1] } }], ...extra });
+const gatedRow = (id: string, extra: object = {}) => ({
+  model_name: 'gated',
+  id,
+  inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 1] } }],
+  ...extra,
+});
 const metric = async (url: string, line: RegExp): Promise<number> => {
   const text = await (await fetch(`${url}/metrics`)).text();
   return Number(line.exec(text)?.[1] ?? 0);
@@ -51,12 +59,18 @@ test('requests on one stream are batched with each other and with ModelInfer cal
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
   for (let i = 0; i < 8; i++) stream.write(simpleRequest(`s${i}`, row16(i), row16(0)));
-  const unary = [client.call('ModelInfer', simpleRequest('u0', row16(100), row16(0))), client.call('ModelInfer', simpleRequest('u1', row16(200), row16(0)))];
+  const unary = [
+    client.call('ModelInfer', simpleRequest('u0', row16(100), row16(0))),
+    client.call('ModelInfer', simpleRequest('u1', row16(200), row16(0))),
+  ];
   for (let i = 0; i < 8; i++) {
     const { error_message, infer_response } = await answers.next();
     expect(error_message).toBe('');
     expect(infer_response.id).toBe(`s${i}`);
-    expect(infer_response.raw_output_contents.map(int32sOf)).toEqual([row16(i).map((x, k) => x + k), row16(i).map((x, k) => x - k)]);
+    expect(infer_response.raw_output_contents.map(int32sOf)).toEqual([
+      row16(i).map((x, k) => x + k),
+      row16(i).map((x, k) => x - k),
+    ]);
   }
   expect((await Promise.all(unary)).map((a) => a.id)).toEqual(['u0', 'u1']);
   // Ten requests, one batch of ten rows: the stream's requests went through the batcher as they came.
@@ -72,7 +86,9 @@ test('a failed request is answered in its turn with error_message (the text Mode
   const { client, release, running } = await gatedServer({ maxBatchSize: 1 });
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
-  const bad = gatedRow('bad', { inputs: [{ name: 'nope', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 1] } }] });
+  const bad = gatedRow('bad', {
+    inputs: [{ name: 'nope', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 1] } }],
+  });
   const unknown = gatedRow('unknown', { model_name: 'nope' });
   // The first is held in the model: the errors behind it, ready at once, wait for it.
   stream.write(gatedRow('first'));
@@ -83,13 +99,29 @@ test('a failed request is answered in its turn with error_message (the text Mode
   expect(answers.buffered()).toBe(0);
   release();
   expect(await answers.next()).toMatchObject({ error_message: '', infer_response: { id: 'first' } });
-  expect(await answers.next()).toEqual({ error_message: (await client.fails('ModelInfer', bad)).details, infer_response: { model_name: '', model_version: '', id: 'bad', parameters: {}, outputs: [], raw_output_contents: [] } });
-  expect(await answers.next()).toMatchObject({ error_message: (await client.fails('ModelInfer', unknown)).details, infer_response: { id: 'unknown' } });
+  expect(await answers.next()).toEqual({
+    error_message: (await client.fails('ModelInfer', bad)).details,
+    infer_response: {
+      model_name: '',
+      model_version: '',
+      id: 'bad',
+      parameters: {},
+      outputs: [],
+      raw_output_contents: [],
+    },
+  });
+  expect(await answers.next()).toMatchObject({
+    error_message: (await client.fails('ModelInfer', unknown)).details,
+    infer_response: { id: 'unknown' },
+  });
   // Still open: the next request is served.
   stream.write(gatedRow('after'));
   await until(() => running() === 1);
   release();
-  expect(await answers.next()).toMatchObject({ error_message: '', infer_response: { id: 'after', outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 1] }] } });
+  expect(await answers.next()).toMatchObject({
+    error_message: '',
+    infer_response: { id: 'after', outputs: [{ name: 'y', datatype: 'FP32', shape: [1, 1] }] },
+  });
   stream.end();
   expect(await answers.status).toMatchObject({ code: status.OK });
 });
@@ -97,15 +129,29 @@ test('a failed request is answered in its turn with error_message (the text Mode
 test('a generation model (decoupled: many responses per request) is refused with an error_message that says so', async () => {
   const gated = gatedModel();
   // A stand-in generator: only its name matters here.
-  const generator = { name: 'charlm', version: '1', generate: { ready: async () => {}, close: async () => {}, destroy: () => {} } };
-  server = await serveModels(ModelRegistry.of([gated.model]), gated.metrics, { port: 0, grpcPort: 0, dashboard: 'off' }, [generator as never]);
+  const generator = {
+    name: 'charlm',
+    version: '1',
+    generate: { ready: async () => {}, close: async () => {}, destroy: () => {} },
+  };
+  server = await serveModels(
+    ModelRegistry.of([gated.model]),
+    gated.metrics,
+    { port: 0, grpcPort: 0, dashboard: 'off' },
+    [generator as never],
+  );
   const client = grpcClient(server.grpcUrl as string);
   cleanups.push(() => client.close());
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
-  stream.write({ model_name: 'charlm', id: 'g1', inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [Buffer.from('hi')] } }] });
+  stream.write({
+    model_name: 'charlm',
+    id: 'g1',
+    inputs: [{ name: 'text_input', datatype: 'BYTES', shape: [1], contents: { bytes_contents: [Buffer.from('hi')] } }],
+  });
   expect(await answers.next()).toMatchObject({
-    error_message: 'Model `charlm` is a generation model (decoupled: many responses per request), which ModelStreamInfer does not serve yet; use the generate extension (POST /v2/models/charlm/generate_stream)',
+    error_message:
+      'Model `charlm` is a generation model (decoupled: many responses per request), which ModelStreamInfer does not serve yet; use the generate extension (POST /v2/models/charlm/generate_stream)',
     infer_response: { id: 'g1' },
   });
   stream.end();
@@ -122,12 +168,16 @@ test('half-close: the stream ends OK once every answer it owes is written', asyn
   const releasing = setInterval(release, 5);
   cleanups.push(() => clearInterval(releasing));
   await until(() => running() === 1);
-  const ids = [(await answers.next()).infer_response.id, (await answers.next()).infer_response.id, (await answers.next()).infer_response.id];
+  const ids = [
+    (await answers.next()).infer_response.id,
+    (await answers.next()).infer_response.id,
+    (await answers.next()).infer_response.id,
+  ];
   expect(ids).toEqual(['a', 'b', 'c']);
   expect(await answers.status).toMatchObject({ code: status.OK });
 });
 
-test('cancel: the stream\'s queued requests leave the queue and nothing more is written', async () => {
+test("cancel: the stream's queued requests leave the queue and nothing more is written", async () => {
   const { client, release, running, model } = await gatedServer({ maxBatchSize: 1, channelCap: 10 });
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
@@ -145,7 +195,7 @@ test('cancel: the stream\'s queued requests leave the queue and nothing more is 
   expect(performance.now() - started).toBeLessThan(3_000);
 });
 
-test('the call\'s deadline: DEADLINE_EXCEEDED, and its requests leave the queue', async () => {
+test("the call's deadline: DEADLINE_EXCEEDED, and its requests leave the queue", async () => {
   const { client, running, model, release } = await gatedServer({ maxBatchSize: 1, channelCap: 10 });
   const stream = client.raw.ModelStreamInfer(new Metadata(), { deadline: Date.now() + 400 });
   const answers = messages(stream);
@@ -170,17 +220,41 @@ test('a client that vanishes mid-stream leaves nothing behind: its queued reques
   // A batch holds one of these 131,072-row requests.
   const { release, running, model } = await gatedServer({ maxBatchSize: 200_000, channelCap: 1000 });
   const protobuf = (await import('protobufjs')).default;
-  const Request = new protobuf.Root().loadSync(PROTO_PATH, { keepCase: true }).lookupType('inference.ModelInferRequest');
+  const Request = new protobuf.Root()
+    .loadSync(PROTO_PATH, { keepCase: true })
+    .lookupType('inference.ModelInferRequest');
   // 100 streams, each sending a 1 MB request the model holds in its queue, then their connections drop.
   const payload = Buffer.alloc(1024 * 1024);
-  const message = Buffer.from(Request.encode(Request.fromObject({ model_name: 'gated', inputs: [{ name: 'x', datatype: 'FP32', shape: [131072, 2] }], raw_input_contents: [payload] })).finish());
-  const framed = Buffer.concat([Buffer.from([0, (message.length >>> 24) & 0xff, (message.length >>> 16) & 0xff, (message.length >>> 8) & 0xff, message.length & 0xff]), message]);
+  const message = Buffer.from(
+    Request.encode(
+      Request.fromObject({
+        model_name: 'gated',
+        inputs: [{ name: 'x', datatype: 'FP32', shape: [131072, 2] }],
+        raw_input_contents: [payload],
+      }),
+    ).finish(),
+  );
+  const framed = Buffer.concat([
+    Buffer.from([
+      0,
+      (message.length >>> 24) & 0xff,
+      (message.length >>> 16) & 0xff,
+      (message.length >>> 8) & 0xff,
+      message.length & 0xff,
+    ]),
+    message,
+  ]);
   const before = heap();
   const sessions: ClientHttp2Session[] = [];
   for (let i = 0; i < 100; i++) {
     const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
     session.on('error', () => {});
-    const stream = session.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelStreamInfer', 'content-type': 'application/grpc', te: 'trailers' });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/inference.GRPCInferenceService/ModelStreamInfer',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
     stream.on('error', () => {});
     stream.write(framed);
     sessions.push(session);
@@ -192,7 +266,9 @@ test('a client that vanishes mid-stream leaves nothing behind: its queued reques
   release();
   await new Promise((resolve) => setTimeout(resolve, 300));
   const left = (heap() - before) / 1024 / 1024;
-  console.log(`100 streams with a 1 MB request each: +${held.toFixed(1)} MB held while queued, +${left.toFixed(1)} MB once their clients vanished`);
+  console.log(
+    `100 streams with a 1 MB request each: +${held.toFixed(1)} MB held while queued, +${left.toFixed(1)} MB once their clients vanished`,
+  );
   expect(held).toBeGreaterThan(50);
   expect(left).toBeLessThan(10);
   const started = performance.now();
@@ -201,7 +277,7 @@ test('a client that vanishes mid-stream leaves nothing behind: its queued reques
   expect(performance.now() - started).toBeLessThan(3_000);
 });
 
-test('drain: a stream\'s owed answers are written, a request after drain began is refused, then the stream ends OK', async () => {
+test("drain: a stream's owed answers are written, a request after drain began is refused, then the stream ends OK", async () => {
   const { client, release, running } = await gatedServer({ maxBatchSize: 1 });
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
@@ -213,13 +289,19 @@ test('drain: a stream\'s owed answers are written, a request after drain began i
   await new Promise((resolve) => setTimeout(resolve, 100));
   release();
   expect(await answers.next()).toMatchObject({ error_message: '', infer_response: { id: 'before' } });
-  expect(await answers.next()).toMatchObject({ error_message: 'Server is shutting down', infer_response: { id: 'during' } });
+  expect(await answers.next()).toMatchObject({
+    error_message: 'Server is shutting down',
+    infer_response: { id: 'during' },
+  });
   expect(await answers.status).toMatchObject({ code: status.OK });
   await closing;
 });
 
 test('one stream holds at most --grpc-max-streams unanswered requests: past it the stream is not read, and all are answered in order', async () => {
-  const { client, release, running, model } = await gatedServer({ maxBatchSize: 1, channelCap: 100 }, { grpcMaxStreams: 3 });
+  const { client, release, running, model } = await gatedServer(
+    { maxBatchSize: 1, channelCap: 100 },
+    { grpcMaxStreams: 3 },
+  );
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
   for (let i = 0; i < 40; i++) stream.write(gatedRow(`r${i}`));
@@ -244,7 +326,12 @@ test('one stream holds at most --grpc-max-streams unanswered requests: past it t
 // ---- Raw HTTP/2: messages a grpc-js client would not send ----
 
 function rawStream(session: ClientHttp2Session) {
-  const stream = session.request({ ':method': 'POST', ':path': '/inference.GRPCInferenceService/ModelStreamInfer', 'content-type': 'application/grpc', te: 'trailers' });
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': '/inference.GRPCInferenceService/ModelStreamInfer',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  });
   stream.on('error', () => {});
   let data = Buffer.alloc(0);
   stream.on('data', (chunk: Buffer) => {
@@ -252,7 +339,11 @@ function rawStream(session: ClientHttp2Session) {
   });
   const trailers = new Promise<{ code: number; details: string }>((resolve) => {
     const read = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined) resolve({ code: Number(headers['grpc-status']), details: decodeURIComponent(String(headers['grpc-message'] ?? '')) });
+      if (headers['grpc-status'] !== undefined)
+        resolve({
+          code: Number(headers['grpc-status']),
+          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
+        });
     };
     stream.on('response', read);
     stream.on('trailers', read);
@@ -271,14 +362,33 @@ function rawStream(session: ClientHttp2Session) {
   return { stream, trailers, closed, received };
 }
 
-const frame = (message: Uint8Array): Buffer => Buffer.concat([Buffer.from([0, (message.length >>> 24) & 0xff, (message.length >>> 16) & 0xff, (message.length >>> 8) & 0xff, message.length & 0xff]), message]);
+const frame = (message: Uint8Array): Buffer =>
+  Buffer.concat([
+    Buffer.from([
+      0,
+      (message.length >>> 24) & 0xff,
+      (message.length >>> 16) & 0xff,
+      (message.length >>> 8) & 0xff,
+      message.length & 0xff,
+    ]),
+    message,
+  ]);
 
 test('a client that does not read its answers is not read either: the server holds at most --grpc-max-streams answers for it', async () => {
   const repo = tritonRepository();
   cleanups.push(() => rmSync(repo, { recursive: true, force: true }));
-  server = await startServer({ modelRepository: repo, port: 0, grpcPort: 0, maxDelay: 0, grpcMaxStreams: 10, dashboard: 'off' });
+  server = await startServer({
+    modelRepository: repo,
+    port: 0,
+    grpcPort: 0,
+    maxDelay: 0,
+    grpcMaxStreams: 10,
+    dashboard: 'off',
+  });
   const protobuf = (await import('protobufjs')).default;
-  const Request = new protobuf.Root().loadSync(PROTO_PATH, { keepCase: true }).lookupType('inference.ModelInferRequest');
+  const Request = new protobuf.Root()
+    .loadSync(PROTO_PATH, { keepCase: true })
+    .lookupType('inference.ModelInferRequest');
   // 64 rows each way: an answer of 8 KB.
   const rows = Array.from({ length: 64 * 16 }, (_, i) => i);
   const message = frame(Request.encode(Request.fromObject(simpleRequest('big', rows, rows))).finish());
@@ -290,7 +400,11 @@ test('a client that does not read its answers is not read either: the server hol
   const sent = 300;
   for (let i = 0; i < sent; i++) stream.write(message);
   stream.end();
-  const served = () => metric((server as RunningServer).url, /batched_fn_requests_total\{model="simple",protocol="grpc",status="200"\} (\d+)/);
+  const served = () =>
+    metric(
+      (server as RunningServer).url,
+      /batched_fn_requests_total\{model="simple",protocol="grpc",status="200"\} (\d+)/,
+    );
   let before = -1;
   for (let now = await served(); now !== before; now = await served()) {
     before = now;
@@ -319,7 +433,9 @@ test('a malformed message on the stream is answered in error_message, and the ne
   release();
   await until(() => received().length === 2);
   const [first, second] = received().map((m) => Response.toObject(Response.decode(m), { defaults: true }) as any);
-  expect(first.error_message).toBe('Malformed ModelInferRequest message: field 5 says 16 bytes, 1 are left in its message');
+  expect(first.error_message).toBe(
+    'Malformed ModelInferRequest message: field 5 says 16 bytes, 1 are left in its message',
+  );
   expect(first.infer_response.id).toBe('');
   expect(second).toMatchObject({ error_message: '', infer_response: { id: 'fine' } });
   stream.end();
@@ -329,7 +445,9 @@ test('a malformed message on the stream is answered in error_message, and the ne
 test('--grpc-receive-timeout on a stream: it may idle between messages, but a message must arrive whole within the timeout of its first byte', async () => {
   const { release, running } = await gatedServer({ maxBatchSize: 1 }, { grpcReceiveTimeout: 300 });
   const protobuf = (await import('protobufjs')).default;
-  const Request = new protobuf.Root().loadSync(PROTO_PATH, { keepCase: true }).lookupType('inference.ModelInferRequest');
+  const Request = new protobuf.Root()
+    .loadSync(PROTO_PATH, { keepCase: true })
+    .lookupType('inference.ModelInferRequest');
   const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
   session.on('error', () => {});
   cleanups.push(() => session.destroy());
@@ -338,7 +456,10 @@ test('--grpc-receive-timeout on a stream: it may idle between messages, but a me
   const early = rawStream(session);
   early.stream.write(Buffer.from([0, 0, 0, 0, 100, 1, 2, 3]));
   const started = performance.now();
-  expect(await early.trailers).toEqual({ code: status.DEADLINE_EXCEEDED, details: 'A message on this stream did not arrive within 300 ms of its first byte (--grpc-receive-timeout)' });
+  expect(await early.trailers).toEqual({
+    code: status.DEADLINE_EXCEEDED,
+    details: 'A message on this stream did not arrive within 300 ms of its first byte (--grpc-receive-timeout)',
+  });
   expect(performance.now() - started).toBeGreaterThanOrEqual(280);
   await early.closed;
 
@@ -363,10 +484,25 @@ test('--grpc-receive-timeout on a stream: it may idle between messages, but a me
 
 test('--grpc-receive-timeout does not count the time the server itself does not read a stream (a slow model behind 100 KB requests)', async () => {
   // One 12,800-row request (100 KB) per batch; the stream may hold one unanswered request.
-  const { release, running } = await gatedServer({ maxBatchSize: 20_000, channelCap: 100 }, { grpcReceiveTimeout: 300, grpcMaxStreams: 1 });
+  const { release, running } = await gatedServer(
+    { maxBatchSize: 20_000, channelCap: 100 },
+    { grpcReceiveTimeout: 300, grpcMaxStreams: 1 },
+  );
   const protobuf = (await import('protobufjs')).default;
-  const Request = new protobuf.Root().loadSync(PROTO_PATH, { keepCase: true }).lookupType('inference.ModelInferRequest');
-  const request = (id: string) => frame(Request.encode(Request.fromObject({ model_name: 'gated', id, inputs: [{ name: 'x', datatype: 'FP32', shape: [12_800, 2] }], raw_input_contents: [rawOf(new Float32Array(25_600))] })).finish());
+  const Request = new protobuf.Root()
+    .loadSync(PROTO_PATH, { keepCase: true })
+    .lookupType('inference.ModelInferRequest');
+  const request = (id: string) =>
+    frame(
+      Request.encode(
+        Request.fromObject({
+          model_name: 'gated',
+          id,
+          inputs: [{ name: 'x', datatype: 'FP32', shape: [12_800, 2] }],
+          raw_input_contents: [rawOf(new Float32Array(25_600))],
+        }),
+      ).finish(),
+    );
   const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
   session.on('error', () => {});
   cleanups.push(() => session.destroy());
@@ -387,8 +523,14 @@ test('a message over --body-limit on a stream ends it RESOURCE_EXHAUSTED, naming
   const { client } = await gatedServer({}, { bodyLimit: 1024 * 1024 });
   const stream = client.raw.ModelStreamInfer();
   const answers = messages(stream);
-  stream.write({ model_name: 'gated', inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }], raw_input_contents: [rawOf(new Float32Array(300_000))] });
+  stream.write({
+    model_name: 'gated',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2] }],
+    raw_input_contents: [rawOf(new Float32Array(300_000))],
+  });
   const ended = await answers.status;
   expect(ended.code).toBe(status.RESOURCE_EXHAUSTED);
-  expect(ended.details).toMatch(/^Request message of 12000\d\d bytes is larger than the server's limit of 1048576 bytes \(--body-limit\)$/);
+  expect(ended.details).toMatch(
+    /^Request message of 12000\d\d bytes is larger than the server's limit of 1048576 bytes \(--body-limit\)$/,
+  );
 });

@@ -1,12 +1,12 @@
 import type { EventEmitter } from 'node:events';
-import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { scratchDir } from './scratch.js';
 
 /** Triton's test-model stand-ins (fixtures/triton-models), copied into a fresh repository with `extra` model folders. */
 export function tritonRepository(extra: Record<string, string> = {}): string {
-  const repo = mkdtempSync(join(tmpdir(), 'bfn-triton-'));
+  const repo = scratchDir('bfn-triton-');
   const fixtures = fileURLToPath(new URL('./fixtures/triton-models', import.meta.url));
   for (const name of ['simple', 'simple_string']) cpSync(join(fixtures, name), join(repo, name), { recursive: true });
   for (const [name, source] of Object.entries(extra)) {
@@ -27,7 +27,9 @@ export function messages<T = any>(call: EventEmitter) {
   });
   // A non-OK status arrives as 'error' too: it is read from 'status'.
   call.on('error', () => {});
-  const status = new Promise<{ code: number; details: string }>((resolve) => call.once('status', (s: { code: number; details: string }) => resolve({ code: s.code, details: s.details })));
+  const status = new Promise<{ code: number; details: string }>((resolve) =>
+    call.once('status', (s: { code: number; details: string }) => resolve({ code: s.code, details: s.details })),
+  );
   return {
     next: (ms = 5_000): Promise<T> =>
       new Promise<T>((resolve, reject) => {

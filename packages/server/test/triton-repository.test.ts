@@ -6,7 +6,7 @@ import { encodeModel, type RunningServer, startServer } from '@batched-fn/server
 import { grpcClient } from './grpc-client.js';
 import { killRunning, run } from './cli-run.js';
 import { postJson } from './helpers.js';
-import { mappingRows } from '../dist/model/triton-config.js';
+import { mappingRows } from '../dist/repository/triton-config.js';
 
 // Triton's repository layout served as it is: config.pbtxt, version folders and version policies,
 // every version on REST and gRPC, the config mapped onto our settings and checked against the
@@ -105,7 +105,10 @@ beforeAll(() => {
   write('typo/1/model.onnx', scaleModel(1));
   write('unclosed/config.pbtxt', 'max_batch_size: 4\ninput [ { name: "x" data_type: TYPE_FP32 dims: [ 2 ] }\n');
   write('unclosed/1/model.onnx', scaleModel(1));
-  write('mismatch/config.pbtxt', 'max_batch_size: 4\ninput { name: "x" data_type: TYPE_INT32 dims: [ 2 ] }\noutput { name: "y" data_type: TYPE_FP32 dims: [ 2 ] }\ninstance_group { kind: KIND_CPU count: 1 }\n');
+  write(
+    'mismatch/config.pbtxt',
+    'max_batch_size: 4\ninput { name: "x" data_type: TYPE_INT32 dims: [ 2 ] }\noutput { name: "y" data_type: TYPE_FP32 dims: [ 2 ] }\ninstance_group { kind: KIND_CPU count: 1 }\n',
+  );
   write('mismatch/1/model.onnx', scaleModel(1));
   write('gpu/config.pbtxt', 'platform: "onnxruntime_onnx"\nmax_batch_size: 4\ninstance_group [ { kind: KIND_GPU } ]\n');
   write('gpu/1/model.onnx', scaleModel(1));
@@ -121,19 +124,29 @@ afterEach(async () => {
   for (const server of servers.splice(0)) await server.close();
 });
 
-async function start(options: { modelControl?: 'none' | 'explicit'; loadModel?: string[]; grpcPort?: number } = {}): Promise<RunningServer> {
+async function start(
+  options: { modelControl?: 'none' | 'explicit'; loadModel?: string[]; grpcPort?: number } = {},
+): Promise<RunningServer> {
   const server = await startServer({ modelRepository: repo, port: 0, threads: 1, dashboard: 'off', ...options });
   servers.push(server);
   return server;
 }
 
 type Row = { name: string; version?: string; state?: string; reason?: string };
-const index = async (url: string): Promise<Row[]> => (await (await fetch(`${url}/v2/repository/index`, { method: 'POST' })).json()) as Row[];
+const index = async (url: string): Promise<Row[]> =>
+  (await (await fetch(`${url}/v2/repository/index`, { method: 'POST' })).json()) as Row[];
 const get = async (url: string) => {
   const response = await fetch(url);
   return { status: response.status, body: (await response.json()) as any };
 };
-const infer = (url: string, data: number[], rows = 1, parameters?: object) => postJson(url, JSON.stringify({ inputs: [{ name: 'x', shape: [rows, 2], datatype: 'FP32', data }], ...(parameters === undefined ? {} : { parameters }) }));
+const infer = (url: string, data: number[], rows = 1, parameters?: object) =>
+  postJson(
+    url,
+    JSON.stringify({
+      inputs: [{ name: 'x', shape: [rows, 2], datatype: 'FP32', data }],
+      ...(parameters === undefined ? {} : { parameters }),
+    }),
+  );
 const reason = (name: string, rest: string): string => `${join(repo, name, 'config.pbtxt')}: ${rest}`;
 
 test('a Triton repository serves as it is: each version the policy picks is READY in the index, the broken folders are UNAVAILABLE with the reason', async () => {
@@ -152,12 +165,35 @@ test('a Triton repository serves as it is: each version the policy picks is READ
   expect(of('auto')).toEqual([{ name: 'auto', version: '1', state: 'READY', reason: '' }]);
   expect(of('ours')).toEqual([{ name: 'ours', version: '1', state: 'READY', reason: '' }]);
   // The reasons, exactly: the field not supported, the misspelt one, the syntax, the type against the file, GPU, the platform.
-  expect(of('sequence')).toEqual([{ name: 'sequence', version: '1', state: 'UNAVAILABLE', reason: reason('sequence', '`sequence_batching` is not supported yet') }]);
-  expect(of('typo')[0]?.reason).toBe(reason('typo', 'line 2, column 1: unknown field `max_batch_sise` in ModelConfig (did you mean `max_batch_size`?)'));
-  expect(of('unclosed')[0]?.reason).toBe(reason('unclosed', 'line 3, column 1: expected `,` or `]` in a list, got the end of the file'));
-  expect(of('mismatch')[0]?.reason).toBe(`version 1: ${reason('mismatch', 'input `x` is TYPE_INT32 in config.pbtxt, but FP32 in the model')}`);
-  expect(of('gpu')[0]?.reason).toBe(reason('gpu', 'instance group 0 has kind KIND_GPU, but this server runs models on the CPU only: use KIND_CPU (or KIND_AUTO)'));
-  expect(of('plan')[0]?.reason).toBe(reason('plan', 'platform "tensorrt_plan" is not served here: this server runs ONNX models (platform `onnxruntime_onnx`, backend `onnxruntime`) and JS models (backend `js`)'));
+  expect(of('sequence')).toEqual([
+    {
+      name: 'sequence',
+      version: '1',
+      state: 'UNAVAILABLE',
+      reason: reason('sequence', '`sequence_batching` is not supported yet'),
+    },
+  ]);
+  expect(of('typo')[0]?.reason).toBe(
+    reason('typo', 'line 2, column 1: unknown field `max_batch_sise` in ModelConfig (did you mean `max_batch_size`?)'),
+  );
+  expect(of('unclosed')[0]?.reason).toBe(
+    reason('unclosed', 'line 3, column 1: expected `,` or `]` in a list, got the end of the file'),
+  );
+  expect(of('mismatch')[0]?.reason).toBe(
+    `version 1: ${reason('mismatch', 'input `x` is TYPE_INT32 in config.pbtxt, but FP32 in the model')}`,
+  );
+  expect(of('gpu')[0]?.reason).toBe(
+    reason(
+      'gpu',
+      'instance group 0 has kind KIND_GPU, but this server runs models on the CPU only: use KIND_CPU (or KIND_AUTO)',
+    ),
+  );
+  expect(of('plan')[0]?.reason).toBe(
+    reason(
+      'plan',
+      'platform "tensorrt_plan" is not served here: this server runs ONNX models (platform `onnxruntime_onnx`, backend `onnxruntime`) and JS models (backend `js`)',
+    ),
+  );
   // A model that is not READY answers 503 with its reason.
   const refused = await infer(`${url}/v2/models/sequence/infer`, [1, 2]);
   expect(refused.status).toBe(503);
@@ -181,7 +217,13 @@ test('every version answers under /versions/{v} (infer, ready, metadata, config,
   expect((await fetch(`${url}/v2/models/simple/versions/1/ready`)).status).toBe(200);
   expect((await fetch(`${url}/v2/models/simple/versions/3/ready`)).status).toBe(503);
   const metadata = await get(`${url}/v2/models/simple/versions/1`);
-  expect(metadata.body).toEqual({ name: 'simple', versions: ['1', '2'], platform: 'onnxruntime_onnx', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 2] }] });
+  expect(metadata.body).toEqual({
+    name: 'simple',
+    versions: ['1', '2'],
+    platform: 'onnxruntime_onnx',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }],
+    outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 2] }],
+  });
   expect((await get(`${url}/v2/models/simple`)).body.versions).toEqual(['1', '2']);
 
   // The config, per version: config.pbtxt's settings as the model is served with them.
@@ -193,13 +235,25 @@ test('every version answers under /versions/{v} (infer, ready, metadata, config,
     max_batch_size: 8,
     input: [{ name: 'x', data_type: 'TYPE_FP32', dims: [2] }],
     output: [{ name: 'y', data_type: 'TYPE_FP32', dims: [2] }],
-    dynamic_batching: { preferred_batch_size: [4], max_queue_delay_microseconds: 2000, default_queue_policy: { max_queue_size: 7, default_timeout_microseconds: 5_000_000, allow_timeout_override: false } },
+    dynamic_batching: {
+      preferred_batch_size: [4],
+      max_queue_delay_microseconds: 2000,
+      default_queue_policy: {
+        max_queue_size: 7,
+        default_timeout_microseconds: 5_000_000,
+        allow_timeout_override: false,
+      },
+    },
     instance_group: [{ kind: 'KIND_CPU', count: 1 }],
     parameters: { note: { string_value: 'from "pbtxt"' } },
   });
   // No dynamic_batching in latest's config: none shown, and no delay to form batches.
   const latest = (await get(`${url}/v2/models/latest/config`)).body;
-  expect(latest).toMatchObject({ version_policy: { latest: { num_versions: 2 } }, max_batch_size: 4, parameters: { max_delay: { string_value: '0' } } });
+  expect(latest).toMatchObject({
+    version_policy: { latest: { num_versions: 2 } },
+    max_batch_size: 4,
+    parameters: { max_delay: { string_value: '0' } },
+  });
   expect(latest.dynamic_batching).toBeUndefined();
 
   // Statistics per version: version 1 ran 2 rows, version 2 one row twice.
@@ -217,18 +271,27 @@ test('versions over gRPC: ModelInfer, ModelReady, ModelMetadata, ModelConfig and
   const server = await start({ grpcPort: 0 });
   const client = grpcClient(server.grpcUrl as string);
   try {
-    const request = (version: string) => ({ model_name: 'simple', model_version: version, inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 2] } }] });
+    const request = (version: string) => ({
+      model_name: 'simple',
+      model_version: version,
+      inputs: [{ name: 'x', datatype: 'FP32', shape: [1, 2], contents: { fp32_contents: [1, 2] } }],
+    });
     const v1 = await client.call('ModelInfer', request('1'));
     expect(v1.model_version).toBe('1');
     expect([...new Float32Array(Uint8Array.from(v1.raw_output_contents[0]).buffer)]).toEqual([1, 2]);
     const latest = await client.call('ModelInfer', request(''));
     expect(latest.model_version).toBe('2');
     expect([...new Float32Array(Uint8Array.from(latest.raw_output_contents[0]).buffer)]).toEqual([2, 4]);
-    expect(await client.fails('ModelInfer', request('5'))).toMatchObject({ code: 5, details: "Request for unknown model: 'simple' version 5 is not found (it has 1, 2)" });
+    expect(await client.fails('ModelInfer', request('5'))).toMatchObject({
+      code: 5,
+      details: "Request for unknown model: 'simple' version 5 is not found (it has 1, 2)",
+    });
     expect(await client.call('ModelReady', { name: 'simple', version: '1' })).toEqual({ ready: true });
     expect(await client.call('ModelReady', { name: 'simple', version: '5' })).toEqual({ ready: false });
     expect((await client.call('ModelMetadata', { name: 'simple', version: '1' })).versions).toEqual(['1', '2']);
-    expect((await client.call('ModelConfig', { name: 'simple', version: '1' })).config.version_policy).toMatchObject({ all: {} });
+    expect((await client.call('ModelConfig', { name: 'simple', version: '1' })).config.version_policy).toMatchObject({
+      all: {},
+    });
     const stats = await client.call('ModelStatistics', { name: 'simple', version: '1' });
     expect(stats.model_stats.map((s: any) => [s.version, Number(s.inference_count)])).toEqual([['1', 1]]);
     const models = (await client.call('RepositoryIndex', {})).models.filter((m: any) => m.name === 'simple');
@@ -249,7 +312,12 @@ test('a JS model in a version folder: config.pbtxt parameters reach its context(
   const slow = await infer(`${url}/v2/models/jsmodel/infer`, [999, 1], 1, { timeout: 50_000 });
   expect(slow.status).toBe(200);
   expect(performance.now() - started).toBeGreaterThanOrEqual(250);
-  expect((await get(`${url}/v2/models/jsmodel/config`)).body).toMatchObject({ backend: 'js', max_batch_size: 4, dynamic_batching: { max_queue_delay_microseconds: 0, default_queue_policy: { allow_timeout_override: false } }, parameters: { factor: { string_value: '3' } } });
+  expect((await get(`${url}/v2/models/jsmodel/config`)).body).toMatchObject({
+    backend: 'js',
+    max_batch_size: 4,
+    dynamic_batching: { max_queue_delay_microseconds: 0, default_queue_policy: { allow_timeout_override: false } },
+    parameters: { factor: { string_value: '3' } },
+  });
 });
 
 test('without config.pbtxt the config is completed from the ONNX file, as Triton does: max_batch_size 4 if it can batch, else 0', async () => {
@@ -291,30 +359,70 @@ test('unload and load act on the model, all its versions', async () => {
 test('--model-control explicit with --load-model loads only the models named; the others are listed by name, and load on demand', async () => {
   const { url } = await start({ modelControl: 'explicit', loadModel: ['simple'] });
   const rows = await index(url);
-  expect(rows.filter((row) => row.state !== undefined).map((row) => `${row.name}:${row.version}:${row.state}`)).toEqual(['simple:1:READY', 'simple:2:READY']);
+  expect(rows.filter((row) => row.state !== undefined).map((row) => `${row.name}:${row.version}:${row.state}`)).toEqual(
+    ['simple:1:READY', 'simple:2:READY'],
+  );
   expect(rows.find((row) => row.name === 'auto')).toEqual({ name: 'auto' });
   expect((await infer(`${url}/v2/models/auto/infer`, [1, 2])).status).toBe(400);
   expect((await fetch(`${url}/v2/repository/models/auto/load`, { method: 'POST' })).status).toBe(200);
   expect((await infer(`${url}/v2/models/auto/infer`, [1, 2])).body.outputs[0].data).toEqual([5, 10]);
   // A ready-only index lists loaded versions only.
-  const ready = (await (await fetch(`${url}/v2/repository/index`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ready: true }) })).json()) as Row[];
+  const ready = (await (
+    await fetch(`${url}/v2/repository/index`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ready: true }),
+    })
+  ).json()) as Row[];
   expect(ready.map((row) => row.name)).toEqual(['auto', 'simple', 'simple']);
 });
 
 test('--load-model names a folder the repository has, and needs --model-control explicit', async () => {
-  await expect(start({ modelControl: 'explicit', loadModel: ['nope'] })).rejects.toThrow(`--load-model names \`nope\`, which is not a model folder of ${repo}`);
+  await expect(start({ modelControl: 'explicit', loadModel: ['nope'] })).rejects.toThrow(
+    `--load-model names \`nope\`, which is not a model folder of ${repo}`,
+  );
   await expect(start({ loadModel: ['simple'] })).rejects.toThrow('--load-model needs --model-control explicit');
 });
 
 test('the CLI: --model-control explicit starts with no model loaded, as Triton; --load-model loads the named one', async () => {
-  const bare = run(['serve', '--model-repository', repo, '--model-control', 'explicit', '--port', '0', '--no-grpc', '--threads', '1', '--dashboard', 'off']);
+  const bare = run([
+    'serve',
+    '--model-repository',
+    repo,
+    '--model-control',
+    'explicit',
+    '--port',
+    '0',
+    '--no-grpc',
+    '--threads',
+    '1',
+    '--dashboard',
+    'off',
+  ]);
   const url = await bare.url;
   expect((await index(url)).every((row) => row.state === undefined)).toBe(true);
   expect((await infer(`${url}/v2/models/simple/infer`, [1, 2])).status).toBe(400);
   killRunning();
-  const named = run(['serve', '--model-repository', repo, '--model-control', 'explicit', '--load-model', 'auto', '--port', '0', '--no-grpc', '--threads', '1', '--dashboard', 'off']);
+  const named = run([
+    'serve',
+    '--model-repository',
+    repo,
+    '--model-control',
+    'explicit',
+    '--load-model',
+    'auto',
+    '--port',
+    '0',
+    '--no-grpc',
+    '--threads',
+    '1',
+    '--dashboard',
+    'off',
+  ]);
   const second = await named.url;
-  expect((await index(second)).filter((row) => row.state !== undefined)).toEqual([{ name: 'auto', version: '1', state: 'READY', reason: '' }]);
+  expect((await index(second)).filter((row) => row.state !== undefined)).toEqual([
+    { name: 'auto', version: '1', state: 'READY', reason: '' },
+  ]);
   expect((await infer(`${second}/v2/models/auto/infer`, [1, 2])).body.outputs[0].data).toEqual([5, 10]);
 });
 

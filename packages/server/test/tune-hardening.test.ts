@@ -1,11 +1,20 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { ensureMlpModel } from '@batched-fn/server';
 import { TEST_CACHE } from './helpers.js';
+import { scratchDir } from './scratch.js';
 
 // `batched-fn tune` starts a `serve` process per candidate and, for a repository model, a temporary
 // repository (`bfn-tune-*`). Every way the tune process can end must take both with it.
@@ -75,32 +84,70 @@ async function until(what: string, check: () => boolean, ms: number): Promise<vo
 
 /** A one-model repository around the tiny test model. */
 function repository(): string {
-  const repo = mkdtempSync(join(tmpdir(), 'bfn-tune-hard-repo-'));
+  const repo = scratchDir('bfn-tune-hard-repo-');
   mkdirSync(join(repo, 'tiny'));
-  symlinkSync(ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE), join(repo, 'tiny', 'model.onnx'));
+  symlinkSync(
+    ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE),
+    join(repo, 'tiny', 'model.onnx'),
+  );
   return repo;
 }
 
 /** Runs `batched-fn tune` with its own TMPDIR, so whatever it leaves there is seen. */
-function tune(args: string[]): { proc: ChildProcess; tmp: string; output: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
-  const tmp = mkdtempSync(join(tmpdir(), 'bfn-tune-hard-tmp-'));
-  const proc = spawn(process.execPath, [bin, 'tune', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
+function tune(args: string[]): {
+  proc: ChildProcess;
+  tmp: string;
+  output: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+} {
+  const tmp = scratchDir('bfn-tune-hard-tmp-');
+  const proc = spawn(process.execPath, [bin, 'tune', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TMPDIR: tmp },
+  });
   started.push(proc);
   let out = '';
   proc.stdout?.on('data', (chunk) => (out += chunk));
   proc.stderr?.on('data', (chunk) => (out += chunk));
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    proc.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   return { proc, tmp, output: () => out, exit };
 }
 
 /** A long sweep (30 s windows) on a repository model, stopped once its first candidate listens. */
-async function runningSweep(): Promise<{ proc: ChildProcess; tmp: string; candidate: number; output: () => string; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }> }> {
-  const run = tune(['--model-repository', repository(), '--name', 'tiny', '--concurrency', '2', '--duration', '30', '--max-candidates', '2', '--max-windows', '3', '--out', mkdtempSync(join(tmpdir(), 'bfn-tune-hard-out-'))]);
+async function runningSweep(): Promise<{
+  proc: ChildProcess;
+  tmp: string;
+  candidate: number;
+  output: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}> {
+  const run = tune([
+    '--model-repository',
+    repository(),
+    '--name',
+    'tiny',
+    '--concurrency',
+    '2',
+    '--duration',
+    '30',
+    '--max-candidates',
+    '2',
+    '--max-windows',
+    '3',
+    '--out',
+    scratchDir('bfn-tune-hard-out-'),
+  ]);
   let candidate = 0;
-  await until('the candidate server to listen', () => {
-    candidate = childrenOf(run.proc.pid as number)[0] ?? 0;
-    return candidate !== 0 && listens(candidate);
-  }, 30_000);
+  await until(
+    'the candidate server to listen',
+    () => {
+      candidate = childrenOf(run.proc.pid as number)[0] ?? 0;
+      return candidate !== 0 && listens(candidate);
+    },
+    30_000,
+  );
   strays.push(candidate);
   expect(readdirSync(run.tmp).filter((f) => f.startsWith('bfn-tune-'))).toHaveLength(1);
   // Into the first measurement window (load running), not just the start.
@@ -108,7 +155,10 @@ async function runningSweep(): Promise<{ proc: ChildProcess; tmp: string; candid
   return { ...run, candidate };
 }
 
-for (const [signal, code] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+for (const [signal, code] of [
+  ['SIGINT', 130],
+  ['SIGTERM', 143],
+] as const) {
   test(`tune ${signal}: the candidate server is stopped and its temporary repository removed before tune exits with ${code}`, async () => {
     const run = await runningSweep();
     const sent = Date.now();
@@ -141,12 +191,14 @@ test('tune error (its candidate dies mid-measurement): no process and no tempora
   expect(readdirSync(run.tmp)).toEqual([]);
 }, 60_000);
 
-test('tune --name ../escape: refused by the server\'s model-name rule, exit 2, nothing created outside (or inside) TMPDIR', async () => {
+test("tune --name ../escape: refused by the server's model-name rule, exit 2, nothing created outside (or inside) TMPDIR", async () => {
   const repo = repository();
   const run = tune(['--model-repository', join(repo, 'tiny'), '--name', '../escape', '--max-candidates', '1']);
   const { code } = await run.exit;
   expect(code).toBe(2);
-  expect(run.output().split('\n')[0]).toBe("Invalid model name `../escape` for --name: letters, digits, '_', '.', '-', at most 64");
+  expect(run.output().split('\n')[0]).toBe(
+    "Invalid model name `../escape` for --name: letters, digits, '_', '.', '-', at most 64",
+  );
   expect(readdirSync(run.tmp)).toEqual([]);
   expect(existsSync(join(repo, 'escape'))).toBe(false);
   expect(run.output()).not.toMatch(/\n\s+at /); // no stack trace
@@ -170,7 +222,7 @@ test('tune --name with no such folder in the repository: one line, exit 2, no te
 });
 
 test('tune --model that cannot be read (missing, a directory, no read permission): one line, exit 2, no candidate started', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'bfn-tune-hard-model-'));
+  const dir = scratchDir('bfn-tune-hard-model-');
   const cases: [string, string][] = [
     [join(dir, 'missing.onnx'), 'no such file'],
     [dir, 'it is a directory'],

@@ -1,16 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { bench, ensureMlpModel } from '@batched-fn/server';
-import { bestWithin, paretoFront } from '../src/tune/report.js';
-import { candidateRepository } from '../src/tune/server-process.js';
-import { coarseGrid, DEFAULT_CANDIDATE, keyOf, neighbours, serveFlags } from '../src/tune/space.js';
-import { agree, isStable, measurePoint, type Point, type Window } from '../src/tune/stability.js';
+import { bestWithin, paretoFront } from '../src/cli/tune/report.js';
+import { candidateRepository } from '../src/cli/tune/server-process.js';
+import { coarseGrid, DEFAULT_CANDIDATE, keyOf, neighbours, serveFlags } from '../src/cli/tune/space.js';
+import { agree, isStable, measurePoint, type Point, type Window } from '../src/cli/tune/stability.js';
 import { killRunning, run } from './cli-run.js';
 import { TEST_CACHE } from './helpers.js';
+import { scratchDir } from './scratch.js';
 
 afterEach(killRunning);
 
@@ -40,7 +40,16 @@ test('measurePoint re-measures until stable, reports the last three windows, and
 });
 
 test('the best point within the budget prefers stable points; the Pareto front keeps only undominated points', () => {
-  const p = (throughput: number, p99: number, stable = true): Point => ({ concurrency: 1, throughput, p50: 1, p99, meanBatch: 1, errors: 0, stable, windows: [] });
+  const p = (throughput: number, p99: number, stable = true): Point => ({
+    concurrency: 1,
+    throughput,
+    p50: 1,
+    p99,
+    meanBatch: 1,
+    errors: 0,
+    stable,
+    windows: [],
+  });
   expect(bestWithin([p(100, 10), p(200, 60), p(150, 40, false), p(120, 45)], 50)).toMatchObject({ throughput: 120 });
   expect(bestWithin([p(150, 40, false)], 50)).toMatchObject({ throughput: 150 });
   expect(bestWithin([p(200, 60)], 50)).toBeUndefined();
@@ -52,19 +61,57 @@ test('the search space: the defaults are in the coarse grid, splits fit the core
   expect(grid.map(keyOf)).toContain(keyOf(DEFAULT_CANDIDATE));
   expect(grid.every((c) => c.workers * c.threads <= 2)).toBe(true);
   expect(new Set(grid.map(keyOf)).size).toBe(grid.length);
-  const around = neighbours({ maxBatchSize: 16, maxDelay: 'auto', workers: 1, threads: 2, preferred: false }, 2).map(keyOf);
+  const around = neighbours({ maxBatchSize: 16, maxDelay: 'auto', workers: 1, threads: 2, preferred: false }, 2).map(
+    keyOf,
+  );
   expect(around).toEqual(['b8-dauto-w1x2', 'b32-dauto-w1x2', 'b16-d0-w1x2', 'b16-dauto-w2x1', 'b16-dauto-w1x2-p']);
-  expect(serveFlags({ maxBatchSize: 16, maxDelay: 2, workers: 2, threads: 1, preferred: true })).toEqual(['--max-batch-size', '16', '--max-delay', '2', '--workers', '2', '--threads', '1', '--preferred-batch-sizes', '8,16']);
+  expect(serveFlags({ maxBatchSize: 16, maxDelay: 2, workers: 2, threads: 1, preferred: true })).toEqual([
+    '--max-batch-size',
+    '16',
+    '--max-delay',
+    '2',
+    '--workers',
+    '2',
+    '--threads',
+    '1',
+    '--preferred-batch-sizes',
+    '8,16',
+  ]);
 });
 
 test('a short sweep on the tiny model ends with a recommendation whose own measurement, served again, is within the budget', async () => {
   const model = ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE);
-  const out = mkdtempSync(join(tmpdir(), 'bfn-tune-'));
+  const out = scratchDir('bfn-tune-');
   const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
-  const printed = execFileSync(process.execPath, [bin, 'tune', '--model', model, '--latency-budget', '50', '--concurrency', '8', '--duration', '1', '--max-candidates', '3', '--max-windows', '4', '--out', out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const printed = execFileSync(
+    process.execPath,
+    [
+      bin,
+      'tune',
+      '--model',
+      model,
+      '--latency-budget',
+      '50',
+      '--concurrency',
+      '8',
+      '--duration',
+      '1',
+      '--max-candidates',
+      '3',
+      '--max-windows',
+      '4',
+      '--out',
+      out,
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const summary = JSON.parse(readFileSync(join(out, 'tune.json'), 'utf8'));
   expect(summary.candidatesRun).toBe(3);
-  expect(summary.candidates.flatMap((c: any) => c.points).every((p: any) => p.windows.length >= 3 && p.throughput > 0 && p.p99 >= p.p50)).toBe(true);
+  expect(
+    summary.candidates
+      .flatMap((c: any) => c.points)
+      .every((p: any) => p.windows.length >= 3 && p.throughput > 0 && p.p99 >= p.p50),
+  ).toBe(true);
   const recommended = summary.candidates.find((c: any) => c.key === summary.recommended);
   expect(recommended.best.p99).toBeLessThanOrEqual(50);
   const svg = readFileSync(join(out, 'tune.svg'), 'utf8');
@@ -72,12 +119,24 @@ test('a short sweep on the tiny model ends with a recommendation whose own measu
   expect(svg).toContain('Pareto front');
   expect(svg).toContain(`recommended: ${summary.recommended}`);
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
-  expect(config).toEqual({ maxBatchSize: recommended.candidate.maxBatchSize, maxDelay: recommended.candidate.maxDelay, workers: recommended.candidate.workers, threads: recommended.candidate.threads, ...(recommended.candidate.preferred ? { preferredBatchSizes: expect.any(Array) } : {}) });
+  expect(config).toEqual({
+    maxBatchSize: recommended.candidate.maxBatchSize,
+    maxDelay: recommended.candidate.maxDelay,
+    workers: recommended.candidate.workers,
+    threads: recommended.candidate.threads,
+    ...(recommended.candidate.preferred ? { preferredBatchSizes: expect.any(Array) } : {}),
+  });
   // The printed command serves the recommendation; a request to it is answered.
   const command = /batched-fn serve (--model .+)/.exec(printed)?.[1]?.split(' ') ?? [];
   expect(command).toEqual(['--model', model, ...serveFlags(recommended.candidate)]);
   const server = run(['serve', ...command, '--port', '0', '--no-grpc']);
-  const [series] = await bench({ url: await server.url, model: 'mlp-256-16-seed1-v1', concurrency: [8], duration: 1, rows: 1 });
+  const [series] = await bench({
+    url: await server.url,
+    model: 'mlp-256-16-seed1-v1',
+    concurrency: [8],
+    duration: 1,
+    rows: 1,
+  });
   expect(series?.results[0]?.errors).toBe(0);
   expect(series?.results[0]?.p99).toBeLessThanOrEqual(50);
   rmSync(out, { recursive: true, force: true });
@@ -86,25 +145,64 @@ test('a short sweep on the tiny model ends with a recommendation whose own measu
 
 test("a repository model is tuned in a temporary copy under each candidate's settings; the user's folder is left untouched", async () => {
   const { mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } = await import('node:fs');
-  const repo = mkdtempSync(join(tmpdir(), 'bfn-tune-repo-'));
+  const repo = scratchDir('bfn-tune-repo-');
   mkdirSync(join(repo, 'tiny'));
-  symlinkSync(ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE), join(repo, 'tiny', 'model.onnx'));
+  symlinkSync(
+    ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }, TEST_CACHE),
+    join(repo, 'tiny', 'model.onnx'),
+  );
   writeFileSync(join(repo, 'tiny', 'config.json'), JSON.stringify({ maxBatchSize: 2, queueCap: 5000 }));
-  const out = mkdtempSync(join(tmpdir(), 'bfn-tune-'));
+  const out = scratchDir('bfn-tune-');
   const bin = fileURLToPath(new URL('../bin/batched-fn.js', import.meta.url));
-  const printed = execFileSync(process.execPath, [bin, 'tune', '--model-repository', repo, '--name', 'tiny', '--latency-budget', '50', '--concurrency', '4', '--duration', '1', '--max-candidates', '1', '--max-windows', '3', '--out', out], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const printed = execFileSync(
+    process.execPath,
+    [
+      bin,
+      'tune',
+      '--model-repository',
+      repo,
+      '--name',
+      'tiny',
+      '--latency-budget',
+      '50',
+      '--concurrency',
+      '4',
+      '--duration',
+      '1',
+      '--max-candidates',
+      '1',
+      '--max-windows',
+      '3',
+      '--out',
+      out,
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   const summary = JSON.parse(readFileSync(join(out, 'tune.json'), 'utf8'));
   expect(summary.candidates[0].candidate.maxBatchSize).toBe(64);
   expect(summary.candidates[0].points[0].throughput).toBeGreaterThan(0);
   // What a candidate's copy holds: the model linked, and the candidate's settings over the folder's own.
-  const copy = candidateRepository({ repository: repo, name: 'tiny' }, { maxBatchSize: 16, maxDelay: 2, workers: 2, threads: 1, preferred: true });
+  const copy = candidateRepository(
+    { repository: repo, name: 'tiny' },
+    { maxBatchSize: 16, maxDelay: 2, workers: 2, threads: 1, preferred: true },
+  );
   expect(readdirSync(join(copy, 'tiny')).sort()).toEqual(['config.json', 'model.onnx']);
-  expect(JSON.parse(readFileSync(join(copy, 'tiny', 'config.json'), 'utf8'))).toEqual({ maxBatchSize: 16, queueCap: 5000, maxDelay: 2, workers: 2, threads: 1, preferredBatchSizes: [8, 16] });
+  expect(JSON.parse(readFileSync(join(copy, 'tiny', 'config.json'), 'utf8'))).toEqual({
+    maxBatchSize: 16,
+    queueCap: 5000,
+    maxDelay: 2,
+    workers: 2,
+    threads: 1,
+    preferredBatchSizes: [8, 16],
+  });
   rmSync(copy, { recursive: true, force: true });
   expect(printed).toContain(`batched-fn serve --model-repository ${repo}`);
   // The user's repository is left as it was.
   expect(readdirSync(join(repo, 'tiny')).sort()).toEqual(['config.json', 'model.onnx']);
-  expect(JSON.parse(readFileSync(join(repo, 'tiny', 'config.json'), 'utf8'))).toEqual({ maxBatchSize: 2, queueCap: 5000 });
+  expect(JSON.parse(readFileSync(join(repo, 'tiny', 'config.json'), 'utf8'))).toEqual({
+    maxBatchSize: 2,
+    queueCap: 5000,
+  });
   rmSync(repo, { recursive: true, force: true });
   rmSync(out, { recursive: true, force: true });
 }, 60_000);

@@ -59,7 +59,13 @@ export class CallHandle<R> {
   }
 
   /** The call was queued at `arrival`: listens to `signal` and arms `timeout` (ms, counted from `now`). */
-  arm(arrival: number, trace: unknown, signal: AbortSignal | undefined, timeout: number | undefined, now: number): void {
+  arm(
+    arrival: number,
+    trace: unknown,
+    signal: AbortSignal | undefined,
+    timeout: number | undefined,
+    now: number,
+  ): void {
     this.#arrival = arrival;
     this.#trace = trace;
     if (signal !== undefined) {

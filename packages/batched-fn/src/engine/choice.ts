@@ -25,13 +25,24 @@ export interface Rules {
   readonly policy: SchedulingPolicy;
 }
 
-const go = <I, O>(lane: Lane<I, O>, reason: DispatchReason, maxRows: number): Go<I, O> => ({ go: true, lane, reason, maxRows });
+const go = <I, O>(lane: Lane<I, O>, reason: DispatchReason, maxRows: number): Go<I, O> => ({
+  go: true,
+  lane,
+  reason,
+  maxRows,
+});
 
 /**
  * Whether one lane should be sent now, and why. A pure reading of the lane and the rules: it
  * changes nothing (the policy reads the lane's maxRows, which is the live maxBatchSize).
  */
-export function judge<I, O>(lane: Lane<I, O>, t: number, trigger: PumpTrigger, rules: Rules, closing: boolean): Verdict<I, O> {
+export function judge<I, O>(
+  lane: Lane<I, O>,
+  t: number,
+  trigger: PumpTrigger,
+  rules: Rules,
+  closing: boolean,
+): Verdict<I, O> {
   const max = rules.maxBatchSize;
   // FIFO packing: once the queued rows reach the limit, the head batch cannot grow by waiting.
   if (lane.rows >= max) return go(lane, 'full', max);
@@ -54,7 +65,13 @@ export function judge<I, O>(lane: Lane<I, O>, t: number, trigger: PumpTrigger, r
  * urgent call (highest priority, then oldest) goes first; with none ready,
  * wait until the first one will be.
  */
-export function choose<I, O>(lanes: Iterable<Lane<I, O>>, t: number, trigger: PumpTrigger, rules: Rules, closing: boolean): Verdict<I, O> {
+export function choose<I, O>(
+  lanes: Iterable<Lane<I, O>>,
+  t: number,
+  trigger: PumpTrigger,
+  rules: Rules,
+  closing: boolean,
+): Verdict<I, O> {
   let best: Go<I, O> | undefined;
   let bestPriority = Number.NEGATIVE_INFINITY;
   let bestArrival = Number.POSITIVE_INFINITY;

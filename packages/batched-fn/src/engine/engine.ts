@@ -86,7 +86,16 @@ export class Engine<I, O> {
       join: (maxRows) => this.#pump.join(maxRows),
     });
     this.#pump = new Pump<I, O>(this.#lanes, this.#settings, this.#runner, this.#life, stats.wait, arrivals);
-    this.#intake = new Intake<I, O>(this.#lanes, this.#settings, this.#pump, this.#runner, this.#runner.shedding, this.#life, stats, options);
+    this.#intake = new Intake<I, O>(
+      this.#lanes,
+      this.#settings,
+      this.#pump,
+      this.#runner,
+      this.#runner.shedding,
+      this.#life,
+      stats,
+      options,
+    );
     this.#runner.onCapacity(() => this.#pump.run('completion'));
   }
 
@@ -99,7 +108,12 @@ export class Engine<I, O> {
    * For a front with its own call object (batchedStream's sequences): queues `input`, to be settled
    * through `resolve`; undefined once queued, else the refusal, for the front to count and answer.
    */
-  enqueue(input: I, resolve: Resolve<O>, options: CallOptions | undefined, handle: CallHandle<Resolve<O>> | undefined): Refusal | undefined {
+  enqueue(
+    input: I,
+    resolve: Resolve<O>,
+    options: CallOptions | undefined,
+    handle: CallHandle<Resolve<O>> | undefined,
+  ): Refusal | undefined {
     return this.#intake.enqueue(input, resolve, options, handle);
   }
 
@@ -132,7 +146,13 @@ export class Engine<I, O> {
     }
     const limit = options?.timeout;
     if (limit !== undefined && !this.#life.destroyed) {
-      const timer = setTimeout(() => this.destroy(new ClosedError(`close() timed out after ${limit} ms; calls still queued or running were rejected`)), limit);
+      const timer = setTimeout(
+        () =>
+          this.destroy(
+            new ClosedError(`close() timed out after ${limit} ms; calls still queued or running were rejected`),
+          ),
+        limit,
+      );
       const clear = (): void => clearTimeout(timer);
       this.#closed.then(clear, clear);
     }

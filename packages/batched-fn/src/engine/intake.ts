@@ -1,4 +1,12 @@
-import { type CancelKey, ClosedError, type FailureKey, failureKey, ItemTooLargeError, QueueFullError, TimeoutError } from '../errors.js';
+import {
+  type CancelKey,
+  ClosedError,
+  type FailureKey,
+  failureKey,
+  ItemTooLargeError,
+  QueueFullError,
+  TimeoutError,
+} from '../errors.js';
 import { type BatchTracing, type CallOptions, validateCallOptions } from '../options.js';
 import type { Resolve } from '../queue.js';
 import { captureTrace } from '../tracing.js';
@@ -78,7 +86,16 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
   readonly #plain: boolean;
 
   /** `shedding`, when the runner can predict finishes: calls that would miss their deadline are refused at once. */
-  constructor(lanes: LaneSet<I, O>, settings: LiveSettings, pump: Pump<I, O>, runner: Runner<I, O>, shedding: Shedding | undefined, life: Lifecycle, stats: CallCounter, options: IntakeOptions<I>) {
+  constructor(
+    lanes: LaneSet<I, O>,
+    settings: LiveSettings,
+    pump: Pump<I, O>,
+    runner: Runner<I, O>,
+    shedding: Shedding | undefined,
+    life: Lifecycle,
+    stats: CallCounter,
+    options: IntakeOptions<I>,
+  ) {
     this.#lanes = lanes;
     this.#settings = settings;
     this.#pump = pump;
@@ -87,7 +104,12 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
     this.#life = life;
     this.#stats = stats;
     this.#options = options;
-    this.#plain = options.size === undefined && options.batchKey === undefined && options.latencyTarget === undefined && options.admit === undefined && options.tracing === undefined;
+    this.#plain =
+      options.size === undefined &&
+      options.batchKey === undefined &&
+      options.latencyTarget === undefined &&
+      options.admit === undefined &&
+      options.tracing === undefined;
   }
 
   submit(input: I, options?: CallOptions): Promise<O> {
@@ -98,7 +120,15 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
     const lanes = this.#lanes;
     if (lanes.items >= this.#settings.channelCap) return this.refuse(new QueueFullError(this.#settings.channelCap));
     const promise = new Promise<O>(captureResolve as (resolve: Resolve<O>) => void);
-    lanes.push(lanes.defaultLane, lanes.defaultQueue, input, capturedResolve as Resolve<O>, this.#pump.arrive(1), 1, undefined);
+    lanes.push(
+      lanes.defaultLane,
+      lanes.defaultQueue,
+      input,
+      capturedResolve as Resolve<O>,
+      this.#pump.arrive(1),
+      1,
+      undefined,
+    );
     return promise;
   }
 
@@ -120,7 +150,12 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
    * why it was refused (not counted; the front counts and answers it). `handle`, if given, is armed
    * and travels with the call; otherwise one is made only when the call can be cancelled or is traced.
    */
-  enqueue(input: I, resolve: Resolve<O>, options: CallOptions | undefined, handle: CallHandle<Resolve<O>> | undefined): Refusal | undefined {
+  enqueue(
+    input: I,
+    resolve: Resolve<O>,
+    options: CallOptions | undefined,
+    handle: CallHandle<Resolve<O>> | undefined,
+  ): Refusal | undefined {
     if (this.#life.closing) return { error: new ClosedError(), key: 'ERR_CLOSED' };
     const { admit, size, batchKey, latencyTarget, tracing } = this.#options;
     const settings = this.#settings;
@@ -147,7 +182,9 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
         return refusalFor(error);
       }
       if (typeof key !== 'string' && typeof key !== 'number') {
-        return refusalFor(new TypeError(`Expected \`batchKey(input)\` to return a string or a number, got ${describeValue(key)}`));
+        return refusalFor(
+          new TypeError(`Expected \`batchKey(input)\` to return a string or a number, got ${describeValue(key)}`),
+        );
       }
     }
     const refusal = refusalOf(options);

@@ -76,7 +76,15 @@ export class LaneSet<I, O> {
     return lane;
   }
 
-  push(lane: Lane<I, O>, queue: CallQueue<I, O, QueuedHandle<O>>, input: I, resolve: Resolve<O>, arrival: number, rows: number, handle: QueuedHandle<O> | undefined): void {
+  push(
+    lane: Lane<I, O>,
+    queue: CallQueue<I, O, QueuedHandle<O>>,
+    input: I,
+    resolve: Resolve<O>,
+    arrival: number,
+    rows: number,
+    handle: QueuedHandle<O> | undefined,
+  ): void {
     const seq = queue.push(input, resolve, arrival, rows, handle);
     lane.count(1, rows);
     this.#items++;
@@ -85,7 +93,13 @@ export class LaneSet<I, O> {
   }
 
   /** Moves calls from the lane's head into `batch`, up to `maxRows`. */
-  take(lane: Lane<I, O>, maxRows: number, started: number, batch: BatchBuilder<I, O, QueuedHandle<O>>, waits: { record(value: number): void }): void {
+  take(
+    lane: Lane<I, O>,
+    maxRows: number,
+    started: number,
+    batch: BatchBuilder<I, O, QueuedHandle<O>>,
+    waits: { record(value: number): void },
+  ): void {
     const items = batch.inputs.length;
     const rows = batch.rows;
     lane.take(maxRows, started, batch, waits);

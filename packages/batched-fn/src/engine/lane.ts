@@ -91,7 +91,12 @@ export class Lane<I, O> implements LaneView {
   }
 
   /** Fills `batch` up to `maxRows`, highest priority first; stops at the first call that does not fit. */
-  take(maxRows: number, started: number, batch: BatchBuilder<I, O, QueuedHandle<O>>, waits: { record(value: number): void }): void {
+  take(
+    maxRows: number,
+    started: number,
+    batch: BatchBuilder<I, O, QueuedHandle<O>>,
+    waits: { record(value: number): void },
+  ): void {
     for (const { queue } of this.#queues) {
       if (!queue.skipRemoved()) continue;
       if (queue.takeBatch(maxRows, started, batch, waits)) return;

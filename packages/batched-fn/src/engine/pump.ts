@@ -46,7 +46,14 @@ export class Pump<I, O> {
   #yielding: ReturnType<typeof setImmediate> | undefined = undefined;
 
   /** `waits` records each call's queue wait as it leaves the queue. */
-  constructor(lanes: LaneSet<I, O>, settings: LiveSettings, runner: Runner<I, O>, life: Lifecycle, waits: { record(value: number): void }, arrivals: ArrivalRate) {
+  constructor(
+    lanes: LaneSet<I, O>,
+    settings: LiveSettings,
+    runner: Runner<I, O>,
+    life: Lifecycle,
+    waits: { record(value: number): void },
+    arrivals: ArrivalRate,
+  ) {
     this.#lanes = lanes;
     this.#settings = settings;
     this.#runner = runner;
@@ -117,7 +124,10 @@ export class Pump<I, O> {
           return;
         }
         const keyed = lanes.keyed;
-        const verdict = keyed === undefined ? judge(lanes.defaultLane, t, trigger, settings, this.#life.closing) : choose(keyed, t, trigger, settings, this.#life.closing);
+        const verdict =
+          keyed === undefined
+            ? judge(lanes.defaultLane, t, trigger, settings, this.#life.closing)
+            : choose(keyed, t, trigger, settings, this.#life.closing);
         if (!verdict.go) {
           this.#wake.arm(verdict.until);
           return;

@@ -77,7 +77,9 @@ export class LiveSettings implements Rules {
     const valid = validateRuntimeOptions(options);
     const largestPreferred = this.#preferred?.at(-1);
     if (valid.maxBatchSize !== undefined && largestPreferred !== undefined && largestPreferred > valid.maxBatchSize) {
-      throw new RangeError(`Expected \`maxBatchSize\` to be at least the largest preferredBatchSizes entry (${largestPreferred}), got ${valid.maxBatchSize}`);
+      throw new RangeError(
+        `Expected \`maxBatchSize\` to be at least the largest preferredBatchSizes entry (${largestPreferred}), got ${valid.maxBatchSize}`,
+      );
     }
     if (valid.maxBatchSize !== undefined) this.#maxBatchSize = valid.maxBatchSize;
     if (valid.maxDelay !== undefined) {
@@ -89,10 +91,17 @@ export class LiveSettings implements Rules {
   }
 
   snapshot(): BatchedFnSettings {
-    return { maxBatchSize: this.#maxBatchSize, maxDelay: this.#maxDelay, channelCap: this.#channelCap, concurrency: this.#concurrency };
+    return {
+      maxBatchSize: this.#maxBatchSize,
+      maxDelay: this.#maxDelay,
+      channelCap: this.#channelCap,
+      concurrency: this.#concurrency,
+    };
   }
 
   #policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
-    return maxDelay === 'auto' ? new AdaptivePolicy(this.#cost, this.#arrivals, this.#latencyTarget) : new FixedDelayPolicy(maxDelay);
+    return maxDelay === 'auto'
+      ? new AdaptivePolicy(this.#cost, this.#arrivals, this.#latencyTarget)
+      : new FixedDelayPolicy(maxDelay);
   }
 }

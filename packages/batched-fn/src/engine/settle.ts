@@ -131,7 +131,10 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     let inputs = batch.inputs;
     const pad = this.#options.pad;
     if (pad !== undefined) {
-      const padded = batch.pad(pad, this.#settings.preferred?.find((size) => size >= batch.rows) ?? this.#settings.maxBatchSize);
+      const padded = batch.pad(
+        pad,
+        this.#settings.preferred?.find((size) => size >= batch.rows) ?? this.#settings.maxBatchSize,
+      );
       if ('error' in padded) {
         this.#finish(batch, undefined, padded.error, true);
         return;
@@ -183,7 +186,8 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
       failed = true;
       error = new BatchSizeMismatchError(expected, isOutputArray(outputs) ? outputs.length : undefined);
     }
-    if (!failed) this.#shedder.learned(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs, finished);
+    if (!failed)
+      this.#shedder.learned(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs, finished);
     const key = failed ? failureKey(error) : 'handler';
     const cancellable = batch.handles !== undefined;
     // Filler rows from `pad` sit after the real ones; their outputs are never read.
@@ -210,7 +214,16 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     this.#stats.recordBatch(batch.rows, execMs);
     const { onBatch, tracing } = this.#options;
     if (wantsReport(onBatch) || tracing !== undefined) {
-      const info: BatchInfo = { name: this.#options.name, items: size, rows: batch.rows, reason: batch.reason as DispatchReason, maxWaitMs: batch.maxWait, totalWaitMs: batch.totalWait, execMs, ok: !failed };
+      const info: BatchInfo = {
+        name: this.#options.name,
+        items: size,
+        rows: batch.rows,
+        reason: batch.reason as DispatchReason,
+        maxWaitMs: batch.maxWait,
+        totalWaitMs: batch.totalWait,
+        execMs,
+        ok: !failed,
+      };
       if (batch.worker !== undefined) info.worker = batch.worker;
       if (wantsReport(onBatch)) reportBatch(onBatch, info);
       if (tracing !== undefined) traceBatch(tracing, info, batch, failed ? error : undefined);

@@ -38,7 +38,14 @@ export class Shedder {
    * batches finish at their predicted cost; then the queue ahead drains in
    * full batches across the free slots; then this call's own batch runs.
    */
-  predictFinish(rows: number, t: number, running: ReadonlySet<{ started: number; rows: number }>, concurrency: number, queuedRows: number, max: number): number {
+  predictFinish(
+    rows: number,
+    t: number,
+    running: ReadonlySet<{ started: number; rows: number }>,
+    concurrency: number,
+    queuedRows: number,
+    max: number,
+  ): number {
     const cost = this.#cost;
     let freeAt = t;
     if (running.size >= concurrency) {

@@ -6,7 +6,11 @@ import type { Outputs } from './types.js';
  * neighbours: the others run (through `runGood`), and each bad one gets its
  * own TypeError. When no single input is to blame, the original error stands.
  */
-export async function runCloneable(inputs: unknown[], cause: unknown, runGood: (good: unknown[]) => Promise<Outputs<unknown>>): Promise<Outputs<unknown>> {
+export async function runCloneable(
+  inputs: unknown[],
+  cause: unknown,
+  runGood: (good: unknown[]) => Promise<Outputs<unknown>>,
+): Promise<Outputs<unknown>> {
   const bad = new Set<number>();
   inputs.forEach((input, i) => {
     try {
@@ -20,6 +24,8 @@ export async function runCloneable(inputs: unknown[], cause: unknown, runGood: (
   const goodOutputs = good.length === 0 ? [] : await runGood(good);
   let next = 0;
   return inputs.map((_, i) =>
-    bad.has(i) ? new TypeError(`Input ${i} of the batch cannot be sent to a worker thread: ${(cause as Error).message}`) : goodOutputs[next++],
+    bad.has(i)
+      ? new TypeError(`Input ${i} of the batch cannot be sent to a worker thread: ${(cause as Error).message}`)
+      : goodOutputs[next++],
   );
 }

@@ -73,10 +73,17 @@ export function parseFromWorker(message: unknown): FromWorker | undefined {
     case 'error':
       return isCount(m.id) && heldOk(m.held) && isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'result': {
-      if (!isCount(m.id) || !heldOk(m.held) || !(Array.isArray(m.outputs) || m.outputs === null) || !Array.isArray(m.errors)) return undefined;
+      if (
+        !isCount(m.id) ||
+        !heldOk(m.held) ||
+        !(Array.isArray(m.outputs) || m.outputs === null) ||
+        !Array.isArray(m.errors)
+      )
+        return undefined;
       const count = (m.outputs as unknown[] | null)?.length ?? 0;
       for (const entry of m.errors as unknown[]) {
-        if (!Array.isArray(entry) || !isCount(entry[0]) || entry[0] >= count || !isSerializedError(entry[1])) return undefined;
+        if (!Array.isArray(entry) || !isCount(entry[0]) || entry[0] >= count || !isSerializedError(entry[1]))
+          return undefined;
       }
       return m as FromWorker;
     }

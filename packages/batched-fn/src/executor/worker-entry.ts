@@ -106,13 +106,26 @@ async function run(id: number, inputs: unknown[]): Promise<void> {
   }
 }
 
-function isolateUncloneable(values: unknown[], errors: [number, SerializedError][], cause: unknown, what: 'batch' | 'step', dropped: (index: number) => void): void {
+function isolateUncloneable(
+  values: unknown[],
+  errors: [number, SerializedError][],
+  cause: unknown,
+  what: 'batch' | 'step',
+  dropped: (index: number) => void,
+): void {
   for (let i = 0; i < values.length; i++) {
     if (values[i] === undefined) continue;
     try {
       structuredClone(values[i]);
     } catch {
-      errors.push([i, serializeError(new TypeError(`Output ${i} of the ${what} cannot be sent back from the worker thread: ${(cause as Error)?.message}`))]);
+      errors.push([
+        i,
+        serializeError(
+          new TypeError(
+            `Output ${i} of the ${what} cannot be sent back from the worker thread: ${(cause as Error)?.message}`,
+          ),
+        ),
+      ]);
       values[i] = undefined;
       dropped(i);
     }
@@ -139,8 +152,11 @@ async function serveStream(message: Extract<ToWorker, { type: 'start' | 'step' |
     const { module, context } = loaded ?? (await load());
     if (message.type === 'start') {
       const made = typeof module.start === 'function' ? await module.start(message.inputs, context) : message.inputs;
-      if (!Array.isArray(made) || made.length !== message.ids.length) throw new TypeError(`start must return one state per input (${message.ids.length})`);
-      message.ids.forEach((stateId, i) => states.set(stateId, made[i]));
+      if (!Array.isArray(made) || made.length !== message.ids.length)
+        throw new TypeError(`start must return one state per input (${message.ids.length})`);
+      message.ids.forEach((stateId, i) => {
+        states.set(stateId, made[i]);
+      });
       send({ type: 'result', id, outputs: null, errors: [], held: states.size });
       return;
     }
@@ -148,7 +164,10 @@ async function serveStream(message: Extract<ToWorker, { type: 'start' | 'step' |
     const ids = message.ids;
     let outputs: unknown;
     try {
-      outputs = await (module.step as NonNullable<WorkerModule['step']>)(ids.map((stateId) => states.get(stateId)), context);
+      outputs = await (module.step as NonNullable<WorkerModule['step']>)(
+        ids.map((stateId) => states.get(stateId)),
+        context,
+      );
     } catch (error) {
       // The main thread ends every stream of a failed step: their states go now.
       forget(ids);
@@ -174,7 +193,8 @@ async function serveStream(message: Extract<ToWorker, { type: 'start' | 'step' |
       values[i] = slot.hasValue ? { value: slot.value, done: slot.done } : { done: slot.done };
       if (slot.done) states.delete(ids[i] as number);
     }
-    const transfer = (): ArrayBuffer[] | undefined => transferListFor(values.map((o) => (o as { value?: unknown } | undefined)?.value));
+    const transfer = (): ArrayBuffer[] | undefined =>
+      transferListFor(values.map((o) => (o as { value?: unknown } | undefined)?.value));
     try {
       send({ type: 'result', id, outputs: values, errors, held: states.size }, transfer());
     } catch (cause) {

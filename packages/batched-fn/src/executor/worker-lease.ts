@@ -56,7 +56,10 @@ export class WorkerLease {
     this.#slot.unlease();
   }
 
-  #request(message: Parameters<WorkerSlot['request']>[0], transfer: ArrayBuffer[] | undefined): ReturnType<WorkerSlot['request']> {
+  #request(
+    message: Parameters<WorkerSlot['request']>[0],
+    transfer: ArrayBuffer[] | undefined,
+  ): ReturnType<WorkerSlot['request']> {
     if (!this.alive) return Promise.reject(this.#slot.goneReason());
     try {
       return this.#slot.request(message, transfer, undefined);

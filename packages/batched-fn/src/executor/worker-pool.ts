@@ -4,7 +4,7 @@ import type { WorkerStats } from '../stats.js';
 import { findDetached, isMoved, transferListFor } from '../transfer.js';
 import type { Executor, Outputs, Placement } from './types.js';
 import { runCloneable } from './uncloneable.js';
-import type { ModuleKind } from './wire.js';
+import type { Answer, ModuleKind } from './wire.js';
 import { WorkerLease } from './worker-lease.js';
 import { type SlotHost, WorkerSlot } from './worker-slot.js';
 
@@ -71,7 +71,7 @@ export class WorkerPool implements SlotHost {
     const slot = this.#freeSlot();
     if (slot === undefined) return Promise.reject(new Error('batched-fn: no free worker (engine bug)'));
     placement?.assigned(slot.id);
-    let answered;
+    let answered: Promise<Answer>;
     try {
       answered = slot.request({ type: 'run', inputs }, transferListFor(inputs), inputs);
     } catch (error) {
@@ -133,7 +133,9 @@ export class WorkerPool implements SlotHost {
     const where = findDetached(input);
     return where === undefined
       ? undefined
-      : new TypeError(`Input cannot be sent to a worker thread: ${where} was already transferred (detached), by an earlier move() perhaps`);
+      : new TypeError(
+          `Input cannot be sent to a worker thread: ${where} was already transferred (detached), by an earlier move() perhaps`,
+        );
   }
 
   #freeSlot(): WorkerSlot | undefined {

@@ -2,7 +2,14 @@ import { type ResourceLimits, Worker } from 'node:worker_threads';
 import { deserializeError } from '../error-codec.js';
 import { WorkerExitedError } from '../errors.js';
 import type { WorkerStats } from '../stats.js';
-import { type Answer, type FromWorker, parseFromWorker, type RequestBody, type ToWorker, type WorkerBootData } from './wire.js';
+import {
+  type Answer,
+  type FromWorker,
+  parseFromWorker,
+  type RequestBody,
+  type ToWorker,
+  type WorkerBootData,
+} from './wire.js';
 
 /** First restart is quick; a crash loop backs off to this ceiling so it never spins a core. */
 const RESTART_BASE_MS = 50;
@@ -112,7 +119,12 @@ export class WorkerSlot {
 
   /** Whether generation `generation` is still the running worker. */
   alive(generation: number): boolean {
-    return this.#generation === generation && this.#worker !== undefined && this.#state !== 'restarting' && this.#state !== 'stopped';
+    return (
+      this.#generation === generation &&
+      this.#worker !== undefined &&
+      this.#state !== 'restarting' &&
+      this.#state !== 'stopped'
+    );
   }
 
   /** Why the last worker can take no more requests (its exit, or why it was abandoned). */
@@ -150,7 +162,8 @@ export class WorkerSlot {
     });
     worker.on('exit', (code) => this.#exited(worker, code));
     worker.on('online', () => {
-      if (this.#state === 'starting' && this.#worker === worker) this.#state = this.#jobs > 0 || this.#leased ? 'busy' : 'idle';
+      if (this.#state === 'starting' && this.#worker === worker)
+        this.#state = this.#jobs > 0 || this.#leased ? 'busy' : 'idle';
     });
     // An idle pool must not keep the process alive; a busy worker must. This comes after the
     // listeners because attaching a 'message' listener refs the worker's port again.

@@ -25,7 +25,9 @@ export interface BatchedStream<I, T> {
  * A client of the same engine as batchedFn: the same intake, queue, policies
  * and cancel path; its runner runs groups that take joiners at step boundaries.
  */
-export function batchedStream<I, S = I, T = unknown, C = undefined>(options: BatchedStreamOptions<I, S, T, C>): BatchedStream<I, T> {
+export function batchedStream<I, S = I, T = unknown, C = undefined>(
+  options: BatchedStreamOptions<I, S, T, C>,
+): BatchedStream<I, T> {
   const resolved = resolveStreamOptions(options);
   const stats = new StreamStats();
   let groups!: Groups<I, S, T, C>;

@@ -46,13 +46,27 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
   #building: Promise<C> | undefined;
   #destroyed = false;
 
-  constructor(options: ResolvedStreamOptions<I, S, T, C>, stats: StreamStats, link: EngineLink<Sequence<I, S, T>, Ending>) {
+  constructor(
+    options: ResolvedStreamOptions<I, S, T, C>,
+    stats: StreamStats,
+    link: EngineLink<Sequence<I, S, T>, Ending>,
+  ) {
     this.#options = options;
     this.#stats = stats;
     this.#link = link;
     const worker = options.worker;
     // One thread per group slot: a group keeps its thread (and its states there) for its whole life.
-    this.#pool = worker === undefined ? undefined : new WorkerPool({ module: new URL(worker.moduleUrl), workers: options.concurrency, workerData: worker.data, resourceLimits: undefined, name: options.name, kind: 'stream' });
+    this.#pool =
+      worker === undefined
+        ? undefined
+        : new WorkerPool({
+            module: new URL(worker.moduleUrl),
+            workers: options.concurrency,
+            workerData: worker.data,
+            resourceLimits: undefined,
+            name: options.name,
+            kind: 'stream',
+          });
   }
 
   get size(): number {
@@ -118,7 +132,9 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
   async #context(): Promise<C> {
     if (this.#built !== undefined) return this.#built.value;
     if (this.#options.context === undefined) return undefined as C;
-    this.#building ??= Promise.resolve().then(this.#options.context).finally(() => (this.#building = undefined));
+    this.#building ??= Promise.resolve()
+      .then(this.#options.context)
+      .finally(() => (this.#building = undefined));
     const value = await this.#building;
     this.#built = { value };
     return value;
@@ -226,15 +242,28 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
     try {
       const lease = group.lease;
       if (lease !== undefined) {
-        await this.#bounded(group, () => lease.start(live.map((s) => s.id), live.map((s) => s.input)));
+        await this.#bounded(group, () =>
+          lease.start(
+            live.map((s) => s.id),
+            live.map((s) => s.input),
+          ),
+        );
       } else {
         const start = this.#options.start;
         const states = await this.#bounded(group, async () => {
           const context = await this.#context();
-          return start === undefined ? (live.map((s) => s.input) as unknown as S[]) : start(live.map((s) => s.input), context);
+          return start === undefined
+            ? (live.map((s) => s.input) as unknown as S[])
+            : start(
+                live.map((s) => s.input),
+                context,
+              );
         });
-        if (!Array.isArray(states) || states.length !== live.length) throw new BatchSizeMismatchError(live.length, Array.isArray(states) ? states.length : undefined);
-        live.forEach((s, i) => s.keep(states[i] as S));
+        if (!Array.isArray(states) || states.length !== live.length)
+          throw new BatchSizeMismatchError(live.length, Array.isArray(states) ? states.length : undefined);
+        live.forEach((s, i) => {
+          s.keep(states[i] as S);
+        });
       }
       group.active.push(...live);
     } catch (error) {
@@ -253,14 +282,23 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
       if (lease !== undefined) {
         const drop = group.drop;
         group.drop = [];
-        outputs = await this.#bounded(group, () => lease.step(members.map((s) => s.id), drop));
+        outputs = await this.#bounded(group, () =>
+          lease.step(
+            members.map((s) => s.id),
+            drop,
+          ),
+        );
       } else {
         outputs = await this.#bounded(group, async () => {
           const context = await this.#context();
-          return this.#options.step(members.map((s) => s.state as S), context);
+          return this.#options.step(
+            members.map((s) => s.state as S),
+            context,
+          );
         });
       }
-      if (!Array.isArray(outputs) || outputs.length !== members.length) throw new BatchSizeMismatchError(members.length, Array.isArray(outputs) ? outputs.length : undefined);
+      if (!Array.isArray(outputs) || outputs.length !== members.length)
+        throw new BatchSizeMismatchError(members.length, Array.isArray(outputs) ? outputs.length : undefined);
     } catch (error) {
       this.#endGroup(group, error);
       return;

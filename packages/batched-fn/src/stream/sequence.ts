@@ -103,7 +103,8 @@ export class Sequence<I, S, T> implements AsyncIterableIterator<T> {
       }
       return Promise.resolve({ value: undefined, done: true });
     }
-    if (this.#waiter !== undefined) return Promise.reject(new Error('next() called again before the previous call settled'));
+    if (this.#waiter !== undefined)
+      return Promise.reject(new Error('next() called again before the previous call settled'));
     return new Promise((resolve, reject) => {
       this.#waiter = { resolve, reject };
     });

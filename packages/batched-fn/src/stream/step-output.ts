@@ -10,7 +10,13 @@ export interface Slot {
   done: boolean;
 }
 
-export const newSlot = (): Slot => ({ failed: false, error: undefined, hasValue: false, value: undefined, done: false });
+export const newSlot = (): Slot => ({
+  failed: false,
+  error: undefined,
+  hasValue: false,
+  value: undefined,
+  done: false,
+});
 
 /** `value instanceof Error`, which can itself throw: a revoked Proxy has no prototype to ask for. */
 function isError(value: unknown): boolean {
@@ -63,7 +69,9 @@ export function readSlot(outputs: ArrayLike<unknown>, index: number, into: Slot)
     // A Proxy, a throwing getter: what it threw ends this stream, if it is an Error (anything
     // else thrown could be just as hostile to the error codec and to the caller).
     into.failed = true;
-    into.error = isError(error) ? error : new InvalidOutputError(index, 'threw something that is not an Error when read');
+    into.error = isError(error)
+      ? error
+      : new InvalidOutputError(index, 'threw something that is not an Error when read');
     into.done = false;
     into.hasValue = false;
     into.value = undefined;

@@ -62,20 +62,43 @@ export interface ResolvedStreamOptions<I, S, T, C> {
   worker: { moduleUrl: string; data: unknown } | undefined;
 }
 
-const KNOWN = new Set(['start', 'step', 'context', 'maxBatchSize', 'maxDelay', 'channelCap', 'mode', 'concurrency', 'name', 'onStep', 'batchTimeout', 'worker', 'workers', 'workerData']);
+const KNOWN = new Set([
+  'start',
+  'step',
+  'context',
+  'maxBatchSize',
+  'maxDelay',
+  'channelCap',
+  'mode',
+  'concurrency',
+  'name',
+  'onStep',
+  'batchTimeout',
+  'worker',
+  'workers',
+  'workerData',
+]);
 
 /** Checked like batchedFn's options: the shared ones by the same schema rows, and the same messages. */
-export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I, S, T, C>): ResolvedStreamOptions<I, S, T, C> {
-  if (typeof options !== 'object' || options === null) throw new TypeError(`Expected options to be an object, got ${describeValue(options)}`);
+export function resolveStreamOptions<I, S, T, C>(
+  options: BatchedStreamOptions<I, S, T, C>,
+): ResolvedStreamOptions<I, S, T, C> {
+  if (typeof options !== 'object' || options === null)
+    throw new TypeError(`Expected options to be an object, got ${describeValue(options)}`);
   for (const key of Object.keys(options)) if (!KNOWN.has(key)) throw new TypeError(`Unknown option \`${key}\``);
   const inWorkers = options.worker !== undefined;
-  if (inWorkers === (options.step !== undefined)) throw new TypeError('Expected exactly one of `step` (run inline) or `worker` (run in worker threads)');
+  if (inWorkers === (options.step !== undefined))
+    throw new TypeError('Expected exactly one of `step` (run inline) or `worker` (run in worker threads)');
   let worker: ResolvedStreamOptions<I, S, T, C>['worker'];
   if (inWorkers) {
-    if (options.start !== undefined || options.context !== undefined) throw new TypeError('In worker mode, `start` and `context` come from the worker module');
+    if (options.start !== undefined || options.context !== undefined)
+      throw new TypeError('In worker mode, `start` and `context` come from the worker module');
     const url = OPTION_SCHEMA.worker.check(options.worker) as URL | string;
     OPTION_SCHEMA.workerData.check(options.workerData);
-    worker = { moduleUrl: url instanceof URL ? url.href : /^(file|data):/.test(url) ? url : pathToFileURL(url).href, data: options.workerData };
+    worker = {
+      moduleUrl: url instanceof URL ? url.href : /^(file|data):/.test(url) ? url : pathToFileURL(url).href,
+      data: options.workerData,
+    };
   } else {
     expectFunction('step', options.step);
     if (options.start !== undefined) expectFunction('start', options.start);
@@ -86,8 +109,10 @@ export function resolveStreamOptions<I, S, T, C>(options: BatchedStreamOptions<I
   if (options.mode !== undefined && options.mode !== 'continuous' && options.mode !== 'static') {
     throw new TypeError(`Expected \`mode\` to be 'continuous' or 'static', got ${describeValue(options.mode)}`);
   }
-  const check = <K extends 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name' | 'batchTimeout'>(key: K, fallback: unknown) =>
-    options[key] === undefined ? fallback : OPTION_SCHEMA[key].check(options[key]);
+  const check = <K extends 'maxBatchSize' | 'maxDelay' | 'channelCap' | 'concurrency' | 'name' | 'batchTimeout'>(
+    key: K,
+    fallback: unknown,
+  ) => (options[key] === undefined ? fallback : OPTION_SCHEMA[key].check(options[key]));
   return {
     start: options.start,
     step: options.step ?? (() => []),

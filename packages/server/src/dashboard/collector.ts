@@ -1,8 +1,8 @@
 import type { BatchInfo, Percentiles, StepInfo } from 'batched-fn';
-import type { MetricsListener, ServerMetrics } from '../metrics.js';
-import type { GenerativeModel } from '../model/generator.js';
-import type { ServedModel } from '../model/onnx-model.js';
-import type { ModelRegistry } from '../model/registry.js';
+import type { MetricsListener, ServerMetrics } from '../metrics/metrics.js';
+import type { GenerativeModel } from '../formats/generator.js';
+import type { ServedModel } from '../model/served-model.js';
+import type { ModelRegistry } from '../repository/registry.js';
 
 /** How often the dashboard's numbers move: one snapshot a second, to every open page. */
 export const TICK_MS = 1000;
@@ -27,8 +27,10 @@ class Ring<T> {
   }
 }
 
-const quantile = (sorted: number[], q: number): number | null => (sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number));
-const pair = (p: Percentiles): { p50: number | null; p99: number | null } => (p.count === 0 ? { p50: null, p99: null } : { p50: p.p50, p99: p.p99 });
+const quantile = (sorted: number[], q: number): number | null =>
+  sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number);
+const pair = (p: Percentiles): { p50: number | null; p99: number | null } =>
+  p.count === 0 ? { p50: null, p99: null } : { p50: p.p50, p99: p.p99 };
 
 interface ModelTrack {
   requests: number;
@@ -62,7 +64,7 @@ export interface ModelPanel {
   meanBatch: number | null;
   maxBatchSize: number;
   queueDepth: number;
-  /** null: no cap (a frontend for remote workers by default). */
+  /** The batcher's `channelCap`, by the name the dashboard page reads; null: no cap (a remote frontend). */
   queueCap: number | null;
   maxDelay: number | 'auto' | null;
   reasons: Record<string, number>[];
@@ -74,7 +76,14 @@ export interface ModelPanel {
 export interface Snapshot {
   at: number;
   models: ModelPanel[];
-  generators: { name: string; active: number; waiting: number; tokensPerSecond: number; history: number[]; ttftMs: { p50: number | null; p99: number | null } }[];
+  generators: {
+    name: string;
+    active: number;
+    waiting: number;
+    tokensPerSecond: number;
+    history: number[];
+    ttftMs: { p50: number | null; p99: number | null };
+  }[];
 }
 
 /**
@@ -115,7 +124,8 @@ export class DashboardCollector {
       },
       firstToken: (model, seconds) => this.#gens.get(model)?.firstTokens.push(seconds * 1000),
     };
-    for (const g of generators) this.#gens.set(g.name, { tokens: 0, firstTokens: new Ring(LATENCIES), tokensPerSecond: [] });
+    for (const g of generators)
+      this.#gens.set(g.name, { tokens: 0, firstTokens: new Ring(LATENCIES), tokensPerSecond: [] });
     this.#unlisten = metrics.listen(listener);
   }
 
@@ -123,7 +133,17 @@ export class DashboardCollector {
     let track = this.#models.get(name);
     if (track === undefined) {
       if (this.#registry.get(name) === undefined) return undefined;
-      track = { requests: 0, errors: 0, rows: 0, latencies: new Ring(LATENCIES), points: new Ring(POINTS), sizes: new Ring(POINTS * 5), reasons: [], lastReasons: undefined, lastBusy: new Map() };
+      track = {
+        requests: 0,
+        errors: 0,
+        rows: 0,
+        latencies: new Ring(LATENCIES),
+        points: new Ring(POINTS),
+        sizes: new Ring(POINTS * 5),
+        reasons: [],
+        lastReasons: undefined,
+        lastBusy: new Map(),
+      };
       this.#models.set(name, track);
     }
     return track;
@@ -141,7 +161,14 @@ export class DashboardCollector {
       track.tokens = 0;
       track.tokensPerSecond = [...track.tokensPerSecond, Math.round(rate)].slice(-HISTORY);
       const ttft = track.firstTokens.values().sort((a, b) => a - b);
-      return { name: g.name, active: g.generate.stats.active, waiting: g.generate.stats.waiting, tokensPerSecond: Math.round(rate), history: track.tokensPerSecond, ttftMs: { p50: quantile(ttft, 0.5), p99: quantile(ttft, 0.99) } };
+      return {
+        name: g.name,
+        active: g.generate.stats.active,
+        waiting: g.generate.stats.waiting,
+        tokensPerSecond: Math.round(rate),
+        history: track.tokensPerSecond,
+        ttftMs: { p50: quantile(ttft, 0.5), p99: quantile(ttft, 0.99) },
+      };
     });
     return { at: Date.now(), models, generators };
   }
@@ -157,7 +184,12 @@ export class DashboardCollector {
     const workers = (stats?.workers ?? []).map((w) => {
       const busy = w.busyMs - (track.lastBusy.get(w.id) ?? w.busyMs);
       track.lastBusy.set(w.id, w.busyMs);
-      return { id: w.id, utilisation: Math.min(1, Math.max(0, busy / (seconds * 1000))), restarts: w.restarts, state: w.state };
+      return {
+        id: w.id,
+        utilisation: Math.min(1, Math.max(0, busy / (seconds * 1000))),
+        restarts: w.restarts,
+        state: w.state,
+      };
     });
     const sizes = new Map<number, number>();
     for (const rows of track.sizes.values()) sizes.set(rows, (sizes.get(rows) ?? 0) + 1);
@@ -180,7 +212,10 @@ export class DashboardCollector {
       maxDelay: settings?.maxDelay ?? null,
       reasons: track.reasons,
       workers,
-      cost: stats?.costModel === undefined ? null : { fixedMs: stats.costModel.fixedMs, perRowMs: stats.costModel.perRowMs },
+      cost:
+        stats?.costModel === undefined
+          ? null
+          : { fixedMs: stats.costModel.fixedMs, perRowMs: stats.costModel.perRowMs },
       points: track.points.values(),
     };
     track.requests = track.errors = track.rows = 0;

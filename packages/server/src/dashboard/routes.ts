@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import type { ServerMetrics } from '../metrics.js';
-import type { GenerativeModel } from '../model/generator.js';
-import type { ModelRegistry } from '../model/registry.js';
+import type { ServerMetrics } from '../metrics/metrics.js';
+import type { GenerativeModel } from '../formats/generator.js';
+import type { ModelRegistry } from '../repository/registry.js';
 import { DashboardCollector, type Snapshot, TICK_MS } from './collector.js';
 
 /** Most pages watching at once: each open feed is a socket held for as long as the page is open. */
@@ -22,12 +22,16 @@ const ASSETS: Record<string, { type: string; body: string }> = Object.fromEntrie
     ['index.html', 'text/html; charset=utf-8'],
     ['app.js', 'text/javascript; charset=utf-8'],
     ['style.css', 'text/css; charset=utf-8'],
-  ].map(([file, type]) => [file, { type: type as string, body: readFileSync(new URL(`../../dashboard/${file}`, import.meta.url), 'utf8') }]),
+  ].map(([file, type]) => [
+    file,
+    { type: type as string, body: readFileSync(new URL(`../../dashboard/${file}`, import.meta.url), 'utf8') },
+  ]),
 );
 
 /** Only the page's own files, no inline script, no framing, no outside connections. */
 const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-store',
@@ -83,13 +87,19 @@ export async function dashboardPlugin(app: FastifyInstance, options: DashboardOp
   app.get('/dashboard/style.css', page('style.css'));
 
   app.get('/dashboard/feed', async (request, reply) => {
-    if (feeds.size >= MAX_FEEDS) return reply.code(503).header('retry-after', '5').send({ error: `The dashboard already has ${MAX_FEEDS} pages watching` });
+    if (feeds.size >= MAX_FEEDS)
+      return reply
+        .code(503)
+        .header('retry-after', '5')
+        .send({ error: `The dashboard already has ${MAX_FEEDS} pages watching` });
     reply.hijack();
     // No `connection` header: Node takes an explicit one over the request's own `Connection: close`.
     reply.raw.writeHead(200, { ...SECURITY_HEADERS, 'content-type': 'text/event-stream; charset=utf-8' });
     // The first numbers at once: the last snapshot if pages are already watching, else a fresh one.
     if (timer === undefined) collector.snapshot();
-    reply.raw.write(`retry: 2000\n\n${last === undefined || timer === undefined ? '' : `data: ${JSON.stringify(last)}\n\n`}`);
+    reply.raw.write(
+      `retry: 2000\n\n${last === undefined || timer === undefined ? '' : `data: ${JSON.stringify(last)}\n\n`}`,
+    );
     feeds.set(reply, 0);
     timer ??= setInterval(broadcast, TICK_MS).unref();
     request.raw.once('close', () => stopFeed(reply));

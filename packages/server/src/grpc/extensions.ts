@@ -1,10 +1,10 @@
-import { status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import { badRequest } from '../kserve/errors.js';
-import type { InferenceFront } from '../kserve/infer-front.js';
-import { updateLogSettings } from '../kserve/log-settings.js';
-import { modelConfig } from '../kserve/model-config.js';
-import { traceSettings, TracingOffError } from '../kserve/trace-settings.js';
-import type { TraceSwitch } from '../otel/trace-switch.js';
+import type { sendUnaryData, ServerUnaryCall, UntypedServiceImplementation } from '@grpc/grpc-js';
+import { invalidArgument } from '../protocol/errors.js';
+import type { InferenceFront } from '../protocol/infer-front.js';
+import { updateLogSettings } from '../protocol/log-settings.js';
+import { modelConfig } from '../protocol/model-config.js';
+import { traceSettings } from '../protocol/trace-settings.js';
+import type { TraceSwitch } from '../protocol/trace-switch.js';
 import { RefusedRequest } from './guards.js';
 import { toServiceError } from './status.js';
 
@@ -15,7 +15,7 @@ import { toServiceError } from './status.js';
  * proto/model_config.proto).
  */
 
-/** A unary RPC; tracing being off is FAILED_PRECONDITION here (REST's 400), everything else maps as REST's status does. */
+/** A unary RPC: what it throws is its status (tracing being off is FAILED_PRECONDITION, REST's 400). */
 function rpc<Req, Res>(handler: (request: Req) => Res) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     Promise.resolve()
@@ -27,7 +27,7 @@ function rpc<Req, Res>(handler: (request: Req) => Res) {
       })
       .then(
         (response) => callback(null, response),
-        (error: unknown) => callback(error instanceof TracingOffError ? { code: GrpcStatus.FAILED_PRECONDITION, details: error.message, message: error.message } : toServiceError(error)),
+        (error: unknown) => callback(toServiceError(error)),
       );
   };
 }
@@ -43,14 +43,20 @@ interface LogValue {
 /** The settings map as plain values: a value with no field chosen leaves the setting as it is (REST's null). */
 function logRequest(settings: Record<string, LogValue> | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(settings ?? {})) out[key] = value?.parameter_choice === undefined ? null : value[value.parameter_choice];
+  for (const [key, value] of Object.entries(settings ?? {}))
+    out[key] = value?.parameter_choice === undefined ? null : value[value.parameter_choice];
   return out;
 }
 
 function logResponse(settings: Record<string, unknown>): { settings: Record<string, LogValue> } {
   const out: Record<string, LogValue> = {};
   for (const [key, value] of Object.entries(settings)) {
-    out[key] = typeof value === 'boolean' ? { bool_param: value } : typeof value === 'number' ? { uint32_param: value } : { string_param: String(value) };
+    out[key] =
+      typeof value === 'boolean'
+        ? { bool_param: value }
+        : typeof value === 'number'
+          ? { uint32_param: value }
+          : { string_param: String(value) };
   }
   return { settings: out };
 }
@@ -61,7 +67,8 @@ function traceRequest(settings: Record<string, { value?: string[] }> | undefined
   for (const [key, { value = [] } = {}] of Object.entries(settings ?? {})) {
     if (value.length === 0) out[key] = null;
     else if (key === 'trace_level') out[key] = value;
-    else if (value.length > 1) throw badRequest(`expect a single value for '${key.slice(0, 100)}', got ${value.length}`);
+    else if (value.length > 1)
+      throw invalidArgument(`expect a single value for '${key.slice(0, 100)}', got ${value.length}`);
     else out[key] = value[0];
   }
   return out;
@@ -74,10 +81,17 @@ function traceResponse(settings: Record<string, string | string[]>): { settings:
 }
 
 /** The three RPCs, to spread into the service's handlers; each adds nothing to the extensions REST has not (the same set). */
-export function extensionHandlers(front: InferenceFront, traceSwitch: TraceSwitch | undefined): UntypedServiceImplementation {
+export function extensionHandlers(
+  front: InferenceFront,
+  traceSwitch: TraceSwitch | undefined,
+): UntypedServiceImplementation {
   return {
-    ModelConfig: rpc((request: { name?: string; version?: string }) => ({ config: modelConfig(front.serving(request.name ?? '', request.version)) })),
-    LogSettings: rpc((request: { settings?: Record<string, LogValue> }) => logResponse({ ...updateLogSettings(logRequest(request.settings)) })),
+    ModelConfig: rpc((request: { name?: string; version?: string }) => ({
+      config: modelConfig(front.serving(request.name ?? '', request.version)),
+    })),
+    LogSettings: rpc((request: { settings?: Record<string, LogValue> }) =>
+      logResponse({ ...updateLogSettings(logRequest(request.settings)) }),
+    ),
     TraceSetting: rpc((request: { settings?: Record<string, { value?: string[] }>; model_name?: string }) =>
       traceResponse({ ...traceSettings(front, traceSwitch, request.model_name, traceRequest(request.settings)) }),
     ),

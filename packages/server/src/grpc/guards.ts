@@ -1,8 +1,21 @@
 import type { EventEmitter } from 'node:events';
-import { constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream, type ServerStreamResponseOptions } from 'node:http2';
+import {
+  constants,
+  type IncomingHttpHeaders,
+  type OutgoingHttpHeaders,
+  type ServerHttp2Stream,
+  type ServerStreamResponseOptions,
+} from 'node:http2';
 import { MAX_TIMER_MS } from 'batched-fn';
-import { type Metadata, type Server, ServerInterceptingCall, type ServerInterceptor, type ServiceDefinition, status as GrpcStatus } from '@grpc/grpc-js';
-import { HttpError } from '../kserve/errors.js';
+import {
+  type Metadata,
+  type Server,
+  ServerInterceptingCall,
+  type ServerInterceptor,
+  type ServiceDefinition,
+  status as GrpcStatus,
+} from '@grpc/grpc-js';
+import { ProtocolError } from '../protocol/errors.js';
 import { malformed, messageShape, scanMessage, scanModelInferRequest, type WireLimits } from './wire-scan.js';
 
 /**
@@ -12,7 +25,7 @@ import { malformed, messageShape, scanMessage, scanModelInferRequest, type WireL
 
 /** A request the guard refused while deserializing: the handler answers with its error instead of running. */
 export class RefusedRequest {
-  constructor(readonly error: HttpError) {}
+  constructor(readonly error: ProtocolError) {}
 }
 
 /**
@@ -28,7 +41,10 @@ export function guardedService(service: ServiceDefinition, limits: WireLimits): 
     const type = name === 'ModelStreamInfer' ? 'ModelInferRequest' : `${name}Request`;
     // Any other request is followed as far as its descriptor (proto-loader's) declares its messages.
     const shape = messageShape((method as { requestType?: { type?: unknown } }).requestType?.type);
-    const scan = type === 'ModelInferRequest' ? (bytes: Buffer) => scanModelInferRequest(bytes, limits) : (bytes: Buffer) => scanMessage(bytes, type, limits, shape);
+    const scan =
+      type === 'ModelInferRequest'
+        ? (bytes: Buffer) => scanModelInferRequest(bytes, limits)
+        : (bytes: Buffer) => scanMessage(bytes, type, limits, shape);
     guarded[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer): unknown => {
@@ -37,7 +53,9 @@ export function guardedService(service: ServiceDefinition, limits: WireLimits): 
           return method.requestDeserialize(bytes);
         } catch (error) {
           // protobufjs's own errors (a map entry without a value, say) are the client's too.
-          return new RefusedRequest(error instanceof HttpError ? error : malformed(type, (error as Error)?.message ?? String(error)));
+          return new RefusedRequest(
+            error instanceof ProtocolError ? error : malformed(type, (error as Error)?.message ?? String(error)),
+          );
         }
       },
     };
@@ -109,7 +127,8 @@ export function hookStreams(server: Server, limits: StreamLimits): boolean {
     stream.respond = respond;
     stream.sendTrailers = sendTrailers;
   };
-  for (const http2Server of servers.keys() as IterableIterator<EventEmitter>) http2Server.prependListener('stream', onStream);
+  for (const http2Server of servers.keys() as IterableIterator<EventEmitter>)
+    http2Server.prependListener('stream', onStream);
   return true;
 }
 
@@ -149,17 +168,34 @@ function answerGuards(limit: number) {
       const details = decodeURI(String(message));
       const large = TOO_LARGE.exec(details);
       const inflates = large === null ? INFLATES_TOO_LARGE.exec(details) : null;
-      if (large !== null) return { ...headers, 'grpc-message': encodeURI(`Request message of ${large[1]} bytes is larger than the server's limit of ${limit} bytes (--body-limit)`) };
-      if (inflates !== null) return { ...headers, 'grpc-message': encodeURI(`Request message decompresses to more than the server's limit of ${limit} bytes (--body-limit)`) };
+      if (large !== null)
+        return {
+          ...headers,
+          'grpc-message': encodeURI(
+            `Request message of ${large[1]} bytes is larger than the server's limit of ${limit} bytes (--body-limit)`,
+          ),
+        };
+      if (inflates !== null)
+        return {
+          ...headers,
+          'grpc-message': encodeURI(
+            `Request message decompresses to more than the server's limit of ${limit} bytes (--body-limit)`,
+          ),
+        };
     }
-    return String(message).length > MAX_STATUS_MESSAGE ? { ...headers, 'grpc-message': clipped(String(message)) } : headers;
+    return String(message).length > MAX_STATUS_MESSAGE
+      ? { ...headers, 'grpc-message': clipped(String(message)) }
+      : headers;
   };
   return {
     respond(this: ServerHttp2Stream, headers?: OutgoingHttpHeaders, options?: ServerStreamResponseOptions): void {
       (Object.getPrototypeOf(this) as ServerHttp2Stream).respond.call(this, guarded(headers), options);
     },
     sendTrailers(this: ServerHttp2Stream, headers: OutgoingHttpHeaders): void {
-      (Object.getPrototypeOf(this) as ServerHttp2Stream).sendTrailers.call(this, guarded(headers) as OutgoingHttpHeaders);
+      (Object.getPrototypeOf(this) as ServerHttp2Stream).sendTrailers.call(
+        this,
+        guarded(headers) as OutgoingHttpHeaders,
+      );
     },
   };
 }
@@ -175,7 +211,8 @@ function fixTimeoutHeader(headers: IncomingHttpHeaders): void {
     headers[INVALID_TIMEOUT] = encodeURIComponent(String(raw).slice(0, 40));
     return;
   }
-  if (Number(match[1]) * (UNIT_MS[match[2] as string] as number) > MAX_TIMER_MS) headers['grpc-timeout'] = CLAMPED_TIMEOUT;
+  if (Number(match[1]) * (UNIT_MS[match[2] as string] as number) > MAX_TIMER_MS)
+    headers['grpc-timeout'] = CLAMPED_TIMEOUT;
 }
 
 /**
@@ -203,7 +240,15 @@ function cutIfMessageStalls(stream: ServerHttp2Stream, receiveTimeoutMs: number)
     if (stream.closed || stream.destroyed) return;
     if (!stream.headersSent) {
       const details = `A message on this stream did not arrive within ${receiveTimeoutMs} ms of its first byte (--grpc-receive-timeout)`;
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': encodeURI(details) }, { endStream: true });
+      stream.respond(
+        {
+          ':status': 200,
+          'content-type': 'application/grpc+proto',
+          'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED),
+          'grpc-message': encodeURI(details),
+        },
+        { endStream: true },
+      );
       stream.close(constants.NGHTTP2_NO_ERROR);
     } else {
       // grpc-js has answered on this stream and owns its trailers: the stream is reset, the call cancelled.
@@ -261,7 +306,15 @@ function cutIfIncomplete(stream: ServerHttp2Stream, receiveTimeoutMs: number): v
     // unless grpc-js already gave one; then only the stream is left to close.
     if (!stream.headersSent) {
       const details = `The request did not arrive within ${receiveTimeoutMs} ms of its headers (--grpc-receive-timeout)`;
-      stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED), 'grpc-message': encodeURI(details) }, { endStream: true });
+      stream.respond(
+        {
+          ':status': 200,
+          'content-type': 'application/grpc+proto',
+          'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED),
+          'grpc-message': encodeURI(details),
+        },
+        { endStream: true },
+      );
     }
     // NO_ERROR, after the answer is flushed: "stop sending, the response is complete" (RFC 9113, 8.1).
     // grpc-js sees the stream closed, cancels the call, and answers nothing more.
@@ -286,7 +339,10 @@ export const timeoutHeaderGuard: ServerInterceptor = (_method, next) => {
           metadata.remove(INVALID_TIMEOUT);
           if (invalid !== undefined) {
             const value = JSON.stringify(decodeURIComponent(String(invalid)));
-            call.sendStatus({ code: GrpcStatus.INVALID_ARGUMENT, details: `Invalid grpc-timeout header ${value}: it takes 1 to 8 digits and a unit, H, M, S, m, u or n` });
+            call.sendStatus({
+              code: GrpcStatus.INVALID_ARGUMENT,
+              details: `Invalid grpc-timeout header ${value}: it takes 1 to 8 digits and a unit, H, M, S, m, u or n`,
+            });
           }
           metadataNext(metadata);
         },

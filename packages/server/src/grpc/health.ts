@@ -1,6 +1,6 @@
 import type { Server, ServerUnaryCall, ServerWritableStream, UntypedServiceImplementation } from '@grpc/grpc-js';
 import { HealthImplementation, type ServingStatus } from 'grpc-health-check';
-import type { InferenceFront } from '../kserve/infer-front.js';
+import type { InferenceFront } from '../protocol/infer-front.js';
 
 /**
  * The standard gRPC health service (`grpc.health.v1.Health`: Check, Watch, List), as Kubernetes
@@ -37,7 +37,8 @@ export class GrpcHealth {
     if (this.#closed) return;
     const server = !this.#draining && this.#front.isReady();
     this.#set('', server ? 'SERVING' : 'NOT_SERVING');
-    for (const entry of this.#front.registry.entries()) this.#set(entry.name, server && entry.state === 'READY' ? 'SERVING' : 'NOT_SERVING');
+    for (const entry of this.#front.registry.entries())
+      this.#set(entry.name, server && entry.state === 'READY' ? 'SERVING' : 'NOT_SERVING');
   }
 
   /**

@@ -10,7 +10,14 @@ export const PROTO_PATH = fileURLToPath(new URL('../../proto/grpc_service.proto'
  * proto (snake_case, as every KServe and Triton client spells them), 64-bit integers as numbers
  * (as JSON carries them in REST), empty fields present, and the name of a oneof's chosen field.
  */
-export const PROTO_OPTIONS: Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true, arrays: true };
+export const PROTO_OPTIONS: Options = {
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+  arrays: true,
+};
 
 /**
  * The server reads 64-bit integers as decimal strings: as numbers, `int64_contents` past 2^53 reached

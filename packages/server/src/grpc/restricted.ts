@@ -1,5 +1,11 @@
 import { type Metadata, ServerInterceptingCall, type ServerInterceptor, status as GrpcStatus } from '@grpc/grpc-js';
-import { GRPC_RESTRICTED, refusedBy, type RestrictedGroup, restrictedMessage, type Restrictions } from '../kserve/restricted.js';
+import {
+  GRPC_RESTRICTED,
+  refusedBy,
+  type RestrictedGroup,
+  restrictedMessage,
+  type Restrictions,
+} from '../protocol/restricted.js';
 
 /** Each RPC's group, as Triton files it (its grpc_server.cc; health.v1 goes with `health`). */
 const GROUP_OF: Record<string, RestrictedGroup> = {
@@ -50,7 +56,8 @@ export function restrictedGuard(restrictions: Restrictions): ServerInterceptor {
               return value === undefined ? undefined : String(value);
             });
             // Not passed on: the handler (and a stream's) never starts.
-            if (refused !== undefined) call.sendStatus({ code: GrpcStatus.UNAVAILABLE, details: restrictedMessage(GRPC_RESTRICTED, refused) });
+            if (refused !== undefined)
+              call.sendStatus({ code: GrpcStatus.UNAVAILABLE, details: restrictedMessage(GRPC_RESTRICTED, refused) });
             else metadataNext(metadata);
           },
         });

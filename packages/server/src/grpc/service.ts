@@ -1,16 +1,25 @@
 import { MAX_TIMER_MS } from 'batched-fn';
-import { type Metadata, Server, ServerCredentials, type ServerInterceptor, status as GrpcStatus, type sendUnaryData, type ServerUnaryCall, type UntypedServiceImplementation } from '@grpc/grpc-js';
-import type { InFlight } from '../drain.js';
-import { FLAG_DEFAULTS } from '../flags.js';
-import { HttpError } from '../kserve/errors.js';
-import type { InferenceFront } from '../kserve/infer-front.js';
-import type { RepositoryActions } from '../kserve/repository-routes.js';
-import { GRPC_RESTRICTED, parseRestrictions } from '../kserve/restricted.js';
-import type { ModelStatistics } from '../kserve/statistics.js';
+import {
+  type Metadata,
+  Server,
+  ServerCredentials,
+  type ServerInterceptor,
+  status as GrpcStatus,
+  type sendUnaryData,
+  type ServerUnaryCall,
+  type UntypedServiceImplementation,
+} from '@grpc/grpc-js';
+import type { InFlight } from '../protocol/in-flight.js';
+import { SETTING_DEFAULTS } from '../settings/settings.js';
+import { ProtocolError } from '../protocol/errors.js';
+import type { InferenceFront } from '../protocol/infer-front.js';
+import type { RepositoryActions } from '../protocol/repository-actions.js';
+import { GRPC_RESTRICTED, parseRestrictions } from '../protocol/restricted.js';
+import type { ModelStatistics } from '../protocol/statistics.js';
 import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
 import { encodeGrpcInfer, type GrpcInferResponse } from './encode.js';
 import { GrpcHealth } from './health.js';
-import { grpcLoadParameters } from '../kserve/load-parameters.js';
+import { grpcLoadParameters } from './load-parameters.js';
 import { type GrpcParameter, loadInferenceService } from './proto.js';
 import { restrictedGuard } from './restricted.js';
 import { sharedMemoryHandlers } from './shared-memory.js';
@@ -19,11 +28,18 @@ import { modelStreamInfer, remainingMs, StreamRegistry } from './stream.js';
 import { guardedService, hookStreams, RefusedRequest, timeoutHeaderGuard } from './guards.js';
 import { extensionHandlers } from './extensions.js';
 import { versionsServed } from '../model/versions.js';
-import { MODEL_ATTRIBUTE, type TraceSwitch } from '../otel/trace-switch.js';
+import { MODEL_ATTRIBUTE, type TraceSwitch } from '../protocol/trace-switch.js';
 import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type TracerLike } from '../otel/types.js';
 
 /** gRPC codes the RPC conventions count as the server's error on a server span. */
-const SERVER_FAULTS = new Set([GrpcStatus.UNKNOWN, GrpcStatus.DEADLINE_EXCEEDED, GrpcStatus.UNIMPLEMENTED, GrpcStatus.INTERNAL, GrpcStatus.UNAVAILABLE, GrpcStatus.DATA_LOSS]);
+const SERVER_FAULTS = new Set([
+  GrpcStatus.UNKNOWN,
+  GrpcStatus.DEADLINE_EXCEEDED,
+  GrpcStatus.UNIMPLEMENTED,
+  GrpcStatus.INTERNAL,
+  GrpcStatus.UNAVAILABLE,
+  GrpcStatus.DATA_LOSS,
+]);
 
 export interface GrpcServeOptions {
   host: string;
@@ -102,13 +118,26 @@ export function inferenceService(
   const generators = new Set(options.generators ?? []);
 
   /** One inference, for ModelInfer and for each request of a ModelStreamInfer stream. */
-  async function inferOnce(method: 'ModelInfer' | 'ModelStreamInfer', request: GrpcInferRequest, call: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata }): Promise<GrpcInferResponse> {
+  async function inferOnce(
+    method: 'ModelInfer' | 'ModelStreamInfer',
+    request: GrpcInferRequest,
+    call: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata },
+  ): Promise<GrpcInferResponse> {
     // A client's traceparent arrives as call metadata: the server span continues its trace.
     // The model's name from the start: the trace settings sample per model (otel/trace-switch.ts).
-    const attributes = { 'rpc.system': 'grpc', 'rpc.service': 'inference.GRPCInferenceService', 'rpc.method': method, [MODEL_ATTRIBUTE]: request.model_name ?? '' };
-    const span = telemetry?.tracer.startSpan(`inference.GRPCInferenceService/${method}`, { kind: SPAN_KIND_SERVER, attributes }, telemetry.extract(call.metadata.getMap()));
+    const attributes = {
+      'rpc.system': 'grpc',
+      'rpc.service': 'inference.GRPCInferenceService',
+      'rpc.method': method,
+      [MODEL_ATTRIBUTE]: request.model_name ?? '',
+    };
+    const span = telemetry?.tracer.startSpan(
+      `inference.GRPCInferenceService/${method}`,
+      { kind: SPAN_KIND_SERVER, attributes },
+      telemetry.extract(call.metadata.getMap()),
+    );
     try {
-      if (draining()) throw new HttpError(503, 'Server is shutting down', { 'retry-after': '1' });
+      if (draining()) throw new ProtocolError('unavailable', 'Server is shutting down', { retryAfter: 1 });
       const answer = await front.infer(
         {
           protocol: 'grpc',
@@ -133,11 +162,13 @@ export function inferenceService(
   const handlers = (settings: { maxInFlight: number }): UntypedServiceImplementation => ({
     ServerLive: unary(() => ({ live: true })),
     ServerReady: unary(() => ({ ready: front.isReady() })),
-    ModelReady: unary((request: { name: string; version: string }) => ({ ready: front.modelReady(request.name, request.version) })),
+    ModelReady: unary((request: { name: string; version: string }) => ({
+      ready: front.modelReady(request.name, request.version),
+    })),
     ServerMetadata: unary(() => front.serverMetadata()),
     ModelMetadata: unary((request: { name: string; version: string }) => front.metadata(request.name, request.version)),
     ModelStatistics: unary((request: { name: string; version: string }) => {
-      if (statistics === undefined) throw new HttpError(404, 'This server keeps no statistics');
+      if (statistics === undefined) throw new ProtocolError('not-found', 'This server keeps no statistics');
       return { model_stats: statistics.query(request.name, request.version, versionsOf) };
     }),
     RepositoryIndex: unary((request: { ready: boolean }) => ({ models: actions.index(request.ready) })),
@@ -156,7 +187,11 @@ export function inferenceService(
       const controller = new AbortController();
       const onCancelled = (): void => {
         const late = deadline !== undefined && remainingMs(call.getDeadline()) === 0;
-        controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
+        controller.abort(
+          late
+            ? new ProtocolError('deadline-exceeded', 'Deadline exceeded')
+            : new ProtocolError('cancelled', 'Client cancelled the call'),
+        );
       };
       call.once('cancelled', onCancelled);
       try {
@@ -193,15 +228,32 @@ export function inferenceService(
 }
 
 /** Starts the gRPC server on `host:port`; resolves once it listens. */
-export async function startGrpcServer(service: GrpcService, tracker: InFlight, options: GrpcServeOptions): Promise<RunningGrpc> {
+export async function startGrpcServer(
+  service: GrpcService,
+  tracker: InFlight,
+  options: GrpcServeOptions,
+): Promise<RunningGrpc> {
   const limit = (name: keyof GrpcServeOptions, value: number, max: number): number => {
-    if (!Number.isSafeInteger(value) || value < 1 || value > max) throw new RangeError(`Expected \`${name}\` to be an integer from 1 to ${max}, got \`${value}\``);
+    if (!Number.isSafeInteger(value) || value < 1 || value > max)
+      throw new RangeError(`Expected \`${name}\` to be an integer from 1 to ${max}, got \`${value}\``);
     return value;
   };
-  const streams = limit('grpcMaxStreams', options.grpcMaxStreams ?? FLAG_DEFAULTS.grpcMaxStreams, 2 ** 32 - 1);
-  const receiveTimeoutMs = limit('grpcReceiveTimeout', options.grpcReceiveTimeout ?? FLAG_DEFAULTS.grpcReceiveTimeout, MAX_TIMER_MS);
+  const streams = limit('grpcMaxStreams', options.grpcMaxStreams ?? SETTING_DEFAULTS.grpcMaxStreams, 2 ** 32 - 1);
+  const receiveTimeoutMs = limit(
+    'grpcReceiveTimeout',
+    options.grpcReceiveTimeout ?? SETTING_DEFAULTS.grpcReceiveTimeout,
+    MAX_TIMER_MS,
+  );
   const maxMessageBytes = options.maxMessageBytes;
-  const wire = { maxTensors: limit('maxTensors', options.maxTensors ?? FLAG_DEFAULTS.maxTensors, Number.MAX_SAFE_INTEGER), maxObjects: limit('maxObjects', options.maxObjects ?? FLAG_DEFAULTS.maxObjects, Number.MAX_SAFE_INTEGER), maxBytesElements: limit('maxBytesElements', options.maxBytesElements ?? FLAG_DEFAULTS.maxBytesElements, Number.MAX_SAFE_INTEGER) };
+  const wire = {
+    maxTensors: limit('maxTensors', options.maxTensors ?? SETTING_DEFAULTS.maxTensors, Number.MAX_SAFE_INTEGER),
+    maxObjects: limit('maxObjects', options.maxObjects ?? SETTING_DEFAULTS.maxObjects, Number.MAX_SAFE_INTEGER),
+    maxBytesElements: limit(
+      'maxBytesElements',
+      options.maxBytesElements ?? SETTING_DEFAULTS.maxBytesElements,
+      Number.MAX_SAFE_INTEGER,
+    ),
+  };
   const restrictions = parseRestrictions(options.grpcRestrictedProtocol, GRPC_RESTRICTED);
   const interceptors: ServerInterceptor[] = [timeoutHeaderGuard];
   if (restrictions.size > 0) interceptors.push(restrictedGuard(restrictions));
@@ -222,7 +274,14 @@ export async function startGrpcServer(service: GrpcService, tracker: InFlight, o
         // Before the first connection can send a stream: deadlines grpc-js mis-parses, requests that never arrive (guards.ts).
         hookStreams(server, { receiveTimeoutMs, maxMessageBytes });
         resolve(bound);
-      } else reject(new Error(/EADDRINUSE/.test(error.message) ? `gRPC address ${host}:${options.port} is already in use (--grpc-port)` : `cannot listen for gRPC on ${host}:${options.port}: ${error.message}`));
+      } else
+        reject(
+          new Error(
+            /EADDRINUSE/.test(error.message)
+              ? `gRPC address ${host}:${options.port} is already in use (--grpc-port)`
+              : `cannot listen for gRPC on ${host}:${options.port}: ${error.message}`,
+          ),
+        );
     });
   });
   let closing: Promise<void> | undefined;

@@ -1,7 +1,7 @@
 import { MAX_TIMER_MS } from 'batched-fn';
 import type { Metadata, ServerDuplexStream } from '@grpc/grpc-js';
-import type { InFlight } from '../drain.js';
-import { HttpError } from '../kserve/errors.js';
+import type { InFlight } from '../protocol/in-flight.js';
+import { invalidArgument, ProtocolError } from '../protocol/errors.js';
 import type { GrpcInferRequest } from './decode.js';
 import type { GrpcInferResponse } from './encode.js';
 import { RefusedRequest } from './guards.js';
@@ -15,7 +15,10 @@ export interface StreamInferResponse {
 /** What a ModelStreamInfer stream needs from the service. */
 export interface StreamInferContext {
   /** One request, as ModelInfer runs it (the same front, batcher, checks, metrics and spans). */
-  infer(request: GrpcInferRequest, options: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata }): Promise<GrpcInferResponse>;
+  infer(
+    request: GrpcInferRequest,
+    options: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata },
+  ): Promise<GrpcInferResponse>;
   /** Names of the generation models (decoupled: many responses per request), refused here. */
   generators: ReadonlySet<string>;
   /** Whether a name is a model of the registry (a generator's name may also be one). */
@@ -127,7 +130,11 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
     call.on('cancelled', () => {
       // Cancelled, past its deadline, or the client is gone: nothing more can be written.
       const late = remainingMs(call.getDeadline()) === 0;
-      controller.abort(late ? new HttpError(504, 'Deadline exceeded') : new HttpError(499, 'Client cancelled the call'));
+      controller.abort(
+        late
+          ? new ProtocolError('deadline-exceeded', 'Deadline exceeded')
+          : new ProtocolError('cancelled', 'Client cancelled the call'),
+      );
       finish();
       // The answers still owed are dropped; their requests settle (aborted) and end their tracking.
       slots.length = 0;
@@ -146,7 +153,10 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
       answer(request)
         .then(
           (response): StreamInferResponse => ({ error_message: '', infer_response: response }),
-          (error: unknown): StreamInferResponse => ({ error_message: grpcStatusFor(error).details, infer_response: { id } }),
+          (error: unknown): StreamInferResponse => ({
+            error_message: grpcStatusFor(error).details,
+            infer_response: { id },
+          }),
         )
         .then((response) => {
           slot.answer = response;
@@ -157,15 +167,18 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
 
     const answer = async (request: GrpcInferRequest | RefusedRequest): Promise<GrpcInferResponse> => {
       if (request instanceof RefusedRequest) throw request.error;
-      if (streams.draining) throw new HttpError(503, 'Server is shutting down');
+      if (streams.draining) throw new ProtocolError('unavailable', 'Server is shutting down');
       const name = request.model_name ?? '';
       if (context.generators.has(name) && !context.isModel(name)) {
-        throw new HttpError(
-          400,
+        throw invalidArgument(
           `Model \`${name}\` is a generation model (decoupled: many responses per request), which ModelStreamInfer does not serve yet; use the generate extension (POST /v2/models/${name}/generate_stream)`,
         );
       }
-      return context.infer(request, { signal: controller.signal, deadline: remainingMs(call.getDeadline()), metadata: call.metadata });
+      return context.infer(request, {
+        signal: controller.signal,
+        deadline: remainingMs(call.getDeadline()),
+        metadata: call.metadata,
+      });
     };
   };
 }

@@ -1,4 +1,4 @@
-import { badRequest, type HttpError } from '../kserve/errors.js';
+import { invalidArgument, type ProtocolError } from '../protocol/errors.js';
 
 /**
  * A cheap pass over a request's protobuf wire bytes, before protobufjs builds a single object.
@@ -28,7 +28,7 @@ export interface WireLimits {
 }
 
 /** The ModelInferRequest messages the scan descends into (proto/grpc_service.proto). */
-const enum Kind {
+enum Kind {
   /** A message we only check the wire structure of (any other RPC's request). */
   Opaque,
   Request,
@@ -62,7 +62,16 @@ const SCHEMA: Record<Kind, Record<number, number>> = {
   // name, parameters
   [Kind.Output]: { 1: TEXT, 2: MESSAGE },
   // bool, int, int64, uint, uint64, fp32, fp64, bytes
-  [Kind.Contents]: { 1: bit(VARINT, LEN), 2: bit(VARINT, LEN), 3: bit(VARINT, LEN), 4: bit(VARINT, LEN), 5: bit(VARINT, LEN), 6: bit(I32, LEN), 7: bit(I64, LEN), 8: TEXT },
+  [Kind.Contents]: {
+    1: bit(VARINT, LEN),
+    2: bit(VARINT, LEN),
+    3: bit(VARINT, LEN),
+    4: bit(VARINT, LEN),
+    5: bit(VARINT, LEN),
+    6: bit(I32, LEN),
+    7: bit(I64, LEN),
+    8: TEXT,
+  },
   // key, value
   [Kind.Entry]: { 1: TEXT, 2: MESSAGE },
 };
@@ -83,7 +92,7 @@ class Malformed extends Error {}
 class TooManyFields extends Error {}
 
 /**
- * Checks a ModelInferRequest's wire bytes against the limits; throws the HttpError (400) to answer.
+ * Checks a ModelInferRequest's wire bytes against the limits; throws the refusal to answer.
  * Linear in the message's size and allocation-free, so it costs about a copy of it.
  */
 export function scanModelInferRequest(bytes: Uint8Array, limits: WireLimits): void {
@@ -111,13 +120,26 @@ interface DescriptorLike {
 }
 
 const PACKED: Record<string, 'varint' | 4 | 8> = {
-  TYPE_INT32: 'varint', TYPE_INT64: 'varint', TYPE_UINT32: 'varint', TYPE_UINT64: 'varint', TYPE_SINT32: 'varint', TYPE_SINT64: 'varint', TYPE_BOOL: 'varint', TYPE_ENUM: 'varint',
-  TYPE_FIXED32: 4, TYPE_SFIXED32: 4, TYPE_FLOAT: 4, TYPE_FIXED64: 8, TYPE_SFIXED64: 8, TYPE_DOUBLE: 8,
+  TYPE_INT32: 'varint',
+  TYPE_INT64: 'varint',
+  TYPE_UINT32: 'varint',
+  TYPE_UINT64: 'varint',
+  TYPE_SINT32: 'varint',
+  TYPE_SINT64: 'varint',
+  TYPE_BOOL: 'varint',
+  TYPE_ENUM: 'varint',
+  TYPE_FIXED32: 4,
+  TYPE_SFIXED32: 4,
+  TYPE_FLOAT: 4,
+  TYPE_FIXED64: 8,
+  TYPE_SFIXED64: 8,
+  TYPE_DOUBLE: 8,
 };
 
 /** A request's shape from its descriptor, or undefined for anything that does not look like one. */
 export function messageShape(descriptor: unknown): MessageShape | undefined {
-  if (typeof descriptor !== 'object' || descriptor === null || !Array.isArray((descriptor as DescriptorLike).field)) return undefined;
+  if (typeof descriptor !== 'object' || descriptor === null || !Array.isArray((descriptor as DescriptorLike).field))
+    return undefined;
   const byName = new Map<string, DescriptorLike>();
   const collect = (d: DescriptorLike): void => {
     for (const nested of Array.isArray(d.nestedType) ? d.nestedType : []) {
@@ -137,7 +159,8 @@ export function messageShape(descriptor: unknown): MessageShape | undefined {
       if (f.type === 'TYPE_MESSAGE') {
         const nested = byName.get(String(f.typeName).split('.').at(-1) as string);
         shape.fields.set(f.number, nested === undefined ? {} : { message: build(nested) });
-      } else if (f.label === 'LABEL_REPEATED' && PACKED[String(f.type)] !== undefined) shape.fields.set(f.number, { packed: PACKED[String(f.type)] });
+      } else if (f.label === 'LABEL_REPEATED' && PACKED[String(f.type)] !== undefined)
+        shape.fields.set(f.number, { packed: PACKED[String(f.type)] });
     }
     return shape;
   };
@@ -149,7 +172,7 @@ const MAX_DEPTH = 32;
 
 /**
  * Checks any other request's wire structure and counts what the decoder would build of it; throws
- * the HttpError (400) to answer. None of these requests is more than a few names and values, while
+ * the refusal to answer. None of these requests is more than a few names and values, while
  * each field occurrence may cost the decoder an object: 930,000 map entries with distinct keys in
  * one 8 MiB RepositoryModelLoadRequest (or a TraceSettingRequest, which grpc-js decodes even to
  * answer UNIMPLEMENTED) cost a 3.1-3.3 s stall and +300 MB before any handler ran, and 2.8 M
@@ -159,16 +182,38 @@ const MAX_DEPTH = 32;
  */
 export function scanMessage(bytes: Uint8Array, type: string, limits: WireLimits, shape?: MessageShape): void {
   try {
-    walk(bytes, 0, bytes.length, Kind.Opaque, { inputs: 0, outputs: 0, raw: 0, objects: 0, longs: 0, strings: 0 }, limits, shape, 0);
+    walk(
+      bytes,
+      0,
+      bytes.length,
+      Kind.Opaque,
+      { inputs: 0, outputs: 0, raw: 0, objects: 0, longs: 0, strings: 0 },
+      limits,
+      shape,
+      0,
+    );
   } catch (error) {
-    if (error instanceof TooManyFields) throw badRequest(`${type} has more than ${limits.maxObjects} fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding`);
+    if (error instanceof TooManyFields)
+      throw invalidArgument(
+        `${type} has more than ${limits.maxObjects} fields (map entries and repeated elements, at any depth, count one each; --max-objects): refused before decoding`,
+      );
     throw error instanceof Malformed ? malformed(type, error.message) : error;
   }
 }
 
-export const malformed = (type: string, why: string): HttpError => badRequest(`Malformed ${type} message: ${why}`);
+export const malformed = (type: string, why: string): ProtocolError =>
+  invalidArgument(`Malformed ${type} message: ${why}`);
 
-function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts: Counts, limits: WireLimits, shape?: MessageShape, depth = 0): void {
+function walk(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  kind: Kind,
+  counts: Counts,
+  limits: WireLimits,
+  shape?: MessageShape,
+  depth = 0,
+): void {
   let pos = start;
   while (pos < end) {
     // The tag: a varint of at most 5 bytes (field numbers fit in 29 bits).
@@ -187,9 +232,11 @@ function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts:
     if (field === 0) throw new Malformed(`field number 0, at byte ${pos}`);
     if (kind === Kind.Opaque && ++counts.objects > limits.maxObjects) throw new TooManyFields();
     const allowed = SCHEMA[kind][field];
-    if (allowed !== undefined && (allowed & (1 << wireType)) === 0) throw new Malformed(`field ${field} has wire type ${wireType}, which it cannot have`);
+    if (allowed !== undefined && (allowed & (1 << wireType)) === 0)
+      throw new Malformed(`field ${field} has wire type ${wireType}, which it cannot have`);
     // The same for a message field of any other request: protobufjs would read a varint there as a length.
-    if (kind === Kind.Opaque && wireType !== LEN && shape?.fields.get(field)?.message !== undefined) throw new Malformed(`field ${field} has wire type ${wireType}, which it cannot have`);
+    if (kind === Kind.Opaque && wireType !== LEN && shape?.fields.get(field)?.message !== undefined)
+      throw new Malformed(`field ${field} has wire type ${wireType}, which it cannot have`);
     switch (wireType) {
       case VARINT: {
         for (let i = 0; ; i++) {
@@ -222,7 +269,8 @@ function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts:
           scale *= 128;
           if (byte < 0x80) break;
         }
-        if (length > end - pos) throw new Malformed(`field ${field} says ${length} bytes, ${end - pos} are left in its message`);
+        if (length > end - pos)
+          throw new Malformed(`field ${field} says ${length} bytes, ${end - pos} are left in its message`);
         if (kind === Kind.Opaque) opaqueElement(bytes, pos, pos + length, field, counts, limits, shape, depth);
         else element(bytes, pos, pos + length, kind, field, counts, limits);
         pos += length;
@@ -236,7 +284,15 @@ function walk(bytes: Uint8Array, start: number, end: number, kind: Kind, counts:
 }
 
 /** A length-delimited field: counts what the decoder would build of it, and descends into our messages. */
-function element(bytes: Uint8Array, start: number, end: number, kind: Kind, field: number, counts: Counts, limits: WireLimits): void {
+function element(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  kind: Kind,
+  field: number,
+  counts: Counts,
+  limits: WireLimits,
+): void {
   switch (kind) {
     case Kind.Request:
       if (field === 4) entry(bytes, start, end, counts, limits);
@@ -274,9 +330,10 @@ function element(bytes: Uint8Array, start: number, end: number, kind: Kind, fiel
       // `bytes_contents`: each element a Buffer. The numeric fields are packed numbers: tensor data, bounded by the size,
       // but for the 64-bit integers (see countLongs).
       if (field === 8 && ++counts.strings > limits.maxBytesElements) {
-        throw badRequest(`ModelInferRequest has more than ${limits.maxBytesElements} BYTES elements (--max-bytes-elements): refused before decoding`);
-      }
-      else if (field === 3 || field === 5) countLongs(counts, limits, varintsIn(bytes, start, end));
+        throw invalidArgument(
+          `ModelInferRequest has more than ${limits.maxBytesElements} BYTES elements (--max-bytes-elements): refused before decoding`,
+        );
+      } else if (field === 3 || field === 5) countLongs(counts, limits, varintsIn(bytes, start, end));
       return;
     case Kind.Opaque: // see opaqueElement
       return;
@@ -284,7 +341,16 @@ function element(bytes: Uint8Array, start: number, end: number, kind: Kind, fiel
 }
 
 /** A length-delimited field of any other request: followed if its shape says it is a message of its own, counted if packed numbers. */
-function opaqueElement(bytes: Uint8Array, start: number, end: number, field: number, counts: Counts, limits: WireLimits, shape: MessageShape | undefined, depth: number): void {
+function opaqueElement(
+  bytes: Uint8Array,
+  start: number,
+  end: number,
+  field: number,
+  counts: Counts,
+  limits: WireLimits,
+  shape: MessageShape | undefined,
+  depth: number,
+): void {
   const rule = shape?.fields.get(field);
   if (rule?.message !== undefined) {
     if (depth >= MAX_DEPTH) throw new Malformed(`messages nested more than ${MAX_DEPTH} deep`);
@@ -302,7 +368,9 @@ function entry(bytes: Uint8Array, start: number, end: number, counts: Counts, li
 
 function count(counts: Counts, limits: WireLimits): void {
   if (++counts.objects > limits.maxObjects)
-    throw badRequest(`ModelInferRequest has more than ${limits.maxObjects} elements (messages, map entries and shape dimensions; --max-objects): refused before decoding`);
+    throw invalidArgument(
+      `ModelInferRequest has more than ${limits.maxObjects} elements (messages, map entries and shape dimensions; --max-objects): refused before decoding`,
+    );
 }
 
 /** How many varints a packed field holds: each one ends on a byte below 0x80. */
@@ -323,9 +391,10 @@ function varintsIn(bytes: Uint8Array, start: number, end: number): number {
 function countLongs(counts: Counts, limits: WireLimits, n: number): void {
   counts.longs += n;
   if (counts.longs > limits.maxObjects)
-    throw badRequest(
+    throw invalidArgument(
       `ModelInferRequest has more than ${limits.maxObjects} typed INT64/UINT64 elements (each is decoded into a string; --max-objects): refused before decoding. Send a large 64-bit tensor in raw_input_contents`,
     );
 }
 
-const tooMany = (what: string, limit: number): HttpError => badRequest(`ModelInferRequest has more than ${limit} ${what} (--max-tensors): refused before decoding`);
+const tooMany = (what: string, limit: number): ProtocolError =>
+  invalidArgument(`ModelInferRequest has more than ${limit} ${what} (--max-tensors): refused before decoding`);

@@ -42,7 +42,9 @@ export const now = (): number => performance.timeOrigin + performance.now();
 
 /** In the worker: stamps each of a batch's results (plain objects, so the stamp crosses the thread). */
 export function stampResults<T extends object>(results: T[], stamp: WorkerStamp): T[] {
-  for (const result of results) if (result !== null && typeof result === 'object' && !(result instanceof Error)) (result as Record<string, unknown>)[COMPUTE_KEY] = stamp;
+  for (const result of results)
+    if (result !== null && typeof result === 'object' && !(result instanceof Error))
+      (result as Record<string, unknown>)[COMPUTE_KEY] = stamp;
   return results;
 }
 
@@ -80,7 +82,13 @@ export class ComputeJoin {
     const clamp = (ms: number, most: number): number => Math.min(Math.max(ms, 0), most);
     const inputMs = clamp(stamp.inferStart - dispatched, last.execMs);
     const outputMs = clamp(last.at - stamp.inferEnd, last.execMs - inputMs);
-    computed.set(result, { rows: last.rows, execMs: last.execMs, inputMs, inferMs: last.execMs - inputMs - outputMs, outputMs });
+    computed.set(result, {
+      rows: last.rows,
+      execMs: last.execMs,
+      inputMs,
+      inferMs: last.execMs - inputMs - outputMs,
+      outputMs,
+    });
     return result;
   };
 }

@@ -39,7 +39,10 @@ export function packedBytes(elements: ArrayLike<string | Uint8Array>): BytesData
   let offset = 0;
   for (let i = 0; i < count; i++) {
     const element = elements[i] as string | Uint8Array;
-    const length = typeof element === 'string' ? buffer.write(element, offset, 'utf8') : (buffer.set(element, offset), element.length);
+    const length =
+      typeof element === 'string'
+        ? buffer.write(element, offset, 'utf8')
+        : (buffer.set(element, offset), element.length);
     out[i] = new Uint8Array(buffer.buffer, offset, length);
     offset += length;
   }
@@ -114,7 +117,11 @@ export function concatRows(items: readonly InferItem[], name: string): Tensor {
   const rowShape = first.shape.slice(1);
   const totalRows = items.reduce((sum, item) => sum + item.rows, 0);
   if (first.datatype === 'BYTES') {
-    return { datatype: 'BYTES', shape: [totalRows, ...rowShape], data: items.flatMap((item) => (item.inputs[name] as Tensor).data as BytesData) };
+    return {
+      datatype: 'BYTES',
+      shape: [totalRows, ...rowShape],
+      data: items.flatMap((item) => (item.inputs[name] as Tensor).data as BytesData),
+    };
   }
   const data = new ARRAY_FOR[first.datatype](totalRows * elementCount(rowShape));
   let offset = 0;
@@ -133,7 +140,9 @@ export function splitRows(tensor: Tensor, rowsPerItem: readonly number[]): Tenso
   let offset = 0;
   for (const rows of rowsPerItem) {
     const length = rows * rowSize;
-    const data = Array.isArray(tensor.data) ? tensor.data.slice(offset, offset + length) : tensor.data.subarray(offset, offset + length);
+    const data = Array.isArray(tensor.data)
+      ? tensor.data.slice(offset, offset + length)
+      : tensor.data.subarray(offset, offset + length);
     parts.push({ datatype: tensor.datatype, shape: [rows, ...tensor.shape.slice(1)], data });
     offset += length;
   }

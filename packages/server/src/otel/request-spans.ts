@@ -1,6 +1,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { MODEL_ATTRIBUTE } from './trace-switch.js';
-import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type SpanAttributes, type SpanLike, type TracerLike } from './types.js';
+import { MODEL_ATTRIBUTE } from '../protocol/trace-switch.js';
+import {
+  endRequestSpan,
+  type ExtractParent,
+  SPAN_KIND_SERVER,
+  type SpanAttributes,
+  type SpanLike,
+  type TracerLike,
+} from './types.js';
 
 /** The routes whose requests are inferences, as Triton's trace settings count them. */
 const INFERENCE_ROUTE = /\/(infer|generate|generate_stream)$/;
@@ -11,7 +18,12 @@ const spans = new WeakMap<FastifyRequest, SpanLike>();
 export const spanOf = (request: FastifyRequest): SpanLike | undefined => spans.get(request);
 
 /** Ends a request's span once (a streamed answer ends it itself, before fastify's own hook would). */
-export function endSpanOf(request: FastifyRequest, status: number, attributes?: SpanAttributes, message?: string): void {
+export function endSpanOf(
+  request: FastifyRequest,
+  status: number,
+  attributes?: SpanAttributes,
+  message?: string,
+): void {
   const span = spans.get(request);
   if (span === undefined) return;
   spans.delete(request);
@@ -29,7 +41,10 @@ export function traceRequests(app: FastifyInstance, tracer: TracerLike, extract?
     const route = request.routeOptions.url;
     // An inference request names its model from the start: the trace settings sample per model
     // (trace-switch.ts). The infer front later sets the attribute again, to a name the server has.
-    const model = route !== undefined && INFERENCE_ROUTE.test(route) ? (request.params as { name?: unknown } | undefined)?.name : undefined;
+    const model =
+      route !== undefined && INFERENCE_ROUTE.test(route)
+        ? (request.params as { name?: unknown } | undefined)?.name
+        : undefined;
     const options = {
       kind: SPAN_KIND_SERVER,
       attributes: {
@@ -41,7 +56,12 @@ export function traceRequests(app: FastifyInstance, tracer: TracerLike, extract?
       },
     };
     const name = route === undefined ? request.method : `${request.method} ${route}`;
-    spans.set(request, extract === undefined ? tracer.startSpan(name, options) : tracer.startSpan(name, options, extract(request.headers)));
+    spans.set(
+      request,
+      extract === undefined
+        ? tracer.startSpan(name, options)
+        : tracer.startSpan(name, options, extract(request.headers)),
+    );
   });
   app.addHook('onResponse', async (request, reply) => endSpanOf(request, reply.statusCode));
 }

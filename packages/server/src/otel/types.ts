@@ -26,7 +26,12 @@ export const SPAN_KIND_SERVER = 1;
 export const SPAN_STATUS_ERROR = 2;
 
 /** Ends a server span with its outcome's attributes; `failed` (the server's fault, not the client's) sets error status. */
-export function endRequestSpan(span: SpanLike | undefined, failed: boolean, attributes: SpanAttributes = {}, message?: string): void {
+export function endRequestSpan(
+  span: SpanLike | undefined,
+  failed: boolean,
+  attributes: SpanAttributes = {},
+  message?: string,
+): void {
   if (span === undefined) return;
   span.setAttributes(attributes);
   if (failed) span.setStatus({ code: SPAN_STATUS_ERROR, ...(message === undefined ? {} : { message }) });

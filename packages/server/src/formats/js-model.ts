@@ -1,0 +1,138 @@
+import { basename, dirname } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { ExportsMessage, ExportsWorkerData, ModuleExports } from './js-model.exports.js';
+import type { JsModelWorkerData } from './js-model.worker.js';
+import { ModelLoadError } from '../model/errors.js';
+import type { ServedModel } from '../model/served-model.js';
+import type { OnnxModelOptions } from './onnx-model.js';
+import { liveModel, servedBatcher } from './served-batcher.js';
+import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
+
+const DATATYPES = new Set<Datatype>([
+  'FP16',
+  'BF16',
+  'FP32',
+  'FP64',
+  'INT8',
+  'INT16',
+  'INT32',
+  'INT64',
+  'UINT8',
+  'UINT16',
+  'UINT32',
+  'UINT64',
+  'BOOL',
+  'BYTES',
+]);
+
+export interface JsModelOptions extends Omit<OnnxModelOptions, 'path' | 'threads'> {
+  /** `model.js` or `model.mjs`, exporting `inputs`, `outputs`, `handler` and optionally `context` and `dispose`. */
+  path: string;
+  /** The folder's parsed config.json, handed to the module's `context(config)`. */
+  config?: Record<string, unknown>;
+  /** Gives up reading the module's exports (the thread reading them is terminated) and rejects with its reason. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Imports the module in a thread of its own and answers its exports; see js-model.exports.ts for
+ * why. The thread is terminated as soon as it has answered (or `signal` aborts): a module that
+ * spins, or starts timers, at its top level cannot keep it.
+ */
+function readExports(path: string, moduleUrl: string, signal: AbortSignal | undefined): Promise<ModuleExports> {
+  if (signal?.aborted === true) return Promise.reject(signal.reason);
+  return new Promise<ModuleExports>((resolve, reject) => {
+    const worker = new Worker(new URL('./js-model.exports.js', import.meta.url), {
+      workerData: { readExportsOf: moduleUrl } satisfies ExportsWorkerData,
+      name: `${basename(dirname(path))} exports`,
+    });
+    let settled = false;
+    const settle = (finish: () => void): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      void worker.terminate();
+      finish();
+    };
+    const onAbort = (): void => settle(() => reject(signal?.reason));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.on('message', (message: ExportsMessage | undefined) => {
+      if (message?.kind !== 'bfn-exports') return;
+      settle(() =>
+        message.ok
+          ? resolve(message.exports)
+          : reject(new ModelLoadError(`${path} failed to load: ${message.message}`)),
+      );
+    });
+    worker.once('error', (error) =>
+      settle(() => reject(new ModelLoadError(`${path} failed to load: ${error.message}`))),
+    );
+    worker.once('exit', (code) =>
+      settle(() =>
+        reject(
+          new ModelLoadError(`${path} failed to load: its thread exited (code ${code}) before its exports were read`),
+        ),
+      ),
+    );
+  });
+}
+
+function readSpecs(file: string, which: 'inputs' | 'outputs', value: unknown): TensorSpec[] {
+  if (!Array.isArray(value) || value.length === 0)
+    throw new ModelLoadError(`${file} must export \`${which}\`, a non-empty array of { name, datatype, shape }`);
+  return value.map((spec: { name?: unknown; datatype?: unknown; shape?: unknown }, i) => {
+    if (typeof spec?.name !== 'string' || !DATATYPES.has(spec.datatype as Datatype))
+      throw new ModelLoadError(`${file}: \`${which}[${i}]\` needs a string name and a KServe datatype`);
+    const shape = spec.shape;
+    // A leading -1 is the batch dimension (the rows); a model declared without one is served one
+    // request at a time, its shapes as declared (batch-dimension.ts).
+    if (
+      !Array.isArray(shape) ||
+      shape.length === 0 ||
+      !shape.every((d) => Number.isInteger(d) && (d === -1 || d >= 1))
+    ) {
+      throw new ModelLoadError(
+        `${file}: \`${which}[${i}].shape\` must be a non-empty array of sizes or -1 (any size), starting with -1 (the rows) for a model that batches, got ${JSON.stringify(shape)}`,
+      );
+    }
+    return { name: spec.name, datatype: spec.datatype as Datatype, shape: shape as number[] };
+  });
+}
+
+/**
+ * A model written in JS, served like an ONNX one: its metadata is read in a thread of its own, and
+ * its handler runs in worker threads with the same batching, crash recovery and metrics. Each load
+ * is the file as it is now, entirely: the exports are read afresh, and the workers run only that
+ * content (a worker restarted after the file changed refuses to run it; load the model again).
+ */
+export async function createJsModel(options: JsModelOptions): Promise<ServedModel> {
+  const url = pathToFileURL(options.path).href;
+  const module = await readExports(options.path, url, options.signal);
+  if (!module.hasHandler)
+    throw new ModelLoadError(`${options.path} must export a \`handler(requests, context)\` function`);
+  const signature: ModelSignature = {
+    inputs: readSpecs(options.path, 'inputs', module.inputs),
+    outputs: readSpecs(options.path, 'outputs', module.outputs),
+  };
+  const config = options.config ?? {};
+  const parameters = (config.parameters ?? {}) as Record<string, unknown>;
+  const workerData: JsModelWorkerData = {
+    moduleUrl: url,
+    sha256: module.sha256,
+    config,
+    outputs: signature.outputs,
+    binary: parameters.binary === true,
+  };
+  const name = options.name ?? basename(dirname(options.path));
+  const {
+    batcher,
+    batched,
+    infer,
+    config: served,
+  } = servedBatcher(new URL('./js-model.worker.js', import.meta.url), workerData, signature, { ...options, name });
+  return liveModel(
+    { name, version: '1', platform: 'batched-fn_js', signature, batcher, infer, config: served },
+    batched,
+  );
+}

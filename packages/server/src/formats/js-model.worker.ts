@@ -1,0 +1,171 @@
+/**
+ * Runs a model written in JS (`model.js`) inside a batcher worker thread: the
+ * user's module builds its context once per worker, and gets each batch as
+ * requests in KServe's own terms, answering with tensors or an Error per slot.
+ */
+import { fileURLToPath } from 'node:url';
+import { move } from 'batched-fn';
+import { now, stampResults } from '../model/compute-timing.js';
+import { HALF_OVERFLOW, toBFloat16Bits, toFloat16Bits } from '../model/half.js';
+import { hashFile } from './js-model.exports.js';
+import type { BatchedWorkerData } from './served-batcher.js';
+import type { TensorSpec } from '../model/signature.js';
+import {
+  ARRAY_FOR,
+  elementCount,
+  type InferItem,
+  type InferResult,
+  packedBytes,
+  type Tensor,
+} from '../model/tensor.js';
+
+export interface JsModelWorkerData extends Partial<BatchedWorkerData> {
+  moduleUrl: string;
+  /** model.js's content hash when its exports were read: the only content this worker may run. */
+  sha256: string;
+  config: Record<string, unknown>;
+  outputs: TensorSpec[];
+  /** config.parameters.binary: BYTES reach the model as Uint8Array[] rather than string[]. */
+  binary: boolean;
+}
+
+interface UserModule {
+  context?: (config: Record<string, unknown>) => unknown;
+  handler: (requests: unknown[], context: unknown) => unknown;
+  dispose?: (context: unknown) => unknown;
+}
+
+interface State {
+  module: UserModule;
+  context: unknown;
+  data: JsModelWorkerData;
+}
+
+const decoder = new TextDecoder();
+
+export async function context(data: JsModelWorkerData): Promise<State> {
+  // A worker restarted after a crash reads the file again: if it changed since the load, its code
+  // would not match the signature requests are checked against, so it refuses to run it. Checked
+  // before the import, so changed code does not even run its top level, and after, for a write
+  // that lands between the check and the import.
+  const unchanged = async (): Promise<void> => {
+    if ((await hashFile(data.moduleUrl)) !== data.sha256) {
+      throw new Error(
+        `${fileURLToPath(data.moduleUrl)} changed since this model was loaded; load the model again to serve the new version`,
+      );
+    }
+  };
+  await unchanged();
+  const module = (await import(data.moduleUrl)) as UserModule;
+  await unchanged();
+  const userContext = typeof module.context === 'function' ? await module.context(data.config) : undefined;
+  return { module, context: userContext, data };
+}
+
+function toRequest(item: InferItem, binary: boolean): unknown {
+  const inputs: Record<string, unknown> = {};
+  for (const [name, tensor] of Object.entries(item.inputs)) {
+    const data =
+      tensor.datatype === 'BYTES' && !binary
+        ? (tensor.data as Uint8Array[]).map((element) => decoder.decode(element))
+        : tensor.data;
+    inputs[name] = { datatype: tensor.datatype, shape: tensor.shape, data };
+  }
+  return { inputs, parameters: item.parameters ?? {} };
+}
+
+/** Numbers → FP16/BF16 patterns; a number past the datatype's range is the model's mistake, not an infinity. */
+function halfBits(
+  spec: TensorSpec & { datatype: 'FP16' | 'BF16' },
+  source: ArrayLike<unknown>,
+  count: number,
+): Uint16Array {
+  const encode = spec.datatype === 'FP16' ? toFloat16Bits : toBFloat16Bits;
+  const out = new Uint16Array(count);
+  for (let i = 0; i < count; i++) {
+    const value = source[i];
+    if (typeof value !== 'number' || Math.abs(value) >= HALF_OVERFLOW[spec.datatype]) {
+      throw new TypeError(
+        `output \`${spec.name}\` is ${spec.datatype}: element ${i} (${String(value)}) is not a number within its range; answer a Uint16Array of bit patterns for NaN or infinities`,
+      );
+    }
+    out[i] = encode(value);
+  }
+  return out;
+}
+
+/**
+ * One output of one request: its data (an array or typed array) checked against its shape and made a
+ * tensor. Without a shape it is the request's rows by the declared row shape, or for a model without a
+ * batch dimension the declared shape itself. FP16/BF16: a Uint16Array holds bit patterns; a plain
+ * array holds numbers, rounded to the datatype.
+ */
+function toTensor(spec: TensorSpec, value: unknown, rows: number, batched: boolean): Tensor {
+  if (typeof value !== 'object' || value === null)
+    throw new TypeError(`output \`${spec.name}\` must be { shape?, data }`);
+  const { shape: given, data } = value as { shape?: unknown; data?: unknown };
+  const shape = Array.isArray(given) ? (given as number[]) : batched ? [rows, ...spec.shape.slice(1)] : spec.shape;
+  if (!shape.every((d) => Number.isInteger(d) && d >= 0)) {
+    throw new TypeError(
+      Array.isArray(given)
+        ? `output \`${spec.name}\` has an invalid shape ${JSON.stringify(given)}`
+        : `output \`${spec.name}\` needs its \`shape\`: its declared shape ${JSON.stringify(spec.shape)} has a dimension of any size`,
+    );
+  }
+  const count = elementCount(shape);
+  const length = (data as { length?: unknown } | null)?.length;
+  if (typeof length !== 'number' || length !== count)
+    throw new TypeError(`output \`${spec.name}\` has ${String(length)} elements for shape ${JSON.stringify(shape)}`);
+  if (spec.datatype === 'BYTES') {
+    // One buffer for the whole output (see packedBytes): posting one buffer per string back is quadratic.
+    const elements = Array.from(data as ArrayLike<unknown>, (e) => (e instanceof Uint8Array ? e : String(e)));
+    return { datatype: 'BYTES', shape, data: packedBytes(elements) };
+  }
+  const type = ARRAY_FOR[spec.datatype];
+  if (data instanceof type) return { datatype: spec.datatype, shape, data: data as Tensor['data'] };
+  if (spec.datatype === 'FP16' || spec.datatype === 'BF16')
+    return {
+      datatype: spec.datatype,
+      shape,
+      data: halfBits(spec as TensorSpec & { datatype: 'FP16' | 'BF16' }, data as ArrayLike<unknown>, count),
+    };
+  const big = spec.datatype === 'INT64' || spec.datatype === 'UINT64';
+  const out = new type(count);
+  const source = data as ArrayLike<number>;
+  for (let i = 0; i < count; i++) (out as unknown as unknown[])[i] = big ? BigInt(source[i] as number) : source[i];
+  return { datatype: spec.datatype, shape, data: out };
+}
+
+export async function handler(batch: InferItem[], state: State): Promise<(InferResult | Error)[]> {
+  const requests = batch.map((item) => toRequest(item, state.data.binary));
+  const inferStart = now();
+  const answers = await state.module.handler(requests, state.context);
+  const inferEnd = now();
+  if (!Array.isArray(answers) || answers.length !== batch.length) {
+    throw new TypeError(
+      `model.js handler must return one answer per request (${batch.length}), got ${Array.isArray(answers) ? answers.length : typeof answers}`,
+    );
+  }
+  // The stamp lets the server split the batch's time into Triton's compute_input/infer/output.
+  const stamp = { inferStart, inferEnd };
+  return answers.map((answer, i) => {
+    if (answer instanceof Error) return answer;
+    try {
+      const result: InferResult = {};
+      for (const spec of state.data.outputs)
+        result[spec.name] = toTensor(
+          spec,
+          (answer as Record<string, unknown>)?.[spec.name],
+          (batch[i] as InferItem).rows,
+          state.data.batched !== false,
+        );
+      return move(stampResults([result], stamp)[0] as InferResult);
+    } catch (error) {
+      return new Error(`model.js answered request ${i} wrongly: ${(error as Error).message}`);
+    }
+  });
+}
+
+export async function dispose(state: State): Promise<void> {
+  if (typeof state.module.dispose === 'function') await state.module.dispose(state.context);
+}

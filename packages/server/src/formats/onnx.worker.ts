@@ -1,0 +1,109 @@
+/**
+ * Runs inside each worker thread: owns one InferenceSession (the batcher's
+ * context) and turns a batch of requests into one `session.run`.
+ */
+import { move } from 'batched-fn';
+import * as ort from 'onnxruntime-node';
+import { now, stampResults } from '../model/compute-timing.js';
+import type { BatchedWorkerData } from './served-batcher.js';
+import type { NumericDatatype } from '../model/signature.js';
+import {
+  concatRows,
+  DATATYPE_FOR_ORT,
+  type InferItem,
+  type InferResult,
+  ORT_TYPE,
+  splitRows,
+  type Tensor,
+} from '../model/tensor.js';
+
+export interface OnnxWorkerData extends Partial<BatchedWorkerData> {
+  modelPath: string;
+  /** Intra-op threads per session. Small by default: the machine's cores are shared with HTTP and other workers. */
+  threads: number;
+}
+
+/**
+ * Never terminate this thread mid-batch: onnxruntime-node aborts the whole process when its
+ * thread is terminated inside session.run. After a batch timeout the pool retires the worker
+ * instead (a fresh one takes its place; this one exits when its run returns).
+ */
+export const interruptible = false;
+
+interface Session {
+  session: ort.InferenceSession;
+  batched: boolean;
+}
+
+export async function context(data: OnnxWorkerData): Promise<Session> {
+  const session = await ort.InferenceSession.create(data.modelPath, {
+    intraOpNumThreads: data.threads,
+    interOpNumThreads: 1,
+    executionMode: 'sequential',
+    graphOptimizationLevel: 'all',
+    // Intra-op threads busy-wait between runs by default, burning the cores the HTTP thread and
+    // other workers need. Measured on 2 cores, turning it off cost no throughput (within noise).
+    extra: { session: { intra_op: { allow_spinning: '0' } } },
+  });
+  return { session, batched: data.batched !== false };
+}
+
+function toOrt(tensor: Tensor): ort.Tensor {
+  return new ort.Tensor(ORT_TYPE[tensor.datatype as NumericDatatype] as never, tensor.data as never, tensor.shape);
+}
+
+function fromOrt(value: ort.Tensor): Tensor {
+  const datatype = DATATYPE_FOR_ORT[value.type];
+  if (datatype === undefined) throw new TypeError(`Model output type ${value.type} cannot be served`);
+  let data = value.data as Tensor['data'];
+  if (datatype === 'FP16' && !(data instanceof Uint16Array)) {
+    // Where Float16Array exists, ONNX Runtime answers float16 in one: the server keeps the bit patterns.
+    const half = data as unknown as { buffer: ArrayBuffer; byteOffset: number; length: number };
+    data = new Uint16Array(half.buffer, half.byteOffset, half.length);
+  }
+  return { datatype, shape: [...value.dims], data };
+}
+
+export async function handler(batch: InferItem[], { session, batched }: Session): Promise<InferResult[]> {
+  if (!batched) return [await runAlone(batch[0] as InferItem, session)];
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const name of session.inputNames) {
+    // One request needs no copy; several are stacked into one tensor so the model runs once.
+    feeds[name] = toOrt(batch.length === 1 ? (batch[0]?.inputs[name] as Tensor) : concatRows(batch, name));
+  }
+  const inferStart = now();
+  const results = await session.run(feeds);
+  const inferEnd = now();
+  const rows = batch.map((item) => item.rows);
+  const perItem: InferResult[] = batch.map(() => ({}));
+  for (const name of session.outputNames) {
+    const output = fromOrt(results[name] as ort.Tensor);
+    if (output.shape[0] !== rows.reduce((a, b) => a + b, 0)) {
+      throw new Error(
+        `Output \`${name}\` has ${output.shape[0]} rows for ${rows.reduce((a, b) => a + b, 0)} input rows; the model must keep the batch dimension`,
+      );
+    }
+    splitRows(output, rows).forEach((part, i) => {
+      (perItem[i] as InferResult)[name] = part;
+    });
+  }
+  // The views share the batch's output buffers; moving them hands those buffers over without a copy.
+  // The stamp lets the server split the batch's time into Triton's compute_input/infer/output.
+  return stampResults(perItem, { inferStart, inferEnd }).map((result) => move(result));
+}
+
+/** A model without a batch dimension: one request (its batch of one), its outputs as the model answers them. */
+async function runAlone(item: InferItem, session: ort.InferenceSession): Promise<InferResult> {
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const name of session.inputNames) feeds[name] = toOrt(item.inputs[name] as Tensor);
+  const inferStart = now();
+  const results = await session.run(feeds);
+  const inferEnd = now();
+  const result: InferResult = {};
+  for (const name of session.outputNames) result[name] = fromOrt(results[name] as ort.Tensor);
+  return move(stampResults([result], { inferStart, inferEnd })[0] as InferResult);
+}
+
+export async function dispose({ session }: Session): Promise<void> {
+  await session.release();
+}

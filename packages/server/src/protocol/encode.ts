@@ -1,0 +1,86 @@
+import { fromBFloat16Bits, fromFloat16Bits } from '../model/half.js';
+import type { BytesData, InferResult, Tensor } from '../model/tensor.js';
+import { bytesToBinary, bytesToJson } from './bytes-data.js';
+import { type RegionRef, writeRegionOutputs } from './shared-memory.js';
+
+export interface EncodedResponse {
+  body: string | Buffer;
+  headers: Record<string, string>;
+}
+
+/**
+ * 64-bit integers past 2^53 - 1 that a JS number would round: their JSON text
+ * is written from the BigInt's own digits (JSON numbers have no size limit;
+ * JSON.stringify just cannot write a BigInt), or undefined when every value
+ * is exact as a number.
+ */
+function exactIntegerText(tensor: Tensor): string | undefined {
+  if (tensor.datatype !== 'INT64' && tensor.datatype !== 'UINT64') return undefined;
+  const values = tensor.data as BigInt64Array | BigUint64Array;
+  for (let i = 0; i < values.length; i++) {
+    const value = values[i] as bigint;
+    if (value > MAX_SAFE || value < -MAX_SAFE) return `[${values.join(',')}]`;
+  }
+  return undefined;
+}
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
+function jsonData(tensor: Tensor): number[] | boolean[] | string[] {
+  if (tensor.datatype === 'BYTES') return bytesToJson(tensor.data as BytesData);
+  if (tensor.datatype === 'BOOL') return Array.from(tensor.data as Uint8Array, (x) => x !== 0);
+  if (tensor.datatype === 'INT64' || tensor.datatype === 'UINT64')
+    return Array.from(tensor.data as BigInt64Array, Number);
+  // 16-bit patterns → the numbers they hold, exactly (Triton answers FP16/BF16 in binary only).
+  if (tensor.datatype === 'FP16') return Array.from(tensor.data as Uint16Array, fromFloat16Bits);
+  if (tensor.datatype === 'BF16') return Array.from(tensor.data as Uint16Array, fromBFloat16Bits);
+  return Array.from(tensor.data as Float32Array);
+}
+
+/** One output's JSON: `data` spliced in as text when its integers must keep every digit. */
+function describeJson(base: { name: string; datatype: string; shape: number[] }, tensor: Tensor): string {
+  const exact = exactIntegerText(tensor);
+  if (exact === undefined) return JSON.stringify({ ...base, data: jsonData(tensor) });
+  return `${JSON.stringify(base).slice(0, -1)},"data":${exact}}`;
+}
+
+/**
+ * Builds the KServe v2 response. Outputs asked for as binary are appended as
+ * raw bytes after the JSON header, whose length goes in
+ * Inference-Header-Content-Length, as Triton's clients expect.
+ */
+export function encodeInferResponse(
+  modelName: string,
+  modelVersion: string,
+  id: string | undefined,
+  result: InferResult,
+  outputs: readonly { name: string; binary: boolean; region?: RegionRef | undefined }[],
+): EncodedResponse {
+  const chunks: Uint8Array[] = [];
+  // Outputs asked into a shared-memory region are written there, and answered without data.
+  const inRegions = writeRegionOutputs(outputs, result);
+  const described = outputs.map(({ name, binary }) => {
+    const tensor = result[name] as Tensor;
+    const base = { name, datatype: tensor.datatype, shape: tensor.shape };
+    const region = inRegions.get(name);
+    if (region !== undefined) return JSON.stringify({ ...base, parameters: region });
+    if (!binary) return describeJson(base, tensor);
+    const data = tensor.data;
+    const bytes = Array.isArray(data)
+      ? bytesToBinary(data)
+      : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    chunks.push(bytes);
+    return JSON.stringify({ ...base, parameters: { binary_data_size: bytes.byteLength } });
+  });
+  const head = JSON.stringify({
+    model_name: modelName,
+    model_version: modelVersion,
+    ...(id === undefined ? {} : { id }),
+  });
+  const header = `${head.slice(0, -1)},"outputs":[${described.join(',')}]}`;
+  if (chunks.length === 0) return { body: header, headers: { 'content-type': 'application/json' } };
+  const json = Buffer.from(header, 'utf8');
+  return {
+    body: Buffer.concat([json, ...chunks]),
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.length) },
+  };
+}

@@ -1,0 +1,57 @@
+import { BatchedFnError } from 'batched-fn';
+import { PROTOCOL_STATUSES, ProtocolError, type ProtocolStatus, statusOfHttp } from './errors.js';
+
+/**
+ * How every error reaches a client, decided once for every transport: its protocol status, and
+ * the message text. REST maps the status onto HTTP (rest/http-status.ts) and gRPC onto its codes
+ * (grpc/status.ts), so both say the same thing.
+ */
+export interface Refusal {
+  readonly status: ProtocolStatus;
+  /** Seconds after which trying again may succeed (REST's Retry-After). */
+  readonly retryAfter?: number;
+  /** The HTTP status the error carried itself (a model's `status: 422`): REST answers it as it is. */
+  readonly httpStatus?: number;
+}
+
+/** Client input echoed in an error message is cut, so a 1 MB model name is not sent back whole. */
+export const clip = (text: string): string => (text.length > 100 ? `${text.slice(0, 100)}...` : text);
+
+const isStatus = (value: unknown): value is ProtocolStatus => (PROTOCOL_STATUSES as readonly unknown[]).includes(value);
+
+/** The protocol status of any error: ours, the batcher's, or one from a model or a remote worker. */
+export function refusalFor(error: unknown): Refusal {
+  if (error instanceof ProtocolError) {
+    const status = error.protocolStatus;
+    return error.retryAfter === undefined ? { status } : { status, retryAfter: error.retryAfter };
+  }
+  if (error instanceof BatchedFnError) {
+    switch (error.code) {
+      case 'ERR_QUEUE_FULL':
+        return { status: 'resource-exhausted', retryAfter: 1 };
+      case 'ERR_CLOSED':
+      case 'ERR_UNAVAILABLE':
+        return { status: 'unavailable', retryAfter: 1 };
+      case 'ERR_TIMEOUT':
+        return { status: 'deadline-exceeded' };
+      case 'ERR_ITEM_TOO_LARGE':
+        return { status: 'too-large' };
+      default:
+        return { status: 'internal' };
+    }
+  }
+  // An error from elsewhere (a model, a remote worker's, rebuilt by the error codec) is the
+  // client's only when it says so: a protocol status, or a 4xx by the HTTP convention.
+  const { protocolStatus, status } = (error ?? {}) as { protocolStatus?: unknown; status?: unknown };
+  if (isStatus(protocolStatus)) return { status: protocolStatus };
+  if (typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 500)
+    return { status: statusOfHttp(status), httpStatus: status };
+  return { status: 'internal' };
+}
+
+/** The message a client reads: the batcher's code first, and "Model failed" before a failure of the model's. */
+export function messageFor(error: unknown, refusal: Refusal = refusalFor(error)): string {
+  if (error instanceof BatchedFnError) return `${error.code}: ${error.message}`;
+  if (refusal.status === 'internal') return `Model failed: ${(error as Error)?.message ?? String(error)}`;
+  return (error as Error)?.message ?? String(error);
+}
