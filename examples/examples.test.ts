@@ -1,14 +1,52 @@
-import { readFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { expect, inject, test } from 'vitest';
 
-test('quickstart answers each caller from one batched model run', async () => {
-  const { answers, predict } = await import('./dist/quickstart.js');
-  expect(answers).toEqual([3, 7, 11]);
-  expect(predict.stats.batches).toBe(1);
-  await predict.close();
+const root = new URL('../', import.meta.url);
+
+/** Runs an example as a user would (`node examples/x.mjs` from the repository), and returns what it printed. */
+async function run(file: string): Promise<string> {
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, [file], { cwd: root, timeout: 15_000 });
+  expect(stderr).toBe('');
+  return stdout;
+}
+
+test("quickstart, run alone, prints each caller's answer from one batched model run", async () => {
+  expect(await run('examples/dist/quickstart.js')).toBe('[ 3, 7, 11 ] in 1 batch\n');
+});
+
+test('the .mjs twins print what their TypeScript examples print', async () => {
+  expect(await run('examples/quickstart.mjs')).toBe('[ 3, 7, 11 ] in 1 batch\n');
+  expect(await run('examples/streaming.mjs')).toBe("[ 'batch', 'me', 'continuously' ] in 12 steps\n");
+  expect(await run('examples/dist/streaming.js')).toBe(await run('examples/streaming.mjs'));
+  expect(await run('examples/worker-pool.mjs')).toBe('score 5 input detached: true\n');
+  expect(await run('examples/dist/worker-pool.js')).toBe(await run('examples/worker-pool.mjs'));
+});
+
+test('http-server.mjs, run alone, prints a curl line that it answers, and exits 0 on SIGTERM', async () => {
+  const child = spawn(process.execPath, ['examples/http-server.mjs'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  try {
+    const [line] = (await once(createInterface({ input: child.stdout }), 'line')) as [string];
+    const url = /^Try it: curl '(http:\/\/127\.0\.0\.1:\d+\/\?text=hello)'$/.exec(line)?.[1];
+    expect(url, line).toBeDefined();
+    const answer = await fetch(url as string);
+    expect(answer.status).toBe(200);
+    expect(await answer.json()).toEqual({ length: 5 });
+    child.kill('SIGTERM');
+    expect(await once(child, 'exit')).toEqual([0, null]);
+  } finally {
+    child.kill('SIGKILL');
+  }
 });
 
 test('the HTTP example answers 200, and 503 with Retry-After once channelCap items wait', async () => {
@@ -71,15 +109,27 @@ test('the fastify plugin serves the model inside an existing app', async () => {
   await shutdown();
 });
 
-test('every TypeScript block in the README is one of these example files, verbatim', () => {
-  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
-  const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1] as string);
-  expect(blocks.length).toBeGreaterThan(0);
-  for (const block of blocks) {
-    const file = /^\/\/ file: (\S+)/.exec(block)?.[1];
-    expect(file, `README block without a "// file:" line:\n${block.slice(0, 80)}`).toBeDefined();
-    expect(block).toBe(readFileSync(new URL(`../${file}`, import.meta.url), 'utf8'));
+// The README and every page of docs/: each TypeScript block, and each JS block that names its file, is that file.
+const pages = [
+  'README.md',
+  ...readdirSync(new URL('docs/', root))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
+
+test('every TypeScript block in the README and docs/ is one of these example files, verbatim', () => {
+  let shown = 0;
+  for (const page of pages) {
+    const text = readFileSync(new URL(page, root), 'utf8');
+    for (const [, lang, block] of text.matchAll(/```(ts|js)\n([\s\S]*?)```/g) as Iterable<string[]>) {
+      const file = /^\/\/ file: (\S+)/.exec(block as string)?.[1];
+      if (lang === 'js' && file === undefined) continue; // a sketch (a model.js outline), not a file to run
+      expect(file, `${page}: block without a "// file:" line:\n${(block as string).slice(0, 80)}`).toBeDefined();
+      expect(block, `${page}: ${file}`).toBe(readFileSync(new URL(file as string, root), 'utf8'));
+      shown++;
+    }
   }
+  expect(shown).toBeGreaterThanOrEqual(7);
 });
 
 test('the example model repository serves the MLP, the OCR classifier and the JS sentiment model side by side', async () => {

@@ -12,6 +12,7 @@ export const model = createOnnxModel({
   onBatch: metrics.onBatch,
 });
 metrics.track(model);
+await model.batcher.ready(); // loads the model now, so the first request's timeout does not include the load
 
 export const app = Fastify();
 app.get('/', async () => ({ service: 'my app' })); // your own routes stay yours

@@ -21,3 +21,4 @@ export const words = await Promise.all(
     return out;
   }),
 );
+console.log(words, 'in', spell.stats.steps, 'steps'); // [ 'batch', 'me', 'continuously' ] in 12 steps

@@ -13,4 +13,5 @@ const predict = batchedFn<Float32Array, number>({
 const row = new Float32Array([1, 2, 3, 4]);
 export const score = await predict(move(row));
 export const detached = row.byteLength === 0;
+console.log('score', score, 'input detached:', detached); // score 5 input detached: true
 await predict.close();

@@ -1,52 +1,60 @@
-import { execFile } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect, test } from 'vitest';
 import { changedPaths } from './clean-run.js';
 
+const root = fileURLToPath(new URL('..', import.meta.url));
 const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs');
-const fixture = fileURLToPath(new URL('./fixtures/clean-run', import.meta.url));
 
-/** Runs the one-test fixture suite under the clean-run global setup; LITTER says what its test leaves behind. */
-function run(litter: 'temp' | 'tree' | undefined): Promise<{ code: number | null; output: string }> {
-  const env = { ...process.env, LITTER: litter ?? '', NO_COLOR: '1' };
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [vitest, 'run', '--root', fixture],
-      { env, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        resolve({ code: error ? (error.code as number | null) : 0, output: stdout + stderr });
-      },
+/**
+ * Runs the one-test fixture suite under the clean-run global setup, in a throwaway git checkout of its own, so that
+ * files changing in this checkout meanwhile are not its business. LITTER says what its test leaves behind.
+ */
+async function run(litter: 'temp' | 'tree' | undefined): Promise<{ code: number | null; output: string }> {
+  const checkout = mkdtempSync(join(tmpdir(), 'bfn-clean-run-'));
+  try {
+    execFileSync('git', ['init', '--quiet'], { cwd: checkout });
+    symlinkSync(join(root, 'node_modules'), join(checkout, 'node_modules'));
+    writeFileSync(join(checkout, '.gitignore'), 'node_modules\n');
+    cpSync(
+      fileURLToPath(new URL('./fixtures/clean-run/litter.test.ts', import.meta.url)),
+      join(checkout, 'litter.test.ts'),
     );
-  });
+    const setup = fileURLToPath(new URL('./clean-run.ts', import.meta.url));
+    const config = { test: { include: ['litter.test.ts'], pool: 'forks', globalSetup: [setup] } };
+    writeFileSync(join(checkout, 'vitest.config.mjs'), `export default ${JSON.stringify(config)};\n`);
+    const env = { ...process.env, LITTER: litter ?? '', NO_COLOR: '1' };
+    return await new Promise((resolve) => {
+      execFile(process.execPath, [vitest, 'run'], { cwd: checkout, env, timeout: 60_000 }, (error, stdout, stderr) => {
+        resolve({ code: error ? (error.code as number | null) : 0, output: stdout + stderr });
+      });
+    });
+  } finally {
+    rmSync(checkout, { recursive: true, force: true });
+  }
 }
 
-// The three runs go one after the other: each checks the whole checkout, so one's litter would fail another.
 test('a run that leaves nothing passes; a file left in the temp folder or the checkout fails it, by name', async () => {
-  const clean = await run(undefined);
+  const [clean, temp, tree] = await Promise.all([run(undefined), run('temp'), run('tree')]);
   expect(clean.output).toContain('1 passed');
+  expect(clean.output).not.toContain('did not clean up');
   expect(clean.code).toBe(0);
 
-  const temp = await run('temp');
   expect(temp.output).toContain('1 passed');
   expect(temp.output).toContain(
     'The test run did not clean up after itself:\n- left in the temp folder: left-behind.txt\n',
   );
   expect(temp.code).toBe(1);
 
-  try {
-    const tree = await run('tree');
-    expect(tree.output).toContain('1 passed');
-    expect(tree.output).toContain(
-      'The test run did not clean up after itself:\n- changed in the checkout: test/fixtures/clean-run/left-behind.tmp\n',
-    );
-    expect(tree.code).toBe(1);
-  } finally {
-    rmSync(join(fixture, 'left-behind.tmp'), { force: true });
-  }
+  expect(tree.output).toContain('1 passed');
+  expect(tree.output).toContain(
+    'The test run did not clean up after itself:\n- changed in the checkout: left-behind.tmp\n',
+  );
+  expect(tree.code).toBe(1);
 }, 120_000);
 
 test('a file rewritten while already modified counts as changed, and so does one restored', () => {

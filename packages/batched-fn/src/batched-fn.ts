@@ -78,12 +78,17 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
   const inWorkers = options.worker !== undefined;
   const workers = inWorkers ? ((options as WorkerOptions<I>).workers ?? DEFAULTS.workers) : undefined;
   const resolved = resolveBatchingOptions(options, workers ?? DEFAULTS.concurrency);
+  if (resolved.affinity !== undefined && !inWorkers) {
+    throw new TypeError(
+      'Expected `affinity` only with `worker`: inline handlers have no worker threads to pin calls to',
+    );
+  }
   const executor = createExecutor(options, resolved);
   const stats = new StatsRecorder();
   const { name, pad, batchTimeout, onBatch, tracing } = resolved;
   let settle!: Settle<I, O>;
   const engine = new Engine<I, O>(
-    { ...resolved, admit: executor.admit?.bind(executor), destroyedMessage: 'The batcher was destroyed' },
+    { ...resolved, workers, admit: executor.admit?.bind(executor), destroyedMessage: 'The batcher was destroyed' },
     stats,
     (link) => {
       settle = new Settle<I, O>(executor, link, stats, { name, pad, batchTimeout, onBatch, tracing });

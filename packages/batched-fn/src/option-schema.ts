@@ -159,6 +159,18 @@ export const OPTION_SCHEMA = {
     rule: 'Calls with different keys never share a batch.',
     check: fn('batchKey'),
   },
+  sequenceKey: {
+    type: '`(input: I) => string \\| number \\| undefined`',
+    shownDefault: 'none',
+    rule: 'Calls with one key run one at a time, in arrival order: never two in a batch, and the next waits until the batch holding the previous one has ended (stateful sequences).',
+    check: fn('sequenceKey'),
+  },
+  affinity: {
+    type: '`(input: I) => number \\| undefined`',
+    shownDefault: 'none',
+    rule: 'Worker mode only. The worker (0 to `workers` - 1) a call must run on, where its state lives; calls for different workers never share a batch. A worker out of range rejects that call with a `RangeError`.',
+    check: fn('affinity'),
+  },
   preferredBatchSizes: {
     type: '`number[]`',
     shownDefault: 'none',

@@ -32,6 +32,19 @@ export interface BatchingOptions<I> {
   /** Calls whose keys differ never share a batch (a model name, a length bucket). Keys are served oldest-first. */
   batchKey?: (input: I) => string | number;
   /**
+   * Calls with one sequence key run one at a time, in arrival order: never two in a batch, and the
+   * next waits (outside the queue's lanes) until the batch holding the previous one has ended. For
+   * stateful models, where each call changes its sequence's state (Triton's sequence batcher).
+   * `undefined`: the call belongs to no sequence.
+   */
+  sequenceKey?: (input: I) => string | number | undefined;
+  /**
+   * Worker mode: the worker (0 to `workers` - 1) a call must run on, for state a thread keeps
+   * between calls; `undefined`: any. Calls for different workers never share a batch. If that
+   * worker crashes, the call runs on its restarted thread.
+   */
+  affinity?: (input: I) => number | undefined;
+  /**
    * Batch sizes (in rows) the handler runs best at. When the queue holds at least one of them,
    * the largest that fits is sent at once, as Triton's preferred_batch_size.
    */

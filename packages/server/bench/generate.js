@@ -22,14 +22,20 @@ async function stepCost() {
 /** Tokens per ms of a closed loop of STREAMS clients, lengths uniform 1..128, for a step cost a + b·N. */
 function simulate(mode, { a, b }, max = 16) {
   let seed = 7;
-  const length = () => 1 + Math.floor(((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296) * 128);
+  const length = () => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return 1 + Math.floor((seed / 4294967296) * 128);
+  };
   let waiting = STREAMS;
   let active = [];
   let time = 0;
   let tokens = 0;
   while (time < 60_000) {
     if (mode === 'continuous' || active.length === 0)
-      while (active.length < max && waiting > 0) active.push(length()), waiting--;
+      while (active.length < max && waiting > 0) {
+        active.push(length());
+        waiting--;
+      }
     time += a + b * active.length;
     tokens += active.length;
     const before = active.length;
@@ -50,7 +56,11 @@ async function serve(batching) {
   while (!/ on (http:\/\/127\.0\.0\.1:\d+)/.test(out)) await new Promise((resolve) => setTimeout(resolve, 20));
   return {
     url: / on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)[1],
-    stop: () => new Promise((resolve) => (child.once('exit', resolve), child.kill('SIGTERM'))),
+    stop: () =>
+      new Promise((resolve) => {
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+      }),
   };
 }
 

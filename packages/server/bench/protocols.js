@@ -45,7 +45,11 @@ async function serve(path, name) {
     pid: child.pid,
     url: / on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)[1],
     grpc: /gRPC: grpc:\/\/(\S+)/.exec(out)[1],
-    stop: () => new Promise((resolve) => (child.once('exit', resolve), child.kill('SIGTERM'))),
+    stop: () =>
+      new Promise((resolve) => {
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+      }),
   };
 }
 

@@ -65,7 +65,11 @@ async function serve(dir) {
   }
   return {
     url: / on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)[1],
-    stop: () => new Promise((resolve) => (child.once('exit', resolve), child.kill('SIGTERM'))),
+    stop: () =>
+      new Promise((resolve) => {
+        child.once('exit', resolve);
+        child.kill('SIGTERM');
+      }),
   };
 }
 

@@ -148,7 +148,7 @@ function costCurve(points, cost, maxBatchSize) {
 }
 
 function workers(list) {
-  const f = frame('worker utilisation (restarts)');
+  const f = frame('worker threads: share of the last second busy');
   const slot = (f.x1 - f.x0) / Math.max(1, list.length);
   list.forEach((w, i) => {
     const h = (f.y0 - f.y1) * w.utilisation;
@@ -166,7 +166,7 @@ function workers(list) {
       el(
         'svg:text',
         { x: f.x0 + i * slot + 2, y: 118 },
-        `#${w.id} ${Math.round(w.utilisation * 100)}% (${w.restarts})`,
+        `worker ${w.id}: ${Math.round(w.utilisation * 100)}%${w.restarts > 0 ? `, restarted ${w.restarts}x` : ''}`,
       ),
     );
   });

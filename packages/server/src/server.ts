@@ -1,11 +1,15 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { dashboardPlugin } from './dashboard/routes.js';
+import { openaiPlugin } from './openai/plugin.js';
 import { SETTING_DEFAULTS } from './settings/settings.js';
 import { InFlight } from './protocol/in-flight.js';
 import { trackAccepted } from './rest/track-accepted.js';
 import { traceRequests } from './otel/request-spans.js';
 import { inferenceService, type RunningGrpc, startGrpcServer } from './grpc/service.js';
-import { InferenceFront } from './protocol/infer-front.js';
+import { InferenceFront, SERVER_HOMEPAGE, SERVER_VERSION } from './protocol/infer-front.js';
+import { RouteIndex } from './rest/route-index.js';
+import { notFoundAnswer } from './rest/not-found.js';
+import { registerServerIndex } from './rest/index-routes.js';
 import { httpStatusFor } from './rest/http-status.js';
 import { kservePlugin } from './rest/plugin.js';
 import { parseCorsOrigins } from './rest/rest-guards.js';
@@ -17,7 +21,7 @@ import { ServerMetrics } from './metrics/metrics.js';
 import { ensureMlpModel } from './builtin/default-model.js';
 import { createOnnxModel } from './formats/onnx-model.js';
 import type { ServedModel } from './model/served-model.js';
-import { createCharLmGenerator, type GenerativeModel } from './formats/generator.js';
+import { createCharLmGenerator, type GenerativeModel, generativeModels } from './formats/generator.js';
 import { ModelRegistry } from './repository/registry.js';
 import type { ModelConfig } from './repository/config-file.js';
 import { listRepository, repositoryLoader } from './repository/repository.js';
@@ -77,6 +81,8 @@ export interface ServeOptions {
   otel?: boolean;
   /** The live dashboard at /dashboard. @default 'on' */
   dashboard?: 'on' | 'off';
+  /** OpenAI's API for the generator models under `/v1` (openai/plugin.ts). @default 'on' */
+  openai?: 'on' | 'off';
   /** Also serve the Open Inference Protocol over gRPC on this port (0 picks a free one); undefined: REST only. The CLI's default is 8001. */
   grpcPort?: number;
   /** Most concurrent gRPC calls (HTTP/2 streams) on one connection. @default 100 */
@@ -108,8 +114,8 @@ export interface RunningServer {
   model: ServedModel;
   /** Every model and its state. */
   registry: ModelRegistry;
-  /** Models that generate text (charlm, when the server runs without a model of its own). */
-  generators: GenerativeModel[];
+  /** The generators READY now (charlm, when the server runs without a model of its own), with their streams. */
+  readonly generators: GenerativeModel[];
   metrics: ServerMetrics;
   /** `grpc://host:port` when gRPC is served. */
   grpcUrl: string | undefined;
@@ -127,7 +133,7 @@ export async function serveModel(
   options: ServeOptions = {},
   telemetry?: Telemetry,
 ): Promise<RunningServer> {
-  return serveModels(ModelRegistry.of([model], metrics), metrics, options, [], telemetry);
+  return serveModels(ModelRegistry.of([model], metrics), metrics, options, telemetry);
 }
 
 /** Starts the HTTP server around every model of a registry; models that are READY are warmed up before it listens. */
@@ -135,9 +141,10 @@ export async function serveModels(
   registry: ModelRegistry,
   metrics: ServerMetrics,
   options: ServeOptions = {},
-  generators: GenerativeModel[] = [],
   telemetry?: Telemetry,
 ): Promise<RunningServer> {
+  // Generators are models of the registry (formats/generator.ts): one served at start lists generation.
+  const generates = registry.ready().some((model) => model.generator !== undefined);
   let ready = false;
   let draining = false;
   // One set of regions for both faces; a request reads at most a body's worth of bytes from them.
@@ -155,6 +162,8 @@ export async function serveModels(
   });
   const accepted = new InFlight();
   trackAccepted(app, accepted);
+  // Before any route: what the routes are, for the 405s and the 404s' hints (rest/not-found.ts).
+  const routes = RouteIndex.of(app);
   // Every HTTP request is a server span (metrics and dashboard too); the infer routes hand theirs to the batch.
   if (telemetry !== undefined) traceRequests(app, telemetry.tracer, telemetry.extract);
   // While draining, every answer closes its connection: keep-alive sockets would otherwise go
@@ -164,14 +173,15 @@ export async function serveModels(
     return payload;
   });
   app.setNotFoundHandler((request, reply) => {
-    void reply.code(404).send({ error: `No route for ${request.method} ${request.url}` });
+    const answer = notFoundAnswer(request.method, request.url, routes);
+    void reply.code(answer.status).headers(answer.headers).send({ error: answer.error });
   });
   await app.register(kservePlugin, {
     models: registry,
     metrics,
     isReady: () => ready,
     modelControl: options.modelControl ?? 'none',
-    generators,
+    generates,
     sharedMemoryRegistry: sharedMemory,
     extensions,
     ...(telemetry === undefined ? {} : { traceSwitch: telemetry.traceSwitch }),
@@ -184,16 +194,34 @@ export async function serveModels(
     ...(options.maxBytesElements === undefined ? {} : { maxBytesElements: options.maxBytesElements }),
   });
   if ((options.dashboard ?? SETTING_DEFAULTS.dashboard) === 'on')
-    await app.register(dashboardPlugin, { registry, generators, metrics });
+    await app.register(dashboardPlugin, { registry, metrics });
+  if ((options.openai ?? SETTING_DEFAULTS.openai) === 'on')
+    await app.register(openaiPlugin, {
+      prefix: '/v1',
+      registry,
+      ...(options.httpRestrictedApi === undefined ? {} : { httpRestrictedApi: options.httpRestrictedApi }),
+    });
   app.get('/metrics', async (_request, reply) =>
     reply.header('content-type', metrics.registry.contentType).send(await metrics.registry.metrics()),
   );
-  await Promise.all([
-    ...registry.ready().map((model) => model.batcher.ready()),
-    ...generators.map((g) => g.generate.ready()),
-  ]);
+  registerServerIndex(app, {
+    version: SERVER_VERSION,
+    homepage: SERVER_HOMEPAGE,
+    models: () => registry.entries().map((entry) => entry.name),
+    links: {
+      ...((options.dashboard ?? SETTING_DEFAULTS.dashboard) === 'on' ? { dashboard: '/dashboard' } : {}),
+      metrics: '/metrics',
+    },
+  });
+  await Promise.all(registry.ready().map((model) => model.batcher.ready()));
   const host = options.host ?? SETTING_DEFAULTS.host;
-  const address = await app.listen({ host, port: options.port ?? SETTING_DEFAULTS.port });
+  const port = options.port ?? SETTING_DEFAULTS.port;
+  const address = await app.listen({ host, port }).catch((error: NodeJS.ErrnoException) => {
+    // Named by its flag, as the gRPC face names --grpc-port: the user's next step is another port.
+    if (error.code === 'EADDRINUSE')
+      throw new Error(`--port ${port} is in use on ${host} (give another port, or 0 for a free one)`);
+    throw error;
+  });
   let grpc: RunningGrpc | undefined;
   if (options.grpcPort !== undefined) {
     const front = new InferenceFront(registry, {
@@ -201,7 +229,7 @@ export async function serveModels(
       timeout: options.timeout,
       metrics,
       isReady: () => ready,
-      generates: generators.length > 0,
+      generates,
       sharedMemory,
       extensions,
     });
@@ -213,7 +241,6 @@ export async function serveModels(
       () => draining,
       tracker,
       telemetry,
-      { generators: generators.map((g) => g.name) },
     );
     const { grpcMaxStreams, grpcReceiveTimeout, maxTensors, maxObjects, maxBytesElements, grpcRestrictedProtocol } =
       options;
@@ -240,9 +267,12 @@ export async function serveModels(
     url: address,
     grpcUrl: grpc === undefined ? undefined : `grpc://${host.includes(':') ? `[${host}]` : host}:${grpc.port}`,
     app,
-    model: registry.ready()[0] as ServedModel,
+    // The first model that answers infer (charlm, a generator, sorts before the default mlp).
+    model: (registry.ready().find((m) => m.generator === undefined) ?? registry.ready()[0]) as ServedModel,
     registry,
-    generators,
+    get generators() {
+      return generativeModels(registry.ready());
+    },
     metrics,
     close: () => {
       closing ??= (async () => {
@@ -252,9 +282,8 @@ export async function serveModels(
         // app.close() waits for every accepted request, and those wait in the batch queues:
         // flush the queues now instead of letting them sit out the delay (or deadlock on it).
         for (const model of models) model.batcher.configure({ maxDelay: 0 });
-        const generating = generators.map((g) => g.generate.close());
         await Promise.all([closeHttp(app, accepted), grpc?.close()]);
-        await Promise.all([...models.map((model) => model.batcher.close()), ...generating]);
+        await Promise.all(models.map((model) => model.batcher.close()));
         await telemetry?.shutdown();
       })();
       return closing;
@@ -305,6 +334,9 @@ function modelDefaults(options: ServeOptions): ModelConfig {
     ...defined('preferredBatchSizes', options.preferredBatchSizes),
     ...defined('pad', options.pad),
     ...defined('batchTimeout', options.batchTimeout),
+    // A generator's (formats/generator.ts); its config.json's own win.
+    ...defined('maxActive', options.maxActive),
+    ...defined('batching', options.batching),
   };
 }
 
@@ -336,9 +368,14 @@ export async function startServer(given: ServeOptions = {}): Promise<RunningServ
       options.modelRepository,
     );
     registry = new ModelRegistry(
-      repositoryLoader(options.modelRepository, defaults, metrics.onBatch, telemetry?.tracing, {
-        given: givenSettings(options),
-      }),
+      repositoryLoader(
+        options.modelRepository,
+        defaults,
+        metrics.onBatch,
+        telemetry?.tracing,
+        { given: givenSettings(options) },
+        metrics.onStep,
+      ),
       metrics,
     );
     for (const name of names) await registry.load(name).catch(() => {});
@@ -360,30 +397,27 @@ export async function startServer(given: ServeOptions = {}): Promise<RunningServ
     );
     if (new Set(models.map((m) => m.name)).size !== models.length)
       throw new RangeError('Two --model files have the same name');
+    // Without a model of its own, the server also generates text with charlm, beside the classifier:
+    // a builtin model of the registry, served through the generator kind like any other.
+    if (options.model === undefined)
+      models.push(
+        createCharLmGenerator({
+          ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }),
+          ...(options.batching === undefined ? {} : { batching: options.batching }),
+          ...(options.prefillChunk === undefined ? {} : { prefillChunk: options.prefillChunk }),
+          ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
+          ...(options.channelCap === undefined ? {} : { channelCap: options.channelCap }),
+          ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
+          onStep: metrics.onStep,
+        }),
+      );
     for (const model of models) metrics.track(model);
     registry = ModelRegistry.of(models);
   }
-  // Without a model of its own, the server also generates text with charlm, beside the classifier.
-  const generators =
-    options.model === undefined && options.modelRepository === undefined
-      ? [
-          createCharLmGenerator({
-            ...(options.maxActive === undefined ? {} : { maxActive: options.maxActive }),
-            ...(options.batching === undefined ? {} : { batching: options.batching }),
-            ...(options.prefillChunk === undefined ? {} : { prefillChunk: options.prefillChunk }),
-            ...(options.cacheDir === undefined ? {} : { cacheDir: options.cacheDir }),
-            ...(options.channelCap === undefined ? {} : { channelCap: options.channelCap }),
-            ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
-            onStep: metrics.onStep,
-          }),
-        ]
-      : [];
-  for (const generator of generators) metrics.trackGenerator(generator);
   try {
-    return await serveModels(registry, metrics, options, generators, telemetry);
+    return await serveModels(registry, metrics, options, telemetry);
   } catch (error) {
     for (const model of registry.ready()) model.batcher.destroy(error);
-    for (const generator of generators) generator.generate.destroy(error);
     throw error;
   }
 }

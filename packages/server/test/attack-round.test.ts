@@ -30,7 +30,7 @@ async function start() {
 
 /** A raw HTTP/2 connection to the gRPC port, as an attacker makes it. */
 async function rawSession(): Promise<ClientHttp2Session> {
-  const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
+  const session = connect(`http://${((server as RunningServer).grpcUrl as string).replace('grpc://', '')}`);
   session.on('error', () => {});
   sessions.push(session);
   await new Promise((resolve) => session.once('remoteSettings', resolve));
@@ -245,7 +245,14 @@ test('tune SIGKILLed while its candidate server is still loading its model: the 
   const tune = spawn(process.execPath, [bin, ...args], { stdio: 'ignore', env: { ...process.env, TMPDIR: tmp } });
   started.push(tune);
   let candidate = 0;
-  await until('the candidate to start', () => (candidate = childrenOf(tune.pid as number)[0] ?? 0) !== 0, 20_000);
+  await until(
+    'the candidate to start',
+    () => {
+      candidate = childrenOf(tune.pid as number)[0] ?? 0;
+      return candidate !== 0;
+    },
+    20_000,
+  );
   // Its orphan guard is loaded, and it is well into loading the model.
   await new Promise((resolve) => setTimeout(resolve, 1_000));
   expect(readdirSync(tmp).filter((f) => f.startsWith('bfn-tune-'))).toHaveLength(1);

@@ -28,7 +28,7 @@ test('charlm: one step matches a hand-computed step, for every row of a batch', 
       for (let k = 0; k < h; k++) sum += (state[row * h + k] as number) * (W[k * h + j] as number);
       return Math.tanh(sum);
     });
-    expectedState.forEach((value, j) => expect(next[row * h + j]).toBeCloseTo(value, 5));
+    for (const [j, value] of expectedState.entries()) expect(next[row * h + j]).toBeCloseTo(value, 5);
     for (let c = 0; c < v; c++) {
       let sum = 0;
       for (let j = 0; j < h; j++) sum += (expectedState[j] as number) * (U[j * v + c] as number);

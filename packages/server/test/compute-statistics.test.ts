@@ -22,7 +22,7 @@ async function stats(name: string): Promise<Record<string, any>> {
   const rest = (
     (await (await fetch(`${server?.url}/v2/models/${name}/stats`)).json()) as { model_stats: Record<string, any>[] }
   ).model_stats[0] as Record<string, any>;
-  const grpc = (await client?.call('ModelStatistics', { name, version: '' })).model_stats[0];
+  const grpc = (await client?.call('ModelStatistics', { name, version: '' }))?.model_stats[0];
   for (const phase of ['compute_input', 'compute_infer', 'compute_output'])
     expect(grpc.inference_stats[phase]).toEqual(rest.inference_stats[phase]);
   expect(grpc.execution_count).toBe(rest.execution_count);

@@ -64,7 +64,7 @@ test.each(['plain', 'timed', 'triton'])(
     const three = await postJson(`${server?.url}/v2/models/${name}/infer`, rows(3));
     expect([three.status, three.body.error]).toEqual([
       413,
-      'ERR_ITEM_TOO_LARGE: Input has size 3, larger than maxBatchSize=2',
+      "ERR_ITEM_TOO_LARGE: Input has size 3, larger than the model's max batch size (--max-batch-size 2)",
     ]);
   },
 );

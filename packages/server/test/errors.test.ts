@@ -90,7 +90,10 @@ test.each([
 test("400 for an unknown model (Triton's status and words), 404 for an unknown route", async () => {
   await start();
   const model = await postJson(`${server?.url}/v2/models/nope/infer`, ok());
-  expect(model).toMatchObject({ status: 400, body: { error: "Request for unknown model: 'nope' is not found" } });
+  expect(model).toMatchObject({
+    status: 400,
+    body: { error: "Request for unknown model: 'nope' is not found (models here: gated)" },
+  });
   expect((await fetch(`${server?.url}/v2/models/nope`)).status).toBe(400);
   const route = await fetch(`${server?.url}/v3/whatever`);
   expect(route.status).toBe(404);
@@ -166,9 +169,15 @@ test('parameters.priority orders waiting requests: the urgent one runs first', a
   const first = postJson(gated.infer, body(0, 0));
   while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));
   const order: number[] = [];
-  const low = postJson(gated.infer, body(1, 0)).then((r) => (order.push(1), r));
+  const low = postJson(gated.infer, body(1, 0)).then((r) => {
+    order.push(1);
+    return r;
+  });
   while (gated.model.batcher.stats.queued < 1) await new Promise((resolve) => setTimeout(resolve, 2));
-  const high = postJson(gated.infer, body(2, 5)).then((r) => (order.push(2), r));
+  const high = postJson(gated.infer, body(2, 5)).then((r) => {
+    order.push(2);
+    return r;
+  });
   while (gated.model.batcher.stats.queued < 2) await new Promise((resolve) => setTimeout(resolve, 2));
   for (let i = 0; i < 3; i++) {
     while (gated.running() < 1) await new Promise((resolve) => setTimeout(resolve, 2));

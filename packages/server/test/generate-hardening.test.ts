@@ -166,8 +166,7 @@ describe('over HTTP', () => {
       const { value, done } = await reader.read();
       if (done) return { at, tokens };
       buffer += decoder.decode(value, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
+      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
         const chunk = buffer.slice(0, end);
         buffer = buffer.slice(end + 2);
         if (!chunk.startsWith('data: ')) continue;

@@ -65,7 +65,7 @@ test('INVALID_ARGUMENT for more rows than a batch holds (REST: 413)', async () =
   };
   expect(await gated.client.fails('ModelInfer', rows)).toEqual({
     code: status.INVALID_ARGUMENT,
-    details: 'ERR_ITEM_TOO_LARGE: Input has size 3, larger than maxBatchSize=2',
+    details: "ERR_ITEM_TOO_LARGE: Input has size 3, larger than the model's max batch size (--max-batch-size 2)",
   });
 });
 
@@ -225,7 +225,7 @@ test('draining: calls already accepted are answered; new calls are UNAVAILABLE',
 
 test('a client that announces a call and never sends it cannot hold shutdown: accepted calls are answered, the stalled stream is cut', async () => {
   const gated = await start({ maxBatchSize: 1 });
-  const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
+  const session = connect(`http://${((server as RunningServer).grpcUrl as string).replace('grpc://', '')}`);
   session.on('error', () => {});
   const stalled = session.request({
     ':method': 'POST',

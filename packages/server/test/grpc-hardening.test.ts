@@ -35,7 +35,7 @@ async function start(serve: Parameters<typeof serveModel>[2] = {}, options: Para
 
 /** A raw HTTP/2 connection to the gRPC port, as an attacker (or a client outside grpc-js) makes it. */
 async function rawSession(): Promise<ClientHttp2Session> {
-  const session = connect(`http://${(server?.grpcUrl as string).replace('grpc://', '')}`);
+  const session = connect(`http://${((server as RunningServer).grpcUrl as string).replace('grpc://', '')}`);
   session.on('error', () => {});
   sessions.push(session);
   await new Promise((resolve) => session.once('remoteSettings', resolve));

@@ -288,7 +288,11 @@ test('bad requests are INVALID_ARGUMENT with the very text REST sends', async ()
 test("unknown models are INVALID_ARGUMENT and versions NOT_FOUND (Triton's codes and words); a model that is not READY is UNAVAILABLE with its reason", async () => {
   const request = { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 256], contents: { fp32_contents: data } }] };
   const restUnknown = await postJson(`${server.url}/v2/models/nope/infer`, '{}');
-  expect(restUnknown.body.error).toBe("Request for unknown model: 'nope' is not found");
+  // Triton's words, then the models this server has.
+  const names = ((await (await fetch(`${server.url}/v2/models`)).json()) as { models: { name: string }[] }).models
+    .map((m) => m.name)
+    .join(', ');
+  expect(restUnknown.body.error).toBe(`Request for unknown model: 'nope' is not found (models here: ${names})`);
   expect(await client.fails('ModelInfer', { ...request, model_name: 'nope' })).toEqual({
     code: status.INVALID_ARGUMENT,
     details: restUnknown.body.error,

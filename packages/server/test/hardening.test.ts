@@ -68,7 +68,7 @@ test.each([
     'more rows than --max-batch-size, honestly sent',
     jsonRequest('x', [65, 2], 'FP32', Array(130).fill(1)),
     413,
-    /^ERR_ITEM_TOO_LARGE: Input has size 65, larger than maxBatchSize=64$/,
+    /^ERR_ITEM_TOO_LARGE: Input has size 65, larger than the model's max batch size \(--max-batch-size 64\)$/,
   ],
   // Any nesting is flattened, as Triton reads `data` (triton-rest.test.ts); the element count must still be the shape's.
   [

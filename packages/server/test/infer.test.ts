@@ -50,7 +50,9 @@ test('an infer on the default model equals a direct session.run', async () => {
   expect(output.datatype).toBe('FP32');
   expect(output.shape).toEqual([3, 16]);
   const expected = await direct(data, 3);
-  output.data.forEach((v: number, i: number) => expect(v).toBeCloseTo(expected[i] as number, 5));
+  output.data.forEach((v: number, i: number) => {
+    expect(v).toBeCloseTo(expected[i] as number, 5);
+  });
 });
 
 test('nested data is accepted like flat data', async () => {
@@ -78,7 +80,9 @@ test('concurrent requests are batched together and each gets its own rows back',
     expect(response.status).toBe(200);
     expect(response.body.outputs[0].shape).toEqual([r.rows, 16]);
     const expected = await direct(rowsOf(r.rows, r.seed), r.rows);
-    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    response.body.outputs[0].data.forEach((v: number, j: number) => {
+      expect(v).toBeCloseTo(expected[j] as number, 4);
+    });
   }
   const batches = server.model.batcher.stats.batches - before;
   expect(batches).toBeLessThan(48);
@@ -118,7 +122,9 @@ test('the binary tensor extension: binary input, binary output, same numbers as 
   ]);
   const values = new Float32Array(raw.buffer.slice(raw.byteOffset + jsonLength, raw.byteOffset + raw.length));
   const expected = await direct(data, 2);
-  Array.from(values).forEach((v, i) => expect(v).toBeCloseTo(expected[i] as number, 5));
+  Array.from(values).forEach((v, i) => {
+    expect(v).toBeCloseTo(expected[i] as number, 5);
+  });
 });
 
 test('a per-output binary_data flag mixes JSON and binary outputs as asked', async () => {
@@ -172,7 +178,9 @@ test('--pad with preferred sizes: the model sees zero-padded batches, callers ne
       expect(response.status).toBe(200);
       expect(response.body.outputs[0].shape).toEqual([1, 16]);
       const expected = await direct(requests[i] as number[], 1);
-      response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+      response.body.outputs[0].data.forEach((v: number, j: number) => {
+        expect(v).toBeCloseTo(expected[j] as number, 4);
+      });
     }
     expect(padded.model.batcher.stats).toMatchObject({ completed: 3, batches: 1, batchSize: { max: 3 } });
   } finally {

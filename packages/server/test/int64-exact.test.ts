@@ -76,7 +76,7 @@ test('gRPC typed int64_contents past 2^53 reach the model exactly, and come back
   // A client that reads 64-bit integers as strings, as a careful user's would.
   const pkg = loadPackageDefinition(loadSync(PROTO_PATH, { ...PROTO_OPTIONS, longs: String })) as any;
   const client = new pkg.inference.GRPCInferenceService(
-    (server?.grpcUrl as string).replace('grpc://', ''),
+    ((server as RunningServer).grpcUrl as string).replace('grpc://', ''),
     credentials.createInsecure(),
   );
   try {

@@ -86,6 +86,7 @@ const LAYERS: readonly { layer: string; rank: number; files: RegExp }[] = [
   { layer: 'composition', rank: 8, files: /^(server|optional)\.ts$/ },
   { layer: 'rest', rank: 7, files: /^rest\// },
   { layer: 'grpc', rank: 7, files: /^grpc\// },
+  { layer: 'openai', rank: 7, files: /^openai\// },
   { layer: 'dashboard', rank: 6, files: /^dashboard\// },
   { layer: 'metrics', rank: 5, files: /^metrics\// },
   { layer: 'otel', rank: 5, files: /^otel\// },

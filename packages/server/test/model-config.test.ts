@@ -158,7 +158,7 @@ test('an unknown model is the same error as its metadata, on REST and gRPC', asy
 test('/v2 lists model_configuration', async () => {
   await repository({});
   expect(((await (await fetch(`${server?.url}/v2`)).json()) as any).extensions).toContain('model_configuration');
-  expect((await client?.call('ServerMetadata')).extensions).toContain('model_configuration');
+  expect((await client?.call('ServerMetadata'))?.extensions).toContain('model_configuration');
 });
 
 test.each([

@@ -43,7 +43,9 @@ test('the generated MLP runs in onnxruntime and matches a hand-computed forward 
   expect(probabilities.dims).toEqual([2, 3]);
   const got = Array.from(probabilities.data as Float32Array);
   const expected = rows.flatMap(reference);
-  got.forEach((value, i) => expect(value).toBeCloseTo(expected[i] as number, 5));
+  got.forEach((value, i) => {
+    expect(value).toBeCloseTo(expected[i] as number, 5);
+  });
   await session.release();
 });
 

@@ -38,7 +38,9 @@ test('the pretrained CNN served over HTTP equals a direct run, alone and batched
       x: new ort.Tensor('float32', Float32Array.from(image(seeds[i] as number)), [1, 3, 48, 192]),
     });
     const expected = Array.from((direct['softmax_0.tmp_0'] as ort.Tensor).data as Float32Array);
-    output.data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    output.data.forEach((v: number, j: number) => {
+      expect(v).toBeCloseTo(expected[j] as number, 4);
+    });
     expect(output.data[0] + output.data[1]).toBeCloseTo(1, 4);
   }
 });
@@ -62,7 +64,9 @@ test('images of different widths never share a session.run, and each is answered
       x: new ort.Tensor('float32', Float32Array.from(image(w, i + 1)), [1, 3, 48, w]),
     });
     const expected = Array.from((direct['softmax_0.tmp_0'] as ort.Tensor).data as Float32Array);
-    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    response.body.outputs[0].data.forEach((v: number, j: number) => {
+      expect(v).toBeCloseTo(expected[j] as number, 4);
+    });
   }
 });
 

@@ -36,7 +36,7 @@ const Request = protobuf.parse(PROTO, { keepCase: true }).root.lookupType('Expor
 
 const hex = (value: unknown): string =>
   typeof value === 'string' ? value.toLowerCase() : Buffer.from(value as Uint8Array).toString('hex');
-const valueOf = (v: Record<string, unknown> | undefined): unknown => {
+const attributeValue = (v: Record<string, unknown> | undefined): unknown => {
   if (v === undefined) return undefined;
   for (const key of ['stringValue', 'string_value', 'boolValue', 'bool_value', 'doubleValue', 'double_value'])
     if (key in v) return v[key];
@@ -44,7 +44,7 @@ const valueOf = (v: Record<string, unknown> | undefined): unknown => {
   return undefined;
 };
 const attributes = (list: { key: string; value?: Record<string, unknown> }[] | undefined): Record<string, unknown> =>
-  Object.fromEntries((list ?? []).map((kv) => [kv.key, valueOf(kv.value)]));
+  Object.fromEntries((list ?? []).map((kv) => [kv.key, attributeValue(kv.value)]));
 
 function normalise(body: any): ReceivedSpan[] {
   const out: ReceivedSpan[] = [];

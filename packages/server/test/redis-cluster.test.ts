@@ -108,7 +108,9 @@ test('2 HTTP frontends and 2 workers: every request is answered correctly, and b
   for (const { i, response } of results) {
     expect(response.status).toBe(200);
     const expected = await direct(i);
-    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    response.body.outputs[0].data.forEach((v: number, j: number) => {
+      expect(v).toBeCloseTo(expected[j] as number, 4);
+    });
   }
   // Metadata comes from the signature the workers published.
   expect(((await (await fetch(`${urls[0]}/v2/models/mlp`)).json()) as { inputs: unknown }).inputs).toEqual([
@@ -167,7 +169,9 @@ test('kill -9 of a worker holding a batch: every request is still answered, and 
   expect(responses.filter((r) => r.status !== 200)).toEqual([]);
   for (const { i, data } of responses.slice(0, 10)) {
     const expected = await direct(i);
-    data.forEach((v, j) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    data.forEach((v, j) => {
+      expect(v).toBeCloseTo(expected[j] as number, 4);
+    });
   }
   const metrics = await (await fetch(`${url}/metrics`)).text();
   expect(metrics).toContain(`batched_fn_requests_total{model="mlp",protocol="rest",status="200"} ${responses.length}`);
@@ -232,7 +236,9 @@ test('a lying stream entry next to real traffic fails alone with a 400; no real 
   for (const { i, response } of await real) {
     expect(response.status).toBe(200);
     const expected = await direct(i);
-    response.body.outputs[0].data.forEach((v: number, j: number) => expect(v).toBeCloseTo(expected[j] as number, 4));
+    response.body.outputs[0].data.forEach((v: number, j: number) => {
+      expect(v).toBeCloseTo(expected[j] as number, 4);
+    });
   }
   while ((await client.xlen(replyKey)) < 1) await new Promise((resolve) => setTimeout(resolve, 10));
   w.child.kill('SIGTERM');

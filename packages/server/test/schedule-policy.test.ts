@@ -38,7 +38,7 @@ async function start(config: ServedModelConfig | undefined, maxBatchSize = 1) {
   const metrics = new ServerMetrics({ defaultMetrics: false });
   const batcher = batchedFn<InferItem, InferResult>({
     handler: async (batch) => {
-      batches.push(batch.map((item) => (item.inputs.x?.data as Float32Array)[0] as number));
+      batches.push(batch.map((item) => item.inputs.x?.data[0] as number));
       await new Promise<void>((resolve) => gates.push(resolve));
       return batch.map((item) => ({
         y: { datatype: 'FP32', shape: [item.rows, 1], data: new Float32Array(item.rows) },
@@ -71,7 +71,10 @@ async function start(config: ServedModelConfig | undefined, maxBatchSize = 1) {
   /** Releases batches until every call has settled. */
   const drain = async (calls: Promise<unknown>[]) => {
     let settled = false;
-    const all = Promise.allSettled(calls).then((results) => ((settled = true), results));
+    const all = Promise.allSettled(calls).then((results) => {
+      settled = true;
+      return results;
+    });
     while (!settled) {
       gates.shift()?.();
       await new Promise((resolve) => setTimeout(resolve, 5));

@@ -170,7 +170,7 @@ test('a Triton repository serves as it is: each version the policy picks is READ
       name: 'sequence',
       version: '1',
       state: 'UNAVAILABLE',
-      reason: reason('sequence', '`sequence_batching` is not supported yet'),
+      reason: reason('sequence', '`sequence_batching` is served for stateful JS models (model.mjs) only, for now'),
     },
   ]);
   expect(of('typo')[0]?.reason).toBe(
@@ -197,7 +197,9 @@ test('a Triton repository serves as it is: each version the policy picks is READ
   // A model that is not READY answers 503 with its reason.
   const refused = await infer(`${url}/v2/models/sequence/infer`, [1, 2]);
   expect(refused.status).toBe(503);
-  expect(refused.body.error).toContain('`sequence_batching` is not supported yet');
+  expect(refused.body.error).toContain(
+    '`sequence_batching` is served for stateful JS models (model.mjs) only, for now',
+  );
 });
 
 test('every version answers under /versions/{v} (infer, ready, metadata, config, stats); no version is the highest', async () => {
@@ -426,8 +428,8 @@ test('the CLI: --model-control explicit starts with no model loaded, as Triton; 
   expect((await infer(`${second}/v2/models/auto/infer`, [1, 2])).body.outputs[0].data).toEqual([5, 10]);
 });
 
-test("the README's table of config.pbtxt fields is the mapping's, row for row", () => {
-  const lines = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8').split('\n');
+test("docs/server.md's table of config.pbtxt fields is the mapping's, row for row", () => {
+  const lines = readFileSync(new URL('../../../docs/server.md', import.meta.url), 'utf8').split('\n');
   const start = lines.indexOf('| Field | Here |');
   expect(start).toBeGreaterThan(-1);
   const rows: string[] = [];

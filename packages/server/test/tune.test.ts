@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, expect, test } from 'vitest';
 import { bench, ensureMlpModel } from '@batched-fn/server';
-import { bestWithin, paretoFront } from '../src/cli/tune/report.js';
+import { bestWithin, paretoFront, tableRows } from '../src/cli/tune/report.js';
 import { candidateRepository } from '../src/cli/tune/server-process.js';
 import { coarseGrid, DEFAULT_CANDIDATE, keyOf, neighbours, serveFlags } from '../src/cli/tune/space.js';
 import { agree, isStable, measurePoint, type Point, type Window } from '../src/cli/tune/stability.js';
@@ -54,6 +54,31 @@ test('the best point within the budget prefers stable points; the Pareto front k
   expect(bestWithin([p(150, 40, false)], 50)).toMatchObject({ throughput: 150 });
   expect(bestWithin([p(200, 60)], 50)).toBeUndefined();
   expect(paretoFront([p(100, 10), p(90, 20), p(200, 30), p(150, 30)]).map((q) => q.throughput)).toEqual([100, 200]);
+});
+
+test("the table's `stable` is the shown point's, as tune.json and the chart give it: one noisy concurrency does not mark the pick unstable", () => {
+  const point = (concurrency: number, throughput: number, p99: number, stable: boolean): Point => ({
+    concurrency,
+    throughput,
+    p50: 1,
+    p99,
+    meanBatch: 1,
+    errors: 0,
+    stable,
+    windows: [],
+  });
+  const candidate = { maxBatchSize: 16, maxDelay: 'auto' as const, workers: 1, threads: 2, preferred: false };
+  // Stable where it is best within the budget (64 clients), noisy at 1 client.
+  const points = [point(1, 50, 5, false), point(64, 900, 40, true)];
+  const best = bestWithin(points, 50);
+  const [row] = tableRows([{ candidate, key: keyOf(candidate), points, best, seconds: 1 }], keyOf(candidate));
+  expect(row).toMatchObject({ concurrency: 64, 'req/s': 900, stable: 'yes' });
+  expect(best?.stable).toBe(true);
+  const [noisy] = tableRows(
+    [{ candidate, key: 'x', points: [point(64, 900, 40, false)], best: undefined, seconds: 1 }],
+    'y',
+  );
+  expect(noisy).toMatchObject({ stable: 'no' });
 });
 
 test('the search space: the defaults are in the coarse grid, splits fit the cores, neighbours move one axis', () => {

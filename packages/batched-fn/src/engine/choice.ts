@@ -63,7 +63,8 @@ export function judge<I, O>(
 /**
  * With batch keys: of the lanes ready to go, the one holding the most
  * urgent call (highest priority, then oldest) goes first; with none ready,
- * wait until the first one will be.
+ * wait until the first one will be. With `affinity`, a lane whose worker is
+ * busy is passed over (`canRun`): the end of that worker's batch pumps again.
  */
 export function choose<I, O>(
   lanes: Iterable<Lane<I, O>>,
@@ -71,6 +72,7 @@ export function choose<I, O>(
   trigger: PumpTrigger,
   rules: Rules,
   closing: boolean,
+  canRun?: (worker: number) => boolean,
 ): Verdict<I, O> {
   let best: Go<I, O> | undefined;
   let bestPriority = Number.NEGATIVE_INFINITY;
@@ -78,6 +80,7 @@ export function choose<I, O>(
   let wake = Number.POSITIVE_INFINITY;
   for (const lane of lanes) {
     if (lane.items === 0) continue;
+    if (canRun !== undefined && lane.worker !== undefined && !canRun(lane.worker)) continue;
     const verdict = judge(lane, t, trigger, rules, closing);
     if (!verdict.go) {
       if (verdict.until < wake) wake = verdict.until;

@@ -9,6 +9,7 @@ import { type CallCounter, Intake, type IntakeOptions, type Refusal } from './in
 import { LaneSet } from './lane-set.js';
 import { Lifecycle } from './lifecycle.js';
 import { Pump } from './pump.js';
+import { SequenceGate } from './sequence-gate.js';
 import type { Runner } from './runner.js';
 import type { RunningBatch } from './running-batch.js';
 import { LiveSettings, type SettingsInit } from './settings.js';
@@ -67,6 +68,7 @@ export class Engine<I, O> {
   readonly #runner: Runner<I, O>;
   readonly #pump: Pump<I, O>;
   readonly #intake: Intake<I, O>;
+  readonly #gate: SequenceGate<I, O> | undefined;
   readonly #destroyedMessage: string;
   #closed: Promise<void> | undefined;
 
@@ -74,7 +76,10 @@ export class Engine<I, O> {
     const arrivals = new ArrivalRate();
     this.#destroyedMessage = options.destroyedMessage;
     this.#settings = new LiveSettings(options, this.#cost, arrivals);
-    this.#lanes = new LaneSet<I, O>(options.batchKey !== undefined, this.#settings);
+    this.#lanes = new LaneSet<I, O>(options.batchKey !== undefined || options.affinity !== undefined, this.#settings);
+    const gate = options.sequenceKey === undefined ? undefined : new SequenceGate<I, O>();
+    this.#gate = gate;
+    // A parked call always has its sequence's current call queued or running ahead of it.
     this.#life = new Lifecycle(() => this.#lanes.items === 0 && this.#runner.size === 0);
     this.#runner = makeRunner({
       settings: this.#settings,
@@ -85,7 +90,7 @@ export class Engine<I, O> {
       },
       join: (maxRows) => this.#pump.join(maxRows),
     });
-    this.#pump = new Pump<I, O>(this.#lanes, this.#settings, this.#runner, this.#life, stats.wait, arrivals);
+    this.#pump = new Pump<I, O>(this.#lanes, this.#settings, this.#runner, this.#life, stats.wait, arrivals, gate);
     this.#intake = new Intake<I, O>(
       this.#lanes,
       this.#settings,
@@ -95,6 +100,8 @@ export class Engine<I, O> {
       this.#life,
       stats,
       options,
+      gate,
+      (resolve) => this.#pump.left(resolve),
     );
     this.#runner.onCapacity(() => this.#pump.run('completion'));
   }
@@ -167,10 +174,12 @@ export class Engine<I, O> {
     const error = reason ?? new ClosedError(this.#destroyedMessage);
     const key = reason === undefined ? 'ERR_CLOSED' : failureKey(reason);
     const runner = this.#runner;
-    this.#lanes.drain((_input, resolve, handle) => {
+    const each = (_input: I, resolve: Resolve<O>, handle: CallHandle<Resolve<O>> | undefined): void => {
       handle?.dispose();
       runner.fail(resolve, error, key);
-    });
+    };
+    this.#lanes.drain(each);
+    this.#gate?.drain(each);
     // Running batches are released too: a late result finds its batch gone and is neither
     // delivered nor reported, and a handler that never settles holds nothing.
     runner.releaseAll(error, key);
@@ -189,7 +198,7 @@ export class Engine<I, O> {
 
   /** Calls waiting in the queue. */
   get queued(): number {
-    return this.#lanes.items;
+    return this.#lanes.items + (this.#gate?.parked ?? 0);
   }
 
   /** Their rows. */

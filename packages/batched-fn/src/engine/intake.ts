@@ -16,6 +16,7 @@ import type { LaneSet } from './lane-set.js';
 import type { Lifecycle } from './lifecycle.js';
 import { now, type Pump } from './pump.js';
 import type { Runner, Shedding } from './runner.js';
+import type { SequenceGate } from './sequence-gate.js';
 import type { LiveSettings } from './settings.js';
 
 /** Why a call is refused before it is queued: the error its caller gets and the key it is counted under. */
@@ -54,6 +55,10 @@ function captureResolve(resolve: Resolve<unknown>): void {
 export interface IntakeOptions<I> {
   size?: ((input: I) => number) | undefined;
   batchKey?: ((input: I) => string | number) | undefined;
+  sequenceKey?: ((input: I) => string | number | undefined) | undefined;
+  affinity?: ((input: I) => number | undefined) | undefined;
+  /** With `affinity`: how many workers there are (a call's worker is from 0 to this, exclusive). */
+  workers?: number | undefined;
   latencyTarget?: number | undefined;
   tracing?: BatchTracing | undefined;
   /** Worker mode: refuses an input that can never reach a thread (a buffer already transferred). */
@@ -82,6 +87,8 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
   readonly #life: Lifecycle;
   readonly #stats: CallCounter;
   readonly #options: IntakeOptions<I>;
+  readonly #gate: SequenceGate<I, O> | undefined;
+  readonly #release: (resolve: Resolve<O>) => void;
   /** No size, keys, latency target, admission check or tracing: plain calls take the short path. */
   readonly #plain: boolean;
 
@@ -95,7 +102,11 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
     life: Lifecycle,
     stats: CallCounter,
     options: IntakeOptions<I>,
+    gate: SequenceGate<I, O> | undefined,
+    release: (resolve: Resolve<O>) => void,
   ) {
+    this.#gate = gate;
+    this.#release = release;
     this.#lanes = lanes;
     this.#settings = settings;
     this.#pump = pump;
@@ -109,7 +120,9 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
       options.batchKey === undefined &&
       options.latencyTarget === undefined &&
       options.admit === undefined &&
-      options.tracing === undefined;
+      options.tracing === undefined &&
+      gate === undefined &&
+      options.affinity === undefined;
   }
 
   submit(input: I, options?: CallOptions): Promise<O> {
@@ -157,7 +170,7 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
     handle: CallHandle<Resolve<O>> | undefined,
   ): Refusal | undefined {
     if (this.#life.closing) return { error: new ClosedError(), key: 'ERR_CLOSED' };
-    const { admit, size, batchKey, latencyTarget, tracing } = this.#options;
+    const { admit, size, batchKey, latencyTarget, tracing, sequenceKey, affinity } = this.#options;
     const settings = this.#settings;
     if (admit !== undefined) {
       const refused = admit(input);
@@ -173,7 +186,9 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
       if (rows > settings.maxBatchSize) return refusalFor(new ItemTooLargeError(rows, settings.maxBatchSize));
     }
     const lanes = this.#lanes;
-    if (lanes.items >= settings.channelCap) return refusalFor(new QueueFullError(settings.channelCap));
+    const gate = this.#gate;
+    if (lanes.items + (gate?.parked ?? 0) >= settings.channelCap)
+      return refusalFor(new QueueFullError(settings.channelCap));
     let key: unknown;
     if (batchKey !== undefined) {
       try {
@@ -186,6 +201,39 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
           new TypeError(`Expected \`batchKey(input)\` to return a string or a number, got ${describeValue(key)}`),
         );
       }
+    }
+    let sequence: unknown;
+    if (sequenceKey !== undefined) {
+      try {
+        sequence = sequenceKey(input);
+      } catch (error) {
+        return refusalFor(error);
+      }
+      if (sequence !== undefined && typeof sequence !== 'string' && typeof sequence !== 'number') {
+        return refusalFor(
+          new TypeError(
+            `Expected \`sequenceKey(input)\` to return a string, a number or undefined, got ${describeValue(sequence)}`,
+          ),
+        );
+      }
+    }
+    let worker: number | undefined;
+    if (affinity !== undefined) {
+      try {
+        worker = affinity(input);
+      } catch (error) {
+        return refusalFor(error);
+      }
+      const workers = this.#options.workers ?? 1;
+      if (worker !== undefined && !(Number.isInteger(worker) && worker >= 0 && worker < workers)) {
+        return refusalFor(
+          new RangeError(
+            `Expected \`affinity(input)\` to return a worker from 0 to ${workers - 1} or undefined, got ${describeValue(worker)}`,
+          ),
+        );
+      }
+      // Calls for different workers never share a lane, so never a batch.
+      key = batchKey === undefined ? worker : `${worker ?? ''}\u0000${typeof key}:${String(key)}`;
     }
     const refusal = refusalOf(options);
     if (refusal !== undefined) return refusal;
@@ -200,11 +248,34 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
       }
     }
     const signal = options?.signal;
-    const lane = lanes.laneFor(key);
-    const queue = lane.queueFor(options?.priority ?? 0);
+    const priority = options?.priority ?? 0;
     const tick = this.#pump.arrive(rows);
     const arrival = options?.arrival;
     const arrived = arrival === undefined || arrival > tick ? tick : arrival;
+    if (sequence !== undefined && !(gate as SequenceGate<I, O>).acquire(sequence)) {
+      // Its sequence has a call queued or running: it waits behind it, outside the lanes.
+      if (handle === undefined && (signal !== undefined || timeout !== undefined || trace !== undefined))
+        handle = new CallHandle<Resolve<O>>(this);
+      const place = (gate as SequenceGate<I, O>).park(
+        sequence,
+        input,
+        resolve,
+        arrived,
+        rows,
+        handle,
+        key,
+        worker,
+        priority,
+      );
+      if (handle !== undefined) {
+        handle.moveTo(place);
+        handle.arm(arrived, trace, signal, timeout, tick);
+      }
+      return undefined;
+    }
+    if (sequence !== undefined) (gate as SequenceGate<I, O>).entered(resolve, sequence);
+    const lane = lanes.laneFor(key, worker);
+    const queue = lane.queueFor(priority);
     if (handle === undefined && signal === undefined && timeout === undefined && trace === undefined) {
       lanes.push(lane, queue, input, resolve, arrived, rows, undefined);
       return undefined;
@@ -219,6 +290,8 @@ export class Intake<I, O> implements CallOwner<Resolve<O>> {
   cancel(handle: CallHandle<Resolve<O>>, error: unknown, key: CancelKey): void {
     const resolve = handle.leave();
     if (resolve === undefined) return;
+    // A sequence's call that left its lane before running lets the next one of its sequence in.
+    this.#release(resolve);
     this.#runner.fail(resolve, error, key);
     this.#life.checkIdle();
   }

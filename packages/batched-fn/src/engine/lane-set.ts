@@ -66,11 +66,12 @@ export class LaneSet<I, O> {
     return this.#keyed?.values();
   }
 
-  laneFor(key: unknown): Lane<I, O> {
+  /** The lane of `key` (a batch key, with `affinity` joined with the call's `worker`). */
+  laneFor(key: unknown, worker?: number): Lane<I, O> {
     if (this.#keyed === undefined) return this.#default;
     let lane = this.#keyed.get(key);
     if (lane === undefined) {
-      lane = new Lane<I, O>(key, this.#limits);
+      lane = new Lane<I, O>(key, this.#limits, worker);
       this.#keyed.set(key, lane);
     }
     return lane;

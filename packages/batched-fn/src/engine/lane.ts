@@ -13,6 +13,8 @@ export type QueuedHandle<O> = CallHandle<Resolve<O>>;
  */
 export class Lane<I, O> implements LaneView {
   readonly key: unknown;
+  /** With `affinity`: the worker every call of this lane must run on; undefined: any. */
+  readonly worker: number | undefined;
   readonly #limits: { readonly maxBatchSize: number };
   #items = 0;
   #rows = 0;
@@ -22,8 +24,9 @@ export class Lane<I, O> implements LaneView {
   #lastQueue: CallQueue<I, O, QueuedHandle<O>> | undefined;
 
   /** `limits` is the engine's live settings: the lane reads maxBatchSize there and keeps no copy. */
-  constructor(key: unknown, limits: { readonly maxBatchSize: number }) {
+  constructor(key: unknown, limits: { readonly maxBatchSize: number }, worker?: number) {
     this.key = key;
+    this.worker = worker;
     this.#limits = limits;
   }
 

@@ -7,8 +7,10 @@ import { choose, type Go, judge } from './choice.js';
 import type { Lane } from './lane.js';
 import type { LaneSet } from './lane-set.js';
 import type { Lifecycle } from './lifecycle.js';
+import type { Resolve } from '../queue.js';
 import type { Runner } from './runner.js';
 import { RunningBatch } from './running-batch.js';
+import type { Release, SequenceGate } from './sequence-gate.js';
 import type { LiveSettings } from './settings.js';
 
 export const now = (): number => performance.now();
@@ -41,6 +43,8 @@ export class Pump<I, O> {
   /** Rows that arrived since the last pump, for the arrival rate. */
   #arrivedRows = 0;
   #inPump = false;
+  readonly #gate: SequenceGate<I, O> | undefined;
+  readonly #canRun: ((worker: number) => boolean) | undefined;
   readonly #wake = new WakeTimer(() => this.run('timer'));
   readonly #loopYield = new LoopYield();
   #yielding: ReturnType<typeof setImmediate> | undefined = undefined;
@@ -53,7 +57,10 @@ export class Pump<I, O> {
     life: Lifecycle,
     waits: { record(value: number): void },
     arrivals: ArrivalRate,
+    gate: SequenceGate<I, O> | undefined,
   ) {
+    this.#gate = gate;
+    this.#canRun = runner.hasCapacityOn === undefined ? undefined : (worker) => runner.hasCapacityOn?.(worker) === true;
     this.#lanes = lanes;
     this.#settings = settings;
     this.#runner = runner;
@@ -127,7 +134,7 @@ export class Pump<I, O> {
         const verdict =
           keyed === undefined
             ? judge(lanes.defaultLane, t, trigger, settings, this.#life.closing)
-            : choose(keyed, t, trigger, settings, this.#life.closing);
+            : choose(keyed, t, trigger, settings, this.#life.closing, this.#canRun);
         if (!verdict.go) {
           this.#wake.arm(verdict.until);
           return;
@@ -149,6 +156,13 @@ export class Pump<I, O> {
     const maxRows = Math.max(Math.min(go.maxRows, this.#settings.maxBatchSize), lane.headRows());
     const batch = new RunningBatch<I, O>(reason, started);
     this.#lanes.take(lane, maxRows, started, batch, this.#waits);
+    if (lane.worker !== undefined) batch.pin(lane.worker);
+    const gate = this.#gate;
+    if (gate !== undefined) {
+      // Its sequences stay held until the batch has ended, however it ends.
+      const keys = gate.dispatched(batch.resolvers);
+      if (keys !== undefined) batch.onEnded(() => this.#releaseAll(keys));
+    }
     this.#runner.run(batch);
   }
 
@@ -165,6 +179,26 @@ export class Pump<I, O> {
     return batch;
   }
 
+  /** A batch holding these sequences ended: each one's next call joins its lane, and the pump looks again. */
+  #releaseAll(keys: readonly unknown[]): void {
+    const gate = this.#gate as SequenceGate<I, O>;
+    for (const key of keys) gate.release(key, this.#requeue);
+    this.schedule();
+  }
+
+  readonly #requeue: Release<I, O> = (input, resolve, arrival, rows, handle, laneKey, worker, priority) => {
+    const lane = this.#lanes.laneFor(laneKey, worker);
+    this.#lanes.push(lane, lane.queueFor(priority), input, resolve, arrival, rows, handle);
+  };
+
+  /** A sequence's call left the queue without running (cancelled, refused): the next one of its sequence joins. */
+  left(resolve: Resolve<O>): void {
+    const gate = this.#gate;
+    if (gate === undefined) return;
+    gate.left(resolve, this.#requeue);
+    this.schedule();
+  }
+
   /** Only reachable after configure() lowered maxBatchSize below calls already queued. */
   #rejectOversized(lane: Lane<I, O>): void {
     const max = this.#settings.maxBatchSize;
@@ -172,6 +206,7 @@ export class Pump<I, O> {
       const head = this.#lanes.shiftHead(lane);
       if (head === undefined) return;
       head.handle?.dispose();
+      this.left(head.resolve);
       this.#runner.fail(head.resolve, new ItemTooLargeError(head.rows, max), 'ERR_ITEM_TOO_LARGE');
     }
   }

@@ -14,6 +14,8 @@ export interface Runner<I, O> {
   readonly size: number;
   /** True when a batch handed over now would start without waiting for a free runner. */
   hasCapacity(): boolean;
+  /** With `affinity`: whether worker `worker` would take a batch now. */
+  hasCapacityOn?(worker: number): boolean;
   /** Called when capacity returns without a batch finishing (a restarted worker). */
   onCapacity(listener: () => void): void;
   /** A batch left the queue: run it, settle its callers, and call the engine's `settled` once its slot is free. */

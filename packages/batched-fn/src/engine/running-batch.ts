@@ -42,6 +42,10 @@ export class RunningBatch<I, O> implements BatchBuilder<I, O, QueuedHandle<O>> {
   /** What the executor was given (the padded inputs, with `pad`): identifies the run to abandon. */
   #sent: I[] | undefined = undefined;
   #worker: number | undefined = undefined;
+  /** With `affinity`: the worker it must run on. */
+  #pinned: number | undefined = undefined;
+  /** Called once when it ends, however it ends (its sequences are released then). */
+  #onEnded: (() => void) | undefined = undefined;
   #timer: ReturnType<typeof setTimeout> | undefined = undefined;
 
   constructor(reason: DispatchReason | 'join', started: number) {
@@ -94,6 +98,19 @@ export class RunningBatch<I, O> implements BatchBuilder<I, O, QueuedHandle<O>> {
     this.#rows = rows;
     if (maxWait > this.#maxWait) this.#maxWait = maxWait;
     this.#totalWait += totalWait;
+  }
+
+  /** The worker it must run on (`affinity`); undefined: any free one. */
+  get pinned(): number | undefined {
+    return this.#pinned;
+  }
+
+  pin(worker: number): void {
+    this.#pinned = worker;
+  }
+
+  onEnded(listener: () => void): void {
+    this.#onEnded = listener;
   }
 
   /** The executor placed it on this worker. */
@@ -166,6 +183,9 @@ export class RunningBatch<I, O> implements BatchBuilder<I, O, QueuedHandle<O>> {
   ended(): void {
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
+    const listener = this.#onEnded;
+    this.#onEnded = undefined;
+    listener?.();
   }
 
   /** destroy(): every caller still waiting leaves, handed to `each`. */

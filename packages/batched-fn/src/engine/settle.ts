@@ -84,6 +84,10 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     this.#executor.onCapacity(listener);
   }
 
+  hasCapacityOn(worker: number): boolean {
+    return this.#executor.hasCapacityOn?.(worker) ?? this.#executor.hasCapacity();
+  }
+
   ready(): Promise<void> {
     return this.#executor.ready();
   }
@@ -124,7 +128,10 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
   run(batch: RunningBatch<I, O>): void {
     if (batch.handles !== undefined && this.#shedder.active(batch.started, this.#running.size)) {
       batch.shed(this.#shedder.batchFinish(batch.started, batch.rows), this.#shedHopeless);
-      if (batch.inputs.length === 0) return;
+      if (batch.inputs.length === 0) {
+        batch.ended();
+        return;
+      }
     }
     this.#stats.dispatched(batch.reason as DispatchReason);
     this.#running.add(batch);

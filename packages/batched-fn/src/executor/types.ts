@@ -4,6 +4,8 @@ export type Outputs<O> = ReadonlyArray<O | Error>;
 
 /** The batch being run, told where it runs (the worker's id) as the executor places it. */
 export interface Placement {
+  /** With `affinity`: the worker the batch must run on (its calls' states live there). */
+  readonly pinned?: number | undefined;
   assigned(worker: number): void;
 }
 
@@ -18,6 +20,8 @@ export interface Executor<I, O> {
   admit?(input: I): Error | undefined;
   /** True when a batch handed over now would start without waiting for a free runner. */
   hasCapacity(): boolean;
+  /** With `affinity`: whether worker `worker` would take a batch now (worker mode). */
+  hasCapacityOn?(worker: number): boolean;
   /** Called when capacity returns without a batch finishing (a restarted worker). */
   onCapacity(listener: () => void): void;
   /** Build the context (and start workers) now. */

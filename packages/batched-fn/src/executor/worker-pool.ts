@@ -66,9 +66,18 @@ export class WorkerPool implements SlotHost {
     this.#capacityListener = listener;
   }
 
+  /** Whether worker `worker` would take a batch now (`affinity`). Starts the threads. */
+  hasCapacityOn(worker: number): boolean {
+    this.#start();
+    return this.#slots[worker]?.free === true;
+  }
+
   /** Runs one batch on a free worker; `placement` hears which. */
   run(inputs: unknown[], placement?: Placement): Promise<Outputs<unknown>> {
-    const slot = this.#freeSlot();
+    const pinned = placement?.pinned;
+    const slot = pinned === undefined ? this.#freeSlot() : this.#slots[pinned];
+    if (slot !== undefined && !slot.free)
+      return Promise.reject(new Error('batched-fn: pinned worker is busy (engine bug)'));
     if (slot === undefined) return Promise.reject(new Error('batched-fn: no free worker (engine bug)'));
     placement?.assigned(slot.id);
     let answered: Promise<Answer>;
@@ -76,7 +85,7 @@ export class WorkerPool implements SlotHost {
       answered = slot.request({ type: 'run', inputs }, transferListFor(inputs), inputs);
     } catch (error) {
       // One uncloneable input (a function, a socket) must not sink its neighbours.
-      return runCloneable(inputs, error, (good) => this.run(good));
+      return runCloneable(inputs, error, (good) => this.run(good, placement));
     }
     return answered.then(({ outputs, errors }) => {
       if (outputs !== null) for (const [i, wire] of errors) outputs[i] = deserializeError(wire);
@@ -168,6 +177,10 @@ export class WorkerPoolExecutor<I, O> implements Executor<I, O> {
 
   hasCapacity(): boolean {
     return this.#pool.hasCapacity();
+  }
+
+  hasCapacityOn(worker: number): boolean {
+    return this.#pool.hasCapacityOn(worker);
   }
 
   onCapacity(listener: () => void): void {

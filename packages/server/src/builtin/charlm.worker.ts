@@ -54,6 +54,8 @@ interface State {
   stop: string;
   temperature: number;
   random: () => number;
+  /** Bad sampling parameters: the sequence fails alone at its first step. */
+  error?: Error;
 }
 
 interface Context {
@@ -84,7 +86,7 @@ async function advance(ctx: Context, rows: State[], tokens: number[]): Promise<v
   const h = ctx.hidden;
   const v = CHARLM_VOCAB.length;
   const state = new Float32Array(n * h);
-  rows.forEach((row, i) => state.set(row.hidden, i * h));
+  for (const [i, row] of rows.entries()) state.set(row.hidden, i * h);
   const out = await ctx.session.run({
     token: new ort.Tensor('int64', BigInt64Array.from(tokens, BigInt), [n]),
     state: new ort.Tensor('float32', state, [n, h]),
@@ -105,26 +107,69 @@ function pick(logits: Float32Array, temperature: number, draw: () => number): nu
   const max = logits[best] as number;
   const weights = Array.from(logits, (l) => Math.exp((l - max) / temperature));
   let r = draw() * weights.reduce((a, b) => a + b, 0);
-  for (let i = 0; i < weights.length; i++) if ((r -= weights[i] as number) <= 0) return i;
+  for (let i = 0; i < weights.length; i++) {
+    r -= weights[i] as number;
+    if (r <= 0) return i;
+  }
   return best;
 }
 
 const tokenOf = (char: string): number => Math.max(0, CHARLM_VOCAB.indexOf(char));
 
-/** Runs nothing: the prompt is fed by the steps, a chunk at a time (an empty prompt starts from a newline). */
-export function start(requests: CharLmRequest[], ctx: Context): State[] {
-  return requests.map((request) => ({
-    hidden: new Float32Array(ctx.hidden),
-    logits: new Float32Array(CHARLM_VOCAB.length),
-    prompt: Array.from(request.prompt.length === 0 ? '\n' : request.prompt, tokenOf),
-    fed: 0,
-    pending: -1,
-    produced: '',
-    left: request.maxTokens,
-    stop: request.stop,
-    temperature: request.temperature,
-    random: random(request.seed),
-  }));
+/** A prompt as the generator contract gives it (model/generator.ts): the server applies max_tokens and stop. */
+export interface CharLmPrompt {
+  text: string;
+  parameters: { temperature?: number; seed?: number };
+}
+
+/** Sampling parameters a client sent are only checked by name: their values are checked here, per sequence. */
+function sampling(parameters: CharLmPrompt['parameters']): { temperature: number; seed: number } {
+  const { temperature = 0, seed = 1 } = parameters;
+  if (typeof temperature !== 'number' || !(temperature >= 0 && temperature <= 10))
+    throw Object.assign(
+      new RangeError(`temperature must be a number from 0 to 10, got ${JSON.stringify(temperature)}`),
+      {
+        status: 400,
+      },
+    );
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1)
+    throw Object.assign(new RangeError(`seed must be an integer from 0 to 4294967295, got ${JSON.stringify(seed)}`), {
+      status: 400,
+    });
+  return { temperature, seed };
+}
+
+/**
+ * Runs nothing: the prompt is fed by the steps, a chunk at a time (an empty prompt starts from a
+ * newline). Takes the generator contract's `{ text, parameters }`, or, run directly, a
+ * CharLmRequest that ends itself after `maxTokens` or at `stop`.
+ */
+export function start(requests: (CharLmRequest | CharLmPrompt)[], ctx: Context): State[] {
+  return requests.map((request) => {
+    const own = 'text' in request;
+    const prompt = own ? request.text : request.prompt;
+    let error: Error | undefined;
+    let chosen = { temperature: 0, seed: 1 };
+    try {
+      chosen = own ? sampling(request.parameters) : request;
+    } catch (failure) {
+      error = failure as Error;
+    }
+    const { temperature, seed } = chosen;
+    return {
+      ...(error === undefined ? {} : { error }),
+      hidden: new Float32Array(ctx.hidden),
+      logits: new Float32Array(CHARLM_VOCAB.length),
+      prompt: Array.from(prompt.length === 0 ? '\n' : prompt, tokenOf),
+      fed: 0,
+      pending: -1,
+      produced: '',
+      left: own ? Number.POSITIVE_INFINITY : request.maxTokens,
+      stop: own ? '' : request.stop,
+      temperature,
+      random: random(seed),
+    };
+  });
 }
 
 /** The token a state runs at position `j` of this step, or -1: a decoder has one, a prefilling sequence up to `prefillChunk`. */
@@ -133,8 +178,9 @@ const tokenAt = (s: State, j: number, chunk: number): number => {
   return j === 0 ? s.pending : -1;
 };
 
-export async function step(states: State[], ctx: Context): Promise<{ value?: string; done?: boolean }[]> {
+export async function step(all: State[], ctx: Context): Promise<({ value?: string; done?: boolean } | Error)[]> {
   const chunk = ctx.prefillChunk;
+  const states = all.filter((s) => s.error === undefined);
   // Position j's run takes every sequence with a j-th token: decoders ride along with the prefill's first position.
   const prefilling = states
     .filter((s) => s.fed < s.prompt.length)
@@ -157,11 +203,12 @@ export async function step(states: State[], ctx: Context): Promise<{ value?: str
   }
   for (const { s, take } of prefilling) s.fed += take;
   let values = 0;
-  const outputs = states.map((s) => {
+  const outputs = all.map((s) => {
+    if (s.error !== undefined) return s.error;
     if (s.fed < s.prompt.length) return {};
     const token = pick(s.logits, s.temperature, s.random);
     const char = CHARLM_VOCAB[token] as string;
-    s.produced += char;
+    if (s.stop !== '') s.produced += char;
     s.left--;
     s.pending = token;
     values++;

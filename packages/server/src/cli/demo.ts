@@ -5,8 +5,11 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { DEMO_FLAGS, toolParseOptions } from './tool-flags.js';
+import { withoutFlagVariables } from './env-flags.js';
+import { flagRows } from './flags.js';
 import * as ort from 'onnxruntime-node';
-import { bench, DEFAULT_CONCURRENCY } from './bench/command.js';
+import { bench } from './bench/command.js';
 import type { Series } from './bench/chart.js';
 import { intFlag, listFlag, stringFlag } from './cli-args.js';
 import { DEFAULT_MODEL, defaultCacheDir, ensureMlpModel } from '../builtin/default-model.js';
@@ -18,6 +21,8 @@ const BIN = fileURLToPath(new URL('../../bin/batched-fn.js', import.meta.url));
 function startServe(args: string[]): Promise<{ url: string; child: ChildProcess }> {
   const child = spawn(process.execPath, [BIN, 'serve', '--port', '0', '--grpc-port', '0', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    // The demo's servers are set by its own flags: a user's BATCHED_FN_ variables must not change them.
+    env: withoutFlagVariables(flagRows('serve')),
   });
   return new Promise((resolve, reject) => {
     let out = '';
@@ -62,19 +67,10 @@ async function modelCeiling(path: string, batch: number, threads: number): Promi
  * separate process; prints the ratios and writes one chart of all three.
  */
 export async function runDemo(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      duration: { type: 'string' },
-      concurrency: { type: 'string' },
-      out: { type: 'string' },
-      'cache-dir': { type: 'string' },
-    },
-    strict: true,
-  });
-  const duration = intFlag(values, 'duration', 1) ?? 5;
-  const concurrency = listFlag(values, 'concurrency') ?? DEFAULT_CONCURRENCY;
-  const out = stringFlag(values, 'out') ?? 'bench-out';
+  const { values } = parseArgs({ args: argv, options: toolParseOptions(DEMO_FLAGS), strict: true });
+  const duration = intFlag(values, 'duration', 1) ?? DEMO_FLAGS.duration.default;
+  const concurrency = listFlag(values, 'concurrency') ?? [...DEMO_FLAGS.concurrency.default];
+  const out = stringFlag(values, 'out') ?? DEMO_FLAGS.out.default;
   const cacheDir = stringFlag(values, 'cache-dir') ?? defaultCacheDir();
   const modelPath = ensureMlpModel(DEFAULT_MODEL, cacheDir);
   // Same input and output as the default model, but a single 256x16 layer: what HTTP and JSON alone allow.
@@ -122,14 +118,24 @@ export async function runDemo(argv: string[]): Promise<void> {
   };
   process.stdout.write(
     `\nAt ${reference} concurrent 1-row JSON requests:\n` +
-      `  batched ${summary.batchedRps} req/s, unbatched ${summary.unbatchedRps} req/s: ${summary.speedup.toFixed(1)}x (target >= 6x)\n` +
-      `  model ceiling (64 rows per session.run) ${summary.modelCeilingRps} rows/s (${Math.round(ceilingBefore)} before, ${Math.round(ceilingAfter)} after), HTTP ceiling (trivial model) ${summary.httpCeilingRps} req/s\n` +
-      `  batched reaches ${(100 * summary.shareOfCeiling).toFixed(0)} % of the smaller ceiling (target >= 80 %)\n`,
+      `  batched ${summary.batchedRps} req/s, unbatched ${summary.unbatchedRps} req/s: ${summary.speedup.toFixed(1)}x\n` +
+      `  model ceiling (${SETTING_DEFAULTS.maxBatchSize} rows per session.run) ${summary.modelCeilingRps} rows/s (${Math.round(ceilingBefore)} before, ${Math.round(ceilingAfter)} after), HTTP ceiling (trivial model) ${summary.httpCeilingRps} req/s\n` +
+      `  batched reaches ${(100 * summary.shareOfCeiling).toFixed(0)} % of the smaller ceiling\n`,
   );
   const { renderChart } = await import('./bench/chart.js');
   const { mkdirSync } = await import('node:fs');
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, 'demo.svg'), renderChart(series, 'Default MLP (17.9 M parameters), 1-row JSON requests'));
+  // The chart compares batched with unbatched against what the model alone can do; the HTTP ceiling (often
+  // several times higher) would flatten that gap, so it is printed and kept in demo.json, not drawn.
+  writeFileSync(
+    join(out, 'demo.svg'),
+    renderChart(series.slice(0, 2), 'Default MLP (17.9 M parameters), 1-row JSON requests', [
+      {
+        label: `model ceiling ${summary.modelCeilingRps} rows/s (${SETTING_DEFAULTS.maxBatchSize} rows per session.run)`,
+        requestsPerSecond: ceiling,
+      },
+    ]),
+  );
   writeFileSync(join(out, 'demo.json'), `${JSON.stringify({ summary, series }, null, 2)}\n`);
   process.stdout.write(`Wrote ${join(out, 'demo.svg')} and demo.json\n`);
 }

@@ -1,6 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { SETTINGS, type SettingName, type SettingSpec, shownDefault } from '../settings/settings.js';
 import { type OldName, warnDeprecated } from '../settings/deprecated.js';
+import type { FlagRow } from './flag-row.js';
 import { delayFlag, durationFlag, intFlag, listFlag, stringFlag, UsageError } from './cli-args.js';
 
 /**
@@ -23,7 +24,7 @@ type Kind =
   | 'list'
   | 'boolean'
   | 'shm';
-type Command = 'serve' | 'worker';
+export type Command = 'serve' | 'worker';
 
 interface FlagSpec {
   /** The setting it sets (its camelCase name is the option's; the flag is its kebab-case). */
@@ -34,6 +35,8 @@ interface FlagSpec {
   readonly commands: readonly Command[];
   /** An old name of the setting's flag: still read, with one warning, and left out of usage and README. */
   readonly deprecated?: OldName;
+  /** `--help`'s text where the setting has no README row (`doc`), or where this command's meaning differs. */
+  readonly help?: string;
 }
 
 const BOTH: readonly Command[] = ['serve', 'worker'];
@@ -43,7 +46,13 @@ export const FLAGS = {
   'model-repository': { key: 'modelRepository', kind: 'string', arg: 'DIR', commands: ['serve'] },
   'model-control': { key: 'modelControl', kind: 'control', arg: 'none\\|explicit', commands: ['serve'] },
   'load-model': { key: 'loadModel', kind: 'strings', arg: 'NAME', commands: ['serve'] },
-  'worker-model': { key: 'model', kind: 'string', arg: 'FILE', commands: ['worker'] },
+  'worker-model': {
+    key: 'model',
+    kind: 'string',
+    arg: 'FILE',
+    commands: ['worker'],
+    help: 'ONNX model this worker runs',
+  },
   name: { key: 'name', kind: 'string', arg: 'NAME', commands: BOTH },
   host: { key: 'host', kind: 'string', arg: 'HOST', commands: ['serve'] },
   port: { key: 'port', kind: 'int0', arg: 'PORT', commands: ['serve'] },
@@ -59,6 +68,7 @@ export const FLAGS = {
   },
   otel: { key: 'otel', kind: 'boolean', arg: '', commands: BOTH },
   dashboard: { key: 'dashboard', kind: 'onoff', arg: 'on\\|off', commands: ['serve'] },
+  openai: { key: 'openai', kind: 'onoff', arg: 'on\\|off', commands: ['serve'] },
   'max-batch-size': { key: 'maxBatchSize', kind: 'int1', arg: 'N', commands: BOTH },
   'max-delay': { key: 'maxDelay', kind: 'delay', arg: 'MS\\|auto', commands: BOTH },
   'latency-target': { key: 'latencyTarget', kind: 'positive-duration', arg: 'MS', commands: ['serve'] },
@@ -81,10 +91,28 @@ export const FLAGS = {
   'max-objects': { key: 'maxObjects', kind: 'int1', arg: 'N', commands: ['serve'] },
   'shared-memory': { key: 'sharedMemory', kind: 'shm', arg: 'off\\|system', commands: ['serve'] },
   'shared-memory-regions': { key: 'sharedMemoryRegions', kind: 'int1', arg: 'N', commands: ['serve'] },
-  'cache-dir': { key: 'cacheDir', kind: 'string', arg: 'DIR', commands: BOTH },
-  redis: { key: 'redis', kind: 'string', arg: 'redis://HOST:PORT', commands: BOTH },
-  prefix: { key: 'prefix', kind: 'string', arg: 'PREFIX', commands: BOTH },
-  'claim-idle': { key: 'claimIdleMs', kind: 'positive-duration', arg: 'MS', commands: ['worker'] },
+  'cache-dir': {
+    key: 'cacheDir',
+    kind: 'string',
+    arg: 'DIR',
+    commands: BOTH,
+    help: 'where the generated default model is kept',
+  },
+  redis: {
+    key: 'redis',
+    kind: 'string',
+    arg: 'redis://HOST:PORT',
+    commands: BOTH,
+    help: 'serve: send batches to remote workers through Redis; worker: the Redis to read them from (rediss:// for TLS)',
+  },
+  prefix: { key: 'prefix', kind: 'string', arg: 'PREFIX', commands: BOTH, help: "prefix of the Redis streams' keys" },
+  'claim-idle': {
+    key: 'claimIdleMs',
+    kind: 'positive-duration',
+    arg: 'MS',
+    commands: ['worker'],
+    help: "how long another worker's unacknowledged batch may sit before this worker takes it over",
+  },
 } as const satisfies Record<string, FlagSpec>;
 
 type FlagName = keyof typeof FLAGS;
@@ -190,6 +218,18 @@ export function usageFlags(command: Command, indent: string, shownAlready: reado
   }
   lines.push(line.trimEnd());
   return lines.join(`\n${indent}`);
+}
+
+/** The command's flags for `--help` and its environment variables, from the flag and setting rows. */
+export function flagRows(command: Command): FlagRow[] {
+  return flagsOf(command).map(([flag, spec]) => ({
+    flag: cliName(flag),
+    arg: spec.arg.replace('\\|', '|'),
+    doc: spec.help ?? (SETTINGS[spec.key] as SettingSpec).doc ?? '',
+    shown: shownDefault(spec.key).replace(/`/g, ''),
+    ...(spec.kind === 'strings' ? { multiple: true } : {}),
+    ...(spec.deprecated === undefined ? {} : { deprecated: true }),
+  }));
 }
 
 /** The README's `serve` flag table rows, from the flags that carry a meaning. */

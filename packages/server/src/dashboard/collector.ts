@@ -1,6 +1,5 @@
 import type { BatchInfo, Percentiles, StepInfo } from 'batched-fn';
 import type { MetricsListener, ServerMetrics } from '../metrics/metrics.js';
-import type { GenerativeModel } from '../formats/generator.js';
 import type { ServedModel } from '../model/served-model.js';
 import type { ModelRegistry } from '../repository/registry.js';
 
@@ -94,15 +93,13 @@ export interface Snapshot {
  */
 export class DashboardCollector {
   readonly #registry: ModelRegistry;
-  readonly #generators: GenerativeModel[];
   readonly #models = new Map<string, ModelTrack>();
   readonly #gens = new Map<string, GeneratorTrack>();
   readonly #unlisten: () => void;
   #last = performance.now();
 
-  constructor(registry: ModelRegistry, generators: GenerativeModel[], metrics: ServerMetrics) {
+  constructor(registry: ModelRegistry, metrics: ServerMetrics) {
     this.#registry = registry;
-    this.#generators = generators;
     const listener: MetricsListener = {
       batch: (info: BatchInfo) => {
         const track = this.#track(info.name);
@@ -119,14 +116,23 @@ export class DashboardCollector {
         else track.latencies.push(seconds * 1000);
       },
       step: (info: StepInfo) => {
-        const track = this.#gens.get(info.name);
+        const track = this.#gen(info.name);
         if (track !== undefined) track.tokens += info.sequences;
       },
-      firstToken: (model, seconds) => this.#gens.get(model)?.firstTokens.push(seconds * 1000),
+      firstToken: (model, seconds) => this.#gen(model)?.firstTokens.push(seconds * 1000),
     };
-    for (const g of generators)
-      this.#gens.set(g.name, { tokens: 0, firstTokens: new Ring(LATENCIES), tokensPerSecond: [] });
     this.#unlisten = metrics.listen(listener);
+  }
+
+  /** A generator's track, made on its first event (only for names the registry has). */
+  #gen(name: string): GeneratorTrack | undefined {
+    let track = this.#gens.get(name);
+    if (track === undefined) {
+      if (this.#registry.get(name) === undefined) return undefined;
+      track = { tokens: 0, firstTokens: new Ring(LATENCIES), tokensPerSecond: [] };
+      this.#gens.set(name, track);
+    }
+    return track;
   }
 
   #track(name: string): ModelTrack | undefined {
@@ -154,9 +160,17 @@ export class DashboardCollector {
     const now = performance.now();
     const seconds = Math.max(1e-3, (now - this.#last) / 1000);
     this.#last = now;
-    const models = this.#registry.entries().map((entry) => this.#panel(entry.name, entry.state, entry.model, seconds));
-    const generators = this.#generators.map((g) => {
-      const track = this.#gens.get(g.name) as GeneratorTrack;
+    const models = this.#registry
+      .entries()
+      .filter((entry) => entry.model?.generator === undefined)
+      .map((entry) => this.#panel(entry.name, entry.state, entry.model, seconds));
+    // Generators are models of the registry: each READY one has a panel of its own, not a batch panel.
+    const served = this.#registry
+      .entries()
+      .flatMap((entry) => (entry.state === 'READY' && entry.model?.generator !== undefined ? [entry.model] : []));
+    const generators = served.map((m) => {
+      const g = { name: m.name, generate: (m.generator as NonNullable<typeof m.generator>).stream };
+      const track = this.#gen(g.name) as GeneratorTrack;
       const rate = track.tokens / seconds;
       track.tokens = 0;
       track.tokensPerSecond = [...track.tokensPerSecond, Math.round(rate)].slice(-HISTORY);
@@ -178,7 +192,11 @@ export class DashboardCollector {
     const stats = model?.batcher.stats;
     const settings = model?.batcher.settings;
     const reasons = { ...(stats?.dispatchReasons ?? {}) } as Record<string, number>;
-    const delta = Object.fromEntries(Object.entries(reasons).map(([k, v]) => [k, v - (track.lastReasons?.[k] ?? v)]));
+    // Per second of the time since the last snapshot: after a gap with no page watching, the first
+    // point is the gap's mean rate, not every batch of the gap counted as one second's.
+    const delta = Object.fromEntries(
+      Object.entries(reasons).map(([k, v]) => [k, (v - (track.lastReasons?.[k] ?? v)) / seconds]),
+    );
     track.lastReasons = reasons;
     track.reasons = [...track.reasons, delta].slice(-HISTORY);
     const workers = (stats?.workers ?? []).map((w) => {

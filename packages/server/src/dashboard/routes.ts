@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { ServerMetrics } from '../metrics/metrics.js';
-import type { GenerativeModel } from '../formats/generator.js';
 import type { ModelRegistry } from '../repository/registry.js';
 import { DashboardCollector, type Snapshot, TICK_MS } from './collector.js';
 
@@ -16,12 +15,13 @@ export const MAX_FEEDS = 32;
  */
 export const FEED_MAX_DROPPED = 30;
 
-/** The page's three files, shipped in the package's `dashboard/` folder and read once. */
+/** The page's files, shipped in the package's `dashboard/` folder and read once. */
 const ASSETS: Record<string, { type: string; body: string }> = Object.fromEntries(
   [
     ['index.html', 'text/html; charset=utf-8'],
     ['app.js', 'text/javascript; charset=utf-8'],
     ['style.css', 'text/css; charset=utf-8'],
+    ['favicon.svg', 'image/svg+xml'],
   ].map(([file, type]) => [
     file,
     { type: type as string, body: readFileSync(new URL(`../../dashboard/${file}`, import.meta.url), 'utf8') },
@@ -39,7 +39,6 @@ const SECURITY_HEADERS = {
 
 export interface DashboardOptions {
   registry: ModelRegistry;
-  generators: GenerativeModel[];
   metrics: ServerMetrics;
 }
 
@@ -49,7 +48,7 @@ export interface DashboardOptions {
  * watches. Read-only: only GET routes, on the server's own host and port.
  */
 export async function dashboardPlugin(app: FastifyInstance, options: DashboardOptions): Promise<void> {
-  const collector = new DashboardCollector(options.registry, options.generators, options.metrics);
+  const collector = new DashboardCollector(options.registry, options.metrics);
   /** Each open feed, and the frames it has missed in a row. */
   const feeds = new Map<FastifyReply, number>();
   let timer: NodeJS.Timeout | undefined;
@@ -85,6 +84,9 @@ export async function dashboardPlugin(app: FastifyInstance, options: DashboardOp
   app.get('/dashboard', page('index.html'));
   app.get('/dashboard/app.js', page('app.js'));
   app.get('/dashboard/style.css', page('style.css'));
+  app.get('/dashboard/favicon.svg', page('favicon.svg'));
+  // Browsers ask for /favicon.ico on their own: the same icon (an SVG; they read its type, not its name).
+  app.get('/favicon.ico', page('favicon.svg'));
 
   app.get('/dashboard/feed', async (request, reply) => {
     if (feeds.size >= MAX_FEEDS)

@@ -16,6 +16,11 @@ export interface ModuleExports {
   inputs: unknown;
   outputs: unknown;
   hasHandler: boolean;
+  /** A generator (formats/generator.ts) exports `step` and no `handler`. */
+  hasStep: boolean;
+  hasChatTemplate: boolean;
+  /** A generator's sampling parameters, as exported (checked on the main thread). */
+  parameters: unknown;
 }
 
 /** Tagged: the module itself may post on the same port, and what it posts is not an answer. */
@@ -42,7 +47,7 @@ if (parentPort !== null && typeof (workerData as Partial<ExportsWorkerData> | nu
     // Hashed first: a write between the two shows up as a mismatch in the workers, never as a
     // signature that the workers' code does not match.
     const sha256 = await hashFile(moduleUrl);
-    const module = (await import(moduleUrl)) as { inputs?: unknown; outputs?: unknown; handler?: unknown };
+    const module = (await import(moduleUrl)) as Record<string, unknown>;
     const answer: ExportsMessage = {
       kind: 'bfn-exports',
       ok: true,
@@ -51,6 +56,9 @@ if (parentPort !== null && typeof (workerData as Partial<ExportsWorkerData> | nu
         inputs: module.inputs,
         outputs: module.outputs,
         hasHandler: typeof module.handler === 'function',
+        hasStep: typeof module.step === 'function',
+        hasChatTemplate: typeof module.chatTemplate === 'function',
+        parameters: module.parameters,
       },
     };
     try {

@@ -1,12 +1,16 @@
 import { basename, dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { StepInfo } from 'batched-fn';
 import type { ExportsMessage, ExportsWorkerData, ModuleExports } from './js-model.exports.js';
 import type { JsModelWorkerData } from './js-model.worker.js';
 import { ModelLoadError } from '../model/errors.js';
 import type { ServedModel } from '../model/served-model.js';
 import type { OnnxModelOptions } from './onnx-model.js';
+import { createGeneratorModel, readParameters } from './generator.js';
 import { liveModel, servedBatcher } from './served-batcher.js';
+import { sequenceModel } from './sequence-model.js';
+import { readSequenceBatching, type SequenceBatching, SequenceTable } from './sequence-table.js';
 import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
 
 const DATATYPES = new Set<Datatype>([
@@ -33,6 +37,8 @@ export interface JsModelOptions extends Omit<OnnxModelOptions, 'path' | 'threads
   config?: Record<string, unknown>;
   /** Gives up reading the module's exports (the thread reading them is terminated) and rejects with its reason. */
   signal?: AbortSignal;
+  /** A generator's steps (formats/generator.ts), for the metrics. */
+  onStep?: (info: StepInfo) => void;
 }
 
 /**
@@ -109,6 +115,8 @@ function readSpecs(file: string, which: 'inputs' | 'outputs', value: unknown): T
 export async function createJsModel(options: JsModelOptions): Promise<ServedModel> {
   const url = pathToFileURL(options.path).href;
   const module = await readExports(options.path, url, options.signal);
+  // A module that steps and does not answer requests is a generator (formats/generator.ts).
+  if (!module.hasHandler && module.hasStep) return jsGenerator(options, url, module);
   if (!module.hasHandler)
     throw new ModelLoadError(`${options.path} must export a \`handler(requests, context)\` function`);
   const signature: ModelSignature = {
@@ -125,14 +133,59 @@ export async function createJsModel(options: JsModelOptions): Promise<ServedMode
     binary: parameters.binary === true,
   };
   const name = options.name ?? basename(dirname(options.path));
+  // A stateful model (Triton's sequence batcher): its sequences' states live in its workers.
+  let sequences: SequenceBatching | undefined;
+  if (config.sequence_batching !== undefined) {
+    try {
+      sequences = readSequenceBatching(config.sequence_batching, config.maxSequences as number | undefined);
+    } catch (error) {
+      throw new ModelLoadError(`${options.path}: ${(error as Error).message}`);
+    }
+    workerData.sequences = true;
+  }
   const {
     batcher,
     batched,
     infer,
     config: served,
-  } = servedBatcher(new URL('./js-model.worker.js', import.meta.url), workerData, signature, { ...options, name });
-  return liveModel(
+  } = servedBatcher(new URL('./js-model.worker.js', import.meta.url), workerData, signature, {
+    ...options,
+    name,
+    ...(sequences === undefined ? {} : { sequences: true }),
+  });
+  const model = liveModel(
     { name, version: '1', platform: 'batched-fn_js', signature, batcher, infer, config: served },
     batched,
   );
+  if (sequences === undefined) return model;
+  const workers = batcher.stats.workers.length;
+  return sequenceModel(model, new SequenceTable(name, workers, sequences));
+}
+
+/** A repository generator: the module steps in worker threads; its config.json is what `context()` receives. */
+function jsGenerator(options: JsModelOptions, url: string, module: ModuleExports): ServedModel {
+  const settings = options as JsModelOptions & {
+    maxActive?: number;
+    batching?: 'continuous' | 'static';
+    maxTokens?: number;
+    defaultMaxTokens?: number;
+  };
+  const defined = <T>(key: string, value: T | undefined) => (value === undefined ? {} : { [key]: value });
+  return createGeneratorModel({
+    name: options.name ?? basename(dirname(options.path)),
+    module: new URL(url),
+    workerData: options.config ?? {},
+    parameters: readParameters(options.path, module.parameters),
+    hasChatTemplate: module.hasChatTemplate,
+    ...defined('maxActive', settings.maxActive),
+    ...defined('batching', settings.batching),
+    ...defined('maxTokens', settings.maxTokens),
+    ...defined('defaultMaxTokens', settings.defaultMaxTokens),
+    ...defined('channelCap', settings.channelCap),
+    ...defined('batchTimeout', settings.batchTimeout),
+    ...defined('workers', settings.workers),
+    ...defined('configParameters', settings.parameters),
+    ...defined('onStep', options.onStep),
+    platform: 'batched-fn_js',
+  });
 }

@@ -8,6 +8,7 @@ import { move } from 'batched-fn';
 import { now, stampResults } from '../model/compute-timing.js';
 import { HALF_OVERFLOW, toBFloat16Bits, toFloat16Bits } from '../model/half.js';
 import { hashFile } from './js-model.exports.js';
+import { SequenceStates } from './sequence-states.js';
 import type { BatchedWorkerData } from './served-batcher.js';
 import type { TensorSpec } from '../model/signature.js';
 import {
@@ -27,6 +28,8 @@ export interface JsModelWorkerData extends Partial<BatchedWorkerData> {
   outputs: TensorSpec[];
   /** config.parameters.binary: BYTES reach the model as Uint8Array[] rather than string[]. */
   binary: boolean;
+  /** A stateful model (`sequence_batching`): each request carries its sequence, whose state this thread keeps. */
+  sequences?: boolean;
 }
 
 interface UserModule {
@@ -39,6 +42,8 @@ interface State {
   module: UserModule;
   context: unknown;
   data: JsModelWorkerData;
+  /** A stateful model's sequence states, kept in this thread between requests. */
+  sequences: SequenceStates | undefined;
 }
 
 const decoder = new TextDecoder();
@@ -59,7 +64,7 @@ export async function context(data: JsModelWorkerData): Promise<State> {
   const module = (await import(data.moduleUrl)) as UserModule;
   await unchanged();
   const userContext = typeof module.context === 'function' ? await module.context(data.config) : undefined;
-  return { module, context: userContext, data };
+  return { module, context: userContext, data, sequences: data.sequences === true ? new SequenceStates() : undefined };
 }
 
 function toRequest(item: InferItem, binary: boolean): unknown {
@@ -136,10 +141,48 @@ function toTensor(spec: TensorSpec, value: unknown, rows: number, batched: boole
   return { datatype: spec.datatype, shape, data: out };
 }
 
+/**
+ * A stateful model's batch: each request gets its sequence (`{ id, start, end, state }`); a
+ * request whose state is gone (a restarted thread) fails alone and is not handed to the model.
+ */
+async function sequenceHandler(batch: InferItem[], state: State, sequences: SequenceStates): Promise<unknown[]> {
+  const marks = batch.map((item) => item.sequence);
+  const views = sequences.open(marks);
+  const runs: number[] = [];
+  const requests: unknown[] = [];
+  views.forEach((view, i) => {
+    if (view instanceof Error) return;
+    runs.push(i);
+    requests.push({ ...(toRequest(batch[i] as InferItem, state.data.binary) as object), sequence: view });
+  });
+  const answers: unknown[] = views.map((view) => (view instanceof Error ? view : undefined));
+  if (requests.length === 0) return answers;
+  try {
+    const given = await state.module.handler(requests, state.context);
+    if (!Array.isArray(given) || given.length !== requests.length) {
+      throw new TypeError(
+        `model.js handler must return one answer per request (${requests.length}), got ${Array.isArray(given) ? given.length : typeof given}`,
+      );
+    }
+    runs.forEach((index, j) => {
+      answers[index] = given[j];
+    });
+    return answers;
+  } finally {
+    // Each request's `sequence` is its view itself: a state the model replaced is read there.
+    sequences.close(marks, views);
+  }
+}
+
 export async function handler(batch: InferItem[], state: State): Promise<(InferResult | Error)[]> {
-  const requests = batch.map((item) => toRequest(item, state.data.binary));
   const inferStart = now();
-  const answers = await state.module.handler(requests, state.context);
+  const answers =
+    state.sequences === undefined
+      ? await state.module.handler(
+          batch.map((item) => toRequest(item, state.data.binary)),
+          state.context,
+        )
+      : await sequenceHandler(batch, state, state.sequences);
   const inferEnd = now();
   if (!Array.isArray(answers) || answers.length !== batch.length) {
     throw new TypeError(

@@ -49,7 +49,15 @@ export async function context(data: OnnxWorkerData): Promise<Session> {
 }
 
 function toOrt(tensor: Tensor): ort.Tensor {
-  return new ort.Tensor(ORT_TYPE[tensor.datatype as NumericDatatype] as never, tensor.data as never, tensor.shape);
+  const type = ORT_TYPE[tensor.datatype as NumericDatatype];
+  const value = new ort.Tensor(type as never, tensor.data as never, tensor.shape);
+  if (tensor.datatype === 'FP16' && !(value.data instanceof Uint16Array)) {
+    // Where Float16Array exists (Node 24), the Tensor holds float16 in one, whose byte length onnxruntime-node
+    // 1.30 reads as 0 ("not enough space: expected 8, got 0", microsoft/onnxruntime#32323). It reads the bit
+    // patterns' Uint16Array right, so that is what it is given.
+    Object.defineProperty(value, 'data', { value: tensor.data });
+  }
+  return value;
 }
 
 function fromOrt(value: ort.Tensor): Tensor {

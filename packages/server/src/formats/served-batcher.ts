@@ -40,6 +40,11 @@ export interface ServedBatcherOptions extends Partial<BatchingSettings>, ModelPr
   onBatch?: (info: BatchInfo) => void;
   /** Traces each batch (OpenTelemetry, with `--otel`). */
   tracing?: BatchTracing;
+  /**
+   * A stateful model's: a request's `sequence` (formats/sequence-table.ts) runs one at a time per
+   * sequence (the core's `sequenceKey`), on the worker holding its state (`affinity`).
+   */
+  sequences?: boolean;
 }
 
 /**
@@ -191,6 +196,12 @@ export function servedBatcher(
     ...(options.pad === true && batched ? { pad: zeroPad } : {}),
     ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     ...(key === undefined ? {} : { batchKey: key }),
+    ...(options.sequences === true
+      ? {
+          sequenceKey: (item: InferItem) => item.sequence?.id,
+          affinity: (item: InferItem) => item.sequence?.worker,
+        }
+      : {}),
     ...(onBatch === undefined
       ? {}
       : {

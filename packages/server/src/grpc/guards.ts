@@ -147,8 +147,8 @@ export const MAX_STATUS_MESSAGE = 4096;
 function clipped(message: string): string {
   if (message.length <= MAX_STATUS_MESSAGE) return message;
   let cut = message.slice(0, MAX_STATUS_MESSAGE - 3);
-  const escape = cut.lastIndexOf('%');
-  if (escape >= cut.length - 2) cut = cut.slice(0, escape);
+  const lastEscape = cut.lastIndexOf('%');
+  if (lastEscape >= cut.length - 2) cut = cut.slice(0, lastEscape);
   // Trailing bytes of a multi-byte character (escapes %80 and up) may have lost their end: drop them all.
   cut = cut.replace(/(%[89A-Fa-f][0-9A-Fa-f])+$/, '');
   return `${cut}...`;

@@ -18,6 +18,7 @@ import { GRPC_RESTRICTED, parseRestrictions } from '../protocol/restricted.js';
 import type { ModelStatistics } from '../protocol/statistics.js';
 import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
 import { encodeGrpcInfer, type GrpcInferResponse } from './encode.js';
+import { grpcGeneration } from './generation.js';
 import { GrpcHealth } from './health.js';
 import { grpcLoadParameters } from './load-parameters.js';
 import { type GrpcParameter, loadInferenceService } from './proto.js';
@@ -101,7 +102,7 @@ function unary<Req, Res>(handler: Handler<Req, Res>) {
 /**
  * The Open Inference Protocol's GRPCInferenceService (with Triton's extensions) over the same
  * front as REST: the same models, batcher, checks, errors and metrics (`protocol="grpc"`).
- * `generators` names the generation models, which ModelStreamInfer refuses with a message.
+ * A generator (decoupled: many responses per request) streams on ModelStreamInfer (generation.ts).
  */
 export function inferenceService(
   front: InferenceFront,
@@ -110,12 +111,10 @@ export function inferenceService(
   draining: () => boolean,
   tracker: InFlight,
   telemetry?: { tracer: TracerLike; extract: ExtractParent; traceSwitch?: TraceSwitch },
-  options: { generators?: readonly string[] } = {},
 ): GrpcService {
   const versionsOf = (name: string): string[] | undefined => versionsServed(front.registry, name);
   const health = new GrpcHealth(front);
   const streams = new StreamRegistry();
-  const generators = new Set(options.generators ?? []);
 
   /** One inference, for ModelInfer and for each request of a ModelStreamInfer stream. */
   async function inferOnce(
@@ -204,8 +203,10 @@ export function inferenceService(
     ModelStreamInfer: modelStreamInfer(
       {
         infer: (request, call) => inferOnce('ModelStreamInfer', request, call),
-        generators,
-        isModel: (name) => front.registry.get(name) !== undefined,
+        generate: (request, call) => {
+          if (draining()) throw new ProtocolError('unavailable', 'Server is shutting down', { retryAfter: 1 });
+          return grpcGeneration(front.registry, request, { ...call, sharedMemory: front.sharedMemory });
+        },
         tracker,
         maxInFlight: settings.maxInFlight,
       },

@@ -1,15 +1,16 @@
 import { MAX_TIMER_MS } from 'batched-fn';
 import type { Metadata, ServerDuplexStream } from '@grpc/grpc-js';
 import type { InFlight } from '../protocol/in-flight.js';
-import { invalidArgument, ProtocolError } from '../protocol/errors.js';
+import { ProtocolError } from '../protocol/errors.js';
 import type { GrpcInferRequest } from './decode.js';
 import type { GrpcInferResponse } from './encode.js';
+import type { GenerationResponse } from './generation.js';
 import { RefusedRequest } from './guards.js';
-import { grpcStatusFor } from './status.js';
+import { GRPC_CODE, grpcStatusFor } from './status.js';
 
 export interface StreamInferResponse {
   error_message: string;
-  infer_response: GrpcInferResponse | { id: string };
+  infer_response: GrpcInferResponse | GenerationResponse | { id: string };
 }
 
 /** What a ModelStreamInfer stream needs from the service. */
@@ -19,10 +20,14 @@ export interface StreamInferContext {
     request: GrpcInferRequest,
     options: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata },
   ): Promise<GrpcInferResponse>;
-  /** Names of the generation models (decoupled: many responses per request), refused here. */
-  generators: ReadonlySet<string>;
-  /** Whether a name is a model of the registry (a generator's name may also be one). */
-  isModel(name: string): boolean;
+  /**
+   * A generator's responses (grpc/generation.ts: decoupled, many per request), or undefined when
+   * the request's model is no generator; throws the request's refusal.
+   */
+  generate?(
+    request: GrpcInferRequest,
+    options: { signal: AbortSignal; deadline: number | undefined },
+  ): AsyncIterable<GenerationResponse> | undefined;
   /** Counts each request from its arrival until its answer is written, so that drain waits for it. */
   tracker: InFlight;
   /** Most requests one stream has unanswered; past it the stream is not read until one is answered. */
@@ -71,8 +76,9 @@ export class StreamRegistry {
  *   running batch) and writes nothing more. A vanished client is a cancel.
  * - Drain: a request arriving after it is refused (`Server is shutting down`), and the stream
  *   ends once the answers it owes are written.
- * - Generation models (many responses per request, Triton's decoupled models) are refused
- *   with a message that says so: their streaming is a later change.
+ * - A generator's request (Triton's decoupled models) is answered with many responses, written
+ *   as they come (grpc/generation.ts); the stream's cancel takes its sequence out of the batch
+ *   at the next step.
  */
 export function modelStreamInfer(context: StreamInferContext, streams: StreamRegistry) {
   return (call: ServerDuplexStream<GrpcInferRequest | RefusedRequest, StreamInferResponse>): void => {
@@ -84,8 +90,12 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
     let ending = false;
     let finished = false;
     let writeBlocked = false;
+    /** Generations running: their responses are written as they come, not in the slots' order. */
+    let generating = 0;
+    /** Generations waiting for the client to read (the write buffer is full). */
+    const drainWaiters: (() => void)[] = [];
 
-    const unanswered = (): number => slots.length - head;
+    const unanswered = (): number => slots.length - head + generating;
     const finish = (): void => {
       if (finished) return;
       finished = true;
@@ -121,6 +131,7 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
 
     call.on('drain', () => {
       writeBlocked = false;
+      for (const wake of drainWaiters.splice(0)) wake();
       flush();
     });
     call.on('end', () => {
@@ -139,41 +150,103 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
       // The answers still owed are dropped; their requests settle (aborted) and end their tracking.
       slots.length = 0;
       head = 0;
+      for (const wake of drainWaiters.splice(0)) wake();
     });
     // The duplex's own listener turns an error into the call's status; nothing else to do here.
     call.on('error', () => {});
 
     call.on('data', (request: GrpcInferRequest | RefusedRequest) => {
       if (finished || ending) return;
+      const generation = generationOf(request);
+      if (generation !== undefined) {
+        generating++;
+        if (unanswered() >= context.maxInFlight) call.pause();
+        context.tracker.begin();
+        stream(generation, request instanceof RefusedRequest ? '' : (request.id ?? '')).catch(fail);
+        return;
+      }
       const slot: Slot = { answer: undefined };
       slots.push(slot);
       if (unanswered() >= context.maxInFlight) call.pause();
-      const id = request instanceof RefusedRequest ? '' : (request.id ?? '');
       context.tracker.begin();
-      answer(request)
-        .then(
+      serve(request, slot).catch(fail);
+    });
+
+    /**
+     * A generator's request: its responses, or undefined for an ordinary request. A refusal (an
+     * unknown parameter, a model not ready) is an ordinary request's: answered in its turn.
+     */
+    const generationOf = (
+      request: GrpcInferRequest | RefusedRequest,
+    ): AsyncIterable<GenerationResponse> | undefined => {
+      if (request instanceof RefusedRequest || context.generate === undefined || streams.draining) return undefined;
+      try {
+        return context.generate(request, { signal: controller.signal, deadline: remainingMs(call.getDeadline()) });
+      } catch (error) {
+        return (async function* refused(): AsyncGenerator<GenerationResponse> {
+          yield* [];
+          throw error;
+        })();
+      }
+    };
+
+    /**
+     * Writes a generation's responses as they come (Triton's decoupled models: many per request,
+     * not in the order of the stream's requests). While the client does not read, it waits, and
+     * the generation front holds the chunks within its bound; a failure is answered as one
+     * response with its error_message. The tracker counts it until its last response is written.
+     */
+    const stream = async (generation: AsyncIterable<GenerationResponse>, id: string): Promise<void> => {
+      try {
+        for await (const response of generation) {
+          if (finished) break;
+          if (!call.write({ error_message: '', infer_response: response })) writeBlocked = true;
+          if (writeBlocked && !finished) await new Promise<void>((wake) => drainWaiters.push(wake));
+        }
+      } catch (error) {
+        if (!finished) call.write({ error_message: grpcStatusFor(error).details, infer_response: { id } });
+      } finally {
+        generating--;
+        context.tracker.end();
+      }
+      flush();
+    };
+
+    /** Runs one request and writes its answer (or its error) in its turn; the tracker counts it until then. */
+    const serve = async (request: GrpcInferRequest | RefusedRequest, slot: Slot): Promise<void> => {
+      const id = request instanceof RefusedRequest ? '' : (request.id ?? '');
+      try {
+        slot.answer = await answer(request).then(
           (response): StreamInferResponse => ({ error_message: '', infer_response: response }),
           (error: unknown): StreamInferResponse => ({
             error_message: grpcStatusFor(error).details,
             infer_response: { id },
           }),
-        )
-        .then((response) => {
-          slot.answer = response;
-          context.tracker.end();
-          flush();
-        });
-    });
+        );
+      } finally {
+        context.tracker.end();
+      }
+      flush();
+    };
+    /**
+     * An answer that could not be made or written (a throw from grpc-js, or from an error's own getters): the answers
+     * can no longer be written in order, so the stream ends INTERNAL and its other requests are cancelled. Left to
+     * the promise, the throw would be an unhandled rejection (the process ends) and the stream would hang.
+     */
+    const fail = (): void => {
+      if (finished) return;
+      controller.abort(new ProtocolError('internal', 'The stream failed'));
+      finish();
+      slots.length = 0;
+      head = 0;
+      const details = 'Internal error: an answer of this stream could not be written';
+      // grpc-js's documented way to end a server stream with a status (its 'error' listener sends it).
+      call.emit('error', { code: GRPC_CODE.internal, details, message: details });
+    };
 
     const answer = async (request: GrpcInferRequest | RefusedRequest): Promise<GrpcInferResponse> => {
       if (request instanceof RefusedRequest) throw request.error;
       if (streams.draining) throw new ProtocolError('unavailable', 'Server is shutting down');
-      const name = request.model_name ?? '';
-      if (context.generators.has(name) && !context.isModel(name)) {
-        throw invalidArgument(
-          `Model \`${name}\` is a generation model (decoupled: many responses per request), which ModelStreamInfer does not serve yet; use the generate extension (POST /v2/models/${name}/generate_stream)`,
-        );
-      }
       return context.infer(request, {
         signal: controller.signal,
         deadline: remainingMs(call.getDeadline()),

@@ -2,7 +2,8 @@ import type { BatchInfo, StepInfo } from 'batched-fn';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Protocol } from '../protocol/infer-front.js';
 import { ModelStatistics } from '../protocol/statistics.js';
-import type { GenerativeModel } from '../formats/generator.js';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { GENERATION_CHANNEL, type GenerationEvent } from '../protocol/generation.js';
 import type { ServedModel } from '../model/served-model.js';
 
 const SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
@@ -63,7 +64,6 @@ export class ServerMetrics {
     registers: [this.registry],
   });
   readonly #models: ServedModel[] = [];
-  readonly #generators: GenerativeModel[] = [];
   readonly #tokens = new Counter({
     name: 'batched_fn_generated_tokens_total',
     help: 'Tokens generated, by model',
@@ -90,8 +90,8 @@ export class ServerMetrics {
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+    this.#listenToGeneration();
     const models = this.#models;
-    const generators = this.#generators;
     for (const [name, help, field] of [
       ['batched_fn_active_sequences', 'Sequences in running decode steps', 'active'],
       ['batched_fn_waiting_sequences', 'Sequences waiting to join a decode step', 'waiting'],
@@ -103,7 +103,8 @@ export class ServerMetrics {
         registers: [this.registry],
         collect() {
           this.reset();
-          for (const g of generators) this.set({ model: g.name }, g.generate.stats[field]);
+          for (const m of models)
+            if (m.generator !== undefined) this.inc({ model: m.name }, m.generator.stream.stats[field]);
         },
       });
     }
@@ -150,9 +151,40 @@ export class ServerMetrics {
     return () => this.#listeners.delete(listener);
   }
 
-  /** A generative model: its active and waiting sequences become gauges. */
-  trackGenerator(generator: GenerativeModel): void {
-    this.#generators.push(generator);
+  /**
+   * The generation front's events (protocol/generation.ts), for the instances this server tracks:
+   * time to first token, Triton's `response_stats`, and each generation as a request of the
+   * statistics. Held weakly: a metrics object nobody holds stops listening at the next event.
+   */
+  #listenToGeneration(): void {
+    const self = new WeakRef(this);
+    const onEvent = (message: unknown): void => {
+      const metrics = self.deref();
+      if (metrics === undefined) {
+        unsubscribe(GENERATION_CHANNEL, onEvent);
+        return;
+      }
+      metrics.#generation(message as GenerationEvent);
+    };
+    subscribe(GENERATION_CHANNEL, onEvent);
+  }
+
+  #generation(event: GenerationEvent): void {
+    if (!this.#models.includes(event.source)) return;
+    if (event.type === 'response') {
+      if (event.index === 0) this.firstToken(event.model, event.ms / 1000);
+      this.statistics.response(event.model, event.version, event.index, 'success', event.ms);
+      return;
+    }
+    if (event.result !== 'ok')
+      this.statistics.response(
+        event.model,
+        event.version,
+        event.responses,
+        event.result === 'cancelled' ? 'cancel' : 'fail',
+        0,
+      );
+    this.statistics.request(event.model, event.result === 'ok', event.ms / 1000, event.version);
   }
 
   /** One decode step of `sequences` sequences: as many tokens. */

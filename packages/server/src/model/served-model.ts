@@ -1,4 +1,5 @@
 import type { BatchedFn } from 'batched-fn';
+import type { ServedGenerator } from './generator.js';
 import type { ModelSignature } from './signature.js';
 import type { InferItem, InferResult } from './tensor.js';
 
@@ -73,6 +74,12 @@ export interface ServedModel {
    */
   readonly versions?: readonly ServedModel[];
   readonly batcher: BatchedFn<InferItem, InferResult>;
+  /**
+   * A generator (model/generator.ts): it answers a prompt with a stream of values, through the
+   * generation front (protocol/generation.ts); its `batcher` then only carries the stream's
+   * lifecycle and stats, and `infer` refuses (a decoupled model, in Triton's terms).
+   */
+  readonly generator?: ServedGenerator;
   /** Runs one request; its rows count against the batch limit. */
   infer(
     item: InferItem,

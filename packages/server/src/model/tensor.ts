@@ -39,10 +39,12 @@ export function packedBytes(elements: ArrayLike<string | Uint8Array>): BytesData
   let offset = 0;
   for (let i = 0; i < count; i++) {
     const element = elements[i] as string | Uint8Array;
-    const length =
-      typeof element === 'string'
-        ? buffer.write(element, offset, 'utf8')
-        : (buffer.set(element, offset), element.length);
+    let length: number;
+    if (typeof element === 'string') length = buffer.write(element, offset, 'utf8');
+    else {
+      buffer.set(element, offset);
+      length = element.length;
+    }
     out[i] = new Uint8Array(buffer.buffer, offset, length);
     offset += length;
   }
@@ -63,6 +65,23 @@ export interface InferItem {
   inputs: Record<string, Tensor>;
   /** The request's `parameters` (a JSON object), for models written in JS; absent when it sent none. */
   parameters?: Record<string, unknown>;
+  /** A stateful model's request: its sequence, as the sequence table admitted it (formats/sequence-table.ts). */
+  sequence?: SequenceMark;
+}
+
+/**
+ * A request's place in its sequence, for the worker thread that keeps the sequence's state:
+ * `incarnation` tells a restarted sequence from the one before it; `drop` lists states of
+ * sequences of this worker that ended without telling it (idle, refused end), freed first.
+ */
+export interface SequenceMark {
+  id: string;
+  start: boolean;
+  end: boolean;
+  incarnation: number;
+  /** The worker thread holding the state (the batcher's `affinity`). */
+  worker: number;
+  drop?: [id: string, incarnation: number][];
 }
 
 export type InferResult = Record<string, Tensor>;

@@ -68,8 +68,8 @@ function topIndices(values: TypedArray, start: number, count: number, k: number)
   const before = (a: number, b: number): boolean => {
     const x = at(a);
     const y = at(b);
-    if (x !== x) return false; // NaN ranks below everything
-    if (y !== y) return true;
+    if (Number.isNaN(x)) return false; // NaN ranks below everything
+    if (Number.isNaN(y)) return true;
     return x > y || (x === y && a < b);
   };
   if (k * 16 >= count) {

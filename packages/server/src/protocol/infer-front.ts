@@ -22,9 +22,13 @@ export type Protocol = 'rest' | 'grpc';
 export const UNKNOWN_MODEL_LABEL = '(unknown)';
 
 /** The server's version, as published: from its own package.json, never written twice. */
-export const SERVER_VERSION = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
-).version;
+const MANIFEST = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+  homepage?: string;
+};
+export const SERVER_VERSION = MANIFEST.version;
+/** Where the package's docs are (package.json's `homepage`), for the server's index page. */
+export const SERVER_HOMEPAGE = MANIFEST.homepage ?? '';
 
 /**
  * Who is told of every answered request: the server's metrics (metrics/metrics.ts) implement it.
@@ -113,8 +117,20 @@ export class InferenceFront {
    */
   known(name: string): ModelEntry {
     const entry = this.registry.get(name);
-    if (entry === undefined) throw invalidArgument(`Request for unknown model: '${clip(name)}' is not found`);
+    if (entry === undefined)
+      throw invalidArgument(`Request for unknown model: '${clip(name)}' is not found${this.#knownNames()}`);
     return entry;
+  }
+
+  /**
+   * The names this server has, after Triton's words: ` (models here: a, b)`, at most 10 of them (a
+   * repository may hold hundreds; GET /v2/models lists them all), or nothing when it has none.
+   */
+  #knownNames(): string {
+    const names = [...new Set([...this.registry.entries().map((e) => e.name), ...this.registry.loadable()])].sort();
+    if (names.length === 0) return '';
+    const more = names.length > 10 ? `, and ${names.length - 10} more (GET /v2/models lists them)` : '';
+    return ` (models here: ${names.slice(0, 10).join(', ')}${more})`;
   }
 
   /**
@@ -182,6 +198,13 @@ export class InferenceFront {
     try {
       const m = this.serving(call.name, call.version);
       served = m;
+      // A generator answers many responses per request: Triton's words for its decoupled models.
+      if (m.generator !== undefined)
+        throw invalidArgument(
+          call.protocol === 'grpc'
+            ? "ModelInfer RPC doesn't support models with decoupled transaction policy"
+            : "HTTP end point doesn't support models with decoupled transaction policy",
+        );
       const decoded = call.decode(m);
       // A config.pbtxt without `allow_timeout_override` ignores a request's own timeout, as Triton does.
       const own = m.config?.allowTimeoutOverride === false ? undefined : decoded.timeout;

@@ -54,6 +54,13 @@ function parameters(model: ServedModel): Record<string, { string_value: string }
   if (config.pad !== undefined) put('pad', String(config.pad));
   if (config.batchTimeout !== undefined) put('batch_timeout_ms', ms(config.batchTimeout));
   if (config.threads !== undefined) put('threads', String(config.threads));
+  const generator = model.generator;
+  if (generator !== undefined) {
+    put('max_active', String(generator.maxActive));
+    put('batching', generator.batching);
+    put('max_tokens', String(generator.maxTokens));
+    put('default_max_tokens', String(generator.defaultMaxTokens));
+  }
   return out;
 }
 
@@ -113,6 +120,8 @@ export function modelConfig(model: ServedModel): object {
             },
           },
         }),
+    // A generator answers many responses per request (formats/generator.ts): Triton's decoupled models.
+    ...(model.generator === undefined ? {} : { model_transaction_policy: { decoupled: true } }),
     instance_group: [{ name: model.name, kind: 'KIND_CPU', count: settings.concurrency }],
     parameters: parameters(model),
   };

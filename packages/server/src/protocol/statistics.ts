@@ -20,7 +20,28 @@ interface ModelCounters {
   computeOutput: Duration;
   /** By batch size in rows. */
   batches: Map<number, BatchDurations>;
+  /** A generator's responses, by their index in the request's stream (Triton's `response_stats`). */
+  responses: Map<number, ResponseDurations>;
 }
+
+/** Triton's InferResponseStatistics: the responses at one index of their requests' streams. */
+interface ResponseDurations {
+  computeInfer: Duration;
+  computeOutput: Duration;
+  success: Duration;
+  fail: Duration;
+  emptyResponse: Duration;
+  cancel: Duration;
+}
+
+/**
+ * Response indices counted: one entry per index a stream reached, so a model allowed a million
+ * tokens would otherwise keep a million entries (and answer them in every statistics request).
+ */
+const MAX_RESPONSE_INDEX = 4096;
+
+/** How a response at an index went: sent, the request failed there, or its client cancelled there. */
+export type ResponseOutcome = 'success' | 'fail' | 'cancel';
 
 /** Triton's InferBatchStatistics: the three compute phases of the executions of one batch size. */
 interface BatchDurations {
@@ -53,7 +74,10 @@ export class ModelStatistics {
 
   add(name: string, version = '1'): void {
     let versions = this.#models.get(name);
-    if (versions === undefined) this.#models.set(name, (versions = new Map()));
+    if (versions === undefined) {
+      versions = new Map();
+      this.#models.set(name, versions);
+    }
     if (versions.has(version)) return;
     versions.set(version, {
       lastInference: 0,
@@ -66,6 +90,7 @@ export class ModelStatistics {
       computeInfer: zero(),
       computeOutput: zero(),
       batches: new Map(),
+      responses: new Map(),
     });
   }
 
@@ -121,6 +146,35 @@ export class ModelStatistics {
     }
   }
 
+  /**
+   * A generator's response at `index` of its request's stream: `ms` from the request (the first) or
+   * from the previous response (later ones), so `success` of "0" is the time to first response and
+   * of "k" the time between responses k-1 and k. The model's work is its steps, shared by every
+   * sequence of a step, so `compute_infer` counts the same span.
+   */
+  response(name: string, version: string, index: number, outcome: ResponseOutcome, ms: number): void {
+    const model = this.#counters(name, version);
+    if (model === undefined || !Number.isSafeInteger(index) || index < 0 || index >= MAX_RESPONSE_INDEX) return;
+    let at = model.responses.get(index);
+    if (at === undefined) {
+      at = {
+        computeInfer: zero(),
+        computeOutput: zero(),
+        success: zero(),
+        fail: zero(),
+        emptyResponse: zero(),
+        cancel: zero(),
+      };
+      model.responses.set(index, at);
+    }
+    const nanos = Math.round(ms * 1e6);
+    add(at[outcome], 1, nanos);
+    if (outcome === 'success') {
+      add(at.computeInfer, 1, nanos);
+      add(at.computeOutput, 1, 0);
+    }
+  }
+
   /** A request was answered, successfully or not, after `seconds`; by the version that took it, if one did. */
   request(name: string, ok: boolean, seconds: number, version?: string): void {
     const model = this.#counters(name, version);
@@ -153,6 +207,26 @@ export class ModelStatistics {
           compute_infer: { ...d.computeInfer },
           compute_output: { ...d.computeOutput },
         })),
+      // A generator's, as Triton answers it for decoupled models: keyed by the response's index.
+      ...(model.responses.size === 0
+        ? {}
+        : {
+            response_stats: Object.fromEntries(
+              [...model.responses.entries()]
+                .sort(([a], [b]) => a - b)
+                .map(([index, r]) => [
+                  String(index),
+                  {
+                    compute_infer: { ...r.computeInfer },
+                    compute_output: { ...r.computeOutput },
+                    success: { ...r.success },
+                    fail: { ...r.fail },
+                    empty_response: { ...r.emptyResponse },
+                    cancel: { ...r.cancel },
+                  },
+                ]),
+            ),
+          }),
     };
   }
 

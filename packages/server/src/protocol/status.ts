@@ -1,4 +1,4 @@
-import { BatchedFnError } from 'batched-fn';
+import { BatchedFnError, ItemTooLargeError } from 'batched-fn';
 import { PROTOCOL_STATUSES, ProtocolError, type ProtocolStatus, statusOfHttp } from './errors.js';
 
 /**
@@ -42,8 +42,16 @@ export function refusalFor(error: unknown): Refusal {
   }
   // An error from elsewhere (a model, a remote worker's, rebuilt by the error codec) is the
   // client's only when it says so: a protocol status, or a 4xx by the HTTP convention.
-  const { protocolStatus, status } = (error ?? {}) as { protocolStatus?: unknown; status?: unknown };
-  if (isStatus(protocolStatus)) return { status: protocolStatus };
+  const { protocolStatus, status, retryAfter } = (error ?? {}) as {
+    protocolStatus?: unknown;
+    status?: unknown;
+    retryAfter?: unknown;
+  };
+  if (isStatus(protocolStatus)) {
+    // A model's own "try again in N s" (a sequence model at its most sequences), whole seconds up to a minute.
+    const seconds = typeof retryAfter === 'number' && Number.isInteger(retryAfter) && retryAfter > 0 ? retryAfter : 0;
+    return seconds === 0 ? { status: protocolStatus } : { status: protocolStatus, retryAfter: Math.min(seconds, 60) };
+  }
   if (typeof status === 'number' && Number.isInteger(status) && status >= 400 && status < 500)
     return { status: statusOfHttp(status), httpStatus: status };
   return { status: 'internal' };
@@ -51,6 +59,9 @@ export function refusalFor(error: unknown): Refusal {
 
 /** The message a client reads: the batcher's code first, and "Model failed" before a failure of the model's. */
 export function messageFor(error: unknown, refusal: Refusal = refusalFor(error)): string {
+  // The limit by the name a user sets it with, not the library's (`maxBatchSize=64`).
+  if (error instanceof ItemTooLargeError)
+    return `${error.code}: Input has size ${error.size}, larger than the model's max batch size (--max-batch-size ${error.maxBatchSize})`;
   if (error instanceof BatchedFnError) return `${error.code}: ${error.message}`;
   if (refusal.status === 'internal') return `Model failed: ${(error as Error)?.message ?? String(error)}`;
   return (error as Error)?.message ?? String(error);

@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, type Stats, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { OnnxModelOptions } from '../formats/onnx-model.js';
+import { readSequenceBatching } from '../formats/sequence-table.js';
 import { ModelLoadError } from '../model/errors.js';
 import { checkPriorityLevels, type PriorityLevels } from '../model/served-model.js';
 import { renameOldSettings } from '../settings/deprecated.js';
@@ -19,6 +20,14 @@ export interface ModelConfig
   /** Longest the model may take to load, in ms: reading its exports, then every worker's `context()`. */
   loadTimeout?: number;
   parameters?: Record<string, unknown>;
+  /** A stateful model's: Triton's `sequence_batching` and its most live sequences (formats/sequence-table.ts). */
+  sequence_batching?: Record<string, unknown>;
+  maxSequences?: number;
+  /** A generator's (formats/generator.ts): most sequences per step, its batching, its token limits. */
+  maxActive?: number;
+  batching?: 'continuous' | 'static';
+  maxTokens?: number;
+  defaultMaxTokens?: number;
 }
 
 /** A model's config.json: its ModelConfig, and what only a model folder can say. */
@@ -43,9 +52,16 @@ const SETTING_KEYS: readonly SettingName[] = [
   'timeout',
   'batchTimeout',
   'loadTimeout',
+  // A generator's (formats/generator.ts).
+  'maxActive',
+  'batching',
+  'maxTokens',
+  'defaultMaxTokens',
+  // A sequence model's (formats/sequence-table.ts).
+  'maxSequences',
 ];
 /** Keys of config.json alone (no setting of the server): what the protocol reads per model. */
-const MODEL_KEYS = ['priorityLevels', 'defaultPriorityLevel', 'labels'] as const;
+const MODEL_KEYS = ['priorityLevels', 'defaultPriorityLevel', 'labels', 'sequence_batching'] as const;
 const KNOWN = [...SETTING_KEYS, ...MODEL_KEYS, 'parameters'];
 
 /** A labels file: a plain name in the model's folder, as Triton's `label_filename` is. */
@@ -88,6 +104,11 @@ const stat = (path: string): Stats | undefined => statSync(path, { throwIfNoEntr
 function checkValue(key: string, value: unknown): unknown {
   if ((SETTING_KEYS as readonly string[]).includes(key)) return checkSetting(key as SettingName, value);
   if (key === 'priorityLevels' || key === 'defaultPriorityLevel') return expectInteger(key, value, 1);
+  // Triton's field, as in config.pbtxt; checked here, read by the JS model (formats/sequence-table.ts).
+  if (key === 'sequence_batching') {
+    readSequenceBatching(value, undefined);
+    return value;
+  }
   // labels
   const rule = `Expected \`${key}\` to be an object of output name to a labels file in the model's folder or an array of strings`;
   if (typeof value !== 'object' || value === null || Array.isArray(value))

@@ -129,8 +129,10 @@ export class ModelRegistry {
         const building = loader(name, controller.signal, override);
         // Built after the load was given up: nobody will serve or stop it but this.
         building.then(
-          (late) =>
-            controller.signal.aborted && instancesOf(late).forEach((m) => m.batcher.destroy(controller.signal.reason)),
+          (late) => {
+            if (!controller.signal.aborted) return;
+            for (const m of instancesOf(late)) m.batcher.destroy(controller.signal.reason);
+          },
           () => {},
         );
         fresh = await untilAborted(building, controller.signal);
@@ -206,8 +208,10 @@ export class ModelRegistry {
     versions?: readonly string[],
   ): void {
     let entry = this.#entries.get(name);
-    if (entry === undefined) this.#entries.set(name, (entry = { name, state, reason, model }));
-    else Object.assign(entry, { state, reason, model });
+    if (entry === undefined) {
+      entry = { name, state, reason, model };
+      this.#entries.set(name, entry);
+    } else Object.assign(entry, { state, reason, model });
     if (model !== undefined) entry.versions = instancesOf(model).map((m) => m.version);
     else if (versions !== undefined) entry.versions = versions;
     for (const listener of this.#listeners) listener(entry);

@@ -1,6 +1,6 @@
 import { existsSync, lstatSync, readdirSync, type Stats, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { BatchInfo, BatchTracing } from 'batched-fn';
+import type { BatchInfo, BatchTracing, StepInfo } from 'batched-fn';
 import { createJsModel } from '../formats/js-model.js';
 import { createOnnxModel } from '../formats/onnx-model.js';
 import { LoadTimeoutError, ModelLoadError } from '../model/errors.js';
@@ -55,6 +55,8 @@ export function repositoryLoader(
   onBatch: (info: BatchInfo, version?: string) => void,
   tracing?: BatchTracing,
   triton: TritonDefaults = { given: {} },
+  /** Told of every step of the repository's generators (formats/generator.ts). */
+  onStep?: (info: StepInfo) => void,
 ): ModelLoader {
   const has = (name: string): boolean => {
     if (!MODEL_NAME.test(name)) return false;
@@ -101,6 +103,8 @@ export function repositoryLoader(
     // A FIFO (or a device) would block the thread that reads it for as long as it likes.
     if (stat(path)?.isFile() !== true) throw new ModelLoadError(`${path} is not a regular file`);
     const onnx = path.endsWith('.onnx');
+    if (onnx && config.sequence_batching !== undefined)
+      throw new ModelLoadError(`${folder}: \`sequence_batching\` is for stateful JS models (model.mjs) for now`);
 
     const deadline = new AbortController();
     let phase = onnx ? 'it was built' : `its exports were read from ${path}`;
@@ -124,6 +128,7 @@ export function repositoryLoader(
         ...labels,
         name,
         onBatch,
+        ...(onStep === undefined ? {} : { onStep }),
         ...(parameters === undefined ? {} : { parameters }),
         ...(tracing === undefined ? {} : { tracing }),
       };

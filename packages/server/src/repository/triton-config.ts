@@ -164,6 +164,15 @@ export const MAPPING: Readonly<Record<string, Mapping>> = Object.freeze({
     does: "true: a request's own `timeout` may shorten the default; false (the default): a request's timeout is ignored, as in Triton",
   },
   'dynamic_batching.default_queue_policy.timeout_action': { does: 'only `REJECT`', only: 'REJECT' },
+  sequence_batching: {
+    does: 'a stateful JS model (`model.mjs` exporting `handler`): requests carry `sequence_id`, `sequence_start`, `sequence_end`; one per sequence per batch, oldest first, its state kept in one worker thread',
+  },
+  'sequence_batching.max_sequence_idle_microseconds': {
+    does: 'a sequence with nothing queued this long is freed (0: 1 s, as in Triton)',
+  },
+  'sequence_batching.oldest': { does: 'the strategy used, whichever is named' },
+  'sequence_batching.oldest.max_queue_delay_microseconds': { does: '`maxDelay` (in ms)' },
+  'sequence_batching.direct': { does: 'the strategy used, whichever is named' },
   instance_group: {
     does: "`workers`: the groups' counts added up (none given: `--workers` if given, else Triton's 2 for ONNX, 1 for JS)",
   },
@@ -183,7 +192,7 @@ export function mappingRows(): string[] {
 }
 
 /** Messages whose presence alone changes what Triton does, refused even when empty (`reshape { shape: [] }` is a scalar). */
-const PRESENCE = new Set(['sequence_batching', 'ensemble_scheduling', 'input.reshape', 'output.reshape']);
+const PRESENCE = new Set(['ensemble_scheduling', 'input.reshape', 'output.reshape']);
 
 let zeroEnums: Set<string> | undefined;
 
@@ -308,6 +317,16 @@ export function planFromConfig(config: TritonModelConfig, folderName: string, wh
     if (timeoutUs > 0) settings.timeout = timeoutUs / 1000;
     // As Triton's queue (scheduler_utils.cc): a request's timeout only ever shortens a default.
     allowTimeoutOverride = policy.allow_timeout_override === true && timeoutUs > 0;
+  }
+
+  const sb = config.sequence_batching as Record<string, unknown> | undefined;
+  if (sb !== undefined) {
+    if (backend === 'onnxruntime')
+      fail('`sequence_batching` is served for stateful JS models (model.mjs) only, for now');
+    // One batching for both strategies here (formats/sequence-table.ts); the oldest one's delay is maxDelay.
+    settings.sequence_batching = { max_sequence_idle_microseconds: int(sb.max_sequence_idle_microseconds) };
+    const oldest = sb.oldest as Record<string, unknown> | undefined;
+    if (oldest !== undefined) settings.maxDelay = int(oldest.max_queue_delay_microseconds) / 1000;
   }
 
   let instances: number | undefined;
@@ -473,7 +492,7 @@ export function checkSignature(
         shape.some((size, i) => size !== -1 && d.dims[i] !== -1 && size !== d.dims[i])
       ) {
         fail(
-          `${which} \`${d.name}\`: the model's shape is ${JSON.stringify(spec.shape)}, but config.pbtxt says dims ${JSON.stringify(d.dims)}${batched ? ' after the batch dimension (max_batch_size > 0), making ' + JSON.stringify(full) : ' (max_batch_size 0: the whole shape)'}`,
+          `${which} \`${d.name}\`: the model's shape is ${JSON.stringify(spec.shape)}, but config.pbtxt says dims ${JSON.stringify(d.dims)}${batched ? ` after the batch dimension (max_batch_size > 0), making ${JSON.stringify(full)}` : ' (max_batch_size 0: the whole shape)'}`,
         );
       }
       const served = shape.map((size, i) => (size === -1 ? (d.dims[i] as number) : size));

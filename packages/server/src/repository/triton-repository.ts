@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { type Dirent, existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BatchInfo, BatchTracing } from 'batched-fn';
 import { serverLog } from '../log.js';
@@ -47,7 +47,7 @@ const isFile = (path: string): boolean => statSync(path, { throwIfNoEntry: false
 
 /** The version folders of a model folder, ascending. */
 export function versionFolders(folder: string): number[] {
-  let entries;
+  let entries: Dirent[];
   try {
     entries = readdirSync(folder, { withFileTypes: true });
   } catch {
@@ -225,6 +225,10 @@ export async function loadTritonModel(options: TritonLoadOptions): Promise<Serve
           workers: plan.instances ?? triton.given.workers ?? (backend === 'onnxruntime' ? 2 : 1),
           onBatch: (info: BatchInfo) => options.onBatch(info, v),
         };
+        if (backend === 'onnxruntime' && settings.sequence_batching !== undefined)
+          throw new ModelLoadError(
+            `${where}: \`sequence_batching\` is served for stateful JS models (model.mjs) only, for now`,
+          );
         const model =
           backend === 'onnxruntime'
             ? createOnnxModel({ ...own, path })

@@ -1,25 +1,26 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { CharLmRequest } from '../builtin/charlm.worker.js';
-import type { GenerativeModel } from '../formats/generator.js';
-import type { ServerMetrics } from '../metrics/metrics.js';
 import { endSpanOf, spanOf } from '../otel/request-spans.js';
 import type { SpanLike } from '../otel/types.js';
 import { invalidArgument, ProtocolError } from '../protocol/errors.js';
+import { type GenerateRequest, generatorOf, startGeneration } from '../protocol/generation.js';
+import { messageFor } from '../protocol/status.js';
+import type { ModelRegistry } from '../repository/registry.js';
 
 /**
  * Generation follows OpenTelemetry's GenAI semantic conventions, v1.37.0 (marked "Development",
- * so pinned): operation, model and request settings, token usage (a charlm token is one
- * character, so the prompt's input tokens are its characters), and time to first token, as an event.
+ * so pinned): operation, model and request settings, token usage (the prompt's input tokens are
+ * its code points), and time to first token, as an event.
  */
-function traceGeneration(span: SpanLike | undefined, model: string, input: CharLmRequest): void {
+function traceGeneration(span: SpanLike | undefined, request: GenerateRequest, maxTokens: number): void {
+  const { temperature, seed } = request.parameters;
   span?.setAttributes({
     'gen_ai.operation.name': 'text_completion',
     'gen_ai.provider.name': 'batched-fn',
-    'gen_ai.request.model': model,
-    'gen_ai.request.max_tokens': input.maxTokens,
-    'gen_ai.request.temperature': input.temperature,
-    'gen_ai.request.seed': input.seed,
-    'gen_ai.usage.input_tokens': input.prompt.length,
+    'gen_ai.request.model': request.model,
+    'gen_ai.request.max_tokens': maxTokens,
+    ...(typeof temperature === 'number' ? { 'gen_ai.request.temperature': temperature } : {}),
+    ...(typeof seed === 'number' ? { 'gen_ai.request.seed': seed } : {}),
+    'gen_ai.usage.input_tokens': [...request.prompt].length,
   });
 }
 
@@ -29,16 +30,14 @@ function traceFirstToken(span: SpanLike | undefined, seconds: number): void {
 }
 
 /**
- * The prompt is prefilled one character per run (a recurrent model), about 0.2 ms each, a chunk
- * of `--prefill-chunk` characters per step shared with the running streams, so a long prompt no
- * longer stalls them; it still delays its own first token (1,000 characters: about 0.25 s idle)
- * and holds a slot of the group meanwhile.
+ * Checks a generate body, `{ text_input, parameters: { max_tokens, stop, ...sampling } }`, against
+ * the model's limits: `max_tokens` and `stop` are the server's (a string or an array of strings),
+ * every other parameter is the model's (protocol/generation.ts refuses a name it does not accept).
  */
-const MAX_PROMPT = 1_000;
-const MAX_TOKENS = 4096;
-
-/** Checks a generate body: `{ text_input, parameters: { max_tokens, stop, temperature, seed } }`. */
-export function decodeGenerate(body: unknown): CharLmRequest {
+export function decodeGenerate(
+  body: unknown,
+  limits: { maxTokens: number; defaultMaxTokens: number; maxPrompt: number },
+): Omit<GenerateRequest, 'model' | 'version' | 'signal'> & { maxTokens: number } {
   if (!Buffer.isBuffer(body)) throw invalidArgument('Request needs a JSON body');
   let json: unknown;
   try {
@@ -49,46 +48,31 @@ export function decodeGenerate(body: unknown): CharLmRequest {
   if (typeof json !== 'object' || json === null || Array.isArray(json))
     throw invalidArgument('Request body must be a JSON object with `text_input`');
   const { text_input: prompt, parameters = {} } = json as { text_input?: unknown; parameters?: unknown };
-  if (typeof prompt !== 'string' || prompt.length > MAX_PROMPT)
-    throw invalidArgument(`text_input must be a string of at most ${MAX_PROMPT} characters`);
+  if (typeof prompt !== 'string' || prompt.length > limits.maxPrompt)
+    throw invalidArgument(`text_input must be a string of at most ${limits.maxPrompt} characters`);
   if (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters))
     throw invalidArgument('parameters must be an object');
-  const p = parameters as Record<string, unknown>;
-  const maxTokens = p.max_tokens ?? 64;
-  if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > MAX_TOKENS)
+  const { max_tokens: maxTokens = limits.defaultMaxTokens, stop, ...sampling } = parameters as Record<string, unknown>;
+  if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > limits.maxTokens)
     throw invalidArgument(
-      `parameters.max_tokens must be an integer from 1 to ${MAX_TOKENS}, got ${JSON.stringify(maxTokens)}`,
+      `parameters.max_tokens must be an integer from 1 to ${limits.maxTokens}, got ${JSON.stringify(maxTokens)?.slice(0, 80)}`,
     );
-  const stop = p.stop ?? '';
-  if (typeof stop !== 'string' || stop.length > 64)
+  const stops = stop === undefined || stop === '' ? [] : typeof stop === 'string' ? [stop] : stop;
+  if (!Array.isArray(stops) || !stops.every((s) => typeof s === 'string'))
     throw invalidArgument(
-      `parameters.stop must be a string of at most 64 characters, got ${JSON.stringify(stop)?.slice(0, 80)}`,
+      `parameters.stop must be a string or an array of strings, got ${JSON.stringify(stop)?.slice(0, 80)}`,
     );
-  const temperature = p.temperature ?? 0;
-  if (typeof temperature !== 'number' || !(temperature >= 0 && temperature <= 10))
-    throw invalidArgument(`parameters.temperature must be a number from 0 to 10, got ${JSON.stringify(temperature)}`);
-  const seed = p.seed ?? 1;
-  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > 2 ** 32 - 1)
-    throw invalidArgument(`parameters.seed must be an integer from 0 to 4294967295, got ${JSON.stringify(seed)}`);
-  return { prompt, maxTokens, stop, temperature, seed };
+  return { prompt, parameters: sampling, maxTokens, stop: stops };
 }
 
 /**
- * Triton's generate extension: `generate` answers the whole text at once,
- * `generate_stream` one server-sent event per token. A client that hangs up
- * takes its sequence out of the batch at the next step.
+ * Triton's generate extension, for every generator the registry serves: `generate` answers the
+ * whole text at once, `generate_stream` one server-sent event per chunk. Both go through the
+ * generation front (protocol/generation.ts), as gRPC and the OpenAI API do. A client that hangs
+ * up takes its sequence out of the batch at the next step; a client that reads too slowly is cut
+ * with an `event: error` (the front's bound on buffered output).
  */
-export function registerGenerateRoutes(
-  app: FastifyInstance,
-  generators: readonly GenerativeModel[],
-  metrics?: ServerMetrics,
-): void {
-  const models = new Map(generators.map((g) => [g.name, g]));
-  const find = (name: string): GenerativeModel => {
-    const found = models.get(name);
-    if (found === undefined) throw new ProtocolError('not-found', `Unknown generative model \`${name.slice(0, 100)}\``);
-    return found;
-  };
+export function registerGenerateRoutes(app: FastifyInstance, registry: ModelRegistry): void {
   const released = (reply: FastifyReply): AbortSignal => {
     const controller = new AbortController();
     reply.raw.once('close', () => {
@@ -96,60 +80,80 @@ export function registerGenerateRoutes(
     });
     return controller.signal;
   };
-  app.post<{ Params: { name: string } }>(
-    '/v2/models/:name/generate',
-    async (request: FastifyRequest<{ Params: { name: string } }>, reply) => {
-      const model = find(request.params.name);
-      const input = decodeGenerate(request.body);
-      const span = spanOf(request);
-      traceGeneration(span, model.name, input);
-      const started = performance.now();
-      let text = '';
-      let tokens = 0;
-      for await (const token of model.generate(input, { signal: released(reply) })) {
-        if (tokens === 0) {
-          metrics?.firstToken(model.name, (performance.now() - started) / 1000);
-          traceFirstToken(span, (performance.now() - started) / 1000);
-        }
-        tokens++;
-        text += token;
-      }
-      span?.setAttribute('gen_ai.usage.output_tokens', tokens);
-      return { model_name: model.name, model_version: model.version, text_output: text };
-    },
-  );
-  app.post<{ Params: { name: string } }>('/v2/models/:name/generate_stream', async (request, reply) => {
-    const model = find(request.params.name);
-    const input = decodeGenerate(request.body);
+  type Params = { name: string; version?: string };
+  const start = (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+    const { name, version } = request.params;
+    const generator = generatorOf(registry, name, version).generator;
+    const decoded = decodeGenerate(request.body, generator as NonNullable<typeof generator>);
+    const call: GenerateRequest = {
+      model: name,
+      ...(version === undefined ? {} : { version }),
+      ...decoded,
+      signal: released(reply),
+    };
     const span = spanOf(request);
-    traceGeneration(span, model.name, input);
-    const started = performance.now();
-    const stream = model.generate(input, { signal: released(reply) });
-    // The first token (or a refusal) decides the status: a full queue is still a plain 503.
-    const first = await stream.next();
-    if (first.done !== true) {
-      metrics?.firstToken(model.name, (performance.now() - started) / 1000);
-      traceFirstToken(span, (performance.now() - started) / 1000);
+    traceGeneration(span, call, decoded.maxTokens);
+    return { stream: startGeneration(registry, call), span, started: performance.now() };
+  };
+
+  const whole = async (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+    const { stream, span, started } = start(request, reply);
+    let text = '';
+    let first = true;
+    for await (const chunk of stream) {
+      if (first) traceFirstToken(span, (performance.now() - started) / 1000);
+      first = false;
+      text += chunk;
     }
-    let tokens = first.done === true ? 0 : 1;
+    const outcome = await stream.outcome;
+    span?.setAttribute('gen_ai.usage.output_tokens', outcome.tokens);
+    return { model_name: request.params.name, model_version: stream.version, text_output: text };
+  };
+  app.post<{ Params: Params }>('/v2/models/:name/generate', whole);
+  app.post<{ Params: Params }>('/v2/models/:name/versions/:version/generate', whole);
+
+  const streamed = async (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
+    const { stream, span, started } = start(request, reply);
+    const iterator = stream[Symbol.asyncIterator]();
+    // The first chunk (or a refusal) decides the status: a full queue is still a plain 503.
+    const first = await iterator.next();
+    if (first.done !== true) traceFirstToken(span, (performance.now() - started) / 1000);
     reply.hijack();
     // No `connection` header: Node lets an explicit one override the request's `Connection: close`
     // (it sets shouldKeepAlive), so a client that asked to close would find the socket kept open.
     reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    const send = (data: unknown): void => {
-      if (!reply.raw.destroyed) reply.raw.write(`data: ${JSON.stringify(data)}\n\n`);
+    const name = request.params.name;
+    // Waits while the socket's buffer is full: the front then holds the chunks, within its bound.
+    const send = async (event: string): Promise<void> => {
+      if (reply.raw.destroyed) return;
+      if (!reply.raw.write(event))
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            reply.raw.off('drain', done);
+            reply.raw.off('close', done);
+            resolve();
+          };
+          reply.raw.once('drain', done);
+          reply.raw.once('close', done);
+        });
     };
+    const data = (text: string) =>
+      `data: ${JSON.stringify({ model_name: name, model_version: stream.version, text_output: text })}\n\n`;
     try {
-      if (first.done !== true) send({ model_name: model.name, model_version: model.version, text_output: first.value });
-      for await (const token of stream) {
-        tokens++;
-        send({ model_name: model.name, model_version: model.version, text_output: token });
-      }
+      if (first.done !== true) await send(data(first.value));
+      for (let next = await iterator.next(); next.done !== true; next = await iterator.next())
+        await send(data(next.value));
     } catch (error) {
-      send({ error: (error as Error)?.message ?? String(error) });
+      await send(`event: error\ndata: ${JSON.stringify({ error: messageFor(error) })}\n\n`);
     }
     reply.raw.end();
+    const tokens = await stream.outcome.then(
+      (o) => o.tokens,
+      () => 0,
+    );
     // A hijacked reply skips fastify's onResponse: its span ends here.
     endSpanOf(request, 200, { 'gen_ai.usage.output_tokens': tokens });
-  });
+  };
+  app.post<{ Params: Params }>('/v2/models/:name/generate_stream', streamed);
+  app.post<{ Params: Params }>('/v2/models/:name/versions/:version/generate_stream', streamed);
 }

@@ -6,9 +6,9 @@ import { ModelRegistry } from '../repository/registry.js';
 import { versionsServed } from '../model/versions.js';
 import { repositoryActions } from '../protocol/repository-actions.js';
 import { registerRepositoryRoutes } from './repository-routes.js';
+import { registerModelList } from './index-routes.js';
 import type { SharedMemoryRegistry } from '../protocol/shared-memory.js';
 import { registerSharedMemoryRoutes } from './shared-memory-routes.js';
-import type { GenerativeModel } from '../formats/generator.js';
 import { registerGenerateRoutes } from './generate-routes.js';
 import { decodeInferRequest, HEADER_LENGTH, splitBody } from '../protocol/decode.js';
 import { encodeInferResponse } from '../protocol/encode.js';
@@ -32,8 +32,11 @@ export { UNKNOWN_MODEL_LABEL } from '../protocol/infer-front.js';
 export interface KServeOptions {
   /** Fixed models, or a registry whose models load, reload and unload while serving. */
   models: ServedModel[] | ModelRegistry;
-  /** Models that answer with a stream of tokens, behind Triton's generate extension. */
-  generators?: GenerativeModel[];
+  /**
+   * Whether the server lists Triton's generate extension (a generator is served at start); the
+   * generate routes answer for every generator of the registry either way.
+   */
+  generates?: boolean;
   /** `explicit` enables the repository's load and unload routes; `none` (the default) answers them 403. */
   modelControl?: 'none' | 'explicit';
   /** Default deadline per request in ms; a request's own `parameters.timeout` may only lower it. */
@@ -112,7 +115,7 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     timeout: options.timeout,
     metrics: options.metrics,
     isReady,
-    generates: (options.generators ?? []).length > 0,
+    generates: options.generates ?? registry.ready().some((model) => model.generator !== undefined),
     sharedMemory: options.sharedMemoryRegistry,
     extensions: options.extensions,
   });
@@ -156,11 +159,13 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
   if (options.metrics !== undefined)
     registerStatisticsRoutes(app, options.metrics.statistics, (name) => versionsServed(registry, name));
   front.extensions.add('binary_tensor_data');
-  registerRepositoryRoutes(app, repositoryActions(registry, options.modelControl ?? 'none'));
+  const actions = repositoryActions(registry, options.modelControl ?? 'none');
+  registerRepositoryRoutes(app, actions);
+  registerModelList(app, () => actions.index());
   front.extensions.add('model_repository');
   registerExtensionRoutes(app, front, { traceSwitch: options.traceSwitch });
   registerSharedMemoryRoutes(app, front.sharedMemory);
-  registerGenerateRoutes(app, options.generators ?? [], options.metrics);
+  registerGenerateRoutes(app, registry);
   app.get('/v2/health/ready', async (_request, reply) => {
     const ready = isReady();
     return reply.code(ready ? 200 : 503).send({ ready });

@@ -51,7 +51,7 @@ export function parseCorsOrigins(values: string | readonly string[] | undefined)
 }
 
 /** Triton's REST paths (its http_server.cc regexes) → their group; a route pattern (`:name`) matches as a name does. */
-const MODEL = String.raw`/v2/models/[^/]+(?:/versions/[^/]+)?`;
+const MODEL = '/v2/models/[^/]+(?:/versions/[^/]+)?';
 const GROUPS: readonly (readonly [RegExp, RestrictedGroup])[] = [
   [/^\/v2$/, 'metadata'],
   [/^\/v2\/health\/(?:live|ready)$/, 'health'],

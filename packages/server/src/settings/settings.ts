@@ -81,6 +81,12 @@ export const SETTINGS = {
       'variables (`http/protobuf` or `http/json`) and `OTEL_BSP_SCHEDULE_DELAY`',
   },
   dashboard: { default: 'on' as 'on' | 'off', doc: 'the live dashboard at `/dashboard` (read-only)' },
+  openai: {
+    default: 'on' as 'on' | 'off',
+    doc:
+      "OpenAI's API for the generator models: `/v1/models`, `/v1/completions`, `/v1/chat/completions` " +
+      '(streamed or not), for `openai` clients pointed at `http://HOST:PORT/v1`',
+  },
   // 64, not the core's 8: a served batch is one session.run, whose fixed cost a larger batch shares.
   maxBatchSize: {
     core: 'maxBatchSize',
@@ -124,7 +130,11 @@ export const SETTINGS = {
     core: 'batchTimeout',
     doc: 'longest a batch may run; its callers then get 500 and its worker is replaced',
   },
-  maxActive: { default: 16, doc: "charlm's most sequences per decode step" },
+  maxActive: {
+    default: 16,
+    max: 4096,
+    doc: "a generator's most sequences per decode step (its config.json's `maxActive` overrides it)",
+  },
   prefillChunk: {
     default: 8,
     max: 1_000,
@@ -134,8 +144,21 @@ export const SETTINGS = {
   },
   batching: {
     default: 'continuous' as 'continuous' | 'static',
-    doc: "charlm's batching: re-formed at every step, or a group run to its longest sequence",
+    doc:
+      "a generator's batching: re-formed at every step, or a group run to its longest sequence (its " +
+      "config.json's `batching` overrides it)",
   },
+  /**
+   * config.json alone: the most tokens one generation request may ask for (a request asking more is a
+   * 400), and how many it gets when it asks none. Applied by the server (protocol/generation.ts).
+   */
+  maxTokens: { default: 4096, max: 1_048_576 },
+  /**
+   * config.json alone: a sequence model's most live sequences (formats/sequence-table.ts); a start
+   * beyond it is a 503 with Retry-After. Each holds a state in a worker until it ends or idles out.
+   */
+  maxSequences: { default: 1024, max: 1_048_576 },
+  defaultMaxTokens: { default: 64, max: 1_048_576 },
   // 64 MiB holds a batch of 64 x 3 x 224 x 224 FP32 images (38.5 MB raw), as Triton's default does.
   bodyLimit: {
     default: 64 * 1024 * 1024,
@@ -263,6 +286,16 @@ export function checkSetting(name: SettingName, value: unknown): unknown {
       return expectDuration(name, value);
     case 'loadTimeout':
       return expectDuration(name, value, 0);
+    case 'maxActive':
+    case 'maxTokens':
+    case 'maxSequences':
+    case 'defaultMaxTokens':
+    case 'prefillChunk':
+      return atMost(name, expectInteger(name, value, 1));
+    case 'batching':
+      if (value !== 'continuous' && value !== 'static')
+        throw new TypeError(`Expected \`${name}\` to be 'continuous' or 'static', got ${JSON.stringify(value)}`);
+      return value;
     case 'pad':
       if (typeof value !== 'boolean')
         throw new TypeError(`Expected \`${name}\` to be true or false, got ${JSON.stringify(value)}`);

@@ -6,7 +6,7 @@ export interface Series {
 }
 
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#9467bd'];
-const escape = (s: string): string => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+const escapeXml = (s: string): string => s.replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** The smallest 1, 2 or 5 times a power of ten at or above `value` / 4: four round grid steps. */
 function niceStep(value: number): number {
@@ -16,12 +16,18 @@ function niceStep(value: number): number {
   return 10 * power;
 }
 
+/** A level drawn across the throughput panel as a dashed line: what the model alone can do. */
+export interface Ceiling {
+  label: string;
+  requestsPerSecond: number;
+}
+
 /**
  * Two panels, throughput and p99 latency against concurrency (log scale),
  * one line per server. Plain SVG, so the chart needs no plotting library and
  * renders on GitHub as it is.
  */
-export function renderChart(series: Series[], title: string): string {
+export function renderChart(series: Series[], title: string, ceilings: readonly Ceiling[] = []): string {
   const width = 960;
   const height = 380;
   const panel = { w: 360, h: 250, top: 70 };
@@ -34,7 +40,7 @@ export function renderChart(series: Series[], title: string): string {
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="${width / 2}" y="24" text-anchor="middle" font-size="16">${escape(title)}</text>`,
+    `<text x="${width / 2}" y="24" text-anchor="middle" font-size="16">${escapeXml(title)}</text>`,
   ];
   const panels: { label: string; value: (r: LoadResult) => number }[] = [
     { label: 'throughput (requests/s)', value: (r) => r.requestsPerSecond },
@@ -42,7 +48,9 @@ export function renderChart(series: Series[], title: string): string {
   ];
   panels.forEach((p, pi) => {
     const left = lefts[pi] as number;
-    const top = Math.max(1, ...series.flatMap((s) => s.results.map(p.value)));
+    // The throughput panel's scale holds its ceilings too, so that each is drawn where it is.
+    const levels = pi === 0 ? ceilings.map((c) => c.requestsPerSecond) : [];
+    const top = Math.max(1, ...series.flatMap((s) => s.results.map(p.value)), ...levels);
     const step = niceStep(top);
     const steps = Math.ceil(top / step);
     const max = step * steps;
@@ -67,6 +75,14 @@ export function renderChart(series: Series[], title: string): string {
     out.push(
       `<text x="${left + panel.w / 2}" y="${panel.top + panel.h + 34}" text-anchor="middle">concurrent clients</text>`,
     );
+    if (pi === 0)
+      for (const ceiling of ceilings) {
+        const cy = y(ceiling.requestsPerSecond).toFixed(1);
+        out.push(
+          `<line x1="${left}" y1="${cy}" x2="${left + panel.w}" y2="${cy}" stroke="#555" stroke-dasharray="6 4"/>`,
+          `<text x="${left + panel.w - 4}" y="${Number(cy) - 5}" text-anchor="end" fill="#555">${escapeXml(ceiling.label)}</text>`,
+        );
+      }
     series.forEach((s, si) => {
       const color = COLORS[si % COLORS.length] as string;
       const points = s.results.map((r) => `${x(left, r.concurrency).toFixed(1)},${y(p.value(r)).toFixed(1)}`);
@@ -81,7 +97,7 @@ export function renderChart(series: Series[], title: string): string {
   series.forEach((s, si) => {
     const color = COLORS[si % COLORS.length] as string;
     out.push(`<rect x="${lx}" y="${height - 22}" width="14" height="4" fill="${color}"/>`);
-    out.push(`<text x="${lx + 20}" y="${height - 16}">${escape(s.label)}</text>`);
+    out.push(`<text x="${lx + 20}" y="${height - 16}">${escapeXml(s.label)}</text>`);
     lx += 40 + s.label.length * 6.5;
   });
   out.push('</svg>');

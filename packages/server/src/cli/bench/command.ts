@@ -1,12 +1,13 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { BENCH_FLAGS, toolParseOptions } from '../tool-flags.js';
 import { intFlag, listFlag, stringFlag, UsageError } from '../cli-args.js';
 import { SETTING_DEFAULTS } from '../../settings/settings.js';
 import { type BenchProtocol, type ExampleInput, exampleInputs, grpcRequest, restBody } from './payloads.js';
 
 /** Client counts a sweep runs when none are given. */
-export const DEFAULT_CONCURRENCY = [1, 8, 32, 64, 128];
+export const DEFAULT_CONCURRENCY: number[] = [...BENCH_FLAGS.concurrency.default];
 import { renderChart, type Series } from './chart.js';
 import { type LoadResult, runLoad } from './load.js';
 import { batchSizeTotals } from './scrape.js';
@@ -111,24 +112,7 @@ export async function bench(options: BenchOptions): Promise<Series[]> {
 }
 
 export async function runBench(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      url: { type: 'string' },
-      model: { type: 'string' },
-      concurrency: { type: 'string' },
-      duration: { type: 'string' },
-      rows: { type: 'string' },
-      compare: { type: 'string' },
-      out: { type: 'string' },
-      generate: { type: 'boolean' },
-      binary: { type: 'boolean' },
-      grpc: { type: 'boolean' },
-      'grpc-url': { type: 'string' },
-      streams: { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values } = parseArgs({ args: argv, options: toolParseOptions(BENCH_FLAGS), strict: true });
   const url = stringFlag(values, 'url');
   if (url === undefined) throw new UsageError('--url is required');
   if (values.generate === true) {
@@ -137,8 +121,8 @@ export async function runBench(argv: string[]): Promise<void> {
     const result = await runGenerateLoad({
       url,
       model: stringFlag(values, 'model') ?? 'charlm',
-      streams: intFlag(values, 'streams', 1) ?? 32,
-      durationSeconds: intFlag(values, 'duration', 1) ?? 10,
+      streams: intFlag(values, 'streams', 1) ?? BENCH_FLAGS.streams.default,
+      durationSeconds: intFlag(values, 'duration', 1) ?? BENCH_FLAGS.duration.default,
     });
     console.table([
       {
@@ -157,10 +141,10 @@ export async function runBench(argv: string[]): Promise<void> {
   if (grpcUrl !== undefined && values.grpc !== true) throw new UsageError('--grpc-url needs --grpc');
   await bench({
     url,
-    model: stringFlag(values, 'model') ?? 'mlp',
+    model: stringFlag(values, 'model') ?? BENCH_FLAGS.model.default,
     concurrency,
-    duration: intFlag(values, 'duration', 1) ?? 10,
-    rows: intFlag(values, 'rows', 1) ?? 1,
+    duration: intFlag(values, 'duration', 1) ?? BENCH_FLAGS.duration.default,
+    rows: intFlag(values, 'rows', 1) ?? BENCH_FLAGS.rows.default,
     compare: stringFlag(values, 'compare'),
     out: stringFlag(values, 'out'),
     protocol: values.grpc === true ? 'grpc' : values.binary === true ? 'binary' : 'json',

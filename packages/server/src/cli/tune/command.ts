@@ -2,6 +2,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { TUNE_FLAGS, toolParseOptions } from '../tool-flags.js';
 import { intFlag, listFlag, stringFlag, UsageError } from '../cli-args.js';
 import { runLoad } from '../bench/load.js';
 import { exampleInputs, restBody } from '../bench/payloads.js';
@@ -171,22 +172,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
 
 /** `batched-fn tune`: the sweep, then the table, the chart, tune.json and the recommendation. */
 export async function runTune(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      'model-repository': { type: 'string' },
-      name: { type: 'string' },
-      'latency-budget': { type: 'string' },
-      concurrency: { type: 'string' },
-      duration: { type: 'string' },
-      out: { type: 'string' },
-      'max-candidates': { type: 'string' },
-      'max-windows': { type: 'string' },
-      'cache-dir': { type: 'string' },
-    },
-    strict: true,
-  });
+  const { values } = parseArgs({ args: argv, options: toolParseOptions(TUNE_FLAGS), strict: true });
   const model = stringFlag(values, 'model');
   const repository = stringFlag(values, 'model-repository');
   const name = stringFlag(values, 'name');
@@ -200,19 +186,19 @@ export async function runTune(argv: string[]): Promise<void> {
       ? { repository, name: name as string }
       : { model: model ?? ensureMlpModel(undefined, cacheDir) };
   checkTarget(target);
-  const duration = Number(stringFlag(values, 'duration') ?? '5');
+  const duration = Number(stringFlag(values, 'duration') ?? TUNE_FLAGS.duration.default);
   if (!(duration >= 1 && duration <= 600 && Number.isInteger(duration)))
     throw new UsageError(
       `--duration must be a whole number of seconds from 1 to 600, got ${JSON.stringify(values.duration)}`,
     );
   const options: TuneOptions = {
     target,
-    budgetMs: intFlag(values, 'latency-budget', 1) ?? 100,
-    concurrency: listFlag(values, 'concurrency') ?? [1, 8, 32, 64],
+    budgetMs: intFlag(values, 'latency-budget', 1) ?? TUNE_FLAGS['latency-budget'].default,
+    concurrency: listFlag(values, 'concurrency') ?? [...TUNE_FLAGS.concurrency.default],
     duration,
-    out: stringFlag(values, 'out') ?? 'tune-out',
-    maxCandidates: intFlag(values, 'max-candidates', 1) ?? 24,
-    maxWindows: intFlag(values, 'max-windows', STABILITY.windows) ?? 6,
+    out: stringFlag(values, 'out') ?? TUNE_FLAGS.out.default,
+    maxCandidates: intFlag(values, 'max-candidates', 1) ?? TUNE_FLAGS['max-candidates'].default,
+    maxWindows: intFlag(values, 'max-windows', STABILITY.windows) ?? TUNE_FLAGS['max-windows'].default,
     cores: availableParallelism(),
     cacheDir,
   };

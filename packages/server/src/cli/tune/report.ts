@@ -49,7 +49,9 @@ export function tableRows(
       'p99 ms': Number((shown?.p99 ?? Number.NaN).toFixed(1)),
       'mean batch': Number.isNaN(shown?.meanBatch ?? Number.NaN) ? '-' : Number((shown as Point).meanBatch.toFixed(1)),
       'within budget': m.best === undefined ? 'no' : 'yes',
-      stable: m.points.every((p) => p.stable) ? 'yes' : 'no',
+      // The shown point's own verdict (stability.ts), the one tune.json and the chart give each point: a
+      // candidate with one noisy concurrency is not unstable where it is recommended.
+      stable: shown?.stable === true ? 'yes' : 'no',
     };
   });
 }

@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { withoutFlagVariables } from '../env-flags.js';
+import { flagRows } from '../flags.js';
 import {
   closeSync,
   existsSync,
@@ -195,7 +197,8 @@ export async function startCandidate(
   // stdin is a pipe that tune never writes to: its end tells the child that tune is gone.
   const child: ChildProcess = spawn(process.execPath, args, {
     stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, TMPDIR: join(scratch, 'tmp'), BFN_TUNE_SCRATCH: scratch },
+    // The candidate's settings are tune's flags: a user's BATCHED_FN_ variables must not change them.
+    env: { ...withoutFlagVariables(flagRows('serve')), TMPDIR: join(scratch, 'tmp'), BFN_TUNE_SCRATCH: scratch },
   });
   const entry: Running = {
     child,
