@@ -239,6 +239,8 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
       finish();
       slots.length = 0;
       head = 0;
+      // A generation waiting for the client to read would otherwise stay counted in flight, and drain would wait.
+      for (const wake of drainWaiters.splice(0)) wake();
       const details = 'Internal error: an answer of this stream could not be written';
       // grpc-js's documented way to end a server stream with a status (its 'error' listener sends it).
       call.emit('error', { code: GRPC_CODE.internal, details, message: details });

@@ -42,11 +42,14 @@ export function refusalFor(error: unknown): Refusal {
   }
   // An error from elsewhere (a model, a remote worker's, rebuilt by the error codec) is the
   // client's only when it says so: a protocol status, or a 4xx by the HTTP convention.
-  const { protocolStatus, status, retryAfter } = (error ?? {}) as {
-    protocolStatus?: unknown;
-    status?: unknown;
-    retryAfter?: unknown;
-  };
+  let fields: { protocolStatus?: unknown; status?: unknown; retryAfter?: unknown };
+  try {
+    const { protocolStatus, status, retryAfter } = (error ?? {}) as typeof fields;
+    fields = { protocolStatus, status, retryAfter };
+  } catch {
+    return { status: 'internal' }; // a getter that throws: nothing it says can be trusted
+  }
+  const { protocolStatus, status, retryAfter } = fields;
   if (isStatus(protocolStatus)) {
     // A model's own "try again in N s" (a sequence model at its most sequences), whole seconds up to a minute.
     const seconds = typeof retryAfter === 'number' && Number.isInteger(retryAfter) && retryAfter > 0 ? retryAfter : 0;
@@ -63,6 +66,17 @@ export function messageFor(error: unknown, refusal: Refusal = refusalFor(error))
   if (error instanceof ItemTooLargeError)
     return `${error.code}: Input has size ${error.size}, larger than the model's max batch size (--max-batch-size ${error.maxBatchSize})`;
   if (error instanceof BatchedFnError) return `${error.code}: ${error.message}`;
-  if (refusal.status === 'internal') return `Model failed: ${(error as Error)?.message ?? String(error)}`;
-  return (error as Error)?.message ?? String(error);
+  if (refusal.status === 'internal') return `Model failed: ${describe(error)}`;
+  return describe(error);
+}
+
+/** An error's text, whatever was thrown: a value without a prototype has no toString, and a getter may throw. */
+function describe(error: unknown): string {
+  try {
+    const message = (error as Error)?.message;
+    if (typeof message === 'string') return message;
+    return String(error);
+  } catch {
+    return Object.prototype.toString.call(error);
+  }
 }
