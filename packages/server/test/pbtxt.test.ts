@@ -159,7 +159,10 @@ test("the mapping: our settings from the fields, Triton's own checks, and every 
   expect(plan('batch_input: [] runtime: "" response_cache { enable: false } cc_model_filenames: []').settings).toEqual(
     {},
   );
-  expect(refused('sequence_batching { }')).toBe('config.pbtxt: `sequence_batching` is not supported yet');
+  // sequence_batching is served (sequences.test.ts); the parts of it we do not serve are refused by name.
+  expect(refused('sequence_batching { control_input [ { name: "START" } ] }')).toBe(
+    'config.pbtxt: `sequence_batching.control_input` is not supported yet',
+  );
   expect(refused('ensemble_scheduling { }')).toBe('config.pbtxt: `ensemble_scheduling` is not supported yet');
   expect(refused('model_warmup [ { name: "w" batch_size: 1 } ]')).toBe(
     'config.pbtxt: `model_warmup` is not supported yet',
