@@ -4,7 +4,7 @@ import type { CharLmWorkerData } from '../builtin/charlm.worker.js';
 import { ModelLoadError } from '../model/errors.js';
 import type { ChatMessage, GeneratorPrompt, ServedGenerator } from '../model/generator.js';
 import type { ServedModel, ServedModelConfig } from '../model/served-model.js';
-import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
+import { type Datatype, isDatatype, type ModelSignature, type TensorSpec } from '../model/signature.js';
 import { maxOf, SETTING_DEFAULTS } from '../settings/settings.js';
 import type { ChatTemplateWorkerData } from './chat-template.worker.js';
 import { generatorBatcher } from './generator-batcher.js';
@@ -52,28 +52,11 @@ export function readParameters(file: string, value: unknown): ParameterSpec[] {
     if (seen.has(spec.name)) throw new ModelLoadError(`${file}: \`parameters\` names \`${spec.name}\` twice`);
     seen.add(spec.name);
     const datatype = spec.datatype as Datatype;
-    if (typeof datatype !== 'string' || !KNOWN_DATATYPES.has(datatype))
+    if (!isDatatype(datatype))
       throw new ModelLoadError(`${file}: \`parameters[${i}].datatype\` must be a KServe datatype`);
     return { name: spec.name, datatype };
   });
 }
-
-const KNOWN_DATATYPES = new Set<string>([
-  'BOOL',
-  'FP16',
-  'BF16',
-  'FP32',
-  'FP64',
-  'INT8',
-  'INT16',
-  'INT32',
-  'INT64',
-  'UINT8',
-  'UINT16',
-  'UINT32',
-  'UINT64',
-  'BYTES',
-]);
 
 /** What Triton's vLLM backend declares: the prompt, one input per sampling parameter, the text. */
 export function generatorSignature(parameters: readonly ParameterSpec[]): ModelSignature {

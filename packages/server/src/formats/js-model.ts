@@ -11,24 +11,7 @@ import { createGeneratorModel, readParameters } from './generator.js';
 import { liveModel, servedBatcher } from './served-batcher.js';
 import { sequenceModel } from './sequence-model.js';
 import { readSequenceBatching, type SequenceBatching, SequenceTable } from './sequence-table.js';
-import type { Datatype, ModelSignature, TensorSpec } from '../model/signature.js';
-
-const DATATYPES = new Set<Datatype>([
-  'FP16',
-  'BF16',
-  'FP32',
-  'FP64',
-  'INT8',
-  'INT16',
-  'INT32',
-  'INT64',
-  'UINT8',
-  'UINT16',
-  'UINT32',
-  'UINT64',
-  'BOOL',
-  'BYTES',
-]);
+import { type Datatype, isDatatype, type ModelSignature, type TensorSpec } from '../model/signature.js';
 
 export interface JsModelOptions extends Omit<OnnxModelOptions, 'path' | 'threads'> {
   /** `model.js` or `model.mjs`, exporting `inputs`, `outputs`, `handler` and optionally `context` and `dispose`. */
@@ -88,7 +71,7 @@ function readSpecs(file: string, which: 'inputs' | 'outputs', value: unknown): T
   if (!Array.isArray(value) || value.length === 0)
     throw new ModelLoadError(`${file} must export \`${which}\`, a non-empty array of { name, datatype, shape }`);
   return value.map((spec: { name?: unknown; datatype?: unknown; shape?: unknown }, i) => {
-    if (typeof spec?.name !== 'string' || !DATATYPES.has(spec.datatype as Datatype))
+    if (typeof spec?.name !== 'string' || !isDatatype(spec.datatype))
       throw new ModelLoadError(`${file}: \`${which}[${i}]\` needs a string name and a KServe datatype`);
     const shape = spec.shape;
     // A leading -1 is the batch dimension (the rows); a model declared without one is served one

@@ -19,6 +19,15 @@ export type NumericDatatype =
 /** BYTES: variable-length byte strings (text), served to JS models; ONNX STRING tensors are not served. */
 export type Datatype = NumericDatatype | 'BYTES';
 
+/** Every datatype, for checking a name read from a model's declaration. */
+export const DATATYPES: ReadonlySet<string> = new Set<Datatype>([
+  ...(['FP16', 'BF16', 'FP32', 'FP64', 'INT8', 'INT16', 'INT32', 'INT64'] as const),
+  ...(['UINT8', 'UINT16', 'UINT32', 'UINT64', 'BOOL', 'BYTES'] as const),
+]);
+
+/** Whether a string names a datatype we carry. */
+export const isDatatype = (name: unknown): name is Datatype => typeof name === 'string' && DATATYPES.has(name);
+
 export interface TensorSpec {
   name: string;
   datatype: Datatype;
