@@ -39,6 +39,7 @@ test('a 50 ms-per-batch handler in a worker leaves the main loop responsive; inl
   const inlineP99 = await loopDelayP99While(calls(inline));
   await inline.close();
 
-  expect(workerP99).toBeLessThan(10);
+  // Blocked would be about 50 ms per batch; a loaded runner's scheduling noise stays well under 30.
+  expect(workerP99).toBeLessThan(30);
   expect(inlineP99).toBeGreaterThan(40);
 });

@@ -116,7 +116,9 @@ test('a short sweep on the tiny model ends with a recommendation whose own measu
       '--model',
       model,
       '--latency-budget',
-      '50',
+      // The rule under test is "the pick is within the budget, and so is its measurement served again", not
+      // this machine's speed: a budget a loaded CI runner meets (50 ms failed at p99 77-83 ms under a full suite).
+      '500',
       '--concurrency',
       '8',
       '--duration',
@@ -138,7 +140,7 @@ test('a short sweep on the tiny model ends with a recommendation whose own measu
       .every((p: any) => p.windows.length >= 3 && p.throughput > 0 && p.p99 >= p.p50),
   ).toBe(true);
   const recommended = summary.candidates.find((c: any) => c.key === summary.recommended);
-  expect(recommended.best.p99).toBeLessThanOrEqual(50);
+  expect(recommended.best.p99).toBeLessThanOrEqual(500);
   const svg = readFileSync(join(out, 'tune.svg'), 'utf8');
   expect(svg).toMatch(/^<svg /);
   expect(svg).toContain('Pareto front');
@@ -163,7 +165,7 @@ test('a short sweep on the tiny model ends with a recommendation whose own measu
     rows: 1,
   });
   expect(series?.results[0]?.errors).toBe(0);
-  expect(series?.results[0]?.p99).toBeLessThanOrEqual(50);
+  expect(series?.results[0]?.p99).toBeLessThanOrEqual(500);
   rmSync(out, { recursive: true, force: true });
   // Three candidates of windows of 1 s each take about 20 s here on their own; a wide margin for a loaded machine.
 }, 120_000);
