@@ -1,6 +1,6 @@
 import protobuf from 'protobufjs';
 import type { FieldBase, MapField, Type } from 'protobufjs';
-import { TEXT_FORMAT_LIMITS } from './pbtxt.js';
+import { INT_RANGES, TEXT_FORMAT_LIMITS } from './pbtxt.js';
 import { modelConfigType, type TritonModelConfig } from './triton-config.js';
 
 /**
@@ -32,19 +32,6 @@ const isObject = (value: unknown): value is Record<string, unknown> =>
 
 /** protobuf's JSON name of a field: lowerCamelCase of its .proto name. */
 const jsonName = (name: string): string => name.replace(/_(.)/g, (_, c: string) => c.toUpperCase());
-
-const INT_RANGES: Record<string, readonly [bigint, bigint]> = {
-  int32: [-(2n ** 31n), 2n ** 31n - 1n],
-  sint32: [-(2n ** 31n), 2n ** 31n - 1n],
-  sfixed32: [-(2n ** 31n), 2n ** 31n - 1n],
-  uint32: [0n, 2n ** 32n - 1n],
-  fixed32: [0n, 2n ** 32n - 1n],
-  int64: [-(2n ** 63n), 2n ** 63n - 1n],
-  sint64: [-(2n ** 63n), 2n ** 63n - 1n],
-  sfixed64: [-(2n ** 63n), 2n ** 63n - 1n],
-  uint64: [0n, 2n ** 64n - 1n],
-  fixed64: [0n, 2n ** 64n - 1n],
-};
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
 const show = (value: unknown): string => {

@@ -223,7 +223,8 @@ class Tokenizer {
   }
 }
 
-const INT_RANGES: Record<string, [bigint, bigint]> = {
+/** The range of each protobuf integer type, shared by the text-format reader and the JSON config reader. */
+export const INT_RANGES: Readonly<Record<string, readonly [bigint, bigint]>> = {
   int32: [-(2n ** 31n), 2n ** 31n - 1n],
   sint32: [-(2n ** 31n), 2n ** 31n - 1n],
   sfixed32: [-(2n ** 31n), 2n ** 31n - 1n],
@@ -471,7 +472,7 @@ class Parser {
           );
         return token.text;
       }
-      const number = Number(this.#integer(where, INT_RANGES.int32 as [bigint, bigint]));
+      const number = Number(this.#integer(where, INT_RANGES.int32 as readonly [bigint, bigint]));
       const name = resolved.valuesById[number];
       if (name === undefined)
         throw this.#tokens.error(
@@ -522,7 +523,7 @@ class Parser {
   }
 
   /** An integer with an optional minus sign, in decimal, hex or octal, within `range`. */
-  #integer(where: string, range: [bigint, bigint]): bigint {
+  #integer(where: string, range: readonly [bigint, bigint]): bigint {
     const start = this.#token;
     const negative = this.#is('-');
     if (negative) this.#advance();
