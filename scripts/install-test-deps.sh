@@ -2,6 +2,8 @@
 # What the test suite needs beyond npm, from Debian's packages, each installed only when missing:
 # - redis-server: the Redis Streams tests start their own, on a loopback port, with persistence off;
 # - chromium: the dashboard test drives it headless through playwright-core (which downloads no browser);
+# - wrk and nghttp2-client (h2load): `bench/protocols` drives REST and gRPC with them, load generators in C, so the
+#   figures measure the server, not a Node client sharing its cores;
 # - docker.io and debootstrap: the container test builds a base image from Debian's packages and the Dockerfile on
 #   it, and needs a running dockerd, started here when none answers. Without them that test skips, saying why, so
 #   nothing in this part fails the script.
@@ -12,6 +14,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v h2load >/dev/null 2>&1 || missing+=(nghttp2-client)
 optional=()
 command -v dockerd >/dev/null 2>&1 || optional+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || optional+=(debootstrap)

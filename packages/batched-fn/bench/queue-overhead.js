@@ -68,5 +68,5 @@ console.log(
 );
 console.table(rows);
 console.log(
-  `batched-fn / dataloader = ${fmt(pairedRatio('dataloader'))} (target >= 0.90); batched-fn / bare promises = ${fmt(pairedRatio('bare promises'))}`,
+  `batched-fn / dataloader = ${fmt(pairedRatio('dataloader'))} (target >= 1.0); batched-fn / bare promises = ${fmt(pairedRatio('bare promises'))}`,
 );

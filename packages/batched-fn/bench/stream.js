@@ -2,6 +2,7 @@
 // as 2 ms + 0.02 ms·N (busy-wait); 320 sequences with lengths uniform in 1..48, all offered at once,
 // maxBatchSize 16. The ideal ratio for the same lengths, with zero overhead, is computed by a plain
 // simulation and printed beside the measured one, so the loop's own overhead shows.
+import { Worker } from 'node:worker_threads';
 import { batchedStream } from 'batched-fn';
 
 const SEQUENCES = 320;
@@ -86,6 +87,32 @@ async function overhead(worker) {
   return { perStepUs: (ms * 1000) / steps, perSequenceStepUs: (ms * 1000) / (64 * 2000) };
 }
 
+/**
+ * The floor a worker-mode step cannot go below: a bare round trip to a thread (a 16-id message
+ * there, 16 values back), measured now, so the step's own overhead shows beside what this machine
+ * charges for waking a thread. On a loaded 2-core machine the wake-ups dominate.
+ */
+async function bareRoundTrip() {
+  const echo = new Worker(
+    `const { parentPort } = require('node:worker_threads');
+     parentPort.on('message', (m) => parentPort.postMessage({ id: m.id, values: m.ids.map(() => 1) }));`,
+    { eval: true },
+  );
+  const ids = Array.from({ length: MAX }, (_, i) => i);
+  const trip = (id) =>
+    new Promise((resolve) => {
+      echo.once('message', resolve);
+      echo.postMessage({ id, ids });
+    });
+  for (let i = 0; i < 1000; i++) await trip(i);
+  const trips = 5000;
+  const started = performance.now();
+  for (let i = 0; i < trips; i++) await trip(i);
+  const us = ((performance.now() - started) * 1000) / trips;
+  await echo.terminate();
+  return us;
+}
+
 const staticRun = await measure('static');
 const continuousRun = await measure('continuous');
 const idealRatio = ideal('static') / ideal('continuous');
@@ -115,3 +142,6 @@ for (const worker of [false, true]) {
     `loop overhead, identity step, ${worker ? 'worker mode' : 'inline'}: ${o.perStepUs.toFixed(1)} µs per step, ${o.perSequenceStepUs.toFixed(2)} µs per sequence-step`,
   );
 }
+console.log(
+  `bare thread round trip (postMessage both ways, nothing else), measured now: ${(await bareRoundTrip()).toFixed(1)} µs (target for the worker step: <= 30 µs)`,
+);

@@ -57,6 +57,7 @@ function createExecutor<I, O, C>(
     workers: pooled.workers ?? DEFAULTS.workers,
     workerData: pooled.workerData,
     resourceLimits: pooled.resourceLimits,
+    connect: pooled.connectWorker,
     name: resolved.name,
   });
 }

@@ -133,6 +133,12 @@ export const OPTION_SCHEMA = {
     rule: 'Per-worker memory limits; exceeding them is a crash (`ERR_WORKER_EXITED`).',
     check: checkResourceLimits,
   },
+  connectWorker: {
+    type: '`(port: MessagePort, worker: number) => void`',
+    shownDefault: 'none',
+    rule: "Called with one end of a channel to each worker spawned; the module's `context(workerData, { port })` gets the other.",
+    check: fn('connectWorker'),
+  },
   maxBatchSize: {
     type: '`number`',
     shownDefault: '`8`',

@@ -108,6 +108,13 @@ export interface WorkerOptions<I> extends BatchingOptions<I> {
   workerData?: unknown;
   /** Memory limits for each worker; exceeding them ends the worker like a crash. */
   resourceLimits?: import('node:worker_threads').ResourceLimits;
+  /**
+   * A channel to every worker, for a module that calls back into this thread (a model calling other
+   * models, say). Each worker spawned, restarts included, gets one end of a new MessageChannel as the
+   * `port` of its module's `context(workerData, { port })`; this is called in this thread with the
+   * other end and the worker's slot (0 to `workers` - 1). The port closes when its worker exits.
+   */
+  connectWorker?: (port: import('node:worker_threads').MessagePort, worker: number) => void;
   handler?: undefined;
   context?: undefined;
 }

@@ -19,6 +19,12 @@ export interface BatchBuilder<I, O, H> {
   took(rows: number, maxWait: number, totalWait: number): void;
 }
 
+/** Where each call's queue wait goes as it leaves the queue: a run of equal waits is recorded at once. */
+export interface WaitSink {
+  record(value: number): void;
+  recordMany(value: number, count: number): void;
+}
+
 /**
  * The queue of waiting calls, stored as parallel ring buffers rather than one
  * object per call. A queued call costs its promise, its resolve function and
@@ -122,12 +128,7 @@ export class CallQueue<I, O, H = unknown> {
    * keeps dispatch cheap for large batches. Returns true when it stopped at a
    * call that does not fit, false when this queue ran out.
    */
-  takeBatch(
-    maxRows: number,
-    started: number,
-    batch: BatchBuilder<I, O, H>,
-    waits: { record(value: number): void },
-  ): boolean {
+  takeBatch(maxRows: number, started: number, batch: BatchBuilder<I, O, H>, waits: WaitSink): boolean {
     // Fields are read once into locals: this loop runs once per call, and private-field
     // access pays a brand check each time.
     const resolvers = this.#resolvers;
@@ -144,6 +145,9 @@ export class CallQueue<I, O, H = unknown> {
     let maxWait = 0;
     let totalWait = 0;
     let blocked = false;
+    // Calls that arrived in one tick share a clock reading, so a batch's waits come in runs.
+    let runWait = -1;
+    let runCount = 0;
     while (head < tail) {
       const slot = head & mask;
       const resolve = resolvers[slot];
@@ -168,7 +172,12 @@ export class CallQueue<I, O, H = unknown> {
       inputs[slot] = undefined;
       resolvers[slot] = undefined;
       const wait = started - (arrivals[slot] as number);
-      waits.record(wait);
+      if (wait === runWait) runCount++;
+      else {
+        if (runCount > 0) waits.recordMany(runWait, runCount);
+        runWait = wait;
+        runCount = 1;
+      }
       if (wait > maxWait) maxWait = wait;
       totalWait += wait;
       rows += itemRows;
@@ -178,6 +187,7 @@ export class CallQueue<I, O, H = unknown> {
         break;
       }
     }
+    if (runCount > 0) waits.recordMany(runWait, runCount);
     this.#head = head;
     batch.took(rows, maxWait, totalWait);
     if (head === tail) this.#shrinkIfEmpty();

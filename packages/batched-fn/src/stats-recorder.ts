@@ -22,6 +22,23 @@ export class SampleWindow {
     if (this.#count < 4096) this.#count++;
   }
 
+  /**
+   * `count` samples of one value, as `count` calls of `record` would leave the window. The calls of
+   * one batch usually arrived in the same tick and waited alike: one fill instead of a call each.
+   */
+  recordMany(value: number, count: number): void {
+    const n = Math.min(count, 4096);
+    const start = this.#next;
+    const end = start + n;
+    if (end <= 4096) this.#samples.fill(value, start, end);
+    else {
+      this.#samples.fill(value, start, 4096);
+      this.#samples.fill(value, 0, end - 4096);
+    }
+    this.#next = end & this.#mask;
+    this.#count = Math.min(4096, this.#count + n);
+  }
+
   summary(): Percentiles {
     const n = this.#count;
     if (n === 0) return { count: 0, mean: 0, p50: 0, p90: 0, p99: 0, max: 0 };

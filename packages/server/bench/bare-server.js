@@ -1,5 +1,7 @@
 // The protocol stacks alone, for bench/protocols.js: a bare fastify route and a bare @grpc/grpc-js
-// ModelInfer handler that answer a fixed response at once, with no decoding, batching or model.
+// ModelInfer handler that answer a fixed response at once, with no batching or model. The route
+// JSON-parses the body (all of it, or the binary extension's header) as the server does; grpc-js
+// decodes the request and encodes the answer through proto-loader, as it does for the server.
 // Their req/s under the same load generators is the most each protocol can carry on this machine.
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import Fastify from 'fastify';
@@ -24,14 +26,30 @@ const grpcPort = await new Promise((resolve, reject) =>
     error ? reject(error) : resolve(port),
   ),
 );
+const binaryHeader = Buffer.from(
+  JSON.stringify({
+    model_name: 'tiny',
+    model_version: '1',
+    outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [1, 16], parameters: { binary_data_size: 64 } }],
+  }),
+);
+const binaryAnswer = Buffer.concat([binaryHeader, Buffer.alloc(64)]);
 const app = Fastify();
 app.addContentTypeParser(
   ['application/json', 'application/octet-stream'],
   { parseAs: 'buffer' },
-  (_request, body, done) => done(null, body),
+  (request, body, done) => {
+    const length = Number(request.headers['inference-header-content-length'] ?? body.length);
+    done(null, JSON.parse(body.subarray(0, length).toString()));
+  },
 );
-app.post('/v2/models/tiny/infer', async (_request, reply) =>
-  reply.header('content-type', 'application/json').send(restAnswer),
+app.post('/v2/models/tiny/infer', async (request, reply) =>
+  request.headers['inference-header-content-length'] === undefined
+    ? reply.header('content-type', 'application/json').send(restAnswer)
+    : reply
+        .header('content-type', 'application/octet-stream')
+        .header('inference-header-content-length', String(binaryHeader.length))
+        .send(binaryAnswer),
 );
 app.get('/v2/models/tiny', async () => ({
   name: 'tiny',

@@ -18,6 +18,8 @@ export {
 export { buildCharLmGraph, CHARLM, CHARLM_VOCAB, type CharLmSpec, ensureCharLm } from './builtin/charlm.js';
 export { createOnnxModel, type OnnxModelOptions } from './formats/onnx-model.js';
 export type { ModelProtocolOptions, ServedModel, ServedModelConfig } from './model/served-model.js';
+export type { GenerateCall, ModelCallOptions, ModelCalls } from './model/model-calls.js';
+export { ModelCycleError } from './model/model-calls.js';
 export { SERVE_DEFAULTS, SERVER_DEFAULTS } from './settings/settings.js';
 export { DEFAULT_LOG_SETTINGS, type LogFormat, type LogSettings, ServerLog, serverLog } from './log.js';
 export {

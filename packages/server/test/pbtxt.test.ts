@@ -163,7 +163,10 @@ test("the mapping: our settings from the fields, Triton's own checks, and every 
   expect(refused('sequence_batching { control_input [ { name: "START" } ] }')).toBe(
     'config.pbtxt: `sequence_batching.control_input` is not supported yet',
   );
-  expect(refused('ensemble_scheduling { }')).toBe('config.pbtxt: `ensemble_scheduling` is not supported yet');
+  // Ensembles are served (ensemble-config.test.ts); ensemble_scheduling on another model is refused by name.
+  expect(refused('ensemble_scheduling { }')).toBe(
+    'config.pbtxt: `ensemble_scheduling` is for an ensemble: give it `platform: "ensemble"`',
+  );
   expect(refused('model_warmup [ { name: "w" batch_size: 1 } ]')).toBe(
     'config.pbtxt: `model_warmup` is not supported yet',
   );

@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULTS } from 'batched-fn';
 import { OPTION_SCHEMA } from 'batched-fn/adapter';
@@ -6,7 +7,7 @@ import { SERVE_DEFAULTS, SERVER_DEFAULTS } from '@batched-fn/server';
 import { expect, test } from 'vitest';
 import { FLAGS, parseFlags } from '../dist/cli/flags.js';
 import { readModelConfig } from '../dist/repository/config-file.js';
-import { SETTING_DEFAULTS, SETTINGS } from '../dist/settings/settings.js';
+import { defaultThreads, SETTING_DEFAULTS, SETTINGS } from '../dist/settings/settings.js';
 import { scratchDir } from './scratch.js';
 
 // One name, one default, one place: the flags and config.json read the settings table, whose core
@@ -20,7 +21,13 @@ test('every flag sets a setting; a core option keeps the core name, rule and (un
   }
   expect(SETTING_DEFAULTS.workers).toBe(DEFAULTS.workers);
   // The exported defaults are read from the table, not written again.
-  expect(SERVER_DEFAULTS).toEqual({ maxBatchSize: 64, maxDelay: 'auto', channelCap: 1024, workers: 1, threads: 2 });
+  expect(SERVER_DEFAULTS).toEqual({
+    maxBatchSize: 64,
+    maxDelay: 'auto',
+    channelCap: 1024,
+    workers: 1,
+    threads: defaultThreads(availableParallelism()),
+  });
   expect(SERVE_DEFAULTS).toEqual({
     ...SERVER_DEFAULTS,
     host: SETTING_DEFAULTS.host,
@@ -50,4 +57,10 @@ test('--queue-cap and config.json `queueCap` are `channelCap`, with one deprecat
   await new Promise((resolve) => setImmediate(resolve));
   process.off('warning', onWarning);
   expect(warnings).toEqual(['DeprecationWarning BFN_DEP_QUEUE_CAP']);
+});
+
+test("ONNX Runtime threads default to one per core the process may use, within the setting's bound", () => {
+  expect([0.5, 1, 2, 3, 16, 300].map(defaultThreads)).toEqual([1, 1, 2, 3, 16, 256]);
+  expect(SETTING_DEFAULTS.threads).toBe(defaultThreads(availableParallelism()));
+  expect(SETTINGS.threads.max).toBe(256);
 });

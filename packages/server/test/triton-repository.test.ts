@@ -439,3 +439,36 @@ test("docs/server.md's table of config.pbtxt fields is the mapping's, row for ro
   }
   expect(rows).toEqual(mappingRows());
 });
+
+test("config.pbtxt's `intra_op_thread_count` parameter (Triton's onnxruntime backend) sets an ONNX model's intra-op threads", async () => {
+  const { loadTritonModel } = await import('../dist/repository/triton-repository.js');
+  const folder = mkdtempSync(join(tmpdir(), 'bfn-intra-'));
+  try {
+    mkdirSync(join(folder, '1'));
+    writeFileSync(join(folder, '1', 'model.onnx'), scaleModel(2));
+    const load = (value: string) => {
+      writeFileSync(
+        join(folder, 'config.pbtxt'),
+        `max_batch_size: 4\nparameters { key: "intra_op_thread_count" value: { string_value: "${value}" } }\n`,
+      );
+      return loadTritonModel({
+        folder,
+        name: 'scale',
+        defaults: { threads: 2 },
+        triton: { given: {} },
+        onBatch: () => {},
+      });
+    };
+    const one = await load('1');
+    expect(one.config?.threads).toBe(1);
+    await one.batcher.close();
+    const zero = await load('0');
+    expect(zero.config?.threads).toBe(2);
+    await zero.batcher.close();
+    await expect(load('two')).rejects.toThrow(
+      /parameters `intra_op_thread_count` must be an integer from 0 \(the server's default\) to 256, got "two"/,
+    );
+  } finally {
+    rmSync(folder, { recursive: true, force: true });
+  }
+});

@@ -1,7 +1,7 @@
 import { ClosedError, failureKey } from '../errors.js';
 import type { CallOptions, CloseOptions, RuntimeOptions } from '../options.js';
 import { ArrivalRate, CostModel } from '../policy/cost-model.js';
-import type { Resolve } from '../queue.js';
+import type { Resolve, WaitSink } from '../queue.js';
 import type { BatchedFnSettings } from '../stats.js';
 import { describeValue, expectDuration } from '../validate.js';
 import type { CallHandle } from './call-handle.js';
@@ -28,7 +28,7 @@ export interface EngineOptions<I> extends SettingsInit, IntakeOptions<I> {
 
 /** What the engine counts: every call and refusal (the intake), and each call's queue wait (the pump). */
 export interface EngineStats extends CallCounter {
-  readonly wait: { record(value: number): void };
+  readonly wait: WaitSink;
 }
 
 /** What a runner may use of its engine. */

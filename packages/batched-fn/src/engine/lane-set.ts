@@ -1,4 +1,4 @@
-import type { BatchBuilder, CallQueue, Resolve } from '../queue.js';
+import type { BatchBuilder, CallQueue, Resolve, WaitSink } from '../queue.js';
 import type { CallPlace } from './call-handle.js';
 import { Lane, type QueuedHandle } from './lane.js';
 
@@ -99,7 +99,7 @@ export class LaneSet<I, O> {
     maxRows: number,
     started: number,
     batch: BatchBuilder<I, O, QueuedHandle<O>>,
-    waits: { record(value: number): void },
+    waits: WaitSink,
   ): void {
     const items = batch.inputs.length;
     const rows = batch.rows;

@@ -1,5 +1,5 @@
 import type { LaneView } from '../policy/types.js';
-import { type BatchBuilder, CallQueue, type Resolve } from '../queue.js';
+import { type BatchBuilder, CallQueue, type Resolve, type WaitSink } from '../queue.js';
 import type { CallHandle } from './call-handle.js';
 
 /** The handle of a cancellable call: what cancelling it hands back is its resolver. */
@@ -94,12 +94,7 @@ export class Lane<I, O> implements LaneView {
   }
 
   /** Fills `batch` up to `maxRows`, highest priority first; stops at the first call that does not fit. */
-  take(
-    maxRows: number,
-    started: number,
-    batch: BatchBuilder<I, O, QueuedHandle<O>>,
-    waits: { record(value: number): void },
-  ): void {
+  take(maxRows: number, started: number, batch: BatchBuilder<I, O, QueuedHandle<O>>, waits: WaitSink): void {
     for (const { queue } of this.#queues) {
       if (!queue.skipRemoved()) continue;
       if (queue.takeBatch(maxRows, started, batch, waits)) return;

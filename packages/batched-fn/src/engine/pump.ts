@@ -7,7 +7,7 @@ import { choose, type Go, judge } from './choice.js';
 import type { Lane } from './lane.js';
 import type { LaneSet } from './lane-set.js';
 import type { Lifecycle } from './lifecycle.js';
-import type { Resolve } from '../queue.js';
+import type { Resolve, WaitSink } from '../queue.js';
 import type { Runner } from './runner.js';
 import { RunningBatch } from './running-batch.js';
 import type { Release, SequenceGate } from './sequence-gate.js';
@@ -35,7 +35,7 @@ export class Pump<I, O> {
   readonly #settings: LiveSettings;
   readonly #runner: Runner<I, O>;
   readonly #life: Lifecycle;
-  readonly #waits: { record(value: number): void };
+  readonly #waits: WaitSink;
   readonly #arrivals: ArrivalRate;
   #scheduled = false;
   /** Clock reading shared by every call until the scheduled pump runs (one reading per tick). */
@@ -55,7 +55,7 @@ export class Pump<I, O> {
     settings: LiveSettings,
     runner: Runner<I, O>,
     life: Lifecycle,
-    waits: { record(value: number): void },
+    waits: WaitSink,
     arrivals: ArrivalRate,
     gate: SequenceGate<I, O> | undefined,
   ) {

@@ -200,20 +200,39 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     // Filler rows from `pad` sit after the real ones; their outputs are never read.
     const results = outputs as ArrayLike<O | Error>;
     let completed = 0;
-    for (let i = 0; i < size; i++) {
-      const resolve = resolvers[i];
-      if (resolve === undefined) continue; // released by abort or timeout; its output is dropped
-      // A disposed handle makes later cancels no-ops; plain calls cannot be released, so their slot needs no clearing.
-      if (cancellable) batch.disposeHandle(i);
-      if (failed) {
-        this.fail(resolve, error, key);
-      } else {
+    if (!failed && !cancellable) {
+      // The common batch: every output is delivered and no handle needs disposing. Only an object
+      // (or a function) can be an Error, so a number or string output skips the prototype walk.
+      for (let i = 0; i < size; i++) {
+        const resolve = resolvers[i];
+        if (resolve === undefined) continue;
         const output = results[i];
-        if (output instanceof Error) {
+        if (
+          ((typeof output === 'object' && output !== null) || typeof output === 'function') &&
+          output instanceof Error
+        )
           this.fail(resolve, output, 'handler');
-        } else {
+        else {
           completed++;
           resolve(output as O);
+        }
+      }
+    } else {
+      for (let i = 0; i < size; i++) {
+        const resolve = resolvers[i];
+        if (resolve === undefined) continue; // released by abort or timeout; its output is dropped
+        // A disposed handle makes later cancels no-ops; plain calls cannot be released, so their slot needs no clearing.
+        if (cancellable) batch.disposeHandle(i);
+        if (failed) {
+          this.fail(resolve, error, key);
+        } else {
+          const output = results[i];
+          if (output instanceof Error) {
+            this.fail(resolve, output, 'handler');
+          } else {
+            completed++;
+            resolve(output as O);
+          }
         }
       }
     }

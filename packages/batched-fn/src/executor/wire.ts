@@ -1,4 +1,5 @@
 import { isSerializedError, type SerializedError } from '../error-codec.js';
+import { DONE, HAS_VALUE } from '../stream/step-output.js';
 
 /**
  * What crosses between the pool and its worker threads, for both kinds of
@@ -36,21 +37,59 @@ export type FromWorker =
    * stream thread adds `held`, how many states it keeps after answering.
    */
   | { type: 'result'; id: number; outputs: unknown[] | null; errors: [number, SerializedError][]; held?: number }
+  /**
+   * A stream step answered, packed: slot i's value is `values[i]`, and `flags[i]` says whether it
+   * has one and whether its stream is done (HAS_VALUE, DONE); slot i of `errors` ends that stream
+   * instead. `values` and `flags` are null when the step returned something other than one output
+   * per state.
+   */
+  | {
+      type: 'stepped';
+      id: number;
+      values: unknown[] | null;
+      flags: Uint8Array | null;
+      errors: [number, SerializedError][];
+      held: number;
+    }
   | { type: 'error'; id: number; error: SerializedError; held?: number }
   /** The worker could not read a message sent to it (a 'messageerror'): whatever it was running is lost. */
   | { type: 'lost'; error: SerializedError }
   | { type: 'closed' };
 
-export type Answer = Extract<FromWorker, { type: 'result' }>;
+export type Answer = Extract<FromWorker, { type: 'result' | 'stepped' }>;
 
 export interface WorkerBootData {
   moduleUrl: string;
   data: unknown;
   kind: ModuleKind;
+  /** The worker's end of its `connectWorker` channel, when the pool has one. */
+  port?: import('node:worker_threads').MessagePort;
+  /** A stream thread's doorbell (see step-bell.ts): step requests come through it. */
+  bell?: SharedArrayBuffer;
 }
 
 const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 0;
 const heldOk = (value: unknown): boolean => value === undefined || isCount(value);
+const FLAG_BITS = HAS_VALUE | DONE;
+
+/** Every entry is `[slot, serialized error]` with a slot below `count`. */
+function errorsOk(errors: unknown, count: number): boolean {
+  if (!Array.isArray(errors)) return false;
+  for (const entry of errors as unknown[]) {
+    if (!Array.isArray(entry) || !isCount(entry[0]) || entry[0] >= count || !isSerializedError(entry[1])) return false;
+  }
+  return true;
+}
+
+/** A packed step: values and one flag byte per slot, of one length, flags with no unknown bit. */
+function steppedOk(m: Record<string, unknown>): boolean {
+  if (!isCount(m.id) || !isCount(m.held)) return false;
+  if (m.values === null) return m.flags === null && errorsOk(m.errors, 0);
+  const flags = m.flags;
+  if (!Array.isArray(m.values) || !(flags instanceof Uint8Array) || flags.length !== m.values.length) return false;
+  for (let i = 0; i < flags.length; i++) if (((flags[i] as number) & ~FLAG_BITS) !== 0) return false;
+  return errorsOk(m.errors, flags.length);
+}
 
 /**
  * Checks a message from a worker thread. User code in the worker can post
@@ -73,20 +112,11 @@ export function parseFromWorker(message: unknown): FromWorker | undefined {
     case 'error':
       return isCount(m.id) && heldOk(m.held) && isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'result': {
-      if (
-        !isCount(m.id) ||
-        !heldOk(m.held) ||
-        !(Array.isArray(m.outputs) || m.outputs === null) ||
-        !Array.isArray(m.errors)
-      )
-        return undefined;
-      const count = (m.outputs as unknown[] | null)?.length ?? 0;
-      for (const entry of m.errors as unknown[]) {
-        if (!Array.isArray(entry) || !isCount(entry[0]) || entry[0] >= count || !isSerializedError(entry[1]))
-          return undefined;
-      }
-      return m as FromWorker;
+      if (!isCount(m.id) || !heldOk(m.held) || !(Array.isArray(m.outputs) || m.outputs === null)) return undefined;
+      return errorsOk(m.errors, (m.outputs as unknown[] | null)?.length ?? 0) ? (m as FromWorker) : undefined;
     }
+    case 'stepped':
+      return steppedOk(m) ? (m as FromWorker) : undefined;
     default:
       return undefined;
   }

@@ -1,5 +1,5 @@
 import { deserializeError } from '../error-codec.js';
-import type { StepOutput } from '../stream/stream-options.js';
+import type { PackedStep } from '../stream/step-output.js';
 import { transferListFor } from '../transfer.js';
 import type { WorkerSlot } from './worker-slot.js';
 
@@ -31,12 +31,20 @@ export class WorkerLease {
     await this.#request({ type: 'start', ids, inputs }, transferListFor(inputs));
   }
 
-  /** One step of `ids`, freeing the states of `drop` first. Null when the step returned the wrong count. */
-  async step(ids: number[], drop: number[]): Promise<StepOutput<unknown>[] | null> {
-    const { outputs, errors } = await this.#request({ type: 'step', ids, drop }, undefined);
-    if (outputs === null) return null;
-    for (const [i, error] of errors) outputs[i] = deserializeError(error);
-    return outputs as StepOutput<unknown>[];
+  /**
+   * One step of `ids`, freeing the states of `drop` first: its outputs packed (no object per
+   * sequence crossed), with the errors that end single streams decoded. Null when the step
+   * returned the wrong count.
+   */
+  async step(ids: number[], drop: number[]): Promise<PackedStep | null> {
+    const answer = await this.#request({ type: 'step', ids, drop }, undefined);
+    // A module's own message can imitate an answer of the other kind: a step is answered packed.
+    if (answer.type !== 'stepped') throw new TypeError('batched-fn: the worker answered a step with a batch result');
+    const { values, flags, errors } = answer;
+    if (values === null || flags === null) return null;
+    const failed = errors.length === 0 ? undefined : new Map<number, unknown>();
+    for (const [i, error] of errors) failed?.set(i, deserializeError(error));
+    return { values, flags, failed };
   }
 
   /** Frees the states of `ids` (a group that ended or failed, cancelled sequences). */

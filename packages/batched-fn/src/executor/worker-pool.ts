@@ -1,4 +1,4 @@
-import type { ResourceLimits } from 'node:worker_threads';
+import type { MessagePort, ResourceLimits } from 'node:worker_threads';
 import { deserializeError } from '../error-codec.js';
 import type { WorkerStats } from '../stats.js';
 import { findDetached, isMoved, transferListFor } from '../transfer.js';
@@ -18,6 +18,8 @@ export interface WorkerPoolOptions {
   name: string;
   /** What the module exports: a batch `handler` (the default), or a stream `step` whose states the threads keep by id. */
   kind?: ModuleKind;
+  /** The `connectWorker` option: a channel to every worker spawned. */
+  connect?: ((port: MessagePort, worker: number) => void) | undefined;
 }
 
 /**
@@ -33,6 +35,7 @@ export class WorkerPool implements SlotHost {
   readonly boot;
   readonly name: string;
   readonly resourceLimits: ResourceLimits | undefined;
+  readonly connect: ((port: MessagePort, worker: number) => void) | undefined;
   readonly #slots: WorkerSlot[];
   #started = false;
   #finished = false;
@@ -44,6 +47,7 @@ export class WorkerPool implements SlotHost {
     this.boot = { moduleUrl: options.module.href, data: options.workerData, kind: options.kind ?? 'batch' };
     this.name = options.name;
     this.resourceLimits = options.resourceLimits;
+    this.connect = options.connect;
     this.#slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i, this));
   }
 
@@ -87,7 +91,10 @@ export class WorkerPool implements SlotHost {
       // One uncloneable input (a function, a socket) must not sink its neighbours.
       return runCloneable(inputs, error, (good) => this.run(good, placement));
     }
-    return answered.then(({ outputs, errors }) => {
+    return answered.then((answer) => {
+      // A module's own message can imitate an answer of the other kind: a batch is never answered by one.
+      if (answer.type !== 'result') throw new TypeError('batched-fn: the worker answered a batch with a step result');
+      const { outputs, errors } = answer;
       if (outputs !== null) for (const [i, wire] of errors) outputs[i] = deserializeError(wire);
       // Not an array: the batcher reports the mismatch with the batch's real size.
       return outputs as Outputs<unknown>;

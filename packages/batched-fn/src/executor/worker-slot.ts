@@ -1,7 +1,8 @@
-import { type ResourceLimits, Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type ResourceLimits, Worker } from 'node:worker_threads';
 import { deserializeError } from '../error-codec.js';
 import { WorkerExitedError } from '../errors.js';
 import type { WorkerStats } from '../stats.js';
+import { StepBell } from './step-bell.js';
 import {
   type Answer,
   type FromWorker,
@@ -28,6 +29,8 @@ export interface SlotHost {
   readonly boot: WorkerBootData;
   readonly name: string;
   readonly resourceLimits: ResourceLimits | undefined;
+  /** Called with this thread's end of a channel to each worker spawned (the `connectWorker` option). */
+  readonly connect?: ((port: MessagePort, worker: number) => void) | undefined;
   /** False once the pool closes or is destroyed: an exit is then final. */
   restartable(): boolean;
   /** A restarted worker can take work again (capacity returned without a request finishing). */
@@ -52,6 +55,8 @@ export class WorkerSlot {
   readonly id: number;
   readonly #host: SlotHost;
   #worker: Worker | undefined = undefined;
+  /** A stream thread's doorbell, one per spawn like the thread: step requests go through it. */
+  #bell: StepBell | undefined = undefined;
   /** Bumped at every spawn: a lease is bound to the worker it started on. */
   #generation = 0;
   #state: WorkerStats['state'] = 'stopped';
@@ -136,12 +141,26 @@ export class WorkerSlot {
     if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;
     const host = this.#host;
+    // A fresh channel per spawn: a port can be transferred once, and a restarted worker is a new thread.
+    const channel = host.connect === undefined ? undefined : new MessageChannel();
+    const bell = host.boot.kind === 'stream' ? new StepBell() : undefined;
+    const boot =
+      channel === undefined && bell === undefined
+        ? host.boot
+        : {
+            ...host.boot,
+            ...(channel === undefined ? {} : { port: channel.port2 }),
+            ...(bell === undefined ? {} : { bell: bell.buffer }),
+          };
     const worker = new Worker(host.entry, {
-      workerData: host.boot,
+      workerData: boot,
+      ...(channel === undefined ? {} : { transferList: [channel.port2] }),
       name: `${host.name}#${this.id}`,
       ...(host.resourceLimits === undefined ? {} : { resourceLimits: host.resourceLimits }),
     });
+    if (channel !== undefined) host.connect?.(channel.port1, this.id);
     this.#worker = worker;
+    this.#bell = bell;
     this.#generation++;
     this.#state = 'starting';
     this.#interruptible = true;
@@ -199,13 +218,21 @@ export class WorkerSlot {
       this.#state = 'busy';
     }
     worker.ref();
+    // A stream step goes through the doorbell when it fits; anything else is a message.
+    if (message.type === 'step' && this.#bell?.ring(id, message.ids, message.drop) === true) return answered;
     try {
-      worker.postMessage({ ...message, id } as ToWorker, transfer);
+      this.#post(worker, { ...message, id } as ToWorker, transfer);
     } catch (error) {
       this.#take(id);
       throw error;
     }
     return answered;
+  }
+
+  /** Posts to the worker; a stream thread lingering on its doorbell is knocked back to its event loop to receive it. */
+  #post(worker: Worker, message: ToWorker, transfer?: ArrayBuffer[]): void {
+    worker.postMessage(message, transfer);
+    this.#bell?.knock();
   }
 
   /** Builds the context now (for `ready()`); a slot waiting to restart starts at once. */
@@ -228,7 +255,7 @@ export class WorkerSlot {
           reject(error);
         },
       });
-      worker.postMessage({ type: 'init' } satisfies ToWorker);
+      this.#post(worker, { type: 'init' });
     });
   }
 
@@ -277,7 +304,7 @@ export class WorkerSlot {
       }, CLOSE_GRACE_MS).unref();
       worker.once('exit', () => clearTimeout(grace));
       worker.ref();
-      worker.postMessage({ type: 'close' } satisfies ToWorker);
+      this.#post(worker, { type: 'close' });
     });
     return withinGrace(Promise.all([exited, ...retiring]).then(() => {}));
   }
@@ -345,7 +372,8 @@ export class WorkerSlot {
         for (const waiter of this.#initWaiters.splice(0)) waiter.reject(error);
         break;
       }
-      case 'result': {
+      case 'result':
+      case 'stepped': {
         if (message.held !== undefined) this.#held = message.held;
         const pending = this.#take(message.id);
         if (pending === undefined) return; // an abandoned request's late answer
@@ -382,7 +410,7 @@ export class WorkerSlot {
     // It keeps the process alive meanwhile, as a running native call must (exiting the process
     // under it would abort it as well).
     worker.ref();
-    worker.postMessage({ type: 'close' } satisfies ToWorker);
+    this.#post(worker, { type: 'close' });
   }
 
   #exited(worker: Worker, code: number): void {

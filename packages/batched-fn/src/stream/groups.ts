@@ -7,7 +7,7 @@ import { WorkerPool } from '../executor/worker-pool.js';
 import { LoopYield } from '../loop-yield.js';
 import type { Resolve } from '../queue.js';
 import type { Ending, Sequence } from './sequence.js';
-import { newSlot, readSlot } from './step-output.js';
+import { DONE, HAS_VALUE, newSlot, type PackedStep, readSlot } from './step-output.js';
 import type { ResolvedStreamOptions } from './stream-options.js';
 import type { StreamStats } from './stream-stats.js';
 
@@ -159,7 +159,8 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
         joining = this.#options.mode === 'continuous' && !this.#destroyed ? this.#join(group) : [];
         if (group.active.length === 0 && joining.length === 0) break;
         // Sync steps would chain forever through microtasks: let timers and sockets run now and then.
-        if (loopYield.due(now())) await new Promise((resolve) => setImmediate(resolve));
+        // A worker-mode step waits for a message, so the event loop has turned at every step already.
+        if (group.lease === undefined && loopYield.due(now())) await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (error) {
       // Nothing above throws by design; should it ever, the group's streams end with the error,
@@ -277,17 +278,19 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
     const members = group.active;
     const started = now();
     let outputs: unknown;
+    let packed: PackedStep | undefined;
     try {
       const lease = group.lease;
       if (lease !== undefined) {
         const drop = group.drop;
         group.drop = [];
-        outputs = await this.#bounded(group, () =>
-          lease.step(
-            members.map((s) => s.id),
-            drop,
-          ),
-        );
+        const ids = new Array<number>(members.length);
+        for (let i = 0; i < members.length; i++) ids[i] = (members[i] as Sequence<I, S, T>).id;
+        const answer = await this.#bounded(group, () => lease.step(ids, drop));
+        if (answer === null || answer.values.length !== members.length)
+          throw new BatchSizeMismatchError(members.length, answer === null ? undefined : answer.values.length);
+        packed = answer;
+        outputs = answer.values;
       } else {
         outputs = await this.#bounded(group, async () => {
           const context = await this.#context();
@@ -315,7 +318,24 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
         process.emitWarning(`batched-fn: onStep threw: ${String(error)}`, 'BatchedFnWarning');
       }
     }
-    deliver(members, outputs as unknown[]);
+    if (packed !== undefined) deliverPacked(members, packed);
+    else deliver(members, outputs as unknown[]);
+  }
+}
+
+/** Worker mode: the same hand-out from a packed step (the thread has already read every slot). */
+function deliverPacked<I, S, T>(members: readonly Sequence<I, S, T>[], packed: PackedStep): void {
+  const { values, flags, failed } = packed;
+  for (let i = 0; i < members.length; i++) {
+    const s = members[i] as Sequence<I, S, T>;
+    if (s.ended) continue; // cancelled during the step: its output is dropped
+    if (failed?.has(i)) {
+      s.end('error', true, failed.get(i));
+      continue;
+    }
+    const flag = flags[i] as number;
+    if ((flag & HAS_VALUE) !== 0) s.push(values[i] as T);
+    if ((flag & DONE) !== 0) s.end('done', false);
   }
 }
 

@@ -78,3 +78,19 @@ export function readSlot(outputs: ArrayLike<unknown>, index: number, into: Slot)
   }
   return into;
 }
+
+/**
+ * Bits of a packed step's `flags` (worker mode): slot i has a value, slot i's stream is done. A
+ * step's outputs cross between threads as one array of values and one byte per slot, never as an
+ * object per sequence, which the structured clone would build, walk and rebuild at every step.
+ */
+export const HAS_VALUE = 1;
+export const DONE = 2;
+
+/** One step's outputs as they come back from a worker thread: slot i is failed, or values[i] and flags[i]. */
+export interface PackedStep {
+  values: unknown[];
+  flags: Uint8Array;
+  /** The errors ending single streams, by slot; undefined when no slot failed. */
+  failed: Map<number, unknown> | undefined;
+}

@@ -28,6 +28,12 @@ export function batchSettings(model: ServedModel): string {
   const generator = model.generator;
   if (generator !== undefined)
     return `generator, max active ${generator.maxActive}, ${generator.batching} batching, ${concurrency} worker(s)`;
+  // An ensemble has no workers: its batcher runs requests' flows, each step batched by its own model.
+  const steps = model.config?.ensembleScheduling?.step;
+  if (steps !== undefined) {
+    const names = [...new Set(steps.map((step) => step.model_name))].join(', ');
+    return `ensemble of ${steps.length} step(s) (${names}), max batch ${model.maxBatchSize}, ${concurrency} at once`;
+  }
   if (model.maxBatchSize === 0) return `no batch dimension (one request per run), ${concurrency} worker(s)`;
   return (
     `max batch ${maxBatchSize}, max delay ${formatDelay(maxDelay)}, ` +

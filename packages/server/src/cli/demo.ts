@@ -2,6 +2,7 @@
 import '../formats/ort-environment.js';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -43,7 +44,10 @@ async function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/** The model's own ceiling: rows per second when it always gets full batches, measured here directly. */
+/**
+ * The model's own ceiling: rows per second when it always gets full batches, measured here directly,
+ * one session with every core as its intra-op threads (however the server splits them).
+ */
 async function modelCeiling(path: string, batch: number, threads: number): Promise<number> {
   const session = await ort.InferenceSession.create(path, { intraOpNumThreads: threads, interOpNumThreads: 1 });
   const feeds = {
@@ -85,7 +89,7 @@ export async function runDemo(argv: string[]): Promise<void> {
     { label: 'HTTP ceiling (trivial model, batched)', args: [...common, '--model', trivialPath, '--name', 'mlp'] },
   ];
   // This machine's speed drifts by tens of percent over minutes, so the ceiling is taken before and after the sweeps.
-  const ceilingBefore = await modelCeiling(modelPath, SETTING_DEFAULTS.maxBatchSize, SETTING_DEFAULTS.threads);
+  const ceilingBefore = await modelCeiling(modelPath, SETTING_DEFAULTS.maxBatchSize, availableParallelism());
   const series: Series[] = [];
   for (const server of servers) {
     process.stderr.write(`\n== ${server.label}\n`);
@@ -97,7 +101,7 @@ export async function runDemo(argv: string[]): Promise<void> {
       await stop(running.child);
     }
   }
-  const ceilingAfter = await modelCeiling(modelPath, SETTING_DEFAULTS.maxBatchSize, SETTING_DEFAULTS.threads);
+  const ceilingAfter = await modelCeiling(modelPath, SETTING_DEFAULTS.maxBatchSize, availableParallelism());
   const ceiling = (ceilingBefore + ceilingAfter) / 2;
   const at = (index: number, c: number): number =>
     series[index]?.results.find((r) => r.concurrency === c)?.requestsPerSecond ?? Number.NaN;

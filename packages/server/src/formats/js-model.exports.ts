@@ -21,6 +21,8 @@ export interface ModuleExports {
   hasChatTemplate: boolean;
   /** A generator's sampling parameters, as exported (checked on the main thread). */
   parameters: unknown;
+  /** The models it calls through `models` (its `calls` export), as exported (checked on the main thread). */
+  calls: unknown;
 }
 
 /** Tagged: the module itself may post on the same port, and what it posts is not an answer. */
@@ -59,6 +61,7 @@ if (parentPort !== null && typeof (workerData as Partial<ExportsWorkerData> | nu
         hasStep: typeof module.step === 'function',
         hasChatTemplate: typeof module.chatTemplate === 'function',
         parameters: module.parameters,
+        calls: module.calls,
       },
     };
     try {

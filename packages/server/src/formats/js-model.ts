@@ -1,10 +1,13 @@
 import { basename, dirname } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import { type MessagePort, Worker } from 'node:worker_threads';
 import type { StepInfo } from 'batched-fn';
 import type { ExportsMessage, ExportsWorkerData, ModuleExports } from './js-model.exports.js';
 import type { JsModelWorkerData } from './js-model.worker.js';
 import { ModelLoadError } from '../model/errors.js';
+import { type ModelCalls, spanContextOf } from '../model/model-calls.js';
+import type { CallerMark } from '../model/tensor.js';
+import { RequestSignals, serveModelCalls } from './model-calls-host.js';
 import type { ServedModel } from '../model/served-model.js';
 import type { OnnxModelOptions } from './onnx-model.js';
 import { createGeneratorModel, readParameters } from './generator.js';
@@ -22,6 +25,8 @@ export interface JsModelOptions extends Omit<OnnxModelOptions, 'path' | 'threads
   signal?: AbortSignal;
   /** A generator's steps (formats/generator.ts), for the metrics. */
   onStep?: (info: StepInfo) => void;
+  /** The server's other models, for the module's `models` handle (its `context(config, { models })`). */
+  calls?: ModelCalls;
 }
 
 /**
@@ -108,14 +113,17 @@ export async function createJsModel(options: JsModelOptions): Promise<ServedMode
   };
   const config = options.config ?? {};
   const parameters = (config.parameters ?? {}) as Record<string, unknown>;
+  const name = options.name ?? basename(dirname(options.path));
+  const declared = readCalls(options.path, module.calls);
   const workerData: JsModelWorkerData = {
+    name,
     moduleUrl: url,
     sha256: module.sha256,
     config,
     outputs: signature.outputs,
-    binary: parameters.binary === true,
+    // config.json gives a boolean; config.pbtxt's parameters are strings (Triton's string_value).
+    binary: parameters.binary === true || parameters.binary === 'true',
   };
-  const name = options.name ?? basename(dirname(options.path));
   // A stateful model (Triton's sequence batcher): its sequences' states live in its workers.
   let sequences: SequenceBatching | undefined;
   if (config.sequence_batching !== undefined) {
@@ -126,6 +134,9 @@ export async function createJsModel(options: JsModelOptions): Promise<ServedMode
     }
     workerData.sequences = true;
   }
+  const calls = options.calls;
+  // The requests in its workers, so the calls made for them are given up with them.
+  const requests = new RequestSignals();
   const {
     batcher,
     batched,
@@ -135,14 +146,60 @@ export async function createJsModel(options: JsModelOptions): Promise<ServedMode
     ...options,
     name,
     ...(sequences === undefined ? {} : { sequences: true }),
+    ...(calls === undefined
+      ? {}
+      : { connectWorker: (port: MessagePort) => serveModelCalls(port, calls, { name, declared, requests }) }),
   });
   const model = liveModel(
-    { name, version: '1', platform: 'batched-fn_js', signature, batcher, infer, config: served },
+    {
+      name,
+      version: '1',
+      platform: 'batched-fn_js',
+      signature,
+      batcher,
+      infer: calls === undefined ? infer : withCaller(infer, requests),
+      config: served,
+      ...(declared === undefined ? {} : { dependencies: declared }),
+    },
     batched,
   );
   if (sequences === undefined) return model;
   const workers = batcher.stats.workers.length;
   return sequenceModel(model, new SequenceTable(name, workers, sequences));
+}
+
+/**
+ * The module's `calls` export: the models it calls, by name. Declared, they are checked at load (a
+ * cycle is refused, and the model is READY only while they are: repository/registry.ts) and are the
+ * only ones it may call; left out, it may call any model, and a cycle is found when a call makes it.
+ */
+function readCalls(file: string, value: unknown): readonly string[] | undefined {
+  if (value === undefined) return undefined;
+  if (
+    !Array.isArray(value) ||
+    !value.every((name) => typeof name === 'string' && name.length > 0 && name.length <= 64) ||
+    new Set(value).size !== value.length
+  )
+    throw new ModelLoadError(`${file}: \`calls\` must be an array of distinct model names`);
+  return Object.freeze([...value] as string[]);
+}
+
+/**
+ * A request from a client starts a chain of calls: its deadline and trace go with it to the worker,
+ * whose calls to other models inherit them (model-calls.worker.ts). A call from another model
+ * carries its own already.
+ */
+function withCaller(infer: ServedModel['infer'], requests: RequestSignals): ServedModel['infer'] {
+  return (item, options) => {
+    const trace = spanContextOf(options.trace);
+    const origin = requests.register(options.signal);
+    const caller: CallerMark = item.caller ?? {
+      chain: [],
+      ...(options.timeout === undefined ? {} : { deadline: Date.now() + options.timeout }),
+      ...(trace === undefined ? {} : { trace }),
+    };
+    return infer({ ...item, caller: { ...caller, origins: [origin.id] } }, options).finally(origin.release);
+  };
 }
 
 /** A repository generator: the module steps in worker threads; its config.json is what `context()` receives. */

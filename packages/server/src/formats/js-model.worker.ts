@@ -4,15 +4,18 @@
  * requests in KServe's own terms, answering with tensors or an Error per slot.
  */
 import { fileURLToPath } from 'node:url';
+import type { MessagePort } from 'node:worker_threads';
 import { move } from 'batched-fn';
 import { now, stampResults } from '../model/compute-timing.js';
 import { HALF_OVERFLOW, toBFloat16Bits, toFloat16Bits } from '../model/half.js';
 import { hashFile } from './js-model.exports.js';
+import { callerScope, ModelsClient } from './model-calls.worker.js';
 import { SequenceStates } from './sequence-states.js';
 import type { BatchedWorkerData } from './served-batcher.js';
 import type { TensorSpec } from '../model/signature.js';
 import {
   ARRAY_FOR,
+  type CallerMark,
   elementCount,
   type InferItem,
   type InferResult,
@@ -21,6 +24,8 @@ import {
 } from '../model/tensor.js';
 
 export interface JsModelWorkerData extends Partial<BatchedWorkerData> {
+  /** The model's name, which its calls to other models are made on behalf of. */
+  name: string;
   moduleUrl: string;
   /** model.js's content hash when its exports were read: the only content this worker may run. */
   sha256: string;
@@ -33,7 +38,7 @@ export interface JsModelWorkerData extends Partial<BatchedWorkerData> {
 }
 
 interface UserModule {
-  context?: (config: Record<string, unknown>) => unknown;
+  context?: (config: Record<string, unknown>, server: { models: ModelsClient | undefined }) => unknown;
   handler: (requests: unknown[], context: unknown) => unknown;
   dispose?: (context: unknown) => unknown;
 }
@@ -48,7 +53,10 @@ interface State {
 
 const decoder = new TextDecoder();
 
-export async function context(data: JsModelWorkerData): Promise<State> {
+export async function context(
+  data: JsModelWorkerData,
+  connection?: { port?: MessagePort | undefined },
+): Promise<State> {
   // A worker restarted after a crash reads the file again: if it changed since the load, its code
   // would not match the signature requests are checked against, so it refuses to run it. Checked
   // before the import, so changed code does not even run its top level, and after, for a write
@@ -63,7 +71,9 @@ export async function context(data: JsModelWorkerData): Promise<State> {
   await unchanged();
   const module = (await import(data.moduleUrl)) as UserModule;
   await unchanged();
-  const userContext = typeof module.context === 'function' ? await module.context(data.config) : undefined;
+  // The server's other models, when it gave this worker a channel to them (formats/js-model.ts).
+  const models = connection?.port === undefined ? undefined : new ModelsClient(connection.port, data.binary);
+  const userContext = typeof module.context === 'function' ? await module.context(data.config, { models }) : undefined;
   return { module, context: userContext, data, sequences: data.sequences === true ? new SequenceStates() : undefined };
 }
 
@@ -174,15 +184,43 @@ async function sequenceHandler(batch: InferItem[], state: State, sequences: Sequ
   }
 }
 
+/**
+ * On whose behalf the batch's calls to other models are made: every caller of every request in it
+ * (a call back to any of them would wait on this very batch), until the latest deadline among its
+ * requests (none, if one has none), traced under the first traced request.
+ */
+function callerOf(batch: readonly InferItem[], name: string): CallerMark {
+  const chain = new Set<string>();
+  const origins: number[] = [];
+  let deadline: number | undefined = 0;
+  let trace: CallerMark['trace'];
+  for (const item of batch) {
+    for (const caller of item.caller?.chain ?? []) chain.add(caller);
+    for (const origin of item.caller?.origins ?? []) origins.push(origin);
+    const own = item.caller?.deadline;
+    deadline = own === undefined || deadline === undefined ? undefined : Math.max(deadline, own);
+    trace ??= item.caller?.trace;
+  }
+  chain.delete(name);
+  return {
+    chain: [...chain, name],
+    // Only when every request has one: a request without would never let the calls be given up.
+    ...(origins.length === batch.length ? { origins } : {}),
+    ...(deadline === undefined ? {} : { deadline }),
+    ...(trace === undefined ? {} : { trace }),
+  };
+}
+
 export async function handler(batch: InferItem[], state: State): Promise<(InferResult | Error)[]> {
   const inferStart = now();
-  const answers =
+  const answers = await callerScope.run(callerOf(batch, state.data.name), () =>
     state.sequences === undefined
-      ? await state.module.handler(
+      ? state.module.handler(
           batch.map((item) => toRequest(item, state.data.binary)),
           state.context,
         )
-      : await sequenceHandler(batch, state, state.sequences);
+      : sequenceHandler(batch, state, state.sequences),
+  );
   const inferEnd = now();
   if (!Array.isArray(answers) || answers.length !== batch.length) {
     throw new TypeError(

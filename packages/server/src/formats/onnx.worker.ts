@@ -19,7 +19,7 @@ import {
 
 export interface OnnxWorkerData extends Partial<BatchedWorkerData> {
   modelPath: string;
-  /** Intra-op threads per session. Small by default: the machine's cores are shared with HTTP and other workers. */
+  /** Intra-op threads per session: by default one per core (settings.ts defaultThreads says why). */
   threads: number;
 }
 
@@ -41,8 +41,11 @@ export async function context(data: OnnxWorkerData): Promise<Session> {
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
-    // Intra-op threads busy-wait between runs by default, burning the cores the HTTP thread and
-    // other workers need. Measured on 2 cores, turning it off cost no throughput (within noise).
+    // ONNX Runtime's intra-op threads busy-wait between operators by default (its
+    // `session.intra_op.allow_spinning`), burning the core the HTTP thread needs. Measured on 2 cores,
+    // default MLP, 1 session x 2 threads: on served less in 5 of 7 runs, quiet or busy (docs/benchmarks.md).
+    // The inter-op pool is not used at all: operators run one after another (`sequential`), each
+    // spread over the intra-op threads.
     extra: { session: { intra_op: { allow_spinning: '0' } } },
   });
   return { session, batched: data.batched !== false };

@@ -45,6 +45,8 @@ export interface ServedBatcherOptions extends Partial<BatchingSettings>, ModelPr
    * sequence (the core's `sequenceKey`), on the worker holding its state (`affinity`).
    */
   sequences?: boolean;
+  /** A channel to each worker, for a model that calls others (formats/model-calls-host.ts): the core's `connectWorker`. */
+  connectWorker?: (port: import('node:worker_threads').MessagePort, worker: number) => void;
 }
 
 /**
@@ -211,6 +213,7 @@ export function servedBatcher(
           },
         }),
     ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
+    ...(options.connectWorker === undefined ? {} : { connectWorker: options.connectWorker }),
   });
   // What applies: a model without a batch dimension neither pads nor prefers sizes.
   const defined = <K extends keyof ServedModelConfig & keyof ServedBatcherOptions>(

@@ -86,11 +86,12 @@ export function decodeGrpcInfer(
     throw invalidArgument(
       `raw_input_contents has ${raw.length} entries for ${rawCount} inputs${rawCount === inputs.length ? '' : ' not in shared memory'}: give one per input, in order`,
     );
+  // A field the client left out is absent (proto.ts INFER_REQUEST_OPTIONS): read as its proto default.
   const sources = inputs.map(
     (input, index): InputSource => ({
-      name: input.name,
-      datatype: input.datatype,
-      shape: input.shape?.map(Number),
+      name: input.name ?? '',
+      datatype: input.datatype ?? '',
+      shape: (input.shape ?? []).map(Number),
       read: (count, name, datatype) => {
         const hasContents = ALL_FIELDS.some((f) => (input.contents?.[f]?.length ?? 0) > 0);
         const fromRegion = regions.input(
@@ -123,7 +124,8 @@ export function decodeGrpcInfer(
       ? undefined
       : request.outputs.map((o) => {
           const parameters = plainParameters(o.parameters);
-          return { name: o.name, binary: true, parameters, region: regions.output(parameters, String(o.name)) };
+          const name = o.name ?? '';
+          return { name, binary: true, parameters, region: regions.output(parameters, name) };
         });
   const outputs = pickOutputs(requested, signature, true);
   const parameters = plainParameters(request.parameters);

@@ -7,16 +7,10 @@ import {
   type ServerStreamResponseOptions,
 } from 'node:http2';
 import { MAX_TIMER_MS } from 'batched-fn';
-import {
-  type Metadata,
-  type Server,
-  ServerInterceptingCall,
-  type ServerInterceptor,
-  type ServiceDefinition,
-  status as GrpcStatus,
-} from '@grpc/grpc-js';
+import { type Server, type ServiceDefinition, status as GrpcStatus } from '@grpc/grpc-js';
 import { ProtocolError } from '../protocol/errors.js';
 import { malformed, messageShape, scanMessage, scanModelInferRequest, type WireLimits } from './wire-scan.js';
+import { inferRequestDeserializer } from './proto.js';
 
 /**
  * What stands between a gRPC connection and the handlers: the limits of one HTTP/2 stream,
@@ -36,6 +30,7 @@ export class RefusedRequest {
  */
 export function guardedService(service: ServiceDefinition, limits: WireLimits): ServiceDefinition {
   const guarded: Record<string, ServiceDefinition[string]> = {};
+  const inferRequest = inferRequestDeserializer();
   for (const [name, method] of Object.entries(service)) {
     // ModelStreamInfer's messages are ModelInferRequests, each checked as ModelInfer's is.
     const type = name === 'ModelStreamInfer' ? 'ModelInferRequest' : `${name}Request`;
@@ -45,12 +40,13 @@ export function guardedService(service: ServiceDefinition, limits: WireLimits): 
       type === 'ModelInferRequest'
         ? (bytes: Buffer) => scanModelInferRequest(bytes, limits)
         : (bytes: Buffer) => scanMessage(bytes, type, limits, shape);
+    const deserialize = type === 'ModelInferRequest' ? inferRequest : method.requestDeserialize;
     guarded[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer): unknown => {
         try {
           scan(bytes);
-          return method.requestDeserialize(bytes);
+          return deserialize(bytes);
         } catch (error) {
           // protobufjs's own errors (a map entry without a value, say) are the client's too.
           return new RefusedRequest(
@@ -71,8 +67,6 @@ const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 1e-3, n: 1e-6 };
 /** The longest deadline a timer can hold (2^31 - 1 ms, about 24.8 days), in a unit grpc-js reads right. */
 const CLAMPED_TIMEOUT = `${Math.floor(MAX_TIMER_MS / 1000)}S`;
-/** Where the hook leaves an invalid grpc-timeout for the interceptor to answer (a client's own copy is dropped). */
-const INVALID_TIMEOUT = 'batched-fn-invalid-grpc-timeout';
 
 /** Methods whose client sends a stream of messages: the receive timeout applies to each message, not to the whole call. */
 const CLIENT_STREAMING = new Set(['/inference.GRPCInferenceService/ModelStreamInfer']);
@@ -85,7 +79,8 @@ export interface StreamLimits {
 }
 
 /**
- * Puts our checks on every HTTP/2 stream, ahead of grpc-js's own `stream` listener:
+ * Puts our checks on every HTTP/2 stream, in front of grpc-js's own `stream` listener (which sees
+ * only the streams these checks let through):
  *
  * - grpc-timeout is fixed before grpc-js reads it. grpc-js 1.14 (server-interceptors.js,
  *   BaseServerInterceptingCall.handleTimeoutHeader) computes the deadline as
@@ -95,8 +90,9 @@ export interface StreamLimits {
  *   it cannot read is answered INTERNAL, where the client is at fault. grpc-js arms that timer
  *   in the call's constructor, before any interceptor runs, and keeps the raw header to
  *   itself, so the only place to act is here: a timeout past the longest timer is clamped to
- *   it (the call runs), an invalid one is removed and left for `timeoutHeaderGuard` to answer
- *   INVALID_ARGUMENT (grpc-js itself must answer: it still owns the stream's response).
+ *   it (the call runs), an invalid one is answered INVALID_ARGUMENT here, and grpc-js never
+ *   sees that stream. (An interceptor answered it before: every call then paid for grpc-js's
+ *   intercepting layer, a few µs each, for a header almost no call gets wrong.)
  *
  * - A stream whose request has not fully arrived (its message and the end of the client's
  *   side) `receiveTimeoutMs` after its headers is answered DEADLINE_EXCEEDED and closed with
@@ -120,15 +116,27 @@ export function hookStreams(server: Server, limits: StreamLimits): boolean {
   const servers = (server as unknown as { http2Servers?: unknown }).http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) return false;
   const { respond, sendTrailers } = answerGuards(limits.maxMessageBytes);
-  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
-    fixTimeoutHeader(headers);
+  const arrivals = new ArrivalWatch(limits.receiveTimeoutMs);
+  /** Whether grpc-js gets the stream: false when it was answered here. */
+  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean => {
+    if (!fixTimeoutHeader(stream, headers)) return false;
     if (CLIENT_STREAMING.has(String(headers[':path']))) cutIfMessageStalls(stream, limits.receiveTimeoutMs);
-    else cutIfIncomplete(stream, limits.receiveTimeoutMs);
+    else arrivals.add(stream);
     stream.respond = respond;
     stream.sendTrailers = sendTrailers;
+    return true;
   };
-  for (const http2Server of servers.keys() as IterableIterator<EventEmitter>)
-    http2Server.prependListener('stream', onStream);
+  for (const http2Server of servers.keys() as IterableIterator<EventEmitter>) {
+    const theirs = http2Server.listeners('stream') as ((...args: unknown[]) => void)[];
+    http2Server.removeAllListeners('stream');
+    http2Server.on(
+      'stream',
+      function (this: unknown, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: unknown, raw: unknown) {
+        if (!onStream(stream, headers)) return;
+        for (const listener of theirs) listener.call(this, stream, headers, flags, raw);
+      },
+    );
+  }
   return true;
 }
 
@@ -200,23 +208,45 @@ function answerGuards(limit: number) {
   };
 }
 
-function fixTimeoutHeader(headers: IncomingHttpHeaders): void {
-  delete headers[INVALID_TIMEOUT];
+/** Clamps a grpc-timeout past the longest timer; answers an invalid one INVALID_ARGUMENT (false: the stream is done). */
+function fixTimeoutHeader(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): boolean {
   const raw = headers['grpc-timeout'];
-  if (raw === undefined) return;
+  if (raw === undefined) return true;
   const match = typeof raw === 'string' ? TIMEOUT.exec(raw) : null;
   if (match === null) {
-    delete headers['grpc-timeout'];
-    // Metadata takes printable ASCII only: the value travels encoded.
-    headers[INVALID_TIMEOUT] = encodeURIComponent(String(raw).slice(0, 40));
-    return;
+    const value = JSON.stringify(String(raw).slice(0, 40));
+    answerAndClose(
+      stream,
+      GrpcStatus.INVALID_ARGUMENT,
+      `Invalid grpc-timeout header ${value}: it takes 1 to 8 digits and a unit, H, M, S, m, u or n`,
+    );
+    return false;
   }
   if (Number(match[1]) * (UNIT_MS[match[2] as string] as number) > MAX_TIMER_MS)
     headers['grpc-timeout'] = CLAMPED_TIMEOUT;
+  return true;
 }
 
 /**
- * A client-streaming call's version of `cutIfIncomplete`: the stream may idle between messages,
+ * A trailers-only answer, then the stream closed with NO_ERROR ("stop sending, the response is
+ * complete", RFC 9113, 8.1): for a stream no handler took.
+ */
+function answerAndClose(stream: ServerHttp2Stream, code: GrpcStatus, details: string): void {
+  stream.on('error', () => {});
+  stream.respond(
+    {
+      ':status': 200,
+      'content-type': 'application/grpc+proto',
+      'grpc-status': String(code),
+      'grpc-message': encodeURI(details),
+    },
+    { endStream: true },
+  );
+  stream.close(constants.NGHTTP2_NO_ERROR);
+}
+
+/**
+ * A client-streaming call's version of ArrivalWatch: the stream may idle between messages,
  * but a message, once its first byte has come, must arrive whole within `receiveTimeoutMs`.
  * Only the time the server is reading counts: while the stream is paused (the server holds as
  * many requests of it as it takes, or its client does not read its answers), the rest of a
@@ -299,55 +329,61 @@ function cutIfMessageStalls(stream: ServerHttp2Stream, receiveTimeoutMs: number)
   stream.once('close', stop);
 }
 
-function cutIfIncomplete(stream: ServerHttp2Stream, receiveTimeoutMs: number): void {
-  const timer = setTimeout(() => {
-    if (stream.closed || stream.destroyed) return;
-    // No handler has run (it waits for the whole request), so the answer is still ours to give,
-    // unless grpc-js already gave one; then only the stream is left to close.
-    if (!stream.headersSent) {
-      const details = `The request did not arrive within ${receiveTimeoutMs} ms of its headers (--grpc-receive-timeout)`;
-      stream.respond(
-        {
-          ':status': 200,
-          'content-type': 'application/grpc+proto',
-          'grpc-status': String(GrpcStatus.DEADLINE_EXCEEDED),
-          'grpc-message': encodeURI(details),
-        },
-        { endStream: true },
-      );
+/**
+ * The unary streams whose request may not have arrived yet: each is cut `receiveTimeoutMs` after
+ * its headers unless its request has fully arrived by then (or it has closed). One timer for all of
+ * them, not one a stream: every stream has the same allowance, so they fall due in the order they
+ * came, and the timer waits for the oldest. A stream leaves when it closes (one shared listener, no
+ * closure a stream); one whose request arrived is simply passed over when it falls due.
+ */
+class ArrivalWatch {
+  readonly #due = new Map<ServerHttp2Stream, number>();
+  #timer: NodeJS.Timeout | undefined;
+  readonly #forget: (this: ServerHttp2Stream) => void;
+
+  constructor(readonly receiveTimeoutMs: number) {
+    const due = this.#due;
+    this.#forget = function (this: ServerHttp2Stream) {
+      due.delete(this);
+    };
+  }
+
+  add(stream: ServerHttp2Stream): void {
+    this.#due.set(stream, performance.now() + this.receiveTimeoutMs);
+    stream.on('close', this.#forget);
+    if (this.#timer === undefined) this.#arm(this.receiveTimeoutMs);
+  }
+
+  #arm(ms: number): void {
+    this.#timer = setTimeout(() => this.#sweep(), Math.max(0, Math.ceil(ms)));
+    this.#timer.unref();
+  }
+
+  #sweep(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    for (const [stream, due] of this.#due) {
+      if (due > now) {
+        this.#arm(due - now);
+        return;
+      }
+      this.#due.delete(stream);
+      // Its request has arrived (grpc-js read it to its end): the call is running, not stalled.
+      if (!stream.readableEnded) cut(stream, this.receiveTimeoutMs);
     }
-    // NO_ERROR, after the answer is flushed: "stop sending, the response is complete" (RFC 9113, 8.1).
-    // grpc-js sees the stream closed, cancels the call, and answers nothing more.
-    stream.close(constants.NGHTTP2_NO_ERROR);
-  }, receiveTimeoutMs);
-  timer.unref();
-  const stop = (): void => clearTimeout(timer);
-  stream.once('end', stop);
-  stream.once('close', stop);
+  }
 }
 
-/**
- * Answers INVALID_ARGUMENT to a call whose grpc-timeout header could not be read (the stream
- * hook leaves it in the metadata), where grpc-js would answer INTERNAL.
- */
-export const timeoutHeaderGuard: ServerInterceptor = (_method, next) => {
-  const call: ServerInterceptingCall = new ServerInterceptingCall(next, {
-    start: (startNext) => {
-      startNext({
-        onReceiveMetadata: (metadata: Metadata, metadataNext) => {
-          const invalid = metadata.get(INVALID_TIMEOUT)[0];
-          metadata.remove(INVALID_TIMEOUT);
-          if (invalid !== undefined) {
-            const value = JSON.stringify(decodeURIComponent(String(invalid)));
-            call.sendStatus({
-              code: GrpcStatus.INVALID_ARGUMENT,
-              details: `Invalid grpc-timeout header ${value}: it takes 1 to 8 digits and a unit, H, M, S, m, u or n`,
-            });
-          }
-          metadataNext(metadata);
-        },
-      });
-    },
-  });
-  return call;
-};
+function cut(stream: ServerHttp2Stream, receiveTimeoutMs: number): void {
+  if (stream.closed || stream.destroyed) return;
+  // No handler has run (it waits for the whole request), so the answer is still ours to give,
+  // unless grpc-js already gave one; then only the stream is left to close. Either way grpc-js
+  // sees the stream closed, cancels the call, and answers nothing more.
+  if (!stream.headersSent)
+    answerAndClose(
+      stream,
+      GrpcStatus.DEADLINE_EXCEEDED,
+      `The request did not arrive within ${receiveTimeoutMs} ms of its headers (--grpc-receive-timeout)`,
+    );
+  else stream.close(constants.NGHTTP2_NO_ERROR);
+}

@@ -10,9 +10,13 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import type { InFlight } from '../protocol/in-flight.js';
+import { AbortPool } from '../protocol/abort-pool.js';
 import { SETTING_DEFAULTS } from '../settings/settings.js';
 import { ProtocolError } from '../protocol/errors.js';
 import type { InferenceFront } from '../protocol/infer-front.js';
+import type { DecodedRequest } from '../protocol/decode.js';
+import type { ServedModel } from '../model/served-model.js';
+import type { InferResult } from '../model/tensor.js';
 import type { RepositoryActions } from '../protocol/repository-actions.js';
 import { GRPC_RESTRICTED, parseRestrictions } from '../protocol/restricted.js';
 import type { ModelStatistics } from '../protocol/statistics.js';
@@ -26,11 +30,15 @@ import { restrictedGuard } from './restricted.js';
 import { sharedMemoryHandlers } from './shared-memory.js';
 import { grpcStatusFor, toServiceError } from './status.js';
 import { modelStreamInfer, remainingMs, StreamRegistry } from './stream.js';
-import { guardedService, hookStreams, RefusedRequest, timeoutHeaderGuard } from './guards.js';
+import { guardedService, hookStreams, RefusedRequest } from './guards.js';
 import { extensionHandlers } from './extensions.js';
 import { versionsServed } from '../model/versions.js';
 import { MODEL_ATTRIBUTE, type TraceSwitch } from '../protocol/trace-switch.js';
 import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type TracerLike } from '../otel/types.js';
+
+/** The answer of an inference, from what it decoded and the model's result (one function, not a closure a call). */
+const encodeAnswer = (m: ServedModel, decoded: DecodedRequest, result: InferResult): GrpcInferResponse =>
+  encodeGrpcInfer(m.name, m.version, decoded.id, result, decoded.outputs);
 
 /** gRPC codes the RPC conventions count as the server's error on a server span. */
 const SERVER_FAULTS = new Set([
@@ -82,20 +90,29 @@ export interface GrpcService {
 
 type Handler<Req, Res> = (request: Req, call: ServerUnaryCall<Req, Res>) => Res | Promise<Res>;
 
-/** A unary RPC from a function: whatever it throws becomes the status REST's answer maps to. */
+/**
+ * A unary RPC from a function: whatever it throws becomes the status REST's answer maps to. The
+ * handler runs at once, in grpc-js's own call, and a plain value is answered at once: no promise
+ * hop for every call.
+ */
 function unary<Req, Res>(handler: Handler<Req, Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
-    Promise.resolve()
-      .then(() => {
-        // A message the guard refused while deserializing (guards.ts): answered INVALID_ARGUMENT.
-        const request: unknown = call.request;
-        if (request instanceof RefusedRequest) throw request.error;
-        return handler(call.request, call);
-      })
-      .then(
+    let answer: Res | Promise<Res>;
+    try {
+      // A message the guard refused while deserializing (guards.ts): answered INVALID_ARGUMENT.
+      const request: unknown = call.request;
+      if (request instanceof RefusedRequest) throw request.error;
+      answer = handler(call.request, call);
+    } catch (error) {
+      callback(toServiceError(error));
+      return;
+    }
+    if (answer instanceof Promise)
+      answer.then(
         (response) => callback(null, response),
         (error: unknown) => callback(toServiceError(error)),
       );
+    else callback(null, answer);
   };
 }
 
@@ -115,6 +132,8 @@ export function inferenceService(
   const versionsOf = (name: string): string[] | undefined => versionsServed(front.registry, name);
   const health = new GrpcHealth(front);
   const streams = new StreamRegistry();
+  // Each call's AbortController is reused after it succeeded (abort-pool.ts): making one is a tenth of a tiny call.
+  const signals = new AbortPool();
 
   /** One inference, for ModelInfer and for each request of a ModelStreamInfer stream. */
   async function inferOnce(
@@ -124,17 +143,23 @@ export function inferenceService(
   ): Promise<GrpcInferResponse> {
     // A client's traceparent arrives as call metadata: the server span continues its trace.
     // The model's name from the start: the trace settings sample per model (otel/trace-switch.ts).
-    const attributes = {
-      'rpc.system': 'grpc',
-      'rpc.service': 'inference.GRPCInferenceService',
-      'rpc.method': method,
-      [MODEL_ATTRIBUTE]: request.model_name ?? '',
-    };
-    const span = telemetry?.tracer.startSpan(
-      `inference.GRPCInferenceService/${method}`,
-      { kind: SPAN_KIND_SERVER, attributes },
-      telemetry.extract(call.metadata.getMap()),
-    );
+    // Without --otel none of this is built.
+    const span =
+      telemetry === undefined
+        ? undefined
+        : telemetry.tracer.startSpan(
+            `inference.GRPCInferenceService/${method}`,
+            {
+              kind: SPAN_KIND_SERVER,
+              attributes: {
+                'rpc.system': 'grpc',
+                'rpc.service': 'inference.GRPCInferenceService',
+                'rpc.method': method,
+                [MODEL_ATTRIBUTE]: request.model_name ?? '',
+              },
+            },
+            telemetry.extract(call.metadata.getMap()),
+          );
     try {
       if (draining()) throw new ProtocolError('unavailable', 'Server is shutting down', { retryAfter: 1 });
       const answer = await front.infer(
@@ -147,13 +172,15 @@ export function inferenceService(
           trace: span,
           decode: (m) => decodeGrpcInfer(request, m.signature, m.maxBatchSize, front.sharedMemory),
         },
-        (m, decoded, result) => encodeGrpcInfer(m.name, m.version, decoded.id, result, decoded.outputs),
+        encodeAnswer,
       );
-      endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
+      if (span !== undefined) endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
       return answer;
     } catch (error) {
-      const { code, details } = grpcStatusFor(error);
-      endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
+      if (span !== undefined) {
+        const { code, details } = grpcStatusFor(error);
+        endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
+      }
       throw error;
     }
   }
@@ -183,7 +210,7 @@ export function inferenceService(
       tracker.begin();
       const deadline = remainingMs(call.getDeadline());
       // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
-      const controller = new AbortController();
+      const controller = signals.take();
       const onCancelled = (): void => {
         const late = deadline !== undefined && remainingMs(call.getDeadline()) === 0;
         controller.abort(
@@ -193,12 +220,19 @@ export function inferenceService(
         );
       };
       call.once('cancelled', onCancelled);
+      let answer: GrpcInferResponse;
       try {
-        return await inferOnce('ModelInfer', request, { signal: controller.signal, deadline, metadata: call.metadata });
+        answer = await inferOnce('ModelInfer', request, {
+          signal: controller.signal,
+          deadline,
+          metadata: call.metadata,
+        });
       } finally {
         call.off('cancelled', onCancelled);
         tracker.end();
       }
+      signals.give(controller);
+      return answer;
     }),
     ModelStreamInfer: modelStreamInfer(
       {
@@ -256,8 +290,8 @@ export async function startGrpcServer(
     ),
   };
   const restrictions = parseRestrictions(options.grpcRestrictedProtocol, GRPC_RESTRICTED);
-  const interceptors: ServerInterceptor[] = [timeoutHeaderGuard];
-  if (restrictions.size > 0) interceptors.push(restrictedGuard(restrictions));
+  // No interceptor unless restrictions are set: with any, grpc-js runs every call through its intercepting layer.
+  const interceptors: ServerInterceptor[] = restrictions.size > 0 ? [restrictedGuard(restrictions)] : [];
   // Without a stream cap HTTP/2 allows 2^32-1 streams a connection, each holding memory until the client hangs up.
   const server = new Server({
     'grpc.max_receive_message_length': maxMessageBytes,

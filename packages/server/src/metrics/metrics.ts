@@ -1,5 +1,6 @@
 import type { BatchInfo, StepInfo } from 'batched-fn';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { SeriesCounter, SeriesHistogram } from './series.js';
 import type { Protocol } from '../protocol/infer-front.js';
 import { ModelStatistics } from '../protocol/statistics.js';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
@@ -23,45 +24,49 @@ export interface MetricsListener {
  */
 export class ServerMetrics {
   readonly registry = new Registry();
-  readonly #requests = new Counter({
+  // The series of every request and batch are resolved once per label set (series.ts).
+  readonly #requests = new SeriesCounter({
     name: 'batched_fn_requests_total',
-    help: 'Inference requests answered, by model, protocol (rest or grpc) and HTTP status (gRPC answers counted under the HTTP status REST would send)',
+    help: 'Inference requests answered, by model, protocol (rest, grpc, or internal: a model calling another) and HTTP status (gRPC answers counted under the HTTP status REST would send)',
     labelNames: ['model', 'protocol', 'status'],
-    registers: [this.registry],
+    registry: this.registry,
   });
-  readonly #requestSeconds = new Histogram({
-    name: 'batched_fn_request_duration_seconds',
-    help: 'Time from receiving an infer request to answering it',
-    labelNames: ['model', 'protocol'],
-    buckets: SECONDS_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly #batchSize = new Histogram({
-    name: 'batched_fn_batch_size',
-    help: 'Rows per executed batch',
-    labelNames: ['model'],
-    buckets: SIZE_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly #queueWait = new Histogram({
-    name: 'batched_fn_queue_wait_seconds',
-    help: 'Queue wait of the oldest request in each batch',
-    labelNames: ['model'],
-    buckets: SECONDS_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly #inference = new Histogram({
-    name: 'batched_fn_inference_duration_seconds',
-    help: 'Model execution time per batch, including the hand-off to the worker thread',
-    labelNames: ['model'],
-    buckets: SECONDS_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly #batches = new Counter({
+  readonly #requestSeconds = new SeriesHistogram(
+    {
+      name: 'batched_fn_request_duration_seconds',
+      help: 'Time from receiving an infer request to answering it',
+      labelNames: ['model', 'protocol'],
+      buckets: SECONDS_BUCKETS,
+    },
+    this.registry,
+  );
+  readonly #batchSize = new SeriesHistogram(
+    { name: 'batched_fn_batch_size', help: 'Rows per executed batch', labelNames: ['model'], buckets: SIZE_BUCKETS },
+    this.registry,
+  );
+  readonly #queueWait = new SeriesHistogram(
+    {
+      name: 'batched_fn_queue_wait_seconds',
+      help: 'Queue wait of the oldest request in each batch',
+      labelNames: ['model'],
+      buckets: SECONDS_BUCKETS,
+    },
+    this.registry,
+  );
+  readonly #inference = new SeriesHistogram(
+    {
+      name: 'batched_fn_inference_duration_seconds',
+      help: 'Model execution time per batch, including the hand-off to the worker thread',
+      labelNames: ['model'],
+      buckets: SECONDS_BUCKETS,
+    },
+    this.registry,
+  );
+  readonly #batches = new SeriesCounter({
     name: 'batched_fn_batches_total',
     help: 'Executed batches, by why they were dispatched and whether they succeeded',
     labelNames: ['model', 'reason', 'ok'],
-    registers: [this.registry],
+    registry: this.registry,
   });
   readonly #models: ServedModel[] = [];
   readonly #tokens = new Counter({
@@ -213,18 +218,17 @@ export class ServerMetrics {
   /** A batch of a model (of its `version`, for a model serving several: the statistics count each apart). */
   readonly onBatch = (info: BatchInfo, version?: string): void => {
     this.statistics.onBatch(info, version);
-    const labels = { model: info.name };
-    this.#batchSize.observe(labels, info.rows);
-    this.#queueWait.observe(labels, info.maxWaitMs / 1000);
-    this.#inference.observe(labels, info.execMs / 1000);
-    this.#batches.inc({ model: info.name, reason: info.reason, ok: String(info.ok) });
+    this.#batchSize.observe(this.#batchSize.series(info.name), info.rows);
+    this.#queueWait.observe(this.#queueWait.series(info.name), info.maxWaitMs / 1000);
+    this.#inference.observe(this.#inference.series(info.name), info.execMs / 1000);
+    this.#batches.series(info.name, info.reason, info.ok ? 'true' : 'false').pending++;
     for (const listener of this.#listeners) listener.batch?.(info);
   };
 
   request(model: string, status: number, seconds: number, protocol: Protocol = 'rest', version?: string): void {
     this.statistics.request(model, status === 200, seconds, version);
-    this.#requests.inc({ model, protocol, status: String(status) });
-    this.#requestSeconds.observe({ model, protocol }, seconds);
+    this.#requests.series(model, protocol, String(status)).pending++;
+    this.#requestSeconds.observe(this.#requestSeconds.series(model, protocol), seconds);
     for (const listener of this.#listeners) listener.request?.(model, status, seconds, protocol);
   }
 }

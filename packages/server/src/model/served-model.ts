@@ -1,4 +1,5 @@
 import type { BatchedFn } from 'batched-fn';
+import type { EnsembleScheduling } from './ensemble-step.js';
 import type { ServedGenerator } from './generator.js';
 import type { ModelSignature } from './signature.js';
 import type { InferItem, InferResult } from './tensor.js';
@@ -48,6 +49,8 @@ export interface ServedModelConfig extends ModelProtocolOptions {
   batchTimeout?: number;
   /** ONNX Runtime intra-op threads per worker. */
   threads?: number;
+  /** An ensemble's steps (formats/ensemble.ts) as its config wrote them, for the model configuration extension. */
+  ensembleScheduling?: EnsembleScheduling;
 }
 
 /** A model the HTTP layer can serve: its signature, and a batched way to run it. */
@@ -75,6 +78,11 @@ export interface ServedModel {
   readonly versions?: readonly ServedModel[];
   readonly batcher: BatchedFn<InferItem, InferResult>;
   /**
+   * The models it calls (an ensemble's steps, the names a JS model declares in its `calls` export).
+   * It is READY only while they are (repository/registry.ts), and a cycle among them is refused at load.
+   */
+  readonly dependencies?: readonly string[];
+  /**
    * A generator (model/generator.ts): it answers a prompt with a stream of values, through the
    * generation front (protocol/generation.ts); its `batcher` then only carries the stream's
    * lifecycle and stats, and `infer` refuses (a decoupled model, in Triton's terms).
@@ -83,7 +91,15 @@ export interface ServedModel {
   /** Runs one request; its rows count against the batch limit. */
   infer(
     item: InferItem,
-    options: { signal?: AbortSignal; timeout?: number; priority?: number; trace?: unknown },
+    options: {
+      signal?: AbortSignal;
+      timeout?: number;
+      /** The batcher's priority (higher first), as schedule-policy.ts maps the request's level. */
+      priority?: number;
+      /** The priority level the request asked for (1 highest), for a model that passes it on (an ensemble's steps). */
+      level?: number;
+      trace?: unknown;
+    },
   ): Promise<InferResult>;
 }
 

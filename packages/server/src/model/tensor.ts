@@ -67,6 +67,26 @@ export interface InferItem {
   parameters?: Record<string, unknown>;
   /** A stateful model's request: its sequence, as the sequence table admitted it (formats/sequence-table.ts). */
   sequence?: SequenceMark;
+  /** A call from another model (model/model-calls.ts): on whose behalf, and until when. */
+  caller?: CallerMark;
+}
+
+/**
+ * What a model-to-model call carries to the model it calls, so that model's own calls (an ensemble's
+ * steps, a JS model's `models.infer` in its worker) inherit it: plain data, it crosses to threads.
+ */
+export interface CallerMark {
+  /** The models the call is made on behalf of, outermost first (a call back to one of them is a cycle). */
+  chain: string[];
+  /** When the outermost request gives up, in ms since the Unix epoch (clocks of threads agree on it). */
+  deadline?: number;
+  /** The caller's span context (`{ traceId, spanId, traceFlags }`), for the target's batch to link to. */
+  trace?: { traceId: string; spanId: string; traceFlags: number };
+  /**
+   * The requests the calls are made for, as numbered by the model that received them (its
+   * RequestSignals): once every one of them is given up, so are the calls made for them.
+   */
+  origins?: number[];
 }
 
 /**

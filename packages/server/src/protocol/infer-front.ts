@@ -12,8 +12,11 @@ import { batcherPriority } from './schedule-policy.js';
 import { SharedMemoryRegistry } from './shared-memory.js';
 import { clip } from './status.js';
 
-/** Which face of the server a request came through: a fixed set, so it can be a metrics label. */
-export type Protocol = 'rest' | 'grpc';
+/**
+ * Which face of the server a request came through: a fixed set, so it can be a metrics label.
+ * `internal`: a model calling another (an ensemble's step, a JS model's `models.infer`).
+ */
+export type Protocol = 'rest' | 'grpc' | 'internal';
 
 /**
  * The label of requests for models this server does not have. Label values never come
@@ -72,8 +75,11 @@ export interface InferCall {
   signal: AbortSignal;
   /** Milliseconds the client still gives the call (a gRPC deadline), if it set one. */
   deadline?: number | undefined;
-  /** The request's server span, when traced (an OpenTelemetry span): the batch that serves it links to it. */
-  trace?: { setAttributes(attributes: Record<string, string>): unknown } | undefined;
+  /**
+   * The request's server span, when traced (an OpenTelemetry span), or a caller's span context (a
+   * model-to-model call): the batch that serves it links to it.
+   */
+  trace?: unknown;
 }
 
 /**
@@ -192,7 +198,9 @@ export class InferenceFront {
     // Known models (even unavailable ones) are counted under their name; anything else under one label.
     const label = this.registry.get(call.name)?.name ?? UNKNOWN_MODEL_LABEL;
     const metrics = this.#options.metrics;
-    call.trace?.setAttributes({ 'batched_fn.model': label, 'batched_fn.protocol': call.protocol });
+    const span = call.trace as { setAttributes?: (attributes: Record<string, string>) => unknown } | undefined;
+    if (typeof span?.setAttributes === 'function')
+      span.setAttributes({ 'batched_fn.model': label, 'batched_fn.protocol': call.protocol });
     // The version that took the request, for its failures' statistics (none: the request never reached one).
     let served: ServedModel | undefined;
     try {
@@ -203,20 +211,22 @@ export class InferenceFront {
         throw invalidArgument(
           call.protocol === 'grpc'
             ? "ModelInfer RPC doesn't support models with decoupled transaction policy"
-            : "HTTP end point doesn't support models with decoupled transaction policy",
+            : call.protocol === 'internal'
+              ? `\`${m.name}\` is a generator: call it with models.generate, not models.infer`
+              : "HTTP end point doesn't support models with decoupled transaction policy",
         );
       const decoded = call.decode(m);
       // A config.pbtxt without `allow_timeout_override` ignores a request's own timeout, as Triton does.
       const own = m.config?.allowTimeoutOverride === false ? undefined : decoded.timeout;
-      const limits = [this.#options.timeout, m.timeout, own, call.deadline].filter((t): t is number => t !== undefined);
-      const timeout = limits.length === 0 ? undefined : Math.max(0, Math.min(...limits));
-      const priority = batcherPriority(decoded.priority, m.config ?? {}, m.name);
-      const result = await m.infer(decoded.item, {
-        signal: call.signal,
-        ...(timeout === undefined ? {} : { timeout }),
-        ...(priority === 0 ? {} : { priority }),
-        ...(call.trace === undefined ? {} : { trace: call.trace }),
-      });
+      const timeout = tightest(tightest(tightest(this.#options.timeout, m.timeout), own), call.deadline);
+      const priority = batcherPriority(decoded.priority, m.config ?? NO_LEVELS, m.name);
+      // One object, with only the options set (this runs for every request).
+      const options: Parameters<ServedModel['infer']>[1] = { signal: call.signal };
+      if (timeout !== undefined) options.timeout = Math.max(0, timeout);
+      if (priority !== 0) options.priority = priority;
+      if (decoded.priority !== undefined) options.level = decoded.priority;
+      if (call.trace !== undefined) options.trace = call.trace;
+      const result = await m.infer(decoded.item, options);
       const compute = batchComputeOf(result);
       if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
       const answer = encode(m, decoded, classified(m, decoded, result));
@@ -234,6 +244,12 @@ export class InferenceFront {
     }
   }
 }
+
+/** The lower of two deadlines in ms, either of which may be unset. */
+const tightest = (a: number | undefined, b: number | undefined): number | undefined =>
+  a === undefined ? b : b === undefined ? a : Math.min(a, b);
+
+const NO_LEVELS = {};
 
 /** The result with every output asked for as `classification: K` replaced by its top-K answer. */
 function classified(model: ServedModel, decoded: DecodedRequest, result: InferResult): InferResult {

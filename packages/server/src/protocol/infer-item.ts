@@ -17,6 +17,8 @@ export function assertInferItem(
   value: unknown,
   signature: ModelSignature,
   maxRows: number,
+  /** False for a model without a batch dimension: its shapes are its own, not rows. */
+  batched = true,
 ): asserts value is InferItem {
   if (!isRecord(value) || !isRecord(value.inputs))
     throw invalidArgument('Request must be an object with `rows` and `inputs`');
@@ -42,7 +44,7 @@ export function assertInferItem(
     ) {
       throw invalidArgument(`Input \`${spec.name}\`: shape must match ${JSON.stringify(spec.shape)}`);
     }
-    if (shape[0] !== rows)
+    if (batched && shape[0] !== rows)
       throw invalidArgument(`Input \`${spec.name}\` has ${String(shape[0])} rows, the request says ${rows}`);
     const data = tensor.data as { length: number };
     const ok =

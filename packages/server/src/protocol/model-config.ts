@@ -84,8 +84,42 @@ function tensor(spec: TensorSpec, labelFile: string | undefined, batched: boolea
   };
 }
 
+/**
+ * An ensemble's configuration, as Triton shows one: its tensors and steps, no batching or instances
+ * of its own (its steps' models have them). `max_batch_size` is its own, not its batcher's: that
+ * runs one request at a time (formats/ensemble.ts).
+ */
+function ensembleConfig(model: ServedModel): object {
+  const config = model.config ?? {};
+  const batched = (model.maxBatchSize ?? 0) > 0;
+  return {
+    name: model.name,
+    platform: 'ensemble',
+    backend: '',
+    version_policy: config.versionPolicy ?? { latest: { num_versions: 1 } },
+    max_batch_size: model.maxBatchSize ?? 0,
+    input: model.signature.inputs.map((spec) => ({ ...tensor(spec, undefined, batched), format: 'FORMAT_NONE' })),
+    output: model.signature.outputs.map((spec) => tensor(spec, undefined, batched)),
+    ensemble_scheduling: {
+      step: (config.ensembleScheduling?.step ?? []).map((step) => ({
+        model_name: step.model_name,
+        model_version: step.model_version,
+        input_map: { ...step.input_map },
+        output_map: { ...step.output_map },
+      })),
+    },
+    parameters: Object.fromEntries(
+      Object.entries(config.parameters ?? {}).map(([key, value]) => [
+        key,
+        { string_value: typeof value === 'string' ? value : JSON.stringify(value) },
+      ]),
+    ),
+  };
+}
+
 /** The model's configuration, in Triton's ModelConfig JSON. */
 export function modelConfig(model: ServedModel): object {
+  if (model.config?.ensembleScheduling !== undefined) return ensembleConfig(model);
   const settings = model.batcher.settings;
   const config = model.config ?? {};
   const onnx = model.platform.startsWith('onnxruntime_onnx');

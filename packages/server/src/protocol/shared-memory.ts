@@ -166,6 +166,13 @@ function byteCount(value: unknown, what: string): number {
 const isObject = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
+/** Whether a tensor's parameters say anything of shared memory (`ref` then has something to check or refuse). */
+const namesRegion = (parameters: unknown): boolean =>
+  isObject(parameters) &&
+  (parameters.shared_memory_region !== undefined ||
+    parameters.shared_memory_offset !== undefined ||
+    parameters.shared_memory_byte_size !== undefined);
+
 function errnoReason(error: unknown, registered: boolean): string {
   switch ((error as NodeJS.ErrnoException | undefined)?.code) {
     case 'ENOENT':
@@ -539,6 +546,8 @@ export class RegionAccess {
     name: string,
     datatype: Datatype,
   ): InputPayload | undefined {
+    // Almost no request reads shared memory: its text for errors is built only for one that does.
+    if (!namesRegion(parameters)) return undefined;
     const tensor = `input '${quote(name)}'`;
     const ref = this.ref(parameters, tensor);
     if (ref === undefined) return undefined;
@@ -565,6 +574,7 @@ export class RegionAccess {
 
   /** The region a requested output is to be written into; undefined when its parameters name none. */
   output(parameters: unknown, name: string): RegionRef | undefined {
+    if (!namesRegion(parameters)) return undefined;
     const ref = this.ref(parameters, `output '${quote(name)}'`);
     if (
       ref !== undefined &&

@@ -1,4 +1,5 @@
-import { LoadCancelledError } from '../model/errors.js';
+import { LoadCancelledError, ModelLoadError } from '../model/errors.js';
+import { cycleText } from '../model/model-calls.js';
 import type { ServedModel } from '../model/served-model.js';
 import { servedVersions } from '../model/versions.js';
 import { serverLog } from '../log.js';
@@ -30,7 +31,13 @@ const instancesOf = servedVersions;
  * `signal` aborts (the model was unloaded meanwhile), it should stop what it started and reject.
  */
 export interface ModelLoader {
-  (name: string, signal?: AbortSignal, override?: LoadOverride): Promise<ServedModel>;
+  (
+    name: string,
+    signal?: AbortSignal,
+    override?: LoadOverride,
+    /** Loads the models a model calls, before its workers start (its context() may call them). */
+    loadDependencies?: (names: readonly string[]) => Promise<void>,
+  ): Promise<ServedModel>;
   /** Whether `name` exists to be loaded at all: a name that does not never gets an entry (or a metrics label). */
   has?(name: string): boolean;
   /** Every name there is to load (a repository's folders), for the index to list those never loaded. */
@@ -62,6 +69,13 @@ export class ModelRegistry {
   readonly #unloads = new Map<string, number>();
   /** Told of every state change (the gRPC health service follows READY through them). */
   readonly #listeners = new Set<(entry: ModelEntry) => void>();
+  /**
+   * Models loaded while a model they call (`dependencies`: an ensemble's steps, a JS model's
+   * `calls`) is not READY: UNAVAILABLE with that reason, and READY again as soon as it is.
+   */
+  readonly #waiting = new Map<string, ServedModel>();
+  /** Loads started because a model calls them: a second model calling the same one waits for it, never loads it twice. */
+  readonly #dependencyLoads = new Map<string, Promise<void>>();
 
   constructor(loader?: ModelLoader, observer?: ModelObserver) {
     this.#loader = loader;
@@ -92,11 +106,17 @@ export class ModelRegistry {
     return [...this.#entries.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** Every READY instance, for draining at shutdown. */
+  /**
+   * Every loaded instance, for warming up and draining at shutdown: the READY ones, and those waiting
+   * for a model they call to be READY again.
+   */
   ready(): ServedModel[] {
-    return this.entries().flatMap((entry) =>
-      entry.state === 'READY' && entry.model !== undefined ? [...instancesOf(entry.model)] : [],
-    );
+    return [
+      ...this.entries().flatMap((entry) =>
+        entry.state === 'READY' && entry.model !== undefined ? [...instancesOf(entry.model)] : [],
+      ),
+      ...[...this.#waiting.values()].flatMap((model) => [...instancesOf(model)]),
+    ];
   }
 
   /** Registers a name that could not be loaded, with the reason. */
@@ -120,13 +140,13 @@ export class ModelRegistry {
       // A model given by its files (a load override) need not be in the repository, as in Triton.
       if (entry === undefined && override?.files === undefined && loader.has !== undefined && !loader.has(name))
         throw new Error(`No model \`${name}\` in the repository`);
-      const old = entry?.model;
-      if (entry === undefined || old === undefined) this.#set(name, 'LOADING', '', undefined);
+      const old = entry?.model ?? this.#waiting.get(name);
+      if (entry === undefined || entry.model === undefined) this.#set(name, 'LOADING', '', undefined);
       const controller = new AbortController();
       this.#loading.set(name, controller);
       let fresh: ServedModel | undefined;
       try {
-        const building = loader(name, controller.signal, override);
+        const building = loader(name, controller.signal, override, (deps) => this.#loadDependencies(deps));
         // Built after the load was given up: nobody will serve or stop it but this.
         building.then(
           (late) => {
@@ -136,6 +156,11 @@ export class ModelRegistry {
           () => {},
         );
         fresh = await untilAborted(building, controller.signal);
+        // As Triton loads an ensemble's steps with it (the loader did for models whose context()
+        // may call them; this is for any other).
+        await untilAborted(this.#loadDependencies(fresh.dependencies ?? []), controller.signal);
+        // After them: a cycle through a model loaded just now is a cycle too.
+        this.#refuseCycle(name, fresh.dependencies);
         await untilAborted(Promise.all(instancesOf(fresh).map((m) => m.batcher.ready())), controller.signal);
       } catch (error) {
         if (fresh !== undefined) for (const m of instancesOf(fresh)) m.batcher.destroy(error);
@@ -155,14 +180,19 @@ export class ModelRegistry {
         this.#loading.delete(name);
       }
       for (const m of instancesOf(fresh)) this.#observer?.track(m);
-      this.#set(name, 'READY', '', fresh);
+      this.#install(name, fresh);
+      const installed = this.#entries.get(name) as ModelEntry;
       serverLog.info(
         'registry',
         `successfully loaded '${name}' version ${instancesOf(fresh)
           .map((m) => m.version)
-          .join(', ')}`,
+          .join(', ')}${installed.state === 'READY' ? '' : `, waiting: ${installed.reason}`}`,
       );
       if (old !== undefined) await this.#retire(old);
+      // Loaded, but not serving: as Triton fails the load of an ensemble whose steps do not load, the
+      // load answers why; the instance stays, and is READY as soon as the models it calls are.
+      if (installed.state !== 'READY')
+        throw new ModelLoadError(`\`${name}\` cannot serve until the models it calls can: ${installed.reason}`);
     });
   }
 
@@ -175,7 +205,8 @@ export class ModelRegistry {
     return this.#serially(name, async () => {
       const entry = this.#entries.get(name);
       if (entry === undefined) throw new Error(`Unknown model \`${name}\``);
-      const old = entry.model;
+      const old = entry.model ?? this.#waiting.get(name);
+      this.#waiting.delete(name);
       this.#set(name, 'UNLOADING', '', undefined);
       if (old !== undefined) await this.#retire(old);
       this.#set(name, 'UNAVAILABLE', 'unloaded', undefined);
@@ -192,6 +223,94 @@ export class ModelRegistry {
         this.#observer?.untrack(m);
       }),
     );
+  }
+
+  /**
+   * Loads the models in `names` that were never loaded, once each however many models call them; a
+   * failure leaves the caller UNAVAILABLE with the reason (#install) rather than failing its load.
+   */
+  async #loadDependencies(names: readonly string[]): Promise<void> {
+    const loader = this.#loader;
+    await Promise.all(
+      names.map((dep) => {
+        const pending = this.#dependencyLoads.get(dep);
+        if (pending !== undefined) return pending;
+        if (this.#entries.has(dep) || loader?.has?.(dep) === false) return undefined;
+        const loading = this.load(dep).catch(() => {});
+        this.#dependencyLoads.set(dep, loading);
+        void loading.then(() => this.#dependencyLoads.delete(dep));
+        return loading;
+      }),
+    );
+  }
+
+  /**
+   * Serves `model` under `name`: READY when every model it calls is, else waiting for them,
+   * UNAVAILABLE with the reason (the first that is not READY).
+   */
+  #install(name: string, model: ServedModel): void {
+    const blocked = (model.dependencies ?? []).find((dep) => this.#entries.get(dep)?.state !== 'READY');
+    if (blocked === undefined) {
+      this.#waiting.delete(name);
+      this.#set(name, 'READY', '', model);
+      return;
+    }
+    const dep = this.#entries.get(blocked);
+    // One level of why: a model that itself waits for others says so, and its own entry says for which.
+    const why =
+      dep === undefined
+        ? 'is not loaded'
+        : this.#waiting.has(blocked)
+          ? 'is waiting for the models it calls'
+          : `is ${dep.state}${dep.reason === '' ? '' : ` (${dep.reason})`}`;
+    const reason = `\`${blocked}\`, which it calls, ${why}`;
+    const entry = this.#entries.get(name);
+    this.#waiting.set(name, model);
+    // Unchanged: nothing to announce (two models waiting on each other would otherwise echo forever).
+    if (entry?.state === 'UNAVAILABLE' && entry.reason === reason && entry.model === undefined) return;
+    this.#set(name, 'UNAVAILABLE', reason, undefined);
+  }
+
+  /** After `name` changed: the models that call it follow (READY only while it is). */
+  #follow(name: string): void {
+    for (const entry of this.#entries.values()) {
+      const model = entry.model ?? this.#waiting.get(entry.name);
+      if (model === undefined || !(model.dependencies ?? []).includes(name)) continue;
+      if (entry.state !== 'READY' && !this.#waiting.has(entry.name)) continue;
+      const ready = (model.dependencies ?? []).every((dep) => this.#entries.get(dep)?.state === 'READY');
+      // Already as it should be: no change to announce.
+      if (ready && entry.state === 'READY') continue;
+      this.#install(entry.name, model);
+    }
+  }
+
+  /**
+   * Refuses a model whose calls lead back to it (A calls B calls A would wait on itself): through
+   * the models loaded now, with `dependencies` as `name`'s.
+   */
+  #refuseCycle(name: string, dependencies: readonly string[] | undefined): void {
+    const callsOf = (model: string): readonly string[] =>
+      model === name
+        ? (dependencies ?? [])
+        : ((this.#entries.get(model)?.model ?? this.#waiting.get(model))?.dependencies ?? []);
+    const path: string[] = [];
+    // Models whose calls were all followed without a cycle: each is visited once, not once per path to it.
+    const done = new Set<string>();
+    const visit = (model: string): string[] | undefined => {
+      if (path.includes(model)) return [...path.slice(path.indexOf(model)), model];
+      if (done.has(model)) return undefined;
+      path.push(model);
+      for (const next of callsOf(model)) {
+        const cycle = visit(next);
+        if (cycle !== undefined) return cycle;
+      }
+      path.pop();
+      done.add(model);
+      return undefined;
+    };
+    const cycle = visit(name);
+    if (cycle !== undefined)
+      throw new ModelLoadError(`Model call cycle: ${cycleText(cycle.slice(0, -1), cycle.at(-1) as string)}`);
   }
 
   /** Calls `listener` after every change of a model's state (synchronously); returns what stops it. */
@@ -215,6 +334,7 @@ export class ModelRegistry {
     if (model !== undefined) entry.versions = instancesOf(model).map((m) => m.version);
     else if (versions !== undefined) entry.versions = versions;
     for (const listener of this.#listeners) listener(entry);
+    this.#follow(name);
   }
 
   #serially(name: string, work: () => Promise<void>): Promise<void> {

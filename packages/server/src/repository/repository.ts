@@ -4,10 +4,14 @@ import type { BatchInfo, BatchTracing, StepInfo } from 'batched-fn';
 import { createJsModel } from '../formats/js-model.js';
 import { createOnnxModel } from '../formats/onnx-model.js';
 import { LoadTimeoutError, ModelLoadError } from '../model/errors.js';
+import type { ModelCalls } from '../model/model-calls.js';
 import { type ServedModel, servedWith } from '../model/served-model.js';
 import { SETTING_DEFAULTS } from '../settings/settings.js';
 import { untilAborted } from './abort.js';
 import { type ModelConfig, readLabels, readModelConfig } from './config-file.js';
+import { readEnsembleConfigJson } from './ensemble-config.js';
+import { loadEnsemble } from './ensemble-loader.js';
+import { MODEL_NAME } from './model-name.js';
 import { type LoadOverride, loadWithOverride } from './load-override.js';
 import type { ModelLoader } from './registry.js';
 import { isTritonLayout, loadTritonModel, type TritonDefaults } from './triton-repository.js';
@@ -18,8 +22,8 @@ import { isTritonLayout, loadTritonModel, type TritonDefaults } from './triton-r
  * (`config.pbtxt`, version folders) is served beside it: triton-repository.ts.
  */
 
-/** A model name as a repository folder may have it: nothing a path or a label could be abused with. */
-export const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+// The rule of a model name (model-name.ts), here for those who import it from the repository.
+export { MODEL_NAME } from './model-name.js';
 
 const lstat = (path: string): Stats | undefined => lstatSync(path, { throwIfNoEntry: false });
 const stat = (path: string): Stats | undefined => statSync(path, { throwIfNoEntry: false });
@@ -57,13 +61,20 @@ export function repositoryLoader(
   triton: TritonDefaults = { given: {} },
   /** Told of every step of the repository's generators (formats/generator.ts). */
   onStep?: (info: StepInfo) => void,
+  /** How its models call the server's other models (a JS model's `models`, an ensemble's steps). */
+  calls?: ModelCalls,
 ): ModelLoader {
   const has = (name: string): boolean => {
     if (!MODEL_NAME.test(name)) return false;
     const entry = lstat(join(dir, name));
     return entry !== undefined && (entry.isDirectory() || entry.isSymbolicLink());
   };
-  const load = async (name: string, signal?: AbortSignal, override?: LoadOverride): Promise<ServedModel> => {
+  const load = async (
+    name: string,
+    signal?: AbortSignal,
+    override?: LoadOverride,
+    loadDependencies?: (names: readonly string[]) => Promise<void>,
+  ): Promise<ServedModel> => {
     // Triton's load overrides: the model's files alone (no repository folder), or its folder with another config (load-override.ts).
     const overridden = (folder: string | undefined) =>
       loadWithOverride(override as LoadOverride, {
@@ -75,6 +86,8 @@ export function repositoryLoader(
         onBatch,
         tracing,
         signal,
+        calls,
+        loadDependencies,
       });
     if (override?.files !== undefined) return overridden(undefined);
     const folder = join(dir, name);
@@ -86,7 +99,19 @@ export function repositoryLoader(
     if (entry?.isDirectory() !== true) throw new ModelLoadError(`No folder ${folder} in the repository`);
     if (override !== undefined) return overridden(folder);
     // Triton's layout (config.pbtxt, version folders): triton-repository.ts.
-    if (isTritonLayout(folder)) return loadTritonModel({ folder, name, defaults, triton, onBatch, tracing, signal });
+    if (isTritonLayout(folder))
+      return loadTritonModel({ folder, name, defaults, triton, onBatch, tracing, signal, calls, loadDependencies });
+    // An ensemble's config.json (`platform: "ensemble"`, in Triton's field names): ensemble-loader.ts.
+    const ensemble = readEnsembleConfigJson(join(folder, 'config.json'));
+    if (ensemble !== undefined) {
+      const where = join(folder, 'config.json');
+      const file = ['model.onnx', 'model.js', 'model.mjs'].find((f) => existsSync(join(folder, f)));
+      if (file !== undefined)
+        throw new ModelLoadError(
+          `${where} says \`platform: "ensemble"\`, but ${folder} holds ${file}: an ensemble has no model file`,
+        );
+      return loadEnsemble({ name, where, config: ensemble, defaults, onBatch, tracing, calls });
+    }
     const config = readModelConfig(join(folder, 'config.json'));
     // The server's maxBatchSize is a default for models that can batch; a model without a batch dimension gets 0 (formats/batch-dimension.ts).
     const { maxBatchSize: defaultMaxBatchSize, ...otherDefaults } = defaults;
@@ -131,12 +156,18 @@ export function repositoryLoader(
         ...(onStep === undefined ? {} : { onStep }),
         ...(parameters === undefined ? {} : { parameters }),
         ...(tracing === undefined ? {} : { tracing }),
+        ...(calls === undefined ? {} : { calls }),
       };
       const model = onnx
         ? createOnnxModel({ ...common, path })
         : await createJsModel({ ...common, path, config: config as Record<string, unknown>, signal: deadline.signal });
-      phase = onnx ? 'its workers built their ONNX Runtime sessions' : 'its workers ran context()';
       try {
+        // The models it calls first: its context() may call them.
+        if (model.dependencies !== undefined && loadDependencies !== undefined) {
+          phase = 'the models it calls loaded';
+          await untilAborted(loadDependencies(model.dependencies), deadline.signal);
+        }
+        phase = onnx ? 'its workers built their ONNX Runtime sessions' : 'its workers ran context()';
         await untilAborted(model.batcher.ready(), deadline.signal);
       } catch (error) {
         // Interruptible (JS) workers are terminated; ONNX ones, which may sit in native code, are

@@ -33,6 +33,9 @@ export function modelConfigType(): Type {
   return schema;
 }
 
+/** Whether a ModelConfig is an ensemble's (Triton's `platform: "ensemble"`), read by repository/ensemble-config.ts. */
+export const isEnsembleConfig = (config: TritonModelConfig): boolean => config.platform === 'ensemble';
+
 /** Reads and parses a config.pbtxt; every problem is a ModelLoadError naming the file (and the line). */
 export function readConfigPbtxt(file: string): TritonModelConfig {
   const info = statSync(file, { throwIfNoEntry: false });
@@ -125,7 +128,9 @@ interface Mapping {
  */
 export const MAPPING: Readonly<Record<string, Mapping>> = Object.freeze({
   name: { does: 'must be the folder name (left out: the folder name)' },
-  platform: { does: '`onnxruntime_onnx`; any other platform is a load error naming it' },
+  platform: {
+    does: '`onnxruntime_onnx`, or `ensemble` (see Ensembles); any other platform is a load error naming it',
+  },
   backend: {
     does: '`onnxruntime`, or `js` for a JS model; any other backend is a load error. Neither given: from the file found (`model.onnx`, `model.js`, `model.mjs`)',
   },
@@ -183,6 +188,14 @@ export const MAPPING: Readonly<Record<string, Mapping>> = Object.freeze({
   'optimization.input_pinned_memory': { does: 'accepted (pinned memory is for GPUs)' },
   'optimization.output_pinned_memory': { does: 'accepted (pinned memory is for GPUs)' },
   'model_transaction_policy.decoupled': { does: 'only `false`', only: false },
+  ensemble_scheduling: { does: "an ensemble's steps (platform `ensemble`), each run once its inputs exist" },
+  'ensemble_scheduling.step': { does: "each step: one request to that model's own batcher" },
+  'ensemble_scheduling.step.model_name': { does: 'the model it calls (the ensemble is READY only while it is)' },
+  'ensemble_scheduling.step.model_version': { does: '-1 (or left out): the highest served; else that version' },
+  'ensemble_scheduling.step.input_map': { does: "the step model's input → the ensemble tensor it reads" },
+  'ensemble_scheduling.step.output_map': {
+    does: "the step model's output → the ensemble tensor it writes (each tensor written once)",
+  },
   'response_cache.enable': { does: 'only `false`', only: false },
 });
 
@@ -192,7 +205,7 @@ export function mappingRows(): string[] {
 }
 
 /** Messages whose presence alone changes what Triton does, refused even when empty (`reshape { shape: [] }` is a scalar). */
-const PRESENCE = new Set(['ensemble_scheduling', 'input.reshape', 'output.reshape']);
+const PRESENCE = new Set(['input.reshape', 'output.reshape']);
 
 let zeroEnums: Set<string> | undefined;
 
@@ -227,7 +240,7 @@ const isMessage = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
 
 /** Refuses every field the mapping does not read (see MAPPING); `where` names the file for the messages. */
-function checkFields(config: TritonModelConfig, where: string): void {
+export function checkFields(config: TritonModelConfig, where: string): void {
   const prefixes = new Set(
     Object.keys(MAPPING).flatMap((path) =>
       path
@@ -273,6 +286,9 @@ export function planFromConfig(config: TritonModelConfig, folderName: string, wh
   const fail = (message: string): never => {
     throw new ModelLoadError(`${where}: ${message}`);
   };
+  // An ensemble is read by repository/ensemble-config.ts; here it is only a model that says it is not one.
+  if (config.ensemble_scheduling !== undefined)
+    fail('`ensemble_scheduling` is for an ensemble: give it `platform: "ensemble"`');
   const name = config.name ?? '';
   if (name !== '' && name !== folderName)
     fail(`\`name\` is "${String(name)}", but the model's folder is "${folderName}": they must be the same`);
@@ -395,7 +411,7 @@ function backendOf(platform: string, backend: string, fail: (message: string) =>
   return undefined;
 }
 
-function versionPolicyOf(
+export function versionPolicyOf(
   policy: Record<string, Record<string, unknown>> | undefined,
   folderName: string,
   fail: (message: string) => never,
@@ -417,7 +433,7 @@ function versionPolicyOf(
   return { latest: { num_versions: count } };
 }
 
-function declaredTensors(
+export function declaredTensors(
   value: unknown,
   which: 'input' | 'output',
   fail: (message: string) => never,

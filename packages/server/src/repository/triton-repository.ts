@@ -5,12 +5,15 @@ import { serverLog } from '../log.js';
 import { createJsModel } from '../formats/js-model.js';
 import { createOnnxModel } from '../formats/onnx-model.js';
 import { LoadTimeoutError, ModelLoadError } from '../model/errors.js';
+import type { ModelCalls } from '../model/model-calls.js';
 import { type ServedModel, servedWith } from '../model/served-model.js';
-import { SETTING_DEFAULTS } from '../settings/settings.js';
+import { maxOf, SETTING_DEFAULTS } from '../settings/settings.js';
 import { untilAborted } from './abort.js';
 import { type ModelConfig, readLabels } from './config-file.js';
+import { loadEnsemble } from './ensemble-loader.js';
 import {
   checkSignature,
+  isEnsembleConfig,
   planFromConfig,
   readConfigPbtxt,
   type TritonModelConfig,
@@ -95,6 +98,10 @@ export interface TritonLoadOptions {
   signal?: AbortSignal | undefined;
   /** A config to load with instead of the folder's config.pbtxt (the JSON form, as Triton's load takes it). */
   config?: TritonModelConfig;
+  /** How its models call the server's other models (a JS model's `models`, an ensemble's steps). */
+  calls?: ModelCalls | undefined;
+  /** Loads the models a model calls before its workers start (its context() may call them): the registry's. */
+  loadDependencies?: ((names: readonly string[]) => Promise<void>) | undefined;
 }
 
 /** Why a Triton folder cannot be read as one, before anything loads. */
@@ -157,6 +164,12 @@ export async function loadTritonModel(options: TritonLoadOptions): Promise<Serve
         ? pbtxt
         : `${folder} (no config.pbtxt: completed from the model file)`;
   const config = options.config ?? (hasFile ? readConfigPbtxt(pbtxt) : {});
+  // An ensemble has no model file: its steps are the repository's other models (ensemble-loader.ts).
+  if (isEnsembleConfig(config)) {
+    const present = versionFolders(folder);
+    const serve = (policy: VersionPolicy): number[] => versionsToServe(present, policy);
+    return loadEnsemble({ ...options, where, config, folders: { present, serve } });
+  }
   const plan = planFromConfig(config, name, where);
 
   const present = versionFolders(folder);
@@ -190,7 +203,7 @@ export async function loadTritonModel(options: TritonLoadOptions): Promise<Serve
     // unless the config is completed from the file, where Triton turns batching on and --max-delay may tune it.
     maxDelay: settings.maxDelay ?? (plan.autoComplete ? (triton.given.maxDelay ?? 0) : 0),
     channelCap: settings.channelCap ?? defaults.channelCap,
-    threads: defaults.threads,
+    threads: intraOpThreads(settings.parameters, where) ?? defaults.threads,
     ...defined('preferredBatchSizes', settings.preferredBatchSizes ?? triton.given.preferredBatchSizes),
     ...defined('latencyTarget', defaults.latencyTarget),
     ...defined('pad', defaults.pad),
@@ -232,9 +245,18 @@ export async function loadTritonModel(options: TritonLoadOptions): Promise<Serve
         const model =
           backend === 'onnxruntime'
             ? createOnnxModel({ ...own, path })
-            : await createJsModel({ ...own, path, config: { ...settings }, signal: deadline.signal });
+            : await createJsModel({
+                ...own,
+                path,
+                config: { ...settings },
+                signal: deadline.signal,
+                ...defined('calls', options.calls),
+              });
         built.push(model);
         const signature = checkSignature(model.signature, plan, model.maxBatchSize !== 0, where);
+        // The models it calls first: its context() may call them.
+        if (model.dependencies !== undefined && options.loadDependencies !== undefined)
+          await untilAborted(options.loadDependencies(model.dependencies), deadline.signal);
         await untilAborted(model.batcher.ready(), deadline.signal);
         const config = {
           ...model.config,
@@ -272,6 +294,23 @@ export async function loadTritonModel(options: TritonLoadOptions): Promise<Serve
     clearTimeout(timer);
     signal?.removeEventListener('abort', cancel);
   }
+}
+
+/**
+ * Triton's onnxruntime backend reads a model's intra-op threads from its config's `parameters`
+ * (`intra_op_thread_count`, a string as every parameter); 0 is ONNX Runtime's own choice, here the
+ * server's default split of the cores.
+ */
+function intraOpThreads(parameters: Record<string, unknown> | undefined, where: string): number | undefined {
+  const given = parameters?.intra_op_thread_count;
+  if (given === undefined) return undefined;
+  const most = maxOf('threads');
+  const count = typeof given === 'string' && /^\d{1,4}$/.test(given) ? Number(given) : Number.NaN;
+  if (!(count >= 0 && count <= most))
+    throw new ModelLoadError(
+      `${where}: parameters \`intra_op_thread_count\` must be an integer from 0 (the server's default) to ${most}, got ${JSON.stringify(given)?.slice(0, 40)}`,
+    );
+  return count === 0 ? undefined : count;
 }
 
 const defined = <K extends string, V>(key: K, value: V | undefined): Partial<Record<K, V>> =>

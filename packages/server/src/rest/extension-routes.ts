@@ -59,13 +59,15 @@ function registerLoggingRoutes(app: FastifyInstance, front: InferenceFront, log:
     // A 500 is the server's (or its model's) failure; a 503 or 504 is load or a deadline, said to the client alone.
     if (status === 500) log.error('http', `${request.method} ${request.url.slice(0, 200)}: ${message}`);
   });
-  app.addHook('onResponse', async (request, reply) => {
+  // A callback hook, not an async one: it runs on every answer (a promise each cost about 1.7 µs).
+  app.addHook('onResponse', (request, reply, done) => {
     if (log.verboseOn(1))
       log.verbose(
         1,
         'http',
         `${request.method} ${request.url.slice(0, 200)} ${reply.statusCode} ${reply.elapsedTime.toFixed(3)} ms`,
       );
+    done();
   });
 }
 

@@ -52,6 +52,8 @@ export function contentCoding(header: string | string[] | undefined): Coding | u
 /** The media type of a Content-Type header, lower case, without parameters; undefined when there is none. */
 export function mediaType(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
+  // The two types clients send, as they send them: no splitting and lower-casing for every request.
+  if (header === 'application/json' || header === 'application/octet-stream') return header;
   return (header.split(';')[0] ?? '').trim().toLowerCase();
 }
 

@@ -1,4 +1,22 @@
+import { availableParallelism } from 'node:os';
 import { expectDuration, expectInteger, OPTION_SCHEMA, type OptionName } from 'batched-fn/adapter';
+
+/**
+ * An ONNX model's intra-op threads per session by default: one per core this process may use, in one
+ * session (`workers` 1). Measured on 2 cores (the default MLP, REST binary, 64 clients from wrk, the
+ * machine otherwise quiet; docs/benchmarks.md): one session of 2 threads served 0.58x the model's
+ * own ceiling, two sessions of one thread 0.38x and one session of one thread 0.39x, in the same run.
+ * Never more threads than cores: ONNX Runtime splits each operator among its threads and waits for
+ * the last, so a thread preempted by the HTTP thread or another session stalls the whole run. (Under
+ * load from other processes the order flips, two one-thread sessions ahead; `batched-fn tune`
+ * measures the splits on the machine at hand.)
+ */
+export function defaultThreads(cores: number): number {
+  return Math.min(MOST_THREADS, Math.max(1, Math.floor(cores)));
+}
+
+/** The most intra-op threads a session may have (ONNX Runtime starts them all while it builds the session). */
+const MOST_THREADS = 256;
 
 /**
  * Every setting of the server, declared once: its name, its default, its rule and its README row.
@@ -124,7 +142,16 @@ export const SETTINGS = {
     max: 256,
     doc: 'worker threads, one session each (at most 256)',
   },
-  threads: { default: 2, max: 256, doc: 'ONNX Runtime intra-op threads per session (at most 256)' },
+  // One per core, from os.availableParallelism() when the server starts: defaultThreads says why.
+  threads: {
+    default: defaultThreads(availableParallelism()),
+    max: MOST_THREADS,
+    shown: 'the cores (`2` on 2)',
+    doc:
+      'ONNX Runtime intra-op threads per session (at most 256); by default one per core the process may ' +
+      'use, which served the default model best on 2 cores (one session of 2 threads: 1.5x two sessions ' +
+      'of one)',
+  },
   timeout: { doc: 'default per-request deadline' },
   batchTimeout: {
     core: 'batchTimeout',

@@ -11,6 +11,7 @@ export const DEFAULT_CONCURRENCY: number[] = [...BENCH_FLAGS.concurrency.default
 import { renderChart, type Series } from './chart.js';
 import { type LoadResult, runLoad } from './load.js';
 import { batchSizeTotals } from './scrape.js';
+import { GENERATOR_BOUND, generatorCeiling, startCpuMeter } from './generator-cpu.js';
 
 /** A JSON request body of `rows` rows for every input, with deterministic pseudo-random values. */
 export async function exampleBody(baseUrl: string, model: string, rows: number): Promise<string> {
@@ -32,6 +33,7 @@ async function measure(
   const { model, duration } = options;
   const protocol = options.protocol ?? 'json';
   const before = await batchSizeTotals(baseUrl, model);
+  const busy = startCpuMeter();
   const result =
     protocol === 'grpc'
       ? await (await import('./grpc-load.js')).runGrpcLoad({
@@ -47,12 +49,37 @@ async function measure(
           durationSeconds: duration,
           progress: process.stderr.isTTY,
         });
+  const generatorCpu = busy();
   const after = await batchSizeTotals(baseUrl, model);
   const batches = after.count - before.count;
-  return { ...result, meanBatch: batches > 0 ? (after.sum - before.sum) / batches : Number.NaN };
+  return { ...result, meanBatch: batches > 0 ? (after.sum - before.sum) / batches : Number.NaN, generatorCpu };
 }
 
-function printTable(label: string, results: LoadResult[]): void {
+const GENERATORS: Record<BenchProtocol, string> = {
+  json: 'autocannon',
+  binary: 'autocannon',
+  grpc: 'the pre-serialized HTTP/2 client',
+};
+
+/**
+ * The line under each table that marks the generator's own ceiling, so that a figure near it is not
+ * read as the server's: this bench is one Node thread; wrk (REST) and h2load or ghz (gRPC) are not.
+ */
+export function ceilingLine(results: readonly LoadResult[], protocol: BenchProtocol): string {
+  const ceiling = generatorCeiling(results);
+  if (ceiling === undefined) return 'load generator ceiling: not measured (no CPU time was read)';
+  const bound = results.filter((r) => r.generatorCpu >= GENERATOR_BOUND).map((r) => r.concurrency);
+  const alternative = protocol === 'grpc' ? 'h2load or ghz' : 'wrk or h2load';
+  return (
+    `load generator ceiling ≈ ${Math.round(ceiling)} req/s (${GENERATORS[protocol]} on one thread, ` +
+    `${Math.round(1e6 / ceiling)} µs of CPU per request): figures near it are the generator's, use ${alternative}` +
+    (bound.length === 0
+      ? ''
+      : `; at ${bound.join(', ')} clients it was ${Math.round(GENERATOR_BOUND * 100)} % busy or more, so those rows measure it`)
+  );
+}
+
+function printTable(label: string, results: LoadResult[], protocol: BenchProtocol): void {
   process.stdout.write(`\n${label}\n`);
   console.table(
     results.map((r) => ({
@@ -63,8 +90,10 @@ function printTable(label: string, results: LoadResult[]): void {
       'p99 ms': r.p99,
       errors: r.errors + r.non2xx,
       'mean batch': Number.isNaN(r.meanBatch) ? '-' : r.meanBatch.toFixed(1),
+      'generator CPU': `${Math.round(r.generatorCpu * 100)} %`,
     })),
   );
+  process.stdout.write(`${ceilingLine(results, protocol)}\n`);
 }
 
 export interface BenchOptions {
@@ -96,15 +125,23 @@ export async function bench(options: BenchOptions): Promise<Series[]> {
     printTable(
       `${base} (model ${options.model}, ${options.rows} row(s) per request, ${options.protocol ?? 'json'})`,
       results,
+      options.protocol ?? 'json',
     );
     series.push({ label: base, results });
   }
   if (options.out !== undefined) {
     mkdirSync(options.out, { recursive: true });
     writeFileSync(join(options.out, 'bench.json'), `${JSON.stringify(series, null, 2)}\n`);
+    // The generator's ceiling is drawn where some run came near it (and so stays off a chart it would only squash).
+    const ceilings = series.flatMap((s) => {
+      const ceiling = generatorCeiling(s.results);
+      return ceiling !== undefined && s.results.some((r) => r.generatorCpu >= GENERATOR_BOUND)
+        ? [{ label: `load generator ceiling${series.length > 1 ? ` (${s.label})` : ''}`, requestsPerSecond: ceiling }]
+        : [];
+    });
     writeFileSync(
       join(options.out, 'bench.svg'),
-      renderChart(series, `batched-fn bench: model ${options.model}, ${options.rows} row(s) per request`),
+      renderChart(series, `batched-fn bench: model ${options.model}, ${options.rows} row(s) per request`, ceilings),
     );
     process.stdout.write(`\nWrote ${join(options.out, 'bench.svg')} and bench.json\n`);
   }

@@ -1,7 +1,7 @@
 import { connect, constants } from 'node:http2';
 import { loadSync } from '@grpc/proto-loader';
 import { PROTO_OPTIONS, PROTO_PATH } from '../../grpc/proto.js';
-import type { LoadResult } from './load.js';
+import type { RunResult } from './load.js';
 
 export interface GrpcLoadOptions {
   /** host:port of the gRPC face. */
@@ -39,7 +39,7 @@ function framed(request: object): Buffer {
  * the figures are the server's: a @grpc/grpc-js client spent 58 µs of CPU per call here, this
  * one about half, autocannon 19 µs per REST request.
  */
-export async function runGrpcLoad(options: GrpcLoadOptions): Promise<Omit<LoadResult, 'meanBatch'>> {
+export async function runGrpcLoad(options: GrpcLoadOptions): Promise<RunResult> {
   const body = framed(options.request);
   const session = connect(`http://${options.target}`);
   session.on('error', () => {});

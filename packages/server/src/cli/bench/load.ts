@@ -10,7 +10,12 @@ export interface LoadResult {
   non2xx: number;
   /** Rows per batch on the server during this run, from its /metrics; NaN when it exposes none. */
   meanBatch: number;
+  /** Share of one core the load generator's thread used during this run (0.93 = 93 %): see generator-cpu.ts. */
+  generatorCpu: number;
 }
+
+/** What one load generator measures; the server's mean batch and the generator's CPU are read around it. */
+export type RunResult = Omit<LoadResult, 'meanBatch' | 'generatorCpu'>;
 
 export interface LoadOptions {
   url: string;
@@ -23,7 +28,7 @@ export interface LoadOptions {
 }
 
 /** One closed-loop run: `concurrency` connections, each sending its next request as soon as the last is answered. */
-export async function runLoad(options: LoadOptions): Promise<Omit<LoadResult, 'meanBatch'>> {
+export async function runLoad(options: LoadOptions): Promise<RunResult> {
   // Loaded here, not at the top: `batched-fn serve` and the library entry never need it.
   const { default: autocannon } = await import('autocannon');
   let instance: autocannonType.Instance | undefined;

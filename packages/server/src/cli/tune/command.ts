@@ -17,7 +17,7 @@ import {
   targetName,
   type TuneTarget,
 } from './server-process.js';
-import { type Candidate, coarseGrid, DEFAULT_CANDIDATE, keyOf, modelConfig, neighbours, serveFlags } from './space.js';
+import { type Candidate, coarseGrid, defaultCandidate, keyOf, modelConfig, neighbours, serveFlags } from './space.js';
 import { measurePoint, STABILITY, type Window } from './stability.js';
 
 export interface TuneOptions {
@@ -163,9 +163,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
   return {
     measured: all,
     recommended: all.reduce<Measured | undefined>((best, m) => (better(m, best) ? m : best), undefined),
-    defaults: measured.get(
-      keyOf({ ...DEFAULT_CANDIDATE, threads: Math.min(DEFAULT_CANDIDATE.threads, options.cores) }),
-    ),
+    defaults: measured.get(keyOf(defaultCandidate(options.cores))),
     seconds: (performance.now() - started) / 1000,
   };
 }
