@@ -242,7 +242,11 @@ function answerAndClose(stream: ServerHttp2Stream, code: GrpcStatus, details: st
     },
     { endStream: true },
   );
-  stream.close(constants.NGHTTP2_NO_ERROR);
+  // Closed once the answer is on its way, not in the same turn: on Node 22 a stream closed within
+  // its own 'stream' event, before the client's request was read, never sent the answer.
+  setImmediate(() => {
+    if (!stream.closed && !stream.destroyed) stream.close(constants.NGHTTP2_NO_ERROR);
+  });
 }
 
 /**
