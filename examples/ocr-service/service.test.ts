@@ -10,6 +10,7 @@ import * as ort from 'onnxruntime-node';
 import { type RunningServer, PROTO_OPTIONS, PROTO_PATH, startServer } from '@batched-fn/server';
 import { credentials, loadPackageDefinition, type ServiceError } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
+import { binaryBody } from './rest-body.mjs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { MODEL_FILES } from './models.mjs';
 import { context, handler } from './ocr-model.mjs';
@@ -244,23 +245,13 @@ describe('served: batched-fn serve --model-repository (prepare.js) on 127.0.0.1'
     if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
   });
 
-  /** The binary extension: a JSON header, then the image as one BYTES element (4-byte length, the bytes). */
+  /** The binary extension: a JSON header, then the image as one BYTES element (rest-body.mjs). */
   async function inferRest(bytes: Uint8Array): Promise<{ status: number; json: RestAnswer }> {
-    const header = Buffer.from(
-      JSON.stringify({
-        inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: bytes.length + 4 } }],
-        outputs: [
-          { name: 'text', parameters: { binary_data: false } },
-          { name: 'boxes', parameters: { binary_data: false } },
-        ],
-      }),
-    );
-    const length = Buffer.alloc(4);
-    length.writeUInt32LE(bytes.length);
+    const { header, body } = binaryBody(bytes);
     const response = await fetch(`${server.url}/v2/models/ocr/infer`, {
       method: 'POST',
-      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': `${header.length}` },
-      body: Buffer.concat([header, length, bytes]),
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': `${header}` },
+      body,
     });
     return { status: response.status, json: (await response.json()) as RestAnswer };
   }

@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { MODELS_DIR, SERVICE_DEFAULTS, prepareRepository } from './prepare.js';
 import { prepareTestImages } from './test-images.mjs';
+import { binaryBody } from './rest-body.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
 const CLI = fileURLToPath(new URL('../../packages/server/bin/batched-fn.js', import.meta.url));
@@ -106,22 +107,6 @@ async function closedLoop(once, count, seconds) {
     }),
   );
   return { images: latencies.length, failures, seconds, latencies: latencies.sort((a, b) => a - b) };
-}
-
-/** The REST binary body for one image: the JSON header, then the BYTES element (4-byte length, the bytes). */
-function binaryBody(/** @type {Buffer} */ bytes) {
-  const header = Buffer.from(
-    JSON.stringify({
-      inputs: [{ name: 'image', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: bytes.length + 4 } }],
-      outputs: [
-        { name: 'text', parameters: { binary_data: false } },
-        { name: 'boxes', parameters: { binary_data: false } },
-      ],
-    }),
-  );
-  const length = Buffer.alloc(4);
-  length.writeUInt32LE(bytes.length);
-  return { header: header.length, body: Buffer.concat([header, length, bytes]) };
 }
 
 /** The load child: `--load URL`; prints its LoadResult as one JSON line. */
