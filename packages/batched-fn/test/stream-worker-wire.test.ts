@@ -1,12 +1,12 @@
-// Worker-mode streaming's hot path: a step request goes through the thread's doorbell (shared
-// memory), its answer comes back packed (values, one flag byte per slot, errors apart). These tests
-// pin down what must not change with the transport: every value and end arrives, a step too big
-// for the doorbell still runs, asynchronous and hostile steps end their streams as before, and a
-// message forged by user code never passes for an answer.
+// Worker-mode streaming's hot path: the thread steps a group on its own (its run), a few steps
+// ahead of the main thread, and each step comes back packed (the ids stepped, values, one flag byte
+// per slot, errors apart). These tests pin down what must not change with the transport: every
+// value and end arrives, a very large group runs, asynchronous and hostile steps end their streams
+// as before, and a message forged by user code never passes for an answer.
 import { expect, test } from 'vitest';
-import { batchedStream } from 'batched-fn';
+import { batchedStream, type StepInfo } from 'batched-fn';
 import { parseFromWorker } from '../dist/executor/wire.js';
-import { BELL_CAPACITY } from '../dist/executor/step-bell.js';
+import { STEPS_AHEAD } from '../dist/stream/thread-run.js';
 import { collect } from './stream-helpers.js';
 
 const moduleOf = (source: string): string => `data:text/javascript,${encodeURIComponent(source)}`;
@@ -26,24 +26,62 @@ const countdown = moduleOf(`
 `);
 
 test('worker mode: values, valueless steps and ends all arrive, over many steps and joins', async () => {
+  const steps: StepInfo[] = [];
   const generate = batchedStream<number, unknown, number | undefined>({
     worker: countdown,
     maxBatchSize: 4,
     maxDelay: 0,
+    onStep: (info) => steps.push(info),
   });
   const lengths = [1, 2, 3, 7, 5, 9, 4, 6];
   const results = await Promise.all(lengths.map((length) => collect(generate(length))));
+  let values = 0;
   results.forEach((result, i) => {
     const expected: (number | undefined)[] = [];
     for (let n = 0; n < (lengths[i] as number); n++) if (n % 3 !== 2) expected.push(n % 3 === 1 ? undefined : n);
     expect(result).toEqual({ values: expected });
+    values += expected.length;
   });
+  // Every slot was stepped once; `values` counts the slots that handed one out.
+  expect(steps.reduce((sum, info) => sum + info.sequences, 0)).toBe(lengths.reduce((a, b) => a + b, 0));
+  expect(steps.reduce((sum, info) => sum + info.values, 0)).toBe(values);
+  expect(steps.every((info) => info.sequences <= 4 && info.values <= info.sequences)).toBe(true);
   expect(generate.stats.workerStates).toBe(0);
   await generate.close();
 });
 
-test('worker mode: a step with more ids than the doorbell holds goes as a message, and runs the same', async () => {
-  const sequences = BELL_CAPACITY + 5;
+test('the thread steps ahead of a busy main thread by STEPS_AHEAD steps, then waits for it', async () => {
+  const counter = new Int32Array(new SharedArrayBuffer(4));
+  const counted = moduleOf(`
+    export const context = (data) => data.counter;
+    export function step(states, counter) {
+      Atomics.add(counter, 0, 1);
+      return states.map(() => ({ value: 1 }));
+    }
+  `);
+  const generate = batchedStream<number, unknown, number>({ worker: counted, workerData: { counter }, maxDelay: 0 });
+  const stream = generate(0);
+  expect((await stream.next()).value).toBe(1);
+  // The main thread is busy now (it hears nothing): the thread runs to the end of its credit.
+  const until = performance.now() + 10_000;
+  let last = -1;
+  let stableSince = performance.now();
+  while (performance.now() < until) {
+    const now = Atomics.load(counter, 0);
+    if (now !== last) {
+      last = now;
+      stableSince = performance.now();
+    } else if (performance.now() - stableSince > 300) break;
+  }
+  expect(Atomics.load(counter, 0)).toBe(STEPS_AHEAD);
+  // Back in the event loop: the values stepped meanwhile arrive in order, and stepping goes on.
+  for (let i = 1; i < STEPS_AHEAD + 10; i++) expect((await stream.next()).value).toBe(1);
+  await stream.return?.();
+  await generate.close();
+});
+
+test('worker mode: a group of 4,100 sequences runs as one, each of its steps one message', async () => {
+  const sequences = 4_100;
   const generate = batchedStream<number, unknown, number | undefined>({
     worker: countdown,
     maxBatchSize: sequences,
@@ -84,10 +122,21 @@ test('worker mode: an asynchronous step is awaited; a rejected one, or a thenabl
 
 test('a packed step answer is accepted only exactly as the protocol has it', () => {
   const error = { name: 'Error', message: 'm' };
-  const good = { type: 'stepped', id: 3, values: [1, 2], flags: new Uint8Array([1, 3]), errors: [], held: 1 };
+  const good = {
+    type: 'stepped',
+    id: 3,
+    ids: [7, 9],
+    values: [1, 2],
+    flags: new Uint8Array([1, 3]),
+    errors: [],
+    held: 1,
+    ms: 0.25,
+  };
   expect(parseFromWorker(good)).toBe(good);
   expect(parseFromWorker({ ...good, values: [1, undefined], errors: [[1, error]] })).toBeDefined();
-  expect(parseFromWorker({ type: 'stepped', id: 3, values: null, flags: null, errors: [], held: 0 })).toBeDefined();
+  expect(
+    parseFromWorker({ type: 'stepped', id: 3, ids: [7], values: null, flags: null, errors: [], held: 0, ms: 1 }),
+  ).toBeDefined();
   for (const forged of [
     { ...good, flags: new Uint8Array([1, 4]) }, // an unknown bit
     { ...good, flags: new Uint8Array([1]) }, // one flag short
@@ -98,7 +147,14 @@ test('a packed step answer is accepted only exactly as the protocol has it', () 
     { ...good, held: undefined }, // a stream thread always says what it holds
     { ...good, id: -1 },
     { ...good, values: null }, // null values come with null flags
-    { type: 'stepped', id: 3, values: null, flags: null, errors: [[0, error]], held: 0 },
+    { ...good, values: null, flags: null, errors: [[0, error]] },
+    { ...good, ids: [7] }, // one id short
+    { ...good, ids: [7, -9] },
+    { ...good, ids: [7, 1.5] },
+    { ...good, ids: undefined },
+    { ...good, ms: -1 },
+    { ...good, ms: Number.NaN },
+    { ...good, ms: '1' },
   ]) {
     expect(parseFromWorker(forged)).toBeUndefined();
   }

@@ -15,13 +15,26 @@ export type ToWorker =
   | { type: 'run'; id: number; inputs: unknown[] }
   /** batchedStream: the prefill of sequences joining now; their states are kept under `ids`. */
   | { type: 'start'; id: number; ids: number[]; inputs: unknown[] }
-  /** batchedStream: one step of `ids`, after freeing the states of `drop`. */
-  | { type: 'step'; id: number; ids: number[]; drop: number[] }
+  /**
+   * batchedStream: a group's run. The thread steps its started sequences on its own, one step
+   * after another while it has credit (through step `until`, then as `credit` notices allow),
+   * answering with a `stepped` message per step; the run is answered once `stop` ends it. With
+   * `joins`, a step in which a stream ended is followed by a pause until a notice says the main
+   * thread has seen it, so that sequences waiting to join take the place at that boundary.
+   */
+  | { type: 'steps'; id: number; until: number; joins: boolean }
   /** batchedStream: frees these states (their group ended, failed, or they were cancelled). */
   | { type: 'drop'; id: number; ids: number[] }
+  /** batchedStream: run `run` may step through step `until`; the main thread has handed out `seen` steps. */
+  | { type: 'credit'; run: number; until: number; seen: number }
+  /** batchedStream: run `run` ends; the states it still steps are freed, and the run is answered. */
+  | { type: 'stop'; run: number }
   | { type: 'close' };
 
-export type Request = Exclude<ToWorker, { type: 'init' } | { type: 'close' }>;
+/** Notices: sent without an id, never answered. */
+export type Notice = Extract<ToWorker, { type: 'credit' | 'stop' }>;
+
+export type Request = Exclude<ToWorker, { type: 'init' } | { type: 'close' } | Notice>;
 
 /** A request before the slot numbers it. */
 export type RequestBody = Request extends infer R ? (R extends Request ? Omit<R, 'id'> : never) : never;
@@ -38,25 +51,29 @@ export type FromWorker =
    */
   | { type: 'result'; id: number; outputs: unknown[] | null; errors: [number, SerializedError][]; held?: number }
   /**
-   * A stream step answered, packed: slot i's value is `values[i]`, and `flags[i]` says whether it
-   * has one and whether its stream is done (HAS_VALUE, DONE); slot i of `errors` ends that stream
-   * instead. `values` and `flags` are null when the step returned something other than one output
-   * per state.
+   * One step of run `id`, packed: it stepped the states `ids`, in that order; slot i's value is
+   * `values[i]`, and `flags[i]` says whether it has one and whether its stream is done (HAS_VALUE,
+   * DONE); slot i of `errors` ends that stream instead. `values` and `flags` are null when the step
+   * returned something other than one output per state. `ms` is how long the step took there.
    */
   | {
       type: 'stepped';
       id: number;
+      ids: number[];
       values: unknown[] | null;
       flags: Uint8Array | null;
       errors: [number, SerializedError][];
       held: number;
+      ms: number;
     }
   | { type: 'error'; id: number; error: SerializedError; held?: number }
   /** The worker could not read a message sent to it (a 'messageerror'): whatever it was running is lost. */
   | { type: 'lost'; error: SerializedError }
   | { type: 'closed' };
 
-export type Answer = Extract<FromWorker, { type: 'result' | 'stepped' }>;
+export type Answer = Extract<FromWorker, { type: 'result' }>;
+
+export type Stepped = Extract<FromWorker, { type: 'stepped' }>;
 
 export interface WorkerBootData {
   moduleUrl: string;
@@ -64,8 +81,6 @@ export interface WorkerBootData {
   kind: ModuleKind;
   /** The worker's end of its `connectWorker` channel, when the pool has one. */
   port?: import('node:worker_threads').MessagePort;
-  /** A stream thread's doorbell (see step-bell.ts): step requests come through it. */
-  bell?: SharedArrayBuffer;
 }
 
 const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 0;
@@ -81,12 +96,22 @@ function errorsOk(errors: unknown, count: number): boolean {
   return true;
 }
 
-/** A packed step: values and one flag byte per slot, of one length, flags with no unknown bit. */
+/** Every entry a count (sequence ids are integers from 0). */
+function idsOk(ids: unknown): ids is number[] {
+  if (!Array.isArray(ids)) return false;
+  for (const id of ids as unknown[]) if (!isCount(id)) return false;
+  return true;
+}
+
+/** A packed step: ids, values and one flag byte per slot, of one length, flags with no unknown bit. */
 function steppedOk(m: Record<string, unknown>): boolean {
-  if (!isCount(m.id) || !isCount(m.held)) return false;
+  const ms = m.ms;
+  if (!isCount(m.id) || !isCount(m.held) || !idsOk(m.ids) || typeof ms !== 'number' || !(ms >= 0 && ms < Infinity))
+    return false;
   if (m.values === null) return m.flags === null && errorsOk(m.errors, 0);
   const flags = m.flags;
   if (!Array.isArray(m.values) || !(flags instanceof Uint8Array) || flags.length !== m.values.length) return false;
+  if (m.ids.length !== flags.length) return false;
   for (let i = 0; i < flags.length; i++) if (((flags[i] as number) & ~FLAG_BITS) !== 0) return false;
   return errorsOk(m.errors, flags.length);
 }

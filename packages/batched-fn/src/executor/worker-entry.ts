@@ -10,7 +10,6 @@ import { isMainThread, type MessagePort, parentPort, threadId, workerData } from
 import { type SerializedError, serializeError } from '../error-codec.js';
 import { DONE, HAS_VALUE, newSlot, readSlot } from '../stream/step-output.js';
 import { transferListFor } from '../transfer.js';
-import { BellReader, STEP } from './step-bell.js';
 import type { FromWorker, ToWorker, WorkerBootData } from './wire.js';
 
 interface WorkerModule {
@@ -134,29 +133,54 @@ function isolateUncloneable(
   }
 }
 
-// --- batchedStream: states kept here by id ----------------------------------------------------
+// --- batchedStream: states kept here by id, stepped by the thread's own run --------------------
 
 const states = new Map<number, unknown>();
 const slot = newSlot();
+
+/**
+ * The group's run, while one is open. The thread steps its sequences on its own, one step after
+ * another, instead of waiting for a request per step: waking a thread costs tens to hundreds of
+ * microseconds on small machines, each way, and a step request per token paid it twice. The main
+ * thread keeps it a few steps ahead of the steps it has handed out (credit), and sends starts,
+ * drops and credit as it goes; they are read between steps, since a step ends in the event loop.
+ */
+interface Run {
+  id: number;
+  /** Steps taken, and the step it may take up to (credit). */
+  steps: number;
+  until: number;
+  /** With `joins`: after a step in which a stream ended, it waits until the main thread has seen that step. */
+  joins: boolean;
+  holdUntilSeen: number;
+  seen: number;
+  /** The states stepped, in order of arrival: started ones join the end, finished and dropped ones leave. */
+  active: number[];
+}
+
+let current: Run | undefined;
+let stepScheduled = false;
 
 function forget(ids: readonly number[]): void {
   for (const id of ids) states.delete(id);
 }
 
-/** A step request, from the doorbell or (when too big for it) a message. */
-interface StepRequest {
-  id: number;
-  ids: number[];
-  drop: number[];
+/** A stream ended (done, or failed) in a step: its state goes now, and it leaves the run after the step. */
+function leave(id: number, ended: Set<number> | undefined): Set<number> {
+  states.delete(id);
+  return (ended ?? new Set<number>()).add(id);
 }
 
-/** After answering a start or a step, the next step is likely on its way: the thread waits for it on the doorbell. */
-let streaming = false;
+function without(ids: readonly number[], gone: ReadonlySet<number>): number[] {
+  return ids.filter((id) => !gone.has(id));
+}
 
 async function serveStream(message: Extract<ToWorker, { type: 'start' | 'drop' }>): Promise<void> {
   const id = message.id;
   if (message.type === 'drop') {
     forget(message.ids);
+    const gone = new Set(message.ids);
+    if (current !== undefined) current.active = without(current.active, gone);
     send({ type: 'result', id, outputs: null, errors: [], held: states.size });
     return;
   }
@@ -165,46 +189,106 @@ async function serveStream(message: Extract<ToWorker, { type: 'start' | 'drop' }
     const made = typeof module.start === 'function' ? await module.start(message.inputs, context) : message.inputs;
     if (!Array.isArray(made) || made.length !== message.ids.length)
       throw new TypeError(`start must return one state per input (${message.ids.length})`);
+    // A group opens its run before its first start, so a start with no run open is one whose run
+    // failed or stopped while it waited: its states would have no one to step or free them.
+    const run = current;
+    if (run === undefined) throw new Error('batched-fn: the group this start joins has ended');
     message.ids.forEach((stateId, i) => {
       states.set(stateId, made[i]);
     });
+    run.active.push(...message.ids);
     send({ type: 'result', id, outputs: null, errors: [], held: states.size });
-    streaming = true;
   } catch (error) {
     send({ type: 'error', id, error: serializeError(error), held: states.size });
   }
 }
 
+/** A notice or a run's opening, handled in order with starts and drops. */
+function serveRun(message: Extract<ToWorker, { type: 'steps' | 'credit' | 'stop' }>): undefined {
+  switch (message.type) {
+    case 'steps':
+      // One run at a time: the pool leases a thread to one group, which stops its run before it lets go.
+      if (current !== undefined) stopRun(current);
+      current = {
+        id: message.id,
+        steps: 0,
+        until: stepCount(message.until),
+        joins: message.joins === true,
+        holdUntilSeen: 0,
+        seen: 0,
+        active: [],
+      };
+      break;
+    case 'credit':
+      if (current !== undefined && current.id === message.run) {
+        current.until = Math.max(current.until, stepCount(message.until));
+        current.seen = Math.max(current.seen, stepCount(message.seen));
+      }
+      break;
+    case 'stop':
+      if (current !== undefined && current.id === message.run) stopRun(current);
+      break;
+  }
+  return undefined;
+}
+
+/** Step counts come from the main thread; one that is not a count allows nothing. */
+function stepCount(value: unknown): number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0 ? value : 0;
+}
+
+/** Whether the run may take a step now: it has sequences, credit, and no boundary to wait for. */
+function mayStep(run: Run | undefined): run is Run {
+  return run !== undefined && run.active.length > 0 && run.steps < run.until && run.seen >= run.holdUntilSeen;
+}
+
+/** The run ends: what it still steps is freed (the group has ended those streams), and the run is answered. */
+function stopRun(run: Run): void {
+  forget(run.active);
+  if (current === run) current = undefined;
+  send({ type: 'result', id: run.id, outputs: null, errors: [], held: states.size });
+}
+
+/** A step goes into the queue once the event loop has turned, so what arrived meanwhile is read first. */
+function scheduleStep(): void {
+  if (stepScheduled || !mayStep(current)) return;
+  stepScheduled = true;
+  setImmediate(queueStep);
+}
+
+function queueStep(): void {
+  stepScheduled = false;
+  inOrder(stepOnce);
+}
+
 /**
- * One step, answered. Runs synchronously when the module's `step` does (the common case, and what
- * lets a lingering thread serve the next step without going back to its event loop); returns a
- * promise only when loading or the step itself is asynchronous.
+ * One step of the run's sequences. Runs synchronously when the module's `step` does (the common
+ * case); returns a promise only when the step itself is asynchronous.
  */
-function serveStep(request: StepRequest): Promise<void> | undefined {
-  const { id, ids } = request;
-  if (loaded === undefined)
-    return load().then(
-      () => serveStep(request),
-      (error: unknown) => failStep(id, [], error),
-    );
-  forget(request.drop);
+function stepOnce(): Promise<void> | undefined {
+  const run = current;
+  // The module is loaded: a run steps only sequences a start has made.
+  if (!mayStep(run) || loaded === undefined) return undefined;
+  run.steps++;
+  const ids = run.active;
   const { module, context } = loaded;
   const stepStates = new Array<unknown>(ids.length);
   for (let i = 0; i < ids.length; i++) stepStates[i] = states.get(ids[i] as number);
+  const started = performance.now();
   let outputs: unknown;
   try {
     outputs = (module.step as NonNullable<WorkerModule['step']>)(stepStates, context);
     // As `await` would: a thenable is adopted (reading its `then` may throw, which fails the step).
     if (isThenable(outputs))
       return Promise.resolve(outputs).then(
-        (resolved) => answerStep(id, ids, resolved),
-        (error: unknown) => failStep(id, ids, error),
+        (resolved) => answerStep(run, ids, resolved, started),
+        (error: unknown) => failRun(run, error),
       );
   } catch (error) {
-    failStep(id, ids, error);
+    failRun(run, error);
     return undefined;
   }
-  answerStep(id, ids, outputs);
+  answerStep(run, ids, outputs, started);
   return undefined;
 }
 
@@ -216,67 +300,66 @@ function isThenable(value: unknown): boolean {
   );
 }
 
-/** The step threw: the main thread ends every stream of it, so their states go now. */
-function failStep(id: number, ids: readonly number[], error: unknown): void {
-  forget(ids);
-  streaming = true;
-  send({ type: 'error', id, error: serializeError(error), held: states.size });
+/** The step failed as a whole: the main thread ends every stream of the run, so their states go now. */
+function failRun(run: Run, error: unknown): void {
+  forget(run.active);
+  run.active = [];
+  if (current === run) current = undefined;
+  send({ type: 'error', id: run.id, error: serializeError(error), held: states.size });
 }
 
-function answerStep(id: number, ids: readonly number[], outputs: unknown): void {
-  streaming = true;
+function answerStep(run: Run, ids: number[], outputs: unknown, started: number): void {
+  const ms = performance.now() - started;
   try {
     if (!Array.isArray(outputs) || outputs.length !== ids.length) {
-      forget(ids);
-      send({ type: 'stepped', id, values: null, flags: null, errors: [], held: states.size });
+      forget(run.active);
+      run.active = [];
+      send({ type: 'stepped', id: run.id, ids, values: null, flags: null, errors: [], held: states.size, ms });
       return;
     }
     // Packed for the trip back: one array of values and one flag byte per slot, no object per
     // sequence. Errors go through the codec, slot by slot, apart from the values, so no value can
     // pass for an error. A malformed slot becomes its stream's error here, like an Error would; a
-    // stream that ends (done, or an error) has its state freed now.
+    // stream that ends (done, or an error) has its state freed now and leaves the run.
     const count = outputs.length;
     const values: unknown[] = [];
     const flags = new Uint8Array(count);
     const errors: [number, SerializedError][] = [];
+    let ended: Set<number> | undefined;
     for (let i = 0; i < count; i++) {
       readSlot(outputs, i, slot);
       if (slot.failed) {
         errors.push([i, serializeError(slot.error)]);
         values.push(undefined);
-        states.delete(ids[i] as number);
+        ended = leave(ids[i] as number, ended);
         continue;
       }
       values.push(slot.hasValue ? slot.value : undefined);
       flags[i] = (slot.hasValue ? HAS_VALUE : 0) | (slot.done ? DONE : 0);
-      if (slot.done) states.delete(ids[i] as number);
+      if (slot.done) ended = leave(ids[i] as number, ended);
     }
     try {
-      send({ type: 'stepped', id, values, flags, errors, held: states.size }, transferListFor(values));
+      send({ type: 'stepped', id: run.id, ids, values, flags, errors, held: states.size, ms }, transferListFor(values));
     } catch (cause) {
       // One value that cannot be cloned (a function, a symbol) must not sink its neighbours: it
       // ends its own stream. Nothing was transferred, since cloning failed first.
       isolateUncloneable(values, errors, cause, 'step', (i) => {
         flags[i] = 0;
-        states.delete(ids[i] as number);
+        ended = leave(ids[i] as number, ended);
       });
-      send({ type: 'stepped', id, values, flags, errors, held: states.size }, transferListFor(values));
+      send({ type: 'stepped', id: run.id, ids, values, flags, errors, held: states.size, ms }, transferListFor(values));
+    }
+    if (ended !== undefined) {
+      // A drop read during an asynchronous step changed `active` since: filter what it is now.
+      run.active = without(run.active, ended);
+      if (run.joins) run.holdUntilSeen = run.steps;
     }
   } catch (error) {
-    send({ type: 'error', id, error: serializeError(error), held: states.size });
+    failRun(run, error);
   }
 }
 
-// --- In order, and the doorbell ------------------------------------------------------------------
-
-/**
- * How long a stream thread waits on its doorbell after an answer, blocked, before it goes back to
- * its event loop. The main thread usually rings within tens of microseconds (it hands the values
- * out and sends the next step); blocking longer than that would only delay the thread's own
- * timers, and a step that comes later is still heard, a little slower, from the event loop.
- */
-const LINGER_MS = 1;
-const bell = boot.bell instanceof SharedArrayBuffer ? new BellReader(boot.bell) : undefined;
+// --- In order ----------------------------------------------------------------------------------
 
 // Stream requests are handled one at a time, in order: a step never overtakes the start it depends
 // on, and a close waits for the request before it (a retired thread exits once its step returns).
@@ -290,7 +373,7 @@ function inOrder(job: Job): void {
   if (!running) drain();
 }
 
-/** Runs queued jobs; a synchronous one (a step, mostly) costs no promise. Then listens on the doorbell. */
+/** Runs queued jobs; a synchronous one (a step, mostly) costs no promise. Then the run's next step. */
 function drain(): void {
   running = true;
   for (let job = jobs.shift(); job !== undefined; job = jobs.shift()) {
@@ -306,51 +389,14 @@ function drain(): void {
     }
   }
   running = false;
-  if (bell !== undefined) listen(bell);
+  scheduleStep();
 }
-
-/** The step in the doorbell; one whose counts were scribbled over fails (the main thread waits for its answer). */
-function bellStep(reader: BellReader): Promise<void> | undefined {
-  const request = reader.read();
-  if (request.ids === undefined) {
-    send({
-      type: 'error',
-      id: request.id,
-      error: serializeError(new TypeError('batched-fn: unreadable step request')),
-    });
-    return undefined;
-  }
-  return serveStep(request);
-}
-
-/** While streaming, waits blocked for the next step (answering steps as they come); then from the event loop. */
-function listen(reader: BellReader): void {
-  while (streaming) {
-    streaming = false;
-    // KNOCK: a message waits for the event loop; IDLE: nothing came in time.
-    if (reader.wait(LINGER_MS) !== STEP) break;
-    running = true;
-    const pending = bellStep(reader);
-    if (pending !== undefined) {
-      void pending.then(drain, drain);
-      return;
-    }
-    running = false;
-  }
-  reader.arm(heard);
-}
-
-function heard(code: number): void {
-  if (code === STEP) inOrder(() => bellStep(bell as BellReader));
-  else (bell as BellReader).arm(heard);
-}
-
-// From the start, a step rung before this thread ever answered is heard too.
-bell?.arm(heard);
 
 // --- Shutdown ----------------------------------------------------------------------------------
 
 async function close(): Promise<void> {
+  // No step after this: a retired thread's run ends with it.
+  current = undefined;
   try {
     // A module never loaded has nothing to dispose; loading it now only to dispose would be waste.
     const ready = loaded ?? (loading === undefined ? undefined : await loading.catch(() => undefined));
@@ -376,8 +422,10 @@ port.on('message', (message: ToWorker) => {
     case 'drop':
       inOrder(() => serveStream(message));
       break;
-    case 'step':
-      inOrder(() => serveStep(message));
+    case 'steps':
+    case 'credit':
+    case 'stop':
+      inOrder(() => serveRun(message));
       break;
     case 'init':
       load().then(

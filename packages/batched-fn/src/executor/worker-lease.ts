@@ -1,6 +1,5 @@
-import { deserializeError } from '../error-codec.js';
-import type { PackedStep } from '../stream/step-output.js';
 import { transferListFor } from '../transfer.js';
+import type { Stepped } from './wire.js';
 import type { WorkerSlot } from './worker-slot.js';
 
 /**
@@ -32,19 +31,28 @@ export class WorkerLease {
   }
 
   /**
-   * One step of `ids`, freeing the states of `drop` first: its outputs packed (no object per
-   * sequence crossed), with the errors that end single streams decoded. Null when the step
-   * returned the wrong count.
+   * Opens the group's run: the thread steps every sequence started under this lease, through step
+   * `until`, and further as `grant` allows (see wire.ts for `joins`). `ended` settles when `stop`
+   * has ended the run, and rejects when a step fails as a whole or the worker is gone.
    */
-  async step(ids: number[], drop: number[]): Promise<PackedStep | null> {
-    const answer = await this.#request({ type: 'step', ids, drop }, undefined);
-    // A module's own message can imitate an answer of the other kind: a step is answered packed.
-    if (answer.type !== 'stepped') throw new TypeError('batched-fn: the worker answered a step with a batch result');
-    const { values, flags, errors } = answer;
-    if (values === null || flags === null) return null;
-    const failed = errors.length === 0 ? undefined : new Map<number, unknown>();
-    for (const [i, error] of errors) failed?.set(i, deserializeError(error));
-    return { values, flags, failed };
+  run(until: number, joins: boolean, onStep: (step: Stepped) => void): { id: number; ended: Promise<unknown> } {
+    if (!this.alive) return { id: -1, ended: Promise.reject(this.#slot.goneReason()) };
+    try {
+      const { id, answered } = this.#slot.send({ type: 'steps', until, joins }, undefined, undefined, onStep);
+      return { id, ended: answered };
+    } catch (error) {
+      return { id: -1, ended: Promise.reject(error) };
+    }
+  }
+
+  /** Run `run` may step through step `until`; `seen` steps have been handed out here. */
+  grant(run: number, until: number, seen: number): void {
+    if (this.alive) this.#slot.notify({ type: 'credit', run, until, seen });
+  }
+
+  /** Ends run `run`: the thread frees the states it still steps, and answers the run. */
+  stop(run: number): void {
+    if (this.alive) this.#slot.notify({ type: 'stop', run });
   }
 
   /** Frees the states of `ids` (a group that ended or failed, cancelled sequences). */

@@ -2,12 +2,13 @@ import { MessageChannel, type MessagePort, type ResourceLimits, Worker } from 'n
 import { deserializeError } from '../error-codec.js';
 import { WorkerExitedError } from '../errors.js';
 import type { WorkerStats } from '../stats.js';
-import { StepBell } from './step-bell.js';
 import {
   type Answer,
   type FromWorker,
+  type Notice,
   parseFromWorker,
   type RequestBody,
+  type Stepped,
   type ToWorker,
   type WorkerBootData,
 } from './wire.js';
@@ -43,6 +44,14 @@ interface Pending {
   reject: (error: unknown) => void;
   /** A batch job's inputs; undefined for stream requests. */
   job: unknown[] | undefined;
+  /** A stream run's steps, as they come (the run itself is answered when it stops). */
+  progress: ((step: Stepped) => void) | undefined;
+}
+
+/** A request sent: its id (what notices about it name), and its answer. */
+export interface Sent {
+  id: number;
+  answered: Promise<Answer>;
 }
 
 /**
@@ -55,8 +64,6 @@ export class WorkerSlot {
   readonly id: number;
   readonly #host: SlotHost;
   #worker: Worker | undefined = undefined;
-  /** A stream thread's doorbell, one per spawn like the thread: step requests go through it. */
-  #bell: StepBell | undefined = undefined;
   /** Bumped at every spawn: a lease is bound to the worker it started on. */
   #generation = 0;
   #state: WorkerStats['state'] = 'stopped';
@@ -143,15 +150,7 @@ export class WorkerSlot {
     const host = this.#host;
     // A fresh channel per spawn: a port can be transferred once, and a restarted worker is a new thread.
     const channel = host.connect === undefined ? undefined : new MessageChannel();
-    const bell = host.boot.kind === 'stream' ? new StepBell() : undefined;
-    const boot =
-      channel === undefined && bell === undefined
-        ? host.boot
-        : {
-            ...host.boot,
-            ...(channel === undefined ? {} : { port: channel.port2 }),
-            ...(bell === undefined ? {} : { bell: bell.buffer }),
-          };
+    const boot = channel === undefined ? host.boot : { ...host.boot, port: channel.port2 };
     const worker = new Worker(host.entry, {
       workerData: boot,
       ...(channel === undefined ? {} : { transferList: [channel.port2] }),
@@ -160,7 +159,6 @@ export class WorkerSlot {
     });
     if (channel !== undefined) host.connect?.(channel.port1, this.id);
     this.#worker = worker;
-    this.#bell = bell;
     this.#generation++;
     this.#state = 'starting';
     this.#interruptible = true;
@@ -205,11 +203,24 @@ export class WorkerSlot {
    * nothing, when the message cannot be cloned, so the caller can isolate the culprit.
    */
   request(message: RequestBody, transfer: ArrayBuffer[] | undefined, job: unknown[] | undefined): Promise<Answer> {
+    return this.send(message, transfer, job, undefined).answered;
+  }
+
+  /**
+   * `request`, also telling its id, and with `progress` for a stream run: each of the run's
+   * `stepped` messages goes there, until the run is answered (or the worker is gone).
+   */
+  send(
+    message: RequestBody,
+    transfer: ArrayBuffer[] | undefined,
+    job: unknown[] | undefined,
+    progress: ((step: Stepped) => void) | undefined,
+  ): Sent {
     const worker = this.#worker as Worker;
     const id = this.#nextRequest++;
     let settle!: Pending;
     const answered = new Promise<Answer>((resolve, reject) => {
-      settle = { resolve, reject, job };
+      settle = { resolve, reject, job, progress };
     });
     this.#pending.set(id, settle);
     if (job !== undefined) {
@@ -218,21 +229,23 @@ export class WorkerSlot {
       this.#state = 'busy';
     }
     worker.ref();
-    // A stream step goes through the doorbell when it fits; anything else is a message.
-    if (message.type === 'step' && this.#bell?.ring(id, message.ids, message.drop) === true) return answered;
     try {
       this.#post(worker, { ...message, id } as ToWorker, transfer);
     } catch (error) {
       this.#take(id);
       throw error;
     }
-    return answered;
+    return { id, answered };
   }
 
-  /** Posts to the worker; a stream thread lingering on its doorbell is knocked back to its event loop to receive it. */
+  /** A notice about a request (a run's credit, its stop): nothing when the worker is gone. */
+  notify(notice: Notice): void {
+    const worker = this.#worker;
+    if (worker !== undefined) this.#post(worker, notice);
+  }
+
   #post(worker: Worker, message: ToWorker, transfer?: ArrayBuffer[]): void {
     worker.postMessage(message, transfer);
-    this.#bell?.knock();
   }
 
   /** Builds the context now (for `ready()`); a slot waiting to restart starts at once. */
@@ -372,8 +385,16 @@ export class WorkerSlot {
         for (const waiter of this.#initWaiters.splice(0)) waiter.reject(error);
         break;
       }
-      case 'result':
       case 'stepped': {
+        const pending = this.#pending.get(message.id);
+        // Not a run of this worker's (an abandoned one's late step, a forgery): ignored.
+        if (pending?.progress === undefined) return;
+        this.#held = message.held;
+        this.#failuresInARow = 0;
+        pending.progress(message);
+        break;
+      }
+      case 'result': {
         if (message.held !== undefined) this.#held = message.held;
         const pending = this.#take(message.id);
         if (pending === undefined) return; // an abandoned request's late answer

@@ -2,29 +2,44 @@ import type { EngineLink } from '../engine/engine.js';
 import type { Runner } from '../engine/runner.js';
 import type { RunningBatch } from '../engine/running-batch.js';
 import { BatchSizeMismatchError, BatchTimeoutError, type FailureKey } from '../errors.js';
-import type { WorkerLease } from '../executor/worker-lease.js';
 import { WorkerPool } from '../executor/worker-pool.js';
 import { LoopYield } from '../loop-yield.js';
 import type { Resolve } from '../queue.js';
 import type { Ending, Sequence } from './sequence.js';
-import { DONE, HAS_VALUE, newSlot, type PackedStep, readSlot } from './step-output.js';
+import { newSlot, readSlot } from './step-output.js';
 import type { ResolvedStreamOptions } from './stream-options.js';
 import type { StreamStats } from './stream-stats.js';
+import { type RunHost, ThreadRun } from './thread-run.js';
 
-const NOOP = (): void => {};
 const now = (): number => performance.now();
 
-/** One running group: a running batch whose membership changes at every step boundary. */
-interface Group<I, S, T> {
-  active: Sequence<I, S, T>[];
-  /** Sequences in a running `start`: not active yet, but destroy() and a timeout end them too. */
-  joining: Sequence<I, S, T>[];
+/** A running group, inline or in a thread, as the runner counts and ends it. */
+interface Running {
+  /** Sequences stepped now that have not ended. */
+  readonly active: number;
+  /** Every stream of the group ends with `error` (destroy). */
+  fail(error: unknown): void;
+}
+
+/** One inline group: a running batch whose membership changes at every step boundary. */
+class InlineGroup<I, S, T> implements Running {
+  members: Sequence<I, S, T>[] = [];
+  /** Sequences in a running `start`: not members yet, but destroy() and a timeout end them too. */
+  joining: Sequence<I, S, T>[] = [];
   /** A step failed as a whole (threw, timed out, wrong count), or a start timed out: the group ends. */
-  failed: boolean;
-  /** Worker mode: the pool slot holding this group's states, for the group's whole life. */
-  lease: WorkerLease | undefined;
-  /** Worker mode: ids whose states the thread may forget (sent with the next step). */
-  drop: number[];
+  failed = false;
+
+  get active(): number {
+    let active = 0;
+    for (const s of this.members) if (!s.ended) active++;
+    return active;
+  }
+
+  fail(error: unknown): void {
+    this.failed = true;
+    for (const s of this.members) s.end('error', true, error);
+    for (const s of this.joining) s.end('error', true, error);
+  }
 }
 
 /**
@@ -34,10 +49,10 @@ interface Group<I, S, T> {
  * at every step boundary up to `maxBatchSize` (continuous) or none (static),
  * and dropping finished and cancelled ones before the next step. In worker
  * mode each group leases a slot of the one WorkerPool, whose thread keeps its
- * states by id.
+ * states by id and steps them on its own (thread-run.ts).
  */
 export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
-  readonly #groups = new Set<Group<I, S, T>>();
+  readonly #groups = new Set<Running>();
   readonly #options: ResolvedStreamOptions<I, S, T, C>;
   readonly #stats: StreamStats;
   readonly #link: EngineLink<Sequence<I, S, T>, Ending>;
@@ -76,7 +91,7 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
   /** Sequences in running groups. */
   get active(): number {
     let active = 0;
-    for (const group of this.#groups) for (const s of group.active) if (!s.ended) active++;
+    for (const group of this.#groups) active += group.active;
     return active;
   }
 
@@ -95,15 +110,44 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
 
   /** A group's first batch left the queue. */
   run(batch: RunningBatch<Sequence<I, S, T>, Ending>): void {
-    const lease = this.#pool?.lease();
-    if (this.#pool !== undefined && lease === undefined) {
+    const pool = this.#pool;
+    if (pool === undefined) {
+      const group = new InlineGroup<I, S, T>();
+      this.#groups.add(group);
+      void this.#loop(group, batch.inputs);
+      return;
+    }
+    const lease = pool.lease();
+    if (lease === undefined) {
       // The pump asked hasCapacity() first; this would be an engine bug, and must not hang a caller.
       for (const s of batch.inputs) s.end('error', true, new Error('batched-fn: no free worker (engine bug)'));
       return;
     }
-    const group: Group<I, S, T> = { active: [], joining: [], failed: false, lease, drop: [] };
-    this.#groups.add(group);
-    void this.#loop(group, batch.inputs);
+    // The thread steps the group on its own; the run hands out values and takes joiners as steps come.
+    const groups = this.#groups;
+    const link = this.#link;
+    const options = this.#options;
+    const isDestroyed = (): boolean => this.#destroyed;
+    const host: RunHost<I, S, T> = {
+      continuous: options.mode === 'continuous',
+      batchTimeout: options.batchTimeout,
+      get maxBatchSize() {
+        return link.settings.maxBatchSize;
+      },
+      get destroyed() {
+        return isDestroyed();
+      },
+      join: (room) => link.join(room)?.inputs ?? [],
+      stepped: (sequences, ms, values) => this.#stepped(sequences, ms, values),
+      over: () => {
+        lease.release();
+        groups.delete(run);
+        link.settled();
+      },
+    };
+    const run = new ThreadRun(host, lease);
+    groups.add(run);
+    run.begin(batch.inputs);
   }
 
   fail(resolve: Resolve<Ending>, error: unknown, key: FailureKey): void {
@@ -112,7 +156,7 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
 
   releaseAll(error: unknown): void {
     this.#destroyed = true;
-    for (const group of this.#groups) this.#endGroup(group, error);
+    for (const group of [...this.#groups]) group.fail(error);
   }
 
   /** Inline: builds the context now. (Worker mode builds it in each thread before its first group.) */
@@ -140,87 +184,72 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
     return value;
   }
 
+  /** A step of `sequences` took `ms` and handed out `values`: the cost model, the stats and `onStep` hear of it. */
+  #stepped(sequences: number, ms: number, values: number): void {
+    this.#link.cost.observe(sequences, ms);
+    this.#stats.step(sequences, ms);
+    const onStep = this.#options.onStep;
+    if (onStep === undefined) return;
+    try {
+      onStep({ name: this.#options.name, sequences, values, ms });
+    } catch (error) {
+      // A broken observer must not break serving (as batchedFn's onBatch).
+      process.emitWarning(`batched-fn: onStep threw: ${String(error)}`, 'BatchedFnWarning');
+    }
+  }
+
   /**
-   * A group's step loop: join, step, hand out values, drop the finished; until nobody is left.
-   * A step that fails as a whole ends the group rather than taking in waiting sequences: in
-   * worker mode its thread may be dead or replaced, and the next group starts on a live one.
+   * An inline group's step loop: join, step, hand out values, drop the finished; until nobody is
+   * left. A step that fails as a whole ends the group rather than taking in waiting sequences.
    */
-  async #loop(group: Group<I, S, T>, first: Sequence<I, S, T>[]): Promise<void> {
+  async #loop(group: InlineGroup<I, S, T>, first: Sequence<I, S, T>[]): Promise<void> {
     const loopYield = new LoopYield();
     let joining = first;
     try {
       for (;;) {
         if (joining.length > 0) await this.#start(group, joining);
         this.#prune(group);
-        if (group.failed || group.active.length === 0 || this.#destroyed) break;
+        if (group.failed || group.members.length === 0 || this.#destroyed) break;
         await this.#step(group);
         this.#prune(group);
         if (group.failed) break;
         joining = this.#options.mode === 'continuous' && !this.#destroyed ? this.#join(group) : [];
-        if (group.active.length === 0 && joining.length === 0) break;
+        if (group.members.length === 0 && joining.length === 0) break;
         // Sync steps would chain forever through microtasks: let timers and sockets run now and then.
-        // A worker-mode step waits for a message, so the event loop has turned at every step already.
-        if (group.lease === undefined && loopYield.due(now())) await new Promise((resolve) => setImmediate(resolve));
+        if (loopYield.due(now())) await new Promise((resolve) => setImmediate(resolve));
       }
     } catch (error) {
       // Nothing above throws by design; should it ever, the group's streams end with the error,
       // and the process (this promise is not awaited) never sees an unhandled rejection.
-      this.#endGroup(group, error);
+      group.fail(error);
     } finally {
-      this.#free(group);
       this.#groups.delete(group);
       this.#link.settled();
     }
   }
 
   /** A step boundary: waiting sequences join, up to maxBatchSize as it is now. */
-  #join(group: Group<I, S, T>): Sequence<I, S, T>[] {
-    return this.#link.join(this.#link.settings.maxBatchSize - group.active.length)?.inputs ?? [];
+  #join(group: InlineGroup<I, S, T>): Sequence<I, S, T>[] {
+    return this.#link.join(this.#link.settings.maxBatchSize - group.members.length)?.inputs ?? [];
   }
 
-  /** Drops finished and cancelled sequences; in worker mode their states are freed with the next step. */
-  #prune(group: Group<I, S, T>): void {
-    if (group.lease !== undefined) for (const s of group.active) if (s.ended) group.drop.push(s.id);
-    group.active = group.active.filter((s) => !s.ended);
-  }
-
-  /**
-   * Worker mode, as the group ends: the states it left in its thread (cancelled sequences not yet
-   * dropped by a step, those of a failed step) are freed now, or they would stay there for good;
-   * then its slot may take another group. A dead or abandoned thread took its states with it.
-   */
-  #free(group: Group<I, S, T>): void {
-    const lease = group.lease;
-    if (lease === undefined) return;
-    const ids = group.drop;
-    for (const s of group.active) ids.push(s.id);
-    group.drop = [];
-    // Messages are handled in order, so the next group on this thread starts after these are gone.
-    if (ids.length > 0 && lease.alive) lease.drop(ids).catch(NOOP);
-    lease.release();
-  }
-
-  /** Ends every stream of the group, stepping or joining, with `error`. */
-  #endGroup(group: Group<I, S, T>, error: unknown): void {
-    group.failed = true;
-    for (const s of group.active) s.end('error', true, error);
-    for (const s of group.joining) s.end('error', true, error);
+  /** Drops finished and cancelled sequences. */
+  #prune(group: InlineGroup<I, S, T>): void {
+    group.members = group.members.filter((s) => !s.ended);
   }
 
   /**
    * `run()` bounded by `batchTimeout`. When it passes, the group ends with ERR_BATCH_TIMEOUT at
-   * once, whatever `run` does later: inline, its late result is dropped; in worker mode the
-   * thread is abandoned (terminated, or retired if not interruptible) and its slot gets a new
-   * one. Either way the group's slot is free, so close() can finish.
+   * once, whatever `run` does later: its late result is dropped. Either way the group's slot is
+   * free, so close() can finish.
    */
-  #bounded<R>(group: Group<I, S, T>, run: () => Promise<R>): Promise<R> {
+  #bounded<R>(group: InlineGroup<I, S, T>, run: () => Promise<R>): Promise<R> {
     const limit = this.#options.batchTimeout;
     if (limit === undefined) return run();
     return new Promise<R>((resolve, reject) => {
       const timer = setTimeout(() => {
         const error = new BatchTimeoutError(limit);
-        this.#endGroup(group, error);
-        group.lease?.abandon(error);
+        group.fail(error);
         reject(error);
       }, limit);
       run().then(
@@ -236,37 +265,27 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
     });
   }
 
-  async #start(group: Group<I, S, T>, joining: Sequence<I, S, T>[]): Promise<void> {
+  async #start(group: InlineGroup<I, S, T>, joining: Sequence<I, S, T>[]): Promise<void> {
     const live = joining.filter((s) => !s.ended);
     if (live.length === 0) return;
     group.joining = live;
     try {
-      const lease = group.lease;
-      if (lease !== undefined) {
-        await this.#bounded(group, () =>
-          lease.start(
-            live.map((s) => s.id),
-            live.map((s) => s.input),
-          ),
-        );
-      } else {
-        const start = this.#options.start;
-        const states = await this.#bounded(group, async () => {
-          const context = await this.#context();
-          return start === undefined
-            ? (live.map((s) => s.input) as unknown as S[])
-            : start(
-                live.map((s) => s.input),
-                context,
-              );
-        });
-        if (!Array.isArray(states) || states.length !== live.length)
-          throw new BatchSizeMismatchError(live.length, Array.isArray(states) ? states.length : undefined);
-        live.forEach((s, i) => {
-          s.keep(states[i] as S);
-        });
-      }
-      group.active.push(...live);
+      const start = this.#options.start;
+      const states = await this.#bounded(group, async () => {
+        const context = await this.#context();
+        return start === undefined
+          ? (live.map((s) => s.input) as unknown as S[])
+          : start(
+              live.map((s) => s.input),
+              context,
+            );
+      });
+      if (!Array.isArray(states) || states.length !== live.length)
+        throw new BatchSizeMismatchError(live.length, Array.isArray(states) ? states.length : undefined);
+      live.forEach((s, i) => {
+        s.keep(states[i] as S);
+      });
+      group.members.push(...live);
     } catch (error) {
       for (const s of live) s.end('error', true, error);
     } finally {
@@ -274,77 +293,37 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
     }
   }
 
-  async #step(group: Group<I, S, T>): Promise<void> {
-    const members = group.active;
+  async #step(group: InlineGroup<I, S, T>): Promise<void> {
+    const members = group.members;
     const started = now();
     let outputs: unknown;
-    let packed: PackedStep | undefined;
     try {
-      const lease = group.lease;
-      if (lease !== undefined) {
-        const drop = group.drop;
-        group.drop = [];
-        const ids = new Array<number>(members.length);
-        for (let i = 0; i < members.length; i++) ids[i] = (members[i] as Sequence<I, S, T>).id;
-        const answer = await this.#bounded(group, () => lease.step(ids, drop));
-        if (answer === null || answer.values.length !== members.length)
-          throw new BatchSizeMismatchError(members.length, answer === null ? undefined : answer.values.length);
-        packed = answer;
-        outputs = answer.values;
-      } else {
-        outputs = await this.#bounded(group, async () => {
-          const context = await this.#context();
-          return this.#options.step(
-            members.map((s) => s.state as S),
-            context,
-          );
-        });
-      }
+      outputs = await this.#bounded(group, async () => {
+        const context = await this.#context();
+        return this.#options.step(
+          members.map((s) => s.state as S),
+          context,
+        );
+      });
       if (!Array.isArray(outputs) || outputs.length !== members.length)
         throw new BatchSizeMismatchError(members.length, Array.isArray(outputs) ? outputs.length : undefined);
     } catch (error) {
-      this.#endGroup(group, error);
+      group.fail(error);
       return;
     }
     const ms = now() - started;
-    this.#link.cost.observe(members.length, ms);
-    this.#stats.step(members.length, ms);
-    const onStep = this.#options.onStep;
-    if (onStep !== undefined) {
-      try {
-        onStep({ name: this.#options.name, sequences: members.length, ms });
-      } catch (error) {
-        // A broken observer must not break serving (as batchedFn's onBatch).
-        process.emitWarning(`batched-fn: onStep threw: ${String(error)}`, 'BatchedFnWarning');
-      }
-    }
-    if (packed !== undefined) deliverPacked(members, packed);
-    else deliver(members, outputs as unknown[]);
-  }
-}
-
-/** Worker mode: the same hand-out from a packed step (the thread has already read every slot). */
-function deliverPacked<I, S, T>(members: readonly Sequence<I, S, T>[], packed: PackedStep): void {
-  const { values, flags, failed } = packed;
-  for (let i = 0; i < members.length; i++) {
-    const s = members[i] as Sequence<I, S, T>;
-    if (s.ended) continue; // cancelled during the step: its output is dropped
-    if (failed?.has(i)) {
-      s.end('error', true, failed.get(i));
-      continue;
-    }
-    const flag = flags[i] as number;
-    if ((flag & HAS_VALUE) !== 0) s.push(values[i] as T);
-    if ((flag & DONE) !== 0) s.end('done', false);
+    this.#stepped(members.length, ms, deliver(members, outputs as unknown[]));
   }
 }
 
 /**
  * Hands one step's outputs to their streams: a value, the end, or an error ending that stream
  * alone. A malformed slot (see readSlot) is that stream's error, never an exception here.
+ * Returns the values handed out.
  */
-function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readonly unknown[]): void {
+function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readonly unknown[]): number {
   const slot = newSlot();
+  let values = 0;
   for (let i = 0; i < members.length; i++) {
     const s = members[i] as Sequence<I, S, T>;
     if (s.ended) continue; // cancelled during the step: its output is dropped
@@ -353,7 +332,11 @@ function deliver<I, S, T>(members: readonly Sequence<I, S, T>[], outputs: readon
       s.end('error', true, slot.error);
       continue;
     }
-    if (slot.hasValue) s.push(slot.value as T);
+    if (slot.hasValue) {
+      s.push(slot.value as T);
+      values++;
+    }
     if (slot.done) s.end('done', false);
   }
+  return values;
 }

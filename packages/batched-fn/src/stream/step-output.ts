@@ -86,11 +86,3 @@ export function readSlot(outputs: ArrayLike<unknown>, index: number, into: Slot)
  */
 export const HAS_VALUE = 1;
 export const DONE = 2;
-
-/** One step's outputs as they come back from a worker thread: slot i is failed, or values[i] and flags[i]. */
-export interface PackedStep {
-  values: unknown[];
-  flags: Uint8Array;
-  /** The errors ending single streams, by slot; undefined when no slot failed. */
-  failed: Map<number, unknown> | undefined;
-}

@@ -10,6 +10,11 @@ export interface StepInfo {
   name: string;
   /** Sequences in the step. */
   sequences: number;
+  /**
+   * Values the step handed to streams: a slot without a value (a row still prefilling) hands none,
+   * nor does a stream that ended (cancelled) while its thread stepped it.
+   */
+  values: number;
   ms: number;
 }
 

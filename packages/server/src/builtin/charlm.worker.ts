@@ -33,12 +33,6 @@ export interface CharLmWorkerData {
   hidden: number;
   /** Most prompt tokens a sequence is fed per step. */
   prefillChunk: number;
-  /**
-   * Slot 0 counts the values steps have produced (wrapping at 2^32), written before a step
-   * answers: the main thread reads it in `onStep` to count tokens, not rows (a prefilling row
-   * produces none).
-   */
-  produced: Int32Array;
 }
 
 interface State {
@@ -62,7 +56,6 @@ interface Context {
   session: ort.InferenceSession;
   hidden: number;
   prefillChunk: number;
-  produced: Int32Array | undefined;
 }
 
 /**
@@ -77,7 +70,7 @@ export async function context(data: CharLmWorkerData): Promise<Context> {
     interOpNumThreads: 1,
     executionMode: 'sequential',
   });
-  return { session, hidden: data.hidden, prefillChunk: data.prefillChunk, produced: data.produced };
+  return { session, hidden: data.hidden, prefillChunk: data.prefillChunk };
 }
 
 /** One batched run: each row's token advances its hidden state; states are updated in place of the old ones. */
@@ -202,8 +195,7 @@ export async function step(all: State[], ctx: Context): Promise<({ value?: strin
     await advance(ctx, rows, tokens);
   }
   for (const { s, take } of prefilling) s.fed += take;
-  let values = 0;
-  const outputs = all.map((s) => {
+  return all.map((s) => {
     if (s.error !== undefined) return s.error;
     if (s.fed < s.prompt.length) return {};
     const token = pick(s.logits, s.temperature, s.random);
@@ -211,11 +203,8 @@ export async function step(all: State[], ctx: Context): Promise<({ value?: strin
     if (s.stop !== '') s.produced += char;
     s.left--;
     s.pending = token;
-    values++;
     return { value: char, done: s.left === 0 || (s.stop !== '' && s.produced.endsWith(s.stop)) };
   });
-  if (ctx.produced !== undefined) Atomics.add(ctx.produced, 0, values);
-  return outputs;
 }
 
 export async function dispose(ctx: Context): Promise<void> {

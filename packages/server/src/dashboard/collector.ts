@@ -117,7 +117,7 @@ export class DashboardCollector {
       },
       step: (info: StepInfo) => {
         const track = this.#gen(info.name);
-        if (track !== undefined) track.tokens += info.sequences;
+        if (track !== undefined) track.tokens += info.values;
       },
       firstToken: (model, seconds) => this.#gen(model)?.firstTokens.push(seconds * 1000),
     };

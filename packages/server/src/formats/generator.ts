@@ -242,16 +242,11 @@ export function createCharLmGenerator(options: CharLmOptions = {}): ServedModel 
     1,
     maxOf('prefillChunk'),
   );
-  // The worker counts the values its steps produce here, before it answers the step; onStep reads
-  // the difference, so a step's tokens are known without a message of their own.
-  const produced = new Int32Array(new SharedArrayBuffer(4));
-  let seen = 0;
   const onStep = options.onStep;
   const workerData: CharLmWorkerData = {
     modelPath: ensureCharLm(CHARLM, options.cacheDir),
     hidden: CHARLM.hidden,
     prefillChunk,
-    produced,
   };
   const { prefillChunk: _chunk, cacheDir: _cache, onStep: _onStep, name: _name, ...settings } = options;
   return createGeneratorModel({
@@ -271,10 +266,7 @@ export function createCharLmGenerator(options: CharLmOptions = {}): ServedModel 
       ? {}
       : {
           onStep: (info: StepInfo) => {
-            const now = Atomics.load(produced, 0);
-            const sequences = (now - seen) | 0;
-            seen = now;
-            if (sequences > 0) onStep({ ...info, sequences });
+            if (info.values > 0) onStep({ ...info, sequences: info.values });
           },
         }),
   });

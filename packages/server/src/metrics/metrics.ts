@@ -192,9 +192,9 @@ export class ServerMetrics {
     this.statistics.request(event.model, event.result === 'ok', event.ms / 1000, event.version);
   }
 
-  /** One decode step of `sequences` sequences: as many tokens. */
+  /** One decode step of `sequences` sequences, which handed out `values` tokens. */
   readonly onStep = (info: StepInfo): void => {
-    this.#tokens.inc({ model: info.name }, info.sequences);
+    this.#tokens.inc({ model: info.name }, info.values);
     this.#stepSize.observe({ model: info.name }, info.sequences);
     for (const listener of this.#listeners) listener.step?.(info);
   };

@@ -1,0 +1,226 @@
+import { deserializeError } from '../error-codec.js';
+import { BatchSizeMismatchError, BatchTimeoutError } from '../errors.js';
+import type { Stepped } from '../executor/wire.js';
+import type { WorkerLease } from '../executor/worker-lease.js';
+import type { Sequence } from './sequence.js';
+import { DONE, HAS_VALUE } from './step-output.js';
+
+const NOOP = (): void => {};
+
+/**
+ * Steps the thread may run ahead of the steps handed out here. The thread steps on its own while it
+ * has credit, so waking either thread (tens to hundreds of microseconds on small machines; 300 µs
+ * a round trip on our 2-core machine when idle) overlaps its steps instead of adding to each.
+ * Fast steps need many: an identity step of 16 sequences took 60 µs a step with 8, 35-38 with 16,
+ * 28-35 with 32 to 256. Only a main thread that falls behind lets the thread run this far ahead;
+ * then a cancelled stream is stepped at most this many more times, and buffered values wait.
+ */
+export const STEPS_AHEAD = 64;
+
+/** What a thread run needs from its runner (Groups): the queue, the live settings, the stats. */
+export interface RunHost<I, S, T> {
+  readonly continuous: boolean;
+  readonly batchTimeout: number | undefined;
+  readonly maxBatchSize: number;
+  readonly destroyed: boolean;
+  /** Up to `room` waiting sequences, taken from the queue to join now. */
+  join(room: number): Sequence<I, S, T>[];
+  /** A step of `sequences` ran, taking `ms` in the thread, and handed out `values`. */
+  stepped(sequences: number, ms: number, values: number): void;
+  /** The group is over: its lease may go, and the pump may start another. */
+  over(): void;
+}
+
+/**
+ * A worker-mode group: a running batch whose sequences a thread steps on its own (the run), while
+ * this side hands out each step's values, drops cancelled streams, and starts waiting sequences
+ * into it at step boundaries (continuous) up to `maxBatchSize`. The group ends when no sequence is
+ * left, or fails as a whole when a step does, when the thread is gone, or when the thread sends
+ * nothing for `batchTimeout` while it owes a step or a start (then the thread is abandoned).
+ */
+export class ThreadRun<I, S, T> {
+  readonly #host: RunHost<I, S, T>;
+  readonly #lease: WorkerLease;
+  /** The sequences the thread steps, by id, as far as this side knows (it learns of ends a step late). */
+  readonly #members = new Map<number, Sequence<I, S, T>>();
+  /** In a start not answered yet. */
+  readonly #joining = new Set<Sequence<I, S, T>>();
+  #run = -1;
+  #granted = 0;
+  #received = 0;
+  #watchdog: ReturnType<typeof setTimeout> | undefined = undefined;
+  #over = false;
+
+  constructor(host: RunHost<I, S, T>, lease: WorkerLease) {
+    this.#host = host;
+    this.#lease = lease;
+  }
+
+  /** Sequences stepped now that have not ended. */
+  get active(): number {
+    let active = 0;
+    for (const s of this.#members.values()) if (!s.ended) active++;
+    return active;
+  }
+
+  /** Opens the run, then starts its first sequences (a start is read after the run it joins). */
+  begin(first: Sequence<I, S, T>[]): void {
+    const { id, ended } = this.#lease.run(STEPS_AHEAD, this.#host.continuous, (step) => this.#stepped(step));
+    this.#run = id;
+    this.#granted = STEPS_AHEAD;
+    // The run is answered only after this side stopped it: an answer before is not the thread's
+    // (user code can post on its port) and leaves no way to hear the run's steps.
+    ended.then(
+      () => this.fail(new Error('batched-fn: the worker thread ended a stream group unasked')),
+      (error: unknown) => this.fail(error),
+    );
+    this.#start(first);
+    this.#heard();
+    this.#next();
+  }
+
+  /** The group fails as a whole: every stream in it ends with `error`. */
+  fail(error: unknown): void {
+    if (this.#over) return;
+    for (const s of this.#members.values()) s.end('error', true, error);
+    for (const s of this.#joining) s.end('error', true, error);
+    this.#finish();
+  }
+
+  #start(sequences: Sequence<I, S, T>[]): void {
+    const live = sequences.filter((s) => !s.ended);
+    if (live.length === 0) return;
+    for (const s of live) this.#joining.add(s);
+    void this.#lease
+      .start(
+        live.map((s) => s.id),
+        live.map((s) => s.input),
+      )
+      .then(
+        () => {
+          for (const s of live) {
+            this.#joining.delete(s);
+            // One cancelled meanwhile joins too, and leaves through the next drop.
+            this.#members.set(s.id, s);
+          }
+        },
+        (error: unknown) => {
+          for (const s of live) {
+            this.#joining.delete(s);
+            s.end('error', true, error);
+          }
+        },
+      )
+      .then(() => {
+        if (this.#over) return;
+        this.#heard();
+        this.#next();
+      });
+  }
+
+  /** One step of the thread's: values out, then the boundary (drops, joins, credit). */
+  #stepped(step: Stepped): void {
+    if (this.#over) return;
+    this.#received++;
+    this.#heard();
+    const { ids, values, flags, errors } = step;
+    if (values === null || flags === null) {
+      this.fail(new BatchSizeMismatchError(ids.length, undefined));
+      return;
+    }
+    const failed = errors.length === 0 ? undefined : new Map<number, unknown>();
+    for (const [i, error] of errors) failed?.set(i, deserializeError(error));
+    const members = this.#members;
+    let shrank = false;
+    let handed = 0;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i] as number;
+      const s = members.get(id);
+      if (s === undefined || s.ended) continue; // dropped, or cancelled during the step: its output is dropped
+      if (failed?.has(i)) {
+        s.end('error', true, failed.get(i));
+        members.delete(id);
+        shrank = true;
+        continue;
+      }
+      const flag = flags[i] as number;
+      if ((flag & HAS_VALUE) !== 0) {
+        s.push(values[i] as T);
+        handed++;
+      }
+      if ((flag & DONE) !== 0) {
+        s.end('done', false);
+        members.delete(id);
+        shrank = true;
+      }
+    }
+    // A failed slot of a stream already ended here still left the thread's run.
+    if (errors.length > 0) shrank = true;
+    this.#host.stepped(ids.length, step.ms, handed);
+    this.#next(shrank);
+  }
+
+  /**
+   * A step boundary here: cancelled streams leave, waiting ones join, the thread gets credit; or
+   * the group ends. After a step in which a stream ended (`shrank`), a continuous run's thread
+   * waits for this side's word, sent after any joiners' start.
+   */
+  #next(shrank = false): void {
+    const members = this.#members;
+    let drop: number[] | undefined;
+    for (const [id, s] of members) {
+      if (!s.ended) continue;
+      members.delete(id);
+      drop ??= [];
+      drop.push(id);
+    }
+    if (drop !== undefined) this.#lease.drop(drop).catch(NOOP);
+    const host = this.#host;
+    if (host.continuous && !host.destroyed) {
+      const room = host.maxBatchSize - members.size - this.#joining.size;
+      if (room > 0) {
+        const joiners = host.join(room);
+        if (joiners.length > 0) this.#start(joiners);
+      }
+    }
+    if (members.size === 0 && this.#joining.size === 0) {
+      this.#finish();
+      return;
+    }
+    if (this.#granted - this.#received <= STEPS_AHEAD / 2 || (shrank && host.continuous)) {
+      this.#granted = this.#received + STEPS_AHEAD;
+      this.#lease.grant(this.#run, this.#granted, this.#received);
+    }
+  }
+
+  /**
+   * The thread answered (a step, a start): it has `batchTimeout` for the next answer while it owes
+   * one. Its jobs run one after another, so the gap between answers is one job's time.
+   */
+  #heard(): void {
+    const limit = this.#host.batchTimeout;
+    if (limit === undefined) return;
+    if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    if (this.#members.size === 0 && this.#joining.size === 0) return;
+    this.#watchdog = setTimeout(() => {
+      this.#watchdog = undefined;
+      const error = new BatchTimeoutError(limit);
+      for (const s of this.#members.values()) s.end('error', true, error);
+      for (const s of this.#joining) s.end('error', true, error);
+      // Before the lease goes: the slot gets a new thread before it takes another group.
+      this.#lease.abandon(error);
+      this.#finish();
+    }, limit);
+  }
+
+  /** The run stops (the thread frees what it still steps), and the lease goes. */
+  #finish(): void {
+    if (this.#over) return;
+    this.#over = true;
+    if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
+    this.#watchdog = undefined;
+    this.#lease.stop(this.#run);
+    this.#host.over();
+  }
+}
