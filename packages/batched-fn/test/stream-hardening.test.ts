@@ -175,6 +175,26 @@ test('a stream cancelled while its group goes on has its state freed within the 
   await generate.close();
 });
 
+test('regression: a stream cancelled just before the step that ends it does not stall its group', async () => {
+  // The thread pauses after a step in which a stream ended, until this side has seen that step.
+  // This side must hear that pause in the step's flags even for a stream it had already let go
+  // (cancelled meanwhile), or the thread waits for a word that never comes and the group stalls.
+  const ends = moduleOf(`
+    export function start(inputs) { return inputs.map((length) => ({ length, n: 0 })); }
+    export function step(states) { return states.map((s) => ({ value: s.n++, done: s.n === s.length })); }
+  `);
+  const generate = batchedStream<number, unknown, number>({ worker: ends, maxBatchSize: 2, maxDelay: 0 });
+  const leaver = generate(3);
+  const stayer = generate(-1);
+  expect((await leaver.next()).value).toBe(0);
+  expect((await leaver.next()).value).toBe(1);
+  // Step 3 (its last) is on its way or already stepped; cancelling now lets it arrive for a stream let go.
+  await leaver.return?.();
+  for (let i = 0; i < 200; i++) expect((await stayer.next()).value).toBe(i);
+  await stayer.return?.();
+  await generate.close();
+}, 10_000);
+
 // Finding 3: no step timeout, so a step that never settles held close() forever.
 
 test('batchTimeout is validated as batchedFn validates it', () => {

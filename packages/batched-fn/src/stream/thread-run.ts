@@ -131,19 +131,22 @@ export class ThreadRun<I, S, T> {
     const failed = errors.length === 0 ? undefined : new Map<number, unknown>();
     for (const [i, error] of errors) failed?.set(i, deserializeError(error));
     const members = this.#members;
-    let shrank = false;
+    // Whether a stream left the thread's run in this step (done, or its slot failed): then the thread
+    // pauses for this side's word. Read from the step itself, whether or not that stream is still
+    // wanted here (one cancelled meanwhile is not), or the thread would wait for good.
+    let shrank = errors.length > 0;
     let handed = 0;
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i] as number;
+      const flag = flags[i] as number;
+      if ((flag & DONE) !== 0) shrank = true;
       const s = members.get(id);
       if (s === undefined || s.ended) continue; // dropped, or cancelled during the step: its output is dropped
       if (failed?.has(i)) {
         s.end('error', true, failed.get(i));
         members.delete(id);
-        shrank = true;
         continue;
       }
-      const flag = flags[i] as number;
       if ((flag & HAS_VALUE) !== 0) {
         s.push(values[i] as T);
         handed++;
@@ -151,11 +154,8 @@ export class ThreadRun<I, S, T> {
       if ((flag & DONE) !== 0) {
         s.end('done', false);
         members.delete(id);
-        shrank = true;
       }
     }
-    // A failed slot of a stream already ended here still left the thread's run.
-    if (errors.length > 0) shrank = true;
     this.#host.stepped(ids.length, step.ms, handed);
     this.#next(shrank);
   }
