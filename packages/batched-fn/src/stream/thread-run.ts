@@ -91,6 +91,9 @@ export class ThreadRun<I, S, T> {
     const live = sequences.filter((s) => !s.ended);
     if (live.length === 0) return;
     for (const s of live) this.#joining.add(s);
+    // The thread owes this start's answer, and the watchdog may not be running: the last answer (a
+    // start that failed and left the group empty) armed nothing.
+    this.#owe();
     void this.#lease
       .start(
         live.map((s) => s.id),
@@ -166,6 +169,8 @@ export class ThreadRun<I, S, T> {
    * waits for this side's word, sent after any joiners' start.
    */
   #next(shrank = false): void {
+    // An observer (`onStep`) may have ended the group (destroy) while its step was handed out.
+    if (this.#over) return;
     const members = this.#members;
     let drop: number[] | undefined;
     for (const [id, s] of members) {
@@ -198,20 +203,36 @@ export class ThreadRun<I, S, T> {
    * one. Its jobs run one after another, so the gap between answers is one job's time.
    */
   #heard(): void {
-    const limit = this.#host.batchTimeout;
-    if (limit === undefined) return;
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
     this.#watchdog = undefined;
     if (this.#members.size === 0 && this.#joining.size === 0) return;
-    this.#watchdog = setTimeout(() => {
-      this.#watchdog = undefined;
-      const error = new BatchTimeoutError(limit);
-      for (const s of this.#members.values()) s.end('error', true, error);
-      for (const s of this.#joining) s.end('error', true, error);
-      // Before the lease goes: the slot gets a new thread before it takes another group.
-      this.#lease.abandon(error);
-      this.#finish();
+    this.#owe();
+  }
+
+  /** The thread owes an answer: the watchdog runs, from now unless it already does. */
+  #owe(): void {
+    const limit = this.#host.batchTimeout;
+    if (limit === undefined || this.#watchdog !== undefined) return;
+    const watchdog = setTimeout(() => {
+      // Timers run before the port is read: when something else held this (main) thread past the
+      // limit, the thread's answers may be waiting there. Decide once they are read (the poll
+      // phase comes before setImmediate's): an answer read meanwhile has re-armed the watchdog.
+      setImmediate(() => {
+        if (this.#watchdog === watchdog && !this.#over) this.#expire(limit);
+      });
     }, limit);
+    this.#watchdog = watchdog;
+  }
+
+  /** The thread sent nothing for `limit` ms while it owed an answer: it is abandoned, with the group. */
+  #expire(limit: number): void {
+    this.#watchdog = undefined;
+    const error = new BatchTimeoutError(limit);
+    for (const s of this.#members.values()) s.end('error', true, error);
+    for (const s of this.#joining) s.end('error', true, error);
+    // Before the lease goes: the slot gets a new thread before it takes another group.
+    this.#lease.abandon(error);
+    this.#finish();
   }
 
   /** The run stops (the thread frees what it still steps), and the lease goes. */
