@@ -77,21 +77,30 @@ function isDetached(buffer: ArrayBuffer): boolean {
   }
 }
 
-/** Where a moved value holds a detached buffer (as in "input.data's buffer"), or undefined. */
-export function findDetached(value: unknown, path = 'the input', depth = 0): string | undefined {
+/**
+ * Where a moved value holds a detached buffer (as in "the input.data's buffer"), or undefined.
+ * Checked for every moved call in worker mode, so the path is spelled only once one is found.
+ */
+export function findDetached(value: unknown): string | undefined {
+  const where = detachedAt(value, 0);
+  return where === undefined ? undefined : `the input${where}`;
+}
+
+/** The rest of the path from `value` to a detached buffer in it ('' for `value` itself), or undefined. */
+function detachedAt(value: unknown, depth: number): string | undefined {
   if (typeof value !== 'object' || value === null || depth > MAX_DEPTH) return undefined;
-  if (value instanceof ArrayBuffer) return isDetached(value) ? path : undefined;
+  if (value instanceof ArrayBuffer) return isDetached(value) ? '' : undefined;
   if (ArrayBuffer.isView(value))
-    return value.buffer instanceof ArrayBuffer && isDetached(value.buffer) ? `${path}'s buffer` : undefined;
+    return value.buffer instanceof ArrayBuffer && isDetached(value.buffer) ? "'s buffer" : undefined;
   if (Array.isArray(value)) {
     for (let i = 0; i < value.length; i++) {
-      const found = findDetached(value[i], `${path}[${i}]`, depth + 1);
-      if (found !== undefined) return found;
+      const found = detachedAt(value[i], depth + 1);
+      if (found !== undefined) return `[${i}]${found}`;
     }
   } else if (Object.getPrototypeOf(value) === Object.prototype) {
     for (const key in value) {
-      const found = findDetached((value as Record<string, unknown>)[key], `${path}.${key}`, depth + 1);
-      if (found !== undefined) return found;
+      const found = detachedAt((value as Record<string, unknown>)[key], depth + 1);
+      if (found !== undefined) return `.${key}${found}`;
     }
   }
   return undefined;

@@ -441,6 +441,8 @@ function writeRegion(ref: RegionRef, bytes: Uint8Array, name: string): void {
   }
 }
 
+const NO_REGIONS: ReadonlyMap<string, Record<string, string | number>> = new Map();
+
 /**
  * Writes every output the request asked into a region, for either protocol's encoder, and
  * returns the parameters each answers with instead of its data: the region, and the bytes
@@ -452,7 +454,9 @@ function writeRegion(ref: RegionRef, bytes: Uint8Array, name: string): void {
 export function writeRegionOutputs(
   outputs: readonly { name: string; region?: RegionRef | undefined }[],
   result: Readonly<Record<string, Tensor>>,
-): Map<string, Record<string, string | number>> {
+): ReadonlyMap<string, Record<string, string | number>> {
+  // Every answer comes through here; most ask for no region, and allocate nothing.
+  if (!outputs.some((output) => output.region !== undefined)) return NO_REGIONS;
   const written = new Map<string, Record<string, string | number>>();
   const pending: { name: string; ref: RegionRef; bytes: Uint8Array }[] = [];
   for (const { name, region } of outputs) {
