@@ -80,6 +80,66 @@ test('the thread steps ahead of a busy main thread by STEPS_AHEAD steps, then wa
   await generate.close();
 });
 
+test('while nobody waits to join, a stream ending does not pause the thread; while someone waits, it does', async () => {
+  const counter = new Int32Array(new SharedArrayBuffer(4));
+  const lengths = moduleOf(`
+    export const context = (data) => data.counter;
+    export function start(inputs) { return inputs.map((left) => ({ left })); }
+    export function step(states, counter) {
+      Atomics.add(counter, 0, 1);
+      return states.map((s) => ({ value: 1, done: --s.left === 0 }));
+    }
+  `);
+  /** Steps the thread has taken once it has started and stopped, this (main) thread busy all along. */
+  const stepsWhenStill = (): number => {
+    const until = performance.now() + 15_000;
+    let last = 0;
+    let stableSince = performance.now();
+    while (performance.now() < until) {
+      const now = Atomics.load(counter, 0);
+      if (now !== last) {
+        last = now;
+        stableSince = performance.now();
+      } else if (last > 0 && performance.now() - stableSince > 300) break;
+    }
+    return Atomics.load(counter, 0);
+  };
+  const steps: number[] = [];
+  const generate = batchedStream<number, unknown, number>({
+    worker: lengths,
+    workerData: { counter },
+    maxBatchSize: 2,
+    maxDelay: 0,
+    onStep: (info) => steps.push(info.sequences),
+  });
+  // Nobody waits: the short stream ends at step 1 and the thread runs on to the end of its first
+  // credit. The group's run and start are sent from microtasks; this thread then hears nothing (it
+  // stays busy), so a thread that paused at the end of step 1 would stop there.
+  const short = generate(1);
+  const long = generate(-1);
+  for (let i = 0; i < 10; i++) await null;
+  expect(stepsWhenStill()).toBe(STEPS_AHEAD);
+  expect((await long.next()).value).toBe(1);
+  await collect(short);
+  await long.return?.();
+  await generate.close();
+
+  // Someone waits (three streams, room for two): the thread pauses after step 1, and the third joins at step 2.
+  Atomics.store(counter, 0, 0);
+  steps.length = 0;
+  const again = batchedStream<number, unknown, number>({
+    worker: lengths,
+    workerData: { counter },
+    maxBatchSize: 2,
+    maxDelay: 0,
+    onStep: (info) => steps.push(info.sequences),
+  });
+  const results = await Promise.all([collect(again(1)), collect(again(3)), collect(again(2))]);
+  expect(results.map((r) => r.values.length)).toEqual([1, 3, 2]);
+  expect(steps).toEqual([2, 2, 2]);
+  await again.close();
+});
+
 test('worker mode: a group of 4,100 sequences runs as one, each of its steps one message', async () => {
   const sequences = 4_100;
   const generate = batchedStream<number, unknown, number | undefined>({

@@ -41,6 +41,8 @@ export interface EngineLink<I, O> {
   settled(): void;
   /** A step boundary: up to `maxRows` waiting calls join a running group. */
   join(maxRows: number): RunningBatch<I, O> | undefined;
+  /** Calls waiting in the queue now. */
+  readonly waiting: number;
 }
 
 /**
@@ -81,6 +83,7 @@ export class Engine<I, O> {
     this.#gate = gate;
     // A parked call always has its sequence's current call queued or running ahead of it.
     this.#life = new Lifecycle(() => this.#lanes.items === 0 && this.#runner.size === 0);
+    const lanes = this.#lanes;
     this.#runner = makeRunner({
       settings: this.#settings,
       cost: this.#cost,
@@ -89,6 +92,9 @@ export class Engine<I, O> {
         this.#pump.run('completion');
       },
       join: (maxRows) => this.#pump.join(maxRows),
+      get waiting() {
+        return lanes.items;
+      },
     });
     this.#pump = new Pump<I, O>(this.#lanes, this.#settings, this.#runner, this.#life, stats.wait, arrivals, gate);
     this.#intake = new Intake<I, O>(

@@ -25,8 +25,11 @@ export type ToWorker =
   | { type: 'steps'; id: number; until: number; joins: boolean }
   /** batchedStream: frees these states (their group ended, failed, or they were cancelled). */
   | { type: 'drop'; id: number; ids: number[] }
-  /** batchedStream: run `run` may step through step `until`; the main thread has handed out `seen` steps. */
-  | { type: 'credit'; run: number; until: number; seen: number }
+  /**
+   * batchedStream: run `run` may step through step `until`; the main thread has handed out `seen`
+   * steps; `joins` as the run's, as it is now (false while nobody waits to join: no pause).
+   */
+  | { type: 'credit'; run: number; until: number; seen: number; joins: boolean }
   /** batchedStream: run `run` ends; the states it still steps are freed, and the run is answered. */
   | { type: 'stop'; run: number }
   | { type: 'close' };

@@ -223,6 +223,7 @@ function serveRun(message: Extract<ToWorker, { type: 'steps' | 'credit' | 'stop'
       if (current !== undefined && current.id === message.run) {
         current.until = Math.max(current.until, stepCount(message.until));
         current.seen = Math.max(current.seen, stepCount(message.seen));
+        current.joins = message.joins === true;
       }
       break;
     case 'stop':

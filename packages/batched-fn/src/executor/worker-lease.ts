@@ -45,9 +45,9 @@ export class WorkerLease {
     }
   }
 
-  /** Run `run` may step through step `until`; `seen` steps have been handed out here. */
-  grant(run: number, until: number, seen: number): void {
-    if (this.alive) this.#slot.notify({ type: 'credit', run, until, seen });
+  /** Run `run` may step through step `until`; `seen` steps have been handed out here; `joins` as `run`'s. */
+  grant(run: number, until: number, seen: number, joins: boolean): void {
+    if (this.alive) this.#slot.notify({ type: 'credit', run, until, seen, joins });
   }
 
   /** Ends run `run`: the thread frees the states it still steps, and answers the run. */

@@ -137,6 +137,9 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
       get destroyed() {
         return isDestroyed();
       },
+      get waiting() {
+        return link.waiting;
+      },
       join: (room) => link.join(room)?.inputs ?? [],
       stepped: (sequences, ms, values) => this.#stepped(sequences, ms, values),
       over: () => {

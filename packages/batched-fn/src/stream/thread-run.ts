@@ -23,6 +23,8 @@ export interface RunHost<I, S, T> {
   readonly batchTimeout: number | undefined;
   readonly maxBatchSize: number;
   readonly destroyed: boolean;
+  /** Sequences waiting in the queue now: while none wait, the thread need not pause when a stream ends. */
+  readonly waiting: number;
   /** Up to `room` waiting sequences, taken from the queue to join now. */
   join(room: number): Sequence<I, S, T>[];
   /** A step of `sequences` ran, taking `ms` in the thread, and handed out `values`. */
@@ -48,6 +50,8 @@ export class ThreadRun<I, S, T> {
   #run = -1;
   #granted = 0;
   #received = 0;
+  /** What the thread was last told: pause after a step in which a stream ended (someone waits to join). */
+  #joins = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined = undefined;
   #over = false;
 
@@ -65,7 +69,8 @@ export class ThreadRun<I, S, T> {
 
   /** Opens the run, then starts its first sequences (a start is read after the run it joins). */
   begin(first: Sequence<I, S, T>[]): void {
-    const { id, ended } = this.#lease.run(STEPS_AHEAD, this.#host.continuous, (step) => this.#stepped(step));
+    this.#joins = this.#wantsJoins();
+    const { id, ended } = this.#lease.run(STEPS_AHEAD, this.#joins, (step) => this.#stepped(step));
     this.#run = id;
     this.#granted = STEPS_AHEAD;
     // The run is answered only after this side stopped it: an answer before is not the thread's
@@ -192,10 +197,18 @@ export class ThreadRun<I, S, T> {
       this.#finish();
       return;
     }
-    if (this.#granted - this.#received <= STEPS_AHEAD / 2 || (shrank && host.continuous)) {
+    const joins = this.#wantsJoins();
+    if (this.#granted - this.#received <= STEPS_AHEAD / 2 || shrank || joins !== this.#joins) {
       this.#granted = this.#received + STEPS_AHEAD;
-      this.#lease.grant(this.#run, this.#granted, this.#received);
+      this.#joins = joins;
+      this.#lease.grant(this.#run, this.#granted, this.#received, joins);
     }
+  }
+
+  /** Whether the thread should pause after a step in which a stream ended: continuous, and someone waits to join. */
+  #wantsJoins(): boolean {
+    const host = this.#host;
+    return host.continuous && !host.destroyed && host.waiting > 0;
   }
 
   /**
