@@ -117,7 +117,7 @@ test('while nobody waits to join, a stream ending does not pause the thread; whi
   // stays busy), so a thread that paused at the end of step 1 would stop there.
   const short = generate(1);
   const long = generate(-1);
-  for (let i = 0; i < 10; i++) await null;
+  for (let i = 0; i < 10; i++) await Promise.resolve();
   expect(stepsWhenStill()).toBe(STEPS_AHEAD);
   expect((await long.next()).value).toBe(1);
   await collect(short);
