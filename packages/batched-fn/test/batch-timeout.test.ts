@@ -1,3 +1,4 @@
+import { MessageChannel } from 'node:worker_threads';
 import { expect, onTestFinished, test, vi } from 'vitest';
 import { batchedFn, BatchTimeoutError, ClosedError } from 'batched-fn';
 import { advance, track } from './helpers.js';
@@ -23,6 +24,8 @@ test('inline: a batch running past batchTimeout rejects its callers; the slot is
   expect(hung.map((c) => c.status)).toEqual(['pending', 'pending']);
   expect(next.status).toBe('pending'); // concurrency 1: behind the hung batch
   await advance(1);
+  // Decided one turn of the event loop later, once what waited in its ports and sockets is read.
+  await vi.runOnlyPendingTimersAsync();
   for (const call of hung) {
     expect(call.status).toBe('rejected');
     expect(call.error).toBeInstanceOf(BatchTimeoutError);
@@ -82,6 +85,30 @@ test('worker mode: a worker stuck in a loop is terminated at batchTimeout and re
   expect(performance.now() - started).toBeGreaterThanOrEqual(195);
   expect(await predict('fine')).toBe('fine');
   expect(predict.stats.workers[0]?.restarts).toBe(1);
+  await predict.close();
+});
+
+test('regression: a main thread held past batchTimeout by another callback does not time out a worker that answered', async () => {
+  // The handler answers at once; another message handler of the process (the poll phase, as a
+  // socket's would be) then holds the main thread for 300 ms. The worker's answer waits in its
+  // port, and timers run before the port is read again: the batch must not time out.
+  const predict = batchedFn<string, string>({ worker: hang, maxDelay: 0, batchTimeout: 100 });
+  await predict.ready();
+  const answer = predict('fine');
+  const { port1, port2 } = new MessageChannel();
+  await new Promise<void>((resolve) => {
+    port1.once('message', () => {
+      const until = performance.now() + 300;
+      while (performance.now() < until);
+      resolve();
+    });
+    // After the batch went to the worker (the pump runs from a microtask).
+    void Promise.resolve().then(() => port2.postMessage(0));
+  });
+  port1.close();
+  expect(await answer).toBe('fine');
+  expect(predict.stats.failures).toEqual({});
+  expect(predict.stats.workers[0]?.restarts).toBe(0);
   await predict.close();
 });
 

@@ -44,7 +44,15 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
   readonly #options: SettleOptions<I>;
   /** After a batch settles: the engine checks for idle and pumps. */
   readonly #settled: () => void;
-  readonly #timedOut = (batch: RunningBatch<I, O>): void => this.#timeOut(batch);
+  /**
+   * Timers run before the event loop reads its ports and sockets: when something else held this
+   * thread past the limit, a worker's answer may be waiting there. The decision waits until they
+   * are read (the poll phase comes before setImmediate's); an answer read meanwhile has settled it.
+   */
+  readonly #timedOut = (batch: RunningBatch<I, O>): void => {
+    setImmediate(this.#timeOutAfterPoll, batch);
+  };
+  readonly #timeOutAfterPoll = (batch: RunningBatch<I, O>): void => this.#timeOut(batch);
   /** A caller whose deadline falls before its batch can finish: answered now with a predicted timeout. */
   readonly #shedHopeless = (resolve: Resolve<O>, handle: QueuedHandle<O>): void => {
     handle.dispose();
