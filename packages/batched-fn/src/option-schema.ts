@@ -231,7 +231,7 @@ export const OPTION_SCHEMA = {
   batchTimeout: {
     type: '`number` (ms)',
     shownDefault: 'none',
-    rule: '> 0. A batch running longer rejects its callers with `ERR_BATCH_TIMEOUT`, decided once the event loop has read what waits in its ports (a worker\'s answer held up behind other work on the main thread is not a timeout). In worker mode the worker is terminated and restarted (or, for a module exporting `interruptible = false`, replaced at once and retired when its call returns); inline, the slot is freed and the late result dropped.',
+    rule: "> 0. A batch running longer rejects its callers with `ERR_BATCH_TIMEOUT`, decided once the event loop has read what waits in its ports (a worker's answer held up behind other work on the main thread is not a timeout). In worker mode the worker is terminated and restarted (or, for a module exporting `interruptible = false`, replaced at once and retired when its call returns); inline, the slot is freed and the late result dropped.",
     check: (value: unknown) => expectDuration('batchTimeout', value, 0),
   },
 } as const satisfies Record<string, OptionSpec>;
