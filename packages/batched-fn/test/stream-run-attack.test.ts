@@ -4,7 +4,7 @@
 import { MessageChannel } from 'node:worker_threads';
 import { expect, test, vi } from 'vitest';
 import fc from 'fast-check';
-import { batchedStream, BatchTimeoutError, ClosedError, WorkerExitedError } from 'batched-fn';
+import { type BatchedStream, batchedStream, BatchTimeoutError, ClosedError, WorkerExitedError } from 'batched-fn';
 import { collect } from './stream-helpers.js';
 
 const moduleOf = (source: string): string => `data:text/javascript,${encodeURIComponent(source)}`;
@@ -107,28 +107,41 @@ test('attack (worker): random schedules: each stream ends once, values in order,
             if (info.sequences > maxBatchSize) problems.push(`step of ${info.sequences}`);
           },
         });
-        const reads = plans.map(async (p, id) => {
-          if (p.delayed) await new Promise((resolve) => setTimeout(resolve, 1));
-          const abort = new AbortController();
-          problems.push(...(await readByPlan(generate({ ...p, id }, { signal: abort.signal }), { ...p, id }, abort)));
-        });
-        const settled = await Promise.race([
-          Promise.all(reads).then(() => 'ended'),
-          new Promise((resolve) => setTimeout(() => resolve('hung'), 10_000)),
-        ]);
-        expect(settled).toBe('ended');
-        expect(problems).toEqual([]);
-        // Streams let go end their groups a step later at most: then nothing is left in the threads.
-        await vi.waitFor(() => expect(generate.stats.workerStates).toBe(0), { timeout: 2_000 });
-        const stats = generate.stats;
-        expect(stats.active + stats.waiting).toBe(0);
-        expect(stats.ended.done + stats.ended.error + stats.ended.aborted + stats.ended.timeout).toBe(plans.length);
-        await generate.close();
+        await playPlans(generate, plans, problems, 10_000);
       },
     ),
     { numRuns: Number(process.env.FC_RUNS ?? 30) },
   );
 }, 120_000);
+
+/**
+ * Reads every plan's stream as its plan says (some start a tick late), within `hungMs`; then no
+ * problem may have been seen, and once streams let go have ended their groups (a step later at
+ * most) nothing is left in the threads and every stream has ended once. Closes the generator.
+ */
+async function playPlans(
+  generate: BatchedStream<Plan, string>,
+  plans: (Omit<Plan, 'id'> & { delayed: boolean })[],
+  problems: string[],
+  hungMs: number,
+): Promise<void> {
+  const reads = plans.map(async (p, id) => {
+    if (p.delayed) await new Promise((resolve) => setTimeout(resolve, 1));
+    const abort = new AbortController();
+    problems.push(...(await readByPlan(generate({ ...p, id }, { signal: abort.signal }), { ...p, id }, abort)));
+  });
+  const settled = await Promise.race([
+    Promise.all(reads).then(() => 'ended'),
+    new Promise((resolve) => setTimeout(() => resolve('hung'), hungMs)),
+  ]);
+  expect(settled).toBe('ended');
+  expect(problems).toEqual([]);
+  await vi.waitFor(() => expect(generate.stats.workerStates).toBe(0), { timeout: 2_000 });
+  const stats = generate.stats;
+  expect(stats.active + stats.waiting).toBe(0);
+  expect(stats.ended.done + stats.ended.error + stats.ended.aborted + stats.ended.timeout).toBe(plans.length);
+  await generate.close();
+}
 
 /** Each state counts from 0; a stream of input n ends after n values (n <= 0: never). */
 const counts = moduleOf(`
@@ -441,22 +454,7 @@ test('attack (worker): random schedules with hung starts and steps: each stream 
           maxDelay: 0,
           batchTimeout: 100,
         });
-        const reads = plans.map(async (p, id) => {
-          if (p.delayed) await new Promise((resolve) => setTimeout(resolve, 1));
-          const abort = new AbortController();
-          problems.push(...(await readByPlan(generate({ ...p, id }, { signal: abort.signal }), { ...p, id }, abort)));
-        });
-        const settled = await Promise.race([
-          Promise.all(reads).then(() => 'ended'),
-          new Promise((resolve) => setTimeout(() => resolve('hung'), 15_000)),
-        ]);
-        expect(settled).toBe('ended');
-        expect(problems).toEqual([]);
-        await vi.waitFor(() => expect(generate.stats.workerStates).toBe(0), { timeout: 2_000 });
-        const stats = generate.stats;
-        expect(stats.active + stats.waiting).toBe(0);
-        expect(stats.ended.done + stats.ended.error + stats.ended.aborted + stats.ended.timeout).toBe(plans.length);
-        await generate.close();
+        await playPlans(generate, plans, problems, 15_000);
       },
     ),
     { numRuns: Number(process.env.FC_RUNS_HANG ?? 12) },

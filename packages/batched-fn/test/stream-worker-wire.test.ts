@@ -11,6 +11,24 @@ import { collect } from './stream-helpers.js';
 
 const moduleOf = (source: string): string => `data:text/javascript,${encodeURIComponent(source)}`;
 
+/**
+ * The steps a thread has counted in `counter` once it has started and then stopped, this (main)
+ * thread busy all along, hearing nothing: how far a thread runs without the main thread.
+ */
+function stepsWhenStill(counter: Int32Array): number {
+  const until = performance.now() + 15_000;
+  let last = 0;
+  let stableSince = performance.now();
+  while (performance.now() < until) {
+    const now = Atomics.load(counter, 0);
+    if (now !== last) {
+      last = now;
+      stableSince = performance.now();
+    } else if (last > 0 && performance.now() - stableSince > 300) break;
+  }
+  return Atomics.load(counter, 0);
+}
+
 /** Each state counts down from its input; one value per step: the value, its step, and whether it had a value at all. */
 const countdown = moduleOf(`
   export function start(inputs) { return inputs.map((left) => ({ left, n: 0 })); }
@@ -63,17 +81,7 @@ test('the thread steps ahead of a busy main thread by STEPS_AHEAD steps, then wa
   const stream = generate(0);
   expect((await stream.next()).value).toBe(1);
   // The main thread is busy now (it hears nothing): the thread runs to the end of its credit.
-  const until = performance.now() + 10_000;
-  let last = -1;
-  let stableSince = performance.now();
-  while (performance.now() < until) {
-    const now = Atomics.load(counter, 0);
-    if (now !== last) {
-      last = now;
-      stableSince = performance.now();
-    } else if (performance.now() - stableSince > 300) break;
-  }
-  expect(Atomics.load(counter, 0)).toBe(STEPS_AHEAD);
+  expect(stepsWhenStill(counter)).toBe(STEPS_AHEAD);
   // Back in the event loop: the values stepped meanwhile arrive in order, and stepping goes on.
   for (let i = 1; i < STEPS_AHEAD + 10; i++) expect((await stream.next()).value).toBe(1);
   await stream.return?.();
@@ -90,20 +98,6 @@ test('while nobody waits to join, a stream ending does not pause the thread; whi
       return states.map((s) => ({ value: 1, done: --s.left === 0 }));
     }
   `);
-  /** Steps the thread has taken once it has started and stopped, this (main) thread busy all along. */
-  const stepsWhenStill = (): number => {
-    const until = performance.now() + 15_000;
-    let last = 0;
-    let stableSince = performance.now();
-    while (performance.now() < until) {
-      const now = Atomics.load(counter, 0);
-      if (now !== last) {
-        last = now;
-        stableSince = performance.now();
-      } else if (last > 0 && performance.now() - stableSince > 300) break;
-    }
-    return Atomics.load(counter, 0);
-  };
   const steps: number[] = [];
   const generate = batchedStream<number, unknown, number>({
     worker: lengths,
@@ -118,7 +112,7 @@ test('while nobody waits to join, a stream ending does not pause the thread; whi
   const short = generate(1);
   const long = generate(-1);
   for (let i = 0; i < 10; i++) await Promise.resolve();
-  expect(stepsWhenStill()).toBe(STEPS_AHEAD);
+  expect(stepsWhenStill(counter)).toBe(STEPS_AHEAD);
   expect((await long.next()).value).toBe(1);
   await collect(short);
   await long.return?.();
