@@ -178,11 +178,12 @@ export class ThreadRun<I, S, T> {
     if (this.#over) return;
     const members = this.#members;
     let drop: number[] | undefined;
-    for (const [id, s] of members) {
+    // Every step: the values alone, no [key, value] pair made per member.
+    for (const s of members.values()) {
       if (!s.ended) continue;
-      members.delete(id);
+      members.delete(s.id);
       drop ??= [];
-      drop.push(id);
+      drop.push(s.id);
     }
     if (drop !== undefined) this.#lease.drop(drop).catch(NOOP);
     const host = this.#host;
