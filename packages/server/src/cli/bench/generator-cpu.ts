@@ -49,15 +49,19 @@ export function startCpuMeter(): () => number {
 export const GENERATOR_BOUND = 0.8;
 
 /**
- * Requests per second the generator could send with its thread fully busy, estimated from the run
- * that kept it busiest (its cost per request is the lowest there, as work is shared across requests
- * under load): that run's rate divided by its busy share. Undefined when no run used measurable CPU.
+ * Requests per second the generator could send with its thread fully busy: each run's rate divided by
+ * its busy share, and the highest of those (the run whose requests cost the thread least; work is
+ * shared across requests under load). Never below a rate a run reached, as each estimate is at least
+ * its run's rate. Undefined when no run used measurable CPU.
  */
 export function generatorCeiling(
   results: readonly { requestsPerSecond: number; generatorCpu: number }[],
 ): number | undefined {
-  let busiest: { requestsPerSecond: number; generatorCpu: number } | undefined;
-  for (const r of results)
-    if (r.generatorCpu > 0 && r.requestsPerSecond > 0 && r.generatorCpu > (busiest?.generatorCpu ?? 0)) busiest = r;
-  return busiest === undefined ? undefined : busiest.requestsPerSecond / Math.min(1, busiest.generatorCpu);
+  let ceiling: number | undefined;
+  for (const r of results) {
+    if (!(r.generatorCpu > 0 && r.requestsPerSecond > 0)) continue;
+    const estimate = r.requestsPerSecond / Math.min(1, r.generatorCpu);
+    if (ceiling === undefined || estimate > ceiling) ceiling = estimate;
+  }
+  return ceiling;
 }
