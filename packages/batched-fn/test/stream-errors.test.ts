@@ -38,6 +38,40 @@ test('start or step throwing ends every stream of that call with the same error,
   expect(generate.stats.ended).toEqual({ done: 1, error: 4, aborted: 0, timeout: 0 });
 });
 
+test.each(['inline', 'worker'] as const)(
+  'a start returning the wrong number of states is ERR_BATCH_SIZE_MISMATCH for its streams, %s',
+  async (mode) => {
+    // One state for however many inputs: the start's two streams both fail, with the same error in both modes.
+    const source =
+      'export const start = () => [0]; export const step = (s) => s.map(() => ({ value: 1, done: true }));';
+    const generate =
+      mode === 'inline'
+        ? batchedStream<number, number, number>({
+            start: () => [0],
+            step: (states) => states.map(() => ({ value: 1, done: true })),
+            maxDelay: 5_000,
+            maxBatchSize: 2,
+          })
+        : batchedStream<number, number>({
+            worker: `data:text/javascript,${encodeURIComponent(source)}`,
+            maxDelay: 5_000,
+            maxBatchSize: 2,
+          });
+    try {
+      const results = await Promise.all([collect(generate(1)), collect(generate(2))]);
+      for (const { values, error } of results) {
+        expect(values).toEqual([]);
+        expect(error).toBeInstanceOf(BatchSizeMismatchError);
+        expect((error as BatchSizeMismatchError).code).toBe('ERR_BATCH_SIZE_MISMATCH');
+        expect((error as Error).message).toBe('Handler returned 1 outputs for a batch of 2 inputs');
+      }
+      expect(generate.stats.ended).toEqual({ done: 0, error: 2, aborted: 0, timeout: 0 });
+    } finally {
+      await generate.close();
+    }
+  },
+);
+
 test('a step returning the wrong number of outputs is ERR_BATCH_SIZE_MISMATCH for its streams', async () => {
   const generate = batchedStream<number, number, number>({ step: () => [], maxDelay: 0 });
   expect((await collect(generate(1))).error).toBeInstanceOf(BatchSizeMismatchError);

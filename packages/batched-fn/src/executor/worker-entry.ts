@@ -8,6 +8,7 @@
  */
 import { isMainThread, type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { type SerializedError, serializeError } from '../error-codec.js';
+import { BatchSizeMismatchError } from '../errors.js';
 import { DONE, HAS_VALUE, newSlot, readSlot } from '../stream/step-output.js';
 import { transferListFor } from '../transfer.js';
 import type { FromWorker, ToWorker, WorkerBootData } from './wire.js';
@@ -187,8 +188,9 @@ async function serveStream(message: Extract<ToWorker, { type: 'start' | 'drop' }
   try {
     const { module, context } = loaded ?? (await load());
     const made = typeof module.start === 'function' ? await module.start(message.inputs, context) : message.inputs;
+    // The error an inline group's start gives for the same mistake, so both modes answer alike.
     if (!Array.isArray(made) || made.length !== message.ids.length)
-      throw new TypeError(`start must return one state per input (${message.ids.length})`);
+      throw new BatchSizeMismatchError(message.ids.length, Array.isArray(made) ? made.length : undefined);
     // A group opens its run before its first start, so a start with no run open is one whose run
     // failed or stopped while it waited: its states would have no one to step or free them.
     const run = current;
