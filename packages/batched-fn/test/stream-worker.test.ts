@@ -62,3 +62,29 @@ test('worker mode: idle threads never hold the process, yet close() is awaited t
   const out = execFileSync(process.execPath, ['--eval', script], { cwd, encoding: 'utf8', timeout: 20_000 });
   expect(out.trim()).toBe('closed');
 });
+
+const moduleOf = (source: string): string => `data:text/javascript,${encodeURIComponent(source)}`;
+
+test('worker mode: ready() starts the threads and builds their context now, and reports its failure', async () => {
+  const failing = batchedStream({
+    worker: moduleOf(
+      "export function context() { throw new Error('no weights'); }\n" +
+        'export const step = (states) => states.map(() => ({ value: 1, done: true }));',
+    ),
+  });
+  await expect(failing.ready()).rejects.toThrow('no weights');
+  await failing.close();
+  // A context that marks shared memory when it is built: marked before any stream, once ready() has resolved.
+  const mark = new Int32Array(new SharedArrayBuffer(4));
+  const ready = batchedStream({
+    worker: moduleOf(
+      'export function context(mark) { Atomics.store(mark, 0, 1); }\n' +
+        'export const step = (states) => states.map(() => ({ value: 1, done: true }));',
+    ),
+    workerData: mark,
+  });
+  await ready.ready();
+  expect(Atomics.load(mark, 0)).toBe(1);
+  expect(await collect(ready(1))).toEqual({ values: [1] });
+  await ready.close();
+});

@@ -10,7 +10,7 @@ export interface BatchedStream<I, T> {
   /** Never throws: refusals (ERR_QUEUE_FULL, ERR_CLOSED, bad options) surface on the first `next()`. */
   (input: I, options?: CallOptions): AsyncIterableIterator<T>;
   readonly stats: BatchedStreamStats;
-  /** Builds the context now. */
+  /** Builds the context now (in worker mode, starts the threads and builds it in each); rejects with the build's error. */
   ready(): Promise<void>;
   /** Refuses new sequences, runs waiting and active ones to the end, then resolves. */
   close(): Promise<void>;

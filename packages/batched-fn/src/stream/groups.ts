@@ -162,8 +162,9 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
     for (const group of [...this.#groups]) group.fail(error);
   }
 
-  /** Inline: builds the context now. (Worker mode builds it in each thread before its first group.) */
+  /** Builds the context now: inline here, in worker mode in every thread (started now, as batchedFn's are). */
   ready(): Promise<void> {
+    if (this.#pool !== undefined) return this.#pool.ready();
     return this.#context().then(() => {});
   }
 
