@@ -72,7 +72,22 @@ test.each(['inline', 'worker'] as const)(
   },
 );
 
-test('a step returning the wrong number of outputs is ERR_BATCH_SIZE_MISMATCH for its streams', async () => {
-  const generate = batchedStream<number, number, number>({ step: () => [], maxDelay: 0 });
-  expect((await collect(generate(1))).error).toBeInstanceOf(BatchSizeMismatchError);
-});
+test.each(['inline', 'worker'] as const)(
+  'a step returning the wrong number of outputs is ERR_BATCH_SIZE_MISMATCH for its streams, %s',
+  async (mode) => {
+    const generate =
+      mode === 'inline'
+        ? batchedStream<number, number, number>({ step: () => [], maxDelay: 0 })
+        : batchedStream<number, number>({
+            worker: `data:text/javascript,${encodeURIComponent('export const step = () => [];')}`,
+            maxDelay: 0,
+          });
+    try {
+      const { error } = await collect(generate(1));
+      expect(error).toBeInstanceOf(BatchSizeMismatchError);
+      expect((error as Error).message).toBe('Handler returned 0 outputs for a batch of 1 inputs');
+    } finally {
+      await generate.close();
+    }
+  },
+);

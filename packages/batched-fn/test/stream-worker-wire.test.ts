@@ -191,6 +191,8 @@ test('a packed step answer is accepted only exactly as the protocol has it', () 
   expect(
     parseFromWorker({ type: 'stepped', id: 3, ids: [7], values: null, flags: null, errors: [], held: 0, ms: 1 }),
   ).toBeDefined();
+  const mismatch = { type: 'stepped', id: 3, ids: [7], values: null, flags: null, errors: [], held: 0, ms: 1 };
+  expect(parseFromWorker({ ...mismatch, received: 2 })).toBeDefined();
   for (const forged of [
     { ...good, flags: new Uint8Array([1, 4]) }, // an unknown bit
     { ...good, flags: new Uint8Array([1]) }, // one flag short
@@ -202,6 +204,8 @@ test('a packed step answer is accepted only exactly as the protocol has it', () 
     { ...good, id: -1 },
     { ...good, values: null }, // null values come with null flags
     { ...good, values: null, flags: null, errors: [[0, error]] },
+    { ...good, values: null, flags: null, received: -1 }, // a count the step returned, if any
+    { ...good, values: null, flags: null, received: '2' },
     { ...good, ids: [7] }, // one id short
     { ...good, ids: [7, -9] },
     { ...good, ids: [7, 1.5] },

@@ -57,7 +57,8 @@ export type FromWorker =
    * One step of run `id`, packed: it stepped the states `ids`, in that order; slot i's value is
    * `values[i]`, and `flags[i]` says whether it has one and whether its stream is done (HAS_VALUE,
    * DONE); slot i of `errors` ends that stream instead. `values` and `flags` are null when the step
-   * returned something other than one output per state. `ms` is how long the step took there.
+   * returned something other than one output per state; then `received` is how many it returned
+   * when that was an array. `ms` is how long the step took there.
    */
   | {
       type: 'stepped';
@@ -68,6 +69,7 @@ export type FromWorker =
       errors: [number, SerializedError][];
       held: number;
       ms: number;
+      received?: number;
     }
   | { type: 'error'; id: number; error: SerializedError; held?: number }
   /** The worker could not read a message sent to it (a 'messageerror'): whatever it was running is lost. */
@@ -87,7 +89,7 @@ export interface WorkerBootData {
 }
 
 const isCount = (value: unknown): value is number => typeof value === 'number' && Number.isInteger(value) && value >= 0;
-const heldOk = (value: unknown): boolean => value === undefined || isCount(value);
+const isOptionalCount = (value: unknown): boolean => value === undefined || isCount(value);
 const FLAG_BITS = HAS_VALUE | DONE;
 
 /** Every entry is `[slot, serialized error]` with a slot below `count`. */
@@ -111,7 +113,7 @@ function steppedOk(m: Record<string, unknown>): boolean {
   const ms = m.ms;
   if (!isCount(m.id) || !isCount(m.held) || !idsOk(m.ids) || typeof ms !== 'number' || !(ms >= 0 && ms < Infinity))
     return false;
-  if (m.values === null) return m.flags === null && errorsOk(m.errors, 0);
+  if (m.values === null) return m.flags === null && isOptionalCount(m.received) && errorsOk(m.errors, 0);
   const flags = m.flags;
   if (!Array.isArray(m.values) || !(flags instanceof Uint8Array) || flags.length !== m.values.length) return false;
   if (m.ids.length !== flags.length) return false;
@@ -138,9 +140,10 @@ export function parseFromWorker(message: unknown): FromWorker | undefined {
     case 'lost':
       return isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'error':
-      return isCount(m.id) && heldOk(m.held) && isSerializedError(m.error) ? (m as FromWorker) : undefined;
+      return isCount(m.id) && isOptionalCount(m.held) && isSerializedError(m.error) ? (m as FromWorker) : undefined;
     case 'result': {
-      if (!isCount(m.id) || !heldOk(m.held) || !(Array.isArray(m.outputs) || m.outputs === null)) return undefined;
+      if (!isCount(m.id) || !isOptionalCount(m.held) || !(Array.isArray(m.outputs) || m.outputs === null))
+        return undefined;
       return errorsOk(m.errors, (m.outputs as unknown[] | null)?.length ?? 0) ? (m as FromWorker) : undefined;
     }
     case 'stepped':

@@ -317,7 +317,18 @@ function answerStep(run: Run, ids: number[], outputs: unknown, started: number):
     if (!Array.isArray(outputs) || outputs.length !== ids.length) {
       forget(run.active);
       run.active = [];
-      send({ type: 'stepped', id: run.id, ids, values: null, flags: null, errors: [], held: states.size, ms });
+      const received = Array.isArray(outputs) ? outputs.length : undefined;
+      send({
+        type: 'stepped',
+        id: run.id,
+        ids,
+        values: null,
+        flags: null,
+        errors: [],
+        held: states.size,
+        ms,
+        received,
+      });
       return;
     }
     // Packed for the trip back: one array of values and one flag byte per slot, no object per

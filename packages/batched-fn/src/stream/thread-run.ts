@@ -133,7 +133,7 @@ export class ThreadRun<I, S, T> {
     this.#heard();
     const { ids, values, flags, errors } = step;
     if (values === null || flags === null) {
-      this.fail(new BatchSizeMismatchError(ids.length, undefined));
+      this.fail(new BatchSizeMismatchError(ids.length, step.received));
       return;
     }
     const failed = errors.length === 0 ? undefined : new Map<number, unknown>();
