@@ -88,3 +88,36 @@ test('worker mode: ready() starts the threads and builds their context now, and 
   expect(await collect(ready(1))).toEqual({ values: [1] });
   await ready.close();
 });
+
+test('worker mode: an input that cannot be sent (a function) ends its own stream; the others of its start run', async () => {
+  const generate = batchedStream<unknown, unknown>({
+    worker: moduleOf(
+      'export const start = (inputs) => inputs.map((input) => ({ input }));\n' +
+        'export const step = (states) => states.map((s) => ({ value: s.input.n, done: true }));',
+    ),
+    maxBatchSize: 3,
+    maxDelay: 5_000,
+  });
+  try {
+    const results = await Promise.all([
+      collect(generate({ n: 1 })),
+      collect(generate({ n: 2, callback: () => {} })),
+      collect(generate({ n: 3 })),
+    ]);
+    expect(results[0]).toEqual({ values: [1] });
+    expect(results[2]).toEqual({ values: [3] });
+    expect(results[1]?.values).toEqual([]);
+    expect(results[1]?.error).toBeInstanceOf(TypeError);
+    expect((results[1]?.error as Error).message).toMatch(/^This stream's input cannot be sent to a worker thread: /);
+    expect(generate.stats.ended).toEqual({ done: 2, error: 1, aborted: 0, timeout: 0 });
+    // A start of nothing but such inputs ends its streams, and the group is let go: the next one runs.
+    // (Three calls fill a batch, so none waits for the 5 s window.)
+    const unsendable = await Promise.all([4, 5, 6].map((n) => collect(generate({ n, callback: () => {} }))));
+    for (const { error } of unsendable) expect(error).toBeInstanceOf(TypeError);
+    const next = await Promise.all([7, 8, 9].map((n) => collect(generate({ n }))));
+    expect(next).toEqual([{ values: [7] }, { values: [8] }, { values: [9] }]);
+    expect(generate.stats.ended).toEqual({ done: 5, error: 4, aborted: 0, timeout: 0 });
+  } finally {
+    await generate.close();
+  }
+});

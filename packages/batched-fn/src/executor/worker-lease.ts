@@ -25,9 +25,14 @@ export class WorkerLease {
     return this.#slot.alive(this.#generation);
   }
 
-  /** The prefill of the sequences joining now: their states are kept in the thread under `ids`. */
-  async start(ids: number[], inputs: unknown[]): Promise<void> {
-    await this.#request({ type: 'start', ids, inputs }, transferListFor(inputs));
+  /**
+   * The prefill of the sequences joining now: their states are kept in the thread under `ids`.
+   * Throws, having sent nothing, when an input cannot be cloned (a function, a socket), so the
+   * caller can tell which ones from a start that failed in the thread.
+   */
+  start(ids: number[], inputs: unknown[]): Promise<unknown> {
+    if (!this.alive) return Promise.reject(this.#slot.goneReason());
+    return this.#slot.request({ type: 'start', ids, inputs }, transferListFor(inputs), undefined);
   }
 
   /**

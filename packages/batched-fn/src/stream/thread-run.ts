@@ -96,14 +96,32 @@ export class ThreadRun<I, S, T> {
     const live = sequences.filter((s) => !s.ended);
     if (live.length === 0) return;
     for (const s of live) this.#joining.add(s);
+    let started: Promise<unknown>;
+    try {
+      started = this.#lease.start(
+        live.map((s) => s.id),
+        live.map((s) => s.input),
+      );
+    } catch (cause) {
+      // Nothing was sent. One input that cannot be cloned (a function, a socket) must not sink
+      // its neighbours: its stream ends, and the others start without it.
+      const sendable = live.filter((s) => cloneable(s.input));
+      if (sendable.length === live.length) started = Promise.reject(cause);
+      else {
+        for (const s of live) {
+          if (sendable.includes(s)) continue;
+          this.#joining.delete(s);
+          const reason = cause instanceof Error ? cause.message : String(cause);
+          s.end('error', true, new TypeError(`This stream's input cannot be sent to a worker thread: ${reason}`));
+        }
+        this.#start(sendable);
+        return;
+      }
+    }
     // The thread owes this start's answer, and the watchdog may not be running: the last answer (a
     // start that failed and left the group empty) armed nothing.
     this.#owe();
-    void this.#lease
-      .start(
-        live.map((s) => s.id),
-        live.map((s) => s.input),
-      )
+    void started
       .then(
         () => {
           for (const s of live) {
@@ -257,5 +275,15 @@ export class ThreadRun<I, S, T> {
     this.#watchdog = undefined;
     this.#lease.stop(this.#run);
     this.#host.over();
+  }
+}
+
+/** Whether `value` survives a trip to a thread (what postMessage would clone without a transfer list). */
+function cloneable(value: unknown): boolean {
+  try {
+    structuredClone(value);
+    return true;
+  } catch {
+    return false;
   }
 }
