@@ -106,9 +106,10 @@ test('worker mode: an input that cannot be sent (a function) ends its own stream
     ]);
     expect(results[0]).toEqual({ values: [1] });
     expect(results[2]).toEqual({ values: [3] });
-    expect(results[1]?.values).toEqual([]);
-    expect(results[1]?.error).toBeInstanceOf(TypeError);
-    expect((results[1]?.error as Error).message).toMatch(/^This stream's input cannot be sent to a worker thread: /);
+    const unsent = results[1] as { values: unknown[]; error?: unknown };
+    expect(unsent.values).toEqual([]);
+    expect(unsent.error).toBeInstanceOf(TypeError);
+    expect((unsent.error as Error).message).toMatch(/^This stream's input cannot be sent to a worker thread: /);
     expect(generate.stats.ended).toEqual({ done: 2, error: 1, aborted: 0, timeout: 0 });
     // A start of nothing but such inputs ends its streams, and the group is let go: the next one runs.
     // (Three calls fill a batch, so none waits for the 5 s window.)
