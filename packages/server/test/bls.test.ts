@@ -52,6 +52,28 @@ export async function handler(requests, ctx) {
   'config.json': JSON.stringify({ maxBatchSize: 16, maxDelay: 50, ...(options.config ?? {}) }),
 });
 
+/** Asks generator `target` for text (models.generate, with `callOptions`) and answers it whole, with its chunk count. */
+const writer = (target: string, callOptions = '{}') => ({
+  'model.mjs': `
+export const calls = ['${target}'];
+export const inputs = [{ name: 'prompt', datatype: 'BYTES', shape: [1] }];
+export const outputs = [{ name: 'text', datatype: 'BYTES', shape: [1] }, { name: 'chunks', datatype: 'INT32', shape: [1] }];
+export async function context(config, { models }) { return { models }; }
+export async function handler(requests, { models }) {
+  return Promise.all(requests.map(async (r) => {
+    let text = '';
+    let chunks = 0;
+    const request = { text_input: r.inputs.prompt.data[0], parameters: { max_tokens: 5, upper: true } };
+    for await (const chunk of models.generate('${target}', request, ${callOptions})) {
+      text += chunk.text_output;
+      chunks++;
+    }
+    return { text: { data: [text] }, chunks: { data: [chunks] } };
+  }));
+}`,
+  'config.json': JSON.stringify({ maxBatchSize: 0 }),
+});
+
 beforeAll(async () => {
   repo = scratchDir('bfn-bls-');
   folder('double', double(0));
@@ -74,25 +96,14 @@ beforeAll(async () => {
   folder('tock', caller('tick'));
   // A generator, and a model that asks it for text (models.generate) and answers it whole.
   cpSync(new URL('./fixtures/generators/echo/', import.meta.url), join(repo, 'echo'), { recursive: true });
-  folder('writer', {
-    'model.mjs': `
-export const calls = ['echo'];
-export const inputs = [{ name: 'prompt', datatype: 'BYTES', shape: [1] }];
-export const outputs = [{ name: 'text', datatype: 'BYTES', shape: [1] }, { name: 'chunks', datatype: 'INT32', shape: [1] }];
-export async function context(config, { models }) { return { models }; }
-export async function handler(requests, { models }) {
-  return Promise.all(requests.map(async (r) => {
-    let text = '';
-    let chunks = 0;
-    for await (const chunk of models.generate('echo', { text_input: r.inputs.prompt.data[0], parameters: { max_tokens: 5, upper: true } })) {
-      text += chunk.text_output;
-      chunks++;
-    }
-    return { text: { data: [text] }, chunks: { data: [chunks] } };
-  }));
-}`,
-    'config.json': JSON.stringify({ maxBatchSize: 0 }),
-  });
+  folder('writer', writer('echo'));
+  // The same generator with two priority levels, and a writer that asks it for a level it lacks.
+  cpSync(new URL('./fixtures/generators/echo/', import.meta.url), join(repo, 'ranked-echo'), { recursive: true });
+  writeFileSync(
+    join(repo, 'ranked-echo', 'config.json'),
+    JSON.stringify({ maxActive: 4, maxTokens: 100, defaultMaxTokens: 50, priorityLevels: 2 }),
+  );
+  folder('ranked-writer', writer('ranked-echo', '{ priority: 3 }'));
   server = await startServer({
     modelRepository: repo,
     port: 0,
@@ -229,6 +240,17 @@ test("models.generate: text from a generator, chunk by chunk, under the server's
     { name: 'text', datatype: 'BYTES', shape: [1], data: ['HELLO'] },
     { name: 'chunks', datatype: 'INT32', shape: [1], data: [5] },
   ]);
+});
+
+test("models.generate takes a priority level as a client's request does: one the generator lacks is a 400 naming its levels", async () => {
+  const answer = await postJson(
+    `${url()}/v2/models/ranked-writer/infer`,
+    jsonRequest('prompt', [1], 'BYTES', ['hello world']),
+  );
+  expect(answer.status).toBe(400);
+  expect(answer.body.error).toContain(
+    'parameters.priority is 3, but model `ranked-echo` has priority levels 1 to 2 (1 is the highest; 0 means its default level, 2)',
+  );
 });
 
 test('models.infer on a generator says to use models.generate', async () => {

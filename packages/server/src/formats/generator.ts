@@ -3,7 +3,7 @@ import { CHARLM, ensureCharLm } from '../builtin/charlm.js';
 import type { CharLmWorkerData } from '../builtin/charlm.worker.js';
 import { ModelLoadError } from '../model/errors.js';
 import type { ChatMessage, GeneratorPrompt, ServedGenerator } from '../model/generator.js';
-import type { ServedModel, ServedModelConfig } from '../model/served-model.js';
+import { checkPriorityLevels, type ServedModel, type ServedModelConfig } from '../model/served-model.js';
 import { type Datatype, isDatatype, type ModelSignature, type TensorSpec } from '../model/signature.js';
 import { maxOf, SETTING_DEFAULTS } from '../settings/settings.js';
 import type { ChatTemplateWorkerData } from './chat-template.worker.js';
@@ -83,6 +83,10 @@ export interface GeneratorSettings {
   defaultMaxTokens?: number;
   /** Worker threads, one running group each. @default 1 */
   workers?: number;
+  /** Priority levels of its requests, as a batched model's (1 the highest); checked by checkPriorityLevels. */
+  priorityLevels?: number;
+  /** The level of requests without a priority. @default priorityLevels (the lowest) */
+  defaultPriorityLevel?: number;
 }
 
 export interface GeneratorModelOptions extends GeneratorSettings {
@@ -123,6 +127,7 @@ export function createGeneratorModel(options: GeneratorModelOptions): ServedMode
   const batching = options.batching ?? SETTING_DEFAULTS.batching;
   const channelCap = options.channelCap ?? SETTING_DEFAULTS.channelCap;
   const workers = options.workers ?? 1;
+  checkPriorityLevels(options);
   const stream = batchedStream<GeneratorPrompt, unknown, string>({
     worker: options.module,
     workerData: options.workerData,
@@ -180,6 +185,8 @@ export function createGeneratorModel(options: GeneratorModelOptions): ServedMode
   });
   const config: ServedModelConfig = {
     dynamicBatching: false,
+    ...(options.priorityLevels === undefined ? {} : { priorityLevels: options.priorityLevels }),
+    ...(options.defaultPriorityLevel === undefined ? {} : { defaultPriorityLevel: options.defaultPriorityLevel }),
     ...(options.batchTimeout === undefined ? {} : { batchTimeout: options.batchTimeout }),
     ...(options.configParameters === undefined ? {} : { parameters: options.configParameters }),
   };

@@ -224,6 +224,8 @@ function jsGenerator(options: JsModelOptions, url: string, module: ModuleExports
     ...defined('channelCap', settings.channelCap),
     ...defined('batchTimeout', settings.batchTimeout),
     ...defined('workers', settings.workers),
+    ...defined('priorityLevels', settings.priorityLevels),
+    ...defined('defaultPriorityLevel', settings.defaultPriorityLevel),
     ...defined('configParameters', settings.parameters),
     ...defined('onStep', options.onStep),
     platform: 'batched-fn_js',

@@ -11,9 +11,10 @@ import type { ServedModel } from '../model/served-model.js';
 import type { CallerMark, InferItem, InferResult, Tensor } from '../model/tensor.js';
 import type { DecodedRequest } from './decode.js';
 import { invalidArgument, ProtocolError } from './errors.js';
-import { startGeneration } from './generation.js';
+import { generatorOf, startGeneration } from './generation.js';
 import type { InferenceFront } from './infer-front.js';
 import { assertInferItem } from './infer-item.js';
+import { batcherPriority } from './schedule-policy.js';
 import { clip } from './status.js';
 
 /** An AbortSignal that never aborts, for calls given none (the front needs one). */
@@ -127,6 +128,10 @@ export class InProcessCalls implements ModelCalls {
     if (stops !== undefined && !(Array.isArray(stops) && stops.every((s) => typeof s === 'string')))
       throw invalidArgument('parameters.stop must be a string or an array of strings');
     const front = this.#serving();
+    // The level maps to the generator's batcher priority as a client's `parameters.priority` does.
+    const served = generatorOf(front.registry, name, options.version);
+    const level = options.priority === 0 ? undefined : options.priority;
+    const priority = batcherPriority(level, served.config ?? {}, served.name);
     const stream = startGeneration(front.registry, {
       model: name,
       ...(options.version === undefined ? {} : { version: options.version }),
@@ -136,6 +141,7 @@ export class InProcessCalls implements ModelCalls {
       ...(stops === undefined ? {} : { stop: stops as string[] }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
       ...(options.timeout === undefined ? {} : { timeoutMs: options.timeout }),
+      ...(priority === 0 ? {} : { priority }),
     });
     // The outcome is read by whoever iterates; a failed generation throws there, not as an unhandled rejection.
     stream.outcome.catch(() => {});

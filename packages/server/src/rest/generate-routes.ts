@@ -1,8 +1,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { endSpanOf, spanOf } from '../otel/request-spans.js';
 import type { SpanLike } from '../otel/types.js';
+import type { ServedGenerator } from '../model/generator.js';
 import { invalidArgument, ProtocolError } from '../protocol/errors.js';
 import { type GenerateRequest, generatorOf, startGeneration } from '../protocol/generation.js';
+import { batcherPriority, priorityParameter, timeoutParameter } from '../protocol/schedule-policy.js';
 import { messageFor } from '../protocol/status.js';
 import type { ModelRegistry } from '../repository/registry.js';
 
@@ -30,14 +32,16 @@ function traceFirstToken(span: SpanLike | undefined, seconds: number): void {
 }
 
 /**
- * Checks a generate body, `{ text_input, parameters: { max_tokens, stop, ...sampling } }`, against
- * the model's limits: `max_tokens` and `stop` are the server's (a string or an array of strings),
- * every other parameter is the model's (protocol/generation.ts refuses a name it does not accept).
+ * Checks a generate body, `{ text_input, parameters: { max_tokens, stop, priority, timeout, ...sampling } }`,
+ * against the model's limits: `max_tokens` and `stop` are the server's (a string or an array of
+ * strings), `priority` (a level) and `timeout` (µs) the schedule-policy extension's, as on infer
+ * (Triton reserves both names), and every other parameter is the model's (protocol/generation.ts
+ * refuses a name it does not accept).
  */
 export function decodeGenerate(
   body: unknown,
   limits: { maxTokens: number; defaultMaxTokens: number; maxPrompt: number },
-): Omit<GenerateRequest, 'model' | 'version' | 'signal'> & { maxTokens: number } {
+): Omit<GenerateRequest, 'model' | 'version' | 'signal' | 'priority'> & { maxTokens: number; level?: number } {
   if (!Buffer.isBuffer(body)) throw invalidArgument('Request needs a JSON body');
   let json: unknown;
   try {
@@ -52,7 +56,15 @@ export function decodeGenerate(
     throw invalidArgument(`text_input must be a string of at most ${limits.maxPrompt} characters`);
   if (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters))
     throw invalidArgument('parameters must be an object');
-  const { max_tokens: maxTokens = limits.defaultMaxTokens, stop, ...sampling } = parameters as Record<string, unknown>;
+  const {
+    max_tokens: maxTokens = limits.defaultMaxTokens,
+    stop,
+    priority,
+    timeout,
+    ...sampling
+  } = parameters as Record<string, unknown>;
+  const level = priorityParameter(priority);
+  const timeoutMs = timeoutParameter(timeout);
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > limits.maxTokens)
     throw invalidArgument(
       `parameters.max_tokens must be an integer from 1 to ${limits.maxTokens}, got ${JSON.stringify(maxTokens)?.slice(0, 80)}`,
@@ -62,7 +74,14 @@ export function decodeGenerate(
     throw invalidArgument(
       `parameters.stop must be a string or an array of strings, got ${JSON.stringify(stop)?.slice(0, 80)}`,
     );
-  return { prompt, parameters: sampling, maxTokens, stop: stops };
+  return {
+    prompt,
+    parameters: sampling,
+    maxTokens,
+    stop: stops,
+    ...(level === undefined ? {} : { level }),
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  };
 }
 
 /**
@@ -83,12 +102,14 @@ export function registerGenerateRoutes(app: FastifyInstance, registry: ModelRegi
   type Params = { name: string; version?: string };
   const start = (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
     const { name, version } = request.params;
-    const generator = generatorOf(registry, name, version).generator;
-    const decoded = decodeGenerate(request.body, generator as NonNullable<typeof generator>);
+    const served = generatorOf(registry, name, version);
+    const { level, ...decoded } = decodeGenerate(request.body, served.generator as ServedGenerator);
+    const priority = batcherPriority(level, served.config ?? {}, served.name);
     const call: GenerateRequest = {
       model: name,
       ...(version === undefined ? {} : { version }),
       ...decoded,
+      ...(priority === 0 ? {} : { priority }),
       signal: released(reply),
     };
     const span = spanOf(request);
