@@ -88,6 +88,18 @@ beforeAll(async () => {
   folder('needs-later', caller('later', { declared: ['later'] }));
   folder('undeclared', caller('mlp-nowhere', { declared: ['double'] }));
   folder('abort-caller', caller('slow', { callOptions: '{ signal: AbortSignal.timeout(50) }' }));
+  // A target that reads its request's parameters (y = x * scale), and callers that pass them.
+  folder('scaled', {
+    'model.mjs': `
+export const inputs = ${FOUR};
+export const outputs = [{ name: 'y', datatype: 'FP32', shape: [-1, 4] }];
+export function handler(requests) {
+  return requests.map((r) => ({ y: { data: Float32Array.from(r.inputs.x.data, (v) => v * (r.parameters.scale ?? 1)) } }));
+}`,
+    'config.json': JSON.stringify({ maxBatchSize: 16, maxDelay: 0 }),
+  });
+  folder('scale-caller', caller('scaled', { callOptions: '{ parameters: { scale: 3 } }' }));
+  folder('bad-parameters-caller', caller('scaled', { callOptions: '{ parameters: { scale: [3] } }' }));
   // A cycle declared: refused at load.
   folder('ping', caller('pong', { declared: ['pong'] }));
   folder('pong', caller('ping', { declared: ['ping'] }));
@@ -250,6 +262,17 @@ test("models.generate takes a priority level as a client's request does: one the
   expect(answer.status).toBe(400);
   expect(answer.body.error).toContain(
     'parameters.priority is 3, but model `ranked-echo` has priority levels 1 to 2 (1 is the highest; 0 means its default level, 2)',
+  );
+});
+
+test("models.infer passes `parameters` as the target request's own; a value that is not a parameter type is a 400", async () => {
+  const answer = await infer('scale-caller', 1);
+  expect(answer.status).toBe(200);
+  expect(answer.body.outputs[0].data).toEqual([0, 3, 6, 9]);
+  const refused = await infer('bad-parameters-caller', 1);
+  expect(refused.status).toBe(400);
+  expect(refused.body.error).toContain(
+    "parameters.scale must be a string, a finite number or a boolean (Triton's parameter types), got 3",
   );
 });
 

@@ -83,6 +83,29 @@ export function handler(requests) {
       ensemble_scheduling: { step: [{ model_name: 'picky', input_map: { x: 'x' }, output_map: { y: 'out' } }] },
     }),
   );
+  // A step that reads the request's parameters: y = x * scale (1 without one).
+  put(
+    'scaled/model.mjs',
+    `export const inputs = [{ name: 'x', datatype: 'FP32', shape: [-1, 2] }];
+export const outputs = [{ name: 'y', datatype: 'FP32', shape: [-1, 2] }];
+export function handler(requests) {
+  return requests.map((r) => ({ y: { data: Float32Array.from(r.inputs.x.data, (v) => v * (r.parameters.scale ?? 1)) } }));
+}
+`,
+  );
+  put('scaled/config.json', JSON.stringify({ maxDelay: 0 }));
+  put(
+    'scaler/config.json',
+    JSON.stringify({
+      ...CHAIN,
+      ensemble_scheduling: {
+        step: [
+          { model_name: 'double', input_map: { x: 'x' }, output_map: { y: 'tmp' } },
+          { model_name: 'scaled', input_map: { x: 'tmp' }, output_map: { y: 'out' } },
+        ],
+      },
+    }),
+  );
   put('ens/config.pbtxt', ENSEMBLE);
   mkdirSync(join(repo, 'ens', '1'));
   put('chain/config.json', JSON.stringify(CHAIN));
@@ -256,4 +279,27 @@ test("a step's failure is the request's: its status kept and the step named", as
   // picky answers 999 with its own 422: the ensemble's client reads that status, and which step said it.
   const bad = await infer('viapicky', [{ name: 'x', shape: [1, 2], data: [999, 2] }]);
   expect(bad).toEqual({ status: 422, body: { error: 'ensemble step 0 (`picky`) failed: 999 is not a number here' } });
+});
+
+test("an ensemble request's parameters reach every step, as Triton forwards them (each request its own)", async () => {
+  const scaled = async (parameters: Record<string, unknown> | undefined, x: number[]) => {
+    const response = await fetch(`${url}/v2/models/scaler/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        inputs: [{ name: 'x', shape: [1, 2], datatype: 'FP32', data: x }],
+        ...(parameters === undefined ? {} : { parameters }),
+      }),
+    });
+    expect(response.status).toBe(200);
+    return ((await response.json()) as any).outputs[0].data as number[];
+  };
+  // Requests in flight together, with different parameters: each step request carries its own.
+  expect(
+    await Promise.all([scaled({ scale: 3 }, [1, 2]), scaled({ scale: -1 }, [1, 2]), scaled(undefined, [1, 2])]),
+  ).toEqual([
+    [6, 12],
+    [-2, -4],
+    [2, 4],
+  ]);
 });

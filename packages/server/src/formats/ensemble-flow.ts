@@ -25,6 +25,8 @@ export interface FlowContext {
   deadline?: number | undefined;
   /** The request's trace, which each step's batch links to. */
   trace?: unknown;
+  /** The request's parameters, forwarded to every step (as Triton forwards an ensemble request's). */
+  parameters?: Record<string, unknown> | undefined;
 }
 
 /** A step that failed: its error, with the step named, and its status (the error's class and fields) kept. */
@@ -237,6 +239,9 @@ export class EnsembleFlow {
         ...(timeout === undefined ? {} : { timeout }),
         signal,
         ...(context.trace === undefined ? {} : { trace: context.trace }),
+        ...(context.parameters === undefined
+          ? {}
+          : { parameters: context.parameters as Record<string, string | number | boolean> }),
         chain,
       });
     } catch (error) {

@@ -60,6 +60,7 @@ export function createEnsembleModel(options: EnsembleModelOptions): ServedModel 
       timeout: context?.timeout,
       deadline: context?.deadline,
       trace: context?.trace,
+      parameters: item.parameters,
     });
   };
   const channelCap = options.channelCap ?? SETTING_DEFAULTS.channelCap;

@@ -35,6 +35,8 @@ export interface WireCallOptions {
   version?: string;
   priority?: number;
   timeout?: number;
+  /** Checked where the call is made (protocol/model-calls.ts), as every option is. */
+  parameters?: Record<string, string | number | boolean>;
 }
 
 export type CallAnswer =
@@ -109,6 +111,9 @@ export function parseCallRequest(raw: unknown): CallRequest | { id: number; prob
     ...(options.version === undefined ? {} : { version: options.version as string }),
     ...(options.priority === undefined ? {} : { priority: options.priority as number }),
     ...(options.timeout === undefined ? {} : { timeout: options.timeout as number }),
+    ...(options.parameters === undefined
+      ? {}
+      : { parameters: options.parameters as Record<string, string | number | boolean> }),
   };
   const caller = wireCaller(raw.caller);
   if (raw.type === 'generate') {

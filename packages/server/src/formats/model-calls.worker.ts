@@ -8,7 +8,13 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { MessagePort } from 'node:worker_threads';
 import { deserializeError } from 'batched-fn/adapter';
 import type { CallerMark, Tensor } from '../model/tensor.js';
-import { type CallAnswer, type CallRequest, ownedForTransfer, parseCallAnswer } from './model-calls-wire.js';
+import {
+  type CallAnswer,
+  type CallRequest,
+  ownedForTransfer,
+  parseCallAnswer,
+  type WireCallOptions,
+} from './model-calls-wire.js';
 
 /** A tensor as a JS model's handler sees and gives them: BYTES as strings (or Uint8Array with `binary`). */
 export interface HandlerTensor {
@@ -24,6 +30,8 @@ export interface WorkerCallOptions {
   /** Milliseconds; the batch's own deadline applies as well. */
   timeout?: number;
   signal?: AbortSignal;
+  /** The request's parameters for the target (strings, finite numbers, booleans). */
+  parameters?: Record<string, string | number | boolean>;
 }
 
 /** The batch running now, for the calls its handler makes (a thread runs one batch at a time, but awaits interleave). */
@@ -284,10 +292,11 @@ function checkOptions(options: unknown): asserts options is WorkerCallOptions {
     throw new TypeError(`models call options must be an object, got ${options === null ? 'null' : typeof options}`);
 }
 
-function wireOptions(options: WorkerCallOptions): { version?: string; priority?: number; timeout?: number } {
+function wireOptions(options: WorkerCallOptions): WireCallOptions {
   return {
     ...(options.version === undefined ? {} : { version: options.version }),
     ...(options.priority === undefined ? {} : { priority: options.priority }),
     ...(options.timeout === undefined ? {} : { timeout: options.timeout }),
+    ...(options.parameters === undefined ? {} : { parameters: options.parameters }),
   };
 }

@@ -16,6 +16,11 @@ export interface ModelCallOptions {
   timeout?: number;
   /** Gives the call up: it leaves the target's queue, or its answer is dropped. */
   signal?: AbortSignal;
+  /**
+   * The request's parameters, as a client's `parameters`: strings, finite numbers and booleans (Triton's
+   * parameter types). An ensemble forwards its request's to every step, as Triton does.
+   */
+  parameters?: Record<string, string | number | boolean>;
   /** The caller's trace (an OpenTelemetry span, or a span context): the target's batch links to it. */
   trace?: unknown;
   /**

@@ -37,6 +37,17 @@ function checkOptions(options: ModelCallOptions): void {
     throw invalidArgument(`\`version\` must be a string, got ${clip(String(version))}`);
   if (chain !== undefined && (!Array.isArray(chain) || !chain.every((name) => typeof name === 'string')))
     throw invalidArgument('`chain` must be an array of model names');
+  const parameters = options.parameters;
+  if (parameters === undefined) return;
+  if (!isRecord(parameters)) throw invalidArgument('`parameters` must be an object of parameter name to value');
+  for (const [key, value] of Object.entries(parameters)) {
+    const ok =
+      typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
+    if (!ok)
+      throw invalidArgument(
+        `parameters.${clip(key)} must be a string, a finite number or a boolean (Triton's parameter types), got ${clip(String(value))}`,
+      );
+  }
 }
 
 /**
@@ -54,7 +65,9 @@ function decodeCall(
   const batched = model.maxBatchSize !== 0;
   const first = inputs[model.signature.inputs[0]?.name ?? ''] as Partial<Tensor> | undefined;
   const rows = batched ? (Array.isArray(first?.shape) ? first.shape[0] : undefined) : 1;
-  const item = { rows, inputs, caller };
+  const parameters = options.parameters;
+  const given = parameters !== undefined && Object.keys(parameters).length > 0;
+  const item = { rows, inputs, caller, ...(given ? { parameters: { ...parameters } } : {}) };
   assertInferItem(item, model.signature, batched ? (model.maxBatchSize ?? Number.MAX_SAFE_INTEGER) : 1, batched);
   return {
     id: undefined,
