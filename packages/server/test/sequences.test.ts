@@ -288,6 +288,18 @@ test('the cap on live sequences answers 503 with Retry-After (gRPC RESOURCE_EXHA
   expect((await rest('small', chunk(3, 0), { sequence_id: 3, sequence_start: true })).status).toBe(200);
 });
 
+test('/metrics counts the sequences each stateful model holds: up with starts, down with ends', async () => {
+  const { url } = await start();
+  const held = async (): Promise<string | undefined> =>
+    /^batched_fn_held_sequences\{model="small"\} (\d+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1];
+  expect(await held()).toBe('0');
+  expect((await rest('small', chunk(1, 0), { sequence_id: 1, sequence_start: true })).status).toBe(200);
+  expect((await rest('small', chunk(2, 0), { sequence_id: 2, sequence_start: true })).status).toBe(200);
+  expect(await held()).toBe('2');
+  expect((await rest('small', chunk(1, 1), { sequence_id: 1, sequence_end: true })).status).toBe(200);
+  expect(await held()).toBe('1');
+});
+
 test("a crashed worker fails its sequences' next requests (their state is lost) and serves new sequences", async () => {
   await start();
   expect((await rest('crashy', chunk(1, 0), { sequence_id: 1, sequence_start: true })).status).toBe(200);

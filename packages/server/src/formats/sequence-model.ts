@@ -29,5 +29,5 @@ export function sequenceModel(model: ServedModel, table: SequenceTable): ServedM
       },
     );
   };
-  return servedWith(model, { infer });
+  return servedWith(model, { infer, sequences: table });
 }

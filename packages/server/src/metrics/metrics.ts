@@ -114,6 +114,17 @@ export class ServerMetrics {
       });
     }
     new Gauge({
+      name: 'batched_fn_held_sequences',
+      help: "Sequences a stateful model holds state for (an expired one until it is freed)",
+      labelNames: ['model'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const model of models)
+          if (model.sequences !== undefined) this.inc({ model: model.name }, model.sequences.size);
+      },
+    });
+    new Gauge({
       name: 'batched_fn_queue_depth',
       help: 'Requests waiting to be batched',
       labelNames: ['model'],

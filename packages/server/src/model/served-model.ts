@@ -88,6 +88,11 @@ export interface ServedModel {
    * lifecycle and stats, and `infer` refuses (a decoupled model, in Triton's terms).
    */
   readonly generator?: ServedGenerator;
+  /**
+   * A stateful model's sequences (formats/sequence-table.ts): how many it holds state for now, an
+   * expired one until a request or a sweep frees it (its state is still held in its worker).
+   */
+  readonly sequences?: { readonly size: number };
   /** Runs one request; its rows count against the batch limit. */
   infer(
     item: InferItem,
