@@ -115,7 +115,7 @@ export class ServerMetrics {
     }
     new Gauge({
       name: 'batched_fn_held_sequences',
-      help: "Sequences a stateful model holds state for (an expired one until it is freed)",
+      help: 'Sequences a stateful model holds state for (an expired one until it is freed)',
       labelNames: ['model'],
       registers: [this.registry],
       collect() {
