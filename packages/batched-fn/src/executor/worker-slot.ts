@@ -281,6 +281,8 @@ export class WorkerSlot {
     if (this.#worker === undefined) return;
     this.#gone = reason;
     this.#failAll(reason);
+    // A ready() waiting on this thread's context is waiting on a thread let go: its answer is ignored.
+    for (const waiter of this.#initWaiters.splice(0)) waiter.reject(reason);
     if (this.#interruptible) {
       // No request may go to the worker being terminated; its exit restarts it.
       this.#state = 'restarting';
@@ -330,6 +332,7 @@ export class WorkerSlot {
     const busy = this.#pending.size > 0 || this.#initWaiters.length > 0;
     this.#gone = reason;
     this.#failAll(reason);
+    for (const waiter of this.#initWaiters.splice(0)) waiter.reject(reason);
     if (this.#interruptible || !busy) return this.stop(true);
     if (this.#restartTimer !== undefined) clearTimeout(this.#restartTimer);
     this.#restartTimer = undefined;

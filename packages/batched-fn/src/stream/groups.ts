@@ -213,7 +213,14 @@ export class Groups<I, S, T, C> implements Runner<Sequence<I, S, T>, Ending> {
       for (;;) {
         if (joining.length > 0) await this.#start(group, joining);
         this.#prune(group);
-        if (group.failed || group.members.length === 0 || this.#destroyed) break;
+        if (group.failed || this.#destroyed) break;
+        if (group.members.length === 0) {
+          // Every joiner failed to start: in continuous mode, sequences still waiting take the room
+          // now instead of waiting out a new group's window. Each pass takes at least one.
+          joining = this.#options.mode === 'continuous' ? this.#join(group) : [];
+          if (joining.length === 0) break;
+          continue;
+        }
         await this.#step(group);
         this.#prune(group);
         if (group.failed) break;

@@ -2,6 +2,7 @@ import { deserializeError } from '../error-codec.js';
 import { BatchSizeMismatchError, BatchTimeoutError } from '../errors.js';
 import type { Stepped } from '../executor/wire.js';
 import type { WorkerLease } from '../executor/worker-lease.js';
+import { cloneError, messageOf } from '../executor/uncloneable.js';
 import type { Sequence } from './sequence.js';
 import { DONE, HAS_VALUE } from './step-output.js';
 
@@ -104,16 +105,25 @@ export class ThreadRun<I, S, T> {
       );
     } catch (cause) {
       // Nothing was sent. One input that cannot be cloned (a function, a socket) must not sink
-      // its neighbours: its stream ends, and the others start without it.
-      const sendable = live.filter((s) => cloneable(s.input));
-      if (sendable.length === live.length) started = Promise.reject(cause);
-      else {
-        for (const s of live) {
-          if (sendable.includes(s)) continue;
-          this.#joining.delete(s);
-          const reason = cause instanceof Error ? cause.message : String(cause);
-          s.end('error', true, new TypeError(`This stream's input cannot be sent to a worker thread: ${reason}`));
+      // its neighbours: its stream ends, named by its own clone error, and the others start without it.
+      const sendable: Sequence<I, S, T>[] = [];
+      let unsent = 0;
+      for (const s of live) {
+        const error = cloneError(s.input);
+        if (error === undefined) {
+          sendable.push(s);
+          continue;
         }
+        unsent++;
+        this.#joining.delete(s);
+        s.end(
+          'error',
+          true,
+          new TypeError(`This stream's input cannot be sent to a worker thread: ${messageOf(error)}`),
+        );
+      }
+      if (unsent === 0) started = Promise.reject(cause);
+      else {
         this.#start(sendable);
         return;
       }
@@ -205,12 +215,14 @@ export class ThreadRun<I, S, T> {
     }
     if (drop !== undefined) this.#lease.drop(drop).catch(NOOP);
     const host = this.#host;
-    if (host.continuous && !host.destroyed) {
+    // Joiners whose input cannot be sent leave at once and give their room back: take more until
+    // the room is full or nobody waits (each pass takes at least one sequence off the queue).
+    while (host.continuous && !host.destroyed) {
       const room = host.maxBatchSize - members.size - this.#joining.size;
-      if (room > 0) {
-        const joiners = host.join(room);
-        if (joiners.length > 0) this.#start(joiners);
-      }
+      if (room <= 0) break;
+      const joiners = host.join(room);
+      if (joiners.length === 0) break;
+      this.#start(joiners);
     }
     if (members.size === 0 && this.#joining.size === 0) {
       this.#finish();
@@ -275,15 +287,5 @@ export class ThreadRun<I, S, T> {
     this.#watchdog = undefined;
     this.#lease.stop(this.#run);
     this.#host.over();
-  }
-}
-
-/** Whether `value` survives a trip to a thread (what postMessage would clone without a transfer list). */
-function cloneable(value: unknown): boolean {
-  try {
-    structuredClone(value);
-    return true;
-  } catch {
-    return false;
   }
 }
