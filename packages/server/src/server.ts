@@ -373,15 +373,14 @@ export async function startServer(given: ServeOptions = {}): Promise<RunningServ
     // same lookup, deadlines and metrics as a client's request, counted under protocol `internal`.
     const calls = new InProcessCalls();
     registry = new ModelRegistry(
-      repositoryLoader(
-        options.modelRepository,
+      repositoryLoader(options.modelRepository, {
         defaults,
-        metrics.onBatch,
-        telemetry?.tracing,
-        { given: givenSettings(options) },
-        metrics.onStep,
+        onBatch: metrics.onBatch,
+        tracing: telemetry?.tracing,
+        triton: { given: givenSettings(options) },
+        onStep: metrics.onStep,
         calls,
-      ),
+      }),
       metrics,
     );
     calls.attach(new InferenceFront(registry, { statusOf: httpStatusFor, timeout: options.timeout, metrics }));

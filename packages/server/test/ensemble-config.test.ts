@@ -214,15 +214,11 @@ test("both layouts load through the repository: Triton's with an empty version f
   writeFileSync(join(repo, 'withfile', 'config.json'), JSON.stringify({ ...JSON_FORM, name: 'withfile' }));
   writeFileSync(join(repo, 'withfile', 'model.mjs'), 'export const inputs = [];');
   const batches: unknown[] = [];
-  const load = repositoryLoader(
-    repo,
-    { ...SERVER_DEFAULTS },
-    (info) => batches.push(info),
-    undefined,
-    undefined,
-    undefined,
-    fakeCalls,
-  );
+  const load = repositoryLoader(repo, {
+    defaults: { ...SERVER_DEFAULTS },
+    onBatch: (info) => batches.push(info),
+    calls: fakeCalls,
+  });
   for (const name of ['ens', 'ours']) {
     const model = await load(name);
     expect({ platform: model.platform, version: model.version, maxBatchSize: model.maxBatchSize }).toEqual({
@@ -243,7 +239,7 @@ test("both layouts load through the repository: Triton's with an empty version f
     /says `platform: "ensemble"`, but .* holds model.mjs: an ensemble has no model file/,
   );
   // Without the server's calls (a library's loader), an ensemble cannot be served: said at load.
-  const library = repositoryLoader(repo, { ...SERVER_DEFAULTS }, () => {});
+  const library = repositoryLoader(repo, { defaults: { ...SERVER_DEFAULTS }, onBatch: () => {} });
   await expect(library('ens')).rejects.toThrow(
     "is an ensemble, whose steps call the server's other models; this loader was given no `calls`",
   );

@@ -40,6 +40,21 @@ export function listRepository(dir: string): string[] {
     .sort();
 }
 
+/** What a repository's models are built with, beside the folder. */
+export interface RepositoryLoaderOptions {
+  /** The server-wide settings, defaults under each model's config.json. */
+  defaults: ModelConfig;
+  /** Told of every batch of every model, with its version. */
+  onBatch: (info: BatchInfo, version?: string) => void;
+  tracing?: BatchTracing | undefined;
+  /** Which settings the operator gave (Triton's layout reads its defaults apart from them). @default { given: {} } */
+  triton?: TritonDefaults;
+  /** Told of every step of the repository's generators (formats/generator.ts). */
+  onStep?: ((info: StepInfo) => void) | undefined;
+  /** How its models call the server's other models (a JS model's `models`, an ensemble's steps). */
+  calls?: ModelCalls | undefined;
+}
+
 /**
  * Builds a repository's model by name, with the server-wide settings as defaults under its config.json.
  *
@@ -53,17 +68,8 @@ export function listRepository(dir: string): string[] {
  * finish within `loadTimeout`; past it, or once `signal` aborts (an unload), the workers are stopped
  * and the load fails with the reason.
  */
-export function repositoryLoader(
-  dir: string,
-  defaults: ModelConfig,
-  onBatch: (info: BatchInfo, version?: string) => void,
-  tracing?: BatchTracing,
-  triton: TritonDefaults = { given: {} },
-  /** Told of every step of the repository's generators (formats/generator.ts). */
-  onStep?: (info: StepInfo) => void,
-  /** How its models call the server's other models (a JS model's `models`, an ensemble's steps). */
-  calls?: ModelCalls,
-): ModelLoader {
+export function repositoryLoader(dir: string, options: RepositoryLoaderOptions): ModelLoader {
+  const { defaults, onBatch, tracing, triton = { given: {} }, onStep, calls } = options;
   const has = (name: string): boolean => {
     if (!MODEL_NAME.test(name)) return false;
     const entry = lstat(join(dir, name));
