@@ -60,10 +60,11 @@ test('a message the worker cannot read fails the batch it belonged to (the pool,
     new Promise((resolve) => setTimeout(() => resolve('hung'), 2000)),
   ]);
   // Node 20 posts a detached buffer named in the transfer list, and the worker cannot read the message: the pool
-  // fails the batch on 'messageerror'. Node 22 and later refuse it at postMessage, and the input fails on its own.
+  // fails the batch on 'messageerror'. Node 22 and later refuse it at postMessage, and the input fails on its own,
+  // with its own clone error (what cloning that input alone says), not the whole post's.
   expect(outcome).toBe(
     postRefusesDetached()
-      ? 'failed alone: Input 0 of the batch cannot be sent to a worker thread: Cannot transfer object of unsupported type.'
+      ? 'failed alone: Input 0 of the batch cannot be sent to a worker thread: An ArrayBuffer is detached and could not be cloned.'
       : 'rejected',
   );
   expect(await pool.run(['still serving'])).toEqual(['still serving']);
