@@ -241,7 +241,7 @@ export class EnsembleFlow {
         ...(context.trace === undefined ? {} : { trace: context.trace }),
         ...(context.parameters === undefined
           ? {}
-          : { parameters: context.parameters as Record<string, string | number | boolean> }),
+          : { parameters: context.parameters as Record<string, string | number | bigint | boolean> }),
         chain,
       });
     } catch (error) {

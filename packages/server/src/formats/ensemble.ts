@@ -1,6 +1,7 @@
 import { batchedFn, type BatchInfo, type BatchTracing } from 'batched-fn';
 import type { EnsembleStep } from '../model/ensemble-step.js';
 import type { ModelCalls } from '../model/model-calls.js';
+import { stepParameters } from '../model/reserved-parameters.js';
 import type { ServedModel, ServedModelConfig } from '../model/served-model.js';
 import type { ModelSignature } from '../model/signature.js';
 import type { InferItem, InferResult } from '../model/tensor.js';
@@ -60,7 +61,7 @@ export function createEnsembleModel(options: EnsembleModelOptions): ServedModel 
       timeout: context?.timeout,
       deadline: context?.deadline,
       trace: context?.trace,
-      parameters: item.parameters,
+      parameters: stepParameters(item.parameters),
     });
   };
   const channelCap = options.channelCap ?? SETTING_DEFAULTS.channelCap;

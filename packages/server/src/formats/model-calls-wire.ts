@@ -36,7 +36,7 @@ export interface WireCallOptions {
   priority?: number;
   timeout?: number;
   /** Checked where the call is made (protocol/model-calls.ts), as every option is. */
-  parameters?: Record<string, string | number | boolean>;
+  parameters?: Record<string, string | number | bigint | boolean>;
 }
 
 export type CallAnswer =
@@ -113,7 +113,7 @@ export function parseCallRequest(raw: unknown): CallRequest | { id: number; prob
     ...(options.timeout === undefined ? {} : { timeout: options.timeout as number }),
     ...(options.parameters === undefined
       ? {}
-      : { parameters: options.parameters as Record<string, string | number | boolean> }),
+      : { parameters: options.parameters as Record<string, string | number | bigint | boolean> }),
   };
   const caller = wireCaller(raw.caller);
   if (raw.type === 'generate') {

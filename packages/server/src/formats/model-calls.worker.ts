@@ -31,7 +31,7 @@ export interface WorkerCallOptions {
   timeout?: number;
   signal?: AbortSignal;
   /** The request's parameters for the target (strings, finite numbers, booleans). */
-  parameters?: Record<string, string | number | boolean>;
+  parameters?: Record<string, string | number | bigint | boolean>;
 }
 
 /** The batch running now, for the calls its handler makes (a thread runs one batch at a time, but awaits interleave). */

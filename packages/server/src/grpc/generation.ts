@@ -1,8 +1,8 @@
 import type { ServedModel } from '../model/served-model.js';
 import type { Tensor } from '../model/tensor.js';
 import { invalidArgument } from '../protocol/errors.js';
+import { isReservedForGeneration } from '../model/reserved-parameters.js';
 import { type GenerateRequest, startGeneration } from '../protocol/generation.js';
-import { batcherPriority } from '../protocol/schedule-policy.js';
 import type { SharedMemoryRegistry } from '../protocol/shared-memory.js';
 import type { ModelRegistry } from '../repository/registry.js';
 import { decodeGrpcInfer, type GrpcInferRequest } from './decode.js';
@@ -12,8 +12,9 @@ import { plainParameters } from './proto.js';
  * A generator over gRPC, as Triton serves its decoupled models on ModelStreamInfer: one
  * ModelInferResponse per chunk of text (`text_output` BYTES [1]), each with the parameter
  * `triton_final_response`, true on the last. With the request parameter
- * `enable_empty_final_response` (tritonclient's `async_stream_infer(...,
- * enable_empty_final_response=True)`) every chunk says false and a last, empty response says true.
+ * `triton_enable_empty_final_response` (what tritonclient's `async_stream_infer(...,
+ * enable_empty_final_response=True)` sends; the bare name too) every chunk says false and a last,
+ * empty response says true.
  */
 
 export interface GenerationResponse {
@@ -24,19 +25,6 @@ export interface GenerationResponse {
   raw_output_contents: Buffer[];
   parameters: { triton_final_response: { bool_param: boolean } };
 }
-
-/** Request parameters of the server's, or of the protocol's: never a model's sampling parameter. */
-const SERVER_PARAMETERS = new Set([
-  'max_tokens',
-  'stop',
-  'enable_empty_final_response',
-  'timeout',
-  'priority',
-  'sequence_id',
-  'sequence_start',
-  'sequence_end',
-  'triton_enable_empty_final_response',
-]);
 
 /** An input a client may send beside the prompt and the parameters (Triton's vLLM clients send `stream`). */
 const IGNORED_INPUTS = new Set(['stream']);
@@ -108,14 +96,13 @@ export function grpcGeneration(
   const decoded = decodeGrpcInfer({ ...kept, outputs: [] }, signature, 0, options.sharedMemory);
   const given = plainParameters(request.parameters);
   const parameters: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(given)) if (!SERVER_PARAMETERS.has(key)) parameters[key] = value;
+  for (const [key, value] of Object.entries(given)) if (!isReservedForGeneration(key)) parameters[key] = value;
   for (const [input, tensor] of Object.entries(decoded.item.inputs))
     if (input !== 'text_input') parameters[input] = parameterValue(tensor);
   const maxTokens = given.max_tokens;
   if (maxTokens !== undefined && typeof maxTokens !== 'number')
     throw invalidArgument('parameter `max_tokens` must be an int64_param');
   const timeouts = [served.timeout, decoded.timeout, options.deadline].filter((t): t is number => t !== undefined);
-  const priority = batcherPriority(decoded.priority, served.config ?? {}, served.name);
   const call: GenerateRequest = {
     model: name,
     ...(version === '' ? {} : { version }),
@@ -124,11 +111,12 @@ export function grpcGeneration(
     ...(maxTokens === undefined ? {} : { maxTokens }),
     stop: stopsOf(given.stop),
     signal: options.signal,
-    ...(priority === 0 ? {} : { priority }),
+    ...(decoded.priority === undefined ? {} : { level: decoded.priority }),
     ...(timeouts.length === 0 ? {} : { timeoutMs: Math.min(...timeouts) }),
   };
   const stream = startGeneration(registry, call);
-  const emptyFinal = given.enable_empty_final_response === true;
+  // tritonclient's `enable_empty_final_response` sends Triton's reserved name; the bare one is accepted too.
+  const emptyFinal = given.triton_enable_empty_final_response === true || given.enable_empty_final_response === true;
   const id = request.id ?? '';
   const response = (text: string | undefined, final: boolean): GenerationResponse => ({
     model_name: name,

@@ -20,7 +20,7 @@ export interface ModelCallOptions {
    * The request's parameters, as a client's `parameters`: strings, finite numbers and booleans (Triton's
    * parameter types). An ensemble forwards its request's to every step, as Triton does.
    */
-  parameters?: Record<string, string | number | boolean>;
+  parameters?: Record<string, string | number | bigint | boolean>;
   /** The caller's trace (an OpenTelemetry span, or a span context): the target's batch links to it. */
   trace?: unknown;
   /**

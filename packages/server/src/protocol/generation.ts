@@ -4,6 +4,7 @@ import type { ServedModel } from '../model/served-model.js';
 import { servedVersions } from '../model/versions.js';
 import type { ModelRegistry } from '../repository/registry.js';
 import { invalidArgument, ProtocolError } from './errors.js';
+import { batcherPriority } from './schedule-policy.js';
 import { clip } from './status.js';
 
 /**
@@ -25,8 +26,11 @@ export interface GenerateRequest {
   stop?: readonly string[];
   /** The client went away: the sequence leaves the batch at the next step. */
   signal?: AbortSignal;
-  /** The batcher's priority (higher first), as schedule-policy.ts maps a request's level. */
-  priority?: number;
+  /**
+   * The Triton priority level asked for (1 the highest); undefined: the model's default level. Mapped
+   * to the batcher's priority here, once for every transport (a level the model lacks is a 400).
+   */
+  level?: number;
   /** Deadline in ms for the sequence to join a running batch. */
   timeoutMs?: number;
 }
@@ -209,7 +213,8 @@ export function startGeneration(registry: ModelRegistry, request: GenerateReques
   const model = generatorOf(registry, request.model, request.version);
   const generator = model.generator as ServedGenerator;
   const { maxTokens, stop } = checked(generator, request);
-  return new Generation(model, generator, request, maxTokens, stop);
+  const priority = batcherPriority(request.level, model.config ?? {}, model.name);
+  return new Generation(model, generator, request, { maxTokens, stop, priority });
 }
 
 class Generation implements GenerationStream {
@@ -239,8 +244,7 @@ class Generation implements GenerationStream {
     model: ServedModel,
     generator: ServedGenerator,
     request: GenerateRequest,
-    maxTokens: number,
-    stop: readonly string[],
+    { maxTokens, stop, priority }: { maxTokens: number; stop: readonly string[]; priority: number },
   ) {
     this.#model = model;
     this.version = model.version;
@@ -257,7 +261,7 @@ class Generation implements GenerationStream {
       { text: request.prompt, parameters: { ...request.parameters } },
       {
         signal: this.#controller.signal,
-        ...(request.priority === undefined ? {} : { priority: request.priority }),
+        ...(priority === 0 ? {} : { priority }),
         ...(limits.length === 0 ? {} : { timeout: Math.max(0, Math.min(...limits)) }),
       },
     );

@@ -7,14 +7,15 @@ import {
   cycleText,
   spanContextOf,
 } from '../model/model-calls.js';
+import { isReservedForGeneration } from '../model/reserved-parameters.js';
 import type { ServedModel } from '../model/served-model.js';
 import type { CallerMark, InferItem, InferResult, Tensor } from '../model/tensor.js';
 import type { DecodedRequest } from './decode.js';
 import { invalidArgument, ProtocolError } from './errors.js';
-import { generatorOf, startGeneration } from './generation.js';
+import { startGeneration } from './generation.js';
 import type { InferenceFront } from './infer-front.js';
 import { assertInferItem } from './infer-item.js';
-import { batcherPriority } from './schedule-policy.js';
+import { priorityParameter, timeoutParameter } from './schedule-policy.js';
 import { clip } from './status.js';
 
 /** An AbortSignal that never aborts, for calls given none (the front needs one). */
@@ -39,10 +40,17 @@ function checkOptions(options: ModelCallOptions): void {
     throw invalidArgument('`chain` must be an array of model names');
   const parameters = options.parameters;
   if (parameters === undefined) return;
-  if (!isRecord(parameters)) throw invalidArgument('`parameters` must be an object of parameter name to value');
+  // A plain object: a Map or a Date (structured clone keeps them) has no entries to read and would pass as none.
+  const prototype = isRecord(parameters) ? Object.getPrototypeOf(parameters) : undefined;
+  if (!isRecord(parameters) || (prototype !== Object.prototype && prototype !== null))
+    throw invalidArgument('`parameters` must be a plain object of parameter name to value');
   for (const [key, value] of Object.entries(parameters)) {
+    // A gRPC int64 above 2^53 is a BigInt here: the request's own parameters pass as they came.
     const ok =
-      typeof value === 'string' || typeof value === 'boolean' || (typeof value === 'number' && Number.isFinite(value));
+      typeof value === 'string' ||
+      typeof value === 'boolean' ||
+      typeof value === 'bigint' ||
+      (typeof value === 'number' && Number.isFinite(value));
     if (!ok)
       throw invalidArgument(
         `parameters.${clip(key)} must be a string, a finite number or a boolean (Triton's parameter types), got ${clip(String(value))}`,
@@ -134,18 +142,24 @@ export class InProcessCalls implements ModelCalls {
     if (chain.includes(name)) throw new ModelCycleError(`Model call cycle: ${cycleText(chain, name)}`);
     if (!isRecord(request) || typeof request.text_input !== 'string')
       throw invalidArgument('`models.generate` needs `{ text_input, parameters? }`');
-    const { max_tokens: maxTokens, stop, ...sampling } = (request.parameters ?? {}) as Record<string, unknown>;
+    if (options.parameters !== undefined)
+      throw invalidArgument('`models.generate` takes its parameters in the request: `{ text_input, parameters }`');
+    const given = (request.parameters ?? {}) as Record<string, unknown>;
+    if (!isRecord(given)) throw invalidArgument('parameters must be an object');
+    const { max_tokens: maxTokens, stop } = given;
     if (maxTokens !== undefined && typeof maxTokens !== 'number')
       throw invalidArgument('parameters.max_tokens must be an integer');
     const stops = stop === undefined ? undefined : typeof stop === 'string' ? [stop] : stop;
     if (stops !== undefined && !(Array.isArray(stops) && stops.every((s) => typeof s === 'string')))
       throw invalidArgument('parameters.stop must be a string or an array of strings');
-    const front = this.#serving();
-    // The level maps to the generator's batcher priority as a client's `parameters.priority` does.
-    const served = generatorOf(front.registry, name, options.version);
-    const level = options.priority === 0 ? undefined : options.priority;
-    const priority = batcherPriority(level, served.config ?? {}, served.name);
-    const stream = startGeneration(front.registry, {
+    // As a client's generate request: `priority` (a level) and `timeout` (µs) in its parameters are the
+    // schedule-policy extension's; the call's own options, in the JS API's units, win where both are given.
+    const level = options.priority !== undefined ? options.priority || undefined : priorityParameter(given.priority);
+    const requestTimeout = timeoutParameter(given.timeout);
+    const timeout = options.timeout ?? requestTimeout;
+    const sampling: Record<string, unknown> = {};
+    for (const [key, value] of Object.entries(given)) if (!isReservedForGeneration(key)) sampling[key] = value;
+    const stream = startGeneration(this.#serving().registry, {
       model: name,
       ...(options.version === undefined ? {} : { version: options.version }),
       prompt: request.text_input,
@@ -153,8 +167,8 @@ export class InProcessCalls implements ModelCalls {
       ...(maxTokens === undefined ? {} : { maxTokens }),
       ...(stops === undefined ? {} : { stop: stops as string[] }),
       ...(options.signal === undefined ? {} : { signal: options.signal }),
-      ...(options.timeout === undefined ? {} : { timeoutMs: options.timeout }),
-      ...(priority === 0 ? {} : { priority }),
+      ...(timeout === undefined ? {} : { timeoutMs: timeout }),
+      ...(level === undefined ? {} : { level }),
     });
     // The outcome is read by whoever iterates; a failed generation throws there, not as an unhandled rejection.
     stream.outcome.catch(() => {});

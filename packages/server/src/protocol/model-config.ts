@@ -135,8 +135,9 @@ export function modelConfig(model: ServedModel): object {
     max_batch_size: batched ? settings.maxBatchSize : 0,
     input: model.signature.inputs.map((spec) => ({ ...tensor(spec, undefined, batched), format: 'FORMAT_NONE' })),
     output: model.signature.outputs.map((spec) => tensor(spec, config.labelFiles?.[spec.name], batched)),
-    // A config.pbtxt without dynamic_batching holds no request to form batches: Triton shows none.
-    ...(config.dynamicBatching === false
+    // A config.pbtxt without dynamic_batching holds no request to form batches: Triton shows none. A
+    // generator with priority levels shows them there, where a client reads a model's levels.
+    ...(config.dynamicBatching === false && config.priorityLevels === undefined
       ? {}
       : {
           dynamic_batching: {

@@ -79,6 +79,8 @@ export interface TritonPlan {
   settings: ModelConfigFile;
   /** Whether `dynamic_batching` was given (batching across requests); only meaningful with max_batch_size > 0. */
   dynamicBatching: boolean;
+  /** `model_transaction_policy.decoupled`: a model answering many responses per request (a generator). */
+  decoupled: boolean;
   /** Whether a request's own timeout may shorten the queue timeout (Triton's `allow_timeout_override`, with a default to shorten). */
   allowTimeoutOverride: boolean;
   /** True when neither inputs nor outputs are declared: the config is completed from the model file (Triton's auto-complete). */
@@ -187,7 +189,9 @@ export const MAPPING: Readonly<Record<string, Mapping>> = Object.freeze({
   parameters: { does: 'the model\'s `parameters` (`{ key: "k" value: { string_value: "v" } }` is `k: "v"`)' },
   'optimization.input_pinned_memory': { does: 'accepted (pinned memory is for GPUs)' },
   'optimization.output_pinned_memory': { does: 'accepted (pinned memory is for GPUs)' },
-  'model_transaction_policy.decoupled': { does: 'only `false`', only: false },
+  'model_transaction_policy.decoupled': {
+    does: "`true` for a generator (a model.js exporting `step`: it answers many responses, as Triton's decoupled models); a generator may leave it out; `true` on any other model is a load error",
+  },
   ensemble_scheduling: { does: "an ensemble's steps (platform `ensemble`), each run once its inputs exist" },
   'ensemble_scheduling.step': { does: "each step: one request to that model's own batcher" },
   'ensemble_scheduling.step.model_name': { does: 'the model it calls (the ensemble is READY only while it is)' },
@@ -383,6 +387,7 @@ export function planFromConfig(config: TritonModelConfig, folderName: string, wh
     ),
     settings,
     dynamicBatching: db !== undefined,
+    decoupled: (config.model_transaction_policy as { decoupled?: unknown } | undefined)?.decoupled === true,
     allowTimeoutOverride,
     // Triton's ONNX backend completes the config only when inputs or outputs are missing.
     autoComplete: inputs.length === 0 || outputs.length === 0,

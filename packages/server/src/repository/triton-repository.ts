@@ -253,6 +253,12 @@ export async function loadTritonModel(options: TritonLoadOptions): Promise<Serve
                 ...defined('calls', options.calls),
               });
         built.push(model);
+        // Triton's decoupled models answer many responses per request: here, generators. A generator's config
+        // may leave it out (configs written for this server before it was read); any other model may not say it.
+        if (plan.decoupled && model.generator === undefined)
+          throw new ModelLoadError(
+            `${where}: \`model_transaction_policy { decoupled: true }\` is for a generator (a model.js exporting \`step\`); ${path} answers one response per request`,
+          );
         const signature = checkSignature(model.signature, plan, model.maxBatchSize !== 0, where);
         // The models it calls first: its context() may call them.
         if (model.dependencies !== undefined && options.loadDependencies !== undefined)

@@ -2,9 +2,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { endSpanOf, spanOf } from '../otel/request-spans.js';
 import type { SpanLike } from '../otel/types.js';
 import type { ServedGenerator } from '../model/generator.js';
+import { isReservedForGeneration } from '../model/reserved-parameters.js';
 import { invalidArgument, ProtocolError } from '../protocol/errors.js';
 import { type GenerateRequest, generatorOf, startGeneration } from '../protocol/generation.js';
-import { batcherPriority, priorityParameter, timeoutParameter } from '../protocol/schedule-policy.js';
+import { priorityParameter, timeoutParameter } from '../protocol/schedule-policy.js';
 import { messageFor } from '../protocol/status.js';
 import type { ModelRegistry } from '../repository/registry.js';
 
@@ -41,7 +42,7 @@ function traceFirstToken(span: SpanLike | undefined, seconds: number): void {
 export function decodeGenerate(
   body: unknown,
   limits: { maxTokens: number; defaultMaxTokens: number; maxPrompt: number },
-): Omit<GenerateRequest, 'model' | 'version' | 'signal' | 'priority'> & { maxTokens: number; level?: number } {
+): Omit<GenerateRequest, 'model' | 'version' | 'signal'> & { maxTokens: number } {
   if (!Buffer.isBuffer(body)) throw invalidArgument('Request needs a JSON body');
   let json: unknown;
   try {
@@ -56,15 +57,13 @@ export function decodeGenerate(
     throw invalidArgument(`text_input must be a string of at most ${limits.maxPrompt} characters`);
   if (typeof parameters !== 'object' || parameters === null || Array.isArray(parameters))
     throw invalidArgument('parameters must be an object');
-  const {
-    max_tokens: maxTokens = limits.defaultMaxTokens,
-    stop,
-    priority,
-    timeout,
-    ...sampling
-  } = parameters as Record<string, unknown>;
-  const level = priorityParameter(priority);
-  const timeoutMs = timeoutParameter(timeout);
+  const given = parameters as Record<string, unknown>;
+  const { max_tokens: maxTokens = limits.defaultMaxTokens, stop } = given;
+  const level = priorityParameter(given.priority);
+  const timeoutMs = timeoutParameter(given.timeout);
+  // Reserved keys (the server's, Triton's) are never sampling parameters: dropped, as gRPC drops them.
+  const sampling: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(given)) if (!isReservedForGeneration(key)) sampling[key] = value;
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > limits.maxTokens)
     throw invalidArgument(
       `parameters.max_tokens must be an integer from 1 to ${limits.maxTokens}, got ${JSON.stringify(maxTokens)?.slice(0, 80)}`,
@@ -102,14 +101,12 @@ export function registerGenerateRoutes(app: FastifyInstance, registry: ModelRegi
   type Params = { name: string; version?: string };
   const start = (request: FastifyRequest<{ Params: Params }>, reply: FastifyReply) => {
     const { name, version } = request.params;
-    const served = generatorOf(registry, name, version);
-    const { level, ...decoded } = decodeGenerate(request.body, served.generator as ServedGenerator);
-    const priority = batcherPriority(level, served.config ?? {}, served.name);
+    const generator = generatorOf(registry, name, version).generator as ServedGenerator;
+    const decoded = decodeGenerate(request.body, generator);
     const call: GenerateRequest = {
       model: name,
       ...(version === undefined ? {} : { version }),
       ...decoded,
-      ...(priority === 0 ? {} : { priority }),
       signal: released(reply),
     };
     const span = spanOf(request);
