@@ -196,9 +196,9 @@ test("the mapping: our settings from the fields, Triton's own checks, and every 
   );
   // Left out, the kind is KIND_AUTO: the CPU here.
   expect(plan('instance_group { name: "g" count: 3 } optimization { priority: PRIORITY_DEFAULT }').instances).toBe(3);
-  expect(refused('model_transaction_policy { decoupled: true }')).toBe(
-    'config.pbtxt: `model_transaction_policy.decoupled` is not supported yet (only false)',
-  );
+  // Read, and checked against the model once it is built (a generator only: triton-repository.ts).
+  expect(plan('model_transaction_policy { decoupled: true }').decoupled).toBe(true);
+  expect(plan('').decoupled).toBe(false);
   // Triton's own checks, in its words.
   expect(refused('max_batch_size: 4 dynamic_batching { preferred_batch_size: [8] }')).toBe(
     'config.pbtxt: dynamic batching preferred size must be <= max batch size for m',

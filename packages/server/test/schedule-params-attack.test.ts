@@ -278,9 +278,21 @@ test('a Triton-layout generator’s dynamic_batching priority levels are applied
 });
 
 test('a Triton-layout generator declared `decoupled: true` (as Triton requires of one) loads and generates', async () => {
-  // repository/triton-config.ts maps model_transaction_policy.decoupled to "only `false`": the model is UNAVAILABLE.
+  // repository/triton-config.ts mapped model_transaction_policy.decoupled to "only `false`": the model was UNAVAILABLE.
   const answer = await generate('tridecoupled', {});
   expect([answer.status, answer.body.text_output ?? answer.body.error]).toEqual([200, 'abc']);
+  // A model that answers one response per request may not say it is decoupled.
+  mkdirSync(join(repo, 'plaindecoupled', '1'), { recursive: true });
+  cpSync(join(repo, 'seen', 'model.mjs'), join(repo, 'plaindecoupled', '1', 'model.mjs'));
+  put(
+    'plaindecoupled/config.pbtxt',
+    'backend: "js"\nmax_batch_size: 8\nmodel_transaction_policy { decoupled: true }\n',
+  );
+  const load = await postJson(`${server.url}/v2/repository/models/plaindecoupled/load`, '{}');
+  expect(load.status).toBe(400);
+  expect(String(load.body.error)).toContain(
+    '`model_transaction_policy { decoupled: true }` is for a generator (a model.js exporting `step`);',
+  );
 });
 
 test('a generator’s /config shows the priority levels it applies (ours and Triton’s layout)', async () => {
