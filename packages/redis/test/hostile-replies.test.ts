@@ -158,7 +158,10 @@ test("an entry with the largest possible ID in a frontend's reply stream: the wo
   await client.xadd(predict.replyKey, MAX_ID, 'm', 'garbage');
   // Before, the worker's XADD * failed inside its pipeline, unseen, and the answers were lost.
   expect(await Promise.all([2, 3].map((x) => predict(x, { timeout: 3_000 })))).toEqual([4, 6]);
-  expect(predict.stats.invalidReplies).toBe(1);
+  // The garbage is counted when the frontend reads it. The repair adds a reply stream's displaced entries again under
+  // fresh IDs (stream-repair.ts), so a frontend that read it at the largest ID before the repair reads it once more:
+  // once or twice, by timing (Node 24 in CI saw 2); never dropped silently, never more.
+  expect([1, 2]).toContain(predict.stats.invalidReplies);
   // The worker counts the repair once its pipeline has finished, which may be after the answers arrive.
   for (const started = Date.now(); worker.stats.repairedStreams === 0 && Date.now() - started < 3_000; )
     await new Promise((resolve) => setTimeout(resolve, 5));
