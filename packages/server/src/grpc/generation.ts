@@ -1,7 +1,7 @@
 import type { ServedModel } from '../model/served-model.js';
 import type { Tensor } from '../model/tensor.js';
 import { invalidArgument } from '../protocol/errors.js';
-import { isReservedForGeneration } from '../model/reserved-parameters.js';
+import { samplingParameters } from '../model/reserved-parameters.js';
 import { type GenerateRequest, startGeneration } from '../protocol/generation.js';
 import type { SharedMemoryRegistry } from '../protocol/shared-memory.js';
 import type { ModelRegistry } from '../repository/registry.js';
@@ -95,8 +95,7 @@ export function grpcGeneration(
   };
   const decoded = decodeGrpcInfer({ ...kept, outputs: [] }, signature, 0, options.sharedMemory);
   const given = plainParameters(request.parameters);
-  const parameters: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(given)) if (!isReservedForGeneration(key)) parameters[key] = value;
+  const parameters = samplingParameters(given);
   for (const [input, tensor] of Object.entries(decoded.item.inputs))
     if (input !== 'text_input') parameters[input] = parameterValue(tensor);
   const maxTokens = given.max_tokens;

@@ -10,9 +10,13 @@ const GENERATE = new Set(['max_tokens', 'stop', 'stream', 'enable_empty_final_re
 
 const isProtocols = (key: string): boolean => PROTOCOL.has(key) || key.startsWith('triton_');
 
-/** Never a generator's sampling parameter, on any transport. */
-export function isReservedForGeneration(key: string): boolean {
-  return isProtocols(key) || SEQUENCE.has(key) || GENERATE.has(key);
+const isReservedForGeneration = (key: string): boolean => isProtocols(key) || SEQUENCE.has(key) || GENERATE.has(key);
+
+/** A generate request's parameters without the reserved ones: what its generator gets as sampling parameters. */
+export function samplingParameters(parameters: Record<string, unknown>): Record<string, unknown> {
+  const sampling: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(parameters)) if (!isReservedForGeneration(key)) sampling[key] = value;
+  return sampling;
 }
 
 /**

@@ -7,15 +7,14 @@ import {
   cycleText,
   spanContextOf,
 } from '../model/model-calls.js';
-import { isReservedForGeneration } from '../model/reserved-parameters.js';
+import { samplingParameters } from '../model/reserved-parameters.js';
 import type { ServedModel } from '../model/served-model.js';
 import type { CallerMark, InferItem, InferResult, Tensor } from '../model/tensor.js';
-import type { DecodedRequest } from './decode.js';
+import { type DecodedRequest, schedulingParameters } from './decode.js';
 import { invalidArgument, ProtocolError } from './errors.js';
 import { startGeneration } from './generation.js';
 import type { InferenceFront } from './infer-front.js';
 import { assertInferItem } from './infer-item.js';
-import { priorityParameter, timeoutParameter } from './schedule-policy.js';
 import { clip } from './status.js';
 
 /** An AbortSignal that never aborts, for calls given none (the front needs one). */
@@ -41,9 +40,8 @@ function checkOptions(options: ModelCallOptions): void {
   const parameters = options.parameters;
   if (parameters === undefined) return;
   // A plain object: a Map or a Date (structured clone keeps them) has no entries to read and would pass as none.
-  const prototype = isRecord(parameters) ? Object.getPrototypeOf(parameters) : undefined;
-  if (!isRecord(parameters) || (prototype !== Object.prototype && prototype !== null))
-    throw invalidArgument('`parameters` must be a plain object of parameter name to value');
+  const plain = isRecord(parameters) && [Object.prototype, null].includes(Object.getPrototypeOf(parameters));
+  if (!plain) throw invalidArgument('`parameters` must be a plain object of parameter name to value');
   for (const [key, value] of Object.entries(parameters)) {
     // A gRPC int64 above 2^53 is a BigInt here: the request's own parameters pass as they came.
     const ok =
@@ -154,11 +152,10 @@ export class InProcessCalls implements ModelCalls {
       throw invalidArgument('parameters.stop must be a string or an array of strings');
     // As a client's generate request: `priority` (a level) and `timeout` (µs) in its parameters are the
     // schedule-policy extension's; the call's own options, in the JS API's units, win where both are given.
-    const level = options.priority !== undefined ? options.priority || undefined : priorityParameter(given.priority);
-    const requestTimeout = timeoutParameter(given.timeout);
-    const timeout = options.timeout ?? requestTimeout;
-    const sampling: Record<string, unknown> = {};
-    for (const [key, value] of Object.entries(given)) if (!isReservedForGeneration(key)) sampling[key] = value;
+    const scheduling = schedulingParameters(given);
+    const level = options.priority !== undefined ? options.priority || undefined : scheduling.priority;
+    const timeout = options.timeout ?? scheduling.timeout;
+    const sampling = samplingParameters(given);
     const stream = startGeneration(this.#serving().registry, {
       model: name,
       ...(options.version === undefined ? {} : { version: options.version }),

@@ -2,10 +2,10 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { endSpanOf, spanOf } from '../otel/request-spans.js';
 import type { SpanLike } from '../otel/types.js';
 import type { ServedGenerator } from '../model/generator.js';
-import { isReservedForGeneration } from '../model/reserved-parameters.js';
+import { samplingParameters } from '../model/reserved-parameters.js';
 import { invalidArgument, ProtocolError } from '../protocol/errors.js';
 import { type GenerateRequest, generatorOf, startGeneration } from '../protocol/generation.js';
-import { priorityParameter, timeoutParameter } from '../protocol/schedule-policy.js';
+import { schedulingParameters } from '../protocol/decode.js';
 import { messageFor } from '../protocol/status.js';
 import type { ModelRegistry } from '../repository/registry.js';
 
@@ -59,11 +59,9 @@ export function decodeGenerate(
     throw invalidArgument('parameters must be an object');
   const given = parameters as Record<string, unknown>;
   const { max_tokens: maxTokens = limits.defaultMaxTokens, stop } = given;
-  const level = priorityParameter(given.priority);
-  const timeoutMs = timeoutParameter(given.timeout);
+  const { priority: level, timeout: timeoutMs } = schedulingParameters(given);
   // Reserved keys (the server's, Triton's) are never sampling parameters: dropped, as gRPC drops them.
-  const sampling: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(given)) if (!isReservedForGeneration(key)) sampling[key] = value;
+  const sampling = samplingParameters(given);
   if (typeof maxTokens !== 'number' || !Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > limits.maxTokens)
     throw invalidArgument(
       `parameters.max_tokens must be an integer from 1 to ${limits.maxTokens}, got ${JSON.stringify(maxTokens)?.slice(0, 80)}`,
