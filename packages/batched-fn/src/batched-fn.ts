@@ -58,6 +58,7 @@ function createExecutor<I, O, C>(
     workerData: pooled.workerData,
     resourceLimits: pooled.resourceLimits,
     connect: pooled.connectWorker,
+    codec: pooled.codec,
     name: resolved.name,
   });
 }
@@ -83,6 +84,9 @@ export function batchedFn<I, O, C>(options: BatchedFnOptions<I, O, C>): BatchedF
     throw new TypeError(
       'Expected `affinity` only with `worker`: inline handlers have no worker threads to pin calls to',
     );
+  }
+  if ((options as WorkerOptions<I>).codec !== undefined && !inWorkers) {
+    throw new TypeError('Expected `codec` only with `worker`: inline handlers get their batch as it is, uncloned');
   }
   const executor = createExecutor(options, resolved);
   const stats = new StatsRecorder();

@@ -14,6 +14,7 @@ export {
   WorkerExitedError,
 } from './errors.js';
 export type {
+  BatchCodec,
   BatchedFnOptions,
   BatchTracing,
   BatchingOptions,
@@ -21,6 +22,7 @@ export type {
   CloseOptions,
   Handler,
   InlineOptions,
+  PackedBatch,
   RuntimeOptions,
   TracedCall,
   WorkerOptions,
@@ -36,7 +38,7 @@ export type {
   WorkerStats,
 } from './stats.js';
 export { batchChannel } from './batch-report.js';
-export { move } from './transfer.js';
+export { isMoved, move, transferListFor } from './transfer.js';
 export { type BatchedStream, batchedStream } from './stream/batched-stream.js';
 export type { BatchedStreamOptions, StepInfo, StepOutput } from './stream/stream-options.js';
 export type { BatchedStreamStats } from './stream/stream-stats.js';

@@ -40,6 +40,17 @@ function checkTracing(value: unknown): unknown {
   return value;
 }
 
+const CODEC_FUNCTIONS = ['encodeInputs', 'decodeInputs', 'encodeOutputs', 'decodeOutputs'];
+
+function checkCodec(value: unknown): unknown {
+  const codec = value as Record<string, unknown> | null;
+  if (typeof codec !== 'object' || codec === null || CODEC_FUNCTIONS.some((name) => typeof codec[name] !== 'function'))
+    throw new TypeError(
+      `Expected \`codec\` to be an object with ${CODEC_FUNCTIONS.map((n) => `\`${n}\``).join(', ')} functions, got ${describeValue(value)}`,
+    );
+  return value;
+}
+
 const fn = (name: string) => (value: unknown) => {
   expectFunction(name, value);
   return value;
@@ -138,6 +149,12 @@ export const OPTION_SCHEMA = {
     shownDefault: 'none',
     rule: "Called with one end of a channel to each worker spawned; the module's `context(workerData, { port })` gets the other.",
     check: fn('connectWorker'),
+  },
+  codec: {
+    type: '`BatchCodec`',
+    shownDefault: 'none',
+    rule: 'Worker mode: packs each batch into one message each way; the worker module exports the same object as `codec`.',
+    check: checkCodec,
   },
   maxBatchSize: {
     type: '`number`',

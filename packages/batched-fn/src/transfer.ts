@@ -16,6 +16,7 @@ export function move<T extends object>(value: T): T {
   return value;
 }
 
+/** Whether `move()` marked this value: its buffers may be handed over (a `BatchCodec` asks before transferring). */
 export function isMoved(value: unknown): boolean {
   return typeof value === 'object' && value !== null && moved.has(value);
 }

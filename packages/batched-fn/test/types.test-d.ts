@@ -4,6 +4,10 @@
 // and that is an error too.
 import { describe, expectTypeOf, test } from 'vitest';
 import {
+  type BatchCodec,
+  isMoved,
+  type PackedBatch,
+  transferListFor,
   type BatchedFn,
   type BatchedFnError,
   type BatchedFnErrorCode,
@@ -296,5 +300,23 @@ describe('batched-fn/adapter', () => {
     expectTypeOf(deserializeError).parameter(0).toBeUnknown();
     expectTypeOf(DISPATCH_REASONS).toEqualTypeOf<readonly DispatchReason[]>();
     expectTypeOf(validateCallOptions).toBeFunction();
+  });
+});
+
+describe('codec', () => {
+  test('a BatchCodec of the batcher input and output types, in worker mode only', () => {
+    const codec: BatchCodec<number, string> = {
+      encodeInputs: (inputs) => ({ value: Float64Array.from(inputs) }),
+      decodeInputs: (value) => Array.from(value as Float64Array),
+      encodeOutputs: (outputs) => ({ value: outputs.join('\n') }),
+      decodeOutputs: (value) => String(value).split('\n'),
+    };
+    batchedFn<number, string>({ worker: './model.worker.js', codec });
+    const packed: PackedBatch = codec.encodeInputs([1, 2]);
+    expectTypeOf(packed.transfer).toEqualTypeOf<ArrayBuffer[] | undefined>();
+    expectTypeOf(transferListFor([move(new Float32Array(2))])).toEqualTypeOf<ArrayBuffer[] | undefined>();
+    expectTypeOf(isMoved(packed)).toEqualTypeOf<boolean>();
+    // @ts-expect-error a codec must have all four functions
+    batchedFn<number, string>({ worker: './model.worker.js', codec: { encodeInputs: codec.encodeInputs } });
   });
 });

@@ -13,6 +13,8 @@ export type ToWorker =
   | { type: 'init' }
   /** batchedFn: one batch for `handler`. */
   | { type: 'run'; id: number; inputs: unknown[] }
+  /** batchedFn with a `codec`: one batch, as its `encodeInputs` packed it. */
+  | { type: 'run-packed'; id: number; packed: unknown }
   /** batchedStream: the prefill of sequences joining now; their states are kept under `ids`. */
   | { type: 'start'; id: number; ids: number[]; inputs: unknown[] }
   /**
@@ -53,6 +55,8 @@ export type FromWorker =
    * stream thread adds `held`, how many states it keeps after answering.
    */
   | { type: 'result'; id: number; outputs: unknown[] | null; errors: [number, SerializedError][]; held?: number }
+  /** A `run-packed` batch answered, as the codec's `encodeOutputs` packed its outputs. */
+  | { type: 'packed-result'; id: number; packed: unknown }
   /**
    * One step of run `id`, packed: it stepped the states `ids`, in that order; slot i's value is
    * `values[i]`, and `flags[i]` says whether it has one and whether its stream is done (HAS_VALUE,
@@ -76,7 +80,7 @@ export type FromWorker =
   | { type: 'lost'; error: SerializedError }
   | { type: 'closed' };
 
-export type Answer = Extract<FromWorker, { type: 'result' }>;
+export type Answer = Extract<FromWorker, { type: 'result' | 'packed-result' }>;
 
 export type Stepped = Extract<FromWorker, { type: 'stepped' }>;
 
@@ -146,6 +150,8 @@ export function parseFromWorker(message: unknown): FromWorker | undefined {
         return undefined;
       return errorsOk(m.errors, (m.outputs as unknown[] | null)?.length ?? 0) ? (m as FromWorker) : undefined;
     }
+    case 'packed-result':
+      return isCount(m.id) && 'packed' in m ? (m as FromWorker) : undefined;
     case 'stepped':
       return steppedOk(m) ? (m as FromWorker) : undefined;
     default:

@@ -10,6 +10,7 @@ import { isMainThread, type MessagePort, parentPort, threadId, workerData } from
 import { type SerializedError, serializeError } from '../error-codec.js';
 import { BatchSizeMismatchError } from '../errors.js';
 import { DONE, HAS_VALUE, newSlot, readSlot } from '../stream/step-output.js';
+import type { BatchCodec } from '../options.js';
 import { transferListFor } from '../transfer.js';
 import type { FromWorker, ToWorker, WorkerBootData } from './wire.js';
 
@@ -21,6 +22,8 @@ interface WorkerModule {
   interruptible?: boolean;
   context?: (data: unknown, connection: { port: MessagePort | undefined }) => unknown;
   dispose?: (context: unknown) => unknown;
+  /** The batcher's `codec` option, the same object: batches arrive and leave packed. */
+  codec?: BatchCodec<unknown, unknown>;
 }
 
 interface Loaded {
@@ -81,30 +84,65 @@ function load(): Promise<Loaded> {
 async function run(id: number, inputs: unknown[]): Promise<void> {
   try {
     const { module, context } = loaded ?? (await load());
-    const outputs = await (module.handler as NonNullable<WorkerModule['handler']>)(inputs, context);
-    if (!Array.isArray(outputs) && !ArrayBuffer.isView(outputs)) {
-      // Let the main thread report the mismatch with the batch's real size.
-      send({ type: 'result', id, outputs: null, errors: [] });
-      return;
-    }
-    const values = Array.from(outputs as ArrayLike<unknown>);
-    const errors: [number, SerializedError][] = [];
-    for (let i = 0; i < values.length; i++) {
-      if (values[i] instanceof Error) {
-        errors.push([i, serializeError(values[i])]);
-        values[i] = undefined;
-      }
-    }
-    try {
-      send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
-    } catch (cause) {
-      // One output that cannot be cloned (a function, a symbol) must not sink its neighbours:
-      // it becomes that caller's error. Nothing was transferred, since cloning failed first.
-      isolateUncloneable(values, errors, cause, 'batch', () => {});
-      send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
-    }
+    answer(id, await (module.handler as NonNullable<WorkerModule['handler']>)(inputs, context), undefined);
   } catch (error) {
     send({ type: 'error', id, error: serializeError(error) });
+  }
+}
+
+/** A batch the batcher's `codec` packed: unpacked here, and its outputs packed back when they all are outputs. */
+async function runPacked(id: number, packed: unknown): Promise<void> {
+  try {
+    const { module, context } = loaded ?? (await load());
+    const codec = module.codec;
+    if (typeof codec?.decodeInputs !== 'function' || typeof codec.encodeOutputs !== 'function')
+      throw new TypeError(
+        `Worker module ${boot.moduleUrl} got a packed batch (the batcher's \`codec\` option) but exports no \`codec\` with \`decodeInputs\` and \`encodeOutputs\`: export the same codec object`,
+      );
+    const inputs = codec.decodeInputs(packed);
+    answer(id, await (module.handler as NonNullable<WorkerModule['handler']>)(inputs, context), {
+      codec,
+      count: inputs.length,
+    });
+  } catch (error) {
+    send({ type: 'error', id, error: serializeError(error) });
+  }
+}
+
+/**
+ * Sends a batch's outputs: packed by the codec when given, with one output per input and none an
+ * Error; else one by one (the main thread reports a count mismatch with the batch's real size).
+ */
+function answer(
+  id: number,
+  outputs: ArrayLike<unknown>,
+  packing: { codec: BatchCodec<unknown, unknown>; count: number } | undefined,
+): void {
+  if (!Array.isArray(outputs) && !ArrayBuffer.isView(outputs)) {
+    // Let the main thread report the mismatch with the batch's real size.
+    send({ type: 'result', id, outputs: null, errors: [] });
+    return;
+  }
+  const values = Array.from(outputs as ArrayLike<unknown>);
+  if (packing !== undefined && values.length === packing.count && !values.some((value) => value instanceof Error)) {
+    const { value, transfer } = packing.codec.encodeOutputs(values);
+    send({ type: 'packed-result', id, packed: value }, transfer);
+    return;
+  }
+  const errors: [number, SerializedError][] = [];
+  for (let i = 0; i < values.length; i++) {
+    if (values[i] instanceof Error) {
+      errors.push([i, serializeError(values[i])]);
+      values[i] = undefined;
+    }
+  }
+  try {
+    send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
+  } catch (cause) {
+    // One output that cannot be cloned (a function, a symbol) must not sink its neighbours:
+    // it becomes that caller's error. Nothing was transferred, since cloning failed first.
+    isolateUncloneable(values, errors, cause, 'batch', () => {});
+    send({ type: 'result', id, outputs: values, errors }, transferListFor(values));
   }
 }
 
@@ -431,6 +469,9 @@ port.on('message', (message: ToWorker) => {
   switch (message.type) {
     case 'run':
       void run(message.id, message.inputs);
+      break;
+    case 'run-packed':
+      void runPacked(message.id, message.packed);
       break;
     case 'start':
     case 'drop':

@@ -1,5 +1,6 @@
 import type { MessagePort, ResourceLimits } from 'node:worker_threads';
 import { deserializeError } from '../error-codec.js';
+import type { BatchCodec } from '../options.js';
 import type { WorkerStats } from '../stats.js';
 import { findDetached, isMoved, transferListFor } from '../transfer.js';
 import type { Executor, Outputs, Placement } from './types.js';
@@ -20,6 +21,8 @@ export interface WorkerPoolOptions {
   kind?: ModuleKind;
   /** The `connectWorker` option: a channel to every worker spawned. */
   connect?: ((port: MessagePort, worker: number) => void) | undefined;
+  /** The `codec` option: batches cross packed, one message each way. */
+  codec?: BatchCodec<unknown, unknown> | undefined;
 }
 
 /**
@@ -36,6 +39,7 @@ export class WorkerPool implements SlotHost {
   readonly name: string;
   readonly resourceLimits: ResourceLimits | undefined;
   readonly connect: ((port: MessagePort, worker: number) => void) | undefined;
+  readonly #codec: BatchCodec<unknown, unknown> | undefined;
   readonly #slots: WorkerSlot[];
   #started = false;
   #finished = false;
@@ -48,6 +52,7 @@ export class WorkerPool implements SlotHost {
     this.name = options.name;
     this.resourceLimits = options.resourceLimits;
     this.connect = options.connect;
+    this.#codec = options.codec;
     this.#slots = Array.from({ length: options.workers }, (_, i) => new WorkerSlot(i, this));
   }
 
@@ -84,6 +89,8 @@ export class WorkerPool implements SlotHost {
       return Promise.reject(new Error('batched-fn: pinned worker is busy (engine bug)'));
     if (slot === undefined) return Promise.reject(new Error('batched-fn: no free worker (engine bug)'));
     placement?.assigned(slot.id);
+    const codec = this.#codec;
+    if (codec !== undefined) return this.#runPacked(slot, codec, inputs);
     let answered: Promise<Answer>;
     try {
       answered = slot.request({ type: 'run', inputs }, transferListFor(inputs), inputs);
@@ -91,14 +98,27 @@ export class WorkerPool implements SlotHost {
       // One uncloneable input (a function, a socket) must not sink its neighbours.
       return runCloneable(inputs, error, (good) => this.run(good, placement));
     }
-    return answered.then((answer) => {
-      // A module's own message can imitate an answer of the other kind: a batch is never answered by one.
-      if (answer.type !== 'result') throw new TypeError('batched-fn: the worker answered a batch with a step result');
-      const { outputs, errors } = answer;
-      if (outputs !== null) for (const [i, wire] of errors) outputs[i] = deserializeError(wire);
-      // Not an array: the batcher reports the mismatch with the batch's real size.
-      return outputs as Outputs<unknown>;
-    });
+    return answered.then((answer) => unpacked(answer));
+  }
+
+  /**
+   * The batch as the codec packs it. What it cannot pack or send fails the batch (the codec owns
+   * the message, so there is no one input to blame); the worker may answer unpacked (an output that
+   * is an Error, a count mismatch), which reads as without a codec.
+   */
+  #runPacked(slot: WorkerSlot, codec: BatchCodec<unknown, unknown>, inputs: unknown[]): Promise<Outputs<unknown>> {
+    let answered: Promise<Answer>;
+    try {
+      const { value, transfer } = codec.encodeInputs(inputs);
+      answered = slot.request({ type: 'run-packed', packed: value }, transfer, inputs);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return answered.then((answer) =>
+      answer.type === 'packed-result'
+        ? (codec.decodeOutputs(answer.packed, inputs) as Outputs<unknown>)
+        : unpacked(answer),
+    );
   }
 
   /** A batch overran `batchTimeout`: its worker is let go (see WorkerSlot.abandon). */
@@ -164,6 +184,17 @@ export class WorkerPool implements SlotHost {
     this.#started = true;
     for (const slot of this.#slots) slot.spawn();
   }
+}
+
+/** A batch's unpacked answer: its outputs, each failed slot's error in place. */
+function unpacked(answer: Answer): Outputs<unknown> {
+  // A module's own message can imitate an answer of the other kind: a batch is never answered by one.
+  if (answer.type !== 'result')
+    throw new TypeError('batched-fn: the worker answered a batch with a message of another kind');
+  const { outputs, errors } = answer;
+  if (outputs !== null) for (const [i, wire] of errors) outputs[i] = deserializeError(wire);
+  // Not an array: the batcher reports the mismatch with the batch's real size.
+  return outputs as Outputs<unknown>;
 }
 
 /**

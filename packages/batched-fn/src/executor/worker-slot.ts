@@ -397,8 +397,9 @@ export class WorkerSlot {
         pending.progress(message);
         break;
       }
-      case 'result': {
-        if (message.held !== undefined) this.#held = message.held;
+      case 'result':
+      case 'packed-result': {
+        if (message.type === 'result' && message.held !== undefined) this.#held = message.held;
         const pending = this.#take(message.id);
         if (pending === undefined) return; // an abandoned request's late answer
         this.#failuresInARow = 0;

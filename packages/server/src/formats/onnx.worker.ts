@@ -30,6 +30,9 @@ export interface OnnxWorkerData extends Partial<BatchedWorkerData> {
  */
 export const interruptible = false;
 
+/** Batches arrive and leave stacked (the batcher's `codec`, the same object: model/infer-codec.ts). */
+export { inferCodec as codec } from '../model/infer-codec.js';
+
 interface Session {
   session: ort.InferenceSession;
   batched: boolean;

@@ -1,5 +1,6 @@
 import { constants } from 'node:buffer';
 import { type BatchedFn, batchedFn, type BatchInfo, type BatchTracing, move } from 'batched-fn';
+import { inferCodec } from '../model/infer-codec.js';
 import { ComputeJoin } from '../model/compute-timing.js';
 import {
   checkPriorityLevels,
@@ -214,6 +215,9 @@ export function servedBatcher(
         }),
     ...(options.tracing === undefined ? {} : { tracing: options.tracing }),
     ...(options.connectWorker === undefined ? {} : { connectWorker: options.connectWorker }),
+    // One stacked tensor each way per batch rather than an object per request (model/infer-codec.ts);
+    // the worker modules export the same codec.
+    codec: inferCodec,
   });
   // What applies: a model without a batch dimension neither pads nor prefers sizes.
   const defined = <K extends keyof ServedModelConfig & keyof ServedBatcherOptions>(

@@ -1,0 +1,243 @@
+/**
+ * How a served model's batch crosses to its worker thread and back (the core's `codec` option):
+ * the batch's rows stacked into one tensor per input, and its results into one tensor per output,
+ * instead of a request object and a result object per call. Posting 30 requests of a tiny model
+ * one object each cost the main thread about 110 µs more per batch than one stacked tensor, and
+ * the round trip twice the time (bench/protocols.js; docs/benchmarks.md).
+ *
+ * A batch that cannot be stacked (BYTES, tensors that disagree, results that are not all numeric
+ * tensors with a batch dimension) crosses as it is, with the moved buffers transferred as the core
+ * would; the worker's `decodeInputs` and the main thread's `decodeOutputs` read either form.
+ *
+ * Two worker halves read the same form: the ONNX worker keeps each request's rows as a view of the
+ * batch's one buffer (it hands the whole buffer to the runtime: no copy), and the JS-model worker
+ * gives each request's tensors a buffer of their own (`ownBuffersCodec`), as it had before: user code
+ * may `models.infer` them on (moving them) or keep them past the batch.
+ */
+import { type BatchCodec, isMoved, type PackedBatch, transferListFor } from 'batched-fn';
+import { COMPUTE_KEY } from './compute-timing.js';
+import type { InferItem, InferResult, Tensor, TypedArray } from './tensor.js';
+import { ARRAY_FOR, elementCount } from './tensor.js';
+import type { NumericDatatype } from './signature.js';
+
+/** One tensor per name holding every call's rows, in call order; `rows[i]` of them are call i's. */
+interface Stacked {
+  rows: number[];
+  tensors: Record<string, Tensor>;
+  /** Per call: what else it carries (parameters, sequence, caller; a result's stamp), or null. */
+  extras: (Record<string, unknown> | null)[] | undefined;
+}
+
+type Packed = { stacked: Stacked } | { each: unknown[] };
+
+const isTypedArray = (data: Tensor['data']): data is TypedArray => ArrayBuffer.isView(data);
+
+/**
+ * The parts (one per call, in order) as one tensor: a view when they already lie end to end in one
+ * buffer their owners gave up (`owned`), else a copy into a fresh buffer; undefined when they
+ * cannot be stacked (BYTES, datatypes or row shapes that differ, no batch dimension).
+ */
+function stack(
+  parts: readonly (Tensor | undefined)[],
+  owned: boolean,
+): { tensor: Tensor; buffer: ArrayBuffer } | undefined {
+  const first = parts[0];
+  if (first === undefined || first.shape.length === 0 || !isTypedArray(first.data)) return undefined;
+  const datatype = first.datatype;
+  const tail = first.shape.slice(1);
+  const rowSize = elementCount(tail);
+  let rows = 0;
+  let length = 0;
+  let contiguous = first.data.buffer instanceof ArrayBuffer;
+  let end = first.data.byteOffset;
+  for (const part of parts) {
+    if (part === undefined || part.datatype !== datatype || !isTypedArray(part.data)) return undefined;
+    const shape = part.shape;
+    if (shape.length !== tail.length + 1 || shape[0] === undefined) return undefined;
+    for (let i = 0; i < tail.length; i++) if (shape[i + 1] !== tail[i]) return undefined;
+    if (part.data.length !== shape[0] * rowSize) return undefined;
+    contiguous &&= part.data.buffer === first.data.buffer && part.data.byteOffset === end;
+    end = part.data.byteOffset + part.data.byteLength;
+    rows += shape[0];
+    length += part.data.length;
+  }
+  const shape = [rows, ...tail];
+  if (owned && contiguous) {
+    const data = first.data;
+    const view = new (data.constructor as new (b: ArrayBuffer, o: number, n: number) => TypedArray)(
+      data.buffer as ArrayBuffer,
+      data.byteOffset,
+      length,
+    );
+    return { tensor: { datatype, shape, data: view }, buffer: data.buffer as ArrayBuffer };
+  }
+  const data = new ARRAY_FOR[datatype as NumericDatatype](length);
+  let offset = 0;
+  for (const part of parts) {
+    const values = (part as Tensor).data as Float32Array;
+    (data as Float32Array).set(values, offset);
+    offset += values.length;
+  }
+  return { tensor: { datatype, shape, data }, buffer: data.buffer as ArrayBuffer };
+}
+
+/** Stacks every name of `records` (one per call, the same names in each), or undefined when one cannot be. */
+function stackAll(
+  records: readonly Record<string, Tensor>[],
+  owned: boolean,
+): { rows: number[]; tensors: Record<string, Tensor>; transfer: ArrayBuffer[] } | undefined {
+  const first = records[0];
+  if (first === undefined) return undefined;
+  const names = Object.keys(first);
+  const tensors: Record<string, Tensor> = {};
+  const transfer = new Set<ArrayBuffer>();
+  let rows: number[] | undefined;
+  for (const name of names) {
+    const parts = records.map((record) => record[name]);
+    const stacked = stack(parts, owned);
+    if (stacked === undefined) return undefined;
+    const counts = parts.map((part) => (part as Tensor).shape[0] as number);
+    // Every name splits by the same row counts (a variable-length output per call goes as it is).
+    if (rows !== undefined && counts.some((count, i) => count !== rows?.[i])) return undefined;
+    rows ??= counts;
+    tensors[name] = stacked.tensor;
+    transfer.add(stacked.buffer);
+  }
+  for (const record of records) if (Object.keys(record).length !== names.length) return undefined;
+  return rows === undefined ? undefined : { rows, tensors, transfer: [...transfer] };
+}
+
+/** Splits the stacked tensors back, one record per call: views of the stacked buffers. */
+function split(stacked: Stacked): Record<string, Tensor>[] {
+  const records: Record<string, Tensor>[] = stacked.rows.map(() => ({}));
+  for (const [name, tensor] of Object.entries(stacked.tensors)) {
+    const tail = tensor.shape.slice(1);
+    const rowSize = elementCount(tail);
+    const data = tensor.data as TypedArray;
+    let offset = 0;
+    stacked.rows.forEach((rows, i) => {
+      const length = rows * rowSize;
+      (records[i] as Record<string, Tensor>)[name] = {
+        datatype: tensor.datatype,
+        shape: [rows, ...tail],
+        data: data.subarray(offset, offset + length),
+      };
+      offset += length;
+    });
+  }
+  return records;
+}
+
+/** The batch as it is: each value cloned, the buffers of moved ones transferred (as without a codec). */
+const asItIs = (values: readonly unknown[]): PackedBatch => {
+  const transfer = transferListFor(values);
+  return transfer === undefined ? { value: { each: values } } : { value: { each: values }, transfer };
+};
+
+function itemExtras(item: InferItem): Record<string, unknown> | null {
+  const { rows: _rows, inputs: _inputs, ...extras } = item;
+  for (const _ in extras) return extras;
+  return null;
+}
+
+function resultExtras(result: InferResult): Record<string, unknown> | null {
+  const stamp = (result as Record<string, unknown>)[COMPUTE_KEY];
+  return stamp === undefined ? null : { [COMPUTE_KEY]: stamp };
+}
+
+/** Without the stamp, which crosses as an extra. */
+function tensorsOf(result: InferResult): Record<string, Tensor> {
+  if (!(COMPUTE_KEY in result)) return result;
+  const { [COMPUTE_KEY]: _stamp, ...tensors } = result as Record<string, Tensor>;
+  return tensors;
+}
+
+/** The packed form, checked: a thread reads only what the other half of this codec wrote. */
+function packed(value: unknown, what: string): Packed {
+  const candidate = value as { each?: unknown; stacked?: { rows?: unknown; tensors?: unknown } } | null;
+  if (typeof candidate === 'object' && candidate !== null) {
+    if (Array.isArray(candidate.each)) return candidate as Packed;
+    const stacked = candidate.stacked;
+    if (
+      typeof stacked === 'object' &&
+      stacked !== null &&
+      Array.isArray(stacked.rows) &&
+      typeof stacked.tensors === 'object'
+    )
+      return candidate as Packed;
+  }
+  throw new TypeError(
+    `A packed batch's ${what} did not arrive as this codec packs them (do both threads use inferCodec?)`,
+  );
+}
+
+/**
+ * The served models' codec. The main thread packs requests and unpacks results; the worker
+ * modules (onnx.worker.ts, js-model.worker.ts) export it as `codec` for the other half.
+ */
+export const inferCodec: BatchCodec<InferItem, InferResult> = {
+  encodeInputs(items) {
+    const stacked = stackAll(
+      items.map((item) => item.inputs),
+      items.every((item) => isMoved(item)),
+    );
+    // A row count that is not the inputs' first dimension (a model without a batch dimension) goes as it is.
+    if (stacked === undefined || items.some((item, i) => item.rows !== stacked.rows[i])) return asItIs(items);
+    const extras = items.map(itemExtras);
+    const value: Packed = {
+      stacked: {
+        rows: stacked.rows,
+        tensors: stacked.tensors,
+        extras: extras.some((e) => e !== null) ? extras : undefined,
+      },
+    };
+    return { value, transfer: stacked.transfer };
+  },
+  decodeInputs(value) {
+    const batch = packed(value, 'inputs');
+    if ('each' in batch) return batch.each as InferItem[];
+    const { rows, extras } = batch.stacked;
+    return split(batch.stacked).map((inputs, i) => ({ ...extras?.[i], rows: rows[i] as number, inputs }) as InferItem);
+  },
+  encodeOutputs(results) {
+    const stacked = stackAll(
+      results.map(tensorsOf),
+      results.every((result) => isMoved(result)),
+    );
+    if (stacked === undefined) return asItIs(results);
+    const extras = results.map(resultExtras);
+    const value: Packed = {
+      stacked: {
+        rows: stacked.rows,
+        tensors: stacked.tensors,
+        extras: extras.some((e) => e !== null) ? extras : undefined,
+      },
+    };
+    return { value, transfer: stacked.transfer };
+  },
+  decodeOutputs(value) {
+    const batch = packed(value, 'outputs');
+    if ('each' in batch) return batch.each as InferResult[];
+    const extras = batch.stacked.extras;
+    return split(batch.stacked).map((tensors, i) => (extras?.[i] ? Object.assign(tensors, extras[i]) : tensors));
+  },
+};
+
+/** Each typed array that is a part of a larger buffer, copied into its own. */
+function ownBuffer(tensor: Tensor): Tensor {
+  const data = tensor.data;
+  if (!isTypedArray(data) || (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength)) return tensor;
+  return { ...tensor, data: data.slice() };
+}
+
+/** inferCodec, with each request's inputs in buffers of their own once in the worker (for JS models: see above). */
+export const ownBuffersCodec: BatchCodec<InferItem, InferResult> = {
+  ...inferCodec,
+  decodeInputs(value) {
+    const items = inferCodec.decodeInputs(value);
+    if (items.length < 2) return items;
+    for (const item of items)
+      for (const [name, tensor] of Object.entries(item.inputs)) item.inputs[name] = ownBuffer(tensor);
+    return items;
+  },
+};
