@@ -132,3 +132,23 @@ test("the JS-model worker's half gives each request's inputs a buffer of their o
     [10, 11, 12, 13, 14, 15, 16, 17],
   ]);
 });
+
+test('results in one buffer cross without a copy when the worker moved their array; not moved, copied; stamps that differ, as they are', () => {
+  const out = new Float32Array(4).map((_, i) => i);
+  const stamp = { inferStart: 1, inferEnd: 2 };
+  const results = (): InferResult[] =>
+    [0, 1].map(
+      (k) =>
+        ({
+          y: { datatype: 'FP32', shape: [1, 2], data: out.subarray(k * 2, k * 2 + 2) },
+          [COMPUTE_KEY]: stamp,
+        }) as unknown as InferResult,
+    );
+  expect(inferCodec.encodeOutputs(move(results())).transfer).toEqual([out.buffer]);
+  const copied = inferCodec.encodeOutputs(results());
+  expect(copied.transfer).toHaveLength(1);
+  expect(copied.transfer).not.toContain(out.buffer);
+  const own = results();
+  (own[1] as Record<string, unknown>)[COMPUTE_KEY] = { inferStart: 1, inferEnd: 3 };
+  expect(inferCodec.encodeOutputs(own).value).toHaveProperty('each');
+});

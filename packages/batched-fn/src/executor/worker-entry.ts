@@ -109,6 +109,8 @@ async function runPacked(id: number, packed: unknown): Promise<void> {
   }
 }
 
+const isError = (value: unknown): boolean => value instanceof Error;
+
 /**
  * Sends a batch's outputs: packed by the codec when given, with one output per input and none an
  * Error; else one by one (the main thread reports a count mismatch with the batch's real size).
@@ -123,12 +125,14 @@ function answer(
     send({ type: 'result', id, outputs: null, errors: [] });
     return;
   }
-  const values = Array.from(outputs as ArrayLike<unknown>);
-  if (packing !== undefined && values.length === packing.count && !values.some((value) => value instanceof Error)) {
-    const { value, transfer } = packing.codec.encodeOutputs(values);
+  if (packing !== undefined && outputs.length === packing.count && !Array.prototype.some.call(outputs, isError)) {
+    // The handler's own array when it is one: a codec may ask whether it was moved.
+    const { value, transfer } = packing.codec.encodeOutputs(Array.isArray(outputs) ? outputs : Array.from(outputs));
     send({ type: 'packed-result', id, packed: value }, transfer);
     return;
   }
+  // A copy: failed slots are blanked below, and the handler's array is its own.
+  const values = Array.from(outputs as ArrayLike<unknown>);
   const errors: [number, SerializedError][] = [];
   for (let i = 0; i < values.length; i++) {
     if (values[i] instanceof Error) {

@@ -101,9 +101,10 @@ export async function handler(batch: InferItem[], { session, batched }: Session)
       (perItem[i] as InferResult)[name] = part;
     });
   }
-  // The views share the batch's output buffers; moving them hands those buffers over without a copy.
-  // The stamp lets the server split the batch's time into Triton's compute_input/infer/output.
-  return stampResults(perItem, { inferStart, inferEnd }).map((result) => move(result));
+  // The views share the batch's output buffers, which are this batch's alone: moving the array hands
+  // them over without a copy (the codec asks once, not per result). The stamp lets the server split the
+  // batch's time into Triton's compute_input/infer/output.
+  return move(stampResults(perItem, { inferStart, inferEnd }));
 }
 
 /** A model without a batch dimension: one request (its batch of one), its outputs as the model answers them. */

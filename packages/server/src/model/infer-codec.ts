@@ -26,6 +26,8 @@ interface Stacked {
   tensors: Record<string, Tensor>;
   /** Per call: what else it carries (parameters, sequence, caller; a result's stamp), or null. */
   extras: (Record<string, unknown> | null)[] | undefined;
+  /** The worker's stamp (compute-timing.ts), once for a batch whose results all carry the same one. */
+  stamp?: unknown;
 }
 
 type Packed = { stacked: Stacked } | { each: unknown[] };
@@ -81,14 +83,15 @@ function stack(
   return { tensor: { datatype, shape, data }, buffer: data.buffer as ArrayBuffer };
 }
 
-/** Stacks every name of `records` (one per call, the same names in each), or undefined when one cannot be. */
+/**
+ * Stacks `names` of `records` (one per call, each with exactly those names and `extra` more keys
+ * at most), or undefined when one cannot be.
+ */
 function stackAll(
   records: readonly Record<string, Tensor>[],
+  names: readonly string[],
   owned: boolean,
 ): { rows: number[]; tensors: Record<string, Tensor>; transfer: ArrayBuffer[] } | undefined {
-  const first = records[0];
-  if (first === undefined) return undefined;
-  const names = Object.keys(first);
   const tensors: Record<string, Tensor> = {};
   const transfer = new Set<ArrayBuffer>();
   let rows: number[] | undefined;
@@ -103,8 +106,21 @@ function stackAll(
     tensors[name] = stacked.tensor;
     transfer.add(stacked.buffer);
   }
-  for (const record of records) if (Object.keys(record).length !== names.length) return undefined;
   return rows === undefined ? undefined : { rows, tensors, transfer: [...transfer] };
+}
+
+/** Each record has `names` and nothing more but, when `extra` is given, that key. */
+function sameNames(records: readonly object[], names: readonly string[], extra?: string): boolean {
+  for (const record of records) {
+    let count = 0;
+    for (const key in record) {
+      if (key === extra) continue;
+      if (!names.includes(key)) return false;
+      count++;
+    }
+    if (count !== names.length) return false;
+  }
+  return true;
 }
 
 /** Splits the stacked tensors back, one record per call: views of the stacked buffers. */
@@ -140,16 +156,11 @@ function itemExtras(item: InferItem): Record<string, unknown> | null {
   return null;
 }
 
-function resultExtras(result: InferResult): Record<string, unknown> | null {
-  const stamp = (result as Record<string, unknown>)[COMPUTE_KEY];
-  return stamp === undefined ? null : { [COMPUTE_KEY]: stamp };
-}
-
-/** Without the stamp, which crosses as an extra. */
-function tensorsOf(result: InferResult): Record<string, Tensor> {
-  if (!(COMPUTE_KEY in result)) return result;
-  const { [COMPUTE_KEY]: _stamp, ...tensors } = result as Record<string, Tensor>;
-  return tensors;
+/** The stamp every result carries, when it is one object for all of them (a batch's), or undefined. */
+function sharedStamp(results: readonly InferResult[]): { stamp: unknown } | undefined {
+  const stamp = (results[0] as Record<string, unknown> | undefined)?.[COMPUTE_KEY];
+  for (const result of results) if ((result as Record<string, unknown>)[COMPUTE_KEY] !== stamp) return undefined;
+  return { stamp };
 }
 
 /** The packed form, checked: a thread reads only what the other half of this codec wrote. */
@@ -177,10 +188,17 @@ function packed(value: unknown, what: string): Packed {
  */
 export const inferCodec: BatchCodec<InferItem, InferResult> = {
   encodeInputs(items) {
-    const stacked = stackAll(
-      items.map((item) => item.inputs),
-      items.every((item) => isMoved(item)),
-    );
+    const first = items[0];
+    const names = first === undefined ? [] : Object.keys(first.inputs);
+    const inputs = items.map((item) => item.inputs);
+    const stacked =
+      names.length === 0 || !sameNames(inputs, names)
+        ? undefined
+        : stackAll(
+            inputs,
+            names,
+            items.every((item) => isMoved(item)),
+          );
     // A row count that is not the inputs' first dimension (a model without a batch dimension) goes as it is.
     if (stacked === undefined || items.some((item, i) => item.rows !== stacked.rows[i])) return asItIs(items);
     const extras = items.map(itemExtras);
@@ -200,17 +218,23 @@ export const inferCodec: BatchCodec<InferItem, InferResult> = {
     return split(batch.stacked).map((inputs, i) => ({ ...extras?.[i], rows: rows[i] as number, inputs }) as InferItem);
   },
   encodeOutputs(results) {
-    const stacked = stackAll(
-      results.map(tensorsOf),
-      results.every((result) => isMoved(result)),
-    );
+    // A batch's results carry one stamp (compute-timing.ts): it crosses once.
+    const shared = sharedStamp(results);
+    const first = results[0];
+    const names = first === undefined ? [] : Object.keys(first).filter((key) => key !== COMPUTE_KEY);
+    // The worker may move the array of results (its buffers are all the batch's own) rather than each.
+    const owned = isMoved(results) || results.every((result) => isMoved(result));
+    const stacked =
+      shared === undefined || names.length === 0 || !sameNames(results, names, COMPUTE_KEY)
+        ? undefined
+        : stackAll(results, names, owned);
     if (stacked === undefined) return asItIs(results);
-    const extras = results.map(resultExtras);
     const value: Packed = {
       stacked: {
         rows: stacked.rows,
         tensors: stacked.tensors,
-        extras: extras.some((e) => e !== null) ? extras : undefined,
+        extras: undefined,
+        ...(shared?.stamp === undefined ? {} : { stamp: shared.stamp }),
       },
     };
     return { value, transfer: stacked.transfer };
@@ -218,8 +242,10 @@ export const inferCodec: BatchCodec<InferItem, InferResult> = {
   decodeOutputs(value) {
     const batch = packed(value, 'outputs');
     if ('each' in batch) return batch.each as InferResult[];
-    const extras = batch.stacked.extras;
-    return split(batch.stacked).map((tensors, i) => (extras?.[i] ? Object.assign(tensors, extras[i]) : tensors));
+    const results = split(batch.stacked);
+    const stamp = batch.stacked.stamp;
+    if (stamp !== undefined) for (const result of results) (result as Record<string, unknown>)[COMPUTE_KEY] = stamp;
+    return results;
   },
 };
 
