@@ -46,7 +46,8 @@ function checkCodec(value: unknown): unknown {
   const codec = value as Record<string, unknown> | null;
   if (typeof codec !== 'object' || codec === null || CODEC_FUNCTIONS.some((name) => typeof codec[name] !== 'function'))
     throw new TypeError(
-      `Expected \`codec\` to be an object with ${CODEC_FUNCTIONS.map((n) => `\`${n}\``).join(', ')} functions, got ${describeValue(value)}`,
+      `Expected \`codec\` to be an object with ${CODEC_FUNCTIONS.map((n) => `\`${n}\``).join(', ')} functions, ` +
+        `got ${describeValue(value)}`,
     );
   return value;
 }

@@ -125,7 +125,7 @@ export interface WorkerOptions<I> extends BatchingOptions<I> {
   context?: undefined;
 }
 
-/** What `encodeInputs` and `encodeOutputs` give: the message's value and the buffers it hands over rather than copies. */
+/** What `encodeInputs` and `encodeOutputs` give: the message's value, and the buffers it hands over, not copies. */
 export interface PackedBatch {
   value: unknown;
   /** Transferred, so detached on the sending side: only buffers nothing else there still reads. */

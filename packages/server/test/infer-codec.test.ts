@@ -152,3 +152,14 @@ test('results in one buffer cross without a copy when the worker moved their arr
   (own[1] as Record<string, unknown>)[COMPUTE_KEY] = { inferStart: 1, inferEnd: 3 };
   expect(inferCodec.encodeOutputs(own).value).toHaveProperty('each');
 });
+
+test('results that cannot be stacked, in an array the worker moved, still hand their buffers over', () => {
+  const ragged = move([
+    { boxes: fp32(2, 4, 0), scores: fp32(2, 1, 0) },
+    { boxes: fp32(1, 4, 0), scores: fp32(3, 1, 0) },
+  ] as InferResult[]);
+  const packed = inferCodec.encodeOutputs(ragged);
+  expect(packed.value).toHaveProperty('each');
+  expect(packed.transfer).toHaveLength(4);
+  expect(packed.transfer).toContain((((ragged[0] as InferResult).boxes as Tensor).data as Float32Array).buffer);
+});

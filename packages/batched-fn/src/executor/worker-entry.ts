@@ -97,7 +97,8 @@ async function runPacked(id: number, packed: unknown): Promise<void> {
     const codec = module.codec;
     if (typeof codec?.decodeInputs !== 'function' || typeof codec.encodeOutputs !== 'function')
       throw new TypeError(
-        `Worker module ${boot.moduleUrl} got a packed batch (the batcher's \`codec\` option) but exports no \`codec\` with \`decodeInputs\` and \`encodeOutputs\`: export the same codec object`,
+        `Worker module ${boot.moduleUrl} got a packed batch (the batcher's \`codec\` option) but exports ` +
+          'no `codec` with `decodeInputs` and `encodeOutputs`: export the same codec object',
       );
     const inputs = codec.decodeInputs(packed);
     answer(id, await (module.handler as NonNullable<WorkerModule['handler']>)(inputs, context), {

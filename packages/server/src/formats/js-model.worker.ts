@@ -116,9 +116,10 @@ function halfBits(
  * One output of one request: its data (an array or typed array) checked against its shape and made a
  * tensor. Without a shape it is the request's rows by the declared row shape, or for a model without a
  * batch dimension the declared shape itself. FP16/BF16: a Uint16Array holds bit patterns; a plain
- * array holds numbers, rounded to the datatype.
+ * array holds numbers, rounded to the datatype. `kept`: the data is the model's own typed array, not
+ * one made here.
  */
-function toTensor(spec: TensorSpec, value: unknown, rows: number, batched: boolean): Tensor {
+function toTensor(spec: TensorSpec, value: unknown, rows: number, batched: boolean): { tensor: Tensor; kept: boolean } {
   if (typeof value !== 'object' || value === null)
     throw new TypeError(`output \`${spec.name}\` must be { shape?, data }`);
   const { shape: given, data } = value as { shape?: unknown; data?: unknown };
@@ -137,21 +138,20 @@ function toTensor(spec: TensorSpec, value: unknown, rows: number, batched: boole
   if (spec.datatype === 'BYTES') {
     // One buffer for the whole output (see packedBytes): posting one buffer per string back is quadratic.
     const elements = Array.from(data as ArrayLike<unknown>, (e) => (e instanceof Uint8Array ? e : String(e)));
-    return { datatype: 'BYTES', shape, data: packedBytes(elements) };
+    return { tensor: { datatype: 'BYTES', shape, data: packedBytes(elements) }, kept: false };
   }
   const type = ARRAY_FOR[spec.datatype];
-  if (data instanceof type) return { datatype: spec.datatype, shape, data: data as Tensor['data'] };
-  if (spec.datatype === 'FP16' || spec.datatype === 'BF16')
-    return {
-      datatype: spec.datatype,
-      shape,
-      data: halfBits(spec as TensorSpec & { datatype: 'FP16' | 'BF16' }, data as ArrayLike<unknown>, count),
-    };
+  if (data instanceof type)
+    return { tensor: { datatype: spec.datatype, shape, data: data as Tensor['data'] }, kept: true };
+  if (spec.datatype === 'FP16' || spec.datatype === 'BF16') {
+    const bits = halfBits(spec as TensorSpec & { datatype: 'FP16' | 'BF16' }, data as ArrayLike<unknown>, count);
+    return { tensor: { datatype: spec.datatype, shape, data: bits }, kept: false };
+  }
   const big = spec.datatype === 'INT64' || spec.datatype === 'UINT64';
   const out = new type(count);
   const source = data as ArrayLike<number>;
   for (let i = 0; i < count; i++) (out as unknown as unknown[])[i] = big ? BigInt(source[i] as number) : source[i];
-  return { datatype: spec.datatype, shape, data: out };
+  return { tensor: { datatype: spec.datatype, shape, data: out }, kept: false };
 }
 
 /**
@@ -236,14 +236,22 @@ export async function handler(batch: InferItem[], state: State): Promise<(InferR
     if (answer instanceof Error) return answer;
     try {
       const result: InferResult = {};
-      for (const spec of state.data.outputs)
-        result[spec.name] = toTensor(
+      let kept = false;
+      for (const spec of state.data.outputs) {
+        const made = toTensor(
           spec,
           (answer as Record<string, unknown>)?.[spec.name],
           (batch[i] as InferItem).rows,
           state.data.batched !== false,
         );
-      return move(stampResults([result], stamp)[0] as InferResult);
+        result[spec.name] = made.tensor;
+        kept ||= made.kept;
+      }
+      // Buffers made here are handed over without a copy. A typed array the model answered may be one
+      // it keeps (a constant, a scratch buffer it reuses, a sequence's state): moving it would detach
+      // it here, and the model's next batch would fail. Not moved, it is copied on the way back.
+      const stamped = stampResults([result], stamp)[0] as InferResult;
+      return kept ? stamped : move(stamped);
     } catch (error) {
       return new Error(`model.js answered request ${i} wrongly: ${(error as Error).message}`);
     }

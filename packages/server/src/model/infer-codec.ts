@@ -24,7 +24,7 @@ import type { NumericDatatype } from './signature.js';
 interface Stacked {
   rows: number[];
   tensors: Record<string, Tensor>;
-  /** Per call: what else it carries (parameters, sequence, caller; a result's stamp), or null. */
+  /** Per request: what else it carries (parameters, sequence, caller), or null. Results carry none but `stamp`. */
   extras: (Record<string, unknown> | null)[] | undefined;
   /** The worker's stamp (compute-timing.ts), once for a batch whose results all carry the same one. */
   stamp?: unknown;
@@ -83,10 +83,7 @@ function stack(
   return { tensor: { datatype, shape, data }, buffer: data.buffer as ArrayBuffer };
 }
 
-/**
- * Stacks `names` of `records` (one per call, each with exactly those names and `extra` more keys
- * at most), or undefined when one cannot be.
- */
+/** Stacks `names` of `records` (one per call, each with those names: sameNames), or undefined when one cannot be. */
 function stackAll(
   records: readonly Record<string, Tensor>[],
   names: readonly string[],
@@ -144,9 +141,12 @@ function split(stacked: Stacked): Record<string, Tensor>[] {
   return records;
 }
 
-/** The batch as it is: each value cloned, the buffers of moved ones transferred (as without a codec). */
+/**
+ * The batch as it is: each value cloned, the buffers of moved ones transferred (as without a codec),
+ * or all of them when the array itself was moved (the ONNX worker moves its results so).
+ */
 const asItIs = (values: readonly unknown[]): PackedBatch => {
-  const transfer = transferListFor(values);
+  const transfer = transferListFor(isMoved(values) ? [values] : values);
   return transfer === undefined ? { value: { each: values } } : { value: { each: values }, transfer };
 };
 

@@ -97,6 +97,17 @@ function checkShape(spec: TensorSpec, shape: unknown, name: string): number[] {
   return shape as number[];
 }
 
+/** A signature's inputs by name, made once per signature: every request of a model reads the same. */
+const specsBySignature = new WeakMap<ModelSignature, ReadonlyMap<string, TensorSpec>>();
+function inputSpecs(signature: ModelSignature): ReadonlyMap<string, TensorSpec> {
+  let specs = specsBySignature.get(signature);
+  if (specs === undefined) {
+    specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
+    specsBySignature.set(signature, specs);
+  }
+  return specs;
+}
+
 /**
  * Validates a request's inputs against the model's signature and turns them
  * into typed arrays, for either protocol. Every way an input can be wrong
@@ -114,7 +125,7 @@ export function decodeInputs(
   requestId?: string,
 ): { rows: number; inputs: Record<string, Tensor> } {
   const batched = maxRows !== 0;
-  const specs = new Map(signature.inputs.map((spec) => [spec.name, spec]));
+  const specs = inputSpecs(signature);
   const inputs: Record<string, Tensor> = {};
   let rows: number | undefined;
   for (const source of sources) {
