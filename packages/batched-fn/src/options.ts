@@ -139,7 +139,8 @@ export interface PackedBatch {
  * as the `codec` option and export the same object as `codec` from the worker module: import it
  * from one file in both places. The handler still gets one input per call and returns one output
  * per call. A batch whose handler answers an `Error` for some call, or not one output per input,
- * comes back unpacked.
+ * comes back unpacked. A module may also export `packedHandler(value, context)`, which takes the packed
+ * batch as it is and answers what `encodeOutputs` would: no object per call in the worker at all.
  */
 export interface BatchCodec<I, O> {
   /** In this thread: the batch's inputs as one message. */

@@ -5,6 +5,7 @@ import { codec, seen } from './fixtures/doubling.codec.mjs';
 
 const packedWorker = new URL('./fixtures/doubling-packed.worker.mjs', import.meta.url);
 const unpackedWorker = new URL('./fixtures/doubling-unpacked.worker.mjs', import.meta.url);
+const directWorker = new URL('./fixtures/doubling-direct.worker.mjs', import.meta.url);
 let predict: BatchedFn<number, number> | undefined;
 afterEach(async () => {
   await predict?.close();
@@ -91,4 +92,23 @@ test('codec: only in worker mode, and only an object with the four functions', (
     'Expected `codec` to be an object with `encodeInputs`, `decodeInputs`, `encodeOutputs`, `decodeOutputs` functions',
   );
   expect(() => batchedFn<number, number>({ worker: packedWorker, codec: null as never })).toThrow(TypeError);
+});
+
+test("codec: a module's packedHandler takes the packed batch as it crossed, with its context, and answers it packed", async () => {
+  const double = doubling(directWorker);
+  await double.ready();
+  const answers = await Promise.all([1, 2, 3].map((x) => double(x)));
+  expect(answers).toEqual([2.5, 4.5, 6.5]);
+  expect(seen.encoded).toEqual([[1, 2, 3]]);
+  expect(seen.decoded).toEqual([[1, 2, 3]]);
+});
+
+test('codec: a packedHandler answering something other than { value } fails its batch, saying so', async () => {
+  const double = doubling(directWorker);
+  await double.ready();
+  const settled = await Promise.allSettled([66, 1].map((x) => double(x)));
+  for (const s of settled) {
+    expect(s.status).toBe('rejected');
+    expect((s as PromiseRejectedResult).reason.message).toMatch(/packedHandler must answer \{ value, transfer\? \}/);
+  }
 });

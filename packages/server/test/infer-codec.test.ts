@@ -1,7 +1,7 @@
 import { move } from 'batched-fn';
 import { expect, test } from 'vitest';
 import { COMPUTE_KEY } from '../src/model/compute-timing.js';
-import { inferCodec, ownBuffersCodec } from '../src/model/infer-codec.js';
+import { inferCodec, ownBuffersCodec, packStacked, stackedOf } from '../src/model/infer-codec.js';
 import type { InferItem, InferResult, Tensor } from '../src/model/tensor.js';
 
 const fp32 = (rows: number, width: number, from: number): Tensor => ({
@@ -163,3 +163,25 @@ test('results that cannot be stacked, in an array the worker moved, still hand t
   expect(packed.transfer).toHaveLength(4);
   expect(packed.transfer).toContain((((ragged[0] as InferResult).boxes as Tensor).data as Float32Array).buffer);
 });
+
+test("a worker's stacked results (packStacked) come back per request through decodeOutputs, with the stamp", () => {
+  const packed = inferCodec.encodeInputs([item(fp32(1, 4, 0)), item(fp32(2, 4, 10))].map((i) => move(i)));
+  const stacked = cross(packed, stackedOf);
+  expect(stacked?.rows).toEqual([1, 2]);
+  expect(stacked?.tensors.input?.shape).toEqual([3, 4]);
+  expect(stackedOf(cross(inferCodec.encodeInputs([item(bytesOf('a'))]), (v) => v))).toBeUndefined();
+  const out = fp32(3, 2, 100);
+  const stamp = { inferStart: 5, inferEnd: 6 };
+  const answer = packStacked([1, 2], { y: out }, stamp);
+  expect(answer.transfer).toEqual([(out.data as Float32Array).buffer]);
+  const results = cross(answer, (value) => inferCodec.decodeOutputs(value, []));
+  expect(results.map((r) => Array.from(r.y?.data as Float32Array))).toEqual([
+    [100, 101],
+    [102, 103, 104, 105],
+  ]);
+  expect(results.map((r) => (r as Record<string, unknown>)[COMPUTE_KEY])).toEqual([stamp, stamp]);
+});
+
+function bytesOf(text: string): Tensor {
+  return { datatype: 'BYTES', shape: [1], data: [new TextEncoder().encode(text)] };
+}

@@ -10,7 +10,7 @@ import { isMainThread, type MessagePort, parentPort, threadId, workerData } from
 import { type SerializedError, serializeError } from '../error-codec.js';
 import { BatchSizeMismatchError } from '../errors.js';
 import { DONE, HAS_VALUE, newSlot, readSlot } from '../stream/step-output.js';
-import type { BatchCodec } from '../options.js';
+import type { BatchCodec, PackedBatch } from '../options.js';
 import { transferListFor } from '../transfer.js';
 import type { FromWorker, ToWorker, WorkerBootData } from './wire.js';
 
@@ -24,6 +24,8 @@ interface WorkerModule {
   dispose?: (context: unknown) => unknown;
   /** The batcher's `codec` option, the same object: batches arrive and leave packed. */
   codec?: BatchCodec<unknown, unknown>;
+  /** Takes a packed batch as it is and answers it packed, instead of `decodeInputs` → `handler` → `encodeOutputs`. */
+  packedHandler?: (packed: unknown, context: unknown) => PackedBatch | Promise<PackedBatch>;
 }
 
 interface Loaded {
@@ -94,11 +96,19 @@ async function run(id: number, inputs: unknown[]): Promise<void> {
 async function runPacked(id: number, packed: unknown): Promise<void> {
   try {
     const { module, context } = loaded ?? (await load());
+    if (typeof module.packedHandler === 'function') {
+      // The module reads the batch as it crossed: no object per call on this side at all.
+      const answered = await module.packedHandler(packed, context);
+      if (typeof answered !== 'object' || answered === null || !('value' in answered))
+        throw new TypeError(`Worker module ${boot.moduleUrl}: packedHandler must answer { value, transfer? }`);
+      send({ type: 'packed-result', id, packed: answered.value }, answered.transfer);
+      return;
+    }
     const codec = module.codec;
     if (typeof codec?.decodeInputs !== 'function' || typeof codec.encodeOutputs !== 'function')
       throw new TypeError(
         `Worker module ${boot.moduleUrl} got a packed batch (the batcher's \`codec\` option) but exports ` +
-          'no `codec` with `decodeInputs` and `encodeOutputs`: export the same codec object',
+          'no `codec` with `decodeInputs` and `encodeOutputs`, nor a `packedHandler`: export the same codec object',
       );
     const inputs = codec.decodeInputs(packed);
     answer(id, await (module.handler as NonNullable<WorkerModule['handler']>)(inputs, context), {

@@ -2,9 +2,10 @@
  * Runs inside each worker thread: owns one InferenceSession (the batcher's
  * context) and turns a batch of requests into one `session.run`.
  */
-import { move } from 'batched-fn';
+import { move, type PackedBatch } from 'batched-fn';
 import * as ort from 'onnxruntime-node';
-import { now, stampResults } from '../model/compute-timing.js';
+import { now, stampResults, type WorkerStamp } from '../model/compute-timing.js';
+import { inferCodec, packStacked, stackedOf } from '../model/infer-codec.js';
 import type { BatchedWorkerData } from './served-batcher.js';
 import type { NumericDatatype } from '../model/signature.js';
 import {
@@ -29,9 +30,6 @@ export interface OnnxWorkerData extends Partial<BatchedWorkerData> {
  * instead (a fresh one takes its place; this one exits when its run returns).
  */
 export const interruptible = false;
-
-/** Batches arrive and leave stacked (the batcher's `codec`, the same object: model/infer-codec.ts). */
-export { inferCodec as codec } from '../model/infer-codec.js';
 
 interface Session {
   session: ort.InferenceSession;
@@ -78,6 +76,38 @@ function fromOrt(value: ort.Tensor): Tensor {
   return { datatype, shape: [...value.dims], data };
 }
 
+/**
+ * A batch as the codec stacked it: one tensor per input straight into `session.run`, and its outputs
+ * back as they came, with no object per request on this thread. What crossed unstacked (a model
+ * without a batch dimension, inputs that could not be stacked) goes through `handler`.
+ */
+export async function packedHandler(value: unknown, context: Session): Promise<PackedBatch> {
+  const stacked = stackedOf(value);
+  if (stacked === undefined || !context.batched)
+    return inferCodec.encodeOutputs(await handler(inferCodec.decodeInputs(value), context));
+  const { session } = context;
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const name of session.inputNames) {
+    const tensor = stacked.tensors[name];
+    if (tensor === undefined) throw new TypeError(`The batch has no input \`${name}\``);
+    feeds[name] = toOrt(tensor);
+  }
+  const inferStart = now();
+  const results = await session.run(feeds);
+  const inferEnd = now();
+  const total = stacked.rows.reduce((a, b) => a + b, 0);
+  const outputs: Record<string, Tensor> = {};
+  for (const name of session.outputNames) {
+    const output = fromOrt(results[name] as ort.Tensor);
+    if (output.shape[0] !== total) throw rowMismatch(name, output.shape[0], total);
+    outputs[name] = output;
+  }
+  return packStacked(stacked.rows, outputs, { inferStart, inferEnd } satisfies WorkerStamp);
+}
+
+const rowMismatch = (name: string, got: number | undefined, rows: number): Error =>
+  new Error(`Output \`${name}\` has ${got} rows for ${rows} input rows; the model must keep the batch dimension`);
+
 export async function handler(batch: InferItem[], { session, batched }: Session): Promise<InferResult[]> {
   if (!batched) return [await runAlone(batch[0] as InferItem, session)];
   const feeds: Record<string, ort.Tensor> = {};
@@ -92,11 +122,8 @@ export async function handler(batch: InferItem[], { session, batched }: Session)
   const perItem: InferResult[] = batch.map(() => ({}));
   for (const name of session.outputNames) {
     const output = fromOrt(results[name] as ort.Tensor);
-    if (output.shape[0] !== rows.reduce((a, b) => a + b, 0)) {
-      throw new Error(
-        `Output \`${name}\` has ${output.shape[0]} rows for ${rows.reduce((a, b) => a + b, 0)} input rows; the model must keep the batch dimension`,
-      );
-    }
+    const total = rows.reduce((a, b) => a + b, 0);
+    if (output.shape[0] !== total) throw rowMismatch(name, output.shape[0], total);
     splitRows(output, rows).forEach((part, i) => {
       (perItem[i] as InferResult)[name] = part;
     });

@@ -249,6 +249,25 @@ export const inferCodec: BatchCodec<InferItem, InferResult> = {
   },
 };
 
+/** A packed batch's stacked form (rows per request, one tensor per name), or undefined for one that crossed as it is. */
+export function stackedOf(value: unknown): { rows: number[]; tensors: Record<string, Tensor> } | undefined {
+  const batch = packed(value, 'inputs');
+  return 'each' in batch ? undefined : batch.stacked;
+}
+
+/**
+ * A batch's results, already stacked (one tensor per output, `rows` of it per request), packed as
+ * `encodeOutputs` packs them, with the worker's stamp once. Their buffers are handed over: they are
+ * the batch's own (a runtime's outputs).
+ */
+export function packStacked(rows: number[], tensors: Record<string, Tensor>, stamp: unknown): PackedBatch {
+  const transfer = new Set<ArrayBuffer>();
+  for (const tensor of Object.values(tensors))
+    if (isTypedArray(tensor.data) && tensor.data.buffer instanceof ArrayBuffer) transfer.add(tensor.data.buffer);
+  const value: Packed = { stacked: { rows, tensors, extras: undefined, stamp } };
+  return { value, transfer: [...transfer] };
+}
+
 /** Each typed array that is a part of a larger buffer, copied into its own. */
 function ownBuffer(tensor: Tensor): Tensor {
   const data = tensor.data;
