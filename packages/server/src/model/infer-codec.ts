@@ -66,11 +66,13 @@ function stack(
   const shape = [rows, ...tail];
   if (owned && contiguous) {
     const data = first.data;
-    const view = new (data.constructor as new (b: ArrayBuffer, o: number, n: number) => TypedArray)(
-      data.buffer as ArrayBuffer,
-      data.byteOffset,
-      length,
-    );
+    // The datatype's own array (a Buffer's constructor, say, would not take these arguments quietly).
+    const View = ARRAY_FOR[datatype as NumericDatatype] as unknown as new (
+      buffer: ArrayBuffer,
+      offset: number,
+      length: number,
+    ) => TypedArray;
+    const view = new View(data.buffer as ArrayBuffer, data.byteOffset, length);
     return { tensor: { datatype, shape, data: view }, buffer: data.buffer as ArrayBuffer };
   }
   const data = new ARRAY_FOR[datatype as NumericDatatype](length);

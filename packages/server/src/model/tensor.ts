@@ -162,14 +162,7 @@ export function concatRows(items: readonly InferItem[], name: string): Tensor {
       data: items.flatMap((item) => (item.inputs[name] as Tensor).data as BytesData),
     };
   }
-  const length = totalRows * elementCount(rowShape);
-  // Rows that already lie end to end in one buffer (a batch the codec stacked) need no copy.
-  const view = adjacentView(
-    items.map((item) => (item.inputs[name] as Tensor).data as TypedArray),
-    length,
-  );
-  if (view !== undefined) return { datatype: first.datatype, shape: [totalRows, ...rowShape], data: view };
-  const data = new ARRAY_FOR[first.datatype](length);
+  const data = new ARRAY_FOR[first.datatype](totalRows * elementCount(rowShape));
   let offset = 0;
   for (const item of items) {
     const part = (item.inputs[name] as Tensor).data as TypedArray;
@@ -177,20 +170,6 @@ export function concatRows(items: readonly InferItem[], name: string): Tensor {
     offset += part.length;
   }
   return { datatype: first.datatype, shape: [totalRows, ...rowShape], data };
-}
-
-/** One view over `parts` when they are adjacent views of one buffer, `length` elements in all; else undefined. */
-function adjacentView(parts: readonly TypedArray[], length: number): TypedArray | undefined {
-  const first = parts[0];
-  if (first === undefined || parts.length === 1) return undefined;
-  let end = first.byteOffset;
-  for (const part of parts) {
-    if (part.buffer !== first.buffer || part.byteOffset !== end || part.constructor !== first.constructor)
-      return undefined;
-    end += part.byteLength;
-  }
-  const View = first.constructor as new (buffer: ArrayBufferLike, offset: number, length: number) => TypedArray;
-  return new View(first.buffer, first.byteOffset, length);
 }
 
 /** Splits a batch output back into one tensor per item, by their row counts. Views, not copies. */
