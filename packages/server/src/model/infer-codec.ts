@@ -1,18 +1,18 @@
 /**
  * How a served model's batch crosses to its worker thread and back (the core's `codec` option):
  * the batch's rows stacked into one tensor per input, and its results into one tensor per output,
- * instead of a request object and a result object per call. Posting 30 requests of a tiny model
- * one object each cost the main thread about 110 µs more per batch than one stacked tensor, and
- * the round trip twice the time (bench/protocols.js; docs/benchmarks.md).
+ * instead of a request object and a result object per call. Posting 30 requests of 256 floats one
+ * object each cost the main thread about 110 µs more per batch than one stacked tensor, and the round
+ * trip twice the time (a micro-benchmark; served figures in docs/benchmarks.md, "Session 9").
  *
  * A batch that cannot be stacked (BYTES, tensors that disagree, results that are not all numeric
  * tensors with a batch dimension) crosses as it is, with the moved buffers transferred as the core
  * would; the worker's `decodeInputs` and the main thread's `decodeOutputs` read either form.
  *
- * Two worker halves read the same form: the ONNX worker keeps each request's rows as a view of the
- * batch's one buffer (it hands the whole buffer to the runtime: no copy), and the JS-model worker
- * gives each request's tensors a buffer of their own (`ownBuffersCodec`), as it had before: user code
- * may `models.infer` them on (moving them) or keep them past the batch.
+ * Two workers read the same form their own way: the ONNX worker's `packedHandler` runs the stacked
+ * tensors as they are (`stackedOf`, `packStacked`: no object per request there), and the JS-model
+ * worker gives each request's tensors a buffer of their own (`ownBuffersCodec`), as it had before:
+ * user code may `models.infer` them on (moving them) or keep them past the batch.
  */
 import { type BatchCodec, isMoved, type PackedBatch, transferListFor } from 'batched-fn';
 import { COMPUTE_KEY } from './compute-timing.js';
