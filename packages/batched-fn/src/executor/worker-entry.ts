@@ -24,7 +24,7 @@ interface WorkerModule {
   dispose?: (context: unknown) => unknown;
   /** The batcher's `codec` option, the same object: batches arrive and leave packed. */
   codec?: BatchCodec<unknown, unknown>;
-  /** Takes a packed batch as it is and answers it packed, instead of `decodeInputs` → `handler` → `encodeOutputs`. */
+  /** Takes a packed batch as it is and answers it packed (instead of decodeInputs, handler, encodeOutputs). */
   packedHandler?: (packed: unknown, context: unknown) => PackedBatch | Promise<PackedBatch>;
 }
 

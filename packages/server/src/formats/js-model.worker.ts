@@ -23,7 +23,10 @@ import {
   type Tensor,
 } from '../model/tensor.js';
 
-/** Batches arrive and leave stacked (the batcher's `codec`); each request's inputs get buffers of their own here (model/infer-codec.ts). */
+/**
+ * Batches arrive and leave stacked (the batcher's `codec`); each request's inputs get buffers of
+ * their own here (model/infer-codec.ts).
+ */
 export { ownBuffersCodec as codec } from '../model/infer-codec.js';
 
 export interface JsModelWorkerData extends Partial<BatchedWorkerData> {

@@ -85,53 +85,55 @@ export async function packedHandler(value: unknown, context: Session): Promise<P
   const stacked = stackedOf(value);
   if (stacked === undefined || !context.batched)
     return inferCodec.encodeOutputs(await handler(inferCodec.decodeInputs(value), context));
-  const { session } = context;
+  const { outputs, stamp } = await runRows(context.session, (name) => stacked.tensors[name], stacked.rows);
+  return packStacked(stacked.rows, outputs, stamp);
+}
+
+export async function handler(batch: InferItem[], { session, batched }: Session): Promise<InferResult[]> {
+  if (!batched) return [await runAlone(batch[0] as InferItem, session)];
+  const rows = batch.map((item) => item.rows);
+  // One request needs no copy; several are stacked into one tensor so the model runs once.
+  const input = (name: string): Tensor | undefined =>
+    batch.length === 1 ? batch[0]?.inputs[name] : concatRows(batch, name);
+  const { outputs, stamp } = await runRows(session, input, rows);
+  const perItem: InferResult[] = batch.map(() => ({}));
+  for (const [name, output] of Object.entries(outputs))
+    splitRows(output, rows).forEach((part, i) => {
+      (perItem[i] as InferResult)[name] = part;
+    });
+  // The views share the batch's output buffers, which are this batch's alone: moving the array hands
+  // them over without a copy (the codec asks once, not per result). The stamp lets the server split the
+  // batch's time into Triton's compute_input/infer/output.
+  return move(stampResults(perItem, stamp));
+}
+
+/** One `session.run` over a batch's stacked inputs; its outputs, each checked to keep the batch's rows. */
+async function runRows(
+  session: ort.InferenceSession,
+  input: (name: string) => Tensor | undefined,
+  rows: readonly number[],
+): Promise<{ outputs: Record<string, Tensor>; stamp: WorkerStamp }> {
   const feeds: Record<string, ort.Tensor> = {};
   for (const name of session.inputNames) {
-    const tensor = stacked.tensors[name];
+    const tensor = input(name);
     if (tensor === undefined) throw new TypeError(`The batch has no input \`${name}\``);
     feeds[name] = toOrt(tensor);
   }
   const inferStart = now();
   const results = await session.run(feeds);
   const inferEnd = now();
-  const total = stacked.rows.reduce((a, b) => a + b, 0);
+  const total = rows.reduce((a, b) => a + b, 0);
   const outputs: Record<string, Tensor> = {};
   for (const name of session.outputNames) {
     const output = fromOrt(results[name] as ort.Tensor);
-    if (output.shape[0] !== total) throw rowMismatch(name, output.shape[0], total);
+    if (output.shape[0] !== total)
+      throw new Error(
+        `Output \`${name}\` has ${output.shape[0]} rows for ${total} input rows; ` +
+          'the model must keep the batch dimension',
+      );
     outputs[name] = output;
   }
-  return packStacked(stacked.rows, outputs, { inferStart, inferEnd } satisfies WorkerStamp);
-}
-
-const rowMismatch = (name: string, got: number | undefined, rows: number): Error =>
-  new Error(`Output \`${name}\` has ${got} rows for ${rows} input rows; the model must keep the batch dimension`);
-
-export async function handler(batch: InferItem[], { session, batched }: Session): Promise<InferResult[]> {
-  if (!batched) return [await runAlone(batch[0] as InferItem, session)];
-  const feeds: Record<string, ort.Tensor> = {};
-  for (const name of session.inputNames) {
-    // One request needs no copy; several are stacked into one tensor so the model runs once.
-    feeds[name] = toOrt(batch.length === 1 ? (batch[0]?.inputs[name] as Tensor) : concatRows(batch, name));
-  }
-  const inferStart = now();
-  const results = await session.run(feeds);
-  const inferEnd = now();
-  const rows = batch.map((item) => item.rows);
-  const perItem: InferResult[] = batch.map(() => ({}));
-  for (const name of session.outputNames) {
-    const output = fromOrt(results[name] as ort.Tensor);
-    const total = rows.reduce((a, b) => a + b, 0);
-    if (output.shape[0] !== total) throw rowMismatch(name, output.shape[0], total);
-    splitRows(output, rows).forEach((part, i) => {
-      (perItem[i] as InferResult)[name] = part;
-    });
-  }
-  // The views share the batch's output buffers, which are this batch's alone: moving the array hands
-  // them over without a copy (the codec asks once, not per result). The stamp lets the server split the
-  // batch's time into Triton's compute_input/infer/output.
-  return move(stampResults(perItem, { inferStart, inferEnd }));
+  return { outputs, stamp: { inferStart, inferEnd } };
 }
 
 /** A model without a batch dimension: one request (its batch of one), its outputs as the model answers them. */

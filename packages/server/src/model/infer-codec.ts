@@ -251,7 +251,7 @@ export const inferCodec: BatchCodec<InferItem, InferResult> = {
   },
 };
 
-/** A packed batch's stacked form (rows per request, one tensor per name), or undefined for one that crossed as it is. */
+/** A packed batch's stacked form (rows per request, a tensor per name); undefined for one that crossed as it is. */
 export function stackedOf(value: unknown): { rows: number[]; tensors: Record<string, Tensor> } | undefined {
   const batch = packed(value, 'inputs');
   return 'each' in batch ? undefined : batch.stacked;
