@@ -15,6 +15,14 @@ afterEach(async () => {
   seen.sent.length = 0;
 });
 
+/** Every call of the batch rejects, with a message matching `message`. */
+async function expectEveryRejected(calls: Promise<number>[], message: RegExp): Promise<void> {
+  for (const s of await Promise.allSettled(calls)) {
+    expect(s.status).toBe('rejected');
+    expect((s as PromiseRejectedResult).reason.message).toMatch(message);
+  }
+}
+
 function doubling(worker: URL, maxBatchSize = 4): BatchedFn<number, number> {
   predict = batchedFn<number, number>({ worker, maxBatchSize, maxDelay: 50, codec });
   return predict;
@@ -75,11 +83,10 @@ test('codec: encodeInputs throwing fails its batch with that error, and the next
 test('codec: a worker module that does not export it fails the batch, saying so', async () => {
   const double = doubling(unpackedWorker);
   await double.ready();
-  const settled = await Promise.allSettled([1, 2].map((x) => double(x)));
-  for (const s of settled) {
-    expect(s.status).toBe('rejected');
-    expect((s as PromiseRejectedResult).reason.message).toMatch(/exports no `codec`/);
-  }
+  await expectEveryRejected(
+    [1, 2].map((x) => double(x)),
+    /exports no `codec`/,
+  );
 });
 
 test('codec: only in worker mode, and only an object with the four functions', () => {
@@ -106,9 +113,8 @@ test("codec: a module's packedHandler takes the packed batch as it crossed, with
 test('codec: a packedHandler answering something other than { value } fails its batch, saying so', async () => {
   const double = doubling(directWorker);
   await double.ready();
-  const settled = await Promise.allSettled([66, 1].map((x) => double(x)));
-  for (const s of settled) {
-    expect(s.status).toBe('rejected');
-    expect((s as PromiseRejectedResult).reason.message).toMatch(/packedHandler must answer \{ value, transfer\? \}/);
-  }
+  await expectEveryRejected(
+    [66, 1].map((x) => double(x)),
+    /packedHandler must answer \{ value, transfer\? \}/,
+  );
 });
