@@ -394,16 +394,19 @@ function busy(ms: number): void {
 }
 
 test('regression: a main thread held past batchTimeout by another callback does not time out a thread that answered', async () => {
-  const generate = batchedStream<number, unknown, number>({ worker: counts, maxDelay: 0, batchTimeout: 100 });
+  // batchTimeout 500 ms and a block three times as long: the thread itself must get a core within
+  // 500 ms to answer, which a loaded 2-core machine running the suite on Node 24 did not always give
+  // it within 100 ms (1 run in about 18 failed then).
+  const generate = batchedStream<number, unknown, number>({ worker: counts, maxDelay: 0, batchTimeout: 500 });
   const stream = generate(-1);
   expect((await stream.next()).value).toBe(0);
   // Another message handler of the process (the poll phase, as a socket's would be) holds the main
-  // thread for 300 ms while the thread goes on stepping: its steps wait in the port, and the
+  // thread for 1.5 s while the thread goes on stepping: its steps wait in the port, and the
   // timers run before the port is read again.
   const { port1, port2 } = new MessageChannel();
   await new Promise<void>((resolve) => {
     port1.once('message', () => {
-      busy(300);
+      busy(1500);
       resolve();
     });
     port2.postMessage(0);
