@@ -82,3 +82,18 @@ test("a JS model answering Buffers from Node's pool is answered, alone or batche
     [5, 9],
   ]);
 });
+
+// The other way: a request's small tensors are decoded into views of Node's Buffer pool
+// (protocol/tensor-data.ts), which the main thread must never hand over. Moved, a batch of one would
+// cross as a view of its buffer, transferred: the pool itself. Node 21 and later refuse that (every
+// request here failed with a DataCloneError when served-batcher.ts moved them all); Node 20 copies.
+test("a small request's tensor, a view into Node's Buffer pool, crosses by copy: the main thread's pool stays usable", async () => {
+  const before = Buffer.from([1, 2, 3, 4]);
+  for (let i = 0; i < 3; i++) expect(await infer('scratch', [i, 1])).toEqual([i * 10, 10]);
+  expect([...before]).toEqual([1, 2, 3, 4]);
+  expect(() => Buffer.from([5, 6])).not.toThrow();
+  expect(await Promise.all([1, 2].map((v) => infer('scratch', [v, v])))).toEqual([
+    [10, 10],
+    [20, 20],
+  ]);
+});

@@ -2,7 +2,14 @@ import { TimeoutError } from 'batched-fn';
 import type { EnsembleStep } from '../model/ensemble-step.js';
 import type { ModelCalls } from '../model/model-calls.js';
 import type { TensorSpec } from '../model/signature.js';
-import { type BytesData, type InferResult, packedBytes, type Tensor, type TypedArray } from '../model/tensor.js';
+import {
+  type BytesData,
+  type InferResult,
+  ownsBuffer,
+  packedBytes,
+  type Tensor,
+  type TypedArray,
+} from '../model/tensor.js';
 
 /**
  * One ensemble request's data flow: every step is a request to its model (through `calls`, so to
@@ -50,22 +57,6 @@ export function stepFailure(error: unknown, step: EnsembleStep, index: number): 
   });
   Object.defineProperty(copy, 'cause', { value: error, writable: true, configurable: true });
   return copy as Error;
-}
-
-/** Whether `data` is all its buffer holds: handing it to a step, which may transfer the buffer, takes nothing else. */
-function ownsBuffer(data: Tensor['data']): boolean {
-  if (!Array.isArray(data)) {
-    const array = data as TypedArray;
-    return array.byteOffset === 0 && array.byteLength === array.buffer.byteLength;
-  }
-  const first = data[0];
-  if (first === undefined) return true;
-  let total = 0;
-  for (const element of data) {
-    if (element.buffer !== first.buffer) return false;
-    total += element.byteLength;
-  }
-  return total === first.buffer.byteLength;
 }
 
 /** A copy of `tensor` in buffers of its own. */

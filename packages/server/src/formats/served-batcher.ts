@@ -11,7 +11,14 @@ import {
 import { maxOf, SETTING_DEFAULTS } from '../settings/settings.js';
 import { servedMaxBatchSize } from './batch-dimension.js';
 import type { Datatype, ModelSignature, NumericDatatype } from '../model/signature.js';
-import { ARRAY_FOR, elementCount, type InferItem, type InferResult, type Tensor } from '../model/tensor.js';
+import {
+  ARRAY_FOR,
+  elementCount,
+  type InferItem,
+  type InferResult,
+  ownsInputBuffers,
+  type Tensor,
+} from '../model/tensor.js';
 
 export interface BatchingSettings {
   /**
@@ -237,7 +244,11 @@ export function servedBatcher(
     ...defined('labelFiles'),
     ...defined('parameters'),
   };
-  return { batcher, batched, infer: (item, callOptions) => batcher(move(item), callOptions).then(join.take), config };
+  // A request whose tensors own their buffers gives them up: a batch of one crosses to its thread
+  // without a copy. Views of a shared buffer (a small request's, in Node's Buffer pool) are copied.
+  const infer: ServedModel['infer'] = (item, callOptions) =>
+    batcher(ownsInputBuffers(item) ? move(item) : item, callOptions).then(join.take);
+  return { batcher, batched, infer, config };
 }
 
 /**

@@ -72,6 +72,33 @@ export interface InferItem {
 }
 
 /**
+ * Whether `data` is all its buffer holds: handing it to another thread, which may transfer the
+ * buffer, takes nothing else. A request's small tensors are views into Node's shared Buffer pool
+ * (protocol/tensor-data.ts) and do not; neither does a row range of a batch's result.
+ */
+export function ownsBuffer(data: Tensor['data']): boolean {
+  if (!Array.isArray(data)) {
+    const array = data as TypedArray;
+    return array.byteOffset === 0 && array.byteLength === array.buffer.byteLength;
+  }
+  const first = data[0];
+  if (first === undefined) return true;
+  let total = 0;
+  for (const element of data) {
+    if (element.buffer !== first.buffer) return false;
+    total += element.byteLength;
+  }
+  return total === first.buffer.byteLength;
+}
+
+/** Whether every input tensor of `item` owns its buffer, so `move(item)` gives up nothing shared. */
+export function ownsInputBuffers(item: InferItem): boolean {
+  const inputs = item.inputs;
+  for (const name in inputs) if (!ownsBuffer((inputs[name] as Tensor).data)) return false;
+  return true;
+}
+
+/**
  * What a model-to-model call carries to the model it calls, so that model's own calls (an ensemble's
  * steps, a JS model's `models.infer` in its worker) inherit it: plain data, it crosses to threads.
  */
