@@ -26,7 +26,7 @@ test('tensors of 4 KB and more own their buffer, and so does the item they are i
   const large = tensorFromJson('FP32', values(1024), 'x');
   expect(ownsBuffer(large)).toBe(true);
   expect(Array.from(large)).toEqual(values(1024));
-  const tensor = (data: Float32Array): Tensor => ({ datatype: 'FP32', shape: [1, data.length], data });
+  const tensor = (data: Tensor['data']): Tensor => ({ datatype: 'FP32', shape: [1, data.length], data });
   expect(ownsInputBuffers({ rows: 1, inputs: { a: tensor(large) } })).toBe(true);
   expect(ownsInputBuffers({ rows: 1, inputs: { a: tensor(large), b: tensor(small) } })).toBe(false);
 });
