@@ -7,12 +7,12 @@ import { tensorFromBinary, tensorFromJson } from '../src/protocol/tensor-data.js
 const values = (n: number): number[] => Array.from({ length: n }, (_, i) => i - n / 2);
 
 test('small tensors, from JSON or raw bytes, are views that do not own their buffer; their values are exact', () => {
-  const json = tensorFromJson('FP32', values(256), 'x');
+  const json = tensorFromJson('FP32', values(256), 'x') as Float32Array;
   expect(Array.from(json)).toEqual(values(256));
   expect(ownsBuffer(json)).toBe(false);
   const raw = Buffer.alloc(1 + 256 * 4).subarray(1); // an odd offset, as in a real body
   for (const [i, v] of values(256).entries()) raw.writeFloatLE(v, i * 4);
-  const binary = tensorFromBinary('FP32', raw);
+  const binary = tensorFromBinary('FP32', raw) as Float32Array;
   expect(Array.from(binary)).toEqual(values(256));
   expect(ownsBuffer(binary)).toBe(false);
   // 64-bit elements stay aligned in the pool.
@@ -22,8 +22,8 @@ test('small tensors, from JSON or raw bytes, are views that do not own their buf
 });
 
 test('tensors of 4 KB and more own their buffer, and so does the item they are in', () => {
-  const small = tensorFromJson('FP32', values(1023), 'x');
-  const large = tensorFromJson('FP32', values(1024), 'x');
+  const small = tensorFromJson('FP32', values(1023), 'x') as Float32Array;
+  const large = tensorFromJson('FP32', values(1024), 'x') as Float32Array;
   expect(ownsBuffer(large)).toBe(true);
   expect(Array.from(large)).toEqual(values(1024));
   const tensor = (data: Tensor['data']): Tensor => ({ datatype: 'FP32', shape: [1, data.length], data });
