@@ -81,6 +81,31 @@ test('what cannot be stacked crosses as it is: BYTES, row shapes or datatypes th
   }
 });
 
+test("requests that cross as they are, with views into a shared buffer (a small request's, from Node's pool), cross in copies of their own", () => {
+  const shared = new ArrayBuffer(8192);
+  const view = (at: number, width: number): Tensor => ({
+    datatype: 'FP32',
+    shape: [1, width],
+    data: new Float32Array(shared, at, width).fill(at),
+  });
+  // Row shapes differ: not stacked. Neither request is moved (its tensor does not own its buffer).
+  const items = [item(view(0, 4)), item(view(64, 3))];
+  const packed = inferCodec.encodeInputs(items);
+  expect(packed.value).toHaveProperty('each');
+  expect(packed.transfer).toHaveLength(2);
+  expect(packed.transfer).not.toContain(shared);
+  expect(shared.byteLength).toBe(8192);
+  const decoded = cross(packed, inferCodec.decodeInputs);
+  // Only each tensor's own bytes crossed, not the 8 KB around them.
+  expect(decoded.map((d) => ((d.inputs.input as Tensor).data as Float32Array).buffer.byteLength)).toEqual([16, 12]);
+  expect(decoded.map((d) => Array.from(d.inputs.input?.data as Float32Array))).toEqual([
+    [0, 0, 0, 0],
+    [64, 64, 64],
+  ]);
+  // The callers' own views are untouched.
+  expect(Array.from(items[1]?.inputs.input?.data as Float32Array)).toEqual([64, 64, 64]);
+});
+
 test("results come back per request with the worker's stamp; outputs whose row counts differ per name cross as they are", () => {
   const stamp = { inferStart: 1, inferEnd: 2 };
   const out = new Float32Array(6).map((_, i) => i);

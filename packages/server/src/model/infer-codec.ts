@@ -14,10 +14,10 @@
  * worker gives each request's tensors a buffer of their own (`ownBuffersCodec`), as it had before:
  * user code may `models.infer` them on (moving them) or keep them past the batch.
  */
-import { type BatchCodec, isMoved, type PackedBatch, transferListFor } from 'batched-fn';
+import { type BatchCodec, isMoved, move, type PackedBatch, transferListFor } from 'batched-fn';
 import { COMPUTE_KEY } from './compute-timing.js';
 import type { InferItem, InferResult, Tensor, TypedArray } from './tensor.js';
-import { ARRAY_FOR, elementCount } from './tensor.js';
+import { ARRAY_FOR, elementCount, ownsBuffer, ownsInputBuffers } from './tensor.js';
 import type { NumericDatatype } from './signature.js';
 
 /** One tensor per name holding every call's rows, in call order; `rows[i]` of them are call i's. */
@@ -152,6 +152,20 @@ const asItIs = (values: readonly unknown[]): PackedBatch => {
   return transfer === undefined ? { value: { each: values } } : { value: { each: values }, transfer };
 };
 
+/**
+ * A request that crosses as it is, with its tensors in buffers of their own. A small request's tensor
+ * is a view into Node's Buffer pool (protocol/tensor-data.ts): cloned as it is, the whole 8 KB pool
+ * buffer would cross, other requests' bytes with it. The copies are the batch's own, so they move.
+ */
+function withOwnBuffers(item: InferItem): InferItem {
+  if (isMoved(item) || ownsInputBuffers(item)) return item;
+  const inputs: Record<string, Tensor> = {};
+  for (const [name, tensor] of Object.entries(item.inputs))
+    inputs[name] =
+      !isTypedArray(tensor.data) || ownsBuffer(tensor.data) ? tensor : { ...tensor, data: tensor.data.slice() };
+  return move({ ...item, inputs });
+}
+
 function itemExtras(item: InferItem): Record<string, unknown> | null {
   const { rows: _rows, inputs: _inputs, ...extras } = item;
   for (const _ in extras) return extras;
@@ -202,7 +216,8 @@ export const inferCodec: BatchCodec<InferItem, InferResult> = {
             items.every((item) => isMoved(item)),
           );
     // A row count that is not the inputs' first dimension (a model without a batch dimension) goes as it is.
-    if (stacked === undefined || items.some((item, i) => item.rows !== stacked.rows[i])) return asItIs(items);
+    if (stacked === undefined || items.some((item, i) => item.rows !== stacked.rows[i]))
+      return asItIs(items.map(withOwnBuffers));
     const extras = items.map(itemExtras);
     const value: Packed = {
       stacked: {

@@ -91,10 +91,18 @@ export function ownsBuffer(data: Tensor['data']): boolean {
   return total === first.buffer.byteLength;
 }
 
-/** Whether every input tensor of `item` owns its buffer, so `move(item)` gives up nothing shared. */
+/**
+ * Whether `move(item)` gives up nothing shared: each numeric input spans its whole buffer (a small
+ * request's are views into Node's Buffer pool, and do not). BYTES elements are left out: the
+ * decoders pack them into a buffer of the tensor's own (packedBytes, bytesFromBinary: with their
+ * length prefixes, which `ownsBuffer` would not count as theirs).
+ */
 export function ownsInputBuffers(item: InferItem): boolean {
   const inputs = item.inputs;
-  for (const name in inputs) if (!ownsBuffer((inputs[name] as Tensor).data)) return false;
+  for (const name in inputs) {
+    const data = (inputs[name] as Tensor).data;
+    if (!Array.isArray(data) && !ownsBuffer(data)) return false;
+  }
   return true;
 }
 
