@@ -96,9 +96,9 @@ test("a BYTES element from a small binary request is no view of Node's pooled bo
     body: Buffer.concat([header, tensor]),
   });
   const result = (await response.json()) as { outputs: { data: number[] }[] };
-  // The tensor's own bytes (its length prefix included). Before: 8192, the whole pooled block the body was
-  // read into, other requests' bytes included.
-  expect(result.outputs[0]?.data).toEqual([tensor.length]);
+  // The element's own bytes, packed without their length prefixes. Before: 8192, the whole pooled block the
+  // body was read into, other requests' bytes included.
+  expect(result.outputs[0]?.data).toEqual([element.length]);
 });
 
 test('a legitimate BYTES batch of 64 x 4,096 strings is served over gRPC typed contents; past --max-bytes-elements a request is refused before parsing', async () => {

@@ -30,7 +30,7 @@ test('tensors of 4 KB and more own their buffer, and so does the item they are i
   const tensor = (data: Tensor['data']): Tensor => ({ datatype: 'FP32', shape: [1, data.length], data });
   expect(ownsInputBuffers({ rows: 1, inputs: { a: tensor(large) } })).toBe(true);
   expect(ownsInputBuffers({ rows: 1, inputs: { a: tensor(large), b: tensor(small) } })).toBe(false);
-  // BYTES elements are packed into a buffer of the tensor's own (with their length prefixes): they never hold a move back.
+  // BYTES elements are packed into a buffer holding them alone (no length prefixes): they own it.
   const text = bytesFromBinary(Buffer.from([2, 0, 0, 0, 104, 105]), 1, 't');
   expect(
     ownsInputBuffers({ rows: 1, inputs: { a: tensor(large), t: { datatype: 'BYTES', shape: [1], data: text } } }),

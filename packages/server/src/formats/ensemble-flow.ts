@@ -4,6 +4,7 @@ import type { ModelCalls } from '../model/model-calls.js';
 import type { TensorSpec } from '../model/signature.js';
 import {
   type BytesData,
+  copiedArray,
   type InferResult,
   ownsBuffer,
   packedBytes,
@@ -61,7 +62,9 @@ export function stepFailure(error: unknown, step: EnsembleStep, index: number): 
 
 /** A copy of `tensor` in buffers of its own. */
 function copied(tensor: Tensor): Tensor {
-  const data = Array.isArray(tensor.data) ? packedBytes(tensor.data as BytesData) : (tensor.data as TypedArray).slice();
+  const data = Array.isArray(tensor.data)
+    ? packedBytes(tensor.data as BytesData)
+    : copiedArray(tensor.data as TypedArray);
   return { datatype: tensor.datatype, shape: [...tensor.shape], data };
 }
 

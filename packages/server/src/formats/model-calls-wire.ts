@@ -1,6 +1,6 @@
 import { isSerializedError, type SerializedError } from 'batched-fn/adapter';
 import { isDatatype } from '../model/signature.js';
-import type { CallerMark, Tensor, TypedArray } from '../model/tensor.js';
+import { type CallerMark, copiedArray, ownsBuffer, type Tensor, type TypedArray } from '../model/tensor.js';
 
 /**
  * What crosses a JS model's `connectWorker` channel (core option): its `models.infer` and
@@ -183,7 +183,7 @@ export function ownedForTransfer(
   for (const [name, tensor] of Object.entries(tensors)) {
     let data = tensor.data;
     if (Array.isArray(data)) data = packOwned(data);
-    else if (data.buffer instanceof ArrayBuffer && (copy === 'always' || !wholeBuffer(data))) data = data.slice();
+    else if (data.buffer instanceof ArrayBuffer && (copy === 'always' || !ownsBuffer(data))) data = copiedArray(data);
     if (Array.isArray(data)) {
       const buffer = data[0]?.buffer;
       if (buffer instanceof ArrayBuffer) transfer.add(buffer);
@@ -191,10 +191,6 @@ export function ownedForTransfer(
     out[name] = { datatype: tensor.datatype, shape: tensor.shape, data };
   }
   return { tensors: out, transfer: [...transfer] };
-}
-
-function wholeBuffer(view: ArrayBufferView): boolean {
-  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength;
 }
 
 /** BYTES elements as views of one fresh buffer holding them alone. */

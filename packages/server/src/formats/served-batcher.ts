@@ -259,7 +259,8 @@ export function servedBatcher(
  */
 export function liveModel(fields: Omit<ServedModel, 'maxBatchSize'>, batched: boolean): ServedModel {
   const { batcher } = fields;
-  return Object.defineProperty({ ...fields }, 'maxBatchSize', {
+  // Its infer (servedBatcher's) moves only requests that own their buffers, and the codec copies the rest.
+  return Object.defineProperty({ ...fields, takesSharedViews: true }, 'maxBatchSize', {
     get: () => (batched ? batcher.settings.maxBatchSize : 0),
     enumerable: true,
   });

@@ -17,7 +17,7 @@
 import { type BatchCodec, isMoved, move, type PackedBatch, transferListFor } from 'batched-fn';
 import { COMPUTE_KEY } from './compute-timing.js';
 import type { InferItem, InferResult, Tensor, TypedArray } from './tensor.js';
-import { ARRAY_FOR, elementCount, ownsBuffer, ownsInputBuffers } from './tensor.js';
+import { ARRAY_FOR, copiedArray, elementCount, ownsInputBuffers, withOwnInputBuffers } from './tensor.js';
 import type { NumericDatatype } from './signature.js';
 
 /** One tensor per name holding every call's rows, in call order; `rows[i]` of them are call i's. */
@@ -159,11 +159,7 @@ const asItIs = (values: readonly unknown[]): PackedBatch => {
  */
 function withOwnBuffers(item: InferItem): InferItem {
   if (isMoved(item) || ownsInputBuffers(item)) return item;
-  const inputs: Record<string, Tensor> = {};
-  for (const [name, tensor] of Object.entries(item.inputs))
-    inputs[name] =
-      !isTypedArray(tensor.data) || ownsBuffer(tensor.data) ? tensor : { ...tensor, data: tensor.data.slice() };
-  return move({ ...item, inputs });
+  return move(withOwnInputBuffers(item));
 }
 
 function itemExtras(item: InferItem): Record<string, unknown> | null {
@@ -289,7 +285,7 @@ export function packStacked(rows: number[], tensors: Record<string, Tensor>, sta
 function ownBuffer(tensor: Tensor): Tensor {
   const data = tensor.data;
   if (!isTypedArray(data) || (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength)) return tensor;
-  return { ...tensor, data: data.slice() };
+  return { ...tensor, data: copiedArray(data) };
 }
 
 /** inferCodec, with each request's inputs in buffers of their own once in the worker (for JS models: see above). */

@@ -93,6 +93,13 @@ export interface ServedModel {
    * expired one until a request or a sweep frees it (its state is still held in its worker).
    */
   readonly sequences?: { readonly size: number };
+  /**
+   * True when `infer` may be given input tensors that are views into a buffer shared with other
+   * requests (a small request's, in Node's Buffer pool: protocol/tensor-data.ts), because it copies
+   * them before they leave the main thread, never writes through them and never hands their `.buffer`
+   * on. The models built on `servedBatcher` say so; any other model gets inputs in buffers of their own.
+   */
+  readonly takesSharedViews?: boolean;
   /** Runs one request; its rows count against the batch limit. */
   infer(
     item: InferItem,

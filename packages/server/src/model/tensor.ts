@@ -71,6 +71,17 @@ export interface InferItem {
   caller?: CallerMark;
 }
 
+/** The typed arrays' own `slice`, whatever subclass a view is. */
+const typedArraySlice = (Object.getPrototypeOf(Uint8Array.prototype) as { slice(this: TypedArray): TypedArray }).slice;
+
+/**
+ * A copy of `data` in a buffer of its own. Not `data.slice()`: on a Node Buffer (a Uint8Array that user
+ * code may answer or pass) that is a view of the same memory, often Node's shared pool.
+ */
+export function copiedArray<T extends TypedArray>(data: T): T {
+  return typedArraySlice.call(data) as T;
+}
+
 /**
  * Whether `data` is all its buffer holds: handing it to another thread, which may transfer the
  * buffer, takes nothing else. A request's small tensors are views into Node's shared Buffer pool
@@ -92,18 +103,26 @@ export function ownsBuffer(data: Tensor['data']): boolean {
 }
 
 /**
- * Whether `move(item)` gives up nothing shared: each numeric input spans its whole buffer (a small
- * request's are views into Node's Buffer pool, and do not). BYTES elements are left out: the
- * decoders pack them into a buffer of the tensor's own (packedBytes, bytesFromBinary: with their
- * length prefixes, which `ownsBuffer` would not count as theirs).
+ * Whether `move(item)` gives up nothing shared: each input fills its whole buffer (a small request's
+ * numeric tensors are views into Node's Buffer pool, and do not; the decoders pack BYTES elements
+ * into a buffer of their own).
  */
 export function ownsInputBuffers(item: InferItem): boolean {
   const inputs = item.inputs;
-  for (const name in inputs) {
-    const data = (inputs[name] as Tensor).data;
-    if (!Array.isArray(data) && !ownsBuffer(data)) return false;
-  }
+  for (const name in inputs) if (!ownsBuffer((inputs[name] as Tensor).data)) return false;
   return true;
+}
+
+/** `item`, or when some input is a view of a shared buffer, a copy of it whose inputs have buffers of their own. */
+export function withOwnInputBuffers(item: InferItem): InferItem {
+  if (ownsInputBuffers(item)) return item;
+  const inputs: Record<string, Tensor> = {};
+  for (const [name, tensor] of Object.entries(item.inputs)) {
+    const data = tensor.data;
+    if (ownsBuffer(data)) inputs[name] = tensor;
+    else inputs[name] = { ...tensor, data: Array.isArray(data) ? packedBytes(data) : copiedArray(data as TypedArray) };
+  }
+  return { ...item, inputs };
 }
 
 /**

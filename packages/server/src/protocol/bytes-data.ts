@@ -23,10 +23,10 @@ export function bytesFromJson(values: readonly unknown[], name: string): BytesDa
 /** Reads exactly `count` length-prefixed elements that fill `bytes`; every length is checked before it is used. */
 export function bytesFromBinary(bytes: Uint8Array, count: number, name: string): BytesData {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  // One copy of the whole region, and each element a view of it (see packedBytes). A copy, not
-  // `bytes.slice()`: on a Buffer that is a view of the body, whose pooled block holds other requests.
-  const copy = new Uint8Array(bytes);
-  const out: BytesData = [];
+  // The elements are found as views of the body, then packed into one buffer holding them alone
+  // (packedBytes): not the body's pooled block, which holds other requests, nor the length prefixes,
+  // so the tensor owns its buffer (`ownsBuffer`) and may be handed to a thread as it is.
+  const out: Uint8Array[] = [];
   let offset = 0;
   while (offset < bytes.length) {
     if (out.length === count) break;
@@ -38,7 +38,7 @@ export function bytesFromBinary(bytes: Uint8Array, count: number, name: string):
       throw invalidArgument(
         `Input \`${name}\`: BYTES element ${out.length} says ${length} bytes, but only ${bytes.length - offset} remain`,
       );
-    out.push(copy.subarray(offset, offset + length));
+    out.push(bytes.subarray(offset, offset + length));
     offset += length;
   }
   if (out.length !== count || offset !== bytes.length) {
@@ -46,7 +46,7 @@ export function bytesFromBinary(bytes: Uint8Array, count: number, name: string):
       `Input \`${name}\` has ${out.length} BYTES elements in ${offset} of ${bytes.length} bytes, but its shape needs ${count}`,
     );
   }
-  return out;
+  return packedBytes(out);
 }
 
 export const bytesToJson = (data: BytesData): string[] => data.map((element) => decoder.decode(element));

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { type BatchCompute, batchComputeOf } from '../model/compute-timing.js';
 import type { ServedModel } from '../model/served-model.js';
-import type { InferResult, Tensor } from '../model/tensor.js';
+import { type InferResult, type Tensor, withOwnInputBuffers } from '../model/tensor.js';
 import { servedVersions } from '../model/versions.js';
 import type { ModelEntry, ModelRegistry } from '../repository/registry.js';
 import { classify } from './classification.js';
@@ -226,7 +226,9 @@ export class InferenceFront {
       if (priority !== 0) options.priority = priority;
       if (decoded.priority !== undefined) options.level = decoded.priority;
       if (call.trace !== undefined) options.trace = call.trace;
-      const result = await m.infer(decoded.item, options);
+      // A small request's tensors are views into Node's Buffer pool: only a model that copies them gets them so.
+      const item = m.takesSharedViews === true ? decoded.item : withOwnInputBuffers(decoded.item);
+      const result = await m.infer(item, options);
       const compute = batchComputeOf(result);
       if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
       const answer = encode(m, decoded, classified(m, decoded, result));
