@@ -96,6 +96,24 @@ export async function handler(requests, { models }) {
 }
 `;
 
+/**
+ * Answers one array for two outputs, beside a BYTES output: the results cannot be stacked, so they cross as
+ * they are, and the clone keeps the two outputs one array on the main thread.
+ */
+const TWIN = `export const inputs = [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }];
+export const outputs = [
+  { name: 'a', datatype: 'FP32', shape: [-1, 4] },
+  { name: 'b', datatype: 'FP32', shape: [-1, 4] },
+  { name: 't', datatype: 'BYTES', shape: [-1, 1] },
+];
+export function handler(requests) {
+  return requests.map((r) => {
+    const same = Float32Array.from(r.inputs.x.data);
+    return { a: { data: same }, b: { data: same }, t: { data: Array(r.inputs.x.shape[0]).fill('t') } };
+  });
+}
+`;
+
 beforeAll(async () => {
   const repo = scratchDir('bfn-pooled-attack-');
   const put = (path: string, content: string): void => {
@@ -136,6 +154,30 @@ beforeAll(async () => {
       output: [{ name: 'behind', data_type: 'TYPE_INT32', dims: [1] }],
       ensemble_scheduling: {
         step: [{ model_name: 'probe', input_map: { x: 'x' }, output_map: { behind: 'behind' } }],
+      },
+    }),
+  );
+  put('twin/model.mjs', TWIN);
+  put('twin/config.json', config);
+  put('probe2/model.mjs', PROBE);
+  put('probe2/config.json', config);
+  // One array as two ensemble tensors, each read by one step of its own model.
+  put(
+    'twins/config.json',
+    JSON.stringify({
+      platform: 'ensemble',
+      max_batch_size: 16,
+      input: [{ name: 'x', data_type: 'TYPE_FP32', dims: [4] }],
+      output: [
+        { name: 'y1', data_type: 'TYPE_FP32', dims: [4] },
+        { name: 'y2', data_type: 'TYPE_FP32', dims: [4] },
+      ],
+      ensemble_scheduling: {
+        step: [
+          { model_name: 'twin', input_map: { x: 'x' }, output_map: { a: 'a', b: 'b', t: 't' } },
+          { model_name: 'probe', input_map: { x: 'a' }, output_map: { y: 'y1' } },
+          { model_name: 'probe2', input_map: { x: 'b' }, output_map: { y: 'y2' } },
+        ],
       },
     }),
   );
@@ -335,4 +377,13 @@ test('a custom in-process ServedModel (kservePlugin) sees only its request tenso
     await app.close();
     await batcher.close();
   }
+});
+
+// Two ensemble tensors that are one array (a step answered it for two outputs) each had one reader, so
+// each went to its step as it was: the first step's batch of one handed the buffer to its thread, and the
+// second step's input was then a detached array. ensemble-flow's take copies a buffer it already handed on.
+test('one array answered for two outputs reaches two steps: each step gets it whole', async () => {
+  const answer = await inferJson('twins', 1);
+  expect(answer.y1).toEqual(rowsOf(1));
+  expect(answer.y2).toEqual(rowsOf(1));
 });

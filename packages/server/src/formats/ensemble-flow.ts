@@ -118,12 +118,19 @@ export class EnsembleFlow {
   run(inputs: Readonly<Record<string, Tensor>>, context: FlowContext): Promise<InferResult> {
     const tensors = new Map<string, Tensor>(Object.entries(inputs));
     const left = new Map(this.#readers);
-    /** A reader's tensor: the last reader takes it as it is (if it owns its buffer), the others a copy. */
+    // Buffers already handed to a step as they were: two tensors may be one array (a model answered it for
+    // two outputs, and the clone kept them one), and the first step's call may transfer it.
+    const handed = new Set<ArrayBufferLike>();
+    /** A reader's tensor: the last reader takes it as it is (when it owns a buffer not handed on), others a copy. */
     const take = (name: string): Tensor => {
       const tensor = tensors.get(name) as Tensor;
       const remaining = (left.get(name) ?? 1) - 1;
       left.set(name, remaining);
-      return remaining === 0 && ownsBuffer(tensor.data) ? tensor : copied(tensor);
+      const buffer = Array.isArray(tensor.data) ? tensor.data[0]?.buffer : tensor.data.buffer;
+      if (remaining > 0 || !ownsBuffer(tensor.data) || (buffer !== undefined && handed.has(buffer)))
+        return copied(tensor);
+      if (buffer !== undefined) handed.add(buffer);
+      return tensor;
     };
     const abort = new AbortController();
     const chain = [...context.chain, context.ensemble];
