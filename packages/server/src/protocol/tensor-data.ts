@@ -195,18 +195,25 @@ export function tensorFromBinary(datatype: Datatype, bytes: Uint8Array): TypedAr
 }
 
 /**
+ * Tensors below this many bytes are decoded into Node's shared Buffer pool. Fixed here, not read from
+ * Buffer.poolSize (8 KB on Node 20 and 22, 64 KB on Node 24): a batch of one larger tensor keeps a buffer
+ * of its own, which crosses to the model's thread without a copy. (Past half the pool's size,
+ * `Buffer.allocUnsafe` gives a buffer of its own anyway.)
+ */
+const POOLED_BELOW_BYTES = 4096;
+
+/**
  * The array a request's tensor is decoded into, which the caller fills to the last element. A small
- * one (under half of Buffer.poolSize, 4 KB) is a view into Node's shared Buffer pool, not a buffer
- * of its own: allocating and zeroing a buffer for each request cost the main thread about 0.8 µs for
- * 1 KB, ten times the pool's price. Such a view does not own its buffer (`ownsBuffer`), so nothing
- * transfers it: served-batcher.ts moves only requests whose tensors own theirs, and the codec
- * copies the rest when it stacks a batch, as it did before. Larger tensors get a buffer each,
- * which a batch of one hands to its thread without a copy.
+ * one (under POOLED_BELOW_BYTES) is a view into Node's shared Buffer pool, not a buffer of its own:
+ * allocating and zeroing a buffer for each request cost the main thread about 0.8 µs for 1 KB, several
+ * times the pool's price. Such a view does not own its buffer (`ownsBuffer`), so nothing transfers it:
+ * served-batcher.ts moves only requests whose tensors own theirs, and the codec copies the rest, as it
+ * did before. Larger tensors get a buffer each, which a batch of one hands to its thread without a copy.
  */
 function decodedArray(datatype: Datatype, length: number): TypedArray {
   const Elements = ARRAY_FOR[datatype];
   const bytes = length * Elements.BYTES_PER_ELEMENT;
-  if (bytes >= Buffer.poolSize >>> 1) return new Elements(length);
+  if (bytes >= POOLED_BELOW_BYTES) return new Elements(length);
   // The pool hands out offsets aligned to 8 bytes, which every element size here divides.
   const pooled = Buffer.allocUnsafe(bytes);
   return new (Elements as unknown as new (buffer: ArrayBufferLike, offset: number, length: number) => TypedArray)(
