@@ -181,6 +181,25 @@ beforeAll(async () => {
       },
     }),
   );
+  // One array as an ensemble output and as another step's input.
+  put(
+    'twinout/config.json',
+    JSON.stringify({
+      platform: 'ensemble',
+      max_batch_size: 16,
+      input: [{ name: 'x', data_type: 'TYPE_FP32', dims: [4] }],
+      output: [
+        { name: 'a', data_type: 'TYPE_FP32', dims: [4] },
+        { name: 'y2', data_type: 'TYPE_FP32', dims: [4] },
+      ],
+      ensemble_scheduling: {
+        step: [
+          { model_name: 'twin', input_map: { x: 'x' }, output_map: { a: 'a', b: 'b', t: 't' } },
+          { model_name: 'probe2', input_map: { x: 'b' }, output_map: { y: 'y2' } },
+        ],
+      },
+    }),
+  );
   server = await startServer({
     modelRepository: repo,
     modelControl: 'explicit',
@@ -385,5 +404,13 @@ test('a custom in-process ServedModel (kservePlugin) sees only its request tenso
 test('one array answered for two outputs reaches two steps: each step gets it whole', async () => {
   const answer = await inferJson('twins', 1);
   expect(answer.y1).toEqual(rowsOf(1));
+  expect(answer.y2).toEqual(rowsOf(1));
+});
+
+// The same, with one of the two tensors an ensemble output: the answer reads it after the steps, so the step
+// reading the other one may not take their shared buffer as it is.
+test('one array answered as an ensemble output and as a step input: the answer gets it whole', async () => {
+  const answer = await inferJson('twinout', 1);
+  expect(answer.a).toEqual(rowsOf(1));
   expect(answer.y2).toEqual(rowsOf(1));
 });

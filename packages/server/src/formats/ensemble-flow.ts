@@ -60,6 +60,10 @@ export function stepFailure(error: unknown, step: EnsembleStep, index: number): 
   return copy as Error;
 }
 
+/** The buffer behind a tensor's data (a BYTES tensor's: its first element's), or undefined for no elements. */
+const bufferOf = (data: Tensor['data']): ArrayBufferLike | undefined =>
+  Array.isArray(data) ? data[0]?.buffer : (data as TypedArray).buffer;
+
 /** A copy of `tensor` in buffers of its own. */
 function copied(tensor: Tensor): Tensor {
   const data = Array.isArray(tensor.data)
@@ -119,16 +123,22 @@ export class EnsembleFlow {
     const tensors = new Map<string, Tensor>(Object.entries(inputs));
     const left = new Map(this.#readers);
     // Buffers already handed to a step as they were: two tensors may be one array (a model answered it for
-    // two outputs, and the clone kept them one), and the first step's call may transfer it.
+    // two outputs, and the clone kept them one), and the first step's call may transfer it. The same goes
+    // for a buffer that an ensemble output holds: the answer reads it after the steps.
     const handed = new Set<ArrayBufferLike>();
-    /** A reader's tensor: the last reader takes it as it is (when it owns a buffer not handed on), others a copy. */
+    const answers = (buffer: ArrayBufferLike): boolean =>
+      this.#outputs.some((spec) => {
+        const output = tensors.get(spec.name);
+        return output !== undefined && bufferOf(output.data) === buffer;
+      });
+    /** A reader's tensor: the last reader takes it as it is (if it owns a buffer none else holds), others a copy. */
     const take = (name: string): Tensor => {
       const tensor = tensors.get(name) as Tensor;
       const remaining = (left.get(name) ?? 1) - 1;
       left.set(name, remaining);
-      const buffer = Array.isArray(tensor.data) ? tensor.data[0]?.buffer : tensor.data.buffer;
-      if (remaining > 0 || !ownsBuffer(tensor.data) || (buffer !== undefined && handed.has(buffer)))
-        return copied(tensor);
+      const buffer = bufferOf(tensor.data);
+      if (remaining > 0 || !ownsBuffer(tensor.data)) return copied(tensor);
+      if (buffer !== undefined && (handed.has(buffer) || answers(buffer))) return copied(tensor);
       if (buffer !== undefined) handed.add(buffer);
       return tensor;
     };
