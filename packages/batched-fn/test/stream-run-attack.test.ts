@@ -467,3 +467,35 @@ test('attack (worker): random schedules with hung starts and steps: each stream 
     { numRuns: Number(process.env.FC_RUNS_HANG ?? 12) },
   );
 }, 120_000);
+
+// The property above found it (Node 24, about 1 run in 2): a stream cancelled after its first value,
+// while its thread ran ahead into a step that never returns. The group ended at the next step boundary
+// (its only stream had left) and stopped its watchdog, so nothing bounded that step: the thread kept the
+// cancelled stream's state, and, handling messages in order, answered no one after it.
+test('a stream cancelled while its thread runs into a step that never returns: the thread is let go at batchTimeout', async () => {
+  const generate = batchedStream<Plan, unknown, string>({
+    worker: scripted,
+    maxBatchSize: 1,
+    concurrency: 1,
+    maxDelay: 0,
+    batchTimeout: 100,
+  });
+  const abort = new AbortController();
+  const values: string[] = [];
+  await expect(
+    (async () => {
+      for await (const value of generate({ id: 0, length: 5, hangAt: 2 }, { signal: abort.signal })) {
+        values.push(value);
+        abort.abort(new Error('aborted'));
+      }
+    })(),
+  ).rejects.toThrow('aborted');
+  expect(values).toEqual(['0:0']);
+  // Wide margin for a loaded machine: the thread is replaced 100 ms after the group ended.
+  await vi.waitFor(() => expect(generate.stats.workerStates).toBe(0), { timeout: 5_000 });
+  // The slot serves again: a new stream runs to its end.
+  const again: string[] = [];
+  for await (const value of generate({ id: 1, length: 2 })) again.push(value);
+  expect(again).toEqual(['1:0', '1:1']);
+  await generate.close();
+});

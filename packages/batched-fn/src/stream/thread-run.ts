@@ -54,6 +54,8 @@ export class ThreadRun<I, S, T> {
   /** What the thread was last told: pause after a step in which a stream ended (someone waits to join). */
   #joins = false;
   #watchdog: ReturnType<typeof setTimeout> | undefined = undefined;
+  /** Settles when the thread has answered the run's stop (or the run failed). */
+  #ended: Promise<unknown> | undefined = undefined;
   #over = false;
 
   constructor(host: RunHost<I, S, T>, lease: WorkerLease) {
@@ -73,6 +75,7 @@ export class ThreadRun<I, S, T> {
     this.#joins = this.#wantsJoins();
     const { id, ended } = this.#lease.run(STEPS_AHEAD, this.#joins, (step) => this.#stepped(step));
     this.#run = id;
+    this.#ended = ended;
     this.#granted = STEPS_AHEAD;
     // The run is answered only after this side stopped it: an answer before is not the thread's
     // (user code can post on its port) and leaves no way to hear the run's steps.
@@ -286,6 +289,32 @@ export class ThreadRun<I, S, T> {
     if (this.#watchdog !== undefined) clearTimeout(this.#watchdog);
     this.#watchdog = undefined;
     this.#lease.stop(this.#run);
+    this.#boundStop();
     this.#host.over();
+  }
+
+  /**
+   * The thread answers the stop once the step it may still be in has returned (it handles messages
+   * in order). That answer, too, must come within `batchTimeout`: a step that never returns would
+   * otherwise keep the states of streams already cancelled, and the thread would serve no one.
+   */
+  #boundStop(): void {
+    const limit = this.#host.batchTimeout;
+    const ended = this.#ended;
+    if (limit === undefined || ended === undefined) return;
+    const lease = this.#lease;
+    let answered = false;
+    const timer = setTimeout(() => {
+      // As the watchdog: decided once the port has been read, in case this thread was held past the limit.
+      setImmediate(() => {
+        if (!answered) lease.abandon(new BatchTimeoutError(limit));
+      });
+    }, limit);
+    timer.unref();
+    const settle = (): void => {
+      answered = true;
+      clearTimeout(timer);
+    };
+    ended.then(settle, settle);
   }
 }
