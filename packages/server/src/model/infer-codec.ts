@@ -17,7 +17,7 @@
 import { type BatchCodec, isMoved, move, type PackedBatch, transferListFor } from 'batched-fn';
 import { COMPUTE_KEY } from './compute-timing.js';
 import type { InferItem, InferResult, Tensor, TypedArray } from './tensor.js';
-import { ARRAY_FOR, copiedArray, elementCount, ownsInputBuffers, withOwnInputBuffers } from './tensor.js';
+import { ARRAY_FOR, copiedArray, elementCount, ownsBuffer, withOwnInputBuffers } from './tensor.js';
 import type { NumericDatatype } from './signature.js';
 
 /** One tensor per name holding every call's rows, in call order; `rows[i]` of them are call i's. */
@@ -158,8 +158,9 @@ const asItIs = (values: readonly unknown[]): PackedBatch => {
  * buffer would cross, other requests' bytes with it. The copies are the batch's own, so they move.
  */
 function withOwnBuffers(item: InferItem): InferItem {
-  if (isMoved(item) || ownsInputBuffers(item)) return item;
-  return move(withOwnInputBuffers(item));
+  if (isMoved(item)) return item;
+  const own = withOwnInputBuffers(item);
+  return own === item ? item : move(own);
 }
 
 function itemExtras(item: InferItem): Record<string, unknown> | null {
@@ -284,7 +285,7 @@ export function packStacked(rows: number[], tensors: Record<string, Tensor>, sta
 /** Each typed array that is a part of a larger buffer, copied into its own. */
 function ownBuffer(tensor: Tensor): Tensor {
   const data = tensor.data;
-  if (!isTypedArray(data) || (data.byteOffset === 0 && data.byteLength === data.buffer.byteLength)) return tensor;
+  if (!isTypedArray(data) || ownsBuffer(data)) return tensor;
   return { ...tensor, data: copiedArray(data) };
 }
 
