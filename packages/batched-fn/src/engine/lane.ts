@@ -55,7 +55,7 @@ export class Lane<I, O> implements LaneView {
     if (priority === this.#lastPriority) return this.#lastQueue as CallQueue<I, O, QueuedHandle<O>>;
     let entry = this.#queues.find((q) => q.priority === priority);
     if (entry === undefined) {
-      entry = { priority, queue: new CallQueue<I, O, QueuedHandle<O>>(priority === 0 ? 256 : 16) };
+      entry = { priority, queue: new CallQueue<I, O, QueuedHandle<O>>(this.#limits) };
       this.#queues.push(entry);
       this.#queues.sort((x, y) => y.priority - x.priority);
     }

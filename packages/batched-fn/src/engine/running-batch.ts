@@ -27,8 +27,8 @@ class InBatch<I, O> implements CallPlace<Resolve<O>> {
  * destroyed; whoever settles the batch skips empty slots.
  */
 export class RunningBatch<I, O> implements BatchBuilder<I, O, QueuedHandle<O>> {
-  readonly inputs: I[] = [];
-  readonly resolvers: (Resolve<O> | undefined)[] = [];
+  #inputs: I[] = [];
+  #resolvers: (Resolve<O> | undefined)[] = [];
   /** Why it left the queue; 'join' for sequences joining a running stream group at a step boundary. */
   readonly reason: DispatchReason | 'join';
   readonly started: number;
@@ -51,6 +51,21 @@ export class RunningBatch<I, O> implements BatchBuilder<I, O, QueuedHandle<O>> {
   constructor(reason: DispatchReason | 'join', started: number) {
     this.reason = reason;
     this.started = started;
+  }
+
+  /** Its callers' inputs, in order (the queue appends to it, or hands over a whole chunk). */
+  get inputs(): I[] {
+    return this.#inputs;
+  }
+
+  /** What settles each caller, by index; an empty slot is a caller already released. */
+  get resolvers(): (Resolve<O> | undefined)[] {
+    return this.#resolvers;
+  }
+
+  adopt(inputs: I[], resolvers: Resolve<O>[]): void {
+    this.#inputs = inputs;
+    this.#resolvers = resolvers;
   }
 
   get rows(): number {
