@@ -34,7 +34,7 @@ import { guardedService, hookStreams, RefusedRequest } from './guards.js';
 import { extensionHandlers } from './extensions.js';
 import { versionsServed } from '../model/versions.js';
 import { MODEL_ATTRIBUTE, type TraceSwitch } from '../protocol/trace-switch.js';
-import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type TracerLike } from '../otel/types.js';
+import { endRequestSpan, type ExtractParent, SPAN_KIND_SERVER, type SpanLike, type TracerLike } from '../otel/types.js';
 
 /** The answer of an inference, from what it decoded and the model's result (one function, not a closure a call). */
 const encodeAnswer = (m: ServedModel, decoded: DecodedRequest, result: InferResult): GrpcInferResponse =>
@@ -135,34 +135,44 @@ export function inferenceService(
   // Each call's AbortController is reused after it succeeded (abort-pool.ts): making one is a tenth of a tiny call.
   const signals = new AbortPool();
 
-  /** One inference, for ModelInfer and for each request of a ModelStreamInfer stream. */
-  async function inferOnce(
+  /** A request's span ends with the gRPC status its error is answered with. */
+  const endSpanFailed = (span: SpanLike, error: unknown): void => {
+    const { code, details } = grpcStatusFor(error);
+    endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
+  };
+
+  /**
+   * One inference, for ModelInfer and for each request of a ModelStreamInfer stream. Not an async
+   * function: a request waits for its batch behind promise reactions, not in suspended frames.
+   */
+  function inferOnce(
     method: 'ModelInfer' | 'ModelStreamInfer',
     request: GrpcInferRequest,
     call: { signal: AbortSignal; deadline: number | undefined; metadata: Metadata },
   ): Promise<GrpcInferResponse> {
-    // A client's traceparent arrives as call metadata: the server span continues its trace.
-    // The model's name from the start: the trace settings sample per model (otel/trace-switch.ts).
-    // Without --otel none of this is built.
-    const span =
-      telemetry === undefined
-        ? undefined
-        : telemetry.tracer.startSpan(
-            `inference.GRPCInferenceService/${method}`,
-            {
-              kind: SPAN_KIND_SERVER,
-              attributes: {
-                'rpc.system': 'grpc',
-                'rpc.service': 'inference.GRPCInferenceService',
-                'rpc.method': method,
-                [MODEL_ATTRIBUTE]: request.model_name ?? '',
-              },
-            },
-            telemetry.extract(call.metadata.getMap()),
-          );
+    let span: SpanLike | undefined;
     try {
+      // A client's traceparent arrives as call metadata: the server span continues its trace.
+      // The model's name from the start: the trace settings sample per model (otel/trace-switch.ts).
+      // Without --otel none of this is built.
+      span =
+        telemetry === undefined
+          ? undefined
+          : telemetry.tracer.startSpan(
+              `inference.GRPCInferenceService/${method}`,
+              {
+                kind: SPAN_KIND_SERVER,
+                attributes: {
+                  'rpc.system': 'grpc',
+                  'rpc.service': 'inference.GRPCInferenceService',
+                  'rpc.method': method,
+                  [MODEL_ATTRIBUTE]: request.model_name ?? '',
+                },
+              },
+              telemetry.extract(call.metadata.getMap()),
+            );
       if (draining()) throw new ProtocolError('unavailable', 'Server is shutting down', { retryAfter: 1 });
-      const answer = await front.infer(
+      const answer = front.infer(
         {
           protocol: 'grpc',
           name: request.model_name ?? '',
@@ -174,14 +184,21 @@ export function inferenceService(
         },
         encodeAnswer,
       );
-      if (span !== undefined) endRequestSpan(span, false, { 'rpc.grpc.status_code': 0 });
-      return answer;
+      if (span === undefined) return answer;
+      const traced = span;
+      return answer.then(
+        (response) => {
+          endRequestSpan(traced, false, { 'rpc.grpc.status_code': 0 });
+          return response;
+        },
+        (error: unknown) => {
+          endSpanFailed(traced, error);
+          throw error;
+        },
+      );
     } catch (error) {
-      if (span !== undefined) {
-        const { code, details } = grpcStatusFor(error);
-        endRequestSpan(span, SERVER_FAULTS.has(code), { 'rpc.grpc.status_code': code }, details);
-      }
-      throw error;
+      if (span !== undefined) endSpanFailed(span, error);
+      return Promise.reject(error);
     }
   }
 
@@ -206,7 +223,7 @@ export function inferenceService(
       await actions.unload(request.model_name);
       return {};
     }),
-    ModelInfer: unary(async (request: GrpcInferRequest, call) => {
+    ModelInfer: unary((request: GrpcInferRequest, call) => {
       tracker.begin();
       const deadline = remainingMs(call.getDeadline());
       // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
@@ -220,19 +237,21 @@ export function inferenceService(
         );
       };
       call.once('cancelled', onCancelled);
-      let answer: GrpcInferResponse;
-      try {
-        answer = await inferOnce('ModelInfer', request, {
-          signal: controller.signal,
-          deadline,
-          metadata: call.metadata,
-        });
-      } finally {
+      const over = (): void => {
         call.off('cancelled', onCancelled);
         tracker.end();
-      }
-      signals.give(controller);
-      return answer;
+      };
+      return inferOnce('ModelInfer', request, { signal: controller.signal, deadline, metadata: call.metadata }).then(
+        (answer) => {
+          over();
+          signals.give(controller);
+          return answer;
+        },
+        (error: unknown) => {
+          over();
+          throw error;
+        },
+      );
     }),
     ModelStreamInfer: modelStreamInfer(
       {

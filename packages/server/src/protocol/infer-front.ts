@@ -190,20 +190,42 @@ export class InferenceFront {
    * (schedule-policy.ts), answer any classification asked, encode. Counted in the metrics under
    * the model's name (or UNKNOWN_MODEL_LABEL) and the protocol, with its HTTP status.
    */
-  async infer<T>(
+  infer<T>(
     call: InferCall,
     encode: (model: ServedModel, decoded: DecodedRequest, result: InferResult) => T,
   ): Promise<T> {
     const started = performance.now();
-    // Known models (even unavailable ones) are counted under their name; anything else under one label.
-    const label = this.registry.get(call.name)?.name ?? UNKNOWN_MODEL_LABEL;
     const metrics = this.#options.metrics;
-    const span = call.trace as { setAttributes?: (attributes: Record<string, string>) => unknown } | undefined;
-    if (typeof span?.setAttributes === 'function')
-      span.setAttributes({ 'batched_fn.model': label, 'batched_fn.protocol': call.protocol });
+    // Known models (even unavailable ones) are counted under their name; anything else under one label.
+    let label = UNKNOWN_MODEL_LABEL;
     // The version that took the request, for its failures' statistics (none: the request never reached one).
     let served: ServedModel | undefined;
+    const count = (error: unknown): void =>
+      metrics?.request(
+        label,
+        this.#options.statusOf(error),
+        (performance.now() - started) / 1000,
+        call.protocol,
+        served?.version,
+      );
+    const failed = (error: unknown): never => {
+      count(error);
+      throw error;
+    };
+    const answered = (answer: () => T): T => {
+      try {
+        return answer();
+      } catch (error) {
+        return failed(error);
+      }
+    };
+    // Not an async function: a request waits for its batch behind one promise reaction, rather than
+    // in a suspended frame of its own that every pending request kept alive through the wait.
     try {
+      label = this.registry.get(call.name)?.name ?? UNKNOWN_MODEL_LABEL;
+      const span = call.trace as { setAttributes?: (attributes: Record<string, string>) => unknown } | undefined;
+      if (typeof span?.setAttributes === 'function')
+        span.setAttributes({ 'batched_fn.model': label, 'batched_fn.protocol': call.protocol });
       const m = this.serving(call.name, call.version);
       served = m;
       // A generator answers many responses per request: Triton's words for its decoupled models.
@@ -228,21 +250,21 @@ export class InferenceFront {
       if (call.trace !== undefined) options.trace = call.trace;
       // A small request's tensors are views into Node's Buffer pool: only a model that copies them gets them so.
       const item = m.takesSharedViews === true ? decoded.item : withOwnInputBuffers(decoded.item);
-      const result = await m.infer(item, options);
-      const compute = batchComputeOf(result);
-      if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
-      const answer = encode(m, decoded, classified(m, decoded, result));
-      metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol, m.version);
-      return answer;
-    } catch (error) {
-      metrics?.request(
-        label,
-        this.#options.statusOf(error),
-        (performance.now() - started) / 1000,
-        call.protocol,
-        served?.version,
+      // A model of the caller's own (kservePlugin) may answer with any thenable, as `await` took.
+      return Promise.resolve(m.infer(item, options)).then(
+        (result) =>
+          answered(() => {
+            const compute = batchComputeOf(result);
+            if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
+            const answer = encode(m, decoded, classified(m, decoded, result));
+            metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol, m.version);
+            return answer;
+          }),
+        failed,
       );
-      throw error;
+    } catch (error) {
+      count(error);
+      return Promise.reject(error);
     }
   }
 }

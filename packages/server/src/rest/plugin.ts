@@ -192,19 +192,19 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
 
   // Each call's AbortController is reused after it succeeded (abort-pool.ts): making one is a tenth of a tiny request.
   const signals = new AbortPool();
-  const infer = async (
+  // Not an async function: a request waits for its batch behind one promise reaction (see InferenceFront.infer).
+  const infer = (
     request: FastifyRequest<{ Params: { name: string; version?: string } }>,
     reply: FastifyReply,
-  ): Promise<void> => {
+  ): Promise<Buffer | string> => {
     // A client that hangs up releases its place in the queue (or its slot in a running batch).
     const controller = signals.take();
     const onClose = (): void => {
       if (!reply.raw.writableFinished) controller.abort(new ProtocolError('cancelled', 'Client closed the connection'));
     };
     reply.raw.once('close', onClose);
-    let response: EncodedResponse;
-    try {
-      response = await front.infer(
+    return front
+      .infer(
         {
           protocol: 'rest',
           name: request.params.name,
@@ -222,12 +222,20 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
           },
         },
         encodeAnswer,
+      )
+      .then(
+        (response) => {
+          reply.raw.off('close', onClose);
+          signals.give(controller);
+          // fastify sends what the handler's promise resolves to.
+          reply.headers(response.headers);
+          return response.body;
+        },
+        (error: unknown) => {
+          reply.raw.off('close', onClose);
+          throw error;
+        },
       );
-    } finally {
-      reply.raw.off('close', onClose);
-    }
-    signals.give(controller);
-    await reply.headers(response.headers).send(response.body);
   };
   app.post<{ Params: { name: string } }>('/v2/models/:name/infer', infer);
   app.post<{ Params: { name: string; version: string } }>('/v2/models/:name/versions/:version/infer', infer);
