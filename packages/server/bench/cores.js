@@ -10,7 +10,8 @@
 // ratio, served rows/s, mean batch (the statistics extension's inference_count / execution_count) and
 // how busy the sessions were (its compute_infer time over the wall time, per session).
 //
-// BENCH_SPLITS (1x2,2x1,1x1,2x2: workers x threads), BENCH_ROUNDS (5), BENCH_SECONDS (2), BENCH_CLIENTS (64).
+// BENCH_SPLITS (1x2,2x1,1x1,2x2: workers x threads), BENCH_ROUNDS (5), BENCH_SECONDS (2), BENCH_CLIENTS (64),
+// BENCH_SERVE_ARGS (more `serve` flags for every server, split on spaces: `--max-delay 2`).
 // Run it under `flock /tmp/bfn-bench.lock` where other benchmarks share the machine; it needs wrk
 // (scripts/install-test-deps.sh).
 import { execFileSync, spawn } from 'node:child_process';
@@ -104,6 +105,7 @@ try {
       '--no-grpc',
       '--dashboard',
       'off',
+      ...(process.env.BENCH_SERVE_ARGS ?? '').split(' ').filter((arg) => arg !== ''),
     ];
     const child = spawn(process.execPath, [BIN, ...args, '--workers', String(workers), '--threads', String(threads)], {
       stdio: 'ignore',
