@@ -66,6 +66,10 @@ export async function createRemoteModel(options: RemoteModelOptions): Promise<Se
       ? { maxBatchSize: published }
       : {}),
     batcher,
+    // A request's small tensors may be views into Node's Buffer pool: the frontend serializes each
+    // call as it is made (v8.serialize writes a view's own bytes, never its whole buffer), so they
+    // need no copy of their own first.
+    takesSharedViews: true,
     // A remote worker's results carry its compute stamp (compute-timing.ts); its clock is not ours.
     infer: (item, callOptions) => batcher(item, callOptions).then(stripStamp),
   };
