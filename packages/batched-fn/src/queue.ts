@@ -39,6 +39,13 @@ const MAX_CHUNK = 4096;
  */
 const MIN_CHUNK = 64;
 
+/**
+ * Slots a new chunk's arrays start with. A chunk for a large batch grows past it as calls come:
+ * every `batchKey` lane and priority has chunks of its own, and a key is often the client's to
+ * choose (a request's shape), so one waiting call must not reserve a whole batch of slots.
+ */
+const FIRST_SLOTS = 64;
+
 /** How many calls a new chunk holds: one batch's worth, so that a full batch is one whole chunk. */
 function chunkCapacity(maxBatchSize: number): number {
   return Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, Math.ceil(maxBatchSize)));
@@ -51,7 +58,7 @@ function chunkCapacity(maxBatchSize: number): number {
 class Chunk<I, O, H> {
   readonly start: number;
   readonly capacity: number;
-  /** `capacity` slots from the start, so that filling them never regrows them; the first `length` are used. */
+  /** The first `length` slots are used. Made with FIRST_SLOTS slots, so that most chunks never regrow them. */
   readonly inputs: (I | undefined)[];
   /** An empty slot is a call that left (removed, or taken into a batch). */
   readonly resolvers: (Resolve<O> | undefined)[];
@@ -64,7 +71,9 @@ class Chunk<I, O, H> {
    */
   readonly arrivals: number[];
   readonly runStarts: number[];
-  rows: Float64Array | undefined = undefined;
+  /** Each call's rows, once a call here has other than 1 (then written for every later call too). */
+  rows: number[] | undefined = undefined;
+  /** Each call's handle, once a call here has one (then written for every later call too, so it has no gaps). */
   handles: (H | undefined)[] | undefined = undefined;
   /** Slots emptied by `remove`: tombstones the pump skips. */
   removed = 0;
@@ -73,8 +82,9 @@ class Chunk<I, O, H> {
   constructor(start: number, capacity: number, arrival: number) {
     this.start = start;
     this.capacity = capacity;
-    this.inputs = new Array<I | undefined>(capacity);
-    this.resolvers = new Array<Resolve<O> | undefined>(capacity);
+    const slots = Math.min(capacity, FIRST_SLOTS);
+    this.inputs = new Array<I | undefined>(slots);
+    this.resolvers = new Array<Resolve<O> | undefined>(slots);
     this.arrivals = [arrival];
     this.runStarts = [0];
   }
@@ -127,12 +137,12 @@ class Chunk<I, O, H> {
   }
 
   setRows(index: number, rows: number): void {
-    this.rows ??= new Float64Array(this.capacity).fill(1);
+    this.rows ??= new Array<number>(index).fill(1);
     this.rows[index] = rows;
   }
 
-  setHandle(index: number, handle: H): void {
-    this.handles ??= new Array<H | undefined>(this.capacity);
+  setHandle(index: number, handle: H | undefined): void {
+    this.handles ??= new Array<H | undefined>(index);
     this.handles[index] = handle;
   }
 
@@ -187,8 +197,8 @@ export class CallQueue<I, O, H = unknown> {
     let chunk = this.#last;
     if (chunk === undefined || chunk.length === chunk.capacity) chunk = this.#open(arrival);
     const index = chunk.add(input, resolve, arrival);
-    if (rows !== 1) chunk.setRows(index, rows);
-    if (handle !== undefined) chunk.setHandle(index, handle);
+    if (rows !== 1 || chunk.rows !== undefined) chunk.setRows(index, rows);
+    if (handle !== undefined || chunk.handles !== undefined) chunk.setHandle(index, handle);
     return this.#tail++;
   }
 
@@ -312,8 +322,8 @@ export class CallQueue<I, O, H = unknown> {
           totalWait += wait * count;
         }
         rows += end;
-        // The arrays are the batch's now: the chunk takes no more calls.
-        if (chunk === this.#last) this.#last = undefined;
+        // The arrays are the batch's now. Had this chunk been the last, the queue is empty and
+        // #advance drops it: the next call opens a new one.
         this.#advance(chunk, end);
         if (rows === maxRows) blocked = this.#head < this.#tail;
         continue;

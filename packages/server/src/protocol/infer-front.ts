@@ -250,9 +250,11 @@ export class InferenceFront {
       if (call.trace !== undefined) options.trace = call.trace;
       // A small request's tensors are views into Node's Buffer pool: only a model that copies them gets them so.
       const item = m.takesSharedViews === true ? decoded.item : withOwnInputBuffers(decoded.item);
-      // A model of the caller's own (kservePlugin) may answer with any thenable, as `await` took.
-      return Promise.resolve(m.infer(item, options)).then(
-        (result) =>
+      // A model of the caller's own (kservePlugin) may answer with any thenable, as `await` took it;
+      // a native promise is read as `await` reads it, never through a `then` of its own.
+      return promiseThen.call(
+        Promise.resolve(m.infer(item, options)),
+        (result: InferResult) =>
           answered(() => {
             const compute = batchComputeOf(result);
             if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
@@ -261,13 +263,16 @@ export class InferenceFront {
             return answer;
           }),
         failed,
-      );
+      ) as Promise<T>;
     } catch (error) {
       count(error);
       return Promise.reject(error);
     }
   }
 }
+
+/** Taken once, as the core's Settle does: a promise whose own `then` was replaced cannot change how it is read. */
+const promiseThen = Promise.prototype.then;
 
 /** The lower of two deadlines in ms, either of which may be unset. */
 const tightest = (a: number | undefined, b: number | undefined): number | undefined =>
