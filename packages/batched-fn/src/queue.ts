@@ -46,6 +46,16 @@ const MIN_CHUNK = 64;
  */
 const FIRST_SLOTS = 64;
 
+/** The last index from `lo` to `hi` whose key (ascending in the index) is at most `key`; `lo` when none is. */
+function lastAtMost(lo: number, hi: number, key: number, keyAt: (index: number) => number): number {
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >>> 1;
+    if (keyAt(mid) <= key) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 /** How many calls a new chunk holds: one batch's worth, so that a full batch is one whole chunk. */
 function chunkCapacity(maxBatchSize: number): number {
   return Math.min(MAX_CHUNK, Math.max(MIN_CHUNK, Math.ceil(maxBatchSize)));
@@ -89,11 +99,11 @@ class Chunk<I, O, H> {
     this.runStarts = [0];
   }
 
-  /** Hands the used slots over as a batch's arrays: the chunk is done with them. */
-  release(): { inputs: I[]; resolvers: Resolve<O>[] } {
+  /** Hands the used slots over to `batch` as its arrays: the chunk is done with them. */
+  handOver(batch: BatchBuilder<I, O, H>): void {
     this.inputs.length = this.length;
     this.resolvers.length = this.length;
-    return { inputs: this.inputs as I[], resolvers: this.resolvers as Resolve<O>[] };
+    batch.adopt(this.inputs as I[], this.resolvers as Resolve<O>[]);
   }
 
   /** Every call here is live, has 1 row and no handle: the chunk can be handed over whole. */
@@ -117,14 +127,7 @@ class Chunk<I, O, H> {
   /** The run holding slot `index`. */
   runOf(index: number): number {
     const starts = this.runStarts;
-    let lo = 0;
-    let hi = starts.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if ((starts[mid] as number) <= index) lo = mid;
-      else hi = mid - 1;
-    }
-    return lo;
+    return lastAtMost(0, starts.length - 1, index, (run) => starts[run] as number);
   }
 
   /** Where the run after `run` starts: the chunk's length for its last run. */
@@ -215,14 +218,7 @@ export class CallQueue<I, O, H = unknown> {
     const last = this.#last;
     if (last !== undefined && seq >= last.start) return last;
     const chunks = this.#chunks;
-    let lo = this.#first;
-    let hi = chunks.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >>> 1;
-      if ((chunks[mid] as Chunk<I, O, H>).start <= seq) lo = mid;
-      else hi = mid - 1;
-    }
-    return chunks[lo];
+    return chunks[lastAtMost(this.#first, chunks.length - 1, seq, (i) => (chunks[i] as Chunk<I, O, H>).start)];
   }
 
   /** True while `seq` is queued and not removed. */
@@ -234,7 +230,7 @@ export class CallQueue<I, O, H = unknown> {
   /** Drops tombstones at the head; returns false when nothing live remains. */
   skipRemoved(): boolean {
     while (this.#head < this.#tail) {
-      const chunk = this.#chunks[this.#first] as Chunk<I, O, H>;
+      const chunk = this.#headChunk();
       const index = this.#head - chunk.start;
       if (chunk.resolvers[index] !== undefined) return true;
       chunk.clear(index);
@@ -311,8 +307,7 @@ export class CallQueue<I, O, H = unknown> {
       const from = this.#head - chunk.start;
       const end = chunk.length;
       if (from === 0 && chunk.plain && batch.inputs.length === 0 && rows + end <= maxRows) {
-        const { inputs, resolvers } = chunk.release();
-        batch.adopt(inputs, resolvers);
+        chunk.handOver(batch);
         const runStarts = chunk.runStarts;
         for (let run = 0; run < runStarts.length; run++) {
           const count = chunk.runEnd(run) - (runStarts[run] as number);

@@ -212,13 +212,6 @@ export class InferenceFront {
       count(error);
       throw error;
     };
-    const answered = (answer: () => T): T => {
-      try {
-        return answer();
-      } catch (error) {
-        return failed(error);
-      }
-    };
     // Not an async function: a request waits for its batch behind one promise reaction, rather than
     // in a suspended frame of its own that every pending request kept alive through the wait.
     try {
@@ -254,14 +247,17 @@ export class InferenceFront {
       // a native promise is read as `await` reads it, never through a `then` of its own.
       return promiseThen.call(
         Promise.resolve(m.infer(item, options)),
-        (result: InferResult) =>
-          answered(() => {
+        (result: InferResult) => {
+          try {
             const compute = batchComputeOf(result);
             if (compute !== undefined) metrics?.statistics.compute(m.name, compute, m.version);
             const answer = encode(m, decoded, classified(m, decoded, result));
             metrics?.request(m.name, 200, (performance.now() - started) / 1000, call.protocol, m.version);
             return answer;
-          }),
+          } catch (error) {
+            return failed(error);
+          }
+        },
         failed,
       ) as Promise<T>;
     } catch (error) {
