@@ -245,14 +245,29 @@ function gated<T>() {
 
 const range = (from: number, count: number): number[] => Array.from({ length: count }, (_, i) => from + i);
 
+/**
+ * A batcher (maxDelay 0) whose handler is held by a first call, -1, so that the calls that follow wait
+ * in its queue until the test releases batches. Every batch's report is kept.
+ */
+async function held(options: { maxBatchSize: number }) {
+  const g = gated<number>();
+  const reports: BatchInfo[] = [];
+  const predict = batchedFn<number, number>({
+    handler: g.handler,
+    maxDelay: 0,
+    onBatch: (info) => reports.push(info),
+    ...options,
+  });
+  const first = track(predict(-1));
+  await flush();
+  return { g, predict, reports, first };
+}
+
 // A batch adopts the prio-1 queue's last chunk (30 plain calls, the chunk's own arrays), then copies the
 // prio-0 calls, whose handles go to indices 30 and up of those same arrays: cancelling one of them while the
 // batch runs must empty its own slot, not a neighbour's.
 test('adopted chunk then copied handles: cancelling one in the batch releases exactly that caller', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 100, maxDelay: 0 });
-  const first = track(predict(-1));
-  await flush();
+  const { g, predict, first } = await held({ maxBatchSize: 100 });
   expect(g.batches).toEqual([[-1]]);
   const high = range(0, 30).map((x) => track(predict(x, { priority: 1 })));
   const controllers = range(0, 50).map(() => new AbortController());
@@ -280,10 +295,7 @@ test('adopted chunk then copied handles: cancelling one in the batch releases ex
 // The same inside one queue: configure() grows maxBatchSize past the chunks' capacity, so a batch adopts a
 // whole chunk and goes on copying from the next one.
 test('maxBatchSize grown mid-backlog: a batch adopts a chunk, copies on, handles keep their slots', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 64, maxDelay: 0 });
-  track(predict(-1));
-  await flush();
+  const { g, predict } = await held({ maxBatchSize: 64 });
   const plain = range(0, 64).map((x) => track(predict(x)));
   const controllers = range(0, 20).map(() => new AbortController());
   const cancellable = range(64, 20).map((x, i) =>
@@ -308,10 +320,7 @@ test('maxBatchSize grown mid-backlog: a batch adopts a chunk, copies on, handles
 });
 
 test('maxBatchSize shrunk below a chunk mid-backlog: batches copy within and across chunks, in order', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 200, maxDelay: 0 });
-  track(predict(-1));
-  await flush();
+  const { g, predict } = await held({ maxBatchSize: 200 });
   const calls = range(0, 250).map((x) => track(predict(x)));
   predict.configure({ maxBatchSize: 64 });
   for (let i = 0; i < 5; i++) await g.release();
@@ -322,10 +331,7 @@ test('maxBatchSize shrunk below a chunk mid-backlog: batches copy within and acr
 });
 
 test('maxBatchSize grown past several chunks: one batch adopts one, copies on, stops mid-chunk', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 64, maxDelay: 0 });
-  track(predict(-1));
-  await flush();
+  const { g, predict } = await held({ maxBatchSize: 64 });
   const calls = range(0, 64 * 3 + 10).map((x) => track(predict(x)));
   predict.configure({ maxBatchSize: 200 });
   await g.release();
@@ -339,10 +345,7 @@ test('maxBatchSize grown past several chunks: one batch adopts one, copies on, s
 // Tombstones at a chunk's start, at its end and across its boundary; the head skipping them must land on the
 // next live call of the next chunk, and the totals stay exact.
 test('cancelled calls at chunk edges: skipped, never run, counted once; the rest run in full batches', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 64, maxDelay: 0 });
-  track(predict(-1));
-  await flush();
+  const { g, predict } = await held({ maxBatchSize: 64 });
   const controllers = range(0, 200).map(() => new AbortController());
   const calls = range(0, 200).map((x) => track(predict(x, { signal: (controllers[x] as AbortController).signal })));
   const gone = [0, 1, 62, 63, 64, 65, 127, 128, 190, 199];
@@ -364,10 +367,7 @@ test('cancelled calls at chunk edges: skipped, never run, counted once; the rest
 // A chunk with one timed-out call is no longer plain: its live calls are copied. A later chunk of plain calls
 // is adopted again.
 test('timeouts in a chunk of plain calls: the timed-out calls fail ERR_TIMEOUT, the others run in order', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 64, maxDelay: 0 });
-  track(predict(-1));
-  await flush();
+  const { g, predict } = await held({ maxBatchSize: 64 });
   const calls = range(0, 130).map((x) => track(x % 16 === 5 ? predict(x, { timeout: 10 }) : predict(x)));
   await advance(20);
   const timedOut = range(0, 130).filter((x) => x % 16 === 5);
@@ -381,10 +381,7 @@ test('timeouts in a chunk of plain calls: the timed-out calls fail ERR_TIMEOUT, 
 });
 
 test('destroy() with a backlog of several chunks (plain, cancellable, cancelled): all settle once', async () => {
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({ handler: g.handler, maxBatchSize: 64, maxDelay: 0 });
-  const running = track(predict(-1));
-  await flush();
+  const { g, predict, first: running } = await held({ maxBatchSize: 64 });
   const controllers = new Map<number, AbortController>();
   const calls = range(0, 300).map((x) => {
     if (x % 7 !== 0) return track(predict(x));
@@ -430,16 +427,7 @@ test('close() with a backlog of several chunks: everything runs in order, in ful
 
 // The arrival runs: a chunk of calls made at four clock readings, taken whole, reports the waits of each run.
 test('waits of an adopted chunk come from its arrival runs: maxWaitMs, totalWaitMs and waitMs are exact', async () => {
-  const reports: BatchInfo[] = [];
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({
-    handler: g.handler,
-    maxBatchSize: 64,
-    maxDelay: 0,
-    onBatch: (info) => reports.push(info),
-  });
-  track(predict(-1));
-  await flush();
+  const { g, predict, reports } = await held({ maxBatchSize: 64 });
   const t0 = performance.now();
   const calls: ReturnType<typeof track<number>>[] = [];
   for (const [run, count] of [10, 20, 30, 4].entries()) {
@@ -462,16 +450,7 @@ test('waits of an adopted chunk come from its arrival runs: maxWaitMs, totalWait
 
 // A back-dated call (options.arrival) lands in a run of its own in the middle of a chunk: its wait counts.
 test('a back-dated call inside a chunk: its own wait is the batch maxWaitMs', async () => {
-  const reports: BatchInfo[] = [];
-  const g = gated<number>();
-  const predict = batchedFn<number, number>({
-    handler: g.handler,
-    maxBatchSize: 64,
-    maxDelay: 0,
-    onBatch: (info) => reports.push(info),
-  });
-  track(predict(-1));
-  await flush();
+  const { g, predict, reports } = await held({ maxBatchSize: 64 });
   const now = performance.now();
   const calls = range(0, 64).map((x) => track(x === 40 ? predict(x, { arrival: now - 25 }) : predict(x)));
   await advance(2);
