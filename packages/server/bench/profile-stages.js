@@ -33,8 +33,20 @@ const STAGES = [
   ],
   ['otel', ours('otel/')],
   // protobufjs generates its codecs with `new Function`: their frames have no url.
-  ['protobuf decode', (f) => (protobuf(f) || f.url === '') && /decode|toObject|deserial/i.test(f.functionName)],
-  ['protobuf encode', (f) => protobuf(f) || (f.url === '' && /encode|fromObject|serial/i.test(f.functionName))],
+  // The server's ModelInfer codecs are its own (grpc/infer-*-wire.js); the bare stack's are protobufjs's.
+  [
+    'protobuf decode',
+    (f) =>
+      ours('grpc/infer-request-wire')(f) ||
+      ((protobuf(f) || f.url === '') && /decode|toObject|deserial/i.test(f.functionName)),
+  ],
+  [
+    'protobuf encode',
+    (f) =>
+      ours('grpc/infer-response-wire')(f) ||
+      protobuf(f) ||
+      (f.url === '' && /encode|fromObject|serial/i.test(f.functionName)),
+  ],
   ['gRPC wire scan', ours('grpc/wire-scan')],
   ['gRPC stream guards', ours('grpc/guards')],
   ['REST body read, scan', any(ours('rest/request-body'), ours('rest/body-scan'))],

@@ -1,19 +1,19 @@
 import { bytesToBinary } from '../protocol/bytes-data.js';
 import { type RegionRef, writeRegionOutputs } from '../protocol/shared-memory.js';
 import type { BytesData, InferResult, Tensor, TypedArray } from '../model/tensor.js';
+import {
+  LENGTH_BOUND,
+  outputBound,
+  stringBound,
+  type WireParameter,
+  WireWriter,
+  writeOutput,
+} from './infer-response-wire.js';
 
-export interface GrpcInferResponse {
-  model_name: string;
-  model_version: string;
-  id: string;
-  outputs: {
-    name: string;
-    datatype: string;
-    shape: number[];
-    parameters?: Record<string, { string_param: string } | { int64_param: number }>;
-  }[];
-  raw_output_contents: Buffer[];
-}
+/** A ModelInferResponse, as written to the wire (infer-response-wire.ts). */
+export type GrpcInferResponse = Buffer;
+
+const NO_BYTES = Buffer.alloc(0);
 
 function rawContents(tensor: Tensor): Buffer {
   if (tensor.datatype === 'BYTES') {
@@ -30,6 +30,9 @@ function rawContents(tensor: Tensor): Buffer {
  * (tritonclient's `as_numpy`, its explicit-content examples) read only that field: typed
  * `contents` in the answer were invisible to them. Raw is also exact for every datatype
  * (64-bit integers, FP16) and costs no per-element encoding.
+ *
+ * Written to its wire bytes here, from the result itself: no object is made of the answer for a
+ * serializer to read again.
  */
 export function encodeGrpcInfer(
   modelName: string,
@@ -41,24 +44,36 @@ export function encodeGrpcInfer(
   // Outputs asked into a shared-memory region are written there; as Triton answers, each keeps
   // its place in raw_output_contents, empty, and says where it went in its parameters.
   const inRegions = writeRegionOutputs(outputs, result);
-  return {
-    model_name: modelName,
-    model_version: modelVersion,
-    id: id ?? '',
-    outputs: outputs.map(({ name }) => {
-      const tensor = result[name] as Tensor;
-      const region = inRegions.get(name);
-      if (region === undefined) return { name, datatype: tensor.datatype, shape: tensor.shape };
-      const parameters = Object.fromEntries(
-        Object.entries(region).map(([key, value]) => [
-          key,
-          typeof value === 'string' ? { string_param: value } : { int64_param: value },
-        ]),
-      );
-      return { name, datatype: tensor.datatype, shape: tensor.shape, parameters };
-    }),
-    raw_output_contents: outputs.map(({ name }) =>
-      inRegions.has(name) ? Buffer.alloc(0) : rawContents(result[name] as Tensor),
-    ),
-  };
+  const raws: Buffer[] = [];
+  let bound = stringBound(modelName) + stringBound(modelVersion) + stringBound(id);
+  for (const { name } of outputs) {
+    const tensor = result[name] as Tensor;
+    const raw = inRegions.has(name) ? NO_BYTES : rawContents(tensor);
+    raws.push(raw);
+    bound += outputBound(name, tensor.datatype, tensor.shape, regionParameters(inRegions.get(name))) + 1 + LENGTH_BOUND;
+    bound += raw.length;
+  }
+  const writer = new WireWriter(bound);
+  writer.string(1, modelName);
+  writer.string(2, modelVersion);
+  writer.string(3, id);
+  for (const { name } of outputs) {
+    const tensor = result[name] as Tensor;
+    writeOutput(writer, name, tensor.datatype, tensor.shape, regionParameters(inRegions.get(name)));
+  }
+  for (const raw of raws) writer.bytes(6, raw);
+  return writer.done();
+}
+
+/** Where an output written to a region went, as its InferParameters. */
+function regionParameters(
+  region: Record<string, string | number> | undefined,
+): Record<string, WireParameter> | undefined {
+  if (region === undefined) return undefined;
+  return Object.fromEntries(
+    Object.entries(region).map(([key, value]) => [
+      key,
+      typeof value === 'string' ? { string_param: value } : { int64_param: value },
+    ]),
+  );
 }

@@ -10,7 +10,7 @@ import { MAX_TIMER_MS } from 'batched-fn';
 import { type Server, type ServiceDefinition, status as GrpcStatus } from '@grpc/grpc-js';
 import { ProtocolError } from '../protocol/errors.js';
 import { malformed, messageShape, scanMessage, scanModelInferRequest, type WireLimits } from './wire-scan.js';
-import { inferRequestDeserializer } from './proto.js';
+import { parseModelInferRequest } from './infer-request-wire.js';
 
 /**
  * What stands between a gRPC connection and the handlers: the limits of one HTTP/2 stream,
@@ -30,7 +30,6 @@ export class RefusedRequest {
  */
 export function guardedService(service: ServiceDefinition, limits: WireLimits): ServiceDefinition {
   const guarded: Record<string, ServiceDefinition[string]> = {};
-  const inferRequest = inferRequestDeserializer();
   for (const [name, method] of Object.entries(service)) {
     // ModelStreamInfer's messages are ModelInferRequests, each checked as ModelInfer's is.
     const type = name === 'ModelStreamInfer' ? 'ModelInferRequest' : `${name}Request`;
@@ -40,7 +39,7 @@ export function guardedService(service: ServiceDefinition, limits: WireLimits): 
       type === 'ModelInferRequest'
         ? (bytes: Buffer) => scanModelInferRequest(bytes, limits)
         : (bytes: Buffer) => scanMessage(bytes, type, limits, shape);
-    const deserialize = type === 'ModelInferRequest' ? inferRequest : method.requestDeserialize;
+    const deserialize = type === 'ModelInferRequest' ? parseModelInferRequest : method.requestDeserialize;
     guarded[name] = {
       ...method,
       requestDeserialize: (bytes: Buffer): unknown => {

@@ -31,26 +31,6 @@ export function int64Value(value: string | number): number | bigint {
   return Number.isSafeInteger(number) ? number : BigInt(value);
 }
 
-/**
- * A ModelInferRequest as the server decodes it for inference: the server's options without
- * `defaults`, so a field the client left out stays out instead of becoming an empty string, array
- * or `contents` object with eight empty arrays: about two dozen objects a call, made for nothing
- * (grpc/decode.ts reads every field as optional) and held while the request waits for its batch,
- * since grpc-js keeps the decoded message until the call is answered.
- */
-const INFER_REQUEST_OPTIONS: Options = { ...SERVER_PROTO_OPTIONS, defaults: false };
-
-/** The deserializer of ModelInferRequest for ModelInfer and ModelStreamInfer (INFER_REQUEST_OPTIONS). */
-export function inferRequestDeserializer(): (bytes: Buffer) => unknown {
-  const definition = loadSync(PROTO_PATH, INFER_REQUEST_OPTIONS) as unknown as Record<
-    string,
-    Record<string, { requestDeserialize(bytes: Buffer): unknown }>
-  >;
-  const method = definition['inference.GRPCInferenceService']?.ModelInfer;
-  if (method === undefined) throw new Error(`${PROTO_PATH} has no GRPCInferenceService.ModelInfer`);
-  return (bytes) => method.requestDeserialize(bytes);
-}
-
 interface InferencePackage {
   inference: { GRPCInferenceService: { service: ServiceDefinition } & (new (...args: never[]) => unknown) };
 }

@@ -27,6 +27,7 @@ import { GrpcHealth } from './health.js';
 import { grpcLoadParameters } from './load-parameters.js';
 import { type GrpcParameter, loadInferenceService } from './proto.js';
 import { restrictedGuard } from './restricted.js';
+import { withResponseWriters } from './infer-response-wire.js';
 import { sharedMemoryHandlers } from './shared-memory.js';
 import { grpcStatusFor, toServiceError } from './status.js';
 import { modelStreamInfer, remainingMs, StreamRegistry } from './stream.js';
@@ -223,7 +224,18 @@ export function inferenceService(
       await actions.unload(request.model_name);
       return {};
     }),
-    ModelInfer: unary((request: GrpcInferRequest, call) => {
+    // Not through unary(): the hottest handler answers from one reaction to the front's promise, with
+    // one listener for the cancellation (once() would wrap it in two more objects a call).
+    ModelInfer: (
+      call: ServerUnaryCall<GrpcInferRequest | RefusedRequest, GrpcInferResponse>,
+      callback: sendUnaryData<GrpcInferResponse>,
+    ): void => {
+      const request = call.request;
+      // A message the guard refused while deserializing (guards.ts): answered INVALID_ARGUMENT.
+      if (request instanceof RefusedRequest) {
+        callback(toServiceError(request.error));
+        return;
+      }
       tracker.begin();
       const deadline = remainingMs(call.getDeadline());
       // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
@@ -236,23 +248,21 @@ export function inferenceService(
             : new ProtocolError('cancelled', 'Client cancelled the call'),
         );
       };
-      call.once('cancelled', onCancelled);
-      const over = (): void => {
-        call.off('cancelled', onCancelled);
-        tracker.end();
-      };
-      return inferOnce('ModelInfer', request, { signal: controller.signal, deadline, metadata: call.metadata }).then(
+      call.on('cancelled', onCancelled);
+      inferOnce('ModelInfer', request, { signal: controller.signal, deadline, metadata: call.metadata }).then(
         (answer) => {
-          over();
+          call.off('cancelled', onCancelled);
+          tracker.end();
           signals.give(controller);
-          return answer;
+          callback(null, answer);
         },
         (error: unknown) => {
-          over();
-          throw error;
+          call.off('cancelled', onCancelled);
+          tracker.end();
+          callback(toServiceError(error));
         },
       );
-    }),
+    },
     ModelStreamInfer: modelStreamInfer(
       {
         infer: (request, call) => inferOnce('ModelStreamInfer', request, call),
@@ -318,7 +328,11 @@ export async function startGrpcServer(
     'grpc.max_concurrent_streams': streams,
     interceptors,
   });
-  server.addService(guardedService(loadInferenceService().service, wire), service.handlers({ maxInFlight: streams }));
+  // Inference requests and answers go through our own wire codecs (infer-request-wire.ts, infer-response-wire.ts).
+  server.addService(
+    withResponseWriters(guardedService(loadInferenceService().service, wire)),
+    service.handlers({ maxInFlight: streams }),
+  );
   service.health.addTo(server);
   // IPv6 literals need brackets in a gRPC target.
   const host = options.host.includes(':') && !options.host.startsWith('[') ? `[${options.host}]` : options.host;

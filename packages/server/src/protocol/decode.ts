@@ -202,6 +202,21 @@ export interface RequestedOutput {
   region?: RegionRef;
 }
 
+/** Every output of a signature, as a request that names none gets them: made once per signature, read-only. */
+const allOutputsBySignature = [
+  new WeakMap<ModelSignature, RequestedOutput[]>(),
+  new WeakMap<ModelSignature, RequestedOutput[]>(),
+];
+function allOutputs(signature: ModelSignature, binary: boolean): RequestedOutput[] {
+  const cache = allOutputsBySignature[binary ? 1 : 0] as WeakMap<ModelSignature, RequestedOutput[]>;
+  let outputs = cache.get(signature);
+  if (outputs === undefined) {
+    outputs = Object.freeze(signature.outputs.map((o) => Object.freeze({ name: o.name, binary }))) as RequestedOutput[];
+    cache.set(signature, outputs);
+  }
+  return outputs;
+}
+
 /**
  * Output names to return, checked against the model; `requested` undefined means all of them. Each
  * requested output's `parameters` (REST's object, gRPC's map as plain values) may ask for classification.
@@ -219,7 +234,7 @@ export function pickOutputs(
   binaryByDefault: boolean,
   requestId?: string,
 ): RequestedOutput[] {
-  if (requested === undefined) return signature.outputs.map((o) => ({ name: o.name, binary: binaryByDefault }));
+  if (requested === undefined) return allOutputs(signature, binaryByDefault);
   const known = new Map(signature.outputs.map((o) => [o.name, o]));
   const asked = new Set<string>();
   return requested.map(({ name, binary, parameters, region }) => {
