@@ -45,21 +45,25 @@ export function encodeGrpcInfer(
   // its place in raw_output_contents, empty, and says where it went in its parameters.
   const inRegions = writeRegionOutputs(outputs, result);
   const raws: Buffer[] = [];
+  // Most answers write to no region: then no parameters are made.
+  const parameters =
+    inRegions.size === 0 ? undefined : outputs.map(({ name }) => regionParameters(inRegions.get(name)));
   let bound = stringBound(modelName) + stringBound(modelVersion) + stringBound(id);
-  for (const { name } of outputs) {
+  for (let i = 0; i < outputs.length; i++) {
+    const { name } = outputs[i] as (typeof outputs)[number];
     const tensor = result[name] as Tensor;
     const raw = inRegions.has(name) ? NO_BYTES : rawContents(tensor);
     raws.push(raw);
-    bound += outputBound(name, tensor.datatype, tensor.shape, regionParameters(inRegions.get(name))) + 1 + LENGTH_BOUND;
-    bound += raw.length;
+    bound += outputBound(name, tensor.datatype, tensor.shape, parameters?.[i]) + 1 + LENGTH_BOUND + raw.length;
   }
   const writer = new WireWriter(bound);
   writer.string(1, modelName);
   writer.string(2, modelVersion);
   writer.string(3, id);
-  for (const { name } of outputs) {
+  for (let i = 0; i < outputs.length; i++) {
+    const { name } = outputs[i] as (typeof outputs)[number];
     const tensor = result[name] as Tensor;
-    writeOutput(writer, name, tensor.datatype, tensor.shape, regionParameters(inRegions.get(name)));
+    writeOutput(writer, name, tensor.datatype, tensor.shape, parameters?.[i]);
   }
   for (const raw of raws) writer.bytes(6, raw);
   return writer.done();

@@ -21,13 +21,18 @@ import { malformed } from './wire-scan.js';
  *
  * Where protobufjs departs from the protobuf spec this follows the spec: of a oneof's members the
  * last one sent is the one chosen (protobufjs kept the first it saw, beside the others), a
- * `contents` sent twice is merged (protobufjs kept the last), and a bool is true when any bit of
- * its varint is (protobufjs read only the low 32).
+ * `contents` sent twice is merged (protobufjs kept the last), a bool is true when any bit of its
+ * varint is (protobufjs read only the low 32), a varint of 6 to 9 bytes is read to its end
+ * (protobufjs jumped to a tenth byte), a field of an InferParameter with another wire type than its
+ * own is skipped as unknown (protobufjs read it as its own), and a string that runs past its
+ * message is refused (protobufjs read past the end).
  *
  * It runs after wire-scan.ts has checked the message's structure and limits (tags, lengths within
- * their message, wire types of our fields, no groups), so nothing here can allocate more than
- * the scan allowed; what the scan does not look at (a packed float field whose length is not a
- * multiple of 4, a packed varint cut off at its end) is refused as malformed here.
+ * their message, wire types of our fields, no groups), and reads tags and varints exactly as the
+ * scan counts them: a tag past 32 bits and a varint past 10 bytes are refused by both, so no field
+ * can be one thing to the scan and another here, and nothing here can allocate more than the scan
+ * allowed. What the scan does not look at (a packed float field whose length is not a multiple of
+ * 4, a packed varint cut off at its end) is refused as malformed here.
  */
 export function parseModelInferRequest(bytes: Buffer): GrpcInferRequest {
   const reader = new WireReader(bytes);
@@ -36,7 +41,7 @@ export function parseModelInferRequest(bytes: Buffer): GrpcInferRequest {
   const outputs = request.outputs as NonNullable<GrpcInferRequest['outputs']>;
   const raw = request.raw_input_contents as Buffer[];
   while (reader.pos < reader.end) {
-    const tag = reader.uint32();
+    const tag = reader.tag();
     switch (tag) {
       case (1 << 3) | LEN:
         request.model_name = reader.string();
@@ -79,7 +84,7 @@ function input(reader: WireReader): Input {
   const tensor: Input = { shape: [] };
   const shape = tensor.shape as string[];
   while (reader.pos < reader.end) {
-    const tag = reader.uint32();
+    const tag = reader.tag();
     switch (tag) {
       case (1 << 3) | LEN:
         tensor.name = reader.string();
@@ -109,7 +114,7 @@ function input(reader: WireReader): Input {
 function output(reader: WireReader): Output {
   const tensor: Output = {};
   while (reader.pos < reader.end) {
-    const tag = reader.uint32();
+    const tag = reader.tag();
     if (tag === ((1 << 3) | LEN)) tensor.name = reader.string();
     else if (tag === ((2 << 3) | LEN)) tensor.parameters = mapEntry(reader, tensor.parameters);
     else reader.skip(tag);
@@ -151,7 +156,7 @@ const CONTENTS: readonly { key: keyof ContentsArrays; read: (reader: WireReader)
 /** Into `into`: a `contents` sent twice is merged, as the protobuf spec merges an embedded message. */
 function contents(reader: WireReader, into: ContentsArrays): ContentsArrays {
   while (reader.pos < reader.end) {
-    const tag = reader.uint32();
+    const tag = reader.tag();
     const field = tag >>> 3;
     const wire = tag & 7;
     if (field === 8 && wire === LEN) into.bytes_contents.push(reader.bytes());
@@ -172,7 +177,7 @@ function mapEntry(reader: WireReader, map: ParameterMap | undefined): ParameterM
   let key = '';
   let value: GrpcParameter | undefined;
   while (reader.pos < reader.end) {
-    const tag = reader.uint32();
+    const tag = reader.tag();
     if (tag === ((1 << 3) | LEN)) key = reader.string();
     else if (tag === ((2 << 3) | LEN)) value = reader.nested(parameter);
     else reader.skip(tag);
@@ -190,7 +195,7 @@ function parameter(reader: WireReader): GrpcParameter {
   let choice: keyof GrpcParameter | undefined;
   let value: unknown;
   while (reader.pos < reader.end) {
-    const tag = reader.uint32();
+    const tag = reader.tag();
     switch (tag) {
       case (1 << 3) | VARINT:
         choice = 'bool_param';
@@ -234,6 +239,15 @@ class WireReader {
     this.end = buf.length;
   }
 
+  /** A field's tag: a varint of at most 5 bytes below 2^32, as wire-scan.ts reads it. */
+  tag(): number {
+    const start = this.pos;
+    const value = this.uint32();
+    if (this.pos - start > 5 || (this.pos - start === 5 && (this.buf[this.pos - 1] as number) > 0x0f))
+      throw cut(`a field's tag is larger than 32 bits, at byte ${start}`);
+    return value >>> 0;
+  }
+
   /** A varint's low 32 bits (as a uint32 in a number's int32 form; callers pick `| 0` or `>>> 0`). */
   uint32(): number {
     let pos = this.pos;
@@ -252,7 +266,7 @@ class WireReader {
             byte = this.#byte(pos++);
             value |= (byte & 0x0f) << 28;
             // The rest of a 10-byte varint (a negative int32) carries no low bits.
-            while (byte >= 0x80) byte = this.#byte(pos++);
+            if (byte >= 0x80) pos = this.#pastVarint(pos, 5);
           }
         }
       }
@@ -262,12 +276,11 @@ class WireReader {
   }
 
   bool(): boolean {
+    const start = this.pos;
+    const end = this.#pastVarint(start, 0);
     let any = 0;
-    let byte: number;
-    do {
-      byte = this.#byte(this.pos++);
-      any |= byte & 0x7f;
-    } while (byte >= 0x80);
+    for (let pos = start; pos < end; pos++) any |= (this.buf[pos] as number) & 0x7f;
+    this.pos = end;
     return any !== 0;
   }
 
@@ -343,7 +356,7 @@ class WireReader {
   skip(tag: number): void {
     switch (tag & 7) {
       case VARINT:
-        while (this.#byte(this.pos++) >= 0x80);
+        this.pos = this.#pastVarint(this.pos, 0);
         break;
       case I64:
         this.#within(8);
@@ -362,6 +375,19 @@ class WireReader {
   #within(length: number): void {
     if (length > this.end - this.pos) throw cut(`a field says ${length} bytes, ${this.end - this.pos} are left`);
     this.pos += length;
+  }
+
+  /**
+   * Where the varint that has `read` bytes before `pos` ends. A varint is at most 10 bytes: a
+   * longer one is refused, as protobufjs refused it. Read otherwise, it would split into more
+   * elements of a packed field than the scan counted (one per byte below 0x80).
+   */
+  #pastVarint(pos: number, read: number): number {
+    let next = pos;
+    for (let i = read; ; i++) {
+      if (i === 10) throw cut(`a varint is longer than 10 bytes, at byte ${pos - read}`);
+      if (this.#byte(next++) < 0x80) return next;
+    }
   }
 
   #byte(pos: number): number {
@@ -401,6 +427,7 @@ class WireReader {
         high += (byte & 0x7f) >>> 4;
       } else high += (byte & 0x7f) * 2 ** (7 * i - 32);
       if (byte < 0x80) break;
+      if (i === 9) throw cut(`a varint is longer than 10 bytes, at byte ${start}`);
       if (i < 4) scale *= 128;
     }
     this.pos = pos;

@@ -223,6 +223,9 @@ function walk(
       if (pos >= end) throw new Malformed(`a field's tag runs past the end of its message, at byte ${pos}`);
       if (i === 5) throw new Malformed(`a field's tag is longer than 5 bytes, at byte ${pos}`);
       const byte = bytes[pos++] as number;
+      // A tag is a uint32 (field numbers fit in 29 bits): a fifth byte past 0x0f is not one. Read
+      // any other way, the scan and the decoder would see different fields (infer-request-wire.ts).
+      if (i === 4 && byte > 0x0f) throw new Malformed(`a field's tag is larger than 32 bits, at byte ${pos - 1}`);
       tag += (byte & 0x7f) * shift;
       shift *= 128;
       if (byte < 0x80) break;
