@@ -115,14 +115,16 @@ export const SETTINGS = {
       'fit one buffer (4 GiB)',
   },
   // 'auto', not the core's 50 ms: measured on the default model, it served a lone client at 250 req/s
-  // (p50 3 ms) where a fixed 2 ms window managed 153 (p50 6 ms), and matched or beat it under load.
+  // (p50 3 ms) where a fixed 2 ms window managed 153 (p50 6 ms); under a closed loop of 64 clients (session
+  // 12) a fixed 3-8 ms window served 1.25-1.4x more, since 'auto' keeps to the smallest batch that keeps up.
   maxDelay: {
     core: 'maxDelay',
     default: 'auto' as number | 'auto',
     doc:
       "batching window, from the oldest queued request's arrival; `auto` adapts it to load (on the " +
       'default model it served a lone client at 250 req/s, p50 3 ms, where a fixed 2 ms window managed ' +
-      '153 req/s, p50 6 ms, and matched it under load)',
+      '153 req/s, p50 6 ms; under the load of 64 clients a fixed 3-8 ms window served it 1.25-1.4x more: ' +
+      'see docs/benchmarks.md, Session 12)',
   },
   latencyTarget: {
     core: 'latencyTarget',
