@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +8,7 @@ import { status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { type RunningServer, serveModel } from '@batched-fn/server';
 import { gatedModel } from './helpers.js';
+import { frame, rawSession as openRawSession, rawCall as sendRaw } from './raw-grpc.js';
 
 // An attack round on the fixes of the third hardening round (note 19): a message that passes the
 // pre-scans and still explodes in the decoder, and a tune killed at a step its cleanup missed.
@@ -28,14 +29,9 @@ async function start() {
   return gated;
 }
 
-/** A raw HTTP/2 connection to the gRPC port, as an attacker makes it. */
-async function rawSession(): Promise<ClientHttp2Session> {
-  const session = connect(`http://${((server as RunningServer).grpcUrl as string).replace('grpc://', '')}`);
-  session.on('error', () => {});
-  sessions.push(session);
-  await new Promise((resolve) => session.once('remoteSettings', resolve));
-  return session;
-}
+/** A raw HTTP/2 connection to this test's server's gRPC port. */
+const rawSession = (): Promise<ClientHttp2Session> =>
+  openRawSession((server as RunningServer).grpcUrl as string, sessions);
 
 /** One whole call: its grpc-status and grpc-message, and how long the answer took. */
 async function rawCall(
@@ -44,32 +40,11 @@ async function rawCall(
   message: Buffer,
 ): Promise<{ code: number; details: string; ms: number }> {
   const begun = performance.now();
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': `/inference.GRPCInferenceService/${method}`,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-  });
-  stream.on('error', () => {});
-  stream.on('data', () => {});
-  const answer = new Promise<{ code: number; details: string }>((resolve) => {
-    const read = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined)
-        resolve({
-          code: Number(headers['grpc-status']),
-          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
-        });
-    };
-    stream.on('response', read);
-    stream.on('trailers', read);
-  });
-  stream.end(frame(message));
-  return { ...(await answer), ms: performance.now() - begun };
+  const answer = await sendRaw(session, method, frame(message)).answer;
+  return { ...answer, ms: performance.now() - begun };
 }
 
 const MESSAGE_LIMIT = 8 * 1024 * 1024;
-const frame = (message: Buffer): Buffer =>
-  Buffer.concat([Buffer.from([0, ...[24, 16, 8, 0].map((shift) => (message.length >>> shift) & 0xff)]), message]);
 const varint = (n: number): number[] => {
   const bytes: number[] = [];
   for (; n > 127; n = Math.floor(n / 128)) bytes.push((n % 128) | 128);

@@ -1,9 +1,10 @@
-import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import { afterEach, expect, test } from 'vitest';
 import { type RunningServer, serveModel } from '@batched-fn/server';
 import { grpcClient } from './grpc-client.js';
 import { gatedModel } from './helpers.js';
+import { frame, rawSession as openRawSession, rawCall } from './raw-grpc.js';
 
 // Attacks on the gRPC face (and their REST twins) from a security review: streams that never
 // send their request, messages that decode into millions of objects, deadlines past 2^31 ms,
@@ -33,58 +34,9 @@ async function start(serve: Parameters<typeof serveModel>[2] = {}, options: Para
   return { ...gated, client };
 }
 
-/** A raw HTTP/2 connection to the gRPC port, as an attacker (or a client outside grpc-js) makes it. */
-async function rawSession(): Promise<ClientHttp2Session> {
-  const session = connect(`http://${((server as RunningServer).grpcUrl as string).replace('grpc://', '')}`);
-  session.on('error', () => {});
-  sessions.push(session);
-  await new Promise((resolve) => session.once('remoteSettings', resolve));
-  return session;
-}
-
-interface RawAnswer {
-  /** grpc-status and grpc-message of the answer, once it came (headers-only or trailers). */
-  answer: Promise<{ code: number; details: string }>;
-  /** Resolves when the stream is closed on both sides (released by the server). */
-  closed: Promise<void>;
-}
-
-/** Sends a call's headers and `body` (a framed message, or part of one), without ending the stream unless `end`. */
-function rawCall(
-  session: ClientHttp2Session,
-  method: string,
-  body: Buffer,
-  options: { end?: boolean; headers?: Record<string, string> } = {},
-): RawAnswer {
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': `/inference.GRPCInferenceService/${method}`,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-    ...options.headers,
-  });
-  stream.on('error', () => {});
-  stream.on('data', () => {});
-  const answer = new Promise<{ code: number; details: string }>((resolve) => {
-    const read = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined)
-        resolve({
-          code: Number(headers['grpc-status']),
-          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
-        });
-    };
-    stream.on('response', read);
-    stream.on('trailers', read);
-  });
-  const closed = new Promise<void>((resolve) => stream.once('close', resolve));
-  if (options.end === false) stream.write(body);
-  else stream.end(body);
-  return { answer, closed };
-}
-
-/** A gRPC length-prefixed message. */
-const frame = (message: Buffer): Buffer =>
-  Buffer.concat([Buffer.from([0, ...[24, 16, 8, 0].map((shift) => (message.length >>> shift) & 0xff)]), message]);
+/** A raw HTTP/2 connection to this test's server's gRPC port. */
+const rawSession = (): Promise<ClientHttp2Session> =>
+  openRawSession((server as RunningServer).grpcUrl as string, sessions);
 const varint = (n: number): number[] => {
   const bytes: number[] = [];
   for (; n > 127; n = Math.floor(n / 128)) bytes.push((n % 128) | 128);
@@ -143,9 +95,7 @@ test('a connection cannot hold more than --grpc-max-streams streams: the server 
   const defaults = gatedModel();
   const other = await serveModel(defaults.model, defaults.metrics, { port: 0, grpcPort: 0 });
   try {
-    const probe = connect(`http://${(other.grpcUrl as string).replace('grpc://', '')}`);
-    sessions.push(probe);
-    await new Promise((resolve) => probe.once('remoteSettings', resolve));
+    const probe = await openRawSession(other.grpcUrl as string, sessions);
     expect(probe.remoteSettings.maxConcurrentStreams).toBe(100);
   } finally {
     await other.close();

@@ -1,4 +1,4 @@
-import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { isDeepStrictEqual } from 'node:util';
 import { status } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
@@ -16,6 +16,7 @@ import { PROTO_OPTIONS, PROTO_PATH } from '../src/grpc/proto.js';
 import { scanModelInferRequest, type WireLimits } from '../src/grpc/wire-scan.js';
 import { grpcClient } from './grpc-client.js';
 import { gatedModel } from './helpers.js';
+import { frame, rawSession as openRawSession, rawCall as sendRaw } from './raw-grpc.js';
 
 // Attacks on the gRPC wire codecs of cd97b84 (infer-request-wire.ts, infer-response-wire.ts):
 // the request decoder against protobufjs and against the wire scan that runs before it, the
@@ -440,44 +441,13 @@ async function start(serve: Parameters<typeof serveModel>[2] = {}) {
   return { ...gated, client };
 }
 
-async function rawSession(): Promise<ClientHttp2Session> {
-  const session = connect(`http://${((server as RunningServer).grpcUrl as string).replace('grpc://', '')}`);
-  session.on('error', () => {});
-  sessions.push(session);
-  await new Promise((resolve) => session.once('remoteSettings', resolve));
-  return session;
-}
+/** A raw HTTP/2 connection to this test's server's gRPC port. */
+const rawSession = (): Promise<ClientHttp2Session> =>
+  openRawSession((server as RunningServer).grpcUrl as string, sessions);
 
 /** A unary call of `message` (framed here); its grpc-status and grpc-message. */
-function rawCall(
-  session: ClientHttp2Session,
-  method: string,
-  message: Buffer,
-): Promise<{ code: number; details: string }> {
-  const stream = session.request({
-    ':method': 'POST',
-    ':path': `/inference.GRPCInferenceService/${method}`,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-  });
-  stream.on('error', () => {});
-  stream.on('data', () => {});
-  const answer = new Promise<{ code: number; details: string }>((resolve) => {
-    const onHeaders = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined)
-        resolve({
-          code: Number(headers['grpc-status']),
-          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
-        });
-    };
-    stream.on('response', onHeaders);
-    stream.on('trailers', onHeaders);
-  });
-  const prefix = Buffer.alloc(5);
-  prefix.writeUInt32BE(message.length, 1);
-  stream.end(Buffer.concat([prefix, message]));
-  return answer;
-}
+const rawCall = (session: ClientHttp2Session, method: string, message: Buffer) =>
+  sendRaw(session, method, frame(message)).answer;
 
 const until = async (condition: () => boolean, ms = 5_000) => {
   const end = performance.now() + ms;
