@@ -1,10 +1,14 @@
 import type { AddressInfo } from 'node:net';
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { ClientHttp2Session } from 'node:http2';
 import { Metadata, status as GrpcStatus } from '@grpc/grpc-js';
-import { afterAll, beforeAll, expect, test } from 'vitest';
+import { loadSync } from '@grpc/proto-loader';
+import { afterAll, beforeAll, expect, onTestFinished, test } from 'vitest';
 import { batchedFn, QueueFullError } from 'batched-fn';
 import { type InferItem, type InferResult, kservePlugin, type ServedModel, ServerMetrics } from '@batched-fn/server';
 import { grpcClient } from './grpc-client.js';
+import { frame, rawCall, rawSession } from './raw-grpc.js';
+import { PROTO_OPTIONS, PROTO_PATH } from '../src/grpc/proto.js';
 import { inferenceService, startGrpcServer, type RunningGrpc } from '../src/grpc/service.js';
 import { InFlight } from '../src/protocol/in-flight.js';
 import { InferenceFront, type Protocol } from '../src/protocol/infer-front.js';
@@ -218,7 +222,16 @@ beforeAll(async () => {
   plainGrpcUrl = `grpc://127.0.0.1:${plainGrpc.port}`;
 });
 
+const sessions: ClientHttp2Session[] = [];
+/** A ModelInferRequest's bytes, as a grpc-js client would send them. */
+const serializeRequest = (
+  loadSync(PROTO_PATH, PROTO_OPTIONS)['inference.GRPCInferenceService'] as unknown as {
+    ModelInfer: { requestSerialize(value: unknown): Buffer };
+  }
+).ModelInfer.requestSerialize;
+
 afterAll(async () => {
+  for (const session of sessions) session.destroy();
   while (setup.held() > 0) setup.release();
   await rest.close();
   await grpc.close();
@@ -463,6 +476,10 @@ test.each([
 });
 
 test('gRPC: cancelled and past-deadline calls leave the queue, counted once; tracker balances', async () => {
+  // Held calls are let go whatever fails here, or the tracker test below would fail with this one.
+  onTestFinished(() => {
+    while (setup.held() > 0) setup.release();
+  });
   const client = grpcClient(grpcUrl);
   const first = client.start('ModelInfer', grpcRequest('gated', 0));
   await until(() => setup.held() === 1, 'the first call runs');
@@ -483,6 +500,22 @@ test('gRPC: cancelled and past-deadline calls leave the queue, counted once; tra
   await expect(late.done).rejects.toMatchObject({ code: GrpcStatus.DEADLINE_EXCEEDED });
   await until(() => setup.gated.stats.queued === 0, 'the late call left the queue');
   await until(() => grpcCounted.length === 1, 'the deadline is counted');
+  expect(grpcCounted).toEqual([['gated', 504, 'grpc']]);
+
+  // A client's deadline starts before the server's: its own timer cancels the call (RST_STREAM CANCEL)
+  // while the server's deadline is a few ms away. That call ended for its deadline, and is counted so
+  // (CI once counted 499 here, when the grpc-js client above cancelled first).
+  grpcCounted.length = 0;
+  const session = await rawSession(grpcUrl, sessions);
+  const early = rawCall(session, 'ModelInfer', frame(serializeRequest(grpcRequest('gated', 0))), {
+    headers: { 'grpc-timeout': '1000m' },
+  });
+  await until(() => setup.gated.stats.queued === 1, 'the raw call waits');
+  await new Promise((resolve) => setTimeout(resolve, 980));
+  early.cancel();
+  await early.closed;
+  await until(() => setup.gated.stats.queued === 0, 'the cancelled call left the queue');
+  await until(() => grpcCounted.length === 1, 'the early cancel is counted');
   expect(grpcCounted).toEqual([['gated', 504, 'grpc']]);
 
   setup.release();

@@ -1,4 +1,4 @@
-import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from 'node:http2';
+import { type ClientHttp2Session, connect, constants, type IncomingHttpHeaders } from 'node:http2';
 
 // gRPC calls over a raw HTTP/2 connection, as an attacker (or a client outside grpc-js) makes them:
 // for the tests that send bytes no client library would.
@@ -17,6 +17,8 @@ export interface RawAnswer {
   answer: Promise<{ code: number; details: string }>;
   /** Resolves when the stream is closed on both sides (released by the server). */
   closed: Promise<void>;
+  /** Resets the stream with CANCEL, as a grpc-js client does when the caller cancels or its deadline passes. */
+  cancel(): void;
 }
 
 /** Sends a call's headers and `body` (a framed message, or part of one), without ending the stream unless `end`. */
@@ -49,7 +51,7 @@ export function rawCall(
   const closed = new Promise<void>((resolve) => stream.once('close', resolve));
   if (options.end === false) stream.write(body);
   else stream.end(body);
-  return { answer, closed };
+  return { answer, closed, cancel: () => stream.close(constants.NGHTTP2_CANCEL) };
 }
 
 /** A gRPC length-prefixed message. */

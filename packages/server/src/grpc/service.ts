@@ -30,7 +30,7 @@ import { restrictedGuard } from './restricted.js';
 import { withResponseWriters } from './infer-response-wire.js';
 import { sharedMemoryHandlers } from './shared-memory.js';
 import { grpcStatusFor, toServiceError } from './status.js';
-import { modelStreamInfer, remainingMs, StreamRegistry } from './stream.js';
+import { modelStreamInfer, remainingMs, StreamRegistry, whyCancelled } from './stream.js';
 import { guardedService, hookStreams, RefusedRequest } from './guards.js';
 import { extensionHandlers } from './extensions.js';
 import { versionsServed } from '../model/versions.js';
@@ -240,14 +240,7 @@ export function inferenceService(
       const deadline = remainingMs(call.getDeadline());
       // A cancelled call leaves the queue before dispatch (or its slot in a running batch).
       const controller = signals.take();
-      const onCancelled = (): void => {
-        const late = deadline !== undefined && remainingMs(call.getDeadline()) === 0;
-        controller.abort(
-          late
-            ? new ProtocolError('deadline-exceeded', 'Deadline exceeded')
-            : new ProtocolError('cancelled', 'Client cancelled the call'),
-        );
-      };
+      const onCancelled = (): void => controller.abort(whyCancelled(call.getDeadline()));
       call.on('cancelled', onCancelled);
       inferOnce('ModelInfer', request, { signal: controller.signal, deadline, metadata: call.metadata }).then(
         (answer) => {

@@ -140,12 +140,7 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
     });
     call.on('cancelled', () => {
       // Cancelled, past its deadline, or the client is gone: nothing more can be written.
-      const late = remainingMs(call.getDeadline()) === 0;
-      controller.abort(
-        late
-          ? new ProtocolError('deadline-exceeded', 'Deadline exceeded')
-          : new ProtocolError('cancelled', 'Client cancelled the call'),
-      );
+      controller.abort(whyCancelled(call.getDeadline()));
       finish();
       // The answers still owed are dropped; their requests settle (aborted) and end their tracking.
       slots.length = 0;
@@ -256,6 +251,23 @@ export function modelStreamInfer(context: StreamInferContext, streams: StreamReg
       });
     };
   };
+}
+
+/**
+ * How close to its deadline a cancelled call counts as past it. A client's deadline starts when it sends the call,
+ * the server's (from grpc-timeout) when it reads the headers, so the client's own timer cancels the call first by the
+ * request's transit time; and a timer may fire a millisecond before Date.now() reaches its deadline. Either way the
+ * call ended for its deadline: counted 504, not 499. A client that really cancels this close to its deadline is
+ * counted as late.
+ */
+const DEADLINE_SLACK_MS = 50;
+
+/** The reason a cancelled call's work is aborted with: its deadline, or the client's cancel. */
+export function whyCancelled(deadline: Date | number): ProtocolError {
+  const left = remainingMs(deadline);
+  return left !== undefined && left <= DEADLINE_SLACK_MS
+    ? new ProtocolError('deadline-exceeded', 'Deadline exceeded')
+    : new ProtocolError('cancelled', 'Client cancelled the call');
 }
 
 /** Milliseconds a call's deadline leaves (capped to a timer's range), or undefined without one. */
