@@ -301,7 +301,8 @@ export class CallQueue<I, O, H = unknown> {
     let maxWait = 0;
     let totalWait = 0;
     let blocked = false;
-    while (this.#head < this.#tail && !blocked) {
+    let full = false;
+    while (this.#head < this.#tail && !blocked && !full) {
       const chunk = this.#headChunk();
       const arrivals = chunk.arrivals;
       const from = this.#head - chunk.start;
@@ -320,7 +321,7 @@ export class CallQueue<I, O, H = unknown> {
         // The arrays are the batch's now. Had this chunk been the last, the queue is empty and
         // #advance drops it: the next call opens a new one.
         this.#advance(chunk, end);
-        if (rows === maxRows) blocked = this.#head < this.#tail;
+        full = rows === maxRows;
         continue;
       }
       // Fields are read once into locals: this loop runs once per call.
@@ -370,7 +371,7 @@ export class CallQueue<I, O, H = unknown> {
         rows += itemRows;
         if (rows === maxRows) {
           index++;
-          blocked = this.#head + (index - from) < this.#tail;
+          full = true;
           break;
         }
       }
@@ -378,7 +379,8 @@ export class CallQueue<I, O, H = unknown> {
       this.#advance(chunk, index - from);
     }
     batch.took(rows, maxWait, totalWait);
-    return blocked;
+    // A full batch stopped at the next live call, if one is left: removed ones behind it do not count.
+    return blocked || (full && this.skipRemoved());
   }
 
   /** Removes the head call (live or not). */
