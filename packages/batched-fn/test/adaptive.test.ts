@@ -128,3 +128,53 @@ test('a call accepted at arrival is shed at dispatch when its batch grew past wh
   await advance(20);
   expect(await Promise.all([running, ...others])).toEqual([0, 2, 3, 4, 5, 6, 7, 8]);
 });
+
+/**
+ * `clients` callers in a closed loop: each sends its next call `roundTrip` ms after its last one
+ * was answered, the first at `i` ms (staggered, so the first batches differ in size).
+ */
+function closedLoop(predict: (x: number) => Promise<number>, clients: number, roundTrip: number) {
+  let running = true;
+  const loops = Array.from({ length: clients }, async (_, i) => {
+    await new Promise((resolve) => setTimeout(resolve, i));
+    while (running) {
+      await predict(i);
+      await new Promise((resolve) => setTimeout(resolve, roundTrip));
+    }
+  });
+  return {
+    stop: async () => {
+      running = false;
+      await advance(200);
+      await Promise.all(loops);
+    },
+  };
+}
+
+test("under a closed loop 'auto' waits for the callers on their way back: the cohorts merge into full batches", async () => {
+  // Nearly all fixed cost (12 ms a batch, 1 ms per 8 rows), and callers back 2 ms after their answer.
+  const { batches, handler } = simulatedModel((rows) => 12 + Math.ceil(rows / 8));
+  const predict = batchedFn({ handler, maxBatchSize: 16, maxDelay: 'auto' });
+  await train(predict);
+  batches.length = 0;
+  const loop = closedLoop(predict, 16, 2);
+  await advance(1000);
+  const sizes = batches.map((b) => b.length);
+  await loop.stop();
+  // Staggered starts split the clients into cohorts that take turns; once their return is seen, one batch takes all.
+  expect(sizes.slice(0, 4).some((n) => n < 16)).toBe(true);
+  expect(sizes.slice(-20)).toEqual(Array(20).fill(16));
+});
+
+test('a closed loop whose callers come back later than the fixed cost is left as it is: waiting would not pay', async () => {
+  const { batches, handler } = simulatedModel((rows) => 12 + Math.ceil(rows / 8));
+  const predict = batchedFn({ handler, maxBatchSize: 16, maxDelay: 'auto' });
+  await train(predict);
+  batches.length = 0;
+  // Back 14 ms after their answer: past a = 12 ms, so no cohort counts as returned.
+  const loop = closedLoop(predict, 16, 14);
+  await advance(1000);
+  const sizes = batches.map((b) => b.length);
+  await loop.stop();
+  expect(sizes.slice(-20).some((n) => n < 16)).toBe(true);
+});

@@ -11,7 +11,8 @@
 // how busy the sessions were (its compute_infer time over the wall time, per session).
 //
 // BENCH_SPLITS (1x2,2x1,1x1,2x2: workers x threads), BENCH_ROUNDS (5), BENCH_SECONDS (2), BENCH_CLIENTS (64),
-// BENCH_SERVE_ARGS (more `serve` flags for every server, split on spaces: `--max-delay 2`).
+// BENCH_SERVE_ARGS (more `serve` flags for every server, split on spaces: `--max-delay 2`), BENCH_SERVER_STDERR
+// (1: the servers' stderr on this one's, to debug them).
 // Run it under `flock /tmp/bfn-bench.lock` where other benchmarks share the machine; it needs wrk
 // (scripts/install-test-deps.sh).
 import { execFileSync, spawn } from 'node:child_process';
@@ -108,7 +109,7 @@ try {
       ...(process.env.BENCH_SERVE_ARGS ?? '').split(' ').filter((arg) => arg !== ''),
     ];
     const child = spawn(process.execPath, [BIN, ...args, '--workers', String(workers), '--threads', String(threads)], {
-      stdio: 'ignore',
+      stdio: ['ignore', 'ignore', process.env.BENCH_SERVER_STDERR ? 'inherit' : 'ignore'],
     });
     servers.push({ label: `${workers} x ${threads}`, workers, port, child, rounds: [] });
     for (let k = 0; k < 300; k++) {

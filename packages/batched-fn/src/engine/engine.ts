@@ -1,6 +1,7 @@
 import { ClosedError, failureKey } from '../errors.js';
 import type { CallOptions, CloseOptions, RuntimeOptions } from '../options.js';
-import { ArrivalRate, CostModel } from '../policy/cost-model.js';
+import { CostModel } from '../policy/cost-model.js';
+import { Traffic } from '../policy/traffic.js';
 import type { Resolve, WaitSink } from '../queue.js';
 import type { BatchedFnSettings } from '../stats.js';
 import { describeValue, expectDuration } from '../validate.js';
@@ -37,6 +38,8 @@ export interface EngineLink<I, O> {
   readonly settings: LiveSettings;
   /** The handler's learned cost curve: the runner teaches it, `maxDelay: 'auto'` reads it. */
   readonly cost: CostModel;
+  /** Arrivals and settled batches, as `maxDelay: 'auto'` reads them: the runner reports settled rows. */
+  readonly traffic: Traffic;
   /** A batch (or group) is over and its slot free: pump again, and finish a close() once idle. */
   settled(): void;
   /** A step boundary: up to `maxRows` waiting calls join a running group. */
@@ -75,9 +78,9 @@ export class Engine<I, O> {
   #closed: Promise<void> | undefined;
 
   constructor(options: EngineOptions<I>, stats: EngineStats, makeRunner: (link: EngineLink<I, O>) => Runner<I, O>) {
-    const arrivals = new ArrivalRate();
+    const traffic = new Traffic(this.#cost);
     this.#destroyedMessage = options.destroyedMessage;
-    this.#settings = new LiveSettings(options, this.#cost, arrivals);
+    this.#settings = new LiveSettings(options, this.#cost, traffic);
     this.#lanes = new LaneSet<I, O>(options.batchKey !== undefined || options.affinity !== undefined, this.#settings);
     const gate = options.sequenceKey === undefined ? undefined : new SequenceGate<I, O>();
     this.#gate = gate;
@@ -87,6 +90,7 @@ export class Engine<I, O> {
     this.#runner = makeRunner({
       settings: this.#settings,
       cost: this.#cost,
+      traffic,
       settled: () => {
         this.#life.checkIdle();
         this.#pump.run('completion');
@@ -96,7 +100,7 @@ export class Engine<I, O> {
         return lanes.items;
       },
     });
-    this.#pump = new Pump<I, O>(this.#lanes, this.#settings, this.#runner, this.#life, stats.wait, arrivals, gate);
+    this.#pump = new Pump<I, O>(this.#lanes, this.#settings, this.#runner, this.#life, stats.wait, traffic, gate);
     this.#intake = new Intake<I, O>(
       this.#lanes,
       this.#settings,

@@ -1,6 +1,6 @@
 import { ItemTooLargeError } from '../errors.js';
 import { LoopYield } from '../loop-yield.js';
-import type { ArrivalRate } from '../policy/cost-model.js';
+import type { Traffic } from '../policy/traffic.js';
 import type { PumpTrigger } from '../policy/types.js';
 import { WakeTimer } from '../wake-timer.js';
 import { choose, type Go, judge } from './choice.js';
@@ -36,7 +36,7 @@ export class Pump<I, O> {
   readonly #runner: Runner<I, O>;
   readonly #life: Lifecycle;
   readonly #waits: WaitSink;
-  readonly #arrivals: ArrivalRate;
+  readonly #traffic: Traffic;
   #scheduled = false;
   /** Clock reading shared by every call until the scheduled pump runs (one reading per tick). */
   #tickTime = 0;
@@ -56,7 +56,7 @@ export class Pump<I, O> {
     runner: Runner<I, O>,
     life: Lifecycle,
     waits: WaitSink,
-    arrivals: ArrivalRate,
+    traffic: Traffic,
     gate: SequenceGate<I, O> | undefined,
   ) {
     this.#gate = gate;
@@ -66,7 +66,7 @@ export class Pump<I, O> {
     this.#runner = runner;
     this.#life = life;
     this.#waits = waits;
-    this.#arrivals = arrivals;
+    this.#traffic = traffic;
   }
 
   /**
@@ -105,7 +105,7 @@ export class Pump<I, O> {
   readonly #pumpOnArrival = (): void => {
     this.#scheduled = false;
     if (this.#arrivedRows > 0) {
-      this.#arrivals.add(this.#arrivedRows, this.#tickTime);
+      this.#traffic.arrived(this.#arrivedRows, this.#tickTime);
       this.#arrivedRows = 0;
     }
     this.run('arrival');

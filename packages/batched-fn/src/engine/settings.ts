@@ -1,6 +1,7 @@
 import { type RuntimeOptions, validateRuntimeOptions } from '../options.js';
 import { AdaptivePolicy } from '../policy/adaptive.js';
-import type { ArrivalRate, CostModel } from '../policy/cost-model.js';
+import type { CostModel } from '../policy/cost-model.js';
+import type { Traffic } from '../policy/traffic.js';
 import { FixedDelayPolicy } from '../policy/fixed-delay.js';
 import type { SchedulingPolicy } from '../policy/types.js';
 import type { BatchedFnSettings } from '../stats.js';
@@ -31,13 +32,13 @@ export class LiveSettings implements Rules {
   #policy: SchedulingPolicy;
   readonly #preferred: readonly number[] | undefined;
   readonly #cost: CostModel;
-  readonly #arrivals: ArrivalRate;
+  readonly #traffic: Traffic;
   readonly #latencyTarget: number | undefined;
 
-  /** `cost` and `arrivals` are what `maxDelay: 'auto'` learns from. */
-  constructor(init: SettingsInit, cost: CostModel, arrivals: ArrivalRate) {
+  /** `cost` and `traffic` are what `maxDelay: 'auto'` learns from. */
+  constructor(init: SettingsInit, cost: CostModel, traffic: Traffic) {
     this.#cost = cost;
-    this.#arrivals = arrivals;
+    this.#traffic = traffic;
     this.#latencyTarget = init.latencyTarget;
     this.#maxBatchSize = init.maxBatchSize;
     this.#maxDelay = init.maxDelay;
@@ -101,7 +102,7 @@ export class LiveSettings implements Rules {
 
   #policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
     return maxDelay === 'auto'
-      ? new AdaptivePolicy(this.#cost, this.#arrivals, this.#latencyTarget)
+      ? new AdaptivePolicy(this.#cost, this.#traffic.rate, this.#traffic.cohorts, this.#latencyTarget)
       : new FixedDelayPolicy(maxDelay);
   }
 }

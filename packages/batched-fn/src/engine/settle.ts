@@ -10,6 +10,7 @@ import type { QueuedHandle } from './lane.js';
 import type { Runner, Shedding } from './runner.js';
 import type { RunningBatch } from './running-batch.js';
 import { isOutputArray } from './running-batch.js';
+import type { Traffic } from '../policy/traffic.js';
 import type { EngineLink } from './engine.js';
 import type { LiveSettings } from './settings.js';
 import { Shedder } from './shedding.js';
@@ -41,6 +42,7 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
   readonly #settings: LiveSettings;
   readonly #stats: StatsRecorder;
   readonly #shedder: Shedder;
+  readonly #traffic: Traffic;
   readonly #options: SettleOptions<I>;
   /** After a batch settles: the engine checks for idle and pumps. */
   readonly #settled: () => void;
@@ -64,6 +66,7 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     this.#settings = link.settings;
     this.#stats = stats;
     this.#shedder = new Shedder(link.cost);
+    this.#traffic = link.traffic;
     this.#options = options;
     this.#settled = link.settled;
   }
@@ -203,6 +206,8 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     }
     if (!failed)
       this.#shedder.learned(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs, finished);
+    // Answered, failed or not: under a closed loop these callers send again.
+    this.#traffic.settled(batch.rows, finished);
     const key = failed ? failureKey(error) : 'handler';
     const cancellable = batch.handles !== undefined;
     // Filler rows from `pad` sit after the real ones; their outputs are never read.

@@ -115,16 +115,16 @@ export const SETTINGS = {
       'fit one buffer (4 GiB)',
   },
   // 'auto', not the core's 50 ms: measured on the default model, it served a lone client at 250 req/s
-  // (p50 3 ms) where a fixed 2 ms window managed 153 (p50 6 ms); under a closed loop of 64 clients (session
-  // 12) a fixed 3-8 ms window served 1.25-1.4x more, since 'auto' keeps to the smallest batch that keeps up.
+  // (p50 3 ms) where a fixed 2 ms window managed 153 (p50 6 ms); under a closed loop of 64 clients it waits
+  // for the callers on their way back (session 13), and served 0.57-0.66x ORT alone against 0.34-0.61x for 5 ms.
   maxDelay: {
     core: 'maxDelay',
     default: 'auto' as number | 'auto',
     doc:
       "batching window, from the oldest queued request's arrival; `auto` adapts it to load (on the " +
       'default model it served a lone client at 250 req/s, p50 3 ms, where a fixed 2 ms window managed ' +
-      '153 req/s, p50 6 ms; under the load of 64 clients a fixed 3-8 ms window served it 1.25-1.4x more: ' +
-      'see docs/benchmarks.md, Session 12)',
+      '153 req/s, p50 6 ms; under the load of 64 clients it forms full batches and served it as much as ' +
+      'a fixed 5 ms window or more: see docs/benchmarks.md, Session 13)',
   },
   latencyTarget: {
     core: 'latencyTarget',
