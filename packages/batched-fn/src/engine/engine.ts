@@ -38,7 +38,10 @@ export interface EngineLink<I, O> {
   readonly settings: LiveSettings;
   /** The handler's learned cost curve: the runner teaches it, `maxDelay: 'auto'` reads it. */
   readonly cost: CostModel;
-  /** Arrivals and settled batches, as `maxDelay: 'auto'` reads them: the runner reports settled rows. */
+  /**
+   * Arrivals and settled batches, as `maxDelay: 'auto'` reads them. batchedFn's runner reports each
+   * settled batch's rows; a stream's sequences end one by one, and its runner reports none.
+   */
   readonly traffic: Traffic;
   /** A batch (or group) is over and its slot free: pump again, and finish a close() once idle. */
   settled(): void;
@@ -78,10 +81,11 @@ export class Engine<I, O> {
   #closed: Promise<void> | undefined;
 
   constructor(options: EngineOptions<I>, stats: EngineStats, makeRunner: (link: EngineLink<I, O>) => Runner<I, O>) {
-    const traffic = new Traffic(this.#cost);
+    const keyed = options.batchKey !== undefined || options.affinity !== undefined;
+    const traffic = new Traffic(this.#cost, { lanes: keyed ? 'keyed' : 'one' });
     this.#destroyedMessage = options.destroyedMessage;
     this.#settings = new LiveSettings(options, this.#cost, traffic);
-    this.#lanes = new LaneSet<I, O>(options.batchKey !== undefined || options.affinity !== undefined, this.#settings);
+    this.#lanes = new LaneSet<I, O>(keyed, this.#settings);
     const gate = options.sequenceKey === undefined ? undefined : new SequenceGate<I, O>();
     this.#gate = gate;
     // A parked call always has its sequence's current call queued or running ahead of it.

@@ -102,7 +102,7 @@ export class LiveSettings implements Rules {
 
   #policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
     return maxDelay === 'auto'
-      ? new AdaptivePolicy(this.#cost, this.#traffic.rate, this.#traffic.cohorts, this.#latencyTarget)
+      ? new AdaptivePolicy(this.#cost, this.#traffic, this.#latencyTarget)
       : new FixedDelayPolicy(maxDelay);
   }
 }

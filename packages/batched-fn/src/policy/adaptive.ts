@@ -1,6 +1,6 @@
 import type { DispatchReason } from '../stats.js';
-import type { Cohorts } from './cohorts.js';
-import type { ArrivalRate, CostModel } from './cost-model.js';
+import type { CostModel } from './cost-model.js';
+import type { Traffic } from './traffic.js';
 import type { LaneView, PumpTrigger, SchedulingPolicy } from './types.js';
 
 /**
@@ -35,14 +35,12 @@ export class AdaptivePolicy implements SchedulingPolicy {
   /** ρ: measured on the simulated 2 + 0.05·N model, 0.9 kept p99 within 1.1x of the best fixed delay at every load. */
   static readonly TARGET_UTILISATION = 0.9;
   readonly #cost: CostModel;
-  readonly #arrivals: ArrivalRate;
-  readonly #cohorts: Cohorts;
+  readonly #traffic: Traffic;
   readonly latencyTarget: number | undefined;
 
-  constructor(cost: CostModel, arrivals: ArrivalRate, cohorts: Cohorts, latencyTarget: number | undefined) {
+  constructor(cost: CostModel, traffic: Traffic, latencyTarget: number | undefined) {
     this.#cost = cost;
-    this.#arrivals = arrivals;
-    this.#cohorts = cohorts;
+    this.#traffic = traffic;
     this.latencyTarget = latencyTarget;
   }
 
@@ -56,7 +54,7 @@ export class AdaptivePolicy implements SchedulingPolicy {
     const cost = this.#cost;
     // Until the curve is known, behave like maxDelay 0: never make anyone wait on a guess.
     if (!cost.confident) return 'adaptive';
-    const lambda = this.#arrivals.at(now);
+    const lambda = this.#traffic.rowsPerMs(now);
     if (lambda <= 0) return 'adaptive';
     // Batches hold whole rows: rounding the bound down keeps a 1.4-row bound from holding a lone
     // caller back for a second one; the 10 % headroom in ρ absorbs the difference.
@@ -64,9 +62,10 @@ export class AdaptivePolicy implements SchedulingPolicy {
     const gathered = lane.rows >= target;
     let deadline = gathered ? now : lane.oldestArrival + Math.max(cost.a, target / lambda);
     let rowsAtDeadline = target;
-    const cohortDue = this.#cohorts.dueBy(now);
+    const cohortDue = this.#traffic.cohortDue(now);
     if (cohortDue !== undefined && cohortDue > deadline) {
       deadline = cohortDue;
+      // Priced at a full batch, which a merged cohort may be: the latency cap errs on the short side.
       rowsAtDeadline = lane.maxRows;
     }
     if (this.latencyTarget !== undefined) {

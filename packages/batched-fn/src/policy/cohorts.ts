@@ -5,43 +5,57 @@ import type { ArrivalRate, CostModel } from './cost-model.js';
  *
  * A client that sends its next call when its last one is answered (a load generator, a pipeline
  * stage, a fixed pool of workers) makes arrivals follow completions: a batch of n rows settles, and
- * about n calls arrive one round trip later. Under such a loop the arrival rate that `'auto'`
+ * about n calls arrive one round trip r later. Under such a loop the arrival rate that `'auto'`
  * measures is the rate its own batches allow, so the smallest batch that keeps up confirms itself,
- * and the clients split into cohorts that take turns, each paying the handler's fixed cost. Waiting
- * for the cohort on its way back merges them: the handler idles for a round trip r and saves a
- * fixed cost a: two cohorts taking turns cost 2a + b·n per n rows, one cohort a + b·n + r. So a
- * batch waits for a cohort only while cohorts usually came back within a (dueBy). The round trip
- * measured while cohorts take turns is the longer one, as their calls are handled on the cores the
- * other cohort's batch is using: once merged, they come back sooner.
+ * and the clients split into cohorts that take turns, each paying the handler's fixed cost a. Two
+ * cohorts taking turns cost 2a + b·n per n rows, one cohort a + b·n + r: waiting for the cohort on
+ * its way back pays while r < a.
  *
  * Each settled batch opens a cohort of its rows; arrivals pay back the oldest open cohort first. A
- * cohort closes when paid in full, or when a has passed since it settled. What it was paid beyond
- * chance (the rows that came back, less the λ·t that independent arrivals at the measured rate λ
- * bring in the time t it was open) feeds a moving share of the rows settled. Independent (Poisson)
- * arrivals bring λ·t on average, the time to gather n of them averaging n/λ: their share stays near
- * 0. A closed loop brings its n rows back within r, while a cohort comes every cycle of at least
- * a + r: its share, 1 − λ·r/n = 1 − r/cycle, stays above 1/2.
+ * cohort closes when paid in full, or when a has passed since it settled (later callers are not
+ * worth a wait). What it was paid beyond chance (the rows that came back, less the λ·t that
+ * arrivals at the rate measured when it settled bring in the time t it was open) feeds a moving
+ * share of the rows settled. Independent (Poisson) arrivals bring λ·t on average, the time to
+ * gather n of them averaging n/λ: their share stays near 0. A loop's cohort comes back within r:
+ * while cohorts take turns on a handler that is never idle, λ = n / c(n) and the share is
+ * 1 − r / c(n); once merged, the handler idles for r and the share is 1 − r / (c(n) + r). So a loop
+ * is seen while its round trip is under a and under about 0.6 c(n) (turns) or 1.5 c(n) (merged):
+ * for the models this is for, whose fixed cost is most of c(n), most loops where waiting pays.
+ *
+ * With batch keys or affinity the engine has a lane per key, each with its own callers, and these
+ * counts (one per engine) would make one lane wait for another's: the engine then does not ask.
  */
 export class Cohorts {
   /**
-   * Above this moving share of rows coming back beyond chance, the callers form a closed loop. A
-   * closed loop's share is 1 − r/cycle > 1/2; Poisson arrivals' is 0 on average, and stayed under
-   * 0.25 in simulation at every load (test/cohorts.test.ts).
+   * The share above which the callers form a closed loop. Poisson arrivals' share is 0 on average
+   * and stayed under 0.25 in simulation at every load and cost shape tried (test/cohorts.test.ts);
+   * a loop whose round trip is 0.6 c(n) has 0.4.
    */
   static readonly CLOSED_LOOP_SHARE = 0.4;
-  /** Weight the moving averages keep per closed cohort: a memory of about 1 / (1 - MEMORY) = 10 batches. */
+  /** Weight the moving sums keep per closed cohort: a memory of about 1 / (1 - MEMORY) = 10 batches. */
   static readonly MEMORY = 0.9;
-  /** The share starts as if this many rows had settled and not come back: one cohort proves no loop. */
+  /**
+   * The share starts as if this many rows had settled and not come back: a cohort or two of a few
+   * rows cannot claim a loop by chance (one 1-row cohort paid at once would otherwise read 1.0).
+   */
   static readonly PRIOR_ROWS = 16;
-  /** Most cohorts kept open: batches of one row settling faster than their callers return. */
+  /**
+   * Most cohorts kept open. Only batches settling faster than a apart keep several open (a busy
+   * engine with concurrency > 1, or tiny batches); past this the oldest is closed early, so memory
+   * stays bounded whatever the traffic.
+   */
   static readonly MAX_OPEN = 64;
-  /** A wait for a cohort lasts up to this many times the time its last row usually takes to come back. */
+  /**
+   * A wait for a cohort lasts up to this many times the time its last row usually takes to come
+   * back: room for the spread of one round trip to the next, never past a.
+   */
   static readonly RETURN_SLACK = 1.5;
 
   readonly #cost: CostModel;
   readonly #rate: ArrivalRate;
-  /** Open cohorts, oldest first from #head: when each settled, its rows, and the rows still owed. */
+  /** Open cohorts, oldest first from #head: when each settled, the arrival rate then, its rows, the rows still owed. */
   readonly #settledAt: number[] = [];
+  readonly #rateAtSettle: number[] = [];
   readonly #rows: number[] = [];
   readonly #owed: number[] = [];
   #head = 0;
@@ -69,9 +83,8 @@ export class Cohorts {
     return this.share >= Cohorts.CLOSED_LOOP_SHARE;
   }
 
-  /** The moving share of a cohort's rows that came back within the fixed cost a beyond chance, in [-1, 1]. */
+  /** The moving share of settled rows that came back within the fixed cost a beyond chance, in [-1, 1). */
   get share(): number {
-    // Weighed against a prior of PRIOR_ROWS rows that did not come back: a loop is claimed only after some cohorts show it.
     return this.#beyondChance / (this.#closedRows + Cohorts.PRIOR_ROWS);
   }
 
@@ -81,6 +94,8 @@ export class Cohorts {
     this.#expire(at);
     if (this.#settledAt.length - this.#head >= Cohorts.MAX_OPEN) this.#closeOldest(at);
     this.#settledAt.push(at);
+    // The rate before this cohort's own callers come back: what independent arrivals would bring.
+    this.#rateAtSettle.push(this.#rate.at(at));
     this.#rows.push(rows);
     this.#owed.push(rows);
   }
@@ -99,31 +114,31 @@ export class Cohorts {
   }
 
   /**
-   * Under a closed loop with rows still owed, whose cohorts usually come back soon enough for a wait
-   * to pay: the clock time by which they should be back, when a batch waiting for them stops waiting.
-   * Otherwise undefined.
+   * Under a closed loop, while the newest cohort still owes rows: the clock time by which they
+   * should be back, when a batch waiting for them stops waiting. Otherwise undefined. Reads only:
+   * arrivals pay the oldest cohort first, so the newest one open owes rows whenever any does.
    */
   dueBy(now: number): number | undefined {
-    this.#expire(now);
-    if (!this.closedLoop || this.#head >= this.#owed.length || this.#returnWeight === 0) return undefined;
-    // Only a wait shorter than the fixed cost it saves can pay.
-    const worthWaiting = this.#cost.a;
+    const newest = this.#owed.length - 1;
+    if (newest < this.#head || !this.closedLoop || this.#returnWeight === 0) return undefined;
+    const settledAt = this.#settledAt[newest] as number;
+    const window = this.#cost.a;
+    if ((this.#owed[newest] as number) === 0 || now - settledAt > window) return undefined;
     const usualReturn = this.#returnSum / this.#returnWeight;
-    if (usualReturn > worthWaiting) return undefined;
-    // The newest open cohort is the one the batch can still gain from; older ones close first.
-    const newest = this.#settledAt[this.#settledAt.length - 1] as number;
-    return newest + Math.min(worthWaiting, Cohorts.RETURN_SLACK * usualReturn);
+    return settledAt + Math.min(window, Cohorts.RETURN_SLACK * usualReturn);
   }
 
-  /** Rows the open cohorts still owe. */
+  /** Rows the cohorts settled within the last a still owe. Reads only. */
   owed(now: number): number {
-    this.#expire(now);
+    const window = this.#cost.a;
     let owed = 0;
-    for (let i = this.#head; i < this.#owed.length; i++) owed += this.#owed[i] as number;
+    for (let i = this.#head; i < this.#owed.length; i++) {
+      if (now - (this.#settledAt[i] as number) <= window) owed += this.#owed[i] as number;
+    }
     return owed;
   }
 
-  /** A cohort stays open for the handler's fixed cost a: callers later than that are not waited for. */
+  /** Closes the cohorts open for longer than the fixed cost a: callers later than that are not waited for. */
   #expire(now: number): void {
     const window = this.#cost.a;
     while (this.#head < this.#settledAt.length && now - (this.#settledAt[this.#head] as number) > window) {
@@ -138,7 +153,7 @@ export class Cohorts {
     const owed = this.#owed[i] as number;
     const settledAt = this.#settledAt[i] as number;
     const open = Math.min(now - settledAt, this.#cost.a);
-    const byChance = this.#rate.at(settledAt) * open;
+    const byChance = (this.#rateAtSettle[i] as number) * open;
     const beyondChance = Math.max(-rows, rows - owed - byChance);
     const m = Cohorts.MEMORY;
     this.#beyondChance = this.#beyondChance * m + beyondChance;
@@ -151,6 +166,7 @@ export class Cohorts {
     // Drop closed cohorts now and then, so the arrays stay about MAX_OPEN long.
     if (this.#head >= Cohorts.MAX_OPEN) {
       this.#settledAt.splice(0, this.#head);
+      this.#rateAtSettle.splice(0, this.#head);
       this.#rows.splice(0, this.#head);
       this.#owed.splice(0, this.#head);
       this.#head = 0;
