@@ -28,7 +28,7 @@ import type { ArrivalRate, CostModel } from './cost-model.js';
 export class Cohorts {
   /**
    * The share above which the callers form a closed loop. Poisson arrivals' share is 0 on average
-   * and stayed under 0.25 in simulation at every load and cost shape tried (test/cohorts.test.ts);
+   * and stayed at 0.25 or less in simulation at every load and cost shape tried (test/cohorts.test.ts);
    * a loop whose round trip is 0.6 c(n) has 0.4.
    */
   static readonly CLOSED_LOOP_SHARE = 0.4;

@@ -116,7 +116,7 @@ export const SETTINGS = {
   },
   // 'auto', not the core's 50 ms: measured on the default model, it served a lone client at 250 req/s
   // (p50 3 ms) where a fixed 2 ms window managed 153 (p50 6 ms); under a closed loop of 64 clients it waits
-  // for the callers on their way back (session 13), and served 0.57-0.66x ORT alone against 0.34-0.61x for 5 ms.
+  // for the callers on their way back (session 13), and served 0.57-0.66x ORT alone against 0.34-0.62x for 5 ms.
   maxDelay: {
     core: 'maxDelay',
     default: 'auto' as number | 'auto',
