@@ -133,23 +133,26 @@ test('a loop whose callers come back after the fixed cost is not waited for: it 
   expect(cohorts.dueBy(end + 100)).toBeUndefined();
 });
 
-test('rows owed, and when they are due: 1.5 times the usual return, never past the fixed cost', () => {
+/** `batches` batches of `rows` rows settling 10 ms apart, `back` of their callers returning 1 ms after each (a = 6 ms). */
+function loopOf(batches: number, rows: number, back: number) {
   const rate = new ArrivalRate();
   const cohorts = new Cohorts(learned(6, 0.05), rate);
-  // Eight batches of 10 rows, each back whole 1 ms after it settled: a loop.
   let t = 0;
-  for (let i = 0; i < 8; i++) {
-    cohorts.settled(10, t);
-    expect(cohorts.owed(t)).toBe(10);
-    t += 1;
-    rate.add(10, t);
-    cohorts.arrived(10, t);
-    expect(cohorts.owed(t)).toBe(0);
-    expect(cohorts.dueBy(t)).toBeUndefined(); // nothing owed: nobody waits
-    t += 9;
+  for (let i = 0; i < batches; i++) {
+    cohorts.settled(rows, t);
+    rate.add(back, t + 1);
+    cohorts.arrived(back, t + 1);
+    t += 10;
   }
+  return { rate, cohorts, t };
+}
+
+test('rows owed, and when they are due: 1.5 times the usual return, never past the fixed cost', () => {
+  // Eight batches of 10 rows, each back whole 1 ms after it settled: a loop.
+  const { rate, cohorts, t } = loopOf(8, 10, 10);
   expect(cohorts.closedLoop).toBe(true);
   cohorts.settled(10, t);
+  expect(cohorts.owed(t)).toBe(10);
   expect(cohorts.dueBy(t)).toBeCloseTo(t + Cohorts.RETURN_SLACK * 1, 6);
   rate.add(4, t + 0.5);
   cohorts.arrived(4, t + 0.5);
@@ -158,6 +161,12 @@ test('rows owed, and when they are due: 1.5 times the usual return, never past t
   expect(cohorts.owed(t + 5.99)).toBe(6);
   expect(cohorts.owed(t + 6.01)).toBe(0);
   expect(cohorts.dueBy(t + 6.01)).toBeUndefined();
+  // A cohort back whole is not waited for.
+  cohorts.settled(10, t + 10);
+  rate.add(10, t + 11);
+  cohorts.arrived(10, t + 11);
+  expect(cohorts.owed(t + 11)).toBe(0);
+  expect(cohorts.dueBy(t + 11)).toBeUndefined();
 });
 
 test('a lone caller in a loop never waits for itself, and open cohorts stay bounded', () => {
@@ -172,4 +181,18 @@ test('a lone caller in a loop never waits for itself, and open cohorts stay boun
   // A thousand one-row batches settling at once, none back: at most MAX_OPEN are owed.
   for (let i = 0; i < 1000; i++) cohorts.settled(1, 2000);
   expect(cohorts.owed(2000)).toBe(Cohorts.MAX_OPEN);
+});
+
+test('a client that left the loop is still a loop, and is not waited for: a cohort short of its usual missing row is back', () => {
+  // Batches of 10 rows, 9 of them back 1 ms after each settles: one client is gone for good.
+  const { rate, cohorts, t } = loopOf(40, 10, 9);
+  expect(cohorts.closedLoop).toBe(true);
+  cohorts.settled(10, t);
+  // Still 10 owed: the nine who come back are waited for.
+  expect(cohorts.dueBy(t)).toBeDefined();
+  rate.add(9, t + 1);
+  cohorts.arrived(9, t + 1);
+  // The one row left is the one that never comes: the cohort counts as back, and no batch waits for it.
+  expect(cohorts.owed(t + 1)).toBe(0);
+  expect(cohorts.dueBy(t + 1)).toBeUndefined();
 });

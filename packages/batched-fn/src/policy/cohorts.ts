@@ -40,6 +40,13 @@ export class Cohorts {
    */
   static readonly PRIOR_ROWS = 16;
   /**
+   * A cohort counts as back with at most this share of its rows owed for good: enough for a client
+   * or two gone from a loop, while a cohort that lacks more than that is measured as it is. The
+   * count is fixed when the cohort settles, so under Poisson arrivals the time to reach it keeps
+   * its average at n/λ and the share unbiased.
+   */
+  static readonly MAX_GONE_SHARE = 0.1;
+  /**
    * Most cohorts kept open. Only batches settling faster than a apart keep several open (a busy
    * engine with concurrency > 1, or tiny batches); past this the oldest is closed early, so memory
    * stays bounded whatever the traffic.
@@ -53,11 +60,15 @@ export class Cohorts {
 
   readonly #cost: CostModel;
   readonly #rate: ArrivalRate;
-  /** Open cohorts, oldest first from #head: when each settled, the arrival rate then, its rows, the rows still owed. */
+  /**
+   * Open cohorts, oldest first from #head: when each settled, the arrival rate then, its rows, the
+   * rows still owed, and the rows it may still owe and count as back (those usually never paid).
+   */
   readonly #settledAt: number[] = [];
   readonly #rateAtSettle: number[] = [];
   readonly #rows: number[] = [];
   readonly #owed: number[] = [];
+  readonly #backAt: number[] = [];
   #head = 0;
   /**
    * Rows that came back beyond chance, and rows settled, over recent closed cohorts (moving sums):
@@ -72,6 +83,13 @@ export class Cohorts {
    */
   #returnSum = 0;
   #returnWeight = 0;
+  /**
+   * Rows a cohort usually still owed when it closed (a moving average; 0 while every cohort comes
+   * back whole). A client that left the loop never pays its row: a cohort that owes no more than
+   * that counts as back, so it is measured by its round trip, not by the whole window, and no batch
+   * waits for the row.
+   */
+  #usualShortfall = 0;
 
   constructor(cost: CostModel, rate: ArrivalRate) {
     this.#cost = cost;
@@ -98,6 +116,7 @@ export class Cohorts {
     this.#rateAtSettle.push(this.#rate.at(at));
     this.#rows.push(rows);
     this.#owed.push(rows);
+    this.#backAt.push(Math.min(this.#usualShortfall + 0.5, Cohorts.MAX_GONE_SHARE * rows));
   }
 
   /** `rows` rows arrived at `at`: they pay back the oldest open cohorts. */
@@ -109,21 +128,21 @@ export class Cohorts {
       const paid = Math.min(left, this.#owed[i] as number);
       this.#owed[i] = (this.#owed[i] as number) - paid;
       left -= paid;
-      if (this.#owed[i] === 0) this.#closeOldest(at);
+      if ((this.#owed[i] as number) <= (this.#backAt[i] as number)) this.#closeOldest(at);
     }
   }
 
   /**
-   * Under a closed loop, while the newest cohort still owes rows: the clock time by which they
-   * should be back, when a batch waiting for them stops waiting. Otherwise undefined. Reads only:
-   * arrivals pay the oldest cohort first, so the newest one open owes rows whenever any does.
+   * Under a closed loop, while the newest cohort is not back: the clock time by which it should be,
+   * when a batch waiting for it stops waiting. Otherwise undefined. Reads only: arrivals pay the
+   * oldest cohort first, so the newest one is open whenever any is.
    */
   dueBy(now: number): number | undefined {
     const newest = this.#owed.length - 1;
     if (newest < this.#head || !this.closedLoop || this.#returnWeight === 0) return undefined;
     const settledAt = this.#settledAt[newest] as number;
     const window = this.#cost.a;
-    if ((this.#owed[newest] as number) === 0 || now - settledAt > window) return undefined;
+    if (now - settledAt > window) return undefined;
     const usualReturn = this.#returnSum / this.#returnWeight;
     return settledAt + Math.min(window, Cohorts.RETURN_SLACK * usualReturn);
   }
@@ -158,7 +177,8 @@ export class Cohorts {
     const m = Cohorts.MEMORY;
     this.#beyondChance = this.#beyondChance * m + beyondChance;
     this.#closedRows = this.#closedRows * m + rows;
-    if (owed === 0) {
+    this.#usualShortfall = this.#usualShortfall * m + (1 - m) * owed;
+    if (owed <= (this.#backAt[i] as number)) {
       this.#returnSum = this.#returnSum * m + (1 - m) * (now - settledAt);
       this.#returnWeight = this.#returnWeight * m + (1 - m);
     }
@@ -169,6 +189,7 @@ export class Cohorts {
       this.#rateAtSettle.splice(0, this.#head);
       this.#rows.splice(0, this.#head);
       this.#owed.splice(0, this.#head);
+      this.#backAt.splice(0, this.#head);
       this.#head = 0;
     }
   }
