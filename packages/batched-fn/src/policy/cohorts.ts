@@ -12,8 +12,8 @@ import type { ArrivalRate, CostModel } from './cost-model.js';
  * its way back pays while r < a.
  *
  * Each settled batch opens a cohort of its rows; arrivals pay back the oldest open cohort first. A
- * cohort closes when paid in full, or when a has passed since it settled (later callers are not
- * worth a wait). What it was paid beyond chance (the rows that came back, less the λ·t that
+ * cohort closes when it is back (paid, but for the rows cohorts usually never return), or when a
+ * has passed since it settled (later callers are not worth a wait). What it was paid beyond chance (the rows that came back, less the λ·t that
  * arrivals at the rate measured when it settled bring in the time t it was open) feeds a moving
  * share of the rows settled. Independent (Poisson) arrivals bring λ·t on average, the time to
  * gather n of them averaging n/λ: their share stays near 0. A loop's cohort comes back within r:
