@@ -1,4 +1,10 @@
-import { type ClientHttp2Session, connect, constants, type IncomingHttpHeaders } from 'node:http2';
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect,
+  constants,
+  type IncomingHttpHeaders,
+} from 'node:http2';
 
 // gRPC calls over a raw HTTP/2 connection, as an attacker (or a client outside grpc-js) makes them:
 // for the tests that send bytes no client library would.
@@ -21,6 +27,21 @@ export interface RawAnswer {
   cancel(): void;
 }
 
+/** A call's grpc-status and grpc-message, once they come: in a headers-only answer or in its trailers. */
+export function grpcStatusOf(stream: ClientHttp2Stream): Promise<{ code: number; details: string }> {
+  return new Promise((resolve) => {
+    const read = (headers: IncomingHttpHeaders) => {
+      if (headers['grpc-status'] !== undefined)
+        resolve({
+          code: Number(headers['grpc-status']),
+          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
+        });
+    };
+    stream.on('response', read);
+    stream.on('trailers', read);
+  });
+}
+
 /** Sends a call's headers and `body` (a framed message, or part of one), without ending the stream unless `end`. */
 export function rawCall(
   session: ClientHttp2Session,
@@ -37,17 +58,7 @@ export function rawCall(
   });
   stream.on('error', () => {});
   stream.on('data', () => {});
-  const answer = new Promise<{ code: number; details: string }>((resolve) => {
-    const read = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined)
-        resolve({
-          code: Number(headers['grpc-status']),
-          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
-        });
-    };
-    stream.on('response', read);
-    stream.on('trailers', read);
-  });
+  const answer = grpcStatusOf(stream);
   const closed = new Promise<void>((resolve) => stream.once('close', resolve));
   if (options.end === false) stream.write(body);
   else stream.end(body);

@@ -1,5 +1,5 @@
 import { rmSync } from 'node:fs';
-import { type ClientHttp2Session, connect, type IncomingHttpHeaders } from 'node:http2';
+import { type ClientHttp2Session, connect } from 'node:http2';
 import vm from 'node:vm';
 import v8 from 'node:v8';
 import { Metadata, status } from '@grpc/grpc-js';
@@ -9,6 +9,7 @@ import { serveModels } from '../dist/server.js';
 import { ModelRegistry } from '../dist/repository/registry.js';
 import { grpcClient, rawOf } from './grpc-client.js';
 import { gatedModel } from './helpers.js';
+import { grpcStatusOf } from './raw-grpc.js';
 import { int32sOf, messages, row16, simpleRequest, tritonRepository, until } from './triton-helpers.js';
 
 // ModelStreamInfer (tritonclient's start_stream / async_stream_infer): requests batched like any
@@ -329,17 +330,7 @@ function rawStream(session: ClientHttp2Session) {
   stream.on('data', (chunk: Buffer) => {
     data = Buffer.concat([data, chunk]);
   });
-  const trailers = new Promise<{ code: number; details: string }>((resolve) => {
-    const read = (headers: IncomingHttpHeaders) => {
-      if (headers['grpc-status'] !== undefined)
-        resolve({
-          code: Number(headers['grpc-status']),
-          details: decodeURIComponent(String(headers['grpc-message'] ?? '')),
-        });
-    };
-    stream.on('response', read);
-    stream.on('trailers', read);
-  });
+  const trailers = grpcStatusOf(stream);
   const closed = new Promise<void>((resolve) => stream.once('close', resolve));
   /** The gRPC messages received so far. */
   const received = (): Buffer[] => {
