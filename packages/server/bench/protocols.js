@@ -7,10 +7,13 @@
 // Per row: req/s, and the server main thread's CPU per request (from /proc/<pid>/task/<pid>/stat, the
 // thread that parses, validates, batches and answers; the model runs in worker threads). Models: the
 // default MLP, a tiny 256→16 model where the protocol's own cost shows, and `bare`: the protocol stacks
-// alone (bench/bare-server.js), each protocol's ceiling here. All servers run at once; each round takes
+// alone (bench/bare-server.js), each protocol's ceiling here, and `held`: the same stacks holding every
+// answer until the next tick of a 1 ms timer, as a batching server holds its calls through a batch (what
+// that alone costs a transport: the calls' HTTP/2, grpc-js and socket objects outlive a scavenge, and
+// the answers leave in bursts). All servers run at once; each round takes
 // every protocol on every server in turn, the orders alternating from round to round.
 //
-// BENCH_SECONDS (8), BENCH_ROUNDS (2), BENCH_MODELS (mlp,tiny,bare), BENCH_PROTOCOLS (json,binary,grpc).
+// BENCH_SECONDS (8), BENCH_ROUNDS (2), BENCH_MODELS (mlp,tiny,bare,held), BENCH_PROTOCOLS (json,binary,grpc).
 // BENCH_BASELINE=<dist dir>: each model also runs as `<model>@base`, served from that build (a copy of
 // dist/ made before a change, kept beside dist/ so its imports resolve), for before/after in one run.
 // BENCH_PROFILE=<dir>: the servers run with --cpu-prof into <dir>, and each timed run's window (monotonic
@@ -48,11 +51,14 @@ const ALL_MODELS = {
   mlp: () => ensureMlpModel(),
   tiny: () => ensureMlpModel({ inputs: 256, hidden: [], classes: 16, seed: 1 }),
   bare: () => undefined,
+  held: () => undefined,
 };
 const pick = (env, all) => (process.env[env] ?? all.join(',')).split(',').filter((x) => all.includes(x.split('@')[0]));
 const BASELINE = process.env.BENCH_BASELINE;
+/** The protocol stacks alone (bench/bare-server.js), by how long they hold an answer (ms). */
+const STACKS = { bare: 0, held: 1 };
 const MODELS = pick('BENCH_MODELS', Object.keys(ALL_MODELS)).flatMap((m) =>
-  BASELINE === undefined || m === 'bare' || m.includes('@') ? [m] : [`${m}@base`, m],
+  BASELINE === undefined || m in STACKS || m.includes('@') ? [m] : [`${m}@base`, m],
 );
 const PROTOCOLS = pick('BENCH_PROTOCOLS', ['json', 'binary', 'grpc']);
 const work = mkdtempSync(join(tmpdir(), 'bfn-proto-'));
@@ -73,7 +79,7 @@ async function serve(label) {
   const cli = base === undefined ? [BIN] : [launcher];
   const args =
     path === undefined
-      ? [fileURLToPath(new URL('bare-server.js', import.meta.url))]
+      ? [fileURLToPath(new URL('bare-server.js', import.meta.url)), String(STACKS[name])]
       : [...cli, 'serve', '--model', path, '--name', name, '--port', '0', '--grpc-port', '0', '--threads', '1'];
   const profile = PROFILE === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${PROFILE}`, '--cpu-prof-interval=250'];
   const child = spawn(process.execPath, [...profile, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -273,11 +279,11 @@ try {
   for (const name of MODELS) {
     const server = await serve(name);
     servers.push(server);
-    // The bare server answers as for the tiny model, and takes its requests.
+    // The bare stacks answer as for the tiny model, and take its requests.
     server.name = name;
-    server.model = name === 'bare' ? 'tiny' : name.split('@')[0];
+    server.model = name in STACKS ? 'tiny' : name.split('@')[0];
     server.files = await payloads(server, server.model);
-    await verify(server, server.model, server.files, name === 'bare');
+    await verify(server, server.model, server.files, name in STACKS);
     // JIT, sessions, connections.
     for (const protocol of PROTOCOLS) load(server, server.model, server.files, protocol, WARMUP_SECONDS);
   }
@@ -335,12 +341,18 @@ for (const name of MODELS) {
       `grpc ${m('grpc', 'main µs/req').toFixed(0)}\n`,
   );
 }
-for (const name of MODELS.filter((n) => n !== 'bare' && MODELS.includes('bare'))) {
-  const share = (protocol) => ratio(mean(name, protocol, 'req/s'), mean('bare', protocol, 'req/s'));
-  process.stdout.write(
-    `${name} against its protocol's bare stack: json ${share('json')}x, binary ${share('binary')}x, grpc ${share('grpc')}x\n`,
-  );
-}
+// Against each anchor: `bare` (held included: what holding alone costs), and `held` (the models only).
+const ANCHORS = [
+  ['bare', "its protocol's bare stack", (n) => n !== 'bare'],
+  ['held', 'the bare stack holding answers 1 ms', (n) => !(n in STACKS)],
+];
+for (const [stack, what, compared] of ANCHORS.filter(([stack]) => MODELS.includes(stack)))
+  for (const name of MODELS.filter(compared)) {
+    const share = (protocol) => ratio(mean(name, protocol, 'req/s'), mean(stack, protocol, 'req/s'));
+    process.stdout.write(
+      `${name} against ${what}: json ${share('json')}x, binary ${share('binary')}x, grpc ${share('grpc')}x\n`,
+    );
+  }
 if (BASELINE !== undefined)
   for (const name of MODELS.filter((n) => n.endsWith('@base'))) {
     const now = name.split('@')[0];
