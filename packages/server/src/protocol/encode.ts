@@ -47,6 +47,10 @@ function describeJson(base: { name: string; datatype: string; shape: number[] },
  * Builds the KServe v2 response. Outputs asked for as binary are appended as
  * raw bytes after the JSON header, whose length goes in
  * Inference-Header-Content-Length, as Triton's clients expect.
+ *
+ * Every answer comes through here, so the header is written as text in one pass
+ * (the same JSON, key for key, as JSON.stringify of the objects would give) and
+ * a binary body is one buffer the header and tensors are written into.
  */
 export function encodeInferResponse(
   modelName: string,
@@ -55,32 +59,47 @@ export function encodeInferResponse(
   result: InferResult,
   outputs: readonly { name: string; binary: boolean; region?: RegionRef | undefined }[],
 ): EncodedResponse {
-  const chunks: Uint8Array[] = [];
   // Outputs asked into a shared-memory region are written there, and answered without data.
   const inRegions = writeRegionOutputs(outputs, result);
-  const described = outputs.map(({ name, binary }) => {
+  let header = `{"model_name":${JSON.stringify(modelName)},"model_version":${JSON.stringify(modelVersion)}`;
+  if (id !== undefined) header += `,"id":${JSON.stringify(id)}`;
+  header += ',"outputs":[';
+  let chunks: Uint8Array[] | undefined;
+  let binaryBytes = 0;
+  for (let i = 0; i < outputs.length; i++) {
+    const { name, binary } = outputs[i] as (typeof outputs)[number];
     const tensor = result[name] as Tensor;
-    const base = { name, datatype: tensor.datatype, shape: tensor.shape };
+    if (i > 0) header += ',';
     const region = inRegions.get(name);
-    if (region !== undefined) return JSON.stringify({ ...base, parameters: region });
-    if (!binary) return describeJson(base, tensor);
-    const data = tensor.data;
-    const bytes = Array.isArray(data)
-      ? bytesToBinary(data)
-      : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    chunks.push(bytes);
-    return JSON.stringify({ ...base, parameters: { binary_data_size: bytes.byteLength } });
-  });
-  const head = JSON.stringify({
-    model_name: modelName,
-    model_version: modelVersion,
-    ...(id === undefined ? {} : { id }),
-  });
-  const header = `${head.slice(0, -1)},"outputs":[${described.join(',')}]}`;
-  if (chunks.length === 0) return { body: header, headers: { 'content-type': 'application/json' } };
-  const json = Buffer.from(header, 'utf8');
+    if (region !== undefined) {
+      header += JSON.stringify({ name, datatype: tensor.datatype, shape: tensor.shape, parameters: region });
+    } else if (!binary) {
+      header += describeJson({ name, datatype: tensor.datatype, shape: tensor.shape }, tensor);
+    } else {
+      const data = tensor.data;
+      const bytes = Array.isArray(data)
+        ? bytesToBinary(data)
+        : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      chunks ??= [];
+      chunks.push(bytes);
+      binaryBytes += bytes.byteLength;
+      header +=
+        `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(tensor.datatype)},` +
+        `"shape":${JSON.stringify(tensor.shape)},"parameters":{"binary_data_size":${bytes.byteLength}}}`;
+    }
+  }
+  header += ']}';
+  if (chunks === undefined) return { body: header, headers: { 'content-type': 'application/json' } };
+  const headerBytes = Buffer.byteLength(header, 'utf8');
+  const body = Buffer.allocUnsafe(headerBytes + binaryBytes);
+  body.write(header, 0, 'utf8');
+  let at = headerBytes;
+  for (const bytes of chunks) {
+    body.set(bytes, at);
+    at += bytes.byteLength;
+  }
   return {
-    body: Buffer.concat([json, ...chunks]),
-    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.length) },
+    body,
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerBytes) },
   };
 }

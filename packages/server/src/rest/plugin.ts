@@ -141,11 +141,18 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
   // inflated size; a refused body is drained so its client reads the answer (request-body.ts).
   app.removeAllContentTypeParsers();
   const limits = bodyLimits(options);
-  app.addContentTypeParser('*', async (request: FastifyRequest, payload: FastifyRequest['raw']) => {
-    const body = await readBody(payload, request.headers, bodyLimit);
-    // Millions of empty objects are refused before JSON.parse builds them (body-scan.ts).
-    scanJsonBody(body, jsonLength(body, request.headers[HEADER_LENGTH]), limits);
-    return body;
+  // A callback parser (three parameters), not an async one: no promise or suspended frame a request.
+  app.addContentTypeParser('*', (request: FastifyRequest, payload: FastifyRequest['raw'], done) => {
+    readBody(payload, request.headers, bodyLimit, (error, body) => {
+      if (error !== undefined) return done(error, undefined);
+      try {
+        // Millions of empty objects are refused before JSON.parse builds them (body-scan.ts).
+        scanJsonBody(body as Buffer, jsonLength(body as Buffer, request.headers[HEADER_LENGTH]), limits);
+      } catch (refusal) {
+        return done(refusal as Error, undefined);
+      }
+      done(null, body);
+    });
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -202,7 +209,8 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
     const onClose = (): void => {
       if (!reply.raw.writableFinished) controller.abort(new ProtocolError('cancelled', 'Client closed the connection'));
     };
-    reply.raw.once('close', onClose);
+    // `on`, not `once` (a response closes once, and both endings take it off): no wrapper objects a request.
+    reply.raw.on('close', onClose);
     return front
       .infer(
         {

@@ -112,20 +112,27 @@ export async function refuseAfterDrain(
   return ended ? error : closingWith(error);
 }
 
+/** How readBody answers, once: the refusal, or the body. */
+export type BodyDone = (error: ProtocolError | undefined, body?: Buffer) => void;
+
 /**
  * The body of a POST, as the routes read it: checked for its type (JSON, the binary extension, or
- * none), inflated when it says gzip or deflate, and held to `limit` bytes after inflating. Rejects
- * with a ProtocolError (415, 413, 400) only once the body has been drained within its bound.
+ * none), inflated when it says gzip or deflate, and held to `limit` bytes after inflating. Calls
+ * `done` once: with a ProtocolError (415, 413, 400) only once the body has been drained within its
+ * bound, or with the body. A callback, not a promise: every request reads a body, and a plain one
+ * (most are) makes no closure for inflating, no promise and no `once` wrappers.
  */
-export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: number): Promise<Buffer> {
+export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: number, done: BodyDone): void {
   const type = mediaType(headers['content-type']);
-  if (type !== undefined && !BODY_TYPES.includes(type))
-    return refuseAfterDrain(
+  if (type !== undefined && !BODY_TYPES.includes(type)) {
+    void refuseAfterDrain(
       stream,
       headers,
       limit,
       new ProtocolError('unsupported-media-type', unsupportedType(headers['content-type'])),
-    ).then((error) => Promise.reject(error));
+    ).then(done);
+    return;
+  }
   const coding = contentCoding(headers['content-encoding']);
   if (coding === undefined) {
     const error = new RestRefusal(
@@ -133,51 +140,56 @@ export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: 
       `Content-Encoding must be gzip, deflate or identity, got ${clip(JSON.stringify(headers['content-encoding']))}`,
       { 'accept-encoding': 'gzip, deflate' },
     );
-    return refuseAfterDrain(stream, headers, limit, error).then((refused) => Promise.reject(refused));
+    void refuseAfterDrain(stream, headers, limit, error).then(done);
+    return;
   }
-  if (Number(headers['content-length']) > limit)
-    return refuseAfterDrain(stream, headers, limit, tooLarge(limit)).then((error) => Promise.reject(error));
-  return new Promise<Buffer>((resolve, reject) => {
-    const drainTo = drainLimitFor(limit);
-    /** What the routes will see (inflated when coded), kept while under the limit. */
-    let chunks: Buffer[] = [];
-    let size = 0;
-    let wire = 0;
-    let refused: ProtocolError | undefined;
-    let inflater: Gunzip | Inflate | InflateRaw | undefined;
+  if (Number(headers['content-length']) > limit) {
+    void refuseAfterDrain(stream, headers, limit, tooLarge(limit)).then(done);
+    return;
+  }
+  const drainTo = drainLimitFor(limit);
+  /** What the routes will see (inflated when coded), kept while under the limit. */
+  let chunks: Buffer[] = [];
+  let size = 0;
+  let wire = 0;
+  let refused: ProtocolError | undefined;
+  let inflater: Gunzip | Inflate | InflateRaw | undefined;
+  let streamEnded = false;
+  let settled = false;
+
+  const settle = (error: ProtocolError | undefined, close = false): void => {
+    if (settled) return;
+    settled = true;
+    stream.off('data', onData);
+    stream.off('end', onEnd);
+    stream.off('error', onAbort);
+    stream.off('close', onAbort);
+    inflater?.destroy();
+    if (error === undefined) {
+      // Always a copy: a chunk can be a view of a 64 KiB socket read, which a queued request would keep alive.
+      done(undefined, Buffer.concat(chunks, size));
+      return;
+    }
+    chunks = [];
+    if (close) stream.pause();
+    done(close ? closingWith(error) : error);
+  };
+  /** From here on the body is only drained: the answer waits for its end (or the drain bound). */
+  const refuse = (error: ProtocolError): void => {
+    if (refused !== undefined) return;
+    refused = error;
+    chunks = [];
+    size = 0;
+    inflater?.destroy();
+    inflater = undefined;
+    if (stream.isPaused()) stream.resume();
+    if (streamEnded) settle(error);
+  };
+  /** Compressed bodies only: built when the body says gzip or deflate, so a plain one pays for none of it. */
+  let feed: ((chunk: Buffer) => void) | undefined;
+  if (coding !== 'identity') {
     /** deflate: the first bytes, until there are two to tell a zlib stream (RFC 9110) from a raw one. */
     let head: Buffer | undefined;
-    let streamEnded = false;
-    let settled = false;
-
-    const settle = (error: ProtocolError | undefined, close = false): void => {
-      if (settled) return;
-      settled = true;
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.off('error', onAbort);
-      stream.off('close', onAbort);
-      inflater?.destroy();
-      if (error === undefined) {
-        // Always a copy: a chunk can be a view of a 64 KiB socket read, which a queued request would keep alive.
-        resolve(Buffer.concat(chunks, size));
-        return;
-      }
-      chunks = [];
-      if (close) stream.pause();
-      reject(close ? closingWith(error) : error);
-    };
-    /** From here on the body is only drained: the answer waits for its end (or the drain bound). */
-    const refuse = (error: ProtocolError): void => {
-      if (refused !== undefined) return;
-      refused = error;
-      chunks = [];
-      size = 0;
-      inflater?.destroy();
-      inflater = undefined;
-      if (stream.isPaused()) stream.resume();
-      if (streamEnded) settle(error);
-    };
     const startInflater = (first: Buffer): void => {
       // RFC 9110's deflate is the zlib format (what tritonclient sends); some clients send raw deflate.
       const zlibWrapped =
@@ -198,7 +210,7 @@ export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: 
         if (refused === undefined) settle(undefined);
       });
     };
-    const feed = (chunk: Buffer): void => {
+    feed = (chunk: Buffer): void => {
       if (inflater === undefined) {
         head = head === undefined ? chunk : Buffer.concat([head, chunk]);
         if (head.length < 2 && !streamEnded) return;
@@ -215,37 +227,39 @@ export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: 
         });
       }
     };
-    const onData = (chunk: Buffer): void => {
-      wire += chunk.length;
-      if (refused !== undefined) {
-        if (wire > drainTo) settle(refused, true);
-        return;
-      }
-      if (wire > limit) {
-        refuse(tooLarge(limit));
-        return;
-      }
-      if (coding === 'identity') {
-        chunks.push(chunk);
-        size += chunk.length;
-      } else feed(chunk);
-    };
-    const onEnd = (): void => {
-      streamEnded = true;
-      if (refused !== undefined) settle(refused);
-      else if (coding === 'identity') settle(undefined);
-      else {
-        if (inflater === undefined) feed(head ?? Buffer.alloc(0));
-        inflater?.end();
-      }
-    };
-    const onAbort = (): void => {
-      if (!streamEnded) settle(invalidArgument('The request body was cut short'), true);
-    };
-    stream.on('data', onData);
-    stream.once('end', onEnd);
-    stream.once('error', onAbort);
-    stream.once('close', onAbort);
-    stream.resume();
-  });
+  }
+  const onData = (chunk: Buffer): void => {
+    wire += chunk.length;
+    if (refused !== undefined) {
+      if (wire > drainTo) settle(refused, true);
+      return;
+    }
+    if (wire > limit) {
+      refuse(tooLarge(limit));
+      return;
+    }
+    if (feed === undefined) {
+      chunks.push(chunk);
+      size += chunk.length;
+    } else feed(chunk);
+  };
+  const onEnd = (): void => {
+    streamEnded = true;
+    if (refused !== undefined) settle(refused);
+    else if (feed === undefined) settle(undefined);
+    else {
+      // A body shorter than the two bytes that tell deflate's formats apart (or empty) starts it now.
+      if (inflater === undefined) feed(Buffer.alloc(0));
+      inflater?.end();
+    }
+  };
+  const onAbort = (): void => {
+    if (!streamEnded) settle(invalidArgument('The request body was cut short'), true);
+  };
+  // `on`, not `once`: settle takes all four off, and `once` wraps each in two more objects a request.
+  stream.on('data', onData);
+  stream.on('end', onEnd);
+  stream.on('error', onAbort);
+  stream.on('close', onAbort);
+  stream.resume();
 }

@@ -12,7 +12,8 @@ export function trackAccepted(app: FastifyInstance, inFlight: InFlight): void {
   const end = (): void => inFlight.end();
   app.addHook('preHandler', (_request, reply, done) => {
     inFlight.begin();
-    reply.raw.once('close', end);
+    // `on`, not `once`: a response closes once, and `once` would wrap the shared listener in two objects a request.
+    reply.raw.on('close', end);
     done();
   });
 }
