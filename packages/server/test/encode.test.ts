@@ -16,9 +16,18 @@ const output = fc.record({
   shape,
   kind: fc.constantFrom('FP32', 'INT32', 'BYTES', 'BOOL'),
   seed: fc.integer({ min: 0, max: 1000 }),
+  // A model of the caller's own may leave `shape` (or, here for FP32, `datatype`) undefined.
+  leftOut: fc.constantFrom(undefined, 'shape', 'datatype'),
 });
 
-function tensorOf(kind: string, dims: number[], seed: number): Tensor {
+function tensorOf(kind: string, dims: number[], seed: number, leftOut?: 'shape' | 'datatype'): Tensor {
+  const tensor = fullTensorOf(kind, dims, seed);
+  if (leftOut === 'shape') return { ...tensor, shape: undefined as unknown as number[] };
+  if (leftOut === 'datatype' && kind === 'FP32') return { ...tensor, datatype: undefined as unknown as 'FP32' };
+  return tensor;
+}
+
+function fullTensorOf(kind: string, dims: number[], seed: number): Tensor {
   const count = dims.reduce((a, b) => a * b, 1);
   const values = Array.from({ length: count }, (_, i) => seed + i);
   if (kind === 'FP32') return { datatype: 'FP32', shape: dims, data: Float32Array.from(values, (v) => v / 8) };
@@ -30,7 +39,7 @@ function tensorOf(kind: string, dims: number[], seed: number): Tensor {
 /** What the header was before: JSON.stringify of the response's objects. */
 function referenceHeader(
   model: string,
-  version: string,
+  version: string | undefined,
   id: string | undefined,
   outputs: { name: string; binary: boolean; tensor: Tensor }[],
 ): string {
@@ -70,19 +79,19 @@ test('the header is the JSON the objects would give, and the binary outputs foll
   fc.assert(
     fc.property(
       name,
-      name,
+      fc.option(name, { nil: undefined }),
       fc.option(name, { nil: undefined }),
       fc.uniqueArray(output, { selector: (o) => o.name, minLength: 1, maxLength: 4 }),
       (model, version, id, drawn) => {
         const outputs = drawn.map((o) => ({
           name: o.name,
           binary: o.binary,
-          tensor: tensorOf(o.kind, o.shape, o.seed),
+          tensor: tensorOf(o.kind, o.shape, o.seed, o.leftOut),
         }));
         const result: InferResult = Object.fromEntries(outputs.map((o) => [o.name, o.tensor]));
         const answer = encodeInferResponse(
           model,
-          version,
+          version as string,
           id,
           result,
           outputs.map(({ name, binary }) => ({ name, binary })),

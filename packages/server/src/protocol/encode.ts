@@ -44,6 +44,18 @@ function describeJson(base: { name: string; datatype: string; shape: number[] },
 }
 
 /**
+ * `,"key":value` as JSON.stringify writes an object's member, or nothing where it leaves the member
+ * out (an undefined value, a function).
+ */
+function member(key: string, value: unknown): string {
+  const text = JSON.stringify(value);
+  return text === undefined ? '' : `,"${key}":${text}`;
+}
+
+/** `{` and the members written so far, ready for one more: `{"a":1,` (or `{` when there are none). */
+const opened = (members: string): string => (members === '' ? '{' : `{${members.slice(1)},`);
+
+/**
  * Builds the KServe v2 response. Outputs asked for as binary are appended as
  * raw bytes after the JSON header, whose length goes in
  * Inference-Header-Content-Length, as Triton's clients expect.
@@ -61,9 +73,9 @@ export function encodeInferResponse(
 ): EncodedResponse {
   // Outputs asked into a shared-memory region are written there, and answered without data.
   const inRegions = writeRegionOutputs(outputs, result);
-  let header = `{"model_name":${JSON.stringify(modelName)},"model_version":${JSON.stringify(modelVersion)}`;
-  if (id !== undefined) header += `,"id":${JSON.stringify(id)}`;
-  header += ',"outputs":[';
+  // A model of the caller's own (kservePlugin) may leave a field undefined: left out, as JSON.stringify leaves it.
+  const head = `${member('model_name', modelName)}${member('model_version', modelVersion)}${member('id', id)}`;
+  let header = `${opened(head)}"outputs":[`;
   let chunks: Uint8Array[] | undefined;
   let binaryBytes = 0;
   for (let i = 0; i < outputs.length; i++) {
@@ -83,9 +95,8 @@ export function encodeInferResponse(
       chunks ??= [];
       chunks.push(bytes);
       binaryBytes += bytes.byteLength;
-      header +=
-        `{"name":${JSON.stringify(name)},"datatype":${JSON.stringify(tensor.datatype)},` +
-        `"shape":${JSON.stringify(tensor.shape)},"parameters":{"binary_data_size":${bytes.byteLength}}}`;
+      const fields = `${member('name', name)}${member('datatype', tensor.datatype)}${member('shape', tensor.shape)}`;
+      header += `${opened(fields)}"parameters":{"binary_data_size":${bytes.byteLength}}}`;
     }
   }
   header += ']}';
