@@ -83,13 +83,17 @@ test('a binary output of a model that leaves `shape` out still gets a header tha
   const input = { name: 'x', datatype: 'FP32', shape: [1, 2], data: [1, 2] };
   const json = await post({ inputs: [input] });
   expect(json.status).toBe(200);
-  expect((await json.json()).outputs[0]).toEqual({ name: 'y', datatype: 'FP32', data: [0] });
+  expect(((await json.json()) as { outputs: unknown[] }).outputs[0]).toEqual({
+    name: 'y',
+    datatype: 'FP32',
+    data: [0],
+  });
   const binary = await post({ inputs: [input], outputs: [{ name: 'y', parameters: { binary_data: true } }] });
   expect(binary.status).toBe(200);
   const body = Buffer.from(await binary.arrayBuffer());
   const headerLength = Number(binary.headers.get('inference-header-content-length'));
   const header = body.subarray(0, headerLength).toString('utf8');
-  // Fails today: the header says `"shape":undefined`, which no client can parse.
+  // Failed before ef2b490: the header said `"shape":undefined`, which no client can parse.
   expect(header).not.toContain('undefined');
   expect(JSON.parse(header).outputs[0]).toEqual({
     name: 'y',
