@@ -134,18 +134,27 @@ test('a call accepted at arrival is shed at dispatch when its batch grew past wh
  * batch, 1 ms per 8 rows): each caller sends its next call `roundTrip` ms after its last one was
  * answered, the first at `i` ms (staggered, so the first batches differ in size).
  */
-async function closedLoopBatchSizes(roundTrip: number, batchKey?: (x: number) => string): Promise<number[]> {
-  const clients = 16;
-  const { batches, handler } = simulatedModel((rows) => 12 + Math.ceil(rows / 8));
-  const predict = batchedFn({ handler, maxBatchSize: clients, maxDelay: 'auto', batchKey });
+/**
+ * `clients` clients in a closed loop for 1 s on a model of `cost(rows)` ms (12 ms + 1 ms per 8 rows
+ * unless given): the batch sizes. Client `i` sends again `roundTrip` ms after its answer (or
+ * `roundTrip(i, lap)` ms, its lap-th time).
+ */
+async function closedLoopBatchSizes(
+  roundTrip: number | ((client: number, lap: number) => number),
+  options: { batchKey?: (x: number) => string; clients?: number; cost?: (rows: number) => number } = {},
+): Promise<number[]> {
+  const clients = options.clients ?? 16;
+  const backAfter = typeof roundTrip === 'number' ? () => roundTrip : roundTrip;
+  const { batches, handler } = simulatedModel(options.cost ?? ((rows) => 12 + Math.ceil(rows / 8)));
+  const predict = batchedFn({ handler, maxBatchSize: clients, maxDelay: 'auto', batchKey: options.batchKey });
   await train(predict);
   batches.length = 0;
   let running = true;
   const loops = Array.from({ length: clients }, async (_, i) => {
-    await new Promise((resolve) => setTimeout(resolve, i));
-    while (running) {
+    await new Promise((resolve) => setTimeout(resolve, i % 16));
+    for (let lap = 0; running; lap++) {
       await predict(i);
-      await new Promise((resolve) => setTimeout(resolve, roundTrip));
+      await new Promise((resolve) => setTimeout(resolve, backAfter(i, lap)));
     }
   });
   await advance(1000);
@@ -164,6 +173,16 @@ test("under a closed loop 'auto' waits for the callers on their way back: the co
   expect(sizes.slice(-20)).toEqual(Array(20).fill(16));
 });
 
+test('callers that come back spread out end in full batches: the last ones back are not left for the next batch for good', async () => {
+  // 64 clients back 1 to 4 ms after their answer (within a = 7 ms), 8 of them away for 30 ms once.
+  // The last rows back used to count as rows that never return: batches settled at 61 for good.
+  const sizes = await closedLoopBatchSizes((client, lap) => 1 + (client % 4) + (client < 8 && lap === 10 ? 30 : 0), {
+    clients: 64,
+    cost: (rows) => 7 + Math.ceil(rows / 64),
+  });
+  expect(sizes.slice(-20)).toEqual(Array(20).fill(64));
+});
+
 test('a closed loop whose callers come back later than the fixed cost is left as it is: waiting would not pay', async () => {
   // Back 14 ms after their answer: past a = 12 ms, so no cohort counts as returned.
   const sizes = await closedLoopBatchSizes(14);
@@ -171,6 +190,6 @@ test('a closed loop whose callers come back later than the fixed cost is left as
 });
 
 test('with batch keys no batch waits for a cohort: one lane would wait for the callers of another', async () => {
-  const sizes = await closedLoopBatchSizes(2, () => 'one key');
+  const sizes = await closedLoopBatchSizes(2, { batchKey: () => 'one key' });
   expect(sizes.slice(-20).some((n) => n < 16)).toBe(true);
 });

@@ -12,8 +12,12 @@ import type { ArrivalRate, CostModel } from './cost-model.js';
  * its way back pays while r < a.
  *
  * Each settled batch opens a cohort of its rows; arrivals pay back the oldest open cohort first. A
- * cohort closes when it is back (paid, but for the rows cohorts usually never return), or when a
- * has passed since it settled (later callers are not worth a wait). What it was paid beyond chance (the rows that came back, less the λ·t that
+ * cohort is measured when it is back (paid, but for the rows cohorts usually never return), or when a
+ * has passed since it settled (later callers are not worth a wait). A cohort that is back stays
+ * open for its last rows until it is paid in full, the next batch settles, or a has passed: only
+ * then is it closed, and what it still owes counts as rows that never return. (Closed when back,
+ * its last rows paid the next cohort instead, which then counted them as never returning, and the
+ * batches settled at that many rows short of the loop for good.) What it was paid beyond chance (the rows that came back, less the λ·t that
  * arrivals at the rate measured when it settled bring in the time t it was open) feeds a moving
  * share of the rows settled. Independent (Poisson) arrivals bring λ·t on average, the time to
  * gather n of them averaging n/λ: their share stays near 0. A loop's cohort comes back within r:
@@ -69,6 +73,8 @@ export class Cohorts {
   readonly #rows: number[] = [];
   readonly #owed: number[] = [];
   readonly #backAt: number[] = [];
+  /** Whether the cohort has been measured (it was back, or a passed): it only takes its last rows now. */
+  readonly #measured: boolean[] = [];
   #head = 0;
   /**
    * Rows that came back beyond chance, and rows settled, over recent closed cohorts (moving sums):
@@ -110,6 +116,8 @@ export class Cohorts {
   settled(rows: number, at: number): void {
     if (!(rows > 0)) return;
     this.#expire(at);
+    // The cohorts that are back had a whole run for their last rows: what they still owe is not coming.
+    while (this.#head < this.#owed.length && this.#measured[this.#head] === true) this.#closeOldest(at);
     if (this.#settledAt.length - this.#head >= Cohorts.MAX_OPEN) this.#closeOldest(at);
     this.#settledAt.push(at);
     // The rate before this cohort's own callers come back: what independent arrivals would bring.
@@ -117,6 +125,7 @@ export class Cohorts {
     this.#rows.push(rows);
     this.#owed.push(rows);
     this.#backAt.push(Math.min(this.#usualShortfall + 0.5, Cohorts.MAX_GONE_SHARE * rows));
+    this.#measured.push(false);
   }
 
   /** `rows` rows arrived at `at`: they pay back the oldest open cohorts. */
@@ -128,7 +137,8 @@ export class Cohorts {
       const paid = Math.min(left, this.#owed[i] as number);
       this.#owed[i] = (this.#owed[i] as number) - paid;
       left -= paid;
-      if ((this.#owed[i] as number) <= (this.#backAt[i] as number)) this.#closeOldest(at);
+      if (this.#owed[i] === 0) this.#closeOldest(at);
+      else if (!this.#measured[i] && (this.#owed[i] as number) <= (this.#backAt[i] as number)) this.#measure(i, at);
     }
   }
 
@@ -139,7 +149,7 @@ export class Cohorts {
    */
   dueBy(now: number): number | undefined {
     const newest = this.#owed.length - 1;
-    if (newest < this.#head || !this.closedLoop || this.#returnWeight === 0) return undefined;
+    if (newest < this.#head || this.#measured[newest] || !this.closedLoop || this.#returnWeight === 0) return undefined;
     const settledAt = this.#settledAt[newest] as number;
     const window = this.#cost.a;
     if (now - settledAt > window) return undefined;
@@ -147,12 +157,15 @@ export class Cohorts {
     return settledAt + Math.min(window, Cohorts.RETURN_SLACK * usualReturn);
   }
 
-  /** Rows the cohorts settled within the last a still owe. Reads only. */
+  /**
+   * Rows still awaited: what the cohorts settled within the last a owe, but for those already back
+   * (whose last rows may still come, but hold no batch). Reads only.
+   */
   owed(now: number): number {
     const window = this.#cost.a;
     let owed = 0;
     for (let i = this.#head; i < this.#owed.length; i++) {
-      if (now - (this.#settledAt[i] as number) <= window) owed += this.#owed[i] as number;
+      if (!this.#measured[i] && now - (this.#settledAt[i] as number) <= window) owed += this.#owed[i] as number;
     }
     return owed;
   }
@@ -165,9 +178,11 @@ export class Cohorts {
     }
   }
 
-  /** Closes the oldest open cohort at `now`, paid in full or expired. */
-  #closeOldest(now: number): void {
-    const i = this.#head;
+  /**
+   * The cohort at `i` is back, or a has passed since it settled: what it says of the loop (the share,
+   * its round trip) is taken now, when the wait for it ends.
+   */
+  #measure(i: number, now: number): void {
     const rows = this.#rows[i] as number;
     const owed = this.#owed[i] as number;
     const settledAt = this.#settledAt[i] as number;
@@ -177,11 +192,22 @@ export class Cohorts {
     const m = Cohorts.MEMORY;
     this.#beyondChance = this.#beyondChance * m + beyondChance;
     this.#closedRows = this.#closedRows * m + rows;
-    this.#usualShortfall = this.#usualShortfall * m + (1 - m) * owed;
     if (owed <= (this.#backAt[i] as number)) {
       this.#returnSum = this.#returnSum * m + (1 - m) * (now - settledAt);
       this.#returnWeight = this.#returnWeight * m + (1 - m);
     }
+    this.#measured[i] = true;
+  }
+
+  /**
+   * Closes the oldest open cohort at `now` (measured first, if it was not yet): paid in full, expired,
+   * or back when the next batch settled. What it still owes counts as rows that never return.
+   */
+  #closeOldest(now: number): void {
+    const i = this.#head;
+    if (!this.#measured[i]) this.#measure(i, now);
+    const m = Cohorts.MEMORY;
+    this.#usualShortfall = this.#usualShortfall * m + (1 - m) * (this.#owed[i] as number);
     this.#head++;
     // Drop closed cohorts now and then, so the arrays stay about MAX_OPEN long.
     if (this.#head >= Cohorts.MAX_OPEN) {
@@ -190,6 +216,7 @@ export class Cohorts {
       this.#rows.splice(0, this.#head);
       this.#owed.splice(0, this.#head);
       this.#backAt.splice(0, this.#head);
+      this.#measured.splice(0, this.#head);
       this.#head = 0;
     }
   }
