@@ -14,8 +14,9 @@ import type { ArrivalRate, CostModel } from './cost-model.js';
  * Each settled batch opens a cohort of its rows; arrivals pay back the oldest open cohort first. A
  * cohort is measured when it is back (paid, but for the rows cohorts usually never return), or when a
  * has passed since it settled (later callers are not worth a wait). A cohort that is back stays
- * open for its last rows until it is paid in full, the next batch settles, or a has passed: only
- * then is it closed, and what it still owes counts as rows that never return. (Closed when back,
+ * open for its last rows until it is paid in full, the next batch settles, or a has passed (at
+ * once, when a later batch has settled already: the later callers would pay its rows): only then
+ * is it closed, and what it still owes counts as rows that never return. (Closed when back,
  * its last rows paid the next cohort instead, which then counted them as never returning, and the
  * batches settled at that many rows short of the loop for good.) What it was paid beyond chance (the rows that came back, less the λ·t that
  * arrivals at the rate measured when it settled bring in the time t it was open) feeds a moving
@@ -116,7 +117,7 @@ export class Cohorts {
   settled(rows: number, at: number): void {
     if (!(rows > 0)) return;
     this.#expire(at);
-    // The cohorts that are back had a whole run for their last rows: what they still owe is not coming.
+    // The cohorts that are back had their last rows' time while this batch ran: what they owe is not coming.
     while (this.#head < this.#owed.length && this.#measured[this.#head] === true) this.#closeOldest(at);
     if (this.#settledAt.length - this.#head >= Cohorts.MAX_OPEN) this.#closeOldest(at);
     this.#settledAt.push(at);
@@ -138,7 +139,12 @@ export class Cohorts {
       this.#owed[i] = (this.#owed[i] as number) - paid;
       left -= paid;
       if (this.#owed[i] === 0) this.#closeOldest(at);
-      else if (!this.#measured[i] && (this.#owed[i] as number) <= (this.#backAt[i] as number)) this.#measure(i, at);
+      else if (!this.#measured[i] && (this.#owed[i] as number) <= (this.#backAt[i] as number)) {
+        this.#measure(i, at);
+        // A later batch has settled already (several run at once): its callers, coming now, would pay
+        // this cohort's missing rows and leave the later cohort short. It takes no more rows.
+        if (i < this.#owed.length - 1) this.#closeOldest(at);
+      }
     }
   }
 
