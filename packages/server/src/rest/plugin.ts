@@ -143,11 +143,11 @@ export async function kservePlugin(app: FastifyInstance, options: KServeOptions)
   const limits = bodyLimits(options);
   // A callback parser (three parameters), not an async one: no promise or suspended frame a request.
   app.addContentTypeParser('*', (request: FastifyRequest, payload: FastifyRequest['raw'], done) => {
-    readBody(payload, request.headers, bodyLimit, (error, body) => {
-      if (error !== undefined) return done(error, undefined);
+    readBody(payload, request.headers, bodyLimit, (body) => {
+      if (!Buffer.isBuffer(body)) return done(body, undefined);
       try {
         // Millions of empty objects are refused before JSON.parse builds them (body-scan.ts).
-        scanJsonBody(body as Buffer, jsonLength(body as Buffer, request.headers[HEADER_LENGTH]), limits);
+        scanJsonBody(body, jsonLength(body, request.headers[HEADER_LENGTH]), limits);
       } catch (refusal) {
         return done(refusal as Error, undefined);
       }

@@ -112,14 +112,14 @@ export async function refuseAfterDrain(
   return ended ? error : closingWith(error);
 }
 
-/** How readBody answers, once: the refusal, or the body. */
-export type BodyDone = (error: ProtocolError | undefined, body?: Buffer) => void;
+/** How readBody answers, once: the body, or the refusal. */
+export type BodyDone = (body: Buffer | ProtocolError) => void;
 
 /**
  * The body of a POST, as the routes read it: checked for its type (JSON, the binary extension, or
  * none), inflated when it says gzip or deflate, and held to `limit` bytes after inflating. Calls
- * `done` once: with a ProtocolError (415, 413, 400) only once the body has been drained within its
- * bound, or with the body. A callback, not a promise: every request reads a body, and a plain one
+ * `done` once: with the body, or with a ProtocolError (415, 413, 400) only once the body has been
+ * drained within its bound. A callback, not a promise: every request reads a body, and a plain one
  * (most are) makes no closure for inflating, no promise and no `once` wrappers.
  */
 export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: number, done: BodyDone): void {
@@ -167,7 +167,7 @@ export function readBody(stream: Readable, headers: IncomingHttpHeaders, limit: 
     inflater?.destroy();
     if (error === undefined) {
       // Always a copy: a chunk can be a view of a 64 KiB socket read, which a queued request would keep alive.
-      done(undefined, Buffer.concat(chunks, size));
+      done(Buffer.concat(chunks, size));
       return;
     }
     chunks = [];
