@@ -12,20 +12,22 @@ import type { ArrivalRate, CostModel } from './cost-model.js';
  * its way back pays while r < a.
  *
  * Each settled batch opens a cohort of its rows; arrivals pay back the oldest open cohort first. A
- * cohort is measured when it is back (paid, but for the rows cohorts usually never return), or when a
- * has passed since it settled (later callers are not worth a wait). A cohort that is back stays
- * open for its last rows until it is paid in full, the next batch settles, or a has passed (at
- * once, when a later batch has settled already: the later callers would pay its rows): only then
- * is it closed, and what it still owes counts as rows that never return. (Closed when back,
- * its last rows paid the next cohort instead, which then counted them as never returning, and the
- * batches settled at that many rows short of the loop for good.) What it was paid beyond chance (the rows that came back, less the λ·t that
- * arrivals at the rate measured when it settled bring in the time t it was open) feeds a moving
- * share of the rows settled. Independent (Poisson) arrivals bring λ·t on average, the time to
- * gather n of them averaging n/λ: their share stays near 0. A loop's cohort comes back within r:
- * while cohorts take turns on a handler that is never idle, λ = n / c(n) and the share is
- * 1 − r / c(n); once merged, the handler idles for r and the share is 1 − r / (c(n) + r). So a loop
- * is seen while its round trip is under a and under about 0.6 c(n) (turns) or 1.5 c(n) (merged):
- * for the models this is for, whose fixed cost is most of c(n), most loops where waiting pays.
+ * cohort is measured when it is back (paid, but for the rows cohorts usually never return), or when
+ * a has passed since it settled (later callers are not worth a wait). What it was paid beyond
+ * chance (the rows that came back, less the λ·t that arrivals at the rate measured when it settled
+ * bring in the time t it was open) feeds a moving share of the rows settled. Independent (Poisson)
+ * arrivals bring λ·t on average, the time to gather n of them averaging n/λ: their share stays near
+ * 0. A loop's cohort comes back within r: while cohorts take turns on a handler that is never idle,
+ * λ = n / c(n) and the share is 1 − r / c(n); once merged, the handler idles for r and the share is
+ * 1 − r / (c(n) + r). So a loop is seen while its round trip is under a and under about 0.6 c(n)
+ * (turns) or 1.5 c(n) (merged): for the models this is for, whose fixed cost is most of c(n), most
+ * loops where waiting pays.
+ *
+ * A measured cohort stays open for its last rows until it is paid in full, the next batch settles,
+ * or a has passed (at once, when a later batch has settled already: the later callers would pay its
+ * rows). Only then is it closed, and what it still owes counts as rows that never return. Counted
+ * when it was back, they confirmed themselves: the next cohorts counted as back as many rows short,
+ * and the loop's last callers were left for the next batch for good.
  *
  * With batch keys or affinity the engine has a lane per key, each with its own callers, and these
  * counts (one per engine) would make one lane wait for another's: the engine then does not ask.
