@@ -10,13 +10,19 @@
 // ratio, served rows/s, mean batch (the statistics extension's inference_count / execution_count) and
 // how busy the sessions were (its compute_infer time over the wall time, per session).
 //
+// Where the rows go, as CPU per served row (/proc for the server's threads, the shell's `times` for wrk,
+// this process's own for ORT alone): ORT alone's, the served model's threads (the sessions' and V8's
+// helpers), the server's main thread and wrk. Served rows/s can reach ORT alone's only as far as the
+// machine's cores, spent at these costs, allow: "if never idle" is cores / (server + wrk CPU per row)
+// against ORT alone, and "cores busy" how much of that the served run used.
+//
 // BENCH_SPLITS (1x2,2x1,1x1,2x2: workers x threads), BENCH_ROUNDS (5), BENCH_SECONDS (2), BENCH_CLIENTS (64),
 // BENCH_SERVE_ARGS (more `serve` flags for every server, split on spaces: `--max-delay 2`), BENCH_SERVER_STDERR
 // (1: the servers' stderr on this one's, to debug them).
 // Run it under `flock /tmp/bfn-bench.lock` where other benchmarks share the machine; it needs wrk
 // (scripts/install-test-deps.sh).
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,30 +67,45 @@ const cores = availableParallelism();
 const session = await ort.InferenceSession.create(model, { intraOpNumThreads: cores, interOpNumThreads: 1 });
 const feeds = { input: new ort.Tensor('float32', new Float32Array(BATCH * 256).fill(0.1), [BATCH, 256]) };
 for (let i = 0; i < 5; i++) await session.run(feeds);
+/** ORT alone: its rows/s, and its CPU per row (this process does nothing else meanwhile). */
 async function alone() {
   let runs = 0;
   const started = performance.now();
+  const cpuBefore = process.cpuUsage();
   while (performance.now() - started < SECONDS * 1000) {
     await session.run(feeds);
     runs++;
   }
-  return (runs * BATCH) / ((performance.now() - started) / 1000);
+  const cpu = process.cpuUsage(cpuBefore);
+  return {
+    rowsPerSecond: (runs * BATCH) / ((performance.now() - started) / 1000),
+    cpuPerRow: (cpu.user + cpu.system) / (runs * BATCH),
+  };
+}
+
+const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+/** utime + stime in µs of a process, or of one thread of it (the main thread's tid is the pid). */
+function cpuUs(pid, tid) {
+  const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_US;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+/** wrk's output, and the CPU it spent in µs (the shell's `times`: its children's user and system time). */
 const wrk = (port, seconds) =>
   new Promise((resolve) => {
-    const child = spawn('wrk', [
-      '-t1',
-      `-c${CLIENTS}`,
-      `-d${seconds}s`,
-      '-s',
-      join(scratch, 'post.lua'),
-      `http://127.0.0.1:${port}/v2/models/mlp/infer`,
-    ]);
+    const args = ['-t1', `-c${CLIENTS}`, `-d${seconds}s`, '-s', join(scratch, 'post.lua')];
+    const child = spawn('sh', ['-c', 'wrk "$@"; times', 'sh', ...args, `http://127.0.0.1:${port}/v2/models/mlp/infer`]);
     let out = '';
     child.stdout.on('data', (chunk) => (out += chunk));
-    child.on('exit', () => resolve(out));
+    child.on('exit', () => {
+      // `times` prints the shell's user and system time, then its children's: "0m1.234s 0m0.567s".
+      const children = out.trim().split('\n').at(-1) ?? '';
+      const parts = [...children.matchAll(/(\d+)m([\d.]+)s/g)];
+      const cpu = parts.reduce((sum, [, m, sec]) => sum + (Number(m) * 60 + Number(sec)) * 1e6, 0);
+      resolve({ out, cpu: parts.length === 2 ? cpu : Number.NaN });
+    });
   });
 const stats = async (port) =>
   (await (await fetch(`http://127.0.0.1:${port}/v2/models/mlp/stats`)).json()).model_stats.find(
@@ -130,18 +151,29 @@ try {
     anchors.push(anchor);
     for (const server of servers) {
       const before = await stats(server.port);
-      const out = await wrk(server.port, SECONDS);
+      const pid = server.child.pid;
+      const cpuBefore = { all: cpuUs(pid), main: cpuUs(pid, pid) };
+      const { out, cpu: wrkCpu } = await wrk(server.port, SECONDS);
+      const cpu = { all: cpuUs(pid) - cpuBefore.all, main: cpuUs(pid, pid) - cpuBefore.main };
       const after = await stats(server.port);
       const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? Number.NaN);
       const errors = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
-      const batch = (after.inference_count - before.inference_count) / (after.execution_count - before.execution_count);
+      const rows = after.inference_count - before.inference_count;
+      const batch = rows / (after.execution_count - before.execution_count);
       const inferNs = Number(after.inference_stats.compute_infer.ns) - Number(before.inference_stats.compute_infer.ns);
       const busy = inferNs / 1e9 / SECONDS / server.workers;
-      server.rounds.push({ rps, ratio: rps / anchor, batch, busy, errors });
+      const perRow = { model: (cpu.all - cpu.main) / rows, main: cpu.main / rows, wrk: wrkCpu / rows };
+      const neverIdle = (cores * 1e6) / (perRow.model + perRow.main + perRow.wrk) / anchor.rowsPerSecond;
+      const coresBusy = (cpu.all + wrkCpu) / (cores * SECONDS * 1e6);
+      server.rounds.push({ rps, ratio: rps / anchor.rowsPerSecond, batch, busy, errors, perRow, neverIdle, coresBusy });
     }
   }
   const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-  console.log(`ORT alone (batch ${BATCH}, ${cores} threads) per round: ${anchors.map(Math.round).join(', ')} rows/s`);
+  const us = (xs) => median(xs).toFixed(0);
+  console.log(
+    `ORT alone (batch ${BATCH}, ${cores} threads) per round: ${anchors.map((a) => Math.round(a.rowsPerSecond)).join(', ')} rows/s, ` +
+      `${us(anchors.map((a) => a.cpuPerRow))} µs CPU per row (median)`,
+  );
   console.table(
     servers.map((s) => ({
       'workers x threads': s.label,
@@ -151,6 +183,17 @@ try {
       'mean batch': median(s.rounds.map((r) => r.batch)).toFixed(1),
       'sessions busy': `${Math.round(median(s.rounds.map((r) => r.busy)) * 100)} %`,
       errors: s.rounds.reduce((n, r) => n + r.errors, 0),
+    })),
+  );
+  console.log('CPU per served row (µs, medians), and what the cores allow at those costs:');
+  console.table(
+    servers.map((s) => ({
+      'workers x threads': s.label,
+      'model and V8 threads': us(s.rounds.map((r) => r.perRow.model)),
+      'main thread': us(s.rounds.map((r) => r.perRow.main)),
+      wrk: us(s.rounds.map((r) => r.perRow.wrk)),
+      'x ORT alone if never idle': median(s.rounds.map((r) => r.neverIdle)).toFixed(2),
+      'cores busy': `${Math.round(median(s.rounds.map((r) => r.coresBusy)) * 100)} %`,
     })),
   );
 } finally {
