@@ -10,6 +10,8 @@
 // ratio, served rows/s, mean batch (the statistics extension's inference_count / execution_count) and
 // how busy the sessions were (its compute_infer time over the wall time, per session).
 //
+// First, ORT alone's CPU per row at batches of 32, 64 and 128 (1 s each): the MLP reads its weights once a
+// batch, so a row costs more in smaller batches.
 // Where the rows go, as CPU per served row (/proc for the server's threads, the shell's `times` for wrk,
 // this process's own for ORT alone): ORT alone's, the served model's threads (the sessions' and V8's
 // helpers), the server's main thread and wrk. Served rows/s can reach ORT alone's only as far as the
@@ -65,23 +67,29 @@ writeFileSync(
 
 const cores = availableParallelism();
 const session = await ort.InferenceSession.create(model, { intraOpNumThreads: cores, interOpNumThreads: 1 });
-const feeds = { input: new ort.Tensor('float32', new Float32Array(BATCH * 256).fill(0.1), [BATCH, 256]) };
-for (let i = 0; i < 5; i++) await session.run(feeds);
+const feedsOf = (rows) => ({ input: new ort.Tensor('float32', new Float32Array(rows * 256).fill(0.1), [rows, 256]) });
+for (let i = 0; i < 5; i++) await session.run(feedsOf(BATCH));
 /** ORT alone: its rows/s, and its CPU per row (this process does nothing else meanwhile). */
-async function alone() {
+async function alone(rows = BATCH, seconds = SECONDS) {
+  const feeds = feedsOf(rows);
   let runs = 0;
   const started = performance.now();
   const cpuBefore = process.cpuUsage();
-  while (performance.now() - started < SECONDS * 1000) {
+  while (performance.now() - started < seconds * 1000) {
     await session.run(feeds);
     runs++;
   }
   const cpu = process.cpuUsage(cpuBefore);
   return {
-    rowsPerSecond: (runs * BATCH) / ((performance.now() - started) / 1000),
-    cpuPerRow: (cpu.user + cpu.system) / (runs * BATCH),
+    rowsPerSecond: (runs * rows) / ((performance.now() - started) / 1000),
+    cpuPerRow: (cpu.user + cpu.system) / (runs * rows),
   };
 }
+// What a row costs the model by batch size: the MLP reads all its weights (about 71 MB) once a batch, so
+// smaller batches (two cohorts of 32 taking turns, say) cost more per row.
+const byBatch = [];
+for (const rows of [32, BATCH, 2 * BATCH]) byBatch.push(`${rows}: ${(await alone(rows, 1)).cpuPerRow.toFixed(0)}`);
+console.log(`ORT alone, CPU per row (µs) by batch size: ${byBatch.join(', ')}`);
 
 const TICK_US = 1e6 / Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
 /** utime + stime in µs of a process, or of one thread of it (the main thread's tid is the pid). */
