@@ -36,4 +36,12 @@ export class Traffic {
   cohortDue(now: number): number | undefined {
     return this.#cohortWaits ? this.#cohorts.dueBy(now) : undefined;
   }
+
+  /**
+   * Under a closed loop, the rows its callers can still bring before a running batch settles: what the
+   * settled batches' callers still owe (Cohorts.owed). Otherwise undefined: arrivals are not the loop's.
+   */
+  loopRowsDue(now: number): number | undefined {
+    return this.#cohortWaits && this.#cohorts.closedLoop ? this.#cohorts.owed(now) : undefined;
+  }
 }

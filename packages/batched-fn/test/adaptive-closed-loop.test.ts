@@ -1,0 +1,162 @@
+import { expect, test } from 'vitest';
+import { batchedFn } from 'batched-fn';
+import { advance, useFakeClock } from './helpers.js';
+
+// maxDelay 'auto' under a closed loop whose callers are all queued or running. Found by an independent
+// attack pass following up an earlier review's note: "20 clients split into batches of 10, each sent
+// about 5 ms after its last row" (reproduced with concurrency 2 or 3, one call per client, back 1-3 ms
+// after each answer). Both tests failed before the fix (waits of 7 and 26 ms on a free slot; 640 rows
+// against 826, 300 against 480).
+//
+// The wait was not the cohort wait (Cohorts.dueBy was undefined throughout: the cohort was back whole,
+// owed 0). It was AdaptivePolicy's rate bound n >= a·λ / (ρ − b·λ). Under a closed loop of N callers
+// cycling in c(N) + r ms, λ ~ N / (c(N) + r), and the bound asks for about N / ρ rows, more than the
+// whole loop, and more still at the peak of the decaying rate just after a cohort arrives as a burst
+// (about 2x the mean rate). When b·λ >= ρ it asks for maxBatchSize. The queue held the cohort until
+// the rate had decayed, with a slot free, for nobody: every caller was in the queued batch or in the
+// one running, whose callers can come back only after it settles. Now, under a closed loop, the queue
+// waits for no more rows than the settled batches' callers still owe.
+
+useFakeClock();
+
+interface Batch {
+  rows: number;
+  dispatched: number;
+  lastArrival: number;
+  ended: number;
+}
+
+/**
+ * `clients` clients, each keeping `inFlight` calls in flight, each call followed `roundTrip` ms after
+ * its answer by the next, for 1 s on a model of `cost(rows)` ms, after the cost curve is learned. The
+ * batches dispatched in that second, when its last 500 ms began, and the rows answered in them.
+ */
+async function closedLoop(options: {
+  clients: number;
+  inFlight: number;
+  concurrency: number;
+  maxBatchSize: number;
+  maxDelay: number | 'auto';
+  cost: (rows: number) => number;
+  roundTrip: number;
+}): Promise<{ batches: Batch[]; from: number; served: number }> {
+  const arrivals = new Map<number, number>();
+  const batches: Batch[] = [];
+  const handler = async (batch: number[]): Promise<number[]> => {
+    const record: Batch = {
+      rows: batch.length,
+      dispatched: performance.now(),
+      lastArrival: Math.max(...batch.map((id) => arrivals.get(id) ?? Number.NEGATIVE_INFINITY)),
+      ended: Number.NaN,
+    };
+    batches.push(record);
+    await new Promise((resolve) => setTimeout(resolve, options.cost(batch.length)));
+    record.ended = performance.now();
+    return batch;
+  };
+  const predict = batchedFn({
+    handler,
+    maxBatchSize: options.maxBatchSize,
+    maxDelay: options.maxDelay,
+    concurrency: options.concurrency,
+  });
+  // Batches of 1..10 rows, spaced out: the cost curve is learned.
+  for (let size = 1; size <= 10; size++) {
+    const calls = Array.from({ length: size }, (_, i) => predict(-1 - i));
+    await advance(Math.max(20, 2 * options.cost(size)));
+    await Promise.all(calls);
+  }
+  const start = performance.now();
+  let running = true;
+  let nextId = 0;
+  const answered: number[] = [];
+  const loops = Array.from({ length: options.clients * options.inFlight }, async (_, slot) => {
+    await new Promise((resolve) => setTimeout(resolve, Math.floor(slot / options.inFlight) % 16));
+    while (running) {
+      const id = nextId++;
+      arrivals.set(id, performance.now());
+      await predict(id);
+      answered.push(performance.now());
+      await new Promise((resolve) => setTimeout(resolve, options.roundTrip));
+    }
+  });
+  await advance(1000);
+  running = false;
+  await advance(500);
+  await Promise.all(loops);
+  const from = start + 500;
+  const to = start + 1000;
+  return {
+    batches: batches.filter((b) => b.dispatched >= start),
+    from,
+    served: answered.filter((t) => t >= from && t < to).length,
+  };
+}
+
+/**
+ * How long each batch waited, after its last row arrived, with a batch slot free: the time it waited
+ * for nobody. Measured from its last row's arrival or from when a slot last freed up, whichever is later.
+ */
+function idleWaits(batches: Batch[], concurrency: number): number[] {
+  const events = batches.flatMap((b) => [
+    { at: b.dispatched, start: 1, batch: b },
+    { at: b.ended, start: 0, batch: b },
+  ]);
+  // At equal times a batch ends before the next one starts in its slot.
+  events.sort((x, y) => x.at - y.at || x.start - y.start);
+  const waits = new Map<Batch, number>();
+  let running = 0;
+  let slotFreeSince = Number.NEGATIVE_INFINITY;
+  for (const { at, start, batch } of events) {
+    if (start === 0) {
+      if (running === concurrency) slotFreeSince = at;
+      running--;
+    } else {
+      waits.set(batch, at - Math.max(batch.lastArrival, slotFreeSince));
+      running++;
+    }
+  }
+  return batches.map((b) => waits.get(b) as number);
+}
+
+test('20 clients, concurrency 2, a-dominated model: a cohort back whole goes to the free slot, not held for callers who are all running', async () => {
+  // c(n) = 7 + ceil(n / 16) ms (a ~ 7.7, b ~ 0.06), each client back 1 ms after its answer. Before the fix
+  // the clients split into two cohorts of 10 that never ran at once: each cohort, back whole, waited 6-7 ms after
+  // its last row (dueBy undefined, owed 0) on a free slot, for the other cohort, which was running, to settle.
+  const loop = {
+    clients: 20,
+    inFlight: 1,
+    concurrency: 2,
+    maxBatchSize: 64,
+    cost: (n: number) => 7 + Math.ceil(n / 16),
+    roundTrip: 1,
+  };
+  const auto = await closedLoop({ ...loop, maxDelay: 'auto' });
+  const fixed = await closedLoop({ ...loop, maxDelay: 1 });
+  const all = idleWaits(auto.batches, loop.concurrency);
+  const waits = all.filter((_, i) => (auto.batches[i] as Batch).dispatched >= auto.from);
+  // Expected: no batch waits on a free slot longer than a cohort wait may last, 1.5x the usual 1 ms return
+  // (RETURN_SLACK), plus 1 ms for timers that tick in whole ms. Before the fix: 6-7 ms, every batch.
+  expect.soft(Math.max(...waits)).toBeLessThanOrEqual(2.5);
+  // Expected: at least the rows a fixed 1 ms delay serves. Before the fix: ~1.3 rows/ms against ~1.65 for maxDelay 1
+  // (the ideal, one batch of 20 per 10 ms cycle, or two of 10 at once, serves 2 to 2.2).
+  expect.soft(auto.served).toBeGreaterThanOrEqual(0.95 * fixed.served);
+});
+
+test('20 clients with 3 calls in flight each, b-dominated model: all 60 callers go at once, with no idle wait for a 61st', async () => {
+  // c(n) = 2 + n ms, maxBatchSize 64, concurrency 1, each call followed 1 ms after its answer by the next. All 60
+  // calls of the loop are queued: nobody else can come. The rate just after the cohort's burst is ~1.45 rows/ms, so
+  // b·λ > ρ = 0.9 and the bound asks for maxBatchSize (64 rows, 4 more than exist); before the fix the batch left only
+  // when the measured rate had decayed, ~26 ms later, with the handler idle. (Even the loop's best steady rate, 60 rows per
+  // c(60) + 1 = 63 ms, has b·λ = 0.95 > ρ: the bound cannot be met by any closed loop on this model.)
+  const loop = { clients: 20, inFlight: 3, concurrency: 1, maxBatchSize: 64, cost: (n: number) => 2 + n, roundTrip: 1 };
+  const auto = await closedLoop({ ...loop, maxDelay: 'auto' });
+  const fixed = await closedLoop({ ...loop, maxDelay: 0 });
+  const all = idleWaits(auto.batches, loop.concurrency);
+  const waits = all.filter((_, i) => (auto.batches[i] as Batch).dispatched >= auto.from);
+  // Expected: a wait on an idle handler never longer than the fixed cost a = 2 ms that merging saves (plus 1 ms of
+  // timer rounding). Before the fix: 26 ms per batch of 60 (or 20-21 ms after a stray 1-row batch).
+  expect.soft(Math.max(...waits)).toBeLessThanOrEqual(3);
+  // Expected: at least what maxDelay 0 serves (~0.96 rows/ms, batches of 37 + 23). Before the fix: ~0.6 rows/ms.
+  expect.soft(auto.served).toBeGreaterThanOrEqual(0.95 * fixed.served);
+});
