@@ -75,25 +75,25 @@ const lane = (rows: number, oldestArrival = 1000) => ({ rows, oldestArrival, max
 test('adaptive: at low load a lone call goes at once', () => {
   const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(0.05, 1000), undefined);
   expect(policy.stableRows(0.05)).toBeLessThan(1);
-  expect(policy.decide(lane(1), 1000, 'arrival')).toBe('adaptive');
+  expect(policy.decide(lane(1), 1000, 'arrival', 0)).toBe('adaptive');
 });
 
 test('adaptive: waits until the batch is big enough to keep up, n >= floor(a·λ / (0.9 − b·λ))', () => {
   // λ = 5 rows/ms, a = 2 ms, b = 0.05 ms: 10 / (0.9 − 0.25) = 15.4 rows.
   const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(5, 1000), undefined);
   expect(policy.stableRows(5)).toBeCloseTo(15.38, 1);
-  const wake = policy.decide(lane(1), 1000, 'arrival');
+  const wake = policy.decide(lane(1), 1000, 'arrival', 0);
   expect(wake as number).toBeCloseTo(1000 + 1 / 5, 1); // look again when the next caller is due
-  expect(typeof policy.decide(lane(14), 1000, 'arrival')).toBe('number');
-  expect(policy.decide(lane(15), 1000, 'arrival')).toBe('adaptive');
+  expect(typeof policy.decide(lane(14), 1000, 'arrival', 0)).toBe('number');
+  expect(policy.decide(lane(15), 1000, 'arrival', 0)).toBe('adaptive');
 });
 
 test('adaptive: near saturation it waits for a full batch', () => {
   // b·λ >= 0.9: no batch size keeps up with headroom, so fill to maxRows.
   const policy = new AdaptivePolicy(trained(2, 0.05), steadyArrivals(20, 1000), undefined);
   expect(policy.stableRows(20)).toBe(Number.POSITIVE_INFINITY);
-  expect(typeof policy.decide(lane(63), 1000, 'arrival')).toBe('number');
-  expect(policy.decide({ rows: 64, oldestArrival: 1000, maxRows: 64 }, 1000, 'arrival')).toBe('adaptive');
+  expect(typeof policy.decide(lane(63), 1000, 'arrival', 0)).toBe('number');
+  expect(policy.decide({ rows: 64, oldestArrival: 1000, maxRows: 64 }, 1000, 'arrival', 0)).toBe('adaptive');
 });
 
 test('adaptive: the wait is capped by the time to gather the rows, and by the latency target', () => {
@@ -101,14 +101,14 @@ test('adaptive: the wait is capped by the time to gather the rows, and by the la
   const arrivals = steadyArrivals(5, 1000);
   const free = new AdaptivePolicy(model, arrivals, undefined);
   // Gathering 15 rows at 5 per ms takes 3 ms: past that, go with what there is.
-  expect(free.decide(lane(3, 996.9), 1000, 'arrival')).toBe('adaptive');
+  expect(free.decide(lane(3, 996.9), 1000, 'arrival', 0)).toBe('adaptive');
   const strict = new AdaptivePolicy(model, arrivals, 3);
   // The oldest call must finish by 1003: with c(15) = 2.75 ms the batch must leave by 1000.25.
-  expect(strict.decide(lane(1), 1000.1, 'arrival') as number).toBeCloseTo(1000.25, 1);
-  expect(strict.decide(lane(1), 1000.3, 'arrival')).toBe('adaptive');
+  expect(strict.decide(lane(1), 1000.1, 'arrival', 0) as number).toBeCloseTo(1000.25, 1);
+  expect(strict.decide(lane(1), 1000.3, 'arrival', 0)).toBe('adaptive');
 });
 
 test('adaptive: before the curve is learned it behaves like maxDelay 0', () => {
   const policy = new AdaptivePolicy(new CostModel(), steadyArrivals(10, 1000), undefined);
-  expect(policy.decide(lane(1), 1000, 'arrival')).toBe('adaptive');
+  expect(policy.decide(lane(1), 1000, 'arrival', 0)).toBe('adaptive');
 });

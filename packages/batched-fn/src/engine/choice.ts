@@ -42,6 +42,7 @@ export function judge<I, O>(
   trigger: PumpTrigger,
   rules: Rules,
   closing: boolean,
+  running: number,
 ): Verdict<I, O> {
   const max = rules.maxBatchSize;
   // FIFO packing: once the queued rows reach the limit, the head batch cannot grow by waiting.
@@ -56,7 +57,7 @@ export function judge<I, O>(
     for (const size of preferred) if (size <= lane.rows && size >= head) target = size;
     if (target > 0) return go(lane, 'preferred', target);
   }
-  const decision = rules.policy.decide(lane, t, trigger);
+  const decision = rules.policy.decide(lane, t, trigger, running);
   return typeof decision === 'number' ? { go: false, until: decision } : go(lane, decision, max);
 }
 
@@ -72,6 +73,7 @@ export function choose<I, O>(
   trigger: PumpTrigger,
   rules: Rules,
   closing: boolean,
+  running: number,
   canRun?: (worker: number) => boolean,
 ): Verdict<I, O> {
   let best: Go<I, O> | undefined;
@@ -81,7 +83,7 @@ export function choose<I, O>(
   for (const lane of lanes) {
     if (lane.items === 0) continue;
     if (canRun !== undefined && lane.worker !== undefined && !canRun(lane.worker)) continue;
-    const verdict = judge(lane, t, trigger, rules, closing);
+    const verdict = judge(lane, t, trigger, rules, closing, running);
     if (!verdict.go) {
       if (verdict.until < wake) wake = verdict.until;
       continue;

@@ -133,8 +133,8 @@ export class Pump<I, O> {
         const keyed = lanes.keyed;
         const verdict =
           keyed === undefined
-            ? judge(lanes.defaultLane, t, trigger, settings, this.#life.closing)
-            : choose(keyed, t, trigger, settings, this.#life.closing, this.#canRun);
+            ? judge(lanes.defaultLane, t, trigger, settings, this.#life.closing, runner.size)
+            : choose(keyed, t, trigger, settings, this.#life.closing, runner.size, this.#canRun);
         if (!verdict.go) {
           this.#wake.arm(verdict.until);
           return;

@@ -29,10 +29,9 @@ import type { LaneView, PumpTrigger, SchedulingPolicy } from './types.js';
  * measured λ is the rate the policy's own batches allow, and the bound would
  * confirm whatever batch it started with. There the queue also waits for the
  * callers of the batch that just settled, when they usually come back within
- * a: one batch then pays the fixed cost where two took turns paying it. And it
- * waits for no more rows than those callers still owe: the bound, fed the loop's
- * own rate, asks for about the whole loop over ρ, and the rows beyond the queue
- * and the returning callers are in the batches running.
+ * a: one batch then pays the fixed cost where two took turns paying it. And
+ * with no batch running it waits for no more rows than those callers still owe:
+ * the bound, fed the loop's own rate, asks for about the whole loop over ρ.
  */
 export class AdaptivePolicy implements SchedulingPolicy {
   /** ρ: measured on the simulated 2 + 0.05·N model, 0.9 kept p99 within 1.1x of the best fixed delay at every load. */
@@ -53,7 +52,7 @@ export class AdaptivePolicy implements SchedulingPolicy {
     return headroom <= 0 ? Number.POSITIVE_INFINITY : (this.#cost.a * lambda) / headroom;
   }
 
-  decide(lane: LaneView, now: number, _trigger: PumpTrigger): DispatchReason | number {
+  decide(lane: LaneView, now: number, _trigger: PumpTrigger, running: number): DispatchReason | number {
     const cost = this.#cost;
     // Until the curve is known, behave like maxDelay 0: never make anyone wait on a guess.
     if (!cost.confident) return 'adaptive';
@@ -63,9 +62,11 @@ export class AdaptivePolicy implements SchedulingPolicy {
     // caller back for a second one; the 10 % headroom in ρ absorbs the difference.
     let target = Math.min(Math.floor(this.stableRows(lambda)), lane.maxRows);
     // Under a closed loop the bound can ask for more rows than the loop holds (λ is its own, read at the
-    // peak of a cohort's burst): the rest are in the batches running, whose callers come back only once
-    // they settle. Waiting for them would idle a free slot for nobody.
-    const loopRows = this.#traffic.loopRowsDue(now);
+    // peak of a cohort's burst). With no batch running, the only callers still to come are those the
+    // settled batches owe: waiting for more would idle the handler for nobody. (With a batch running,
+    // its callers come back once it settles, and merging with them is left to the bound: running
+    // batches at once is not free where they share cores, as two ONNX sessions on 2 cores do.)
+    const loopRows = running === 0 ? this.#traffic.loopRowsDue(now) : undefined;
     if (loopRows !== undefined) target = Math.min(target, lane.rows + loopRows);
     const gathered = lane.rows >= target;
     let deadline = gathered ? now : lane.oldestArrival + Math.max(cost.a, target / lambda);

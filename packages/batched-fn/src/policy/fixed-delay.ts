@@ -14,7 +14,7 @@ export class FixedDelayPolicy implements SchedulingPolicy {
     this.maxDelay = maxDelay;
   }
 
-  decide(lane: LaneView, now: number, trigger: PumpTrigger): DispatchReason | number {
+  decide(lane: LaneView, now: number, trigger: PumpTrigger, _running: number): DispatchReason | number {
     const due = lane.oldestArrival + this.maxDelay;
     if (now >= due) return trigger === 'completion' ? 'backlog' : 'delay';
     return due;

@@ -20,7 +20,8 @@ export interface LaneView {
 export interface SchedulingPolicy {
   /**
    * Returns the reason to dispatch now, or the clock time (ms) at which it
-   * should be asked again if nothing else happens first.
+   * should be asked again if nothing else happens first. `running` is how many
+   * batches are running (a slot is free whenever the policy is asked).
    */
-  decide(lane: LaneView, now: number, trigger: PumpTrigger): DispatchReason | number;
+  decide(lane: LaneView, now: number, trigger: PumpTrigger, running: number): DispatchReason | number;
 }
