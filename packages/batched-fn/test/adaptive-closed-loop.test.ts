@@ -1,6 +1,6 @@
 import { expect, test } from 'vitest';
-import { batchedFn } from 'batched-fn';
-import { advance, useFakeClock } from './helpers.js';
+import { type Batch, closedLoop } from './closed-loop-driver.js';
+import { useFakeClock } from './helpers.js';
 
 // maxDelay 'auto' under a closed loop whose callers are all queued, on an idle handler. Found by an
 // independent attack pass following up an earlier review's note ("20 clients split into batches of 10,
@@ -21,80 +21,6 @@ import { advance, useFakeClock } from './helpers.js';
 // 20 clients at concurrency 2 still run as two cohorts of 10, each waiting 6-7 ms on the free slot.
 
 useFakeClock();
-
-interface Batch {
-  rows: number;
-  dispatched: number;
-  lastArrival: number;
-  ended: number;
-}
-
-/**
- * `clients` clients, each keeping `inFlight` calls in flight, each call followed `roundTrip` ms after
- * its answer by the next, for 1 s on a model of `cost(rows)` ms, after the cost curve is learned. The
- * batches dispatched in that second, when its last 500 ms began, and the rows answered in them.
- */
-async function closedLoop(options: {
-  clients: number;
-  inFlight: number;
-  concurrency: number;
-  maxBatchSize: number;
-  maxDelay: number | 'auto';
-  cost: (rows: number) => number;
-  roundTrip: number;
-}): Promise<{ batches: Batch[]; from: number; served: number }> {
-  const arrivals = new Map<number, number>();
-  const batches: Batch[] = [];
-  const handler = async (batch: number[]): Promise<number[]> => {
-    const record: Batch = {
-      rows: batch.length,
-      dispatched: performance.now(),
-      lastArrival: Math.max(...batch.map((id) => arrivals.get(id) ?? Number.NEGATIVE_INFINITY)),
-      ended: Number.NaN,
-    };
-    batches.push(record);
-    await new Promise((resolve) => setTimeout(resolve, options.cost(batch.length)));
-    record.ended = performance.now();
-    return batch;
-  };
-  const predict = batchedFn({
-    handler,
-    maxBatchSize: options.maxBatchSize,
-    maxDelay: options.maxDelay,
-    concurrency: options.concurrency,
-  });
-  // Batches of 1..10 rows, spaced out: the cost curve is learned.
-  for (let size = 1; size <= 10; size++) {
-    const calls = Array.from({ length: size }, (_, i) => predict(-1 - i));
-    await advance(Math.max(20, 2 * options.cost(size)));
-    await Promise.all(calls);
-  }
-  const start = performance.now();
-  let running = true;
-  let nextId = 0;
-  const answered: number[] = [];
-  const loops = Array.from({ length: options.clients * options.inFlight }, async (_, slot) => {
-    await new Promise((resolve) => setTimeout(resolve, Math.floor(slot / options.inFlight) % 16));
-    while (running) {
-      const id = nextId++;
-      arrivals.set(id, performance.now());
-      await predict(id);
-      answered.push(performance.now());
-      await new Promise((resolve) => setTimeout(resolve, options.roundTrip));
-    }
-  });
-  await advance(1000);
-  running = false;
-  await advance(500);
-  await Promise.all(loops);
-  const from = start + 500;
-  const to = start + 1000;
-  return {
-    batches: batches.filter((b) => b.dispatched >= start),
-    from,
-    served: answered.filter((t) => t >= from && t < to).length,
-  };
-}
 
 /**
  * How long each batch waited, after its last row arrived, with a batch slot free: the time it waited

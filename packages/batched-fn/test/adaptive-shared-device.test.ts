@@ -1,6 +1,6 @@
 import { expect, test } from 'vitest';
-import { batchedFn } from 'batched-fn';
-import { advance, useFakeClock } from './helpers.js';
+import { closedLoop } from './closed-loop-driver.js';
+import { useFakeClock } from './helpers.js';
 
 // maxDelay 'auto' under a closed loop, with `concurrency` above what the device behind the handler runs at once:
 // an async handler over one model on one device (an inline ONNX session, a remote server with one GPU), given
@@ -19,60 +19,18 @@ import { advance, useFakeClock } from './helpers.js';
 
 useFakeClock();
 
-/**
- * `clients` clients, one call in flight each, each call followed 1 ms after its answer by the next, for 1 s after the
- * cost curve is learned; the handler's compute (`cost(rows)` ms) holds one device that runs one batch at a time. The
- * rows answered in the last 500 ms of that second, and the mean size of the batches dispatched in it.
- */
-async function oneDeviceLoop(options: {
-  clients: number;
-  concurrency: number;
-  cost: (rows: number) => number;
-}): Promise<{ served: number; meanBatch: number }> {
-  let device: Promise<void> = Promise.resolve();
-  const batches: { rows: number; at: number }[] = [];
-  const handler = async (batch: number[]): Promise<number[]> => {
-    batches.push({ rows: batch.length, at: performance.now() });
-    const previous = device;
-    let release!: () => void;
-    device = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    await previous;
-    await new Promise((resolve) => setTimeout(resolve, options.cost(batch.length)));
-    release();
-    return batch;
-  };
-  const predict = batchedFn({ handler, maxBatchSize: 64, maxDelay: 'auto', concurrency: options.concurrency });
-  // Batches of 1..10 rows, spaced out: the cost curve is learned.
-  for (let size = 1; size <= 10; size++) {
-    const calls = Array.from({ length: size }, (_, i) => predict(-1 - i));
-    await advance(Math.max(20, 2 * options.cost(size)));
-    await Promise.all(calls);
-  }
-  const start = performance.now();
-  let running = true;
-  let nextId = 0;
-  const answered: number[] = [];
-  const loops = Array.from({ length: options.clients }, async (_, client) => {
-    await new Promise((resolve) => setTimeout(resolve, client % 16));
-    while (running) {
-      await predict(nextId++);
-      answered.push(performance.now());
-      await new Promise((resolve) => setTimeout(resolve, 1));
-    }
+/** The rows answered in the last 500 ms of a second of the loop, and the mean size of the batches dispatched in it. */
+async function oneDeviceLoop(options: { clients: number; concurrency: number; cost: (rows: number) => number }) {
+  const loop = await closedLoop({
+    ...options,
+    inFlight: 1,
+    maxBatchSize: 64,
+    maxDelay: 'auto',
+    roundTrip: 1,
+    oneDevice: true,
   });
-  await advance(1000);
-  running = false;
-  await advance(500);
-  await Promise.all(loops);
-  const from = start + 500;
-  const to = start + 1000;
-  const late = batches.filter((b) => b.at >= from && b.at < to);
-  return {
-    served: answered.filter((t) => t >= from && t < to).length,
-    meanBatch: late.reduce((sum, b) => sum + b.rows, 0) / late.length,
-  };
+  const late = loop.batches.filter((b) => b.dispatched >= loop.from && b.dispatched < loop.to);
+  return { served: loop.served, meanBatch: late.reduce((sum, b) => sum + b.rows, 0) / late.length };
 }
 
 test('64 closed-loop clients, one device, concurrency 2: the loop still runs in full batches, as at concurrency 1', async () => {

@@ -38,8 +38,8 @@ export class Traffic {
   }
 
   /**
-   * Under a closed loop, the rows its callers can still bring before a running batch settles: what the
-   * settled batches' callers still owe (Cohorts.owed). Otherwise undefined: arrivals are not the loop's.
+   * Under a closed loop, the rows the settled batches' callers still owe (Cohorts.owed): with no batch
+   * running, all the loop can still bring. Otherwise undefined: arrivals are not the loop's.
    */
   loopRowsDue(now: number): number | undefined {
     return this.#cohortWaits && this.#cohorts.closedLoop ? this.#cohorts.owed(now) : undefined;
