@@ -1,5 +1,6 @@
 import { expect, test } from 'vitest';
 import { batchedFn, TimeoutError } from 'batched-fn';
+import { closedLoop } from './closed-loop-driver.js';
 import { advance, flush, track, useFakeClock } from './helpers.js';
 
 useFakeClock();
@@ -130,39 +131,26 @@ test('a call accepted at arrival is shed at dispatch when its batch grew past wh
 });
 
 /**
- * Batch sizes over 1 s of 16 callers in a closed loop against a model of nearly all fixed cost (12 ms a
- * batch, 1 ms per 8 rows): each caller sends its next call `roundTrip` ms after its last one was
- * answered, the first at `i` ms (staggered, so the first batches differ in size).
- */
-/**
  * `clients` clients in a closed loop for 1 s on a model of `cost(rows)` ms (12 ms + 1 ms per 8 rows
- * unless given): the batch sizes. Client `i` sends again `roundTrip` ms after its answer (or
- * `roundTrip(i, lap)` ms, its lap-th time).
+ * unless given), batches of at most `clients` rows: the sizes of the batches sent in that second.
+ * Client `i` sends again `roundTrip` ms after its answer (or `roundTrip(i, lap)` ms, its lap-th time).
  */
 async function closedLoopBatchSizes(
   roundTrip: number | ((client: number, lap: number) => number),
   options: { batchKey?: (x: number) => string; clients?: number; cost?: (rows: number) => number } = {},
 ): Promise<number[]> {
   const clients = options.clients ?? 16;
-  const backAfter = typeof roundTrip === 'number' ? () => roundTrip : roundTrip;
-  const { batches, handler } = simulatedModel(options.cost ?? ((rows) => 12 + Math.ceil(rows / 8)));
-  const predict = batchedFn({ handler, maxBatchSize: clients, maxDelay: 'auto', batchKey: options.batchKey });
-  await train(predict);
-  batches.length = 0;
-  let running = true;
-  const loops = Array.from({ length: clients }, async (_, i) => {
-    await new Promise((resolve) => setTimeout(resolve, i % 16));
-    for (let lap = 0; running; lap++) {
-      await predict(i);
-      await new Promise((resolve) => setTimeout(resolve, backAfter(i, lap)));
-    }
+  const loop = await closedLoop({
+    clients,
+    inFlight: 1,
+    concurrency: 1,
+    maxBatchSize: clients,
+    maxDelay: 'auto',
+    cost: options.cost ?? ((rows) => 12 + Math.ceil(rows / 8)),
+    roundTrip,
+    batchKey: options.batchKey,
   });
-  await advance(1000);
-  const sizes = batches.map((b) => b.length);
-  running = false;
-  await advance(200);
-  await Promise.all(loops);
-  return sizes;
+  return loop.batches.filter((b) => b.dispatched < loop.to).map((b) => b.rows);
 }
 
 test("under a closed loop 'auto' waits for the callers on their way back: the cohorts merge into full batches", async () => {

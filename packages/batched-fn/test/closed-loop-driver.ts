@@ -13,7 +13,8 @@ export interface Batch {
 
 /**
  * `clients` clients, each keeping `inFlight` calls in flight, each call followed `roundTrip` ms after
- * its answer by the next, for 1 s on a model of `cost(rows)` ms, after the cost curve is learned. With
+ * its answer by the next (or `roundTrip(client, lap)` ms, the lap-th time), for 1 s on a model of
+ * `cost(rows)` ms, after the cost curve is learned; the first calls of client `i` at `i % 16` ms. With
  * `oneDevice`, each batch's compute waits for the one before it (a device that runs one batch at a
  * time, behind however many batch slots). The batches dispatched in that second, when its last 500 ms
  * began and ended, and the rows answered in them.
@@ -25,9 +26,12 @@ export async function closedLoop(options: {
   maxBatchSize: number;
   maxDelay: number | 'auto';
   cost: (rows: number) => number;
-  roundTrip: number;
+  roundTrip: number | ((client: number, lap: number) => number);
   oneDevice?: boolean;
+  batchKey?: (id: number) => string;
 }): Promise<{ batches: Batch[]; from: number; to: number; served: number }> {
+  const roundTrip = options.roundTrip;
+  const backAfter = typeof roundTrip === 'number' ? () => roundTrip : roundTrip;
   const arrivals = new Map<number, number>();
   const batches: Batch[] = [];
   let device: Promise<void> = Promise.resolve();
@@ -57,6 +61,7 @@ export async function closedLoop(options: {
     maxBatchSize: options.maxBatchSize,
     maxDelay: options.maxDelay,
     concurrency: options.concurrency,
+    batchKey: options.batchKey,
   });
   // Batches of 1..10 rows, spaced out: the cost curve is learned.
   for (let size = 1; size <= 10; size++) {
@@ -69,13 +74,14 @@ export async function closedLoop(options: {
   let nextId = 0;
   const answered: number[] = [];
   const loops = Array.from({ length: options.clients * options.inFlight }, async (_, slot) => {
-    await new Promise((resolve) => setTimeout(resolve, Math.floor(slot / options.inFlight) % 16));
-    while (running) {
+    const client = Math.floor(slot / options.inFlight);
+    await new Promise((resolve) => setTimeout(resolve, client % 16));
+    for (let lap = 0; running; lap++) {
       const id = nextId++;
       arrivals.set(id, performance.now());
       await predict(id);
       answered.push(performance.now());
-      await new Promise((resolve) => setTimeout(resolve, options.roundTrip));
+      await new Promise((resolve) => setTimeout(resolve, backAfter(client, lap)));
     }
   });
   await advance(1000);
