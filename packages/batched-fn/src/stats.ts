@@ -93,8 +93,14 @@ export interface BatchedFnStats {
   execMs: Percentiles;
   /** Per-worker figures in worker mode; empty inline. */
   workers: WorkerStats[];
-  /** The learned cost curve c(N) = fixedMs + perRowMs·N, once enough batches of different sizes have run. */
-  costModel: { fixedMs: number; perRowMs: number; samples: number } | undefined;
+  /**
+   * The learned cost curve c(N) = fixedMs + perRowMs·N, once enough batches of different sizes have run.
+   * `slotEfficiency`: with `concurrency` > 1, what a batch running beside another gains, learned from their
+   * durations: 1 when batches beside each other take what they take alone (a device per slot), 0 when they
+   * share one device (and until batches have run beside others); `maxDelay: 'auto'` plans for
+   * 1 + (concurrency − 1)·slotEfficiency batches at once.
+   */
+  costModel: { fixedMs: number; perRowMs: number; samples: number; slotEfficiency: number } | undefined;
 }
 
 /** The tunables in force (constructor options, as changed by `configure()`). */

@@ -27,7 +27,7 @@ async function oneDeviceLoop(options: { clients: number; concurrency: number; co
     maxBatchSize: 64,
     maxDelay: 'auto',
     roundTrip: 1,
-    oneDevice: true,
+    device: 'turns',
   });
   const late = loop.batches.filter((b) => b.dispatched >= loop.from && b.dispatched < loop.to);
   return { served: loop.served, meanBatch: late.reduce((sum, b) => sum + b.rows, 0) / late.length };

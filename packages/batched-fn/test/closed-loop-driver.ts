@@ -14,10 +14,14 @@ export interface Batch {
 /**
  * `clients` clients, each keeping `inFlight` calls in flight, each call followed `roundTrip` ms after
  * its answer by the next (or `roundTrip(client, lap)` ms, the lap-th time), for 1 s on a model of
- * `cost(rows)` ms, after the cost curve is learned; the first calls of client `i` at `i % 16` ms. With
- * `oneDevice`, each batch's compute waits for the one before it (a device that runs one batch at a
- * time, behind however many batch slots). The batches dispatched in that second, when its last 500 ms
- * began and ended, and the rows answered in them.
+ * `cost(rows)` ms, after the cost curve is learned; the first calls of client `i` at `i % 16` ms. The
+ * batch slots (`concurrency`) run on `device`:
+ * - 'own' (the default): each slot has its own, and batches running at once do not slow each other;
+ * - 'turns': one device runs one batch at a time, each waiting for the one before it (a GPU queue);
+ * - 'slices': one device shares itself between the batches running, each progressing at 1/k of its
+ *   speed while k run (CPU sessions whose threads fill the same cores).
+ * The batches dispatched in that second, when its last 500 ms began and ended, and the rows answered
+ * in them.
  */
 export async function closedLoop(options: {
   clients: number;
@@ -27,14 +31,15 @@ export async function closedLoop(options: {
   maxDelay: number | 'auto';
   cost: (rows: number) => number;
   roundTrip: number | ((client: number, lap: number) => number);
-  oneDevice?: boolean;
+  device?: 'own' | 'turns' | 'slices';
   batchKey?: (id: number) => string;
 }): Promise<{ batches: Batch[]; from: number; to: number; served: number }> {
   const roundTrip = options.roundTrip;
   const backAfter = typeof roundTrip === 'number' ? () => roundTrip : roundTrip;
   const arrivals = new Map<number, number>();
   const batches: Batch[] = [];
-  let device: Promise<void> = Promise.resolve();
+  let queue: Promise<void> = Promise.resolve();
+  const slices = new SharedDevice();
   const handler = async (batch: number[]): Promise<number[]> => {
     const record: Batch = {
       rows: batch.length,
@@ -43,16 +48,18 @@ export async function closedLoop(options: {
       ended: Number.NaN,
     };
     batches.push(record);
-    let release = (): void => {};
-    if (options.oneDevice === true) {
-      const previous = device;
-      device = new Promise<void>((resolve) => {
+    const work = options.cost(batch.length);
+    if (options.device === 'slices') await slices.run(work);
+    else if (options.device === 'turns') {
+      const previous = queue;
+      let release = (): void => {};
+      queue = new Promise<void>((resolve) => {
         release = resolve;
       });
       await previous;
-    }
-    await new Promise((resolve) => setTimeout(resolve, options.cost(batch.length)));
-    release();
+      await new Promise((resolve) => setTimeout(resolve, work));
+      release();
+    } else await new Promise((resolve) => setTimeout(resolve, work));
     record.ended = performance.now();
     return batch;
   };
@@ -96,4 +103,47 @@ export async function closedLoop(options: {
     to,
     served: answered.filter((t) => t >= from && t < to).length,
   };
+}
+
+/** One device that runs every batch given to it at once, each at 1/k of its speed while k run (processor sharing). */
+class SharedDevice {
+  readonly #jobs = new Set<{ left: number; done: () => void }>();
+  #since = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Resolves once `work` ms of the device's time have gone to this job. */
+  run(work: number): Promise<void> {
+    return new Promise((done) => {
+      this.#progress();
+      this.#jobs.add({ left: work, done });
+      this.#schedule();
+    });
+  }
+
+  #progress(): void {
+    const now = performance.now();
+    const share = (now - this.#since) / Math.max(1, this.#jobs.size);
+    for (const job of this.#jobs) job.left -= share;
+    this.#since = now;
+  }
+
+  #schedule(): void {
+    clearTimeout(this.#timer);
+    if (this.#jobs.size === 0) return;
+    let least = Number.POSITIVE_INFINITY;
+    for (const job of this.#jobs) least = Math.min(least, job.left);
+    // Fake timers count whole ms: the next finish is rounded up, and whoever has finished by then ends.
+    this.#timer = setTimeout(
+      () => {
+        this.#progress();
+        for (const job of [...this.#jobs]) {
+          if (job.left > 1e-6) continue;
+          this.#jobs.delete(job);
+          job.done();
+        }
+        this.#schedule();
+      },
+      Math.max(0, Math.ceil(least * this.#jobs.size - 1e-9)),
+    );
+  }
 }

@@ -1,9 +1,10 @@
 import { ClosedError, failureKey } from '../errors.js';
 import type { CallOptions, CloseOptions, RuntimeOptions } from '../options.js';
 import { CostModel } from '../policy/cost-model.js';
+import { Overlap } from '../policy/overlap.js';
 import { Traffic } from '../policy/traffic.js';
 import type { Resolve, WaitSink } from '../queue.js';
-import type { BatchedFnSettings } from '../stats.js';
+import type { BatchedFnSettings, BatchedFnStats } from '../stats.js';
 import { describeValue, expectDuration } from '../validate.js';
 import type { CallHandle } from './call-handle.js';
 import { type CallCounter, Intake, type IntakeOptions, type Refusal } from './intake.js';
@@ -38,6 +39,8 @@ export interface EngineLink<I, O> {
   readonly settings: LiveSettings;
   /** The handler's learned cost curve: the runner teaches it, `maxDelay: 'auto'` reads it. */
   readonly cost: CostModel;
+  /** Whether batches running at once share a device: the runner reports each batch's run, `'auto'` reads it. */
+  readonly overlap: Overlap;
   /**
    * Arrivals and settled batches, as `maxDelay: 'auto'` reads them. batchedFn's runner reports each
    * settled batch's rows; a stream's sequences end one by one, and its runner reports none.
@@ -71,6 +74,7 @@ export interface EngineLink<I, O> {
 export class Engine<I, O> {
   readonly #settings: LiveSettings;
   readonly #cost = new CostModel();
+  readonly #overlap = new Overlap();
   readonly #lanes: LaneSet<I, O>;
   readonly #life: Lifecycle;
   readonly #runner: Runner<I, O>;
@@ -84,7 +88,7 @@ export class Engine<I, O> {
     const keyed = options.batchKey !== undefined || options.affinity !== undefined;
     const traffic = new Traffic(this.#cost, { lanes: keyed ? 'keyed' : 'one' });
     this.#destroyedMessage = options.destroyedMessage;
-    this.#settings = new LiveSettings(options, this.#cost, traffic);
+    this.#settings = new LiveSettings(options, this.#cost, traffic, this.#overlap);
     this.#lanes = new LaneSet<I, O>(keyed, this.#settings);
     const gate = options.sequenceKey === undefined ? undefined : new SequenceGate<I, O>();
     this.#gate = gate;
@@ -94,6 +98,7 @@ export class Engine<I, O> {
     this.#runner = makeRunner({
       settings: this.#settings,
       cost: this.#cost,
+      overlap: this.#overlap,
       traffic,
       settled: () => {
         this.#life.checkIdle();
@@ -220,9 +225,11 @@ export class Engine<I, O> {
     return this.#lanes.rows;
   }
 
-  /** The learned cost curve, once it is confident. */
-  get costModel(): { fixedMs: number; perRowMs: number; samples: number } | undefined {
+  /** The learned cost curve, once it is confident, and what a second batch slot gains. */
+  get costModel(): BatchedFnStats['costModel'] {
     const cost = this.#cost;
-    return cost.confident ? { fixedMs: cost.a, perRowMs: cost.b, samples: cost.samples } : undefined;
+    return cost.confident
+      ? { fixedMs: cost.a, perRowMs: cost.b, samples: cost.samples, slotEfficiency: this.#overlap.efficiency }
+      : undefined;
   }
 }

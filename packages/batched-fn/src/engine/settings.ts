@@ -1,9 +1,10 @@
 import { type RuntimeOptions, validateRuntimeOptions } from '../options.js';
 import { AdaptivePolicy } from '../policy/adaptive.js';
 import type { CostModel } from '../policy/cost-model.js';
+import type { Overlap } from '../policy/overlap.js';
 import type { Traffic } from '../policy/traffic.js';
 import { FixedDelayPolicy } from '../policy/fixed-delay.js';
-import type { SchedulingPolicy } from '../policy/types.js';
+import type { BatchSlots, SchedulingPolicy } from '../policy/types.js';
 import type { BatchedFnSettings } from '../stats.js';
 import type { Rules } from './choice.js';
 
@@ -33,12 +34,23 @@ export class LiveSettings implements Rules {
   readonly #preferred: readonly number[] | undefined;
   readonly #cost: CostModel;
   readonly #traffic: Traffic;
+  /** What `'auto'` plans for: the live concurrency, and what a second slot is worth (Overlap). */
+  readonly #slots: BatchSlots;
   readonly #latencyTarget: number | undefined;
 
-  /** `cost` and `traffic` are what `maxDelay: 'auto'` learns from. */
-  constructor(init: SettingsInit, cost: CostModel, traffic: Traffic) {
+  /** `cost`, `traffic` and `overlap` are what `maxDelay: 'auto'` learns from. */
+  constructor(init: SettingsInit, cost: CostModel, traffic: Traffic, overlap: Overlap) {
     this.#cost = cost;
     this.#traffic = traffic;
+    const settings = this;
+    this.#slots = {
+      get concurrency() {
+        return settings.#concurrency;
+      },
+      get efficiency() {
+        return overlap.efficiency;
+      },
+    };
     this.#latencyTarget = init.latencyTarget;
     this.#maxBatchSize = init.maxBatchSize;
     this.#maxDelay = init.maxDelay;
@@ -102,7 +114,7 @@ export class LiveSettings implements Rules {
 
   #policyFor(maxDelay: number | 'auto'): SchedulingPolicy {
     return maxDelay === 'auto'
-      ? new AdaptivePolicy(this.#cost, this.#traffic, this.#latencyTarget)
+      ? new AdaptivePolicy(this.#cost, this.#traffic, this.#latencyTarget, this.#slots)
       : new FixedDelayPolicy(maxDelay);
   }
 }

@@ -10,6 +10,7 @@ import type { QueuedHandle } from './lane.js';
 import type { Runner, Shedding } from './runner.js';
 import type { RunningBatch } from './running-batch.js';
 import { isOutputArray } from './running-batch.js';
+import type { Overlap } from '../policy/overlap.js';
 import type { Traffic } from '../policy/traffic.js';
 import type { EngineLink } from './engine.js';
 import type { LiveSettings } from './settings.js';
@@ -43,6 +44,7 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
   readonly #stats: StatsRecorder;
   readonly #shedder: Shedder;
   readonly #traffic: Traffic;
+  readonly #overlap: Overlap;
   readonly #options: SettleOptions<I>;
   /** After a batch settles: the engine checks for idle and pumps. */
   readonly #settled: () => void;
@@ -67,6 +69,7 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     this.#stats = stats;
     this.#shedder = new Shedder(link.cost);
     this.#traffic = link.traffic;
+    this.#overlap = link.overlap;
     this.#options = options;
     this.#settled = link.settled;
   }
@@ -146,6 +149,7 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     }
     this.#stats.dispatched(batch.reason as DispatchReason);
     this.#running.add(batch);
+    this.#overlap.began(batch, batch.started);
     let inputs = batch.inputs;
     const pad = this.#options.pad;
     if (pad !== undefined) {
@@ -204,8 +208,9 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
       failed = true;
       error = new BatchSizeMismatchError(expected, isOutputArray(outputs) ? outputs.length : undefined);
     }
-    if (!failed)
-      this.#shedder.learned(batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows, execMs, finished);
+    const charged = batch.padded > 0 ? Math.max(batch.rows, batch.padded) : batch.rows;
+    if (!failed) this.#shedder.learned(charged, execMs, finished);
+    this.#overlap.ended(batch, finished, charged, execMs, !failed);
     // Answered, failed or not: under a closed loop these callers send again.
     this.#traffic.settled(batch.rows, finished);
     const key = failed ? failureKey(error) : 'handler';

@@ -43,6 +43,11 @@ export class CostModel {
     return this.#b;
   }
 
+  /** The largest batch the fit has seen (its forgetting aside): beyond it, predict() extrapolates. */
+  get largest(): number {
+    return this.#maxN;
+  }
+
   get samples(): number {
     return this.#samples;
   }

@@ -24,4 +24,17 @@ export interface SchedulingPolicy {
    * batches are running (a slot is free whenever the policy is asked).
    */
   decide(lane: LaneView, now: number, trigger: PumpTrigger, running: number): DispatchReason | number;
+  /**
+   * When `decide` sends the lane: the most rows this batch takes (the rest stay queued for the
+   * next free slot). Absent: up to maxRows.
+   */
+  batchRows?(lane: LaneView, now: number, running: number): number;
+}
+
+/** The batch slots a policy plans for: how many there are, and how much two of them gain over one. */
+export interface BatchSlots {
+  /** Batches that may run at once (`concurrency`). */
+  readonly concurrency: number;
+  /** Overlap.efficiency: 1 when batches running at once do not slow each other, 0 when they share one device. */
+  readonly efficiency: number;
 }
