@@ -117,11 +117,13 @@ function reasons(series) {
   return f.box;
 }
 
-function costCurve(points, cost, maxBatchSize) {
+function costCurve(points, cost, maxBatchSize, slots) {
+  // With more than one worker, what 'auto' learned a second batch slot gains (1: a device each, 0: one shared).
+  const sideBySide = slots > 1 && cost !== null ? `; 2 batches at once: ${fmt(1 + cost.slotEfficiency, 2)}x one` : '';
   const f = frame(
     cost === null
       ? 'batch cost (ms) by rows: curve not learned yet'
-      : `cost c(N) = ${fmt(cost.fixedMs, 2)} + ${fmt(cost.perRowMs, 3)}·N ms`,
+      : `cost c(N) = ${fmt(cost.fixedMs, 2)} + ${fmt(cost.perRowMs, 3)}·N ms${sideBySide}`,
   );
   const xMax = Math.max(1, maxBatchSize, ...points.map(([n]) => n));
   // The scale follows most batches (95th percentile), not one stalled batch; slower ones sit on the top edge.
@@ -205,7 +207,7 @@ function modelCard(m) {
     line(rates, 'requests per second'),
     histogram(m.batchSizes, m.maxBatchSize, m.meanBatch),
     reasons(m.reasons),
-    costCurve(m.points, m.cost, m.maxBatchSize),
+    costCurve(m.points, m.cost, m.maxBatchSize, m.workers.length),
     workers(m.workers),
   );
   card.append(title, numbers, charts);

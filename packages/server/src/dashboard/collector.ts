@@ -68,7 +68,8 @@ export interface ModelPanel {
   maxDelay: number | 'auto' | null;
   reasons: Record<string, number>[];
   workers: { id: number; utilisation: number; restarts: number; state: string }[];
-  cost: { fixedMs: number; perRowMs: number } | null;
+  /** The learned cost curve, and what a second batch slot gains (stats.costModel.slotEfficiency). */
+  cost: { fixedMs: number; perRowMs: number; slotEfficiency: number } | null;
   points: [number, number][];
 }
 
@@ -233,7 +234,11 @@ export class DashboardCollector {
       cost:
         stats?.costModel === undefined
           ? null
-          : { fixedMs: stats.costModel.fixedMs, perRowMs: stats.costModel.perRowMs },
+          : {
+              fixedMs: stats.costModel.fixedMs,
+              perRowMs: stats.costModel.perRowMs,
+              slotEfficiency: stats.costModel.slotEfficiency,
+            },
       points: track.points.values(),
     };
     track.requests = track.errors = track.rows = 0;
