@@ -63,26 +63,20 @@ test('before any batch has run beside another, a second slot is taken to gain no
   expect(overlap.efficiency).toBe(0);
 });
 
-test('slots with a device each: batches beside each other take what they take alone (efficiency 1)', () => {
-  const overlap = new Overlap();
-  const start = alone(0);
-  play(overlap, [...start.runs, ...pairs('own', start.at, 60, (i) => 1 + (i % 16))]);
-  expect(overlap.efficiency).toBeCloseTo(1, 6);
-});
+const KINDS = [
+  ['own', 'slots with a device each: batches beside each other take what they take alone', 1],
+  ['turns', 'one device taking batches in turns', 0],
+  ['slices', 'one device sharing itself between batches', 0],
+] as const;
 
-test('one device taking batches in turns: efficiency 0', () => {
-  const overlap = new Overlap();
-  const start = alone(0);
-  play(overlap, [...start.runs, ...pairs('turns', start.at, 60, (i) => 1 + (i % 16))]);
-  expect(overlap.efficiency).toBeCloseTo(0, 6);
-});
-
-test('one device sharing itself between batches: efficiency 0', () => {
-  const overlap = new Overlap();
-  const start = alone(0);
-  play(overlap, [...start.runs, ...pairs('slices', start.at, 60, (i) => 1 + (i % 16))]);
-  expect(overlap.efficiency).toBeCloseTo(0, 6);
-});
+for (const [kind, what, efficiency] of KINDS) {
+  test(`${what}: efficiency ${efficiency}`, () => {
+    const overlap = new Overlap();
+    const start = alone(0);
+    play(overlap, [...start.runs, ...pairs(kind, start.at, 60, (i) => 1 + (i % 16))]);
+    expect(overlap.efficiency).toBeCloseTo(efficiency, 6);
+  });
+}
 
 test('a device that turns shared is noticed within a memory of batches', () => {
   const overlap = new Overlap();
