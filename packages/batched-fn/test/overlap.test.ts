@@ -35,13 +35,26 @@ function alone(from: number): { runs: Run[]; at: number } {
   return { runs, at };
 }
 
-/** Pairs of batches of `rows` rows, the second starting `lag` ms after the first, on a device of `kind`. */
-function pairs(kind: 'own' | 'turns' | 'slices', from: number, count: number, rows: (i: number) => number): Run[] {
+/**
+ * Pairs of batches of `rows` rows, the second starting `lag` ms after the first, on a device of `kind`; every
+ * `aloneEvery`-th pair is followed by a batch alone (as a slot freeing while the other is idle brings).
+ */
+function pairs(
+  kind: 'own' | 'turns' | 'slices',
+  from: number,
+  count: number,
+  rows: (i: number) => number,
+  aloneEvery = 10,
+): Run[] {
   const runs: Run[] = [];
   let at = from;
   for (let i = 0; i < count; i++) {
     const n = rows(i);
     const c = cost(n);
+    if (i % aloneEvery === aloneEvery - 1) {
+      runs.push({ start: at, end: at + c, rows: n });
+      at += c + 1;
+    }
     const lag = (i % 4) * 0.25 * c; // overlaps of 100, 75, 50 and 25 % of a batch
     if (kind === 'own') {
       runs.push({ start: at, end: at + c, rows: n }, { start: at + lag, end: at + lag + c, rows: n });
@@ -91,6 +104,68 @@ test('a device that turns shared is noticed within a memory of batches', () => {
   );
   // The sums forget at 0.98 a batch: after 120 batches on the shared device the 60 before weigh 0.98^120 ≈ 9 %.
   expect(overlap.efficiency).toBeLessThan(0.2);
+});
+
+test('without a batch alone for 50 settled batches, the curve alone is stale: efficiency 0 until one runs', () => {
+  const overlap = new Overlap();
+  const start = alone(0);
+  const fresh = pairs('own', start.at, 20, (i) => 1 + (i % 16));
+  play(overlap, [...start.runs, ...fresh]);
+  expect(overlap.efficiency).toBeCloseTo(1, 6);
+  // 26 pairs (52 batches) beside each other, none alone: a curve learned during a slow start would never be
+  // corrected, and a shared device could stay planned as independent.
+  const from = (fresh.at(-1) as Run).end + 1;
+  const stale = pairs('own', from, 26, (i) => 1 + (i % 16), Number.POSITIVE_INFINITY);
+  play(overlap, stale);
+  expect(overlap.efficiency).toBe(0);
+  // Evidence starts over once batches run alone again.
+  play(
+    overlap,
+    pairs('own', (stale.at(-1) as Run).end + 1, 30, (i) => 1 + (i % 16), 2),
+  );
+  expect(overlap.efficiency).toBeCloseTo(1, 6);
+});
+
+test('a batch failing beside others makes its neighbours no evidence: efficiency 0, evidence starts over', () => {
+  const overlap = new Overlap();
+  const start = alone(0);
+  const own = pairs('own', start.at, 30, (i) => 1 + (i % 16));
+  play(overlap, [...start.runs, ...own]);
+  expect(overlap.efficiency).toBeCloseTo(1, 6);
+  // One device, where the second of each pair waits its turn and then fails at once (out of memory, say): the first
+  // would count its time beside it as on time, and the device read as independent.
+  let at = (own.at(-1) as Run).end + 1;
+  for (let i = 0; i < 30; i++) {
+    const first = { rows: 8 };
+    const second = { rows: 8 };
+    const c = cost(8);
+    overlap.began(first, at);
+    overlap.began(second, at + c / 2);
+    overlap.ended(first, at + c, 8, c, true);
+    overlap.ended(second, at + c, 8, c / 2, false);
+    at += 2 * c;
+  }
+  expect(overlap.efficiency).toBe(0);
+});
+
+test("overlaps under a fifth of the batches' time are not read: they amplify the curve's own error", () => {
+  const overlap = new Overlap();
+  const start = alone(0);
+  // A shared device whose batches overlap by 5 % of their time (a second batch starting as the first ends), with a
+  // curve alone 2 % too slow: read, lateness 0.05c/2 against a curve 0.02c high gives efficiency 1 − 2(0.025 − 0.02)
+  // / 0.05 = 0.8. Batches alone in between keep the curve fresh.
+  const runs: Run[] = [];
+  let at = start.at;
+  for (let i = 0; i < 80; i++) {
+    const n = 1 + (i % 16);
+    const c = cost(n);
+    const lag = 0.95 * c;
+    runs.push({ start: at, end: at + c, rows: n }, { start: at + lag, end: at + 2 * c, rows: n });
+    runs.push({ start: at + 2 * c + 1, end: at + 3 * c + 1, rows: n });
+    at += 3 * c + 2;
+  }
+  play(overlap, [...start.runs.map((r) => ({ ...r, end: r.start + 1.02 * (r.end - r.start) })), ...runs]);
+  expect(overlap.efficiency).toBe(0);
 });
 
 test('batches larger than any that ran alone are not compared: the curve would extrapolate', () => {

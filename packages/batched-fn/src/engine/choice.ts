@@ -57,10 +57,8 @@ export function judge<I, O>(
     for (const size of preferred) if (size <= lane.rows && size >= head) target = size;
     if (target > 0) return go(lane, 'preferred', target);
   }
-  const policy = rules.policy;
-  const decision = policy.decide(lane, t, trigger, running);
-  if (typeof decision === 'number') return { go: false, until: decision };
-  return go(lane, decision, policy.batchRows === undefined ? max : Math.min(max, policy.batchRows(lane, t, running)));
+  const decision = rules.policy.decide(lane, t, trigger, running);
+  return typeof decision === 'number' ? { go: false, until: decision } : go(lane, decision, max);
 }
 
 /**

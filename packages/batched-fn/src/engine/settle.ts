@@ -187,6 +187,7 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
   releaseAll(error: unknown, key: FailureKey): void {
     for (const batch of this.#running) batch.releaseAll((resolve) => this.fail(resolve, error, key));
     this.#running.clear();
+    this.#overlap.clear();
   }
 
   /** `batchTimeout` passed: free the runner, then fail the batch's callers; a late result is dropped. */

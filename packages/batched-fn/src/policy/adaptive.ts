@@ -35,10 +35,8 @@ import type { BatchSlots, LaneView, PumpTrigger, SchedulingPolicy } from './type
  *
  * With `concurrency` > 1 it plans for the batch slots as they are (Overlap):
  * k slots whose batches do not slow each other keep up with k times the
- * arrivals, so each needs the rows for its share of λ; a cohort is not waited
- * for while a slot would still be left for it; and the rows queued may go as
- * several batches side by side (batchRows). Slots that share one device
- * (efficiency 0) are planned for as one.
+ * arrivals, so each needs the rows for its share of λ. Slots that share one
+ * device (efficiency 0) are planned for as one.
  */
 export class AdaptivePolicy implements SchedulingPolicy {
   /** ρ: measured on the simulated 2 + 0.05·N model, 0.9 kept p99 within 1.1x of the best fixed delay at every load. */
@@ -90,12 +88,7 @@ export class AdaptivePolicy implements SchedulingPolicy {
     const gathered = lane.rows >= target;
     let deadline = gathered ? now : lane.oldestArrival + Math.max(cost.a, target / lambda);
     let rowsAtDeadline = target;
-    // Waiting for a cohort merges it with the rows queued now, to pay one fixed cost where two batches
-    // would each pay one. That only pays where the two would not run side by side anyway: while a
-    // slot would still be left for the cohort after this batch, on batch slots that do not share a
-    // device, the rows queued now go.
-    const slotLeft = running + 1.5 <= this.#parallel(this.#slots.concurrency);
-    const cohortDue = slotLeft ? undefined : this.#traffic.cohortDue(now);
+    const cohortDue = this.#traffic.cohortDue(now);
     if (cohortDue !== undefined && cohortDue > deadline) {
       deadline = cohortDue;
       // Priced at a full batch, which a merged cohort may be: the latency cap errs on the short side.
@@ -108,38 +101,6 @@ export class AdaptivePolicy implements SchedulingPolicy {
     // Look again when the next caller is due, or at the cap, whichever is first. Returning callers
     // wake the pump as they arrive.
     return gathered ? deadline : Math.min(deadline, now + 1 / lambda);
-  }
-
-  /**
-   * Where slots run batches side by side, the rows queued now may go as several batches at once,
-   * each finishing sooner than one batch of them all: m batches of n/m rows finish after
-   * S(m)·c(n/m), S(j) = j / (1 + (j − 1)·efficiency) being how much j batches running at once slow
-   * each other. The split with the soonest finish is taken, as long as each batch keeps up with
-   * its slot's share of the arrivals. On one shared device (efficiency 0) nothing is split.
-   */
-  batchRows(lane: LaneView, now: number, running: number): number {
-    const free = this.#slots.concurrency - running;
-    const cost = this.#cost;
-    if (free < 2 || !(this.#slots.efficiency > 0) || !cost.confident || lane.rows > lane.maxRows) return lane.maxRows;
-    const rows = lane.rows;
-    const least = Math.max(1, Math.floor(this.stableRows(this.#traffic.rowsPerMs(now))));
-    let best = lane.maxRows;
-    let soonest = this.#slowdown(running + 1) * cost.predict(rows);
-    for (let batches = 2; batches <= Math.min(free, rows); batches++) {
-      const each = Math.ceil(rows / batches);
-      if (each < least) break;
-      const finish = this.#slowdown(running + batches) * cost.predict(each);
-      if (finish < soonest) {
-        best = each;
-        soonest = finish;
-      }
-    }
-    return best;
-  }
-
-  /** How much longer each of `batches` batches running at once takes than it would alone. */
-  #slowdown(batches: number): number {
-    return batches / (1 + (batches - 1) * this.#slots.efficiency);
   }
 
   /** How many batches' worth of work `concurrency` slots do at once. */

@@ -21,9 +21,10 @@ import { CostModel } from './cost-model.js';
  * independent slots and 0 on one shared device, and k slots do 1 + (k − 1)·efficiency batches'
  * worth of work at once.
  *
- * Until batches of sizes that also ran alone have run beside others for a share of their time, the
+ * Until batches of sizes that also ran alone have run beside others for a fifth of their time, the
  * efficiency is 0: what `'auto'` assumed before it learned this (a second slot gains nothing), so
- * shared devices keep the policy they had. The evidence comes from the batches that run beside each
+ * shared devices keep the policy they had. It falls back to 0 when the curve of batches alone is
+ * stale, and when a batch fails beside others. The evidence comes from the batches that run beside each
  * other anyway, whenever a slot frees while another runs. (Starting at 1 instead, as `maxDelay` 0
  * treats slots, split the server's batches across two ONNX sessions sharing 2 cores before any
  * batch of those sizes had run alone to compare with: 0.57x → 0.38x of the model alone.)
@@ -35,7 +36,14 @@ export class Overlap {
    * Batches must have run beside others for at least this share of their time before the
    * efficiency is read: below it, the lateness summed is the cost curve's error more than overlap.
    */
-  static readonly MIN_BESIDE_SHARE = 0.05;
+  static readonly MIN_BESIDE_SHARE = 0.2;
+  /**
+   * Settled batches since the last that ran alone, past which the curve of batches alone is stale
+   * (a memory of batches): the efficiency falls back to 0 until one runs alone again. Batches that
+   * run side by side on independent slots rarely run alone; a curve learned during a warm-up and
+   * never refreshed would make a shared device's batches look on time, and keep them split.
+   */
+  static readonly STALE_AFTER = 50;
 
   /** The cost of a batch that ran with no other batch running at any point of it. */
   readonly #alone = new CostModel();
@@ -51,6 +59,7 @@ export class Overlap {
   #beside = 0;
   #late = 0;
   #efficiency = 0;
+  #sinceAlone = 0;
 
   /** How much of a second batch's work runs beside the first, in [0, 1]. */
   get efficiency(): number {
@@ -74,10 +83,21 @@ export class Overlap {
     this.#marks.delete(batch);
     this.#advance(at);
     this.#running--;
-    if (!ok) return;
-    const alone = this.#alone;
     const beside = this.#besideClock - mark;
-    if (beside === 0) alone.observe(rows, ms);
+    if (!ok) {
+      // Its own lateness is unknown, and the batches beside it would count their time beside it as
+      // on time: a shared device where one of two batches fails fast reads as independent.
+      if (beside > 0 || this.#running > 0) this.#forgetEvidence();
+      return;
+    }
+    const alone = this.#alone;
+    if (beside === 0) {
+      alone.observe(rows, ms);
+      this.#sinceAlone = 0;
+    } else if (++this.#sinceAlone > Overlap.STALE_AFTER) {
+      this.#forgetEvidence();
+      return;
+    }
     if (!alone.confident) return;
     const m = Overlap.MEMORY;
     // Only a size the batches alone have reached is compared: beyond it the curve extrapolates, and a
@@ -90,6 +110,18 @@ export class Overlap {
     if (this.#beside > 0 && this.#beside >= Overlap.MIN_BESIDE_SHARE * this.#ms) {
       this.#efficiency = Math.min(1, Math.max(0, 1 - (2 * this.#late) / this.#beside));
     }
+  }
+
+  /** destroy(): the running batches are let go without ending. */
+  clear(): void {
+    this.#marks.clear();
+    this.#running = 0;
+  }
+
+  /** Back to planning as if a second slot gained nothing, until new evidence is read. */
+  #forgetEvidence(): void {
+    this.#ms = this.#beside = this.#late = 0;
+    this.#efficiency = 0;
   }
 
   #advance(at: number): void {

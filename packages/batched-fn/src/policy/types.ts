@@ -24,11 +24,6 @@ export interface SchedulingPolicy {
    * batches are running (a slot is free whenever the policy is asked).
    */
   decide(lane: LaneView, now: number, trigger: PumpTrigger, running: number): DispatchReason | number;
-  /**
-   * When `decide` sends the lane: the most rows this batch takes (the rest stay queued for the
-   * next free slot). Absent: up to maxRows.
-   */
-  batchRows?(lane: LaneView, now: number, running: number): number;
 }
 
 /** The batch slots a policy plans for: how many there are, and how much two of them gain over one. */
