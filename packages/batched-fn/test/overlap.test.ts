@@ -106,16 +106,21 @@ test('a device that turns shared is noticed within a memory of batches', () => {
   expect(overlap.efficiency).toBeLessThan(0.2);
 });
 
-test('without a batch alone for 50 settled batches, the curve alone is stale: efficiency 0 until one runs', () => {
+/** An Overlap that has learned independent slots (efficiency 1) from `count` pairs; and when their last batch ended. */
+function learnedIndependent(count: number): { overlap: Overlap; end: number } {
   const overlap = new Overlap();
   const start = alone(0);
-  const fresh = pairs('own', start.at, 20, (i) => 1 + (i % 16));
-  play(overlap, [...start.runs, ...fresh]);
+  const own = pairs('own', start.at, count, (i) => 1 + (i % 16));
+  play(overlap, [...start.runs, ...own]);
   expect(overlap.efficiency).toBeCloseTo(1, 6);
+  return { overlap, end: Math.max(...own.map((run) => run.end)) };
+}
+
+test('without a batch alone for 50 settled batches, the curve alone is stale: efficiency 0 until one runs', () => {
+  const { overlap, end } = learnedIndependent(20);
   // 26 pairs (52 batches) beside each other, none alone: a curve learned during a slow start would never be
   // corrected, and a shared device could stay planned as independent.
-  const from = (fresh.at(-1) as Run).end + 1;
-  const stale = pairs('own', from, 26, (i) => 1 + (i % 16), Number.POSITIVE_INFINITY);
+  const stale = pairs('own', end + 1, 26, (i) => 1 + (i % 16), Number.POSITIVE_INFINITY);
   play(overlap, stale);
   expect(overlap.efficiency).toBe(0);
   // Evidence starts over once batches run alone again.
@@ -127,14 +132,10 @@ test('without a batch alone for 50 settled batches, the curve alone is stale: ef
 });
 
 test('a batch failing beside others makes its neighbours no evidence: efficiency 0, evidence starts over', () => {
-  const overlap = new Overlap();
-  const start = alone(0);
-  const own = pairs('own', start.at, 30, (i) => 1 + (i % 16));
-  play(overlap, [...start.runs, ...own]);
-  expect(overlap.efficiency).toBeCloseTo(1, 6);
+  const { overlap, end } = learnedIndependent(30);
   // One device, where the second of each pair waits its turn and then fails at once (out of memory, say): the first
   // would count its time beside it as on time, and the device read as independent.
-  let at = (own.at(-1) as Run).end + 1;
+  let at = end + 1;
   for (let i = 0; i < 30; i++) {
     const first = { rows: 8 };
     const second = { rows: 8 };
