@@ -41,7 +41,7 @@ export class Overlap {
    * Settled batches since the last that ran alone, past which the curve of batches alone is stale
    * (a memory of batches): the efficiency falls back to 0 until one runs alone again. Batches that
    * run side by side on independent slots rarely run alone; a curve learned during a warm-up and
-   * never refreshed would make a shared device's batches look on time, and keep them split.
+   * never refreshed would make a shared device's batches look on time, and keep it planned as independent.
    */
   static readonly STALE_AFTER = 50;
 
