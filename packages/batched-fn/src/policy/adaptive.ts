@@ -64,7 +64,7 @@ export class AdaptivePolicy implements SchedulingPolicy {
    * can. Slots that run batches side by side each need to keep up with their share of it.
    */
   stableRows(lambda: number): number {
-    const perSlot = lambda / this.#parallel(this.#slots.concurrency);
+    const perSlot = lambda / this.#parallel();
     const headroom = AdaptivePolicy.TARGET_UTILISATION - this.#cost.b * perSlot;
     return headroom <= 0 ? Number.POSITIVE_INFINITY : (this.#cost.a * perSlot) / headroom;
   }
@@ -103,8 +103,9 @@ export class AdaptivePolicy implements SchedulingPolicy {
     return gathered ? deadline : Math.min(deadline, now + 1 / lambda);
   }
 
-  /** How many batches' worth of work `concurrency` slots do at once. */
-  #parallel(concurrency: number): number {
-    return 1 + Math.max(0, concurrency - 1) * this.#slots.efficiency;
+  /** How many batches' worth of work the batch slots do at once. */
+  #parallel(): number {
+    const slots = this.#slots;
+    return 1 + Math.max(0, slots.concurrency - 1) * slots.efficiency;
   }
 }

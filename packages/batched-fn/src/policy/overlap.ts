@@ -47,9 +47,8 @@ export class Overlap {
 
   /** The cost of a batch that ran with no other batch running at any point of it. */
   readonly #alone = new CostModel();
-  /** Each running batch's reading of #besideClock when it began. */
+  /** Each running batch's reading of #besideClock when it began; its size is how many run. */
   readonly #marks = new Map<object, number>();
-  #running = 0;
   /** When #besideClock last advanced. */
   #since = 0;
   /** ms during which two or more batches ran: a batch ran alone if it did not move while it ran. */
@@ -69,7 +68,6 @@ export class Overlap {
   /** `batch` started running at `at`. */
   began(batch: object, at: number): void {
     this.#advance(at);
-    this.#running++;
     this.#marks.set(batch, this.#besideClock);
   }
 
@@ -80,14 +78,13 @@ export class Overlap {
   ended(batch: object, at: number, rows: number, ms: number, ok: boolean): void {
     const mark = this.#marks.get(batch);
     if (mark === undefined) return;
-    this.#marks.delete(batch);
     this.#advance(at);
-    this.#running--;
+    this.#marks.delete(batch);
     const beside = this.#besideClock - mark;
     if (!ok) {
       // Its own lateness is unknown, and the batches beside it would count their time beside it as
       // on time: a shared device where one of two batches fails fast reads as independent.
-      if (beside > 0 || this.#running > 0) this.#forgetEvidence();
+      if (beside > 0 || this.#marks.size > 0) this.#forgetEvidence();
       return;
     }
     const alone = this.#alone;
@@ -115,7 +112,6 @@ export class Overlap {
   /** destroy(): the running batches are let go without ending. */
   clear(): void {
     this.#marks.clear();
-    this.#running = 0;
   }
 
   /** Back to planning as if a second slot gained nothing, until new evidence is read. */
@@ -127,6 +123,6 @@ export class Overlap {
   #advance(at: number): void {
     const dt = at - this.#since;
     this.#since = at;
-    if (dt > 0 && this.#running > 1) this.#besideClock += dt;
+    if (dt > 0 && this.#marks.size > 1) this.#besideClock += dt;
   }
 }
