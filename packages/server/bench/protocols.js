@@ -385,11 +385,11 @@ const mainPerRequest = (name, protocol) => {
 for (const [stack, what, compared] of ANCHORS.filter(([stack]) => MODELS.includes(stack)))
   for (const name of MODELS.filter(compared)) {
     const share = (protocol) => ratio(mean(name, protocol, 'req/s'), mean(stack, protocol, 'req/s'));
-    const allowed = (protocol) => ratio(mainPerRequest(stack, protocol), mainPerRequest(name, protocol));
+    const fromMainThreads = (protocol) => ratio(mainPerRequest(stack, protocol), mainPerRequest(name, protocol));
     process.stdout.write(
       `${name} against ${what}: json ${share('json')}x, binary ${share('binary')}x, grpc ${share('grpc')}x ` +
-        `(the main threads' CPU per request gives json ${allowed('json')}x, binary ${allowed('binary')}x, ` +
-        `grpc ${allowed('grpc')}x)\n`,
+        `(the main threads' CPU per request gives json ${fromMainThreads('json')}x, binary ${fromMainThreads('binary')}x, ` +
+        `grpc ${fromMainThreads('grpc')}x)\n`,
     );
   }
 if (BASELINE !== undefined)
