@@ -149,7 +149,10 @@ export class Settle<I, O> implements Runner<I, O>, Shedding {
     }
     this.#stats.dispatched(batch.reason as DispatchReason);
     this.#running.add(batch);
-    this.#overlap.began(batch, batch.started);
+    // With one slot every batch runs alone, and Overlap would refit the engine's own cost curve batch by
+    // batch: it watches only while a second slot may run (or batches it watches still run, after
+    // configure() lowered concurrency, so their time beside others stays counted).
+    if (this.#settings.concurrency > 1 || this.#overlap.watching) this.#overlap.began(batch, batch.started);
     let inputs = batch.inputs;
     const pad = this.#options.pad;
     if (pad !== undefined) {

@@ -65,6 +65,11 @@ export class Overlap {
     return this.#efficiency;
   }
 
+  /** Whether a batch it was told of is still running. */
+  get watching(): boolean {
+    return this.#marks.size > 0;
+  }
+
   /** `batch` started running at `at`. */
   began(batch: object, at: number): void {
     this.#advance(at);
@@ -73,7 +78,8 @@ export class Overlap {
 
   /**
    * `batch` stopped running at `at`, after `ms` ms; `rows` is what it was charged for, and `ok`
-   * whether its duration is the handler's (a failed or timed-out batch's is not).
+   * whether its duration is the handler's (a failed or timed-out batch's is not). A batch it was not
+   * told of (run with one slot) is ignored.
    */
   ended(batch: object, at: number, rows: number, ms: number, ok: boolean): void {
     const mark = this.#marks.get(batch);
